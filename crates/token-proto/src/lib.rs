@@ -1,0 +1,31 @@
+//! The tokend wire protocol: the single source of truth for what crosses the
+//! socket between `token` (or any other program) and `tokend`.
+//!
+//! One JSON object per line each way, UTF-8, at most [`MAX_LINE`] bytes a line.
+//! Every request carries `"v": 1` and `"op"`. A connection may carry many
+//! requests, answered in order. Before its final answer, a request that starts
+//! a login may receive [`Event`] lines (objects with an `"event"` key and no
+//! `"ok"` key) that the caller shows to the user. See `PROTOCOL.md` at the
+//! repository root for the prose version.
+
+mod error;
+mod frame;
+mod message;
+mod path;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use frame::{Frame, LineDecoder};
+pub use message::{
+    decode_request, encode_line, error_line, ok_line, Event, GetRequest, LoginMode, LoginPolicy,
+    LoginRequest, Op, ReloadReply, Request, RequestError, ServerLine, SiteRequest, SiteStatus,
+    StatusReply, StatusRequest, TokenReply,
+};
+pub use path::{default_socket_path, SOCKET_ENV};
+
+/// The protocol version carried in every request's `"v"`. Bumped by hand when
+/// a change would make an old daemon misread a new client or the reverse.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The longest line either side accepts, newline excluded. Checked before the
+/// line is buffered, so a peer cannot make the other side allocate more.
+pub const MAX_LINE: usize = 64 * 1024;

@@ -1,0 +1,380 @@
+//! Request, response and event types, and their one-line JSON encoding.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{ErrorBody, ErrorCode, PROTOCOL_VERSION};
+
+/// One request line: `{"v":1,"op":"get",...}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Request {
+    pub v: u32,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+impl Request {
+    pub fn new(op: Op) -> Self {
+        Request {
+            v: PROTOCOL_VERSION,
+            op,
+        }
+    }
+
+    /// A rendering safe for logs (requests hold no secrets today, but the
+    /// daemon logs through this so that stays a decision made here).
+    pub fn log_safe(&self) -> String {
+        match &self.op {
+            Op::Get(g) => format!("get {}", g.site),
+            Op::Login(l) => format!("login {}", l.site),
+            Op::Logout(s) => format!("logout {}", s.site),
+            Op::Status(s) => format!("status {}", s.site.as_deref().unwrap_or("*")),
+            Op::Reload => "reload".to_owned(),
+            Op::Stop => "stop".to_owned(),
+        }
+    }
+}
+
+/// What a request asks for; the `"op"` field selects the variant.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Get(GetRequest),
+    Login(LoginRequest),
+    Logout(SiteRequest),
+    Status(StatusRequest),
+    Reload,
+    Stop,
+}
+
+/// `get`: a valid access token for a site.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GetRequest {
+    pub site: String,
+    /// Seconds the token must stay valid; the daemon refreshes first otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ttl: Option<u64>,
+    /// A subset of the site's scopes (down-scoped token); empty: the site's scopes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub login: LoginPolicy,
+}
+
+/// Whether a `get` may start a login when the site needs consent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginPolicy {
+    /// The caller can show a URL to a person (a terminal, a desktop, `BROWSER`).
+    #[default]
+    Auto,
+    /// Fail with `login_required` instead.
+    Never,
+}
+
+/// `login`: run consent now, even if the site has a valid token.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LoginRequest {
+    pub site: String,
+    #[serde(default)]
+    pub mode: LoginMode,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginMode {
+    /// Authorization code + PKCE through a browser and a loopback redirect.
+    #[default]
+    Browser,
+    /// RFC 8628 device authorization.
+    Device,
+    /// The user pastes the final redirect URL (or the code) back.
+    Paste,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SiteRequest {
+    pub site: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StatusRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+}
+
+/// The answer to `get` and `login`.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct TokenReply {
+    pub access_token: String,
+    pub token_type: String,
+    /// Unix seconds; `None`: never expires.
+    pub expires_at: Option<u64>,
+    pub scopes: Vec<String>,
+    /// Stack Exchange's API key, sent by callers as `key` beside the token.
+    pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for TokenReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenReply")
+            .field("access_token", &"[redacted]")
+            .field("token_type", &self.token_type)
+            .field("expires_at", &self.expires_at)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answer to `status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub version: String,
+    pub pid: u32,
+    pub config: String,
+    /// Problems with the config file as a whole or with single sites.
+    #[serde(default)]
+    pub config_errors: Vec<String>,
+    pub sites: Vec<SiteStatus>,
+}
+
+/// One site in `status`. Field meanings are documented in `PROTOCOL.md`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SiteStatus {
+    pub site: String,
+    /// `ready`, `refreshing`, `login_required`, `login_pending`, `error`, `not_loaded`.
+    pub state: String,
+    pub expires_at: Option<u64>,
+    pub scopes: Vec<String>,
+    pub has_refresh_token: bool,
+    pub last_refresh: Option<u64>,
+    pub next_refresh: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+/// The answer to `reload`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ReloadReply {
+    pub sites: usize,
+    pub config_errors: Vec<String>,
+}
+
+/// A line the daemon sends before the final answer, for the user to see.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A browser login is waiting for the user at `url`. Only the caller that
+    /// started the login gets `open_browser: true`, so one browser opens.
+    LoginUrl {
+        site: String,
+        url: String,
+        open_browser: bool,
+        /// Seconds before the pending login gives up.
+        timeout: u64,
+    },
+    /// A device login is waiting: the user enters `user_code` at `verification_uri`.
+    DeviceCode {
+        site: String,
+        user_code: String,
+        verification_uri: String,
+        verification_uri_complete: Option<String>,
+        timeout: u64,
+    },
+    #[serde(other)]
+    Unknown,
+}
+
+/// A line from the daemon, as the client sees it.
+#[derive(Debug)]
+pub enum ServerLine {
+    Event(Event),
+    Ok(Value),
+    Err(ErrorBody),
+}
+
+impl ServerLine {
+    pub fn decode(line: &[u8]) -> Result<ServerLine, String> {
+        let value: Value =
+            serde_json::from_slice(line).map_err(|e| format!("daemon sent a bad line: {e}"))?;
+        if value.get("event").is_some() {
+            let event = serde_json::from_value(value).unwrap_or(Event::Unknown);
+            return Ok(ServerLine::Event(event));
+        }
+        match value.get("ok").and_then(Value::as_bool) {
+            Some(true) => Ok(ServerLine::Ok(value)),
+            Some(false) => {
+                let body = value
+                    .get("error")
+                    .cloned()
+                    .and_then(|e| serde_json::from_value(e).ok())
+                    .unwrap_or_else(|| {
+                        ErrorBody::new(ErrorCode::Unknown, "daemon sent an error without a body")
+                    });
+                Ok(ServerLine::Err(body))
+            }
+            None => Err("daemon sent a line with neither `ok` nor `event`".to_owned()),
+        }
+    }
+}
+
+/// Why a request line could not be decoded; answered as an error line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RequestError(pub ErrorBody);
+
+/// Decodes one request line. The version is checked before the op, so a newer
+/// client with an op this daemon does not know hears `version_mismatch`.
+pub fn decode_request(line: &[u8]) -> Result<Request, RequestError> {
+    let bad = |m: String| RequestError(ErrorBody::new(ErrorCode::BadRequest, m));
+    let value: Value =
+        serde_json::from_slice(line).map_err(|e| bad(format!("request is not JSON: {e}")))?;
+    let Some(obj) = value.as_object() else {
+        return Err(bad("request is not a JSON object".to_owned()));
+    };
+    match obj.get("v").and_then(Value::as_u64) {
+        Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
+        Some(v) => {
+            return Err(RequestError(ErrorBody::new(
+                ErrorCode::VersionMismatch,
+                format!(
+                    "request is protocol version {v}, this tokend speaks {PROTOCOL_VERSION}: \
+                     restart tokend (`token stop`) so the matching version starts"
+                ),
+            )))
+        }
+        None => return Err(bad("request has no numeric `v`".to_owned())),
+    }
+    serde_json::from_value(value).map_err(|e| bad(format!("bad request: {e}")))
+}
+
+/// Serializes a value as one line, newline included.
+pub fn encode_line<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    out.push(b'\n');
+    out
+}
+
+/// `{"ok":true, ...fields of value}` as one line. `value` must serialize to an object.
+pub fn ok_line<T: Serialize>(value: &T) -> Vec<u8> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut out = Vec::with_capacity(body.len() + 12);
+    out.extend_from_slice(b"{\"ok\":true");
+    if body.len() > 2 && body.first() == Some(&b'{') {
+        out.push(b',');
+        out.extend_from_slice(&body[1..]);
+    } else {
+        out.push(b'}');
+    }
+    out.push(b'\n');
+    out
+}
+
+/// `{"ok":false,"error":{"code":...,"message":...}}` as one line.
+pub fn error_line(error: &ErrorBody) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Wire<'a> {
+        ok: bool,
+        error: &'a ErrorBody,
+    }
+    encode_line(&Wire { ok: false, error })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_request_matches_the_documented_shape() {
+        let line = br#"{"v":1,"op":"get","site":"corp","min_ttl":300,"scopes":["read:projects"],"login":"auto"}"#;
+        let req = decode_request(line).unwrap();
+        let Op::Get(get) = req.op else {
+            unreachable!()
+        };
+        assert_eq!(get.site, "corp");
+        assert_eq!(get.min_ttl, Some(300));
+        assert_eq!(get.scopes, vec!["read:projects"]);
+        assert_eq!(get.login, LoginPolicy::Auto);
+    }
+
+    #[test]
+    fn minimal_requests_and_unknown_fields() {
+        assert!(matches!(
+            decode_request(br#"{"v":1,"op":"get","site":"a","future":1}"#).unwrap().op,
+            Op::Get(_)
+        ));
+        assert!(matches!(
+            decode_request(br#"{"v":1,"op":"status"}"#).unwrap().op,
+            Op::Status(StatusRequest { site: None })
+        ));
+        assert!(matches!(
+            decode_request(br#"{"v":1,"op":"stop"}"#).unwrap().op,
+            Op::Stop
+        ));
+    }
+
+    #[test]
+    fn bad_lines_get_coded_errors() {
+        let code = |l: &[u8]| decode_request(l).unwrap_err().0.code;
+        assert_eq!(code(b"nope"), ErrorCode::BadRequest);
+        assert_eq!(code(b"[1]"), ErrorCode::BadRequest);
+        assert_eq!(code(br#"{"op":"get"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(br#"{"v":2,"op":"warp"}"#), ErrorCode::VersionMismatch);
+        assert_eq!(code(br#"{"v":1,"op":"warp"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(br#"{"v":1,"op":"get"}"#), ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn request_encoding_round_trips() {
+        let req = Request::new(Op::Get(GetRequest {
+            site: "corp".into(),
+            ..Default::default()
+        }));
+        let line = encode_line(&req);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let back = decode_request(&line[..line.len() - 1]).unwrap();
+        assert!(matches!(back.op, Op::Get(g) if g.site == "corp"));
+    }
+
+    #[test]
+    fn ok_lines_start_with_ok() {
+        let line = ok_line(&ReloadReply::default());
+        assert!(line.starts_with(b"{\"ok\":true,\"sites\":0"));
+        assert_eq!(ok_line(&serde_json::json!({})), b"{\"ok\":true}\n");
+        match ServerLine::decode(&line).unwrap() {
+            ServerLine::Ok(v) => assert_eq!(v["sites"], 0),
+            other => unreachable!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_and_event_lines_decode() {
+        let line = error_line(&ErrorBody::new(ErrorCode::UnknownSite, "no site x"));
+        match ServerLine::decode(&line).unwrap() {
+            ServerLine::Err(e) => assert_eq!(e.code, ErrorCode::UnknownSite),
+            other => unreachable!("{other:?}"),
+        }
+        let ev = encode_line(&Event::LoginUrl {
+            site: "s".into(),
+            url: "http://x".into(),
+            open_browser: true,
+            timeout: 300,
+        });
+        assert!(matches!(
+            ServerLine::decode(&ev).unwrap(),
+            ServerLine::Event(Event::LoginUrl { .. })
+        ));
+        assert!(matches!(
+            ServerLine::decode(br#"{"event":"fireworks"}"#).unwrap(),
+            ServerLine::Event(Event::Unknown)
+        ));
+    }
+
+    #[test]
+    fn token_reply_debug_is_redacted() {
+        let r = TokenReply {
+            access_token: "sekrit".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{r:?}").contains("sekrit"));
+    }
+}

@@ -1,0 +1,71 @@
+//! Opening the authorization URL in the caller's browser. The client does
+//! this, not the daemon, so the browser opens in the caller's session
+//! (its `DISPLAY`, `BROWSER`, desktop), never wherever the daemon started.
+
+use std::io::IsTerminal;
+use std::process::{Command, Stdio};
+
+/// True when a person can act on a login URL: a terminal to read it on, a
+/// desktop to open it in, or a `BROWSER` command.
+pub fn caller_can_log_in() -> bool {
+    if std::io::stderr().is_terminal() || std::env::var_os("BROWSER").is_some() {
+        return true;
+    }
+    if cfg!(any(target_os = "macos", windows)) {
+        return true;
+    }
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+/// Starts the browser on `url` without waiting for it. `BROWSER` wins on every
+/// platform (split on whitespace, `%s` replaced, else the URL appended).
+pub fn open(url: &str) -> Result<(), String> {
+    let mut cmd = match std::env::var("BROWSER").ok().filter(|b| !b.trim().is_empty()) {
+        Some(browser) => {
+            let mut words = browser.split_whitespace();
+            let program = words.next().unwrap_or_default();
+            let mut cmd = Command::new(program);
+            let mut substituted = false;
+            for w in words {
+                if w.contains("%s") {
+                    substituted = true;
+                    cmd.arg(w.replace("%s", url));
+                } else {
+                    cmd.arg(w);
+                }
+            }
+            if !substituted {
+                cmd.arg(url);
+            }
+            cmd
+        }
+        None => platform_opener(url),
+    };
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.spawn()
+        .map(drop)
+        .map_err(|e| format!("could not start the browser: {e}"))
+}
+
+#[cfg(target_os = "macos")]
+fn platform_opener(url: &str) -> Command {
+    let mut c = Command::new("open");
+    c.arg(url);
+    c
+}
+
+#[cfg(windows)]
+fn platform_opener(url: &str) -> Command {
+    let mut c = Command::new("rundll32");
+    c.arg("url.dll,FileProtocolHandler").arg(url);
+    c
+}
+
+#[cfg(all(unix, not(target_os = "macos")))]
+fn platform_opener(url: &str) -> Command {
+    let mut c = Command::new("xdg-open");
+    c.arg(url);
+    c
+}

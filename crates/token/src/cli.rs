@@ -1,0 +1,313 @@
+//! Command-line parsing (lexopt) and the help text.
+
+use std::ffi::OsString;
+
+use lexopt::prelude::*;
+use token_proto::LoginMode;
+
+use crate::ClientError;
+
+pub const HELP: &str = "\
+token — print fresh OAuth access tokens, kept fresh by the tokend daemon
+
+USAGE:
+    token get SITE [--min-ttl DUR] [--scope S]... [--format raw|header|json] [--no-login]
+    token login SITE [--device | --paste]
+    token logout SITE
+    token status [SITE] [--json]
+    token exec SITE [--env VAR] -- COMMAND [ARGS]...
+    token kube SITE
+    token reload | token stop
+
+COMMANDS:
+    get       Print a valid access token for SITE on stdout and nothing else.
+              Logs in through your browser first if the site needs consent.
+                --min-ttl DUR   the token must stay valid this long (300, 90s, 5m, 1h)
+                --scope S       a token for a subset of the site's scopes (repeatable)
+                --format F      raw (default) | header (`Authorization: Bearer ...`) |
+                                json (token, type, expires_at, scopes, api_key)
+                --no-login      never start a login: exit 3 instead
+    login     Run consent for SITE now (browser + PKCE; --device shows a code to
+              enter on another device; --paste reads the final URL from stdin).
+    logout    Revoke SITE's tokens at the provider where possible; forget them here.
+    status    Every site (or one): state, expiry, scopes, last refresh, last error.
+    exec      Run COMMAND with the token in $VAR (default TOKEN).
+    kube      Print a Kubernetes ExecCredential (client.authentication.k8s.io/v1).
+    reload    Re-read the config file now (tokend also watches it).
+    stop      Ask the daemon to exit.
+
+EXAMPLES:
+    curl -H \"Authorization: Bearer $(token get corp)\" https://api.example.com/me
+    curl -H \"$(token get corp --format header)\" https://api.example.com/me
+    token exec corp -- terraform plan
+
+ENVIRONMENT:
+    TOKEND_SOCKET        socket path (default $XDG_RUNTIME_DIR/tokend/tokend.sock)
+    TOKEND_CONFIG        config file (default: the platform config dir, tokend/config.toml)
+    TOKEND_NO_AUTOSTART  1: never start tokend when none answers
+    BROWSER              the command that opens login URLs
+
+EXIT CODES:
+    0 ok   1 unexpected error   2 usage or config error   3 login required but not
+    allowed   4 the provider refused   5 the daemon is unreachable
+";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Raw,
+    Header,
+    Json,
+}
+
+#[derive(Debug)]
+pub struct GetArgs {
+    pub site: String,
+    pub min_ttl: Option<u64>,
+    pub scopes: Vec<String>,
+    pub format: Format,
+    pub no_login: bool,
+}
+
+#[derive(Debug)]
+pub enum Command {
+    Get(GetArgs),
+    Login { site: String, mode: LoginMode },
+    Logout { site: String },
+    Status { site: Option<String>, json: bool },
+    Exec { get: GetArgs, var: String, argv: Vec<OsString> },
+    Kube { get: GetArgs },
+    Reload,
+    Stop,
+    Help,
+    Version,
+}
+
+fn usage(msg: impl std::fmt::Display) -> ClientError {
+    ClientError::Usage(format!("{msg} (see `token --help`)"))
+}
+
+fn from_lexopt(e: lexopt::Error) -> ClientError {
+    usage(e)
+}
+
+/// Parses `300`, `90s`, `5m`, `2h`, `1d` into seconds.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+pub fn parse(args: Vec<OsString>) -> Result<Command, ClientError> {
+    if args.first().is_some_and(|a| a == "exec") {
+        return parse_exec(args);
+    }
+    let mut p = lexopt::Parser::from_args(args);
+    let sub = loop {
+        match p.next().map_err(from_lexopt)? {
+            Some(Short('h') | Long("help")) => return Ok(Command::Help),
+            Some(Short('V') | Long("version")) => return Ok(Command::Version),
+            Some(Value(v)) => break v.string().map_err(from_lexopt)?,
+            Some(other) => return Err(usage(other.unexpected())),
+            None => return Ok(Command::Help),
+        }
+    };
+    match sub.as_str() {
+        "get" => Ok(Command::Get(parse_get(&mut p, "get")?)),
+        "kube" => Ok(Command::Kube {
+            get: parse_get(&mut p, "kube")?,
+        }),
+        "login" => parse_login(&mut p),
+        "logout" => Ok(Command::Logout {
+            site: only_site(&mut p, "logout")?,
+        }),
+        "status" => parse_status(&mut p),
+        "reload" | "stop" => {
+            if let Some(arg) = p.next().map_err(from_lexopt)? {
+                if matches!(arg, Short('h') | Long("help")) {
+                    return Ok(Command::Help);
+                }
+                return Err(usage(arg.unexpected()));
+            }
+            Ok(if sub == "reload" {
+                Command::Reload
+            } else {
+                Command::Stop
+            })
+        }
+        "help" => Ok(Command::Help),
+        other => Err(usage(format!("unknown command `{other}`"))),
+    }
+}
+
+fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> {
+    let mut site = None;
+    let mut args = GetArgs {
+        site: String::new(),
+        min_ttl: None,
+        scopes: Vec::new(),
+        format: Format::Raw,
+        no_login: false,
+    };
+    while let Some(arg) = p.next().map_err(from_lexopt)? {
+        match arg {
+            Long("min-ttl") => {
+                let v = p.value().map_err(from_lexopt)?.string().map_err(from_lexopt)?;
+                args.min_ttl = Some(parse_duration(&v).ok_or_else(|| {
+                    usage(format!("--min-ttl `{v}` is not a duration like 300, 90s, 5m or 1h"))
+                })?);
+            }
+            Long("scope") => {
+                let v = p.value().map_err(from_lexopt)?.string().map_err(from_lexopt)?;
+                args.scopes.push(v);
+            }
+            Long("format") if cmd == "get" => {
+                let v = p.value().map_err(from_lexopt)?.string().map_err(from_lexopt)?;
+                args.format = match v.as_str() {
+                    "raw" => Format::Raw,
+                    "header" => Format::Header,
+                    "json" => Format::Json,
+                    _ => return Err(usage(format!("--format `{v}`: use raw, header or json"))),
+                };
+            }
+            Long("no-login") => args.no_login = true,
+            Short('h') | Long("help") => return Err(ClientError::Usage(HELP.to_owned())),
+            Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    args.site = site.ok_or_else(|| usage(format!("`token {cmd}` needs a SITE")))?;
+    Ok(args)
+}
+
+fn parse_exec(args: Vec<OsString>) -> Result<Command, ClientError> {
+    let Some(dash) = args.iter().position(|a| a == "--") else {
+        return Err(usage("`token exec SITE [--env VAR] -- COMMAND...`: the `--` and COMMAND are missing"));
+    };
+    let mut before = args;
+    let argv = before.split_off(dash + 1);
+    before.pop();
+    if argv.is_empty() {
+        return Err(usage("`token exec SITE -- COMMAND`: the COMMAND is missing"));
+    }
+    // Pull `--env VAR` out; the rest are `get` options.
+    let mut var = "TOKEN".to_owned();
+    let mut rest = Vec::new();
+    let mut it = before.into_iter().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--env" {
+            let v = it.next().ok_or_else(|| usage("--env needs a variable name"))?;
+            var = v.into_string().map_err(|_| usage("--env VAR must be UTF-8"))?;
+            if var.is_empty() || var.contains('=') {
+                return Err(usage(format!("--env `{var}` is not a variable name")));
+            }
+        } else {
+            rest.push(a);
+        }
+    }
+    let get = parse_get(&mut lexopt::Parser::from_args(rest), "exec")?;
+    Ok(Command::Exec { get, var, argv })
+}
+
+fn parse_login(p: &mut lexopt::Parser) -> Result<Command, ClientError> {
+    let mut site = None;
+    let mut mode = LoginMode::Browser;
+    while let Some(arg) = p.next().map_err(from_lexopt)? {
+        match arg {
+            Long("device") => mode = LoginMode::Device,
+            Long("paste") => mode = LoginMode::Paste,
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    let site = site.ok_or_else(|| usage("`token login` needs a SITE"))?;
+    Ok(Command::Login { site, mode })
+}
+
+fn parse_status(p: &mut lexopt::Parser) -> Result<Command, ClientError> {
+    let mut site = None;
+    let mut json = false;
+    while let Some(arg) = p.next().map_err(from_lexopt)? {
+        match arg {
+            Long("json") => json = true,
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    Ok(Command::Status { site, json })
+}
+
+fn only_site(p: &mut lexopt::Parser, cmd: &str) -> Result<String, ClientError> {
+    let mut site = None;
+    while let Some(arg) = p.next().map_err(from_lexopt)? {
+        match arg {
+            Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
+            other => return Err(usage(other.unexpected())),
+        }
+    }
+    site.ok_or_else(|| usage(format!("`token {cmd}` needs a SITE")))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<Command, ClientError> {
+        parse(s.split_whitespace().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300"), Some(300));
+        assert_eq!(parse_duration("5m"), Some(300));
+        assert_eq!(parse_duration("1h"), Some(3600));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn get_with_everything() {
+        let Command::Get(g) =
+            parse_str("get corp --min-ttl 5m --scope a --scope b --format json --no-login")
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(g.site, "corp");
+        assert_eq!(g.min_ttl, Some(300));
+        assert_eq!(g.scopes, ["a", "b"]);
+        assert_eq!(g.format, Format::Json);
+        assert!(g.no_login);
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        for bad in ["get", "get a b", "get a --format xml", "frobnicate", "login", "exec a"] {
+            let e = parse_str(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+        }
+    }
+
+    #[test]
+    fn exec_splits_at_double_dash() {
+        let Command::Exec { get, var, argv } =
+            parse_str("exec corp --env GH -- curl -H x").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(get.site, "corp");
+        assert_eq!(var, "GH");
+        assert_eq!(argv, ["curl", "-H", "x"]);
+    }
+}

@@ -1,0 +1,269 @@
+//! The client's commands: each builds one request, relays events, prints the answer.
+
+use std::io::Write;
+
+use serde_json::{json, Value};
+use token_proto::{
+    Event, GetRequest, LoginPolicy, LoginRequest, Op, SiteRequest, StatusReply, StatusRequest,
+    TokenReply,
+};
+
+use crate::cli::{Command, Format, GetArgs, HELP};
+use crate::conn::Conn;
+use crate::time::{human_duration, now_unix, rfc3339};
+use crate::{browser, platform, ClientError};
+
+pub fn run(cmd: Command) -> Result<u8, ClientError> {
+    match cmd {
+        Command::Help => print(HELP),
+        Command::Version => print(&format!("token {}\n", env!("CARGO_PKG_VERSION"))),
+        Command::Get(args) => {
+            let reply = get(&args)?;
+            print(&render(&reply, args.format))
+        }
+        Command::Exec { get: args, var, argv } => {
+            let reply = get(&args)?;
+            let (program, rest) = argv
+                .split_first()
+                .ok_or_else(|| ClientError::Usage("`token exec` needs a COMMAND".to_owned()))?;
+            let mut cmd = std::process::Command::new(program);
+            cmd.args(rest).env(var, &reply.access_token);
+            platform::exec(cmd).map_err(|e| {
+                ClientError::Other(format!(
+                    "could not run `{}`: {e}",
+                    program.to_string_lossy()
+                ))
+            })
+        }
+        Command::Kube { get: args } => {
+            let reply = get(&args)?;
+            let mut status = json!({ "token": reply.access_token });
+            if let Some(at) = reply.expires_at {
+                status["expirationTimestamp"] = Value::String(rfc3339(at));
+            }
+            let cred = json!({
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "kind": "ExecCredential",
+                "status": status,
+            });
+            print(&format!("{cred}\n"))
+        }
+        Command::Login { site, mode } => {
+            let v = Conn::open()?.call(
+                Op::Login(LoginRequest {
+                    site: site.clone(),
+                    mode,
+                }),
+                show_event,
+            )?;
+            let reply: TokenReply = from_reply(v)?;
+            let valid = reply.expires_at.map_or("does not expire".to_owned(), |at| {
+                format!("valid for {}", human_duration(at as i64 - now_unix() as i64))
+            });
+            eprintln!("token: logged in to site {site}; the token is {valid}");
+            Ok(0)
+        }
+        Command::Logout { site } => {
+            let v = Conn::open()?.call(Op::Logout(SiteRequest { site }), show_event)?;
+            if let Some(msg) = v.get("message").and_then(Value::as_str) {
+                eprintln!("token: {msg}");
+            }
+            Ok(0)
+        }
+        Command::Status { site, json } => {
+            let v = Conn::open()?.call(Op::Status(StatusRequest { site }), show_event)?;
+            let reply: StatusReply = from_reply(v)?;
+            if json {
+                let text = serde_json::to_string_pretty(&reply).unwrap_or_default();
+                print(&format!("{text}\n"))
+            } else {
+                print(&status_table(&reply))
+            }
+        }
+        Command::Reload => {
+            let v = Conn::open()?.call(Op::Reload, show_event)?;
+            let n = v.get("sites").and_then(Value::as_u64).unwrap_or(0);
+            eprintln!("token: tokend reloaded its config: {n} site(s)");
+            if let Some(errors) = v.get("config_errors").and_then(Value::as_array) {
+                for e in errors.iter().filter_map(Value::as_str) {
+                    eprintln!("token: {e}");
+                }
+                if !errors.is_empty() {
+                    return Ok(2);
+                }
+            }
+            Ok(0)
+        }
+        Command::Stop => {
+            Conn::open_no_start()?.call(Op::Stop, show_event)?;
+            Ok(0)
+        }
+    }
+}
+
+fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
+    let login = if args.no_login || !browser::caller_can_log_in() {
+        LoginPolicy::Never
+    } else {
+        LoginPolicy::Auto
+    };
+    let op = Op::Get(GetRequest {
+        site: args.site.clone(),
+        min_ttl: args.min_ttl,
+        scopes: args.scopes.clone(),
+        login,
+    });
+    from_reply(Conn::open()?.call(op, show_event)?)
+}
+
+fn from_reply<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ClientError> {
+    serde_json::from_value(v)
+        .map_err(|e| ClientError::Other(format!("tokend sent an answer this token does not understand: {e}; restart it with `token stop`")))
+}
+
+fn render(reply: &TokenReply, format: Format) -> String {
+    match format {
+        Format::Raw => format!("{}\n", reply.access_token),
+        Format::Header => format!("Authorization: Bearer {}\n", reply.access_token),
+        Format::Json => format!(
+            "{}\n",
+            json!({
+                "access_token": reply.access_token,
+                "token_type": reply.token_type,
+                "expires_at": reply.expires_at,
+                "scopes": reply.scopes,
+                "api_key": reply.api_key,
+            })
+        ),
+    }
+}
+
+/// Shows what the daemon says while the caller waits (a login URL, a device code).
+fn show_event(ev: &Event) {
+    let mut err = std::io::stderr().lock();
+    match ev {
+        Event::LoginUrl {
+            site,
+            url,
+            open_browser,
+            timeout,
+        } => {
+            if *open_browser {
+                let _ = writeln!(
+                    err,
+                    "token: site {site} needs a login; opening your browser. If it does not open, visit:\n\n    {url}\n"
+                );
+                if let Err(e) = browser::open(url) {
+                    let _ = writeln!(err, "token: {e}; open the URL above by hand");
+                }
+            } else {
+                let _ = writeln!(
+                    err,
+                    "token: site {site} is waiting for a login already in progress; if no browser tab is open for it, visit:\n\n    {url}\n"
+                );
+            }
+            let _ = writeln!(
+                err,
+                "token: waiting up to {} for the login to finish (Ctrl-C cancels)",
+                human_duration(*timeout as i64)
+            );
+        }
+        Event::DeviceCode {
+            site,
+            user_code,
+            verification_uri,
+            verification_uri_complete,
+            timeout,
+        } => {
+            let _ = writeln!(
+                err,
+                "token: site {site}: on any device, open\n\n    {verification_uri}\n\nand enter the code\n\n    {user_code}\n"
+            );
+            if let Some(full) = verification_uri_complete {
+                let _ = writeln!(err, "token: or open {full}");
+            }
+            let _ = writeln!(
+                err,
+                "token: waiting up to {} (Ctrl-C cancels)",
+                human_duration(*timeout as i64)
+            );
+        }
+        Event::Unknown => {}
+    }
+}
+
+fn status_table(reply: &StatusReply) -> String {
+    let now = now_unix() as i64;
+    let mut rows = vec![[
+        "SITE".to_owned(),
+        "STATE".to_owned(),
+        "EXPIRES IN".to_owned(),
+        "SCOPES".to_owned(),
+        "LAST REFRESH".to_owned(),
+        "LAST ERROR".to_owned(),
+    ]];
+    for s in &reply.sites {
+        let expires = match (s.state.as_str(), s.expires_at) {
+            ("login_required" | "not_loaded", _) => "-".to_owned(),
+            (_, Some(at)) => human_duration(at as i64 - now),
+            (_, None) if s.has_refresh_token || !s.scopes.is_empty() => "never".to_owned(),
+            _ => "-".to_owned(),
+        };
+        let last = s
+            .last_refresh
+            .map_or("-".to_owned(), |t| format!("{} ago", human_duration(now - t as i64)));
+        let scopes = if s.scopes.is_empty() {
+            "-".to_owned()
+        } else {
+            s.scopes.join(" ")
+        };
+        rows.push([
+            s.site.clone(),
+            s.state.replace('_', " "),
+            expires,
+            scopes,
+            last,
+            s.last_error.clone().unwrap_or_else(|| "-".to_owned()),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = format!(
+        "tokend {} (pid {}), config {}\n",
+        reply.version, reply.pid, reply.config
+    );
+    for e in &reply.config_errors {
+        out.push_str(&format!("config error: {e}\n"));
+    }
+    if reply.sites.is_empty() {
+        out.push_str("no sites configured: add a [site.NAME] table to the config file\n");
+        return out;
+    }
+    for r in &rows {
+        let mut line = String::new();
+        for (i, (c, w)) in r.iter().zip(widths).enumerate() {
+            if i == 5 {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Writes to stdout; a closed pipe (`token get x | head -c0`) is not an error.
+fn print(s: &str) -> Result<u8, ClientError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(ClientError::Other(format!("cannot write to stdout: {e}"))),
+    }
+}

@@ -1,0 +1,187 @@
+//! One connection to the daemon: connect (starting tokend if none answers),
+//! send a request line, relay event lines, return the final answer.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+use token_proto::{
+    default_socket_path, encode_line, Event, Frame, LineDecoder, Op, Request, ServerLine,
+};
+
+use crate::platform::{self, Stream};
+use crate::ClientError;
+
+/// How long a started daemon may take to say it is ready.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct Conn {
+    stream: Stream,
+    decoder: LineDecoder,
+    frames: std::collections::VecDeque<Frame>,
+}
+
+fn unreachable(path: &Path, what: impl std::fmt::Display) -> ClientError {
+    ClientError::Unreachable(format!(
+        "cannot reach tokend at {}: {what}",
+        path.display()
+    ))
+}
+
+impl Conn {
+    /// Connects to the daemon, starting one when none answers (unless
+    /// `TOKEND_NO_AUTOSTART=1`).
+    pub fn open() -> Result<Conn, ClientError> {
+        Self::connect(true)
+    }
+
+    /// Connects without starting a daemon (for `token stop`).
+    pub fn open_no_start() -> Result<Conn, ClientError> {
+        Self::connect(false)
+    }
+
+    fn connect(may_start: bool) -> Result<Conn, ClientError> {
+        let path = default_socket_path(platform::uid());
+        let stream = match platform::connect(&path) {
+            Ok(s) => s,
+            Err(e) if platform::is_not_running(&e) => {
+                if !may_start {
+                    return Err(unreachable(&path, "no tokend is running"));
+                }
+                if std::env::var_os("TOKEND_NO_AUTOSTART").is_some_and(|v| v == "1") {
+                    return Err(unreachable(
+                        &path,
+                        format_args!("{e}; start `tokend`, or unset TOKEND_NO_AUTOSTART"),
+                    ));
+                }
+                start_daemon(&path)?
+            }
+            Err(e) => return Err(unreachable(&path, e)),
+        };
+        Ok(Conn {
+            stream,
+            decoder: LineDecoder::default(),
+            frames: Default::default(),
+        })
+    }
+
+    /// Sends one request; `on_event` sees each event line before the answer.
+    pub fn call(
+        &mut self,
+        op: Op,
+        mut on_event: impl FnMut(&Event),
+    ) -> Result<Value, ClientError> {
+        let line = encode_line(&Request::new(op));
+        self.stream
+            .write_all(&line)
+            .map_err(|e| ClientError::Unreachable(format!("lost the connection to tokend: {e}")))?;
+        loop {
+            match ServerLine::decode(&self.read_line()?).map_err(ClientError::Other)? {
+                ServerLine::Event(ev) => on_event(&ev),
+                ServerLine::Ok(v) => return Ok(v),
+                ServerLine::Err(body) => return Err(ClientError::Daemon(body)),
+            }
+        }
+    }
+
+    fn read_line(&mut self) -> Result<Vec<u8>, ClientError> {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match self.frames.pop_front() {
+                Some(Frame::Line(l)) => return Ok(l),
+                Some(Frame::TooLong) => {
+                    return Err(ClientError::Other(
+                        "tokend sent a line longer than 64 KiB".to_owned(),
+                    ))
+                }
+                None => {}
+            }
+            let n = self.stream.read(&mut chunk).map_err(|e| {
+                ClientError::Unreachable(format!("lost the connection to tokend: {e}"))
+            })?;
+            if n == 0 {
+                return Err(ClientError::Unreachable(
+                    "tokend closed the connection before answering; see its log".to_owned(),
+                ));
+            }
+            let mut out = Vec::new();
+            self.decoder.feed(&chunk[..n], &mut out);
+            self.frames.extend(out);
+        }
+    }
+}
+
+/// The `tokend` beside this executable, else `tokend` from `PATH`.
+fn daemon_program() -> PathBuf {
+    let name = if cfg!(windows) { "tokend.exe" } else { "tokend" };
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(name)))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Starts a daemon and waits until it says it listens (a `ready` line on its
+/// stdout), so there is no blind sleep. If it exits without saying so,
+/// another daemon won the race for the socket: connect to that one.
+fn start_daemon(path: &Path) -> Result<Stream, ClientError> {
+    let program = daemon_program();
+    let mut cmd = Command::new(&program);
+    cmd.env("TOKEND_NOTIFY_READY", "1")
+        .env("TOKEND_AUTOSTARTED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    platform::detach(&mut cmd);
+    let mut child = cmd.spawn().map_err(|e| {
+        unreachable(
+            path,
+            format_args!(
+                "no daemon answers and `{}` could not be started: {e}; install tokend next to token or on PATH",
+                program.display()
+            ),
+        )
+    })?;
+    let stdout = child.stdout.take();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        if let Some(out) = stdout {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(line) if line.trim() == "ready" => {}
+        Ok(_) => {
+            // Exited without `ready`: it either lost the race to a daemon that
+            // is starting (give that one the same time to bind) or failed.
+            let status = child.wait().ok();
+            let deadline = std::time::Instant::now() + START_TIMEOUT;
+            let mut pause = Duration::from_millis(5);
+            while std::time::Instant::now() < deadline {
+                if let Ok(s) = platform::connect(path) {
+                    return Ok(s);
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            let how = status.map_or("it failed".to_owned(), |s| format!("it exited ({s})"));
+            return Err(unreachable(
+                path,
+                format_args!("started `{}` but {how}; run `tokend` by hand to see why", program.display()),
+            ));
+        }
+        Err(_) => {
+            return Err(unreachable(
+                path,
+                format_args!("started `{}` but it did not become ready in 10 s", program.display()),
+            ))
+        }
+    }
+    platform::connect(path).map_err(|e| unreachable(path, e))
+}

@@ -1,0 +1,46 @@
+//! The client's error: one line on stderr, one documented exit code.
+
+use std::fmt;
+use std::io::Write;
+
+use token_proto::ErrorBody;
+
+/// Everything that can end a `token` command unsuccessfully.
+#[derive(Debug)]
+pub enum ClientError {
+    /// Bad command line (exit 2); the text says what to type instead.
+    Usage(String),
+    /// The daemon cannot be reached or started (exit 5).
+    Unreachable(String),
+    /// The daemon answered with a coded error.
+    Daemon(ErrorBody),
+    /// Anything else (exit 1).
+    Other(String),
+}
+
+impl ClientError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Usage(_) => 2,
+            ClientError::Unreachable(_) => 5,
+            ClientError::Daemon(body) => body.code.exit_code(),
+            ClientError::Other(_) => 1,
+        }
+    }
+
+    /// Prints the one error line. A failing stderr is ignored: nowhere left to say it.
+    pub fn report(&self) {
+        let _ = writeln!(std::io::stderr().lock(), "token: {self}");
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Usage(m) | ClientError::Unreachable(m) | ClientError::Other(m) => {
+                f.write_str(m)
+            }
+            ClientError::Daemon(body) => f.write_str(&body.message),
+        }
+    }
+}

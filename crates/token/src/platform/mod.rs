@@ -1,0 +1,8 @@
+//! Per-OS pieces of the client behind one interface: connecting to the
+//! daemon's socket or pipe, detaching a spawned daemon, replacing the process.
+
+#[cfg_attr(unix, path = "unix.rs")]
+#[cfg_attr(windows, path = "windows.rs")]
+mod os;
+
+pub use os::{connect, detach, exec, is_not_running, uid, Stream};
