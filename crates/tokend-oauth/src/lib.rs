@@ -1,0 +1,35 @@
+//! OAuth 2.0 / OpenID Connect flows and provider quirks for tokend.
+//!
+//! The crate is split so that every decision is a pure function: flows build
+//! a [`FormRequest`], [`Http`] sends it and returns a [`RawResponse`], and
+//! parsers turn that into a [`TokenResponse`] or an [`Error`]. Secrets live in
+//! the newtypes of [`secret`] and never appear in `Debug`, errors or logs.
+
+pub mod callback;
+pub mod client;
+pub mod device;
+pub mod discovery;
+pub mod error;
+pub mod http;
+mod jwt;
+pub mod pkce;
+pub mod provider;
+mod response;
+pub mod secret;
+pub mod site;
+pub mod token;
+
+#[cfg(test)]
+mod testserver;
+
+pub use callback::{check_callback, parse_implicit_fragment, CallbackError};
+pub use client::{Client, ClientAuth};
+pub use device::{DeviceAuthorization, DevicePoll};
+pub use discovery::discover;
+pub use error::Error;
+pub use http::{FormRequest, Http, Method, RawResponse};
+pub use pkce::{constant_time_eq, random_state, Pkce};
+pub use provider::Provider;
+pub use secret::{AccessToken, AuthCode, ClientSecret, DeviceCode, PkceVerifier, RefreshToken};
+pub use site::OAuthSite;
+pub use token::{parse_token_response, Lifetime, TokenResponse, DEFAULT_LIFETIME};

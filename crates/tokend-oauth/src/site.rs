@@ -1,0 +1,227 @@
+//! One provider as seen by one client, with its quirks: the authorization
+//! code flow (RFC 6749 §4.1 with PKCE), refresh, client credentials and
+//! revocation (RFC 7009). The device flow lives in [`crate::device`].
+//!
+//! Each flow is a pure `*_request` builder plus an async method that sends
+//! it, so the exact wire form is unit-tested without a network.
+
+use url::Url;
+
+use crate::client::Client;
+use crate::error::{loggable_url, Error};
+use crate::http::{FormRequest, Http, RawResponse};
+use crate::pkce::Pkce;
+use crate::provider::Provider;
+use crate::response;
+use crate::secret::{AuthCode, PkceVerifier, RefreshToken};
+use crate::token::{parse_token_response, TokenResponse};
+
+#[derive(Clone, Debug)]
+pub struct OAuthSite {
+    pub provider: Provider,
+    pub client: Client,
+    /// Joins requested scopes: `" "` by default, `","` for Stack Exchange.
+    pub scope_separator: String,
+    /// Added to authorization and token requests (e.g. `audience`). They
+    /// never replace a parameter tokend sets itself, such as `state`.
+    pub extra_params: Vec<(String, String)>,
+}
+
+impl OAuthSite {
+    /// A site with the default scope separator and no extra parameters.
+    pub fn new(provider: Provider, client: Client) -> OAuthSite {
+        OAuthSite {
+            provider,
+            client,
+            scope_separator: " ".into(),
+            extra_params: Vec::new(),
+        }
+    }
+
+    /// The URL to open in the browser. PKCE is always S256.
+    pub fn authorize_url(
+        &self,
+        redirect_uri: &str,
+        scopes: &[String],
+        state: &str,
+        pkce: Option<&Pkce>,
+    ) -> Result<Url, Error> {
+        let mut url = self.provider.authorize_url.clone().ok_or_else(|| {
+            Error::Invalid("the site has no authorize_url: set issuer or authorize_url".into())
+        })?;
+        let mut params: Vec<(&str, &str)> = vec![
+            ("response_type", "code"),
+            ("client_id", &self.client.id),
+            ("redirect_uri", redirect_uri),
+        ];
+        let scope = self.join_scopes(scopes);
+        if !scope.is_empty() {
+            params.push(("scope", &scope));
+        }
+        params.push(("state", state));
+        if let Some(pkce) = pkce {
+            params.push(("code_challenge", &pkce.challenge));
+            params.push(("code_challenge_method", "S256"));
+        }
+        let existing: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        let extras: Vec<(&str, &str)> = self
+            .extra_params
+            .iter()
+            .filter(|(k, _)| !params.iter().any(|(p, _)| p == k) && !existing.contains(k))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        url.query_pairs_mut()
+            .extend_pairs(params)
+            .extend_pairs(extras);
+        Ok(url)
+    }
+
+    /// The authorization code exchange (grant `authorization_code`).
+    pub fn code_request(
+        &self,
+        code: &AuthCode,
+        redirect_uri: &str,
+        verifier: &PkceVerifier,
+    ) -> Result<FormRequest, Error> {
+        let mut request = FormRequest::post(self.provider.token_url.clone());
+        request.param("grant_type", "authorization_code");
+        request.param("code", code.expose());
+        request.param("redirect_uri", redirect_uri);
+        request.param("code_verifier", verifier.expose());
+        self.finish(request)
+    }
+
+    /// A refresh, optionally down-scoped to `scopes`.
+    pub fn refresh_request(
+        &self,
+        refresh_token: &RefreshToken,
+        scopes: Option<&[String]>,
+    ) -> Result<FormRequest, Error> {
+        let mut request = FormRequest::post(self.provider.token_url.clone());
+        request.param("grant_type", "refresh_token");
+        request.param("refresh_token", refresh_token.expose());
+        if let Some(scopes) = scopes.filter(|s| !s.is_empty()) {
+            request.param("scope", &self.join_scopes(scopes));
+        }
+        self.finish(request)
+    }
+
+    pub fn client_credentials_request(&self, scopes: &[String]) -> Result<FormRequest, Error> {
+        let mut request = FormRequest::post(self.provider.token_url.clone());
+        request.param("grant_type", "client_credentials");
+        if !scopes.is_empty() {
+            request.param("scope", &self.join_scopes(scopes));
+        }
+        self.finish(request)
+    }
+
+    /// An RFC 7009 revocation. Extra parameters are not sent: they belong to
+    /// the authorization and token requests.
+    pub fn revoke_request(&self, token: &str, token_type_hint: &str) -> Result<FormRequest, Error> {
+        let url = self.provider.revoke_url.clone().ok_or_else(|| {
+            Error::Invalid("the site has no revoke_url, so its tokens cannot be revoked".into())
+        })?;
+        let mut request = FormRequest::post(url);
+        request.param("token", token);
+        if !token_type_hint.is_empty() {
+            request.param("token_type_hint", token_type_hint);
+        }
+        self.client.authenticate(&mut request)?;
+        Ok(request)
+    }
+
+    pub async fn exchange_code(
+        &self,
+        http: &Http,
+        code: &AuthCode,
+        redirect_uri: &str,
+        verifier: &PkceVerifier,
+    ) -> Result<TokenResponse, Error> {
+        let request = self.code_request(code, redirect_uri, verifier)?;
+        self.token_call(http, &request).await
+    }
+
+    /// A response without `refresh_token` means the old one stays valid;
+    /// the caller keeps it.
+    pub async fn refresh(
+        &self,
+        http: &Http,
+        refresh_token: &RefreshToken,
+        scopes: Option<&[String]>,
+    ) -> Result<TokenResponse, Error> {
+        let request = self.refresh_request(refresh_token, scopes)?;
+        self.token_call(http, &request).await
+    }
+
+    pub async fn client_credentials(
+        &self,
+        http: &Http,
+        scopes: &[String],
+    ) -> Result<TokenResponse, Error> {
+        let request = self.client_credentials_request(scopes)?;
+        self.token_call(http, &request).await
+    }
+
+    pub async fn revoke(
+        &self,
+        http: &Http,
+        token: &str,
+        token_type_hint: &str,
+    ) -> Result<(), Error> {
+        let request = self.revoke_request(token, token_type_hint)?;
+        let raw = http.send(&request).await?;
+        parse_revoke_response(&raw).map_err(|e| {
+            e.at(format!(
+                "revocation endpoint {}",
+                loggable_url(&request.url)
+            ))
+        })
+    }
+
+    pub(crate) fn join_scopes(&self, scopes: &[String]) -> String {
+        scopes.join(&self.scope_separator)
+    }
+
+    /// Client authentication and extra parameters, common to every request
+    /// to the token and device endpoints.
+    pub(crate) fn finish(&self, mut request: FormRequest) -> Result<FormRequest, Error> {
+        self.client.authenticate(&mut request)?;
+        for (name, value) in &self.extra_params {
+            if request.form_value(name).is_none() {
+                request.param(name, value);
+            }
+        }
+        Ok(request)
+    }
+
+    pub(crate) async fn token_call(
+        &self,
+        http: &Http,
+        request: &FormRequest,
+    ) -> Result<TokenResponse, Error> {
+        let raw = http.send(request).await?;
+        parse_token_response(raw.status, raw.content_type.as_deref(), &raw.body)
+            .map_err(|e| e.at(format!("token endpoint {}", loggable_url(&request.url))))
+    }
+}
+
+/// RFC 7009 §2.2: any 2xx is success, whatever the body, unless the body is
+/// an OAuth error (some providers answer 200 with one).
+pub fn parse_revoke_response(raw: &RawResponse) -> Result<(), Error> {
+    let fields = response::fields(
+        raw.status,
+        raw.content_type.as_deref(),
+        &raw.body,
+        "the revocation endpoint",
+    );
+    match fields {
+        Err(error @ Error::Provider { .. }) => Err(error),
+        _ if (200..300).contains(&raw.status) => Ok(()),
+        Err(error) => Err(error),
+        Ok(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[path = "site_tests.rs"]
+mod tests;

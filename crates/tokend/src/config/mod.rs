@@ -1,0 +1,226 @@
+//! The config file: `[site.NAME]` tables in TOML. Parsing keeps going past a
+//! bad site so the good ones are served; every problem names the file, the
+//! line and the key at fault.
+
+mod site;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use site::{ClientAuthKind, Grant, SecretSource, SiteConfig};
+
+/// One problem in the config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub site: Option<String>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(site) = &self.site {
+            write!(f, "site {site}: ")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "key `{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The parsed file: the good sites, and what was wrong with the others.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub path: PathBuf,
+    pub sites: BTreeMap<String, Arc<SiteConfig>>,
+    /// Whole-file problems (unreadable, not TOML) and per-site problems.
+    pub errors: Vec<ConfigError>,
+    /// Sites present in the file but invalid, with their error (for `get`).
+    pub broken: BTreeMap<String, ConfigError>,
+}
+
+type RawTable = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    site: BTreeMap<Spanned<String>, Spanned<RawTable>>,
+}
+
+/// 1-based line of a byte offset.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+impl Config {
+    /// Reads and parses the file. A missing file is an empty config (with a
+    /// hint in `errors`), not a failure: the daemon still starts.
+    pub fn load(path: &Path) -> Config {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(path, &text),
+            Err(e) => {
+                let message = if e.kind() == std::io::ErrorKind::NotFound {
+                    "no config file yet: create it with a [site.NAME] table (see the README)"
+                        .to_owned()
+                } else {
+                    format!("cannot read the config file: {e}")
+                };
+                Config {
+                    path: path.to_owned(),
+                    errors: vec![ConfigError {
+                        path: path.to_owned(),
+                        line: None,
+                        site: None,
+                        key: None,
+                        message,
+                    }],
+                    ..Default::default()
+                }
+            }
+        }
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Config {
+        let mut config = Config {
+            path: path.to_owned(),
+            ..Default::default()
+        };
+        let raw: RawFile = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let line = e.span().map(|s| line_of(text, s.start));
+                config.errors.push(ConfigError {
+                    path: path.to_owned(),
+                    line,
+                    site: None,
+                    key: None,
+                    message: e.message().trim().to_owned(),
+                });
+                return config;
+            }
+        };
+        for (name, table) in raw.site {
+            let line = line_of(text, name.span().start);
+            let name = name.into_inner();
+            match site::parse_site(path, text, &name, line, table.into_inner()) {
+                Ok(site) => {
+                    config.sites.insert(name, Arc::new(site));
+                }
+                Err(e) => {
+                    config.broken.insert(name, e.clone());
+                    config.errors.push(e);
+                }
+            }
+        }
+        config
+    }
+
+    /// The message for a `get` of a site that is not served.
+    pub fn site_error(&self, name: &str) -> Option<String> {
+        if let Some(e) = self.broken.get(name) {
+            return Some(format!("site {name} is not usable: {e}; fix the config file"));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(Path::new("/c.toml"), text)
+    }
+
+    #[test]
+    fn a_good_site() {
+        let c = parse(
+            r#"
+[site.corp]
+issuer = "https://auth.example.com"
+client_id = "abc"
+scopes = ["read", "write"]
+"#,
+        );
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        let s = &c.sites["corp"];
+        assert_eq!(s.client_id, "abc");
+        assert_eq!(s.scopes, ["read", "write"]);
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let c = parse("[site.a]\nissuer = \"x\"\nclient_id = \n");
+        assert_eq!(c.errors.len(), 1);
+        let msg = c.errors[0].to_string();
+        assert!(msg.starts_with("/c.toml:3: "), "{msg}");
+    }
+
+    #[test]
+    fn one_bad_site_does_not_stop_the_others() {
+        let c = parse(
+            r#"
+[site.good]
+token_url = "https://a/token"
+client_id = "x"
+grant = "client_credentials"
+client_secret_env = "S"
+
+[site.bad]
+issuer = "https://a"
+client_id = "y"
+scops = ["z"]
+"#,
+        );
+        assert!(c.sites.contains_key("good"));
+        assert!(!c.sites.contains_key("bad"));
+        let msg = c.errors[0].to_string();
+        assert!(msg.contains("/c.toml:11: site bad: key `scops`"), "{msg}");
+        assert!(msg.contains("did you mean `scopes`"), "{msg}");
+        assert!(c.site_error("bad").is_some());
+    }
+
+    #[test]
+    fn wrong_types_and_missing_keys() {
+        let c = parse("[site.a]\nissuer = \"https://a\"\nclient_id = 5\n");
+        assert!(c.errors[0].to_string().contains(":3: site a: key `client_id`: expected a string"));
+        let c = parse("[site.a]\nissuer = \"https://a\"\n");
+        assert!(c.errors[0].to_string().contains(":1: site a: key `client_id`: missing"), "{}", c.errors[0]);
+        let c = parse("[site.a]\nclient_id = \"x\"\n");
+        assert!(c.errors[0].to_string().contains("issuer"), "{}", c.errors[0]);
+    }
+
+    #[test]
+    fn bad_site_names_are_rejected() {
+        let c = parse("[site.\"a b\"]\nissuer = \"https://a\"\nclient_id = \"x\"\n");
+        assert!(c.sites.is_empty());
+        assert!(c.errors[0].to_string().contains("[A-Za-z0-9._-]"));
+    }
+
+    #[test]
+    fn unknown_top_level_key() {
+        let c = parse("[sites.a]\nissuer = \"x\"\n");
+        assert!(c.errors[0].to_string().contains("/c.toml:1"), "{}", c.errors[0]);
+    }
+}

@@ -1,0 +1,441 @@
+//! One `[site.NAME]` table, checked key by key so each problem carries the
+//! line of the key at fault.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use toml::{Spanned, Value};
+
+use super::{line_of, ConfigError, RawTable};
+
+/// How the client secret is obtained; the secret itself never sits in the config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Read from this environment variable of the daemon.
+    Env(String),
+    /// Printed on stdout by this shell command (`pass show corp`).
+    Cmd(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuthKind {
+    None,
+    Basic,
+    Post,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grant {
+    AuthorizationCode,
+    ClientCredentials,
+    DeviceCode,
+    Implicit,
+}
+
+/// A valid site, as the daemon uses it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteConfig {
+    pub name: String,
+    pub issuer: Option<String>,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub revoke_url: Option<String>,
+    pub device_url: Option<String>,
+    pub client_id: String,
+    pub secret: Option<SecretSource>,
+    /// As configured; `None` means the default (none without a secret, else basic).
+    pub client_auth: Option<ClientAuthKind>,
+    pub scopes: Vec<String>,
+    pub grant: Grant,
+    pub redirect_uri: Option<String>,
+    pub scope_separator: String,
+    /// Seconds before expiry to refresh; `None`: a fraction of the lifetime.
+    pub refresh_before: Option<u64>,
+    pub extra_params: Vec<(String, String)>,
+    pub hosts: Vec<String>,
+    pub api_key: Option<String>,
+    pub preset: Option<String>,
+    pub subdomain: Option<String>,
+    pub base_url: Option<String>,
+    pub tenant: Option<String>,
+}
+
+impl SiteConfig {
+    /// What a stored login belongs to: a login survives a config edit unless
+    /// the provider, the client or the scopes changed.
+    pub fn identity(&self) -> String {
+        let provider = self
+            .issuer
+            .as_deref()
+            .or(self.token_url.as_deref())
+            .unwrap_or("");
+        let mut scopes = self.scopes.clone();
+        scopes.sort();
+        format!("{provider}|{}|{}", self.client_id, scopes.join(" "))
+    }
+
+    pub fn effective_client_auth(&self) -> ClientAuthKind {
+        self.client_auth.unwrap_or(if self.secret.is_some() {
+            ClientAuthKind::Basic
+        } else {
+            ClientAuthKind::None
+        })
+    }
+}
+
+const KEYS: &[&str] = &[
+    "issuer",
+    "authorize_url",
+    "token_url",
+    "revoke_url",
+    "device_url",
+    "client_id",
+    "client_secret_env",
+    "client_secret_cmd",
+    "client_auth",
+    "scopes",
+    "grant",
+    "redirect_uri",
+    "scope_separator",
+    "refresh_before",
+    "extra_params",
+    "hosts",
+    "api_key",
+    "preset",
+    "subdomain",
+    "base_url",
+    "tenant",
+];
+
+/// Takes keys out of one site table, remembering where each one was.
+struct Fields<'a> {
+    path: &'a Path,
+    text: &'a str,
+    site: &'a str,
+    header_line: usize,
+    table: BTreeMap<String, (usize, Value)>,
+}
+
+impl Fields<'_> {
+    fn err(&self, line: usize, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: self.path.to_owned(),
+            line: Some(line),
+            site: Some(self.site.to_owned()),
+            key: Some(key.to_owned()),
+            message: message.into(),
+        }
+    }
+
+    fn string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.table.remove(key) {
+            None => Ok(None),
+            Some((_, Value::String(s))) if !s.trim().is_empty() => Ok(Some(s)),
+            Some((line, Value::String(_))) => Err(self.err(line, key, "must not be empty")),
+            Some((line, v)) => Err(self.err(
+                line,
+                key,
+                format!("expected a string, found {}", v.type_str()),
+            )),
+        }
+    }
+
+    fn url(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+        let Some(s) = self.string(key)? else {
+            return Ok(None);
+        };
+        match url::Url::parse(&s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(Some(s)),
+            _ => Err(self.err(
+                self.header_line,
+                key,
+                format!("`{s}` is not an http(s) URL"),
+            )),
+        }
+    }
+
+    fn strings(&mut self, key: &str) -> Result<Vec<String>, ConfigError> {
+        match self.table.remove(key) {
+            None => Ok(Vec::new()),
+            Some((line, Value::Array(items))) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    other => Err(self.err(
+                        line,
+                        key,
+                        format!("expected a list of strings, found a {}", other.type_str()),
+                    )),
+                })
+                .collect(),
+            // `scopes = "a b"` is a common slip; accept it, split on spaces.
+            Some((_, Value::String(s))) => Ok(s.split_whitespace().map(str::to_owned).collect()),
+            Some((line, v)) => Err(self.err(
+                line,
+                key,
+                format!("expected a list of strings, found {}", v.type_str()),
+            )),
+        }
+    }
+
+    fn choice<T: Copy>(
+        &mut self,
+        key: &str,
+        options: &[(&str, T)],
+    ) -> Result<Option<T>, ConfigError> {
+        let line = self.table.get(key).map(|(l, _)| *l).unwrap_or(self.header_line);
+        let Some(s) = self.string(key)? else {
+            return Ok(None);
+        };
+        options
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, v)| Some(*v))
+            .ok_or_else(|| {
+                let names: Vec<String> = options.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+                self.err(line, key, format!("`{s}` is not one of {}", names.join(", ")))
+            })
+    }
+
+    fn duration(&mut self, key: &str) -> Result<Option<u64>, ConfigError> {
+        match self.table.remove(key) {
+            None => Ok(None),
+            Some((line, Value::Integer(n))) => u64::try_from(n)
+                .map(Some)
+                .map_err(|_| self.err(line, key, "must not be negative")),
+            Some((line, Value::String(s))) => parse_duration(&s).map(Some).ok_or_else(|| {
+                self.err(line, key, format!("`{s}` is not a duration like \"90s\", \"5m\" or \"1h\""))
+            }),
+            Some((line, v)) => Err(self.err(
+                line,
+                key,
+                format!("expected a duration like \"5m\", found {}", v.type_str()),
+            )),
+        }
+    }
+
+    fn string_table(&mut self, key: &str) -> Result<Vec<(String, String)>, ConfigError> {
+        match self.table.remove(key) {
+            None => Ok(Vec::new()),
+            Some((line, Value::Table(t))) => t
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => Ok((k, s)),
+                    other => Err(self.err(
+                        line,
+                        key,
+                        format!("`{k}` must be a string, found {}", other.type_str()),
+                    )),
+                })
+                .collect(),
+            Some((line, v)) => Err(self.err(
+                line,
+                key,
+                format!("expected a table like {{ audience = \"...\" }}, found {}", v.type_str()),
+            )),
+        }
+    }
+}
+
+/// `300`, `90s`, `5m`, `2h`, `1d` in seconds.
+pub(crate) fn parse_duration(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Closest known key, for "did you mean".
+fn suggest(key: &str) -> Option<&'static str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1];
+            for (j, cb) in b.iter().enumerate() {
+                let cost = usize::from(ca != *cb);
+                cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    }
+    KEYS.iter()
+        .map(|k| (distance(key, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
+pub(super) fn parse_site(
+    path: &Path,
+    text: &str,
+    name: &str,
+    header_line: usize,
+    raw: RawTable,
+) -> Result<SiteConfig, ConfigError> {
+    let mut f = Fields {
+        path,
+        text,
+        site: name,
+        header_line,
+        table: raw
+            .into_iter()
+            .map(|(k, v)| {
+                let line = line_of(text, k.span().start);
+                (k.into_inner(), (line, Spanned::into_inner(v)))
+            })
+            .collect(),
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(ConfigError {
+            path: path.to_owned(),
+            line: Some(header_line),
+            site: Some(name.to_owned()),
+            key: None,
+            message: "a site name may hold only [A-Za-z0-9._-]".to_owned(),
+        });
+    }
+    if let Some((key, (line, _))) = f.table.iter().find(|(k, _)| !KEYS.contains(&k.as_str())) {
+        let hint = suggest(key).map_or(String::new(), |s| format!("; did you mean `{s}`?"));
+        return Err(f.err(*line, key, format!("unknown key{hint}")));
+    }
+    let _ = f.text;
+
+    let secret_env = f.string("client_secret_env")?;
+    let secret_cmd = f.string("client_secret_cmd")?;
+    let secret = match (secret_env, secret_cmd) {
+        (Some(_), Some(_)) => {
+            return Err(f.err(
+                header_line,
+                "client_secret_cmd",
+                "give client_secret_env or client_secret_cmd, not both",
+            ))
+        }
+        (Some(v), None) => Some(SecretSource::Env(v)),
+        (None, Some(c)) => Some(SecretSource::Cmd(c)),
+        (None, None) => None,
+    };
+    let site = SiteConfig {
+        name: name.to_owned(),
+        issuer: f.url("issuer")?,
+        authorize_url: f.url("authorize_url")?,
+        token_url: f.url("token_url")?,
+        revoke_url: f.url("revoke_url")?,
+        device_url: f.url("device_url")?,
+        client_id: f.string("client_id")?.unwrap_or_default(),
+        secret,
+        client_auth: f.choice(
+            "client_auth",
+            &[
+                ("none", ClientAuthKind::None),
+                ("basic", ClientAuthKind::Basic),
+                ("post", ClientAuthKind::Post),
+            ],
+        )?,
+        scopes: f.strings("scopes")?,
+        grant: f
+            .choice(
+                "grant",
+                &[
+                    ("authorization_code", Grant::AuthorizationCode),
+                    ("client_credentials", Grant::ClientCredentials),
+                    ("device_code", Grant::DeviceCode),
+                    ("implicit", Grant::Implicit),
+                ],
+            )?
+            .unwrap_or(Grant::AuthorizationCode),
+        redirect_uri: f.url("redirect_uri")?,
+        scope_separator: f.string_raw("scope_separator")?.unwrap_or_else(|| " ".to_owned()),
+        refresh_before: f.duration("refresh_before")?,
+        extra_params: f.string_table("extra_params")?,
+        hosts: f.strings("hosts")?,
+        api_key: f.string("api_key")?,
+        preset: f.string("preset")?,
+        subdomain: f.string("subdomain")?,
+        base_url: f.url("base_url")?,
+        tenant: f.string("tenant")?,
+    };
+    validate(&f, site)
+}
+
+impl Fields<'_> {
+    /// A string that may be only whitespace (the scope separator may be " ").
+    fn string_raw(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.table.remove(key) {
+            None => Ok(None),
+            Some((line, Value::String(s))) if s.is_empty() => {
+                Err(self.err(line, key, "must not be empty"))
+            }
+            Some((_, Value::String(s))) => Ok(Some(s)),
+            Some((line, v)) => Err(self.err(
+                line,
+                key,
+                format!("expected a string, found {}", v.type_str()),
+            )),
+        }
+    }
+}
+
+/// Checks that hold across keys, after presets are applied.
+fn validate(f: &Fields<'_>, site: SiteConfig) -> Result<SiteConfig, ConfigError> {
+    let at = f.header_line;
+    if site.client_id.is_empty() {
+        return Err(f.err(at, "client_id", "missing: every site needs the client_id registered with the provider"));
+    }
+    if site.issuer.is_none() && site.token_url.is_none() && site.preset.is_none() {
+        return Err(f.err(
+            at,
+            "issuer",
+            "missing: give `issuer` (for discovery) or `token_url` and `authorize_url`",
+        ));
+    }
+    if site.grant == Grant::ClientCredentials && site.secret.is_none() {
+        return Err(f.err(
+            at,
+            "grant",
+            "client_credentials needs a client secret: add client_secret_env or client_secret_cmd",
+        ));
+    }
+    if site.client_auth.is_some_and(|a| a != ClientAuthKind::None) && site.secret.is_none() {
+        return Err(f.err(
+            at,
+            "client_auth",
+            "basic and post need a client secret: add client_secret_env or client_secret_cmd",
+        ));
+    }
+    Ok(site)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Some(300));
+        assert_eq!(parse_duration("90"), Some(90));
+        assert_eq!(parse_duration("1h"), Some(3600));
+        assert_eq!(parse_duration("soon"), None);
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("scops"), Some("scopes"));
+        assert_eq!(suggest("isuer"), Some("issuer"));
+        assert_eq!(suggest("zzzzzzzzzz"), None);
+    }
+}
