@@ -111,14 +111,11 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, ClientError> {
         return parse_exec(args);
     }
     let mut p = lexopt::Parser::from_args(args);
-    let sub = loop {
-        match p.next().map_err(from_lexopt)? {
-            Some(Short('h') | Long("help")) => return Ok(Command::Help),
-            Some(Short('V') | Long("version")) => return Ok(Command::Version),
-            Some(Value(v)) => break v.string().map_err(from_lexopt)?,
-            Some(other) => return Err(usage(other.unexpected())),
-            None => return Ok(Command::Help),
-        }
+    let sub = match p.next().map_err(from_lexopt)? {
+        Some(Short('h') | Long("help")) | None => return Ok(Command::Help),
+        Some(Short('V') | Long("version")) => return Ok(Command::Version),
+        Some(Value(v)) => v.string().map_err(from_lexopt)?,
+        Some(other) => return Err(usage(other.unexpected())),
     };
     match sub.as_str() {
         "get" => Ok(Command::Get(parse_get(&mut p, "get")?)),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub(crate) use site::parse_duration;
 pub use site::{ClientAuthKind, Grant, SecretSource, SiteConfig};
 
 /// One problem in the config file.

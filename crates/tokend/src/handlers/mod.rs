@@ -1,0 +1,63 @@
+//! One handler per request op, and the dispatch from a decoded request to
+//! the response line.
+
+mod get;
+mod login;
+mod logout;
+mod status;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use token_proto::{encode_line, error_line, ok_line, Event, Op, Request};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::daemon::Daemon;
+use crate::error::ApiError;
+
+/// Where a handler sends event lines before its answer.
+pub struct Events<'a> {
+    w: &'a mut (dyn AsyncWrite + Unpin + Send),
+}
+
+impl std::fmt::Debug for Events<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Events")
+    }
+}
+
+impl<'a> Events<'a> {
+    pub fn new(w: &'a mut (dyn AsyncWrite + Unpin + Send)) -> Events<'a> {
+        Events { w }
+    }
+
+    /// Best effort: a caller that went away does not stop the work it started.
+    pub async fn send(&mut self, event: &Event) {
+        let _ = self.w.write_all(&encode_line(event)).await;
+        let _ = self.w.flush().await;
+    }
+}
+
+fn answer<T: Serialize>(r: Result<T, ApiError>) -> Vec<u8> {
+    match r {
+        Ok(v) => ok_line(&v),
+        Err(e) => error_line(&e.body()),
+    }
+}
+
+/// Runs one request and returns its answer line.
+pub async fn dispatch(d: &Arc<Daemon>, req: Request, events: &mut Events<'_>) -> Vec<u8> {
+    tracing::debug!(request = %req.log_safe(), "request");
+    match req.op {
+        Op::Get(g) => answer(get::get(d, g, events).await),
+        Op::Login(l) => answer(login::login(d, l, events).await),
+        Op::Logout(s) => answer(logout::logout(d, &s.site).await),
+        Op::Status(s) => answer(status::status(d, s.site.as_deref()).await),
+        Op::Reload => answer(Ok::<_, ApiError>(d.reload())),
+        Op::Stop => {
+            tracing::info!("stop requested by a client");
+            d.request_shutdown();
+            answer(Ok::<_, ApiError>(serde_json::json!({})))
+        }
+    }
+}

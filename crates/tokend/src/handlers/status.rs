@@ -1,0 +1,46 @@
+//! `status`: every site's state, for people (`token status`) and scripts (`--json`).
+
+use std::sync::Arc;
+
+use token_proto::{SiteStatus, StatusReply};
+
+use crate::daemon::Daemon;
+use crate::error::ApiError;
+
+pub async fn status(d: &Arc<Daemon>, only: Option<&str>) -> Result<StatusReply, ApiError> {
+    let config = d.config();
+    let sites = match only {
+        Some(name) => vec![d.site(name)?],
+        None => d.sites(),
+    };
+    let mut out = Vec::with_capacity(sites.len());
+    for site in sites {
+        // Loading is what makes the answer true after a restart; a store
+        // failure shows as the site's error.
+        let loaded = site.ensure_loaded(d).await;
+        let mut s = site.status();
+        if let Err(e) = loaded {
+            s.state = "error".to_owned();
+            s.last_error = Some(e.message);
+        }
+        out.push(s);
+    }
+    if only.is_none() {
+        for (name, err) in &config.broken {
+            out.push(SiteStatus {
+                site: name.clone(),
+                state: "error".to_owned(),
+                last_error: Some(err.to_string()),
+                ..Default::default()
+            });
+        }
+        out.sort_by(|a, b| a.site.cmp(&b.site));
+    }
+    Ok(StatusReply {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: std::process::id(),
+        config: config.path.display().to_string(),
+        config_errors: config.errors.iter().map(ToString::to_string).collect(),
+        sites: out,
+    })
+}

@@ -1,0 +1,182 @@
+//! tokend, the daemon: owns the OAuth tokens of every configured site,
+//! refreshes them, and serves them over a local socket to `token` and any
+//! program that speaks the line protocol (see `PROTOCOL.md`).
+
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod error;
+mod handlers;
+mod login;
+mod loopback;
+pub mod paths;
+pub mod platform;
+pub mod server;
+pub mod site;
+pub mod store;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use platform::BindError;
+
+const HELP: &str = "\
+tokend — keeps OAuth access tokens fresh and serves them to `token` over a local socket
+
+USAGE:
+    tokend            run in the foreground (systemd, launchd, tests, or by hand)
+    tokend --help | --version
+
+`token` starts tokend by itself when none answers, so you rarely run it by hand.
+Under systemd, tokend.socket passes the socket in (LISTEN_FDS).
+
+ENVIRONMENT:
+    TOKEND_CONFIG   config file (default: the platform config dir, tokend/config.toml)
+    TOKEND_SOCKET   socket path (default: $XDG_RUNTIME_DIR/tokend/tokend.sock)
+    TOKEND_STORE    keyring (default) | file | memory
+    TOKEND_LOG      log filter, e.g. info, debug, tokend=trace (or RUST_LOG)
+";
+
+/// Runs the daemon with the process's arguments; the binary is a shim over this.
+pub fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        Some("-h" | "--help") => {
+            let _ = std::io::stdout().write_all(HELP.as_bytes());
+            return ExitCode::SUCCESS;
+        }
+        Some("-V" | "--version") => {
+            let _ = writeln!(std::io::stdout(), "tokend {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("tokend: unexpected argument `{other}` (see `tokend --help`)");
+            return ExitCode::from(2);
+        }
+        None => {}
+    }
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tokend: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run())
+}
+
+fn init_logging() {
+    let filter = std::env::var("TOKEND_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // An autostarted daemon has no terminal: log to the state dir instead.
+    if std::env::var_os("TOKEND_AUTOSTARTED").is_some() {
+        let dir = paths::state_dir();
+        let file = platform::create_private_dir(&dir).and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("tokend.log"))
+        });
+        if let Ok(file) = file {
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+            return;
+        }
+    }
+    builder.with_writer(std::io::stderr).init();
+}
+
+#[cfg(unix)]
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+#[cfg(not(unix))]
+fn euid() -> u32 {
+    0
+}
+
+async fn run() -> ExitCode {
+    let listener = match platform::from_activation() {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            let path = token_proto::default_socket_path(euid());
+            match platform::bind(&path) {
+                Ok(l) => l,
+                Err(BindError::AlreadyRunning(p)) => {
+                    eprintln!("tokend: another tokend is already serving {}; nothing to do", p.display());
+                    return ExitCode::SUCCESS;
+                }
+                Err(e) => {
+                    eprintln!("tokend: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("tokend: cannot use the socket passed by systemd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let store = match store::Store::from_env(&paths::state_dir()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tokend: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let http = match tokend_oauth::Http::new() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("tokend: cannot set up HTTP: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let daemon = Arc::new(daemon::Daemon::new(paths::config_path(), store, http));
+    tracing::info!(
+        socket = %listener.describe(),
+        config = %daemon.config_path.display(),
+        store = daemon.store.name(),
+        "tokend {} ready",
+        env!("CARGO_PKG_VERSION")
+    );
+    if std::env::var_os("TOKEND_NOTIFY_READY").is_some() {
+        // The `token` that started us waits for this line instead of sleeping.
+        let mut out = std::io::stdout();
+        let _ = out.write_all(b"ready\n").and_then(|()| out.flush());
+    }
+    server::run(listener, daemon, shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = int.recv() => tracing::info!("SIGINT"),
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+#[cfg(windows)]
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,271 @@
+//! Logins: exactly one per site at a time. The first caller starts it (a
+//! loopback listener and an authorization URL, or a device code); every other
+//! caller that needs the site joins it, sees the same URL, and gets the token
+//! when it completes. The login runs in its own task, so a caller that gives
+//! up (Ctrl-C) cancels only itself.
+
+use std::sync::Arc;
+
+use token_proto::{ErrorCode, Event, LoginMode, TokenReply};
+use tokend_oauth::{check_callback, DevicePoll, OAuthSite, Pkce};
+use tokio::sync::watch;
+
+use crate::config::Grant;
+use crate::daemon::Daemon;
+use crate::error::ApiError;
+use crate::handlers::Events;
+use crate::loopback::{is_loopback, Loopback, Page};
+use crate::site::Site;
+
+type Outcome = Option<Result<(), ApiError>>;
+
+/// A login in progress, shared by every caller waiting for it.
+#[derive(Debug)]
+pub struct PendingLogin {
+    /// What a caller that joins is shown.
+    joined_event: Event,
+    done: watch::Receiver<Outcome>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Site {
+    /// Runs (or joins) a login and returns the token it yields.
+    pub async fn login(
+        self: &Arc<Self>,
+        d: &Arc<Daemon>,
+        mode: LoginMode,
+        events: &mut Events<'_>,
+    ) -> Result<TokenReply, ApiError> {
+        self.ensure_loaded(d).await?;
+        if self.config().grant == Grant::ClientCredentials {
+            // Nobody to ask: a "login" is a fresh token from the token endpoint.
+            return self
+                .get_without_login(d, Some(u64::MAX))
+                .await?
+                .ok_or_else(|| ApiError::internal(format!("site {}: no token", self.name)));
+        }
+        let (pending, first_event) = {
+            let _gate = self.login_gate.lock().await;
+            let existing = lock(&self.login).clone();
+            match existing {
+                Some(p) => (p, None),
+                None => {
+                    let (p, ev) = self.start_login(d, mode).await?;
+                    *lock(&self.login) = Some(p.clone());
+                    (p, Some(ev))
+                }
+            }
+        };
+        events
+            .send(first_event.as_ref().unwrap_or(&pending.joined_event))
+            .await;
+        let mut done = pending.done.clone();
+        let outcome = done
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| ApiError::internal(format!("site {}: the login task ended", self.name)))?
+            .clone();
+        match outcome {
+            Some(Ok(())) => self.current().ok_or_else(|| {
+                ApiError::internal(format!("site {}: login finished without a token", self.name))
+            }),
+            Some(Err(e)) => Err(e),
+            None => Err(ApiError::internal("login outcome missing")),
+        }
+    }
+
+    async fn start_login(
+        self: &Arc<Self>,
+        d: &Arc<Daemon>,
+        mode: LoginMode,
+    ) -> Result<(Arc<PendingLogin>, Event), ApiError> {
+        let cfg = self.config();
+        let oauth = self.oauth(d).await?;
+        let timeout = d.login_timeout;
+        let (tx, rx) = watch::channel(None);
+        let mode = match (mode, cfg.grant) {
+            (LoginMode::Browser, Grant::DeviceCode) => LoginMode::Device,
+            (m, _) => m,
+        };
+        let configured_redirect = cfg
+            .redirect_uri
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok());
+        let paste_only = cfg.grant == Grant::Implicit
+            || configured_redirect.as_ref().is_some_and(|u| !is_loopback(u));
+        if mode == LoginMode::Paste || (mode == LoginMode::Browser && paste_only) {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "site {}: paste-back logins are not supported by this tokend yet; use a loopback redirect_uri or `token login {} --device`",
+                    self.name, self.name
+                ),
+            ));
+        }
+        let (first, joined) = match mode {
+            LoginMode::Device => {
+                let dev = oauth
+                    .device_start(&d.http, &cfg.scopes)
+                    .await
+                    .map_err(|e| ApiError::provider(&self.name, &e))?;
+                let ev = Event::DeviceCode {
+                    site: self.name.clone(),
+                    user_code: dev.user_code.clone(),
+                    verification_uri: dev.verification_uri.clone(),
+                    verification_uri_complete: dev.verification_uri_complete.clone(),
+                    timeout: timeout.as_secs().min(dev.expires_in),
+                };
+                let task = device_login(self.clone(), d.clone(), oauth, dev);
+                self.spawn_login(task, tx);
+                (ev.clone(), ev)
+            }
+            _ => {
+                let lb = Loopback::bind(configured_redirect.as_ref())
+                    .await
+                    .map_err(|e| {
+                        ApiError::internal(format!(
+                            "site {}: cannot open the loopback listener for the login: {e}",
+                            self.name
+                        ))
+                    })?;
+                let pkce = Pkce::try_new().map_err(|e| ApiError::internal(e.to_string()))?;
+                let state = tokend_oauth::pkce::try_random_state()
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                let url = oauth
+                    .authorize_url(&lb.redirect_uri, &cfg.scopes, &state, Some(&pkce))
+                    .map_err(|e| ApiError::provider(&self.name, &e))?;
+                let ev = |open_browser| Event::LoginUrl {
+                    site: self.name.clone(),
+                    url: url.to_string(),
+                    open_browser,
+                    timeout: timeout.as_secs(),
+                };
+                let (first, joined) = (ev(true), ev(false));
+                let task = browser_login(self.clone(), d.clone(), oauth, lb, pkce, state);
+                self.spawn_login(task, tx);
+                (first, joined)
+            }
+        };
+        tracing::info!(site = %self.name, ?mode, "login started");
+        Ok((
+            Arc::new(PendingLogin {
+                joined_event: joined,
+                done: rx,
+            }),
+            first,
+        ))
+    }
+
+    /// Runs a login task with the login timeout, publishes its outcome and
+    /// clears the pending slot (which releases the loopback listener).
+    fn spawn_login(
+        self: &Arc<Self>,
+        task: impl std::future::Future<Output = Result<(), ApiError>> + Send + 'static,
+        tx: watch::Sender<Outcome>,
+    ) {
+        let site = self.clone();
+        tokio::spawn(async move {
+            // Each task enforces its own deadline (the login timeout, or the
+            // device code's expiry if sooner).
+            let outcome = task.await;
+            match &outcome {
+                Ok(()) => tracing::info!(site = %site.name, "login completed"),
+                Err(e) => {
+                    tracing::warn!(site = %site.name, "login failed: {e}");
+                    site.note_error(&e.message);
+                }
+            }
+            *lock(&site.login) = None;
+            tx.send_replace(Some(outcome));
+        });
+    }
+}
+
+fn timed_out(site: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::LoginFailed,
+        format!("site {site}: the login timed out waiting for the browser; run `token login {site}` to try again"),
+    )
+}
+
+async fn browser_login(
+    site: Arc<Site>,
+    d: Arc<Daemon>,
+    oauth: Arc<OAuthSite>,
+    mut lb: Loopback,
+    pkce: Pkce,
+    state: String,
+) -> Result<(), ApiError> {
+    let name = site.name.clone();
+    let cb = match tokio::time::timeout(d.login_timeout, lb.next()).await {
+        Ok(Some(cb)) => cb,
+        _ => return Err(timed_out(&name)),
+    };
+    let code = match check_callback(&cb.query, &state, &oauth.provider) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("site {name}: login failed: {e}");
+            let _ = cb.reply.send(Page::Failed(msg.clone()));
+            return Err(ApiError::new(
+                ErrorCode::LoginFailed,
+                format!("{msg}; run `token login {name}` to try again"),
+            ));
+        }
+    };
+    let scopes = site.config().scopes.clone();
+    let _flight = site.flight.lock().await;
+    match oauth
+        .exchange_code(&d.http, &code, &lb.redirect_uri, &pkce.verifier)
+        .await
+    {
+        Ok(resp) => {
+            site.apply(&d, resp, &scopes).await?;
+            let _ = cb.reply.send(Page::Done(name));
+            Ok(())
+        }
+        Err(e) => {
+            let err = ApiError::provider(&name, &e);
+            let _ = cb.reply.send(Page::Failed(err.message.clone()));
+            Err(err)
+        }
+    }
+}
+
+async fn device_login(
+    site: Arc<Site>,
+    d: Arc<Daemon>,
+    oauth: Arc<OAuthSite>,
+    dev: tokend_oauth::DeviceAuthorization,
+) -> Result<(), ApiError> {
+    let name = site.name.clone();
+    let limit = d.login_timeout.min(std::time::Duration::from_secs(dev.expires_in.max(1)));
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut interval = dev.interval.max(1);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
+        if tokio::time::Instant::now() >= deadline {
+            return Err(timed_out(&name));
+        }
+        match oauth.device_poll(&d.http, &dev).await {
+            Ok(DevicePoll::Pending) => {}
+            Ok(DevicePoll::SlowDown) => interval += 5,
+            Ok(DevicePoll::Done(resp)) => {
+                let scopes = site.config().scopes.clone();
+                let _flight = site.flight.lock().await;
+                return site.apply(&d, resp, &scopes).await;
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(site = %name, "device poll failed, retrying: {e}");
+            }
+            Err(e) => {
+                return Err(ApiError::new(
+                    ErrorCode::LoginFailed,
+                    format!("site {name}: device login failed: {e}; run `token login {name} --device` to try again"),
+                ))
+            }
+        }
+    }
+}

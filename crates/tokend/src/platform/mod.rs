@@ -1,0 +1,11 @@
+//! Per-OS pieces of the daemon behind one interface: private directories and
+//! files, the listening socket (Unix socket or named pipe) and the peer check.
+
+#[cfg_attr(unix, path = "unix.rs")]
+#[cfg_attr(windows, path = "windows.rs")]
+mod os;
+
+pub use os::{
+    bind, create_private_dir, create_private_file, from_activation, sync_dir, BindError, Listener,
+    Stream,
+};

@@ -1,0 +1,118 @@
+//! Windows: a named pipe whose DACL admits only the owner (the user running
+//! the daemon), rejecting remote clients; one pipe instance waits at a time.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
+use windows_sys::Win32::Foundation::LocalFree;
+use windows_sys::Win32::Security::Authorization::{
+    ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+};
+use windows_sys::Win32::Security::{PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES};
+
+pub type Stream = NamedPipeServer;
+
+/// Protected DACL, one ACE: generic all for the owner rights SID.
+const SDDL: &str = "D:P(A;;GA;;;OW)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("another tokend is already serving {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("cannot set up {path}: {message}")]
+    Dir { path: PathBuf, message: String },
+    #[error("cannot create the pipe {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    // The per-user profile directories are already private on Windows.
+    std::fs::create_dir_all(dir)
+}
+
+pub fn create_private_file(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
+pub fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+#[derive(Debug)]
+pub struct Listener {
+    name: PathBuf,
+    next: tokio::sync::Mutex<NamedPipeServer>,
+}
+
+fn create(name: &Path, first: bool) -> io::Result<NamedPipeServer> {
+    let wide: Vec<u16> = SDDL.encode_utf16().chain(Some(0)).collect();
+    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    // SAFETY: `wide` is a NUL-terminated UTF-16 string; `sd` receives a
+    // LocalAlloc'd descriptor that we free below.
+    let ok = unsafe {
+        ConvertStringSecurityDescriptorToSecurityDescriptorW(
+            wide.as_ptr(),
+            SDDL_REVISION_1,
+            &mut sd,
+            std::ptr::null_mut(),
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut sa = SECURITY_ATTRIBUTES {
+        nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+        lpSecurityDescriptor: sd,
+        bInheritHandle: 0,
+    };
+    let mut opts = ServerOptions::new();
+    opts.first_pipe_instance(first).reject_remote_clients(true);
+    // SAFETY: `sa` points to a valid SECURITY_ATTRIBUTES for the duration of the call.
+    let server = unsafe {
+        opts.create_with_security_attributes_raw(name, (&mut sa as *mut SECURITY_ATTRIBUTES).cast())
+    };
+    // SAFETY: `sd` was allocated by the conversion above and is no longer used.
+    unsafe { LocalFree(sd as _) };
+    server
+}
+
+impl Listener {
+    /// The DACL already keeps other users out, so every peer is ours.
+    pub async fn accept(&self) -> io::Result<(Stream, bool)> {
+        let mut next = self.next.lock().await;
+        next.connect().await?;
+        let fresh = create(&self.name, false)?;
+        let connected = std::mem::replace(&mut *next, fresh);
+        Ok((connected, true))
+    }
+
+    pub fn describe(&self) -> String {
+        self.name.display().to_string()
+    }
+}
+
+pub fn bind(path: &Path) -> Result<Listener, BindError> {
+    match create(path, true) {
+        Ok(server) => Ok(Listener {
+            name: path.to_owned(),
+            next: tokio::sync::Mutex::new(server),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            Err(BindError::AlreadyRunning(path.to_owned()))
+        }
+        Err(source) => Err(BindError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+pub fn from_activation() -> io::Result<Option<Listener>> {
+    Ok(None)
+}

@@ -1,0 +1,166 @@
+//! The file store: one JSON file, 0600 in a 0700 directory, replaced
+//! atomically (temp file, fsync, rename, fsync the directory) so a crash at
+//! any moment leaves either the old or the new file, never half of one.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use tokio::sync::Mutex;
+
+use super::{Record, StoreError};
+
+#[derive(Debug)]
+pub struct FileStore {
+    path: PathBuf,
+    /// The file's content once read; writes go through this lock so two
+    /// saves never interleave.
+    cache: Mutex<Option<BTreeMap<String, Record>>>,
+}
+
+impl FileStore {
+    pub fn new(path: PathBuf) -> FileStore {
+        FileStore {
+            path,
+            cache: Mutex::new(None),
+        }
+    }
+
+    pub async fn load(&self, site: &str) -> Result<Option<Record>, StoreError> {
+        let mut cache = self.cache.lock().await;
+        Ok(self.read(&mut cache).await?.get(site).cloned())
+    }
+
+    pub async fn save(&self, site: &str, record: &Record) -> Result<(), StoreError> {
+        let mut cache = self.cache.lock().await;
+        let mut map = self.read(&mut cache).await?.clone();
+        map.insert(site.to_owned(), record.clone());
+        self.write(&map).await?;
+        *cache = Some(map);
+        Ok(())
+    }
+
+    pub async fn delete(&self, site: &str) -> Result<(), StoreError> {
+        let mut cache = self.cache.lock().await;
+        let mut map = self.read(&mut cache).await?.clone();
+        if map.remove(site).is_some() {
+            self.write(&map).await?;
+        }
+        *cache = Some(map);
+        Ok(())
+    }
+
+    async fn read<'a>(
+        &self,
+        cache: &'a mut Option<BTreeMap<String, Record>>,
+    ) -> Result<&'a BTreeMap<String, Record>, StoreError> {
+        if cache.is_none() {
+            let map = match tokio::fs::read(&self.path).await {
+                Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                })?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+                Err(source) => {
+                    return Err(StoreError::File {
+                        action: "read",
+                        path: self.path.clone(),
+                        source,
+                    })
+                }
+            };
+            *cache = Some(map);
+        }
+        Ok(cache.get_or_insert_with(BTreeMap::new))
+    }
+
+    async fn write(&self, map: &BTreeMap<String, Record>) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(map).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|e| StoreError::File {
+                action: "write",
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            })?
+    }
+}
+
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let err = |action: &'static str, p: &std::path::Path| {
+        let p = p.to_owned();
+        move |source| StoreError::File {
+            action,
+            path: p,
+            source,
+        }
+    };
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    crate::platform::create_private_dir(dir).map_err(err("create", dir))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("tokens"),
+        std::process::id()
+    ));
+    let mut file = crate::platform::create_private_file(&tmp).map_err(err("create", &tmp))?;
+    file.write_all(bytes).map_err(err("write", &tmp))?;
+    file.sync_all().map_err(err("sync", &tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(err("replace", path))?;
+    crate::platform::sync_dir(dir).map_err(err("sync", dir))?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn record(rt: &str) -> Record {
+        Record {
+            identity: "i".into(),
+            refresh_token: Some(tokend_oauth::RefreshToken::new(rt.into())),
+            access_token: None,
+            expires_at: None,
+            scopes: vec![],
+            saved_at: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn saves_survive_a_new_store_and_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("tokens.json");
+        let store = FileStore::new(path.clone());
+        store.save("a", &record("rt-a")).await.unwrap();
+        store.save("b", &record("rt-b")).await.unwrap();
+        store.delete("b").await.unwrap();
+
+        let again = FileStore::new(path.clone());
+        let a = again.load("a").await.unwrap().unwrap();
+        assert_eq!(a.refresh_token.unwrap().expose(), "rt-a");
+        assert!(again.load("b").await.unwrap().is_none());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&path), 0o600);
+            assert_eq!(mode(path.parent().unwrap()), 0o700);
+        }
+        // No temp files left behind.
+        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        std::fs::write(&path, "{not json").unwrap();
+        let err = FileStore::new(path).load("a").await.unwrap_err();
+        assert!(err.to_string().contains("not a valid token store"));
+    }
+}

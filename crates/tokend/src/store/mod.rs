@@ -1,0 +1,119 @@
+//! Where logins persist: the OS keyring (default), a 0600 file, or memory.
+//! The daemon keeps every secret it uses in memory and comes here only to
+//! load a site once and to persist a change, because keyring reads cost
+//! milliseconds.
+
+mod file;
+mod keyring;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokend_oauth::{AccessToken, RefreshToken};
+
+/// What is persisted for one site.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    /// `SiteConfig::identity()` when saved: a record for another provider,
+    /// client or scope set is ignored on load.
+    pub identity: String,
+    #[serde(default)]
+    pub refresh_token: Option<RefreshToken>,
+    /// Persisted only for sites without a refresh token (Stack Exchange
+    /// `no_expiry`, client credentials), whose access token is the login.
+    #[serde(default)]
+    pub access_token: Option<AccessToken>,
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub saved_at: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the keyring failed: {0}")]
+    Keyring(String),
+    #[error("cannot {action} {path}: {source}")]
+    File {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid token store ({message}); move it away to start afresh")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("TOKEND_STORE=`{0}` is not one of keyring, file, memory")]
+    UnknownKind(String),
+}
+
+/// The chosen backend.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Keyring(keyring::KeyringStore),
+    File(Arc<file::FileStore>),
+    Memory(Arc<Mutex<HashMap<String, Record>>>),
+}
+
+impl Store {
+    /// `TOKEND_STORE`: `keyring` (default), `file`, `memory`.
+    pub fn from_env(state_dir: &Path) -> Result<Store, StoreError> {
+        let kind = std::env::var("TOKEND_STORE").unwrap_or_default();
+        match kind.as_str() {
+            "" | "keyring" => Ok(Store::Keyring(keyring::KeyringStore::new())),
+            "file" => Ok(Store::File(Arc::new(file::FileStore::new(
+                state_dir.join("tokens.json"),
+            )))),
+            "memory" => Ok(Store::Memory(Arc::default())),
+            other => Err(StoreError::UnknownKind(other.to_owned())),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Store::Keyring(_) => "keyring",
+            Store::File(_) => "file",
+            Store::Memory(_) => "memory",
+        }
+    }
+
+    pub async fn load(&self, site: &str) -> Result<Option<Record>, StoreError> {
+        match self {
+            Store::Keyring(k) => k.load(site).await,
+            Store::File(f) => f.load(site).await,
+            Store::Memory(m) => Ok(lock(m).get(site).cloned()),
+        }
+    }
+
+    /// Durable when it returns: the file is fsynced and renamed, the keyring
+    /// has answered.
+    pub async fn save(&self, site: &str, record: &Record) -> Result<(), StoreError> {
+        match self {
+            Store::Keyring(k) => k.save(site, record).await,
+            Store::File(f) => f.save(site, record).await,
+            Store::Memory(m) => {
+                lock(m).insert(site.to_owned(), record.clone());
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn delete(&self, site: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Keyring(k) => k.delete(site).await,
+            Store::File(f) => f.delete(site).await,
+            Store::Memory(m) => {
+                lock(m).remove(site);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update of a plain
+/// map; the map itself is still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
