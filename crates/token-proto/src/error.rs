@@ -83,10 +83,8 @@ mod tests {
 
     #[test]
     fn unknown_codes_decode_to_unknown() {
-        let body: ErrorBody =
-            serde_json::from_str(r#"{"code":"quota_exceeded","message":"m"}"#).unwrap_or_else(
-                |e| unreachable!("{e}"),
-            );
+        let body: ErrorBody = serde_json::from_str(r#"{"code":"quota_exceeded","message":"m"}"#)
+            .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(body.code, ErrorCode::Unknown);
         assert_eq!(body.code.exit_code(), 1);
     }

@@ -287,9 +287,7 @@ mod tests {
     fn get_request_matches_the_documented_shape() {
         let line = br#"{"v":1,"op":"get","site":"corp","min_ttl":300,"scopes":["read:projects"],"login":"auto"}"#;
         let req = decode_request(line).unwrap();
-        let Op::Get(get) = req.op else {
-            unreachable!()
-        };
+        let Op::Get(get) = req.op else { unreachable!() };
         assert_eq!(get.site, "corp");
         assert_eq!(get.min_ttl, Some(300));
         assert_eq!(get.scopes, vec!["read:projects"]);
@@ -299,7 +297,9 @@ mod tests {
     #[test]
     fn minimal_requests_and_unknown_fields() {
         assert!(matches!(
-            decode_request(br#"{"v":1,"op":"get","site":"a","future":1}"#).unwrap().op,
+            decode_request(br#"{"v":1,"op":"get","site":"a","future":1}"#)
+                .unwrap()
+                .op,
             Op::Get(_)
         ));
         assert!(matches!(

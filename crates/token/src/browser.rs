@@ -22,7 +22,10 @@ pub fn caller_can_log_in() -> bool {
 /// Starts the browser on `url` without waiting for it. `BROWSER` wins on every
 /// platform (split on whitespace, `%s` replaced, else the URL appended).
 pub fn open(url: &str) -> Result<(), String> {
-    let mut cmd = match std::env::var("BROWSER").ok().filter(|b| !b.trim().is_empty()) {
+    let mut cmd = match std::env::var("BROWSER")
+        .ok()
+        .filter(|b| !b.trim().is_empty())
+    {
         Some(browser) => {
             let mut words = browser.split_whitespace();
             let program = words.next().unwrap_or_default();
@@ -43,7 +46,9 @@ pub fn open(url: &str) -> Result<(), String> {
         }
         None => platform_opener(url),
     };
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     cmd.spawn()
         .map(drop)
         .map_err(|e| format!("could not start the browser: {e}"))

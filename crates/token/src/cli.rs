@@ -71,11 +71,25 @@ pub struct GetArgs {
 #[derive(Debug)]
 pub enum Command {
     Get(GetArgs),
-    Login { site: String, mode: LoginMode },
-    Logout { site: String },
-    Status { site: Option<String>, json: bool },
-    Exec { get: GetArgs, var: String, argv: Vec<OsString> },
-    Kube { get: GetArgs },
+    Login {
+        site: String,
+        mode: LoginMode,
+    },
+    Logout {
+        site: String,
+    },
+    Status {
+        site: Option<String>,
+        json: bool,
+    },
+    Exec {
+        get: GetArgs,
+        var: String,
+        argv: Vec<OsString>,
+    },
+    Kube {
+        get: GetArgs,
+    },
     Reload,
     Stop,
     Help,
@@ -157,17 +171,31 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
     while let Some(arg) = p.next().map_err(from_lexopt)? {
         match arg {
             Long("min-ttl") => {
-                let v = p.value().map_err(from_lexopt)?.string().map_err(from_lexopt)?;
+                let v = p
+                    .value()
+                    .map_err(from_lexopt)?
+                    .string()
+                    .map_err(from_lexopt)?;
                 args.min_ttl = Some(parse_duration(&v).ok_or_else(|| {
-                    usage(format!("--min-ttl `{v}` is not a duration like 300, 90s, 5m or 1h"))
+                    usage(format!(
+                        "--min-ttl `{v}` is not a duration like 300, 90s, 5m or 1h"
+                    ))
                 })?);
             }
             Long("scope") => {
-                let v = p.value().map_err(from_lexopt)?.string().map_err(from_lexopt)?;
+                let v = p
+                    .value()
+                    .map_err(from_lexopt)?
+                    .string()
+                    .map_err(from_lexopt)?;
                 args.scopes.push(v);
             }
             Long("format") if cmd == "get" => {
-                let v = p.value().map_err(from_lexopt)?.string().map_err(from_lexopt)?;
+                let v = p
+                    .value()
+                    .map_err(from_lexopt)?
+                    .string()
+                    .map_err(from_lexopt)?;
                 args.format = match v.as_str() {
                     "raw" => Format::Raw,
                     "header" => Format::Header,
@@ -187,13 +215,17 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
 
 fn parse_exec(args: Vec<OsString>) -> Result<Command, ClientError> {
     let Some(dash) = args.iter().position(|a| a == "--") else {
-        return Err(usage("`token exec SITE [--env VAR] -- COMMAND...`: the `--` and COMMAND are missing"));
+        return Err(usage(
+            "`token exec SITE [--env VAR] -- COMMAND...`: the `--` and COMMAND are missing",
+        ));
     };
     let mut before = args;
     let argv = before.split_off(dash + 1);
     before.pop();
     if argv.is_empty() {
-        return Err(usage("`token exec SITE -- COMMAND`: the COMMAND is missing"));
+        return Err(usage(
+            "`token exec SITE -- COMMAND`: the COMMAND is missing",
+        ));
     }
     // Pull `--env VAR` out; the rest are `get` options.
     let mut var = "TOKEN".to_owned();
@@ -201,8 +233,12 @@ fn parse_exec(args: Vec<OsString>) -> Result<Command, ClientError> {
     let mut it = before.into_iter().skip(1);
     while let Some(a) = it.next() {
         if a == "--env" {
-            let v = it.next().ok_or_else(|| usage("--env needs a variable name"))?;
-            var = v.into_string().map_err(|_| usage("--env VAR must be UTF-8"))?;
+            let v = it
+                .next()
+                .ok_or_else(|| usage("--env needs a variable name"))?;
+            var = v
+                .into_string()
+                .map_err(|_| usage("--env VAR must be UTF-8"))?;
             if var.is_empty() || var.contains('=') {
                 return Err(usage(format!("--env `{var}` is not a variable name")));
             }
@@ -290,7 +326,14 @@ mod tests {
 
     #[test]
     fn usage_errors_exit_2() {
-        for bad in ["get", "get a b", "get a --format xml", "frobnicate", "login", "exec a"] {
+        for bad in [
+            "get",
+            "get a b",
+            "get a --format xml",
+            "frobnicate",
+            "login",
+            "exec a",
+        ] {
             let e = parse_str(bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad}");
         }

@@ -21,7 +21,11 @@ pub fn run(cmd: Command) -> Result<u8, ClientError> {
             let reply = get(&args)?;
             print(&render(&reply, args.format))
         }
-        Command::Exec { get: args, var, argv } => {
+        Command::Exec {
+            get: args,
+            var,
+            argv,
+        } => {
             let reply = get(&args)?;
             let (program, rest) = argv
                 .split_first()
@@ -58,7 +62,10 @@ pub fn run(cmd: Command) -> Result<u8, ClientError> {
             )?;
             let reply: TokenReply = from_reply(v)?;
             let valid = reply.expires_at.map_or("does not expire".to_owned(), |at| {
-                format!("valid for {}", human_duration(at as i64 - now_unix() as i64))
+                format!(
+                    "valid for {}",
+                    human_duration(at as i64 - now_unix() as i64)
+                )
             });
             eprintln!("token: logged in to site {site}; the token is {valid}");
             Ok(0)
@@ -209,9 +216,9 @@ fn status_table(reply: &StatusReply) -> String {
             (_, None) if s.has_refresh_token || !s.scopes.is_empty() => "never".to_owned(),
             _ => "-".to_owned(),
         };
-        let last = s
-            .last_refresh
-            .map_or("-".to_owned(), |t| format!("{} ago", human_duration(now - t as i64)));
+        let last = s.last_refresh.map_or("-".to_owned(), |t| {
+            format!("{} ago", human_duration(now - t as i64))
+        });
         let scopes = if s.scopes.is_empty() {
             "-".to_owned()
         } else {

@@ -26,10 +26,7 @@ pub struct Conn {
 }
 
 fn unreachable(path: &Path, what: impl std::fmt::Display) -> ClientError {
-    ClientError::Unreachable(format!(
-        "cannot reach tokend at {}: {what}",
-        path.display()
-    ))
+    ClientError::Unreachable(format!("cannot reach tokend at {}: {what}", path.display()))
 }
 
 impl Conn {
@@ -70,11 +67,7 @@ impl Conn {
     }
 
     /// Sends one request; `on_event` sees each event line before the answer.
-    pub fn call(
-        &mut self,
-        op: Op,
-        mut on_event: impl FnMut(&Event),
-    ) -> Result<Value, ClientError> {
+    pub fn call(&mut self, op: Op, mut on_event: impl FnMut(&Event)) -> Result<Value, ClientError> {
         let line = encode_line(&Request::new(op));
         self.stream
             .write_all(&line)
@@ -117,7 +110,11 @@ impl Conn {
 
 /// The `tokend` beside this executable, else `tokend` from `PATH`.
 fn daemon_program() -> PathBuf {
-    let name = if cfg!(windows) { "tokend.exe" } else { "tokend" };
+    let name = if cfg!(windows) {
+        "tokend.exe"
+    } else {
+        "tokend"
+    };
     std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|d| d.join(name)))
@@ -173,13 +170,19 @@ fn start_daemon(path: &Path) -> Result<Stream, ClientError> {
             let how = status.map_or("it failed".to_owned(), |s| format!("it exited ({s})"));
             return Err(unreachable(
                 path,
-                format_args!("started `{}` but {how}; run `tokend` by hand to see why", program.display()),
+                format_args!(
+                    "started `{}` but {how}; run `tokend` by hand to see why",
+                    program.display()
+                ),
             ));
         }
         Err(_) => {
             return Err(unreachable(
                 path,
-                format_args!("started `{}` but it did not become ready in 10 s", program.display()),
+                format_args!(
+                    "started `{}` but it did not become ready in 10 s",
+                    program.display()
+                ),
             ))
         }
     }

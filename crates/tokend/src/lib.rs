@@ -115,7 +115,10 @@ async fn run() -> ExitCode {
             match platform::bind(&path) {
                 Ok(l) => l,
                 Err(BindError::AlreadyRunning(p)) => {
-                    eprintln!("tokend: another tokend is already serving {}; nothing to do", p.display());
+                    eprintln!(
+                        "tokend: another tokend is already serving {}; nothing to do",
+                        p.display()
+                    );
                     return ExitCode::SUCCESS;
                 }
                 Err(e) => {

@@ -70,7 +70,10 @@ impl Site {
             .clone();
         match outcome {
             Some(Ok(())) => self.current().ok_or_else(|| {
-                ApiError::internal(format!("site {}: login finished without a token", self.name))
+                ApiError::internal(format!(
+                    "site {}: login finished without a token",
+                    self.name
+                ))
             }),
             Some(Err(e)) => Err(e),
             None => Err(ApiError::internal("login outcome missing")),
@@ -95,7 +98,9 @@ impl Site {
             .as_deref()
             .and_then(|u| url::Url::parse(u).ok());
         let paste_only = cfg.grant == Grant::Implicit
-            || configured_redirect.as_ref().is_some_and(|u| !is_loopback(u));
+            || configured_redirect
+                .as_ref()
+                .is_some_and(|u| !is_loopback(u));
         if mode == LoginMode::Paste || (mode == LoginMode::Browser && paste_only) {
             return Err(ApiError::new(
                 ErrorCode::BadRequest,
@@ -241,7 +246,9 @@ async fn device_login(
     dev: tokend_oauth::DeviceAuthorization,
 ) -> Result<(), ApiError> {
     let name = site.name.clone();
-    let limit = d.login_timeout.min(std::time::Duration::from_secs(dev.expires_in.max(1)));
+    let limit = d
+        .login_timeout
+        .min(std::time::Duration::from_secs(dev.expires_in.max(1)));
     let deadline = tokio::time::Instant::now() + limit;
     let mut interval = dev.interval.max(1);
     loop {

@@ -51,7 +51,8 @@ pub fn is_loopback(uri: &url::Url) -> bool {
             uri.host(),
             Some(url::Host::Ipv4(ip)) if ip.is_loopback()
         )
-        || uri.scheme() == "http" && matches!(uri.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+        || uri.scheme() == "http"
+            && matches!(uri.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
         || uri.scheme() == "http" && uri.host_str() == Some("localhost")
 }
 
@@ -124,7 +125,11 @@ async fn handle(
     taken: &AtomicBool,
 ) -> Response<Full<Bytes>> {
     if req.uri().path() != path {
-        return page(StatusCode::NOT_FOUND, "Not found", "This is tokend's login listener.");
+        return page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "This is tokend's login listener.",
+        );
     }
     if taken.swap(true, Ordering::SeqCst) {
         return page(
@@ -139,7 +144,11 @@ async fn handle(
         reply,
     };
     if tx.send(callback).await.is_err() {
-        return page(StatusCode::GONE, "Login over", "This login is no longer waiting. Run `token login` again.");
+        return page(
+            StatusCode::GONE,
+            "Login over",
+            "This login is no longer waiting. Run `token login` again.",
+        );
     }
     match tokio::time::timeout(Duration::from_secs(60), outcome).await {
         Ok(Ok(Page::Done(site))) => page(

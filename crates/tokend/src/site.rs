@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex, RwLock};
 
 use token_proto::{ErrorCode, SiteStatus, TokenReply};
-use tokend_oauth::{AccessToken, Client, ClientAuth, ClientSecret, OAuthSite, Provider, RefreshToken, TokenResponse};
+use tokend_oauth::{
+    AccessToken, Client, ClientAuth, ClientSecret, OAuthSite, Provider, RefreshToken, TokenResponse,
+};
 
 use crate::clock::now_unix;
 use crate::config::{ClientAuthKind, Grant, SecretSource, SiteConfig};
@@ -26,7 +28,8 @@ pub struct Current {
 impl Current {
     /// Seconds left, `u64::MAX` for a token that never expires.
     fn remaining(&self, now: u64) -> u64 {
-        self.expires_at.map_or(u64::MAX, |at| at.saturating_sub(now))
+        self.expires_at
+            .map_or(u64::MAX, |at| at.saturating_sub(now))
     }
 
     /// Good enough for a caller that asked for `min_ttl` (default: half the
@@ -151,7 +154,8 @@ impl Site {
     pub fn fresh(&self, min_ttl: Option<u64>) -> Option<TokenReply> {
         let st = lock(&self.state);
         let cur = st.access.as_ref()?;
-        cur.serves(now_unix(), min_ttl).then(|| self.reply(&st, cur))
+        cur.serves(now_unix(), min_ttl)
+            .then(|| self.reply(&st, cur))
     }
 
     /// The token in memory if it has not expired at all.
@@ -187,7 +191,10 @@ impl Site {
         let bad_url = |key: &str, e: url::ParseError| {
             ApiError::new(
                 ErrorCode::ConfigError,
-                format!("site {}: {key} is not a URL: {e}; fix the config", self.name),
+                format!(
+                    "site {}: {key} is not a URL: {e}; fix the config",
+                    self.name
+                ),
             )
         };
         let parse = |key: &str, v: &Option<String>| -> Result<Option<url::Url>, ApiError> {
@@ -201,7 +208,10 @@ impl Site {
                 let token_url = parse("token_url", &cfg.token_url)?.ok_or_else(|| {
                     ApiError::new(
                         ErrorCode::ConfigError,
-                        format!("site {}: no token_url and no issuer; fix the config", self.name),
+                        format!(
+                            "site {}: no token_url and no issuer; fix the config",
+                            self.name
+                        ),
                     )
                 })?;
                 Provider::new(token_url)
@@ -355,7 +365,10 @@ impl Site {
         st.last_error = None;
         if let Err(e) = persisted {
             // Memory still has the login; say loudly that a restart would lose it.
-            let msg = format!("cannot persist the login to the {} store: {e}", d.store.name());
+            let msg = format!(
+                "cannot persist the login to the {} store: {e}",
+                d.store.name()
+            );
             tracing::error!(site = %self.name, "{msg}");
             st.last_error = Some(msg);
         }
@@ -378,7 +391,10 @@ impl Site {
     /// Both tokens, for revocation at logout.
     pub fn tokens(&self) -> (Option<RefreshToken>, Option<AccessToken>) {
         let st = lock(&self.state);
-        (st.refresh.clone(), st.access.as_ref().map(|c| c.token.clone()))
+        (
+            st.refresh.clone(),
+            st.access.as_ref().map(|c| c.token.clone()),
+        )
     }
 
     pub fn status(&self) -> SiteStatus {

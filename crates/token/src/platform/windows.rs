@@ -41,5 +41,7 @@ pub fn detach(cmd: &mut Command) {
 /// Windows has no exec: run the command and pass its exit code on.
 pub fn exec(mut cmd: Command) -> Result<u8, io::Error> {
     let status = cmd.status()?;
-    Ok(status.code().map_or(1, |c| u8::try_from(c & 0xff).unwrap_or(1)))
+    Ok(status
+        .code()
+        .map_or(1, |c| u8::try_from(c & 0xff).unwrap_or(1)))
 }

@@ -2,6 +2,7 @@
 //! bad site so the good ones are served; every problem names the file, the
 //! line and the key at fault.
 
+mod preset;
 mod site;
 
 use std::collections::BTreeMap;
@@ -139,7 +140,9 @@ impl Config {
     /// The message for a `get` of a site that is not served.
     pub fn site_error(&self, name: &str) -> Option<String> {
         if let Some(e) = self.broken.get(name) {
-            return Some(format!("site {name} is not usable: {e}; fix the config file"));
+            return Some(format!(
+                "site {name} is not usable: {e}; fix the config file"
+            ));
         }
         None
     }
@@ -205,11 +208,23 @@ scops = ["z"]
     #[test]
     fn wrong_types_and_missing_keys() {
         let c = parse("[site.a]\nissuer = \"https://a\"\nclient_id = 5\n");
-        assert!(c.errors[0].to_string().contains(":3: site a: key `client_id`: expected a string"));
+        assert!(c.errors[0]
+            .to_string()
+            .contains(":3: site a: key `client_id`: expected a string"));
         let c = parse("[site.a]\nissuer = \"https://a\"\n");
-        assert!(c.errors[0].to_string().contains(":1: site a: key `client_id`: missing"), "{}", c.errors[0]);
+        assert!(
+            c.errors[0]
+                .to_string()
+                .contains(":1: site a: key `client_id`: missing"),
+            "{}",
+            c.errors[0]
+        );
         let c = parse("[site.a]\nclient_id = \"x\"\n");
-        assert!(c.errors[0].to_string().contains("issuer"), "{}", c.errors[0]);
+        assert!(
+            c.errors[0].to_string().contains("issuer"),
+            "{}",
+            c.errors[0]
+        );
     }
 
     #[test]
@@ -222,6 +237,10 @@ scops = ["z"]
     #[test]
     fn unknown_top_level_key() {
         let c = parse("[sites.a]\nissuer = \"x\"\n");
-        assert!(c.errors[0].to_string().contains("/c.toml:1"), "{}", c.errors[0]);
+        assert!(
+            c.errors[0].to_string().contains("/c.toml:1"),
+            "{}",
+            c.errors[0]
+        );
     }
 }

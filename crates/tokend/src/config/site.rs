@@ -6,7 +6,7 @@ use std::path::Path;
 
 use toml::{Spanned, Value};
 
-use super::{line_of, ConfigError, RawTable};
+use super::{line_of, preset, ConfigError, RawTable};
 
 /// How the client secret is obtained; the secret itself never sits in the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +48,7 @@ pub struct SiteConfig {
     pub scopes: Vec<String>,
     pub grant: Grant,
     pub redirect_uri: Option<String>,
+    /// Joins scopes: `" "` unless the config or the preset says otherwise.
     pub scope_separator: String,
     /// Seconds before expiry to refresh; `None`: a fraction of the lifetime.
     pub refresh_before: Option<u64>,
@@ -58,6 +59,9 @@ pub struct SiteConfig {
     pub subdomain: Option<String>,
     pub base_url: Option<String>,
     pub tenant: Option<String>,
+    /// Stack Exchange API base (`https://api.stackexchange.com/2.3`): logout
+    /// invalidates the access token there instead of RFC 7009 revocation.
+    pub api_base: Option<String>,
 }
 
 impl SiteConfig {
@@ -105,6 +109,7 @@ const KEYS: &[&str] = &[
     "subdomain",
     "base_url",
     "tenant",
+    "api_base",
 ];
 
 /// Takes keys out of one site table, remembering where each one was.
@@ -183,7 +188,11 @@ impl Fields<'_> {
         key: &str,
         options: &[(&str, T)],
     ) -> Result<Option<T>, ConfigError> {
-        let line = self.table.get(key).map(|(l, _)| *l).unwrap_or(self.header_line);
+        let line = self
+            .table
+            .get(key)
+            .map(|(l, _)| *l)
+            .unwrap_or(self.header_line);
         let Some(s) = self.string(key)? else {
             return Ok(None);
         };
@@ -193,7 +202,11 @@ impl Fields<'_> {
             .map(|(_, v)| Some(*v))
             .ok_or_else(|| {
                 let names: Vec<String> = options.iter().map(|(n, _)| format!("\"{n}\"")).collect();
-                self.err(line, key, format!("`{s}` is not one of {}", names.join(", ")))
+                self.err(
+                    line,
+                    key,
+                    format!("`{s}` is not one of {}", names.join(", ")),
+                )
             })
     }
 
@@ -204,7 +217,11 @@ impl Fields<'_> {
                 .map(Some)
                 .map_err(|_| self.err(line, key, "must not be negative")),
             Some((line, Value::String(s))) => parse_duration(&s).map(Some).ok_or_else(|| {
-                self.err(line, key, format!("`{s}` is not a duration like \"90s\", \"5m\" or \"1h\""))
+                self.err(
+                    line,
+                    key,
+                    format!("`{s}` is not a duration like \"90s\", \"5m\" or \"1h\""),
+                )
             }),
             Some((line, v)) => Err(self.err(
                 line,
@@ -231,7 +248,10 @@ impl Fields<'_> {
             Some((line, v)) => Err(self.err(
                 line,
                 key,
-                format!("expected a table like {{ audience = \"...\" }}, found {}", v.type_str()),
+                format!(
+                    "expected a table like {{ audience = \"...\" }}, found {}",
+                    v.type_str()
+                ),
             )),
         }
     }
@@ -313,6 +333,12 @@ pub(super) fn parse_site(
         return Err(f.err(*line, key, format!("unknown key{hint}")));
     }
     let _ = f.text;
+    // Lines of the keys as written, for preset errors found after parsing.
+    let key_lines: BTreeMap<String, usize> = f
+        .table
+        .iter()
+        .map(|(k, (line, _))| (k.clone(), *line))
+        .collect();
 
     let secret_env = f.string("client_secret_env")?;
     let secret_cmd = f.string("client_secret_cmd")?;
@@ -328,7 +354,9 @@ pub(super) fn parse_site(
         (None, Some(c)) => Some(SecretSource::Cmd(c)),
         (None, None) => None,
     };
-    let site = SiteConfig {
+    let scope_separator = f.string_raw("scope_separator")?;
+    let separator_given = scope_separator.is_some();
+    let mut site = SiteConfig {
         name: name.to_owned(),
         issuer: f.url("issuer")?,
         authorize_url: f.url("authorize_url")?,
@@ -358,7 +386,7 @@ pub(super) fn parse_site(
             )?
             .unwrap_or(Grant::AuthorizationCode),
         redirect_uri: f.url("redirect_uri")?,
-        scope_separator: f.string_raw("scope_separator")?.unwrap_or_else(|| " ".to_owned()),
+        scope_separator: scope_separator.unwrap_or_else(|| " ".to_owned()),
         refresh_before: f.duration("refresh_before")?,
         extra_params: f.string_table("extra_params")?,
         hosts: f.strings("hosts")?,
@@ -367,7 +395,12 @@ pub(super) fn parse_site(
         subdomain: f.string("subdomain")?,
         base_url: f.url("base_url")?,
         tenant: f.string("tenant")?,
+        api_base: f.url("api_base")?,
     };
+    preset::apply(&mut site, separator_given).map_err(|e| {
+        let line = key_lines.get(e.key).copied().unwrap_or(header_line);
+        f.err(line, e.key, e.message)
+    })?;
     validate(&f, site)
 }
 
@@ -393,9 +426,13 @@ impl Fields<'_> {
 fn validate(f: &Fields<'_>, site: SiteConfig) -> Result<SiteConfig, ConfigError> {
     let at = f.header_line;
     if site.client_id.is_empty() {
-        return Err(f.err(at, "client_id", "missing: every site needs the client_id registered with the provider"));
+        return Err(f.err(
+            at,
+            "client_id",
+            "missing: every site needs the client_id registered with the provider",
+        ));
     }
-    if site.issuer.is_none() && site.token_url.is_none() && site.preset.is_none() {
+    if site.issuer.is_none() && site.token_url.is_none() {
         return Err(f.err(
             at,
             "issuer",

@@ -28,7 +28,11 @@ fn euid() -> u32 {
 /// Creates `dir` (and parents) 0700, or checks that an existing one is ours
 /// and tightens it to 0700.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),

@@ -103,7 +103,9 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), StoreErr
     crate::platform::create_private_dir(dir).map_err(err("create", dir))?;
     let tmp = dir.join(format!(
         ".{}.tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("tokens"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("tokens"),
         std::process::id()
     ));
     let mut file = crate::platform::create_private_file(&tmp).map_err(err("create", &tmp))?;
@@ -147,12 +149,16 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            let mode =
+                |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode(&path), 0o600);
             assert_eq!(mode(path.parent().unwrap()), 0o700);
         }
         // No temp files left behind.
-        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
     }
 
     #[tokio::test]

@@ -40,10 +40,12 @@ impl KeyringStore {
 
     pub async fn delete(&self, site: &str) -> Result<(), StoreError> {
         let site = site.to_owned();
-        blocking(move || match keyring::Entry::new(SERVICE, &site)?.delete_credential() {
-            Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
-            Err(e) => Err(e),
-        })
+        blocking(
+            move || match keyring::Entry::new(SERVICE, &site)?.delete_credential() {
+                Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
+                Err(e) => Err(e),
+            },
+        )
         .await
     }
 }

@@ -1,0 +1,301 @@
+// Test authorization server for tokend's end-to-end tests.
+//
+// An oidc-provider instance on 127.0.0.1 with a fixed set of clients, plus a
+// small test-control API under /__test/ (counters and fault injection).
+//
+// stdout carries exactly one line, the ready line:
+//   {"issuer":"http://127.0.0.1:NNNN","port":NNNN}
+// everything else goes to stderr (per-request logs only with PROVIDER_DEBUG=1).
+//
+// Environment:
+//   PORT            listen port (default 0 = random)
+//   AT_TTL          access token lifetime in seconds (default 3600)
+//   RT_TTL          refresh token lifetime in seconds (default 14 days)
+//   PROVIDER_DEBUG  1 = log every request to stderr
+
+import * as http from 'node:http';
+import * as querystring from 'node:querystring';
+
+// oidc-provider prints its notices with console.info (stdout); stdout is
+// reserved for the ready line, so route every console method to stderr.
+for (const m of ['log', 'info', 'debug']) {
+  // eslint-disable-next-line no-console
+  console[m] = (...args) => console.error(...args);
+}
+
+const { default: Provider } = await import('oidc-provider');
+
+const DEBUG = process.env.PROVIDER_DEBUG === '1';
+const PORT = Number.parseInt(process.env.PORT ?? '0', 10) || 0;
+const AT_TTL = Number.parseInt(process.env.AT_TTL ?? '3600', 10) || 3600;
+const RT_TTL = Number.parseInt(process.env.RT_TTL ?? String(14 * 24 * 3600), 10) || 14 * 24 * 3600;
+
+const log = (...args) => { if (DEBUG) console.error('[provider]', ...args); };
+
+// ---------------------------------------------------------------- test state
+
+const stats = {
+  token_calls: 0,
+  by_grant: {},
+  revocations: 0,
+  revoked: [],
+};
+let faults = []; // queue of fault kinds for the next token calls
+let delays = []; // queue of delays (ms) for the next token calls
+const FAULT_KINDS = new Set(['500', 'timeout', 'garbage', 'reset']);
+
+function resetStats() {
+  stats.token_calls = 0;
+  stats.by_grant = {};
+  stats.revocations = 0;
+  stats.revoked = [];
+  faults = [];
+  delays = [];
+}
+
+// ---------------------------------------------------------------- the server
+
+const GRANTS = ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'];
+const REDIRECT = ['http://127.0.0.1/callback'];
+const common = {
+  application_type: 'native', // loopback redirect with any port matches
+  redirect_uris: REDIRECT,
+  response_types: ['code'],
+};
+
+const clients = [
+  {
+    ...common, client_id: 'public-pkce', token_endpoint_auth_method: 'none', grant_types: GRANTS,
+  },
+  {
+    ...common, client_id: 'conf-basic', client_secret: 'p@ss:w+rd/=%&?', token_endpoint_auth_method: 'client_secret_basic', grant_types: GRANTS,
+  },
+  {
+    ...common, client_id: 'conf-post', client_secret: 'post-secret', token_endpoint_auth_method: 'client_secret_post', grant_types: GRANTS,
+  },
+  {
+    client_id: 'cc-client', client_secret: 'cc-secret', token_endpoint_auth_method: 'client_secret_basic', grant_types: ['client_credentials'], redirect_uris: [], response_types: [],
+  },
+];
+
+// Any login is accepted; the account answers userinfo with a few claims.
+async function findAccount(_ctx, sub) {
+  return {
+    accountId: sub,
+    async claims() {
+      return {
+        sub,
+        name: `Test User ${sub}`,
+        preferred_username: sub,
+        email: `${sub}@example.test`,
+        email_verified: true,
+      };
+    },
+  };
+}
+
+// Bind first (port 0 = random) so the issuer can carry the real port; the
+// provider's request handler is attached once it exists.
+const server = http.createServer();
+const port = await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(PORT, '127.0.0.1', () => resolve(server.address().port));
+});
+const issuer = `http://127.0.0.1:${port}`;
+
+const provider = new Provider(issuer, {
+  clients,
+  findAccount,
+  // Fixed cookie keys: tests never run long enough for rotation to matter.
+  cookies: { keys: ['tokend-e2e-cookie-key-0123456789abcdef'] },
+  scopes: ['openid', 'profile', 'email', 'offline_access', 'read', 'write'],
+  claims: {
+    openid: ['sub'],
+    profile: ['name', 'preferred_username'],
+    email: ['email', 'email_verified'],
+  },
+  features: {
+    devInteractions: { enabled: true },
+    revocation: { enabled: true },
+    deviceFlow: { enabled: true },
+    clientCredentials: { enabled: true },
+    userinfo: { enabled: true },
+    introspection: { enabled: true },
+    // Plain OAuth: no resource indicators, tokens are opaque and audience is
+    // the userinfo endpoint.
+    resourceIndicators: { enabled: false },
+    rpInitiatedLogout: { enabled: false },
+  },
+  pkce: {
+    // PKCE (S256 only; plain is not supported by oidc-provider) for everyone.
+    required: () => true,
+  },
+  // A refresh token on every code / device_code grant for clients allowed the
+  // refresh_token grant, without the offline_access dance.
+  issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+  // Rotation on for every client: a reused rotated RT revokes the grant.
+  rotateRefreshToken: () => true,
+  // Tokens should not die with the (browser) session.
+  expiresWithSession: async () => false,
+  ttl: {
+    AccessToken: AT_TTL,
+    ClientCredentials: AT_TTL,
+    AuthorizationCode: 60,
+    DeviceCode: 600,
+    IdToken: 3600,
+    Interaction: 3600,
+    Session: 14 * 24 * 3600,
+    Grant: 14 * 24 * 3600,
+    RefreshToken: RT_TTL,
+  },
+  // The dev consent form only grants what the interaction asks for; always
+  // reuse the grant of the session.
+  loadExistingGrant: async (ctx) => {
+    const grantId = ctx.oidc.result?.consent?.grantId
+      || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
+    return grantId ? ctx.oidc.provider.Grant.find(grantId) : undefined;
+  },
+  renderError: async (ctx, out) => {
+    ctx.type = 'html';
+    ctx.body = `<!DOCTYPE html><html><head><title>oops</title></head><body><h1>oops! something went wrong</h1><pre>${
+      Object.entries(out).map(([k, v]) => `${k}: ${String(v).replace(/[<>&]/g, '')}`).join('\n')
+    }</pre></body></html>`;
+  },
+});
+provider.proxy = false;
+
+provider.on('server_error', (ctx, err) => console.error('[provider] server_error', err));
+if (DEBUG) {
+  provider.on('grant.error', (ctx, err) => log('grant.error', err.message, err.error_description ?? ''));
+  provider.on('authorization.error', (ctx, err) => log('authorization.error', err.message, err.error_description ?? ''));
+  provider.on('revocation.error', (ctx, err) => log('revocation.error', err.message));
+}
+
+// ------------------------------------------------------- test-control middleware
+
+const tokenPath = new URL(provider.urlFor('token')).pathname;
+const revocationPath = new URL(provider.urlFor('revocation')).pathname;
+
+function sendJson(ctx, status, body) {
+  ctx.status = status;
+  ctx.type = 'application/json';
+  ctx.body = JSON.stringify(body);
+}
+
+async function readRawBody(req) {
+  const chunks = [];
+  for await (const c of req) chunks.push(c);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
+
+provider.use(async (ctx, next) => {
+  const started = Date.now();
+  try {
+    const { path, method } = ctx;
+
+    if (path.startsWith('/__test/')) {
+      const q = ctx.query;
+      if (path === '/__test/stats' && method === 'GET') {
+        return sendJson(ctx, 200, stats);
+      }
+      if (path === '/__test/reset' && method === 'POST') {
+        resetStats();
+        return sendJson(ctx, 200, { ok: true });
+      }
+      if (path === '/__test/fault' && method === 'POST') {
+        const kind = String(q.kind ?? '');
+        const count = Number.parseInt(String(q.count ?? '1'), 10);
+        if (!FAULT_KINDS.has(kind) || !(count >= 0)) {
+          return sendJson(ctx, 400, { error: 'kind must be 500|timeout|garbage|reset, count >= 0' });
+        }
+        for (let i = 0; i < count; i += 1) faults.push(kind);
+        return sendJson(ctx, 200, { ok: true, pending: faults });
+      }
+      if (path === '/__test/delay' && method === 'POST') {
+        const ms = Number.parseInt(String(q.ms ?? '0'), 10);
+        const count = Number.parseInt(String(q.count ?? '1'), 10);
+        if (!(ms >= 0) || !(count >= 0)) {
+          return sendJson(ctx, 400, { error: 'ms >= 0, count >= 0' });
+        }
+        for (let i = 0; i < count; i += 1) delays.push(ms);
+        return sendJson(ctx, 200, { ok: true, pending: delays });
+      }
+      return sendJson(ctx, 404, { error: 'unknown test-control endpoint' });
+    }
+
+    if (method === 'POST' && (path === tokenPath || path === revocationPath)) {
+      // Read the form body ourselves (to count by grant type even for calls
+      // that fail), then hand it to oidc-provider as an already-parsed body.
+      const raw = await readRawBody(ctx.req);
+      const form = querystring.parse(raw);
+      ctx.request.body = { ...form };
+
+      if (path === revocationPath) {
+        stats.revocations += 1;
+        stats.revoked.push(typeof form.token_type_hint === 'string' ? form.token_type_hint : null);
+        return await next();
+      }
+
+      stats.token_calls += 1;
+      const grant = typeof form.grant_type === 'string' ? form.grant_type : '(none)';
+      stats.by_grant[grant] = (stats.by_grant[grant] ?? 0) + 1;
+
+      const delay = delays.shift();
+      if (delay) await sleep(delay);
+
+      const fault = faults.shift();
+      switch (fault) {
+        case '500':
+          ctx.status = 500;
+          ctx.type = 'html';
+          ctx.body = '<!DOCTYPE html><html><body><h1>500 Internal Server Error</h1><p>injected fault</p></body></html>';
+          return undefined;
+        case 'timeout':
+          await sleep(60_000);
+          ctx.status = 504;
+          ctx.type = 'html';
+          ctx.body = '<html><body>gateway timeout (injected)</body></html>';
+          return undefined;
+        case 'garbage':
+          ctx.status = 200;
+          ctx.type = 'application/json';
+          ctx.body = 'this is not JSON {{{';
+          return undefined;
+        case 'reset':
+          ctx.req.socket.destroy();
+          ctx.respond = false;
+          return undefined;
+        default:
+          return await next();
+      }
+    }
+
+    return await next();
+  } finally {
+    log(ctx.method, ctx.originalUrl, ctx.status, `${Date.now() - started}ms`);
+  }
+});
+
+// ---------------------------------------------------------------- listen
+
+server.on('request', provider.callback());
+// A request held by a "timeout" fault must not keep the process alive on exit.
+server.keepAliveTimeout = 5_000;
+
+process.stdout.write(`${JSON.stringify({ issuer, port })}\n`);
+
+const shutdown = () => {
+  server.close();
+  server.closeAllConnections?.();
+  process.exit(0);
+};
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);
+// Exit when the parent closes our stdin (harness crashed without killing us).
+if (process.env.PROVIDER_EXIT_ON_STDIN_EOF === '1') {
+  process.stdin.on('end', shutdown);
+  process.stdin.resume();
+}
+

@@ -1,0 +1,112 @@
+//! Story: a login that the user denies, or whose callback was tampered with
+//! (`state`, RFC 9207 `iss`), fails without a token and without exchanging
+//! the code; a pending login is joined, not restarted.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use tokend_e2e::{wait_until, Env, Provider};
+
+fn env_with_mode(provider: &Provider, mode: &str) -> Env {
+    let mut env = Env::new();
+    env.set("BROWSER_MODE", mode);
+    env.write_config(&Env::site_config("corp", provider));
+    env
+}
+
+#[test]
+fn denied_consent_fails_with_the_providers_error() {
+    let provider = Provider::start(3600);
+    let mut env = env_with_mode(&provider, "deny");
+    let _daemon = env.daemon();
+    let out = env.token(&["get", "corp"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stdout.is_empty(), "{out}");
+    assert!(
+        out.stderr.contains("access_denied"),
+        "the provider's error is printed: {out}"
+    );
+    assert!(out.stderr.contains("corp"), "{out}");
+    assert_eq!(provider.stats().token_calls, 0);
+}
+
+#[test]
+fn forged_state_is_rejected_and_the_code_never_exchanged() {
+    let provider = Provider::start(3600);
+    let mut env = env_with_mode(&provider, "forge-state");
+    let _daemon = env.daemon();
+    let out = env.token(&["get", "corp"]);
+    assert_ne!(
+        out.code, 0,
+        "a callback with a wrong state must fail the login: {out}"
+    );
+    assert!(out.stdout.is_empty(), "{out}");
+    assert_eq!(
+        provider.stats().token_calls,
+        0,
+        "the code must not be exchanged"
+    );
+}
+
+#[test]
+fn forged_iss_is_rejected_and_the_code_never_exchanged() {
+    let provider = Provider::start(3600);
+    let mut env = env_with_mode(&provider, "forge-iss");
+    let _daemon = env.daemon();
+    let out = env.token(&["get", "corp"]);
+    assert_ne!(
+        out.code, 0,
+        "a callback from another issuer must fail the login: {out}"
+    );
+    assert!(out.stdout.is_empty(), "{out}");
+    assert_eq!(
+        provider.stats().token_calls,
+        0,
+        "the code must not be exchanged"
+    );
+}
+
+#[test]
+fn a_pending_login_prints_the_url_and_a_second_caller_joins_it() {
+    let provider = Provider::start(3600);
+    let mut env = env_with_mode(&provider, "ignore");
+    let _daemon = env.daemon();
+
+    let first = env.cmd(&["get", "corp"]).spawn();
+    assert!(
+        env.wait_browser_launches(1, Duration::from_secs(10)),
+        "the browser opens"
+    );
+    let second = env.cmd(&["get", "corp"]).spawn();
+    // The second caller waits on the same login: no second browser.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(env.browser_launches(), 1, "one browser per pending login");
+
+    // Complete the pending login by hand, with the URL the browser got.
+    let url = env.browser_urls().pop().unwrap();
+    let st = std::process::Command::new(tokend_e2e::tests_dir().join("browser.py"))
+        .arg(&url)
+        .env("BROWSER_FOREGROUND", "1")
+        .env("BROWSER_LOG", env.root().join("browser.log"))
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "manual approval failed:\n{}",
+        env.browser_log()
+    );
+
+    let a = tokend_e2e::wait_output(first, Duration::from_secs(30), "first get");
+    let b = tokend_e2e::wait_output(second, Duration::from_secs(30), "second get");
+    a.ok();
+    b.ok();
+    assert_eq!(a.line(), b.line());
+    assert!(
+        a.stderr.contains("http://127.0.0.1"),
+        "the URL is printed on stderr too: {a}"
+    );
+    assert_eq!(provider.stats().grant("authorization_code"), 1);
+    assert!(wait_until(Duration::from_secs(1), || env
+        .browser_launches()
+        == 1));
+}

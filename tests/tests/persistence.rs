@@ -1,0 +1,139 @@
+//! Story: a login survives a daemon restart with the file store and with the
+//! OS keyring; the file store is private (0600 file in a 0700 dir).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tokend_e2e::{keyring_available, mode, skip_unless, unique, Env, Provider};
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn dirs_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        if e.path().is_dir() {
+            out.extend(dirs_under(&e.path()));
+        }
+    }
+    out
+}
+
+/// Logs in, restarts the daemon (gracefully or with SIGKILL), and checks the
+/// new daemon serves the site with no new login.
+fn survives_restart(env: &mut Env, provider: &Provider, site: &str, kill9: bool) {
+    let mut daemon = env.daemon();
+    let first = env.token(&["get", site]);
+    first.ok();
+    assert_eq!(env.browser_launches(), 1);
+    if kill9 {
+        daemon.kill9();
+    } else {
+        daemon.stop();
+    }
+    drop(daemon);
+
+    let _daemon = env.daemon();
+    let out = env.token(&["get", site, "--no-login"]);
+    out.ok();
+    assert_eq!(env.browser_launches(), 1, "no new login after a restart");
+    let (status, body) = provider.userinfo(out.line());
+    assert_eq!(status, 200, "the token after the restart works: {body}");
+    let stats = provider.stats();
+    assert_eq!(stats.grant("authorization_code"), 1, "{stats:?}");
+}
+
+#[test]
+fn file_store_survives_a_restart_and_is_private() {
+    let provider = Provider::start(3600);
+    let mut env = Env::with_store("file");
+    env.write_config(&Env::site_config("corp", &provider));
+    survives_restart(&mut env, &provider, "corp", false);
+
+    let dir = env.state_dir();
+    assert!(
+        dir.is_dir(),
+        "the file store lives under $XDG_STATE_HOME/tokend ({})",
+        dir.display()
+    );
+    for d in dirs_under(&dir) {
+        assert_eq!(mode(&d), 0o700, "store dir {} must be 0700", d.display());
+    }
+    let files = files_under(&dir);
+    assert!(!files.is_empty(), "no store file under {}", dir.display());
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "store file {} must be 0600", f.display());
+    }
+}
+
+#[test]
+fn file_store_survives_kill_9() {
+    let provider = Provider::start(3600);
+    let mut env = Env::with_store("file");
+    env.write_config(&Env::site_config("corp", &provider));
+    survives_restart(&mut env, &provider, "corp", true);
+}
+
+#[test]
+fn secrets_never_reach_the_config_dir_or_the_log() {
+    let provider = Provider::start(3600);
+    let mut env = Env::with_store("file");
+    env.write_config(&Env::site_config("corp", &provider));
+    let daemon = env.daemon();
+    let out = env.token(&["get", "corp"]);
+    out.ok();
+    let token = out.line().to_owned();
+    let log = daemon.log();
+    assert!(
+        !log.contains(&token),
+        "the access token appears in the daemon log"
+    );
+    let config = fs::read_to_string(env.config_path()).unwrap();
+    assert!(!config.contains(&token));
+}
+
+#[test]
+fn keyring_store_survives_a_restart() {
+    if skip_unless(
+        keyring_available(),
+        "keyring_store_survives_a_restart",
+        "TOKEND_TEST_KEYRING=1 is not set (scripts/test sets it after unlocking gnome-keyring)",
+    ) {
+        return;
+    }
+    let provider = Provider::start(3600);
+    let mut env = Env::with_store("keyring");
+    // The keyring is shared by every test of the session: a unique site name.
+    let site = unique("corp").replace('-', "_");
+    env.write_config(&Env::site_config(&site, &provider));
+    survives_restart(&mut env, &provider, &site, false);
+
+    // Nothing of the login may be written to the state dir.
+    let files = files_under(&env.state_dir());
+    for f in &files {
+        let text = fs::read_to_string(f).unwrap_or_default();
+        assert!(
+            !text.contains("refresh"),
+            "keyring store wrote {} ({text})",
+            f.display()
+        );
+    }
+    let _ = env.token(&["logout", &site]);
+}

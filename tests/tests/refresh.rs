@@ -1,0 +1,109 @@
+//! Story: an expired access token is refreshed with the refresh token, once,
+//! without a new login.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokend_e2e::{Env, Provider};
+
+#[test]
+fn expired_token_is_refreshed_exactly_once() {
+    // Access tokens live 2 s at this provider.
+    let provider = Provider::start(2);
+    let mut env = Env::new();
+    env.write_config(&Env::site_config("corp", &provider));
+    let _daemon = env.daemon();
+
+    let first = env.token(&["get", "corp"]);
+    first.ok();
+    let issued = Instant::now();
+    let old = first.line().to_owned();
+    assert_eq!(provider.stats().grant("refresh_token"), 0);
+
+    // Past expiry, but well before a second refresh could be due.
+    let until = issued + Duration::from_millis(2600);
+    thread::sleep(until.saturating_duration_since(Instant::now()));
+
+    let second = env.token(&["get", "corp"]);
+    second.ok();
+    let new = second.line().to_owned();
+    let stats = provider.stats();
+    assert_ne!(new, old, "an expired token must not be handed out");
+    assert_eq!(
+        stats.grant("refresh_token"),
+        1,
+        "exactly one refresh: {stats:?}"
+    );
+    assert_eq!(
+        stats.grant("authorization_code"),
+        1,
+        "no new login: {stats:?}"
+    );
+    assert_eq!(env.browser_launches(), 1, "no second browser");
+
+    let (status, body) = provider.userinfo(&new);
+    assert_eq!(status, 200, "the refreshed token works: {body}");
+}
+
+#[test]
+fn min_ttl_forces_a_refresh_of_a_still_valid_token() {
+    // 30 s tokens; after 1.5 s the cached one has < 29 s left.
+    let provider = Provider::start(30);
+    let mut env = Env::new();
+    env.write_config(&Env::site_config("corp", &provider));
+    let _daemon = env.daemon();
+
+    let first = env.token(&["get", "corp"]);
+    first.ok();
+    thread::sleep(Duration::from_millis(1500));
+
+    let out = env.token(&["get", "corp", "--min-ttl", "29s"]);
+    out.ok();
+    let stats = provider.stats();
+    assert_ne!(
+        out.line(),
+        first.line(),
+        "--min-ttl must not return the old token"
+    );
+    assert_eq!(
+        stats.grant("refresh_token"),
+        1,
+        "--min-ttl refreshes first: {stats:?}"
+    );
+    assert_eq!(env.browser_launches(), 1, "no new login for --min-ttl");
+}
+
+#[test]
+fn concurrent_gets_of_an_expired_token_share_one_refresh() {
+    let provider = Provider::start(2);
+    let mut env = Env::new();
+    env.write_config(&Env::site_config("corp", &provider));
+    let _daemon = env.daemon();
+
+    let first = env.token(&["get", "corp"]);
+    first.ok();
+    let issued = Instant::now();
+    thread::sleep((issued + Duration::from_millis(2600)).saturating_duration_since(Instant::now()));
+
+    // Whatever refresh comes next is slow, so every caller overlaps with it.
+    provider.delay(1000, 1);
+    let env = &env;
+    let outs: Vec<_> = thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| s.spawn(move || env.token(&["get", "corp"])))
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    for o in &outs {
+        o.ok();
+        assert_ne!(o.line(), first.line(), "no expired token handed out");
+    }
+    let stats = provider.stats();
+    assert_eq!(
+        stats.grant("refresh_token"),
+        1,
+        "one refresh for all callers: {stats:?}"
+    );
+    assert_eq!(env.browser_launches(), 1);
+}

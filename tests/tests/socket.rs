@@ -1,0 +1,82 @@
+//! Story: the socket is a security boundary: 0700 dir, 0600 socket, and a
+//! connection from another uid is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use tokend_e2e::{bin, mode, skip_unless, Env, Provider};
+
+#[test]
+fn socket_dir_is_0700_and_socket_0600() {
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    env.write_config(&Env::site_config("corp", &provider));
+    let _daemon = env.daemon();
+
+    let sock = env.socket_path();
+    let dir = sock.parent().unwrap();
+    assert_eq!(mode(dir), 0o700, "socket dir {}", dir.display());
+    assert_eq!(mode(&sock), 0o600, "socket {}", sock.display());
+}
+
+#[test]
+fn a_foreign_uid_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if skip_unless(
+        root,
+        "a_foreign_uid_is_refused",
+        "needs root to run a client as nobody (setpriv)",
+    ) {
+        return;
+    }
+    if skip_unless(
+        std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "a_foreign_uid_is_refused",
+        "setpriv (util-linux) is not installed",
+    ) {
+        return;
+    }
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    env.write_config(&Env::site_config("corp", &provider));
+    let _daemon = env.daemon();
+
+    // Open the path up so only the daemon's peer-uid check stands in the way.
+    let sock = env.socket_path();
+    let open = |p: &std::path::Path, m: u32| {
+        fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap()
+    };
+    open(env.root(), 0o755);
+    open(&env.root().join("run"), 0o755);
+    open(sock.parent().unwrap(), 0o755);
+    open(&sock, 0o666);
+
+    let token = bin("token");
+    let out = env
+        .cmd(&[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            token.to_str().unwrap(),
+            "status",
+        ])
+        .program("setpriv")
+        .run();
+    assert_ne!(
+        out.code, 0,
+        "a client of another uid must be refused: {out}"
+    );
+    let err = out.stderr.to_lowercase();
+    assert!(
+        err.contains("forbidden") || err.contains("refused"),
+        "the error says the connection was refused: {out}"
+    );
+
+    // The daemon still serves its owner.
+    env.token(&["status"]).ok();
+}
