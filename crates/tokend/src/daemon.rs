@@ -29,6 +29,8 @@ pub struct Daemon {
     providers: tokio::sync::Mutex<HashMap<String, Provider>>,
     pub login_timeout: Duration,
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// Set by `start`: sites added by a reload start their refresh task with it.
+    me: std::sync::OnceLock<std::sync::Weak<Daemon>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -50,9 +52,19 @@ impl Daemon {
             providers: tokio::sync::Mutex::default(),
             login_timeout,
             shutdown: tokio::sync::watch::channel(false).0,
+            me: std::sync::OnceLock::new(),
         };
         daemon.reload();
         daemon
+    }
+
+    /// Starts the background work: each site's refresh-ahead task.
+    pub fn start(self: &Arc<Self>) {
+        if self.me.set(Arc::downgrade(self)).is_ok() {
+            for site in self.sites() {
+                site.start_refresh_task(self);
+            }
+        }
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -123,6 +135,7 @@ impl Daemon {
                     .get(name)
                     .is_some_and(|c| c.identity() == site.config().identity());
                 if !keep {
+                    site.retire();
                     tracing::info!(site = %name, "site removed or changed provider, client or scopes: its login is dropped");
                 }
                 keep
@@ -132,7 +145,11 @@ impl Daemon {
                     Some(site) => site.set_config(cfg.clone()),
                     None => {
                         tracing::info!(site = %name, "site configured");
-                        sites.insert(name.clone(), Arc::new(Site::new(cfg.clone())));
+                        let site = Arc::new(Site::new(cfg.clone()));
+                        if let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) {
+                            site.start_refresh_task(&me);
+                        }
+                        sites.insert(name.clone(), site);
                     }
                 }
             }

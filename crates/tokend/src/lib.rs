@@ -11,6 +11,7 @@ mod login;
 mod loopback;
 pub mod paths;
 pub mod platform;
+mod refresh;
 pub mod server;
 pub mod site;
 pub mod store;
@@ -147,6 +148,7 @@ async fn run() -> ExitCode {
         }
     };
     let daemon = Arc::new(daemon::Daemon::new(paths::config_path(), store, http));
+    daemon.start();
     tracing::info!(
         socket = %listener.describe(),
         config = %daemon.config_path.display(),

@@ -1,7 +1,11 @@
 //! One site's tokens: what is held in memory, the single flight that
 //! serializes token-endpoint calls, loading from and saving to the store.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use token_proto::{ErrorCode, SiteStatus, TokenReply};
 use tokend_oauth::{
@@ -13,6 +17,7 @@ use crate::config::{ClientAuthKind, Grant, SecretSource, SiteConfig};
 use crate::daemon::Daemon;
 use crate::error::ApiError;
 use crate::login::PendingLogin;
+use crate::refresh::{self, Attempt, Backoff};
 use crate::store::Record;
 
 /// The access token in hand.
@@ -23,6 +28,8 @@ pub struct Current {
     /// `None`: never expires.
     pub expires_at: Option<u64>,
     pub obtained_at: u64,
+    /// Fixed per token, so re-planning its refresh gives the same time.
+    pub jitter: f64,
 }
 
 impl Current {
@@ -53,6 +60,12 @@ struct TokenState {
     last_refresh: Option<u64>,
     last_error: Option<String>,
     refreshing: bool,
+    /// Unix seconds of the next refresh the scheduler has planned.
+    next_refresh: Option<u64>,
+    /// After a failure that may pass: no token-endpoint call before this
+    /// (Unix s) while the current token is still valid.
+    retry_after: Option<u64>,
+    backoff: Backoff,
 }
 
 #[derive(Debug)]
@@ -68,6 +81,13 @@ pub struct Site {
     pub(crate) login: Mutex<Option<Arc<PendingLogin>>>,
     /// Serializes starting a login, which awaits (binding, device start).
     pub(crate) login_gate: tokio::sync::Mutex<()>,
+    /// Wakes the refresh-ahead task when the tokens or settings change.
+    wake: Arc<Notify>,
+    retired: AtomicBool,
+    /// Unix seconds of the last `get` (client-credentials sites are renewed
+    /// ahead only while in use).
+    last_used: AtomicU64,
+    daemon: OnceLock<Weak<Daemon>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -85,6 +105,10 @@ impl Site {
             oauth: tokio::sync::Mutex::new(None),
             login: Mutex::new(None),
             login_gate: tokio::sync::Mutex::new(()),
+            wake: Arc::new(Notify::new()),
+            retired: AtomicBool::new(false),
+            last_used: AtomicU64::new(0),
+            daemon: OnceLock::new(),
         }
     }
 
@@ -108,7 +132,21 @@ impl Site {
             if let Ok(mut o) = self.oauth.try_lock() {
                 *o = None;
             }
+            self.wake.notify_one();
         }
+    }
+
+    /// Starts this site's refresh-ahead task (once).
+    pub fn start_refresh_task(self: &Arc<Self>, d: &Arc<Daemon>) {
+        if self.daemon.set(Arc::downgrade(d)).is_ok() {
+            tokio::spawn(refresh::run(Arc::downgrade(self)));
+        }
+    }
+
+    /// The site left the config: its task ends.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
     }
 
     /// Loads the persisted login once; a store failure is retried next time.
@@ -135,6 +173,7 @@ impl Site {
                                 token_type: "Bearer".to_owned(),
                                 expires_at: r.expires_at,
                                 obtained_at: r.saved_at,
+                                jitter: refresh::jitter(),
                             });
                         }
                         tracing::debug!(site = %self.name, "login loaded from the store");
@@ -144,6 +183,7 @@ impl Site {
                     }
                     None => {}
                 }
+                self.wake.notify_one();
                 Ok(())
             })
             .await
@@ -259,6 +299,7 @@ impl Site {
         min_ttl: Option<u64>,
     ) -> Result<Option<TokenReply>, ApiError> {
         self.ensure_loaded(d).await?;
+        self.mark_used();
         if let Some(t) = self.fresh(min_ttl) {
             return Ok(Some(t));
         }
@@ -267,46 +308,89 @@ impl Site {
         if let Some(t) = self.fresh(min_ttl) {
             return Ok(Some(t));
         }
+        // The provider failed a moment ago and a retry is planned: serve the
+        // still-valid token rather than hammer it.
+        let backing_off = lock(&self.state)
+            .retry_after
+            .is_some_and(|t| t > now_unix());
+        if backing_off {
+            if let Some(t) = self.still_valid() {
+                return Ok(Some(t));
+            }
+        }
+        match self.token_call(d).await? {
+            Call::Done => Ok(self.current()),
+            Call::NeedLogin => Ok(None),
+            Call::Failed(e) => match self.still_valid() {
+                // A still-valid token beats an error.
+                Some(t) => Ok(Some(t)),
+                None => Err(ApiError::provider(&self.name, &e)),
+            },
+        }
+    }
+
+    /// One token-endpoint call: a refresh, or a client-credentials grant.
+    /// Call with `flight` held.
+    async fn token_call(&self, d: &Daemon) -> Result<Call, ApiError> {
         let cfg = self.config();
         let refresh = lock(&self.state).refresh.clone();
-        let result = match (cfg.grant, refresh) {
-            (Grant::ClientCredentials, _) => {
-                let oauth = self.oauth(d).await?;
-                self.set_refreshing(true);
-                let r = oauth.client_credentials(&d.http, &cfg.scopes).await;
-                self.set_refreshing(false);
-                r
+        if cfg.grant != Grant::ClientCredentials && refresh.is_none() {
+            return Ok(Call::NeedLogin);
+        }
+        let oauth = match self.oauth(d).await {
+            Ok(o) => o,
+            Err(e) if e.code == ErrorCode::ProviderError => {
+                // Discovery failed: worth retrying like any provider fault.
+                self.failed(e.message.clone());
+                return Err(e);
             }
-            (_, Some(rt)) => {
-                let oauth = self.oauth(d).await?;
-                self.set_refreshing(true);
-                let r = oauth.refresh(&d.http, &rt, None).await;
-                self.set_refreshing(false);
-                if let Err(e) = &r {
-                    if e.is_invalid_grant() {
-                        tracing::warn!(site = %self.name, "the provider refused the refresh token ({e}); a login is needed");
-                        self.forget(d, Some(e.to_string())).await;
-                        return Ok(None);
-                    }
-                }
-                r
-            }
-            (_, None) => return Ok(None),
+            Err(e) => return Err(e),
         };
+        self.set_refreshing(true);
+        let result = match refresh {
+            Some(rt) if cfg.grant != Grant::ClientCredentials => {
+                oauth.refresh(&d.http, &rt, None).await
+            }
+            _ => oauth.client_credentials(&d.http, &cfg.scopes).await,
+        };
+        self.set_refreshing(false);
         match result {
             Ok(resp) => {
                 self.apply(d, resp, &cfg.scopes).await?;
-                Ok(self.current())
+                Ok(Call::Done)
+            }
+            Err(e) if e.is_invalid_grant() => {
+                tracing::warn!(site = %self.name, "the provider refused the refresh token ({e}); a login is needed");
+                self.forget(d, Some(format!("{e}; run `token login {}`", self.name)))
+                    .await;
+                Ok(Call::NeedLogin)
             }
             Err(e) => {
                 tracing::warn!(site = %self.name, "token request failed: {e}");
-                lock(&self.state).last_error = Some(e.to_string());
-                // A still-valid token beats an error.
-                if let Some(t) = self.still_valid() {
-                    return Ok(Some(t));
-                }
-                Err(ApiError::provider(&self.name, &e))
+                self.failed(e.to_string());
+                Ok(Call::Failed(e))
             }
+        }
+    }
+
+    /// Records a failure that may pass, and when to try again.
+    fn failed(&self, message: String) {
+        let now = now_unix();
+        let mut st = lock(&self.state);
+        let remaining = st
+            .access
+            .as_ref()
+            .map(|c| c.remaining(now))
+            .filter(|r| *r > 0);
+        let wait = st.backoff.next(remaining, refresh::jitter());
+        st.retry_after = Some(now + wait.as_secs());
+        st.last_error = Some(message);
+    }
+
+    fn mark_used(&self) {
+        let before = self.last_used.swap(now_unix(), Ordering::Relaxed);
+        if before == 0 && self.config().grant == Grant::ClientCredentials {
+            self.wake.notify_one();
         }
     }
 
@@ -358,11 +442,14 @@ impl Site {
             },
             expires_at,
             obtained_at: now,
+            jitter: refresh::jitter(),
         });
         st.refresh = refresh;
         st.scopes = scopes;
         st.last_refresh = Some(now);
         st.last_error = None;
+        st.retry_after = None;
+        st.backoff.reset();
         if let Err(e) = persisted {
             // Memory still has the login; say loudly that a restart would lose it.
             let msg = format!(
@@ -372,6 +459,8 @@ impl Site {
             tracing::error!(site = %self.name, "{msg}");
             st.last_error = Some(msg);
         }
+        drop(st);
+        self.wake.notify_one();
         Ok(())
     }
 
@@ -382,7 +471,9 @@ impl Site {
             st.access = None;
             st.refresh = None;
             st.last_error = why;
+            st.retry_after = None;
         }
+        self.wake.notify_one();
         if let Err(e) = d.store.delete(&self.name).await {
             tracing::error!(site = %self.name, "cannot remove the login from the store: {e}");
         }
@@ -408,10 +499,13 @@ impl Site {
             "refreshing"
         } else if !self.loaded.initialized() {
             "not_loaded"
-        } else if valid || st.refresh.is_some() {
+        } else if valid {
             "ready"
         } else if st.last_error.is_some() {
             "error"
+        } else if st.refresh.is_some() || self.config().grant == Grant::ClientCredentials {
+            // Expired, but renewable without the user.
+            "ready"
         } else {
             "login_required"
         };
@@ -422,8 +516,90 @@ impl Site {
             scopes: st.scopes.clone(),
             has_refresh_token: st.refresh.is_some(),
             last_refresh: st.last_refresh,
-            next_refresh: None,
+            next_refresh: st.next_refresh,
             last_error: st.last_error.clone(),
+        }
+    }
+}
+
+/// What one token-endpoint call came to.
+enum Call {
+    Done,
+    NeedLogin,
+    Failed(tokend_oauth::Error),
+}
+
+impl refresh::Target for Site {
+    fn plan(&self) -> Option<Duration> {
+        if !self.loaded.initialized() {
+            return None;
+        }
+        let cfg = self.config();
+        let st = lock(&self.state);
+        let renewable = st.refresh.is_some() || cfg.grant == Grant::ClientCredentials;
+        if !renewable {
+            return None;
+        }
+        let now = now_unix();
+        let Some(cur) = st.access.as_ref() else {
+            // A refresh token but no access token (just loaded after a
+            // restart): renew now.
+            return st.refresh.is_some().then_some(Duration::ZERO);
+        };
+        let expires_at = cur.expires_at?;
+        if cfg.grant == Grant::ClientCredentials
+            && self.last_used.load(Ordering::Relaxed) < cur.obtained_at
+        {
+            // Not used since it was fetched: let it lapse; the next get fetches.
+            return None;
+        }
+        Some(Duration::from_secs(refresh::refresh_delay(
+            cur.obtained_at,
+            expires_at,
+            now,
+            cfg.refresh_before,
+            cur.jitter,
+        )))
+    }
+
+    fn planned(&self, wait: Option<Duration>) {
+        lock(&self.state).next_refresh = wait.map(|w| now_unix() + w.as_secs());
+    }
+
+    fn wake(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    fn retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
+    }
+
+    async fn refresh(&self) -> Attempt {
+        let Some(d) = self.daemon.get().and_then(Weak::upgrade) else {
+            return Attempt::Stop;
+        };
+        let _flight = self.flight.lock().await;
+        // A caller may have refreshed while we waited for the flight.
+        if self.plan().is_none_or(|w| w > Duration::from_secs(1)) {
+            return Attempt::Done;
+        }
+        tracing::debug!(site = %self.name, "refreshing ahead of expiry");
+        // `failed()` has set when to try again.
+        let wait = || {
+            let at = lock(&self.state).retry_after.unwrap_or(0);
+            Duration::from_secs(at.saturating_sub(now_unix()).max(1))
+        };
+        match self.token_call(&d).await {
+            Ok(Call::Done) => Attempt::Done,
+            Ok(Call::NeedLogin) => Attempt::Stop,
+            Ok(Call::Failed(_)) => Attempt::Retry { wait: wait() },
+            Err(e) if e.code == ErrorCode::ProviderError => Attempt::Retry { wait: wait() },
+            Err(e) => {
+                // A config problem (a missing secret): retrying will not help
+                // until the config changes, which wakes us.
+                lock(&self.state).last_error = Some(e.message);
+                Attempt::Stop
+            }
         }
     }
 }
@@ -485,6 +661,7 @@ mod tests {
                 token_type: "Bearer".into(),
                 expires_at: expires_in.map(|e| now - age + e),
                 obtained_at: now - age,
+                jitter: 0.5,
             },
             now,
         )
