@@ -120,10 +120,20 @@ impl Daemon {
             }
             let mut kept = (*old).clone();
             kept.errors = new.errors.clone();
+            kept.broken.clear();
             kept
         } else {
+            let mut new = new;
             for e in &new.errors {
                 tracing::warn!("config: {e}");
+            }
+            // A site that an edit broke keeps running as it was; the error
+            // stays visible in the log and in `status`.
+            for name in new.broken.keys().cloned().collect::<Vec<_>>() {
+                if let Some(previous) = old.sites.get(&name) {
+                    tracing::warn!(site = %name, "keeping the previous settings of this site until the config is fixed");
+                    new.sites.insert(name.clone(), previous.clone());
+                }
             }
             new
         };

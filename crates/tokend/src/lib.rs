@@ -15,6 +15,7 @@ mod refresh;
 pub mod server;
 pub mod site;
 pub mod store;
+mod watch;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -94,7 +95,11 @@ fn init_logging() {
             return;
         }
     }
-    builder.with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    builder
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 #[cfg(unix)]
@@ -149,6 +154,7 @@ async fn run() -> ExitCode {
     };
     let daemon = Arc::new(daemon::Daemon::new(paths::config_path(), store, http));
     daemon.start();
+    let _watcher = watch::spawn(&daemon);
     tracing::info!(
         socket = %listener.describe(),
         config = %daemon.config_path.display(),

@@ -139,6 +139,9 @@ impl Config {
 
     /// The message for a `get` of a site that is not served.
     pub fn site_error(&self, name: &str) -> Option<String> {
+        if self.sites.contains_key(name) {
+            return None;
+        }
         if let Some(e) = self.broken.get(name) {
             return Some(format!(
                 "site {name} is not usable: {e}; fix the config file"

@@ -27,6 +27,13 @@ pub async fn status(d: &Arc<Daemon>, only: Option<&str>) -> Result<StatusReply, 
     }
     if only.is_none() {
         for (name, err) in &config.broken {
+            if let Some(running) = out.iter_mut().find(|s| &s.site == name) {
+                // An edit broke it; the previous settings still run.
+                running.last_error = Some(format!(
+                    "the config edit is invalid, running the previous settings: {err}"
+                ));
+                continue;
+            }
             out.push(SiteStatus {
                 site: name.clone(),
                 state: "error".to_owned(),
