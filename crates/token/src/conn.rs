@@ -72,16 +72,27 @@ impl Conn {
         self.stream
             .write_all(&line)
             .map_err(|e| ClientError::Unreachable(format!("lost the connection to tokend: {e}")))?;
+        let mut countdown: Option<Countdown> = None;
         loop {
-            match ServerLine::decode(&self.read_line()?).map_err(ClientError::Other)? {
-                ServerLine::Event(ev) => on_event(&ev),
+            let line = self.read_line(&mut countdown);
+            if let Some(c) = countdown.as_mut() {
+                c.clear();
+            }
+            match ServerLine::decode(&line?).map_err(ClientError::Other)? {
+                ServerLine::Event(ev) => {
+                    on_event(&ev);
+                    countdown = Countdown::for_event(&ev);
+                    if countdown.is_some() {
+                        platform::set_read_timeout(&self.stream, Some(Duration::from_secs(1)));
+                    }
+                }
                 ServerLine::Ok(v) => return Ok(v),
                 ServerLine::Err(body) => return Err(ClientError::Daemon(body)),
             }
         }
     }
 
-    fn read_line(&mut self) -> Result<Vec<u8>, ClientError> {
+    fn read_line(&mut self, countdown: &mut Option<Countdown>) -> Result<Vec<u8>, ClientError> {
         let mut chunk = [0u8; 8192];
         loop {
             match self.frames.pop_front() {
@@ -93,9 +104,27 @@ impl Conn {
                 }
                 None => {}
             }
-            let n = self.stream.read(&mut chunk).map_err(|e| {
-                ClientError::Unreachable(format!("lost the connection to tokend: {e}"))
-            })?;
+            let n = match self.stream.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e)
+                    if countdown.is_some()
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                {
+                    if let Some(c) = countdown.as_mut() {
+                        c.tick();
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(ClientError::Unreachable(format!(
+                        "lost the connection to tokend: {e}"
+                    )))
+                }
+            };
             if n == 0 {
                 return Err(ClientError::Unreachable(
                     "tokend closed the connection before answering; see its log".to_owned(),
@@ -104,6 +133,56 @@ impl Conn {
             let mut out = Vec::new();
             self.decoder.feed(&chunk[..n], &mut out);
             self.frames.extend(out);
+        }
+    }
+}
+
+/// While a caller waits for a login on a terminal: one status line on
+/// stderr, rewritten each second, that says what it waits for and how long.
+#[derive(Debug)]
+struct Countdown {
+    site: String,
+    deadline: std::time::Instant,
+    shown: bool,
+}
+
+impl Countdown {
+    fn for_event(ev: &Event) -> Option<Countdown> {
+        use std::io::IsTerminal;
+        let (site, timeout) = match ev {
+            Event::LoginUrl { site, timeout, .. } | Event::DeviceCode { site, timeout, .. } => {
+                (site, *timeout)
+            }
+            Event::Unknown => return None,
+        };
+        std::io::stderr().is_terminal().then(|| Countdown {
+            site: site.clone(),
+            deadline: std::time::Instant::now() + Duration::from_secs(timeout),
+            shown: false,
+        })
+    }
+
+    fn tick(&mut self) {
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .as_secs();
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[Ktoken: waiting for the login to site {} to finish: {}:{:02} left (Ctrl-C cancels)",
+            self.site,
+            left / 60,
+            left % 60
+        );
+        let _ = err.flush();
+        self.shown = true;
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            let _ = write!(std::io::stderr().lock(), "\r\x1b[K");
+            self.shown = false;
         }
     }
 }

@@ -5,4 +5,4 @@
 #[cfg_attr(windows, path = "windows.rs")]
 mod os;
 
-pub use os::{connect, detach, exec, is_not_running, uid, Stream};
+pub use os::{connect, detach, exec, is_not_running, set_read_timeout, uid, Stream};

@@ -34,3 +34,8 @@ pub fn detach(cmd: &mut Command) {
 pub fn exec(mut cmd: Command) -> Result<u8, io::Error> {
     Err(cmd.exec())
 }
+
+/// Lets a blocked read return every so often (for the waiting countdown).
+pub fn set_read_timeout(stream: &Stream, timeout: Option<std::time::Duration>) {
+    let _ = stream.set_read_timeout(timeout);
+}
