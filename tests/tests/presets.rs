@@ -108,7 +108,6 @@ fn a_parameter_without_its_preset_is_refused() {
 }
 
 #[test]
-#[ignore = "needs paste mode"]
 fn teams_paste_login_and_logout() {
     let se = SeStub::start();
     let mut env = Env::new();

@@ -215,7 +215,6 @@ fn paste_login(env: &Env, se: &SeStub, site: &str) -> tokend_e2e::Output {
 }
 
 #[test]
-#[ignore = "needs paste mode"]
 fn paste_mode_login() {
     let se = SeStub::start();
     let mut env = Env::new();
@@ -233,7 +232,6 @@ fn paste_mode_login() {
 }
 
 #[test]
-#[ignore = "needs paste mode"]
 fn implicit_flow_by_paste() {
     let se = SeStub::start();
     let mut env = Env::new();

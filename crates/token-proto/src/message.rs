@@ -29,6 +29,7 @@ impl Request {
             Op::Login(l) => format!("login {}", l.site),
             Op::Logout(s) => format!("logout {}", s.site),
             Op::Status(s) => format!("status {}", s.site.as_deref().unwrap_or("*")),
+            Op::Paste(p) => format!("paste {}", p.site),
             Op::Reload => "reload".to_owned(),
             Op::Stop => "stop".to_owned(),
         }
@@ -43,8 +44,27 @@ pub enum Op {
     Login(LoginRequest),
     Logout(SiteRequest),
     Status(StatusRequest),
+    /// Hands a pending paste-back login what the user pasted.
+    Paste(PasteRequest),
     Reload,
     Stop,
+}
+
+/// `paste`: the final redirect URL (or the bare code) of a paste-back login,
+/// sent on a second connection while the first waits for the login.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct PasteRequest {
+    pub site: String,
+    pub input: String,
+}
+
+impl std::fmt::Debug for PasteRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasteRequest")
+            .field("site", &self.site)
+            .field("input", &"[redacted]")
+            .finish()
+    }
 }
 
 /// `get`: a valid access token for a site.
@@ -178,6 +198,16 @@ pub enum Event {
         user_code: String,
         verification_uri: String,
         verification_uri_complete: Option<String>,
+        timeout: u64,
+    },
+    /// A paste-back login: the user opens `url`, approves, and pastes the URL
+    /// the browser ends on (or the code) back; the client sends it as a
+    /// `paste` request on a second connection. Only the caller that started
+    /// the login gets `paste: true`.
+    PasteUrl {
+        site: String,
+        url: String,
+        paste: bool,
         timeout: u64,
     },
     #[serde(other)]

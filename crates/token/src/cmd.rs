@@ -4,8 +4,8 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 use token_proto::{
-    Event, GetRequest, LoginPolicy, LoginRequest, Op, SiteRequest, StatusReply, StatusRequest,
-    TokenReply,
+    Event, GetRequest, LoginPolicy, LoginRequest, Op, PasteRequest, SiteRequest, StatusReply,
+    StatusRequest, TokenReply,
 };
 
 use crate::cli::{Command, Format, GetArgs, HELP};
@@ -145,8 +145,18 @@ fn render(reply: &TokenReply, format: Format) -> String {
     }
 }
 
-/// Shows what the daemon says while the caller waits (a login URL, a device code).
-fn show_event(ev: &Event) {
+/// Shows what the daemon says while the caller waits (a login URL, a device
+/// code), and for a paste-back login reads the user's paste from stdin.
+fn show_event(ev: &Event) -> Result<(), ClientError> {
+    if let Event::PasteUrl {
+        site,
+        url,
+        paste: true,
+        ..
+    } = ev
+    {
+        return paste(site, url);
+    }
     let mut err = std::io::stderr().lock();
     match ev {
         Event::LoginUrl {
@@ -195,7 +205,53 @@ fn show_event(ev: &Event) {
                 human_duration(*timeout as i64)
             );
         }
+        Event::PasteUrl { site, url, .. } => {
+            let _ = writeln!(
+                err,
+                "token: site {site} is waiting for a paste-back login already in progress in another terminal:\n\n    {url}\n"
+            );
+        }
         Event::Unknown => {}
+    }
+    Ok(())
+}
+
+/// Paste-back: show the URL, read the final URL (or the code) from stdin,
+/// hand it to the daemon on a second connection. An empty paste cancels.
+fn paste(site: &str, url: &str) -> Result<(), ClientError> {
+    use std::io::{BufRead, IsTerminal};
+    {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "token: site {site}: open this URL in a browser and approve:\n\n    {url}\n\n\
+             token: then paste the address your browser ends on (or just the code) and press Enter:"
+        );
+        if std::io::stdin().is_terminal() {
+            let _ = write!(err, "> ");
+        }
+        let _ = err.flush();
+    }
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    let input = line.trim().to_owned();
+    // Always answer the daemon, so an empty paste ends the login now rather
+    // than at its timeout.
+    Conn::open()?.call(
+        Op::Paste(PasteRequest {
+            site: site.to_owned(),
+            input: input.clone(),
+        }),
+        |_| Ok(()),
+    )?;
+    match read {
+        Err(e) => Err(ClientError::Other(format!(
+            "site {site}: cannot read the paste from stdin: {e}"
+        ))),
+        Ok(_) if input.is_empty() => Err(ClientError::Usage(format!(
+            "site {site}: nothing was pasted; run `token login {site} --paste` and paste the final URL"
+        ))),
+        Ok(_) => Ok(()),
     }
 }
 

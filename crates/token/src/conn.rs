@@ -67,7 +67,11 @@ impl Conn {
     }
 
     /// Sends one request; `on_event` sees each event line before the answer.
-    pub fn call(&mut self, op: Op, mut on_event: impl FnMut(&Event)) -> Result<Value, ClientError> {
+    pub fn call(
+        &mut self,
+        op: Op,
+        mut on_event: impl FnMut(&Event) -> Result<(), ClientError>,
+    ) -> Result<Value, ClientError> {
         let line = encode_line(&Request::new(op));
         self.stream
             .write_all(&line)
@@ -80,7 +84,7 @@ impl Conn {
             }
             match ServerLine::decode(&line?).map_err(ClientError::Other)? {
                 ServerLine::Event(ev) => {
-                    on_event(&ev);
+                    on_event(&ev)?;
                     countdown = Countdown::for_event(&ev);
                     if countdown.is_some() {
                         platform::set_read_timeout(&self.stream, Some(Duration::from_secs(1)));
@@ -150,9 +154,15 @@ impl Countdown {
     fn for_event(ev: &Event) -> Option<Countdown> {
         use std::io::IsTerminal;
         let (site, timeout) = match ev {
-            Event::LoginUrl { site, timeout, .. } | Event::DeviceCode { site, timeout, .. } => {
-                (site, *timeout)
-            }
+            Event::LoginUrl { site, timeout, .. }
+            | Event::DeviceCode { site, timeout, .. }
+            | Event::PasteUrl {
+                site,
+                timeout,
+                paste: false,
+                ..
+            } => (site, *timeout),
+            Event::PasteUrl { .. } => return None,
             Event::Unknown => return None,
         };
         std::io::stderr().is_terminal().then(|| Countdown {

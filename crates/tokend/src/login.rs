@@ -7,8 +7,10 @@
 use std::sync::Arc;
 
 use token_proto::{ErrorCode, Event, LoginMode, TokenReply};
-use tokend_oauth::{check_callback, DevicePoll, OAuthSite, Pkce};
-use tokio::sync::watch;
+use tokend_oauth::{
+    check_callback, parse_implicit_fragment, AuthCode, DevicePoll, OAuthSite, Pkce,
+};
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Grant;
 use crate::daemon::Daemon;
@@ -25,7 +27,19 @@ pub struct PendingLogin {
     /// What a caller that joins is shown.
     joined_event: Event,
     done: watch::Receiver<Outcome>,
+    /// For a paste-back login: where the `paste` request delivers the input.
+    paste: Option<mpsc::Sender<String>>,
 }
+
+impl PendingLogin {
+    pub fn paste_sender(&self) -> Option<mpsc::Sender<String>> {
+        self.paste.clone()
+    }
+}
+
+/// Where a paste-back login without a configured redirect_uri sends the
+/// browser: nothing listens there, the user copies the URL from the address bar.
+const PASTE_REDIRECT: &str = "http://127.0.0.1/callback";
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -88,7 +102,7 @@ impl Site {
         let cfg = self.config();
         let oauth = self.oauth(d).await?;
         let timeout = d.login_timeout;
-        let (tx, rx) = watch::channel(None);
+        let (tx_done, rx) = watch::channel(None);
         let mode = match (mode, cfg.grant) {
             (LoginMode::Browser, Grant::DeviceCode) => LoginMode::Device,
             (m, _) => m,
@@ -101,15 +115,12 @@ impl Site {
             || configured_redirect
                 .as_ref()
                 .is_some_and(|u| !is_loopback(u));
-        if mode == LoginMode::Paste || (mode == LoginMode::Browser && paste_only) {
-            return Err(ApiError::new(
-                ErrorCode::BadRequest,
-                format!(
-                    "site {}: paste-back logins are not supported by this tokend yet; use a loopback redirect_uri or `token login {} --device`",
-                    self.name, self.name
-                ),
-            ));
-        }
+        let mode = if mode == LoginMode::Browser && paste_only {
+            LoginMode::Paste
+        } else {
+            mode
+        };
+        let mut paste = None;
         let (first, joined) = match mode {
             LoginMode::Device => {
                 let dev = oauth
@@ -124,10 +135,62 @@ impl Site {
                     timeout: timeout.as_secs().min(dev.expires_in),
                 };
                 let task = device_login(self.clone(), d.clone(), oauth, dev);
-                self.spawn_login(task, tx);
+                self.spawn_login(task, tx_done);
                 (ev.clone(), ev)
             }
-            _ => {
+            LoginMode::Paste => {
+                let implicit = cfg.grant == Grant::Implicit;
+                let redirect = cfg
+                    .redirect_uri
+                    .clone()
+                    .unwrap_or_else(|| PASTE_REDIRECT.to_owned());
+                let pkce = if implicit {
+                    None
+                } else {
+                    Some(Pkce::try_new().map_err(|e| ApiError::internal(e.to_string()))?)
+                };
+                let state = tokend_oauth::pkce::try_random_state()
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                let mut url = oauth
+                    .authorize_url(&redirect, &cfg.scopes, &state, pkce.as_ref())
+                    .map_err(|e| ApiError::provider(&self.name, &e))?;
+                if implicit {
+                    // The legacy implicit flow: the token comes back in the fragment.
+                    let pairs: Vec<(String, String)> = url
+                        .query_pairs()
+                        .map(|(k, v)| {
+                            let v = if k == "response_type" {
+                                "token".into()
+                            } else {
+                                v
+                            };
+                            (k.into_owned(), v.into_owned())
+                        })
+                        .collect();
+                    url.query_pairs_mut().clear().extend_pairs(pairs);
+                }
+                let ev = |paste| Event::PasteUrl {
+                    site: self.name.clone(),
+                    url: url.to_string(),
+                    paste,
+                    timeout: timeout.as_secs(),
+                };
+                let (tx, rx) = mpsc::channel(1);
+                paste = Some(tx);
+                let task = paste_login(PasteLogin {
+                    site: self.clone(),
+                    d: d.clone(),
+                    oauth,
+                    redirect,
+                    pkce,
+                    state,
+                    input: rx,
+                    implicit,
+                });
+                self.spawn_login(task, tx_done);
+                (ev(true), ev(false))
+            }
+            LoginMode::Browser => {
                 let lb = Loopback::bind(configured_redirect.as_ref())
                     .await
                     .map_err(|e| {
@@ -150,7 +213,7 @@ impl Site {
                 };
                 let (first, joined) = (ev(true), ev(false));
                 let task = browser_login(self.clone(), d.clone(), oauth, lb, pkce, state);
-                self.spawn_login(task, tx);
+                self.spawn_login(task, tx_done);
                 (first, joined)
             }
         };
@@ -159,6 +222,7 @@ impl Site {
             Arc::new(PendingLogin {
                 joined_event: joined,
                 done: rx,
+                paste,
             }),
             first,
         ))
@@ -237,6 +301,60 @@ async fn browser_login(
             Err(err)
         }
     }
+}
+
+/// What a paste-back login needs once the user pastes.
+struct PasteLogin {
+    site: Arc<Site>,
+    d: Arc<Daemon>,
+    oauth: Arc<OAuthSite>,
+    redirect: String,
+    pkce: Option<Pkce>,
+    state: String,
+    input: mpsc::Receiver<String>,
+    implicit: bool,
+}
+
+async fn paste_login(mut p: PasteLogin) -> Result<(), ApiError> {
+    let name = p.site.name.clone();
+    let failed = |e: &dyn std::fmt::Display| {
+        ApiError::new(
+            ErrorCode::LoginFailed,
+            format!(
+                "site {name}: login failed: {e}; run `token login {name} --paste` to try again"
+            ),
+        )
+    };
+    let input = match tokio::time::timeout(p.d.login_timeout, p.input.recv()).await {
+        Ok(Some(input)) => input,
+        _ => return Err(timed_out(&name)),
+    };
+    let input = input.trim();
+    if input.is_empty() {
+        return Err(failed(&"nothing was pasted"));
+    }
+    let scopes = p.site.config().scopes.clone();
+    if p.implicit {
+        let resp = parse_implicit_fragment(input, &p.state).map_err(|e| failed(&e))?;
+        let _flight = p.site.flight.lock().await;
+        return p.site.apply(&p.d, resp, &scopes).await;
+    }
+    // A URL or its parameters: check state (and iss). A bare code: nothing to check.
+    let code = if input.contains('=') {
+        check_callback(input, &p.state, &p.oauth.provider).map_err(|e| failed(&e))?
+    } else {
+        AuthCode::new(input.to_owned())
+    };
+    let Some(pkce) = p.pkce.as_ref() else {
+        return Err(ApiError::internal("paste login without PKCE"));
+    };
+    let _flight = p.site.flight.lock().await;
+    let resp = p
+        .oauth
+        .exchange_code(&p.d.http, &code, &p.redirect, &pkce.verifier)
+        .await
+        .map_err(|e| ApiError::provider(&name, &e))?;
+    p.site.apply(&p.d, resp, &scopes).await
 }
 
 async fn device_login(

@@ -394,6 +394,10 @@ impl Site {
         }
     }
 
+    pub(crate) fn pending_login(&self) -> Option<Arc<PendingLogin>> {
+        lock(&self.login).clone()
+    }
+
     pub(crate) fn note_error(&self, message: &str) {
         lock(&self.state).last_error = Some(message.to_owned());
     }

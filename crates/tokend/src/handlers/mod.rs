@@ -4,6 +4,7 @@
 mod get;
 mod login;
 mod logout;
+mod paste;
 mod status;
 
 use std::sync::Arc;
@@ -53,6 +54,7 @@ pub async fn dispatch(d: &Arc<Daemon>, req: Request, events: &mut Events<'_>) ->
         Op::Login(l) => answer(login::login(d, l, events).await),
         Op::Logout(s) => answer(logout::logout(d, &s.site).await),
         Op::Status(s) => answer(status::status(d, s.site.as_deref()).await),
+        Op::Paste(p) => answer(paste::paste(d, p).await),
         Op::Reload => answer(Ok::<_, ApiError>(d.reload())),
         Op::Stop => {
             tracing::info!("stop requested by a client");

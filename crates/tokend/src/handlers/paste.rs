@@ -1,0 +1,35 @@
+//! `paste`: what the user pasted for a pending paste-back login.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use token_proto::{ErrorCode, PasteRequest};
+
+use crate::daemon::Daemon;
+use crate::error::ApiError;
+
+pub async fn paste(d: &Arc<Daemon>, req: PasteRequest) -> Result<Value, ApiError> {
+    let site = d.site(&req.site)?;
+    let sender = site
+        .pending_login()
+        .and_then(|p| p.paste_sender())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "site {} has no paste-back login waiting: run `token login {} --paste`",
+                    req.site, req.site
+                ),
+            )
+        })?;
+    sender.send(req.input).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::LoginFailed,
+            format!(
+                "site {}: the login stopped waiting for the paste; run `token login {} --paste`",
+                req.site, req.site
+            ),
+        )
+    })?;
+    Ok(json!({ "message": "received" }))
+}
