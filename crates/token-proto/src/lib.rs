@@ -17,8 +17,8 @@ pub use error::{ErrorBody, ErrorCode};
 pub use frame::{Frame, LineDecoder};
 pub use message::{
     decode_request, encode_line, error_line, ok_line, Event, GetRequest, LoginMode, LoginPolicy,
-    LoginRequest, Op, PasteRequest, ReloadReply, Request, RequestError, ServerLine, SiteRequest,
-    SiteStatus, StatusReply, StatusRequest, TokenReply,
+    LoginRequest, LookupRequest, Op, PasteRequest, ReloadReply, Request, RequestError, ServerLine,
+    SiteRequest, SiteStatus, StatusReply, StatusRequest, TokenReply,
 };
 pub use path::{default_socket_path, SOCKET_ENV};
 

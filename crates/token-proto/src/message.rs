@@ -30,6 +30,7 @@ impl Request {
             Op::Logout(s) => format!("logout {}", s.site),
             Op::Status(s) => format!("status {}", s.site.as_deref().unwrap_or("*")),
             Op::Paste(p) => format!("paste {}", p.site),
+            Op::Lookup(l) => format!("lookup {}", l.host),
             Op::Reload => "reload".to_owned(),
             Op::Stop => "stop".to_owned(),
         }
@@ -46,8 +47,17 @@ pub enum Op {
     Status(StatusRequest),
     /// Hands a pending paste-back login what the user pasted.
     Paste(PasteRequest),
+    /// Which site serves this host (its `hosts` list): for git.
+    Lookup(LookupRequest),
     Reload,
     Stop,
+}
+
+/// `lookup`: the site whose `hosts` list names `host` (`host` or `host:port`).
+/// Answer: `{"ok":true,"site":"corp"}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LookupRequest {
+    pub host: String,
 }
 
 /// `paste`: the final redirect URL (or the bare code) of a paste-back login,

@@ -17,6 +17,7 @@ USAGE:
     token status [SITE] [--json]
     token exec SITE [--env VAR] -- COMMAND [ARGS]...
     token kube SITE
+    token credential get|store|erase      (git credential helper; also git-credential-token)
     token reload | token stop
 
 COMMANDS:
@@ -33,6 +34,8 @@ COMMANDS:
     status    Every site (or one): state, expiry, scopes, last refresh, last error.
     exec      Run COMMAND with the token in $VAR (default TOKEN).
     kube      Print a Kubernetes ExecCredential (client.authentication.k8s.io/v1).
+    credential  The git credential helper: git config credential.helper token
+              (the site is the one whose `hosts` lists the remote's host).
     reload    Re-read the config file now (tokend also watches it).
     stop      Ask the daemon to exit.
 
@@ -90,6 +93,9 @@ pub enum Command {
     Kube {
         get: GetArgs,
     },
+    Credential {
+        action: String,
+    },
     Reload,
     Stop,
     Help,
@@ -137,6 +143,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, ClientError> {
             get: parse_get(&mut p, "kube")?,
         }),
         "login" => parse_login(&mut p),
+        "credential" => {
+            let action = only_site(&mut p, "credential")?;
+            Ok(Command::Credential { action })
+        }
         "logout" => Ok(Command::Logout {
             site: only_site(&mut p, "logout")?,
         }),

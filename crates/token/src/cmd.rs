@@ -52,6 +52,7 @@ pub fn run(cmd: Command) -> Result<u8, ClientError> {
             });
             print(&format!("{cred}\n"))
         }
+        Command::Credential { action } => crate::credential::run(&action),
         Command::Login { site, mode } => {
             let v = Conn::open()?.call(
                 Op::Login(LoginRequest {
@@ -108,7 +109,7 @@ pub fn run(cmd: Command) -> Result<u8, ClientError> {
     }
 }
 
-fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
+pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
     let login = if args.no_login || !browser::caller_can_log_in() {
         LoginPolicy::Never
     } else {

@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod cmd;
 mod conn;
+mod credential;
 mod error;
 mod platform;
 mod time;
@@ -16,7 +17,18 @@ pub use error::ClientError;
 
 /// Runs the client with the process's arguments; the binary is a shim over this.
 pub fn main() -> ExitCode {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let mut argv = std::env::args_os();
+    let program = argv.next();
+    let mut args: Vec<std::ffi::OsString> = argv.collect();
+    // Installed as `git-credential-token`, git runs us as `git-credential-token get`.
+    let as_git_helper = program
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_stem())
+        .is_some_and(|n| n == "git-credential-token");
+    if as_git_helper {
+        args.insert(0, "credential".into());
+    }
     match cli::parse(args).and_then(cmd::run) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

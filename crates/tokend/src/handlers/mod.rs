@@ -4,6 +4,7 @@
 mod get;
 mod login;
 mod logout;
+mod lookup;
 mod paste;
 mod status;
 
@@ -55,6 +56,7 @@ pub async fn dispatch(d: &Arc<Daemon>, req: Request, events: &mut Events<'_>) ->
         Op::Logout(s) => answer(logout::logout(d, &s.site).await),
         Op::Status(s) => answer(status::status(d, s.site.as_deref()).await),
         Op::Paste(p) => answer(paste::paste(d, p).await),
+        Op::Lookup(l) => answer(lookup::lookup(d, &l.host)),
         Op::Reload => answer(Ok::<_, ApiError>(d.reload())),
         Op::Stop => {
             tracing::info!("stop requested by a client");
