@@ -209,6 +209,10 @@ pub enum Event {
         verification_uri: String,
         verification_uri_complete: Option<String>,
         timeout: u64,
+        /// The complete verification URL as a QR code in Unicode half blocks,
+        /// for the client to show on a terminal.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        qr: Option<String>,
     },
     /// A paste-back login: the user opens `url`, approves, and pastes the URL
     /// the browser ends on (or the code) back; the client sends it as a

@@ -192,6 +192,7 @@ fn show_event(ev: &Event) -> Result<(), ClientError> {
             verification_uri,
             verification_uri_complete,
             timeout,
+            qr,
         } => {
             let _ = writeln!(
                 err,
@@ -199,6 +200,10 @@ fn show_event(ev: &Event) -> Result<(), ClientError> {
             );
             if let Some(full) = verification_uri_complete {
                 let _ = writeln!(err, "token: or open {full}");
+                use std::io::IsTerminal;
+                if let Some(qr) = qr.as_deref().filter(|_| std::io::stderr().is_terminal()) {
+                    let _ = writeln!(err, "token: or scan it:\n\n{qr}");
+                }
             }
             let _ = writeln!(
                 err,

@@ -133,6 +133,7 @@ impl Site {
                     verification_uri: dev.verification_uri.clone(),
                     verification_uri_complete: dev.verification_uri_complete.clone(),
                     timeout: timeout.as_secs().min(dev.expires_in),
+                    qr: dev.verification_uri_complete.as_deref().and_then(qr_text),
                 };
                 let task = device_login(self.clone(), d.clone(), oauth, dev);
                 self.spawn_login(task, tx_done);
@@ -303,6 +304,19 @@ async fn browser_login(
     }
 }
 
+/// A QR code of `url` as Unicode half blocks (two modules a character row),
+/// dark on light, with the quiet zone a phone camera needs.
+fn qr_text(url: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(url.as_bytes()).ok()?;
+    Some(
+        code.render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
 /// What a paste-back login needs once the user pastes.
 struct PasteLogin {
     site: Arc<Site>,
@@ -392,5 +406,26 @@ async fn device_login(
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_qr_code_is_square_text() {
+        let qr = qr_text("https://auth.example.com/device?user_code=WDJB-MJHT").unwrap_or_default();
+        let lines: Vec<&str> = qr.lines().collect();
+        // Two modules a character row: about half as many rows as columns.
+        let width = lines[0].chars().count();
+        assert!(width >= 29, "{width}");
+        assert!(
+            lines.len() * 2 >= width && lines.len() * 2 <= width + 2,
+            "{}x{}",
+            width,
+            lines.len()
+        );
+        assert!(lines.iter().all(|l| l.chars().count() == width));
     }
 }
