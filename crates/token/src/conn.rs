@@ -73,9 +73,17 @@ impl Conn {
         mut on_event: impl FnMut(&Event) -> Result<(), ClientError>,
     ) -> Result<Value, ClientError> {
         let line = encode_line(&Request::new(op));
-        self.stream
-            .write_all(&line)
-            .map_err(|e| ClientError::Unreachable(format!("lost the connection to tokend: {e}")))?;
+        if let Err(e) = self.stream.write_all(&line) {
+            // A daemon that refuses us (another user's) answers before it
+            // reads: its reason may already be waiting on the socket.
+            let mut none = None;
+            return match self.read_line(&mut none).map(|l| ServerLine::decode(&l)) {
+                Ok(Ok(ServerLine::Err(body))) => Err(ClientError::Daemon(body)),
+                _ => Err(ClientError::Unreachable(format!(
+                    "lost the connection to tokend: {e}"
+                ))),
+            };
+        }
         let mut countdown: Option<Countdown> = None;
         loop {
             let line = self.read_line(&mut countdown);
