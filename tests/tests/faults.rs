@@ -11,6 +11,8 @@ use tokend_e2e::{exit, Env, Provider};
 fn faults_during_refresh_keep_the_daemon_and_the_login() {
     let provider = Provider::start(2);
     let mut env = Env::new();
+    // A short HTTP timeout so the timeout fault costs seconds, not 30.
+    env.set("TOKEND_HTTP_TIMEOUT", "3");
     env.write_config(&Env::site_config("corp", &provider));
     let mut daemon = env.daemon();
     env.token(&["get", "corp"]).ok();
@@ -62,6 +64,8 @@ fn faults_during_refresh_keep_the_daemon_and_the_login() {
 fn a_hanging_token_endpoint_does_not_stall_other_clients() {
     let provider = Provider::start(2);
     let mut env = Env::new();
+    // A short HTTP timeout so the timeout fault costs seconds, not 30.
+    env.set("TOKEND_HTTP_TIMEOUT", "3");
     env.write_config(&Env::site_config("corp", &provider));
     let mut daemon = env.daemon();
     env.token(&["get", "corp"]).ok();

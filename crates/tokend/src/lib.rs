@@ -145,7 +145,16 @@ async fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let http = match tokend_oauth::Http::new() {
+    // TOKEND_HTTP_TIMEOUT (seconds or "30s"): the whole-request timeout for
+    // provider calls; tests shorten it to exercise timeouts quickly.
+    let http = match std::env::var("TOKEND_HTTP_TIMEOUT")
+        .ok()
+        .and_then(|s| config::parse_duration(&s))
+    {
+        Some(secs) => tokend_oauth::Http::with_timeout(std::time::Duration::from_secs(secs.max(1))),
+        None => tokend_oauth::Http::new(),
+    };
+    let http = match http {
         Ok(h) => h,
         Err(e) => {
             eprintln!("tokend: cannot set up HTTP: {e}");
