@@ -81,12 +81,8 @@ fn init_logging() {
     // An autostarted daemon has no terminal: log to the state dir instead.
     if std::env::var_os("TOKEND_AUTOSTARTED").is_some() {
         let dir = paths::state_dir();
-        let file = platform::create_private_dir(&dir).and_then(|()| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("tokend.log"))
-        });
+        let file = platform::create_private_dir(&dir)
+            .and_then(|()| platform::open_private_log(&dir.join("tokend.log")));
         if let Ok(file) = file {
             builder
                 .with_ansi(false)
@@ -176,7 +172,12 @@ async fn run() -> ExitCode {
         let mut out = std::io::stdout();
         let _ = out.write_all(b"ready\n").and_then(|()| out.flush());
     }
-    server::run(listener, daemon, shutdown_signal()).await;
+    server::run(listener, daemon.clone(), shutdown_signal()).await;
+    // A token-endpoint call in flight may be about to persist a rotated
+    // refresh token: let it finish (briefly) before the runtime goes.
+    for site in daemon.sites() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), site.flight.lock()).await;
+    }
     ExitCode::SUCCESS
 }
 

@@ -151,17 +151,24 @@ impl Site {
         self.wake.notify_one();
     }
 
-    /// Loads the persisted login once; a store failure is retried next time.
+    /// Loads the persisted login once. A store that cannot be read (no
+    /// Secret Service on a headless machine, a locked keyring) does not stop
+    /// the site from working: it starts empty, and `status` says why.
     pub async fn ensure_loaded(&self, d: &Daemon) -> Result<(), ApiError> {
         self.loaded
             .get_or_try_init(|| async {
-                let record = d.store.load(&self.name).await.map_err(|e| {
-                    ApiError::internal(format!(
-                        "site {}: cannot read the {} store: {e}",
-                        self.name,
-                        d.store.name()
-                    ))
-                })?;
+                let record = match d.store.load(&self.name).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let msg = format!(
+                            "cannot read the {} store ({e}); logins will not survive a restart: fix it or set TOKEND_STORE=file",
+                            d.store.name()
+                        );
+                        tracing::error!(site = %self.name, "{msg}");
+                        lock(&self.state).last_error = Some(msg);
+                        None
+                    }
+                };
                 let cfg = self.config();
                 match record {
                     Some(r) if r.identity == cfg.identity() => {
@@ -189,7 +196,7 @@ impl Site {
                 Ok(())
             })
             .await
-            .map(|_| ())
+            .map(|_: &()| ())
     }
 
     /// The token in memory if it serves this caller.

@@ -6,6 +6,6 @@
 mod os;
 
 pub use os::{
-    bind, create_private_dir, create_private_file, from_activation, sync_dir, BindError, Listener,
-    Stream,
+    bind, create_private_dir, create_private_file, from_activation, open_private_log, sync_dir,
+    BindError, Listener, Stream,
 };

@@ -60,6 +60,15 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Opens a log file for appending, readable by its owner only.
+pub fn open_private_log(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Makes a rename in `dir` durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -40,6 +40,13 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+pub fn open_private_log(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
 pub fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
