@@ -4,6 +4,7 @@
 //! token that never expires and survives a restart (there is no refresh
 //! token to fall back on), `api_key` handed to callers, and logout through
 //! `/2.3/access-tokens/{token}/invalidate`.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../se_stub/stub.rs"]
