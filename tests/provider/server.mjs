@@ -188,6 +188,21 @@ async function readRawBody(req) {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+// The registered authentication method of the secret clients, enforced strictly.
+const STRICT_AUTH = {
+  'conf-basic': 'client_secret_basic',
+  'conf-post': 'client_secret_post',
+  'cc-client': 'client_secret_basic',
+};
+
+function basicClientId(ctx) {
+  const h = ctx.headers.authorization;
+  if (!h || !h.toLowerCase().startsWith('basic ')) return undefined;
+  const decoded = Buffer.from(h.slice(6), 'base64').toString('utf8');
+  const i = decoded.indexOf(':');
+  return i < 0 ? undefined : decodeURIComponent(decoded.slice(0, i).replace(/\+/g, ' '));
+}
+
 const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 
 provider.use(async (ctx, next) => {
@@ -240,6 +255,19 @@ provider.use(async (ctx, next) => {
 
       stats.token_calls += 1;
       const grant = typeof form.grant_type === 'string' ? form.grant_type : '(none)';
+
+      // Strict client authentication, as many real providers do it:
+      // oidc-provider accepts Basic and post interchangeably for secret
+      // clients, so enforce the registered method here.
+      const strict = STRICT_AUTH[form.client_id] ?? STRICT_AUTH[basicClientId(ctx)];
+      if (strict === 'client_secret_post' && ctx.headers.authorization) {
+        stats.by_grant[grant] = (stats.by_grant[grant] ?? 0) + 1;
+        return sendJson(ctx, 401, { error: 'invalid_client', error_description: 'this client must authenticate with client_secret_post' });
+      }
+      if (strict === 'client_secret_basic' && form.client_secret !== undefined) {
+        stats.by_grant[grant] = (stats.by_grant[grant] ?? 0) + 1;
+        return sendJson(ctx, 401, { error: 'invalid_client', error_description: 'this client must authenticate with client_secret_basic' });
+      }
       stats.by_grant[grant] = (stats.by_grant[grant] ?? 0) + 1;
 
       const delay = delays.shift();

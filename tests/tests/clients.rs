@@ -1,0 +1,117 @@
+//! Story: the other ways programs take a token (kubectl, `token exec`,
+//! header format), a confidential client whose auth method does not match
+//! its registration, and the daemon's ownership of its socket.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::os::unix::net::UnixListener;
+
+use tokend_e2e::{exit, Env, Provider};
+
+fn logged_in() -> (Provider, Env, tokend_e2e::Daemon) {
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    env.write_config(&Env::site_config("corp", &provider));
+    let daemon = env.daemon();
+    env.token(&["get", "corp"]).ok();
+    (provider, env, daemon)
+}
+
+#[test]
+fn kube_exec_and_header_formats_carry_the_same_token() {
+    let (_provider, env, _daemon) = logged_in();
+    let token = env.token(&["get", "corp"]).ok().line().to_owned();
+
+    let header = env.token(&["get", "corp", "--format", "header"]);
+    assert_eq!(header.ok().line(), format!("Authorization: Bearer {token}"));
+
+    let json = env.token(&["get", "corp", "--format", "json"]).ok().json();
+    assert_eq!(json["access_token"], token.as_str());
+    assert_eq!(json["token_type"], "Bearer");
+    assert!(json["expires_at"].as_u64().is_some(), "{json}");
+    assert_eq!(json["scopes"], serde_json::json!(["openid", "read"]));
+    assert!(json["api_key"].is_null());
+
+    let kube = env.token(&["kube", "corp"]).ok().json();
+    assert_eq!(kube["apiVersion"], "client.authentication.k8s.io/v1");
+    assert_eq!(kube["kind"], "ExecCredential");
+    assert_eq!(kube["status"]["token"], token.as_str());
+    let ts = kube["status"]["expirationTimestamp"].as_str().unwrap();
+    assert!(ts.ends_with('Z') && ts.len() == 20, "{ts}");
+
+    let exec = env.token(&[
+        "exec",
+        "corp",
+        "--env",
+        "GH_TOKEN",
+        "--",
+        "sh",
+        "-c",
+        "printf %s \"$GH_TOKEN\"",
+    ]);
+    assert_eq!(exec.ok().stdout, token);
+    // The command's exit code is passed on.
+    env.token(&["exec", "corp", "--", "sh", "-c", "exit 7"])
+        .code(7);
+}
+
+#[test]
+fn a_post_client_configured_as_basic_surfaces_invalid_client() {
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    env.set("CORP_SECRET", "post-secret");
+    env.write_config(&format!(
+        "[site.corp]\nissuer = \"{}\"\nclient_id = \"conf-post\"\nclient_secret_env = \"CORP_SECRET\"\nclient_auth = \"basic\"\nscopes = [\"openid\"]\n",
+        provider.issuer()
+    ));
+    let _daemon = env.daemon();
+    let out = env.token(&["get", "corp"]);
+    out.code(exit::PROVIDER);
+    assert!(out.stderr.contains("site corp"), "{out}");
+    assert!(out.stderr.contains("invalid_client"), "{out}");
+    assert!(!out.stderr.contains("post-secret"), "{out}");
+}
+
+#[test]
+fn a_stale_socket_is_replaced_and_a_second_daemon_leaves_the_first_alone() {
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    env.write_config(&Env::site_config("corp", &provider));
+    // A socket file nobody listens on, as a crashed daemon leaves it.
+    let sock = env.socket_path();
+    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    drop(UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+
+    let mut first = env.daemon();
+    env.token(&["status"]).ok();
+
+    let mut second = env.spawn_daemon(&[]);
+    // It sees the first one and exits by itself.
+    assert!(tokend_e2e::wait_until(
+        std::time::Duration::from_secs(10),
+        || !second.alive()
+    ));
+    let code = second.stop();
+    let log = second.log();
+    assert!(log.contains("already serving"), "second daemon said: {log}");
+    assert!(code.is_none() || code == Some(0), "exit {code:?}: {log}");
+    assert!(first.alive());
+    env.token(&["status"]).ok();
+}
+
+#[test]
+fn the_client_starts_a_daemon_when_none_answers() {
+    let provider = Provider::start(3600);
+    let env = Env::new();
+    env.write_config(&Env::site_config("corp", &provider));
+    let out = env.cmd(&["status", "--json"]).autostart().run();
+    let status = out.ok().json();
+    assert_eq!(status["sites"][0]["site"], "corp");
+    // Stop it so nothing outlives the test.
+    env.token(&["stop"]).ok();
+    let gone = tokend_e2e::wait_until(std::time::Duration::from_secs(5), || {
+        !tokend_e2e::raw_status_answers(&env.socket_path())
+    });
+    assert!(gone, "the autostarted daemon did not stop");
+    env.token(&["status"]).code(exit::UNREACHABLE);
+}
