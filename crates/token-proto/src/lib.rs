@@ -26,6 +26,11 @@ pub use path::{default_socket_path, SOCKET_ENV};
 /// a change would make an old daemon misread a new client or the reverse.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// The longest line either side accepts, newline excluded. Checked before the
-/// line is buffered, so a peer cannot make the other side allocate more.
+/// The longest request line the daemon accepts, newline excluded. Checked
+/// before the line is buffered, so a client cannot make the daemon allocate more.
 pub const MAX_LINE: usize = 64 * 1024;
+
+/// The longest response line a client accepts. Answers stay under
+/// [`MAX_LINE`] except `status` of a daemon with hundreds of sites
+/// (about 250 bytes a site), which the client trusts its own daemon with.
+pub const MAX_RESPONSE_LINE: usize = 16 * 1024 * 1024;

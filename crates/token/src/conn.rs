@@ -61,7 +61,7 @@ impl Conn {
         };
         Ok(Conn {
             stream,
-            decoder: LineDecoder::default(),
+            decoder: LineDecoder::new(token_proto::MAX_RESPONSE_LINE),
             frames: Default::default(),
         })
     }
@@ -111,7 +111,7 @@ impl Conn {
                 Some(Frame::Line(l)) => return Ok(l),
                 Some(Frame::TooLong) => {
                     return Err(ClientError::Other(
-                        "tokend sent a line longer than 64 KiB".to_owned(),
+                        "tokend sent a line longer than 16 MiB".to_owned(),
                     ))
                 }
                 None => {}
