@@ -8,11 +8,13 @@
 //! `"ok"` key) that the caller shows to the user. See `PROTOCOL.md` at the
 //! repository root for the prose version.
 
+mod duration;
 mod error;
 mod frame;
 mod message;
 mod path;
 
+pub use duration::parse_duration;
 pub use error::{ErrorBody, ErrorCode};
 pub use frame::{Frame, LineDecoder};
 pub use message::{

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 
 use lexopt::prelude::*;
-use token_proto::LoginMode;
+use token_proto::{parse_duration, LoginMode};
 
 use crate::ClientError;
 
@@ -108,22 +108,6 @@ fn usage(msg: impl std::fmt::Display) -> ClientError {
 
 fn from_lexopt(e: lexopt::Error) -> ClientError {
     usage(e)
-}
-
-/// Parses `300`, `90s`, `5m`, `2h`, `1d` into seconds.
-pub fn parse_duration(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return None,
-    };
-    n.checked_mul(mult)
 }
 
 pub fn parse(args: Vec<OsString>) -> Result<Command, ClientError> {
@@ -308,15 +292,6 @@ mod tests {
 
     fn parse_str(s: &str) -> Result<Command, ClientError> {
         parse(s.split_whitespace().map(OsString::from).collect())
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("300"), Some(300));
-        assert_eq!(parse_duration("5m"), Some(300));
-        assert_eq!(parse_duration("1h"), Some(3600));
-        assert_eq!(parse_duration("5x"), None);
-        assert_eq!(parse_duration(""), None);
     }
 
     #[test]

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
-pub(crate) use site::parse_duration;
 pub use site::{ClientAuthKind, Grant, SecretSource, SiteConfig};
+pub(crate) use token_proto::parse_duration;
 
 /// One problem in the config file.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use token_proto::parse_duration;
 use toml::{Spanned, Value};
 
 use super::{line_of, preset, ConfigError, RawTable};
@@ -257,22 +258,6 @@ impl Fields<'_> {
     }
 }
 
-/// `300`, `90s`, `5m`, `2h`, `1d` in seconds.
-pub(crate) fn parse_duration(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit.trim() {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
 /// Closest known key, for "did you mean".
 fn suggest(key: &str) -> Option<&'static str> {
     fn distance(a: &str, b: &str) -> usize {
@@ -460,14 +445,6 @@ fn validate(f: &Fields<'_>, site: SiteConfig) -> Result<SiteConfig, ConfigError>
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5m"), Some(300));
-        assert_eq!(parse_duration("90"), Some(90));
-        assert_eq!(parse_duration("1h"), Some(3600));
-        assert_eq!(parse_duration("soon"), None);
-    }
 
     #[test]
     fn suggestions() {
