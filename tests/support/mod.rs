@@ -1194,3 +1194,13 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// The wall clock in Unix seconds, to compare with the daemon's timestamps
+/// (`expires_at`, `next_refresh`, ...).
+#[allow(clippy::disallowed_methods)]
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}

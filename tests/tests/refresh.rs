@@ -7,23 +7,29 @@ use std::time::{Duration, Instant};
 
 use tokend_e2e::{Env, Provider};
 
+/// Logs in, stops the daemon and waits until the access token has expired:
+/// with no daemon running, nothing can refresh it ahead meanwhile. The
+/// restarted daemon holds only the stored refresh token.
+fn expired_after_restart(env: &mut Env, provider: &Provider) -> String {
+    let mut daemon = env.daemon();
+    let first = env.token(&["get", "corp"]);
+    first.ok();
+    let issued = Instant::now();
+    daemon.stop();
+    assert_eq!(provider.stats().grant("refresh_token"), 0);
+    let until = issued + Duration::from_millis(2600);
+    thread::sleep(until.saturating_duration_since(Instant::now()));
+    first.line().to_owned()
+}
+
 #[test]
 fn expired_token_is_refreshed_exactly_once() {
     // Access tokens live 2 s at this provider.
     let provider = Provider::start(2);
-    let mut env = Env::new();
+    let mut env = Env::with_store("file");
     env.write_config(&Env::site_config("corp", &provider));
+    let old = expired_after_restart(&mut env, &provider);
     let _daemon = env.daemon();
-
-    let first = env.token(&["get", "corp"]);
-    first.ok();
-    let issued = Instant::now();
-    let old = first.line().to_owned();
-    assert_eq!(provider.stats().grant("refresh_token"), 0);
-
-    // Past expiry, but well before a second refresh could be due.
-    let until = issued + Duration::from_millis(2600);
-    thread::sleep(until.saturating_duration_since(Instant::now()));
 
     let second = env.token(&["get", "corp"]);
     second.ok();
@@ -77,17 +83,12 @@ fn min_ttl_forces_a_refresh_of_a_still_valid_token() {
 #[test]
 fn concurrent_gets_of_an_expired_token_share_one_refresh() {
     let provider = Provider::start(2);
-    let mut env = Env::new();
+    let mut env = Env::with_store("file");
     env.write_config(&Env::site_config("corp", &provider));
-    let _daemon = env.daemon();
-
-    let first = env.token(&["get", "corp"]);
-    first.ok();
-    let issued = Instant::now();
-    thread::sleep((issued + Duration::from_millis(2600)).saturating_duration_since(Instant::now()));
-
+    let old = expired_after_restart(&mut env, &provider);
     // Whatever refresh comes next is slow, so every caller overlaps with it.
     provider.delay(1000, 1);
+    let _daemon = env.daemon();
     let env = &env;
     let outs: Vec<_> = thread::scope(|s| {
         let hs: Vec<_> = (0..4)
@@ -97,7 +98,7 @@ fn concurrent_gets_of_an_expired_token_share_one_refresh() {
     });
     for o in &outs {
         o.ok();
-        assert_ne!(o.line(), first.line(), "no expired token handed out");
+        assert_ne!(o.line(), old, "no expired token handed out");
     }
     let stats = provider.stats();
     assert_eq!(

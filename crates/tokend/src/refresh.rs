@@ -7,7 +7,8 @@
 //! Policy (pure functions below, unit-tested): by default refresh when
 //! 60–63 % of the lifetime has passed (a third of the lifetime before
 //! expiry, moved 10–20 % earlier at random so sites configured together do
-//! not refresh together); `refresh_before` replaces the third. A failure
+//! not refresh together); `refresh_before` replaces the third, but no
+//! refresh is planned before half the lifetime has passed. A failure
 //! that may pass (5xx, timeout, garbage) is retried with exponential
 //! backoff and jitter, 10 s doubling to 5 min, never scheduled past expiry.
 
@@ -40,9 +41,11 @@ pub fn refresh_delay(
     jitter: f64,
 ) -> u64 {
     let lifetime = expires_at.saturating_sub(obtained_at);
-    let margin = refresh_before.unwrap_or(lifetime / 3).min(lifetime) as f64;
-    let margin = (margin * (1.1 + 0.1 * jitter)) as u64;
-    let at = expires_at.saturating_sub(margin).max(obtained_at);
+    let margin = refresh_before.map_or(lifetime as f64 / 3.0, |b| b as f64);
+    // Never earlier than half-way: a `refresh_before` longer than the
+    // provider's lifetime must not turn into a refresh loop.
+    let margin = ((margin * (1.1 + 0.1 * jitter)).ceil() as u64).min(lifetime / 2);
+    let at = expires_at.saturating_sub(margin);
     at.saturating_sub(now)
 }
 
@@ -152,7 +155,7 @@ mod tests {
     fn default_refresh_is_near_two_thirds_with_jitter() {
         // 3600 s lifetime: margin 1200 s moved 10–20 % earlier.
         assert_eq!(refresh_delay(0, 3600, 0, None, 0.0), 3600 - 1320);
-        assert_eq!(refresh_delay(0, 3600, 0, None, 0.999_999), 3600 - 1439);
+        assert_eq!(refresh_delay(0, 3600, 0, None, 0.999_999), 3600 - 1440);
         // Already past the point: due now.
         assert_eq!(refresh_delay(0, 3600, 3000, None, 0.5), 0);
     }
@@ -160,8 +163,9 @@ mod tests {
     #[test]
     fn refresh_before_overrides_the_fraction() {
         assert_eq!(refresh_delay(0, 3600, 0, Some(300), 0.0), 3600 - 330);
-        // Larger than the lifetime: refresh right away, not before it was obtained.
-        assert_eq!(refresh_delay(100, 160, 100, Some(3600), 0.0), 0);
+        // Longer than the lifetime: half-way, never a refresh loop.
+        assert_eq!(refresh_delay(100, 160, 100, Some(3600), 0.0), 30);
+        assert_eq!(refresh_delay(0, 2, 0, None, 0.5), 1);
     }
 
     #[test]
