@@ -198,7 +198,7 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
                 };
             }
             Long("no-login") => args.no_login = true,
-            Short('h') | Long("help") => return Err(ClientError::Usage(HELP.to_owned())),
+            Short('h') | Long("help") => return Err(ClientError::Help),
             Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
             other => return Err(usage(other.unexpected())),
         }

@@ -269,6 +269,7 @@ fn status_table(reply: &StatusReply) -> String {
         "EXPIRES IN".to_owned(),
         "SCOPES".to_owned(),
         "LAST REFRESH".to_owned(),
+        "NEXT REFRESH".to_owned(),
         "LAST ERROR".to_owned(),
     ]];
     for s in &reply.sites {
@@ -281,6 +282,9 @@ fn status_table(reply: &StatusReply) -> String {
         let last = s.last_refresh.map_or("-".to_owned(), |t| {
             format!("{} ago", human_duration(now - t as i64))
         });
+        let next = s.next_refresh.map_or("-".to_owned(), |t| {
+            format!("in {}", human_duration((t as i64 - now).max(1)))
+        });
         let scopes = if s.scopes.is_empty() {
             "-".to_owned()
         } else {
@@ -292,10 +296,11 @@ fn status_table(reply: &StatusReply) -> String {
             expires,
             scopes,
             last,
+            next,
             s.last_error.clone().unwrap_or_else(|| "-".to_owned()),
         ]);
     }
-    let mut widths = [0usize; 6];
+    let mut widths = [0usize; 7];
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(c.chars().count());
@@ -315,7 +320,7 @@ fn status_table(reply: &StatusReply) -> String {
     for r in &rows {
         let mut line = String::new();
         for (i, (c, w)) in r.iter().zip(widths).enumerate() {
-            if i == 5 {
+            if i == 6 {
                 line.push_str(c);
             } else {
                 line.push_str(&format!("{c:<w$}  "));

@@ -16,6 +16,8 @@ pub enum ClientError {
     Daemon(ErrorBody),
     /// Anything else (exit 1).
     Other(String),
+    /// `--help` inside a subcommand: print the help, exit 0.
+    Help,
 }
 
 impl ClientError {
@@ -25,11 +27,16 @@ impl ClientError {
             ClientError::Unreachable(_) => 5,
             ClientError::Daemon(body) => body.code.exit_code(),
             ClientError::Other(_) => 1,
+            ClientError::Help => 0,
         }
     }
 
     /// Prints the one error line. A failing stderr is ignored: nowhere left to say it.
     pub fn report(&self) {
+        if let ClientError::Help = self {
+            let _ = std::io::stdout().write_all(crate::cli::HELP.as_bytes());
+            return;
+        }
         let _ = writeln!(std::io::stderr().lock(), "token: {self}");
     }
 }
@@ -41,6 +48,7 @@ impl fmt::Display for ClientError {
                 f.write_str(m)
             }
             ClientError::Daemon(body) => f.write_str(&body.message),
+            ClientError::Help => f.write_str("help"),
         }
     }
 }
