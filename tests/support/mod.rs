@@ -103,7 +103,7 @@ pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
     assert!(
         p.is_file(),
-        "{} is not built (looked in {}); `cargo test --workspace` builds it",
+        "{} is not built (looked in {}); run `cargo build --workspace --bins` first, or scripts/test",
         name,
         p.display()
     );
