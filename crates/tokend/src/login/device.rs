@@ -1,0 +1,113 @@
+//! Device authorization (RFC 8628): show a user code and a URL (and a QR
+//! code of the complete URL), then poll at the provider's interval.
+
+use std::sync::Arc;
+
+use token_proto::{ErrorCode, Event};
+use tokend_oauth::{DevicePoll, OAuthSite};
+use tokio::sync::watch;
+
+use super::{timed_out, Outcome, Started};
+use crate::daemon::Daemon;
+use crate::error::ApiError;
+use crate::site::Site;
+
+pub(super) async fn start(
+    site: &Arc<Site>,
+    d: &Arc<Daemon>,
+    oauth: Arc<OAuthSite>,
+    tx_done: watch::Sender<Outcome>,
+) -> Result<Started, ApiError> {
+    let cfg = site.config();
+    let timeout = d.login_timeout;
+    let dev = oauth
+        .device_start(&d.http, &cfg.scopes)
+        .await
+        .map_err(|e| ApiError::provider(&site.name, &e))?;
+    let ev = Event::DeviceCode {
+        site: site.name.clone(),
+        user_code: dev.user_code.clone(),
+        verification_uri: dev.verification_uri.clone(),
+        verification_uri_complete: dev.verification_uri_complete.clone(),
+        timeout: timeout.as_secs().min(dev.expires_in),
+        qr: dev.verification_uri_complete.as_deref().and_then(qr_text),
+    };
+    let task = device_login(site.clone(), d.clone(), oauth, dev);
+    site.spawn_login(task, tx_done);
+    Ok(Started {
+        first: ev.clone(),
+        joined: ev,
+        paste: None,
+    })
+}
+
+/// A QR code of `url` as Unicode half blocks (two modules a character row),
+/// dark on light, with the quiet zone a phone camera needs.
+fn qr_text(url: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(url.as_bytes()).ok()?;
+    Some(
+        code.render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
+async fn device_login(
+    site: Arc<Site>,
+    d: Arc<Daemon>,
+    oauth: Arc<OAuthSite>,
+    dev: tokend_oauth::DeviceAuthorization,
+) -> Result<(), ApiError> {
+    let name = site.name.clone();
+    let limit = d
+        .login_timeout
+        .min(std::time::Duration::from_secs(dev.expires_in.max(1)));
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut interval = dev.interval.max(1);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
+        if tokio::time::Instant::now() >= deadline {
+            return Err(timed_out(&name));
+        }
+        match oauth.device_poll(&d.http, &dev).await {
+            Ok(DevicePoll::Pending) => {}
+            Ok(DevicePoll::SlowDown) => interval += 5,
+            Ok(DevicePoll::Done(resp)) => {
+                let scopes = site.config().scopes.clone();
+                let _flight = site.flight.lock().await;
+                return site.apply(&d, resp, &scopes).await;
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(site = %name, "device poll failed, retrying: {e}");
+            }
+            Err(e) => {
+                return Err(ApiError::new(
+                    ErrorCode::LoginFailed,
+                    format!("site {name}: device login failed: {e}; run `token login {name} --device` to try again"),
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn a_qr_code_is_square_text() {
+        let qr = qr_text("https://auth.example.com/device?user_code=WDJB-MJHT").unwrap_or_default();
+        let lines: Vec<&str> = qr.lines().collect();
+        // Two modules a character row: about half as many rows as columns.
+        let width = lines[0].chars().count();
+        assert!(width >= 29, "{width}");
+        assert!(
+            lines.len() * 2 >= width && lines.len() * 2 <= width + 2,
+            "{}x{}",
+            width,
+            lines.len()
+        );
+        assert!(lines.iter().all(|l| l.chars().count() == width));
+    }
+}
