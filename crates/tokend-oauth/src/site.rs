@@ -76,6 +76,31 @@ impl OAuthSite {
         Ok(url)
     }
 
+    /// The legacy implicit flow's URL (`response_type=token`, no PKCE): the
+    /// token comes back in the redirect's fragment. A last resort for
+    /// providers that offer nothing else to non-web apps.
+    pub fn implicit_authorize_url(
+        &self,
+        redirect_uri: &str,
+        scopes: &[String],
+        state: &str,
+    ) -> Result<Url, Error> {
+        let mut url = self.authorize_url(redirect_uri, scopes, state, None)?;
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "response_type" {
+                    "token".into()
+                } else {
+                    v
+                };
+                (k.into_owned(), v.into_owned())
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+        Ok(url)
+    }
+
     /// The authorization code exchange (grant `authorization_code`).
     pub fn code_request(
         &self,

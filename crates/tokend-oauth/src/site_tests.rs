@@ -275,3 +275,19 @@ async fn refresh_error_names_the_endpoint() {
     assert_eq!(err.to_string(), expected);
     assert!(err.is_transient());
 }
+
+#[test]
+fn implicit_url_asks_for_a_token_without_pkce() {
+    let s = site(ClientAuth::None);
+    let url = s
+        .implicit_authorize_url(
+            "https://stackexchange.com/oauth/login_success",
+            &scopes(&["read"]),
+            "st",
+        )
+        .unwrap();
+    let q = query(&url);
+    assert_eq!(q["response_type"], ["token"]);
+    assert_eq!(q["state"], ["st"]);
+    assert!(!q.contains_key("code_challenge"));
+}

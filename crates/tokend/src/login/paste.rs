@@ -39,24 +39,12 @@ pub(super) async fn start(
     };
     let state =
         tokend_oauth::pkce::try_random_state().map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut url = oauth
-        .authorize_url(&redirect, &cfg.scopes, &state, pkce.as_ref())
-        .map_err(|e| ApiError::provider(&site.name, &e))?;
-    if implicit {
-        // The legacy implicit flow: the token comes back in the fragment.
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if k == "response_type" {
-                    "token".into()
-                } else {
-                    v
-                };
-                (k.into_owned(), v.into_owned())
-            })
-            .collect();
-        url.query_pairs_mut().clear().extend_pairs(pairs);
+    let url = if implicit {
+        oauth.implicit_authorize_url(&redirect, &cfg.scopes, &state)
+    } else {
+        oauth.authorize_url(&redirect, &cfg.scopes, &state, pkce.as_ref())
     }
+    .map_err(|e| ApiError::provider(&site.name, &e))?;
     let ev = |paste| Event::PasteUrl {
         site: site.name.clone(),
         url: url.to_string(),
