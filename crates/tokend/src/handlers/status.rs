@@ -7,24 +7,29 @@ use token_proto::{SiteStatus, StatusReply};
 use crate::daemon::Daemon;
 use crate::error::ApiError;
 
+/// Sites loaded from the store at once for a `status`.
+const LOAD_AT_ONCE: usize = 8;
+
 pub async fn status(d: &Arc<Daemon>, only: Option<&str>) -> Result<StatusReply, ApiError> {
     let config = d.config();
     let sites = match only {
         Some(name) => vec![d.site(name)?],
         None => d.sites(),
     };
-    let mut out = Vec::with_capacity(sites.len());
-    for site in sites {
-        // Loading is what makes the answer true after a restart; a store
-        // failure shows as the site's error.
-        let loaded = site.ensure_loaded(d).await;
-        let mut s = site.status();
-        if let Err(e) = loaded {
-            s.state = "error".to_owned();
-            s.last_error = Some(e.message);
-        }
-        out.push(s);
+    // Loading is what makes the answer true after a restart (a store failure
+    // shows as the site's error). Keyring reads cost milliseconds each, so a
+    // few sites load at a time.
+    let slots = Arc::new(tokio::sync::Semaphore::new(LOAD_AT_ONCE));
+    let mut loading = tokio::task::JoinSet::new();
+    for site in sites.iter().filter(|s| !s.is_loaded()) {
+        let (site, d, slots) = (site.clone(), d.clone(), slots.clone());
+        loading.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let _ = site.ensure_loaded(&d).await;
+        });
     }
+    while loading.join_next().await.is_some() {}
+    let mut out: Vec<SiteStatus> = sites.iter().map(|s| s.status()).collect();
     if only.is_none() {
         for (name, err) in &config.broken {
             if let Some(running) = out.iter_mut().find(|s| &s.site == name) {

@@ -203,6 +203,11 @@ impl Site {
             .map(|_: &()| ())
     }
 
+    /// Whether the persisted login has been read yet.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.initialized()
+    }
+
     /// The token in memory if it serves this caller.
     pub fn fresh(&self, min_ttl: Option<u64>) -> Option<TokenReply> {
         let st = lock(&self.state);
