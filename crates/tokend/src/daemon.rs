@@ -175,6 +175,18 @@ impl Daemon {
         reply
     }
 
+    /// [`Daemon::reload`] off the async workers (it reads the file).
+    pub async fn reload_async(self: &Arc<Self>) -> ReloadReply {
+        let me = self.clone();
+        match tokio::task::spawn_blocking(move || me.reload()).await {
+            Ok(reply) => reply,
+            Err(e) => ReloadReply {
+                sites: self.config().sites.len(),
+                config_errors: vec![format!("the reload failed: {e}")],
+            },
+        }
+    }
+
     /// Discovery, once per issuer.
     pub async fn discover(&self, issuer: &str) -> Result<Provider, tokend_oauth::Error> {
         let mut cache = self.providers.lock().await;

@@ -56,7 +56,7 @@ pub fn spawn(d: &Arc<Daemon>) -> Option<notify::RecommendedWatcher> {
             tokio::time::sleep(SETTLE).await;
             while rx.try_recv().is_ok() {}
             let Some(d) = d.upgrade() else { return };
-            let reply = d.reload();
+            let reply = d.reload_async().await;
             tracing::info!(
                 sites = reply.sites,
                 errors = reply.config_errors.len(),

@@ -57,7 +57,7 @@ pub async fn dispatch(d: &Arc<Daemon>, req: Request, events: &mut Events<'_>) ->
         Op::Status(s) => answer(status::status(d, s.site.as_deref()).await),
         Op::Paste(p) => answer(paste::paste(d, p).await),
         Op::Lookup(l) => answer(lookup::lookup(d, &l.host)),
-        Op::Reload => answer(Ok::<_, ApiError>(d.reload())),
+        Op::Reload => answer(Ok::<_, ApiError>(d.reload_async().await)),
         Op::Stop => {
             tracing::info!("stop requested by a client");
             d.request_shutdown();
