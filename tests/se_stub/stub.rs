@@ -5,15 +5,16 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tokend_e2e::{form_encode, tests_dir, Env, Value};
+use tokend_e2e::{
+    form_encode, http_exchange, ready_line, tests_dir, wait_output, Env, Output, Value,
+};
 
 /// The app key the stub accepts (its `SE_KEY`).
 pub const KEY: &str = "test-key";
@@ -51,14 +52,7 @@ impl SeStub {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run python3 for the Stack Exchange stub: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let res = r.read_line(&mut line).map(|_| line);
-            let _ = tx.send((res, r));
-        });
-        let Ok((Ok(line), reader)) = rx.recv_timeout(Duration::from_secs(10)) else {
+        let Ok((line, reader)) = ready_line(stdout, Duration::from_secs(10)) else {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
@@ -186,46 +180,81 @@ fn header(headers: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
-/// A tiny HTTP/1.1 exchange that also returns the headers (for `Location`).
+/// A tiny HTTP/1.1 exchange that also returns the headers (for `Location`);
+/// `form` is sent as an `application/x-www-form-urlencoded` body.
 pub fn request(
     method: &str,
     url: &str,
     form: Option<&str>,
 ) -> (u16, Vec<(String, String)>, String) {
-    let rest = url
-        .strip_prefix("http://")
-        .unwrap_or_else(|| panic!("only http:// URLs: {url}"));
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let path = if path.is_empty() { "/" } else { path };
-    let mut s =
-        TcpStream::connect(authority).unwrap_or_else(|e| panic!("connect {authority}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let body = form.unwrap_or("");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
-    if form.is_some() {
-        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    let headers: &[(&str, &str)] = if form.is_some() {
+        &[("Content-Type", "application/x-www-form-urlencoded")]
+    } else {
+        &[]
+    };
+    http_exchange(method, url, headers, form)
+}
+
+/// What a `token login SITE --paste` run showed and did.
+pub struct PasteLogin {
+    /// The authorization URL it printed on stderr.
+    pub authorization_url: String,
+    /// Where the stub redirected after the approval: what was pasted back.
+    pub pasted: String,
+    /// How it ended; `stderr` is all of it.
+    pub out: Output,
+}
+
+/// Runs `token login SITE --paste`: reads the authorization URL from its
+/// stderr, approves it at the stub with plain HTTP, and writes the final
+/// URL the stub redirects to on its stdin.
+pub fn run_paste_login(env: &Env, se: &SeStub, site: &str) -> PasteLogin {
+    let mut cmd = env
+        .cmd(&["login", site, "--paste"])
+        .env("BROWSER_MODE", "ignore")
+        .command();
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn token login --paste");
+    let mut stdin = child.stdin.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let seen = thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(line);
+        }
+        all
+    });
+    let prefix = format!("{}/oauth", se.base());
+    let mut lines = Vec::new();
+    let authorization_url = loop {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "no authorization URL on the stderr of `token login {site} --paste`:\n{}",
+                lines.join("\n")
+            );
+        };
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with(&prefix)) {
+            break url.to_owned();
+        }
+        lines.push(line);
+    };
+    let pasted = se.approve(&authorization_url);
+    writeln!(stdin, "{pasted}").unwrap();
+    drop(stdin);
+    let mut out = wait_output(child, Duration::from_secs(30), "token login --paste");
+    out.stderr = seen.join().unwrap_or_default();
+    PasteLogin {
+        authorization_url,
+        pasted,
+        out,
     }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes())
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, payload) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("malformed response {text:?}"));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    (status, headers, payload.to_owned())
 }
 
 /// Waits for a file to appear with content, and returns its first line.

@@ -169,6 +169,27 @@ fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     child.wait().ok()
 }
 
+/// Reads a child's first line of stdout (its "ready" line) on a thread, so a
+/// wedged child cannot hang the test: the line and the reader (keep it while
+/// the child runs, so its stdout stays open), or what went wrong.
+pub fn ready_line(
+    stdout: ChildStdout,
+    within: Duration,
+) -> Result<(String, BufReader<ChildStdout>), String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut line = String::new();
+        let res = r.read_line(&mut line).map(|_| line);
+        let _ = tx.send((res, r));
+    });
+    match rx.recv_timeout(within) {
+        Ok((Ok(line), reader)) => Ok((line, reader)),
+        Ok((Err(e), _)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Exit code as a shell would show it: the code, or 128 + signal.
 fn code_of(st: &ExitStatus) -> i32 {
     st.code()
@@ -186,6 +207,18 @@ pub fn http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, String) {
+    let (status, _, body) = http_exchange(method, url, headers, body);
+    (status, body)
+}
+
+/// [`http`] that also returns the response headers (name, value), e.g. for a
+/// `Location`: (status, headers, body).
+pub fn http_exchange(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
     let rest = url
         .strip_prefix("http://")
         .unwrap_or_else(|| panic!("only http:// URLs: {url}"));
@@ -215,21 +248,25 @@ pub fn http(
     let (head, payload) = text
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("{method} {url}: malformed response {text:?}"));
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("{method} {url}: no status in {head:?}"));
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
     });
     let body = if chunked {
         dechunk(payload)
     } else {
         payload.to_owned()
     };
-    (status, body)
+    (status, headers, body)
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -317,24 +354,14 @@ impl Provider {
             panic!("cannot run node (Node 20+ is needed for the test provider): {e}")
         });
         let stdout = child.stdout.take().expect("piped stdout");
-        // Read the ready line on a thread so a wedged node cannot hang us.
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let res = r.read_line(&mut line).map(|_| line);
-            let _ = tx.send((res, r));
-        });
-        let (line, reader) = match rx.recv_timeout(Duration::from_secs(15)) {
-            Ok((Ok(line), reader)) if !line.trim().is_empty() => (line, reader),
+        let (line, reader) = match ready_line(stdout, Duration::from_secs(15)) {
+            Ok((line, reader)) if !line.trim().is_empty() => (line, reader),
             other => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
                     "test provider did not start ({:?}); its log:\n{}",
-                    other
-                        .map(|(r, _)| r.map(|l| l.trim().to_owned()))
-                        .map_err(|e| e.to_string()),
+                    other.map(|(l, _)| l.trim().to_owned()),
                     fs::read_to_string(&log).unwrap_or_default()
                 );
             }
@@ -412,6 +439,17 @@ impl Provider {
     /// The next `count` token-endpoint calls are held `ms` milliseconds first.
     pub fn delay(&self, ms: u64, count: u32) {
         self.control("POST", &format!("/__test/delay?ms={ms}&count={count}"));
+    }
+
+    /// Waits until at least `at_least` token calls of `grant_type` were made.
+    pub fn wait_grant(&self, grant_type: &str, at_least: u64, within: Duration) -> bool {
+        wait_until(within, || self.stats().grant(grant_type) >= at_least)
+    }
+
+    /// Waits until there were more than `before` token calls (a request the
+    /// test caused has reached the provider).
+    pub fn wait_token_calls_above(&self, before: u64, within: Duration) -> bool {
+        wait_until(within, || self.stats().token_calls > before)
     }
 
     /// The discovery document.
@@ -718,6 +756,24 @@ impl Env {
         )
     }
 
+    /// A fresh world whose config is `[site.NAME]` at `provider` (see
+    /// [`Env::site_config`]).
+    pub fn with_site(name: &str, provider: &Provider) -> Env {
+        let env = Env::new();
+        env.write_config(&Env::site_config(name, provider));
+        env
+    }
+
+    /// Configures `[site.svc]`: the provider's `cc-client` with the
+    /// `client_credentials` grant, scope `read`, its secret in `$CC_SECRET`.
+    pub fn write_client_credentials_config(&mut self, provider: &Provider) {
+        self.set("CC_SECRET", "cc-secret");
+        self.write_config(&format!(
+            "[site.svc]\nissuer = \"{}\"\nclient_id = \"cc-client\"\ngrant = \"client_credentials\"\nscopes = [\"read\"]\nclient_secret_env = \"CC_SECRET\"\n",
+            provider.issuer()
+        ));
+    }
+
     /// Applies this world's environment to a command (outer variables that
     /// could interfere are removed first).
     pub fn apply(&self, cmd: &mut Command) {
@@ -813,6 +869,57 @@ impl Env {
         }
     }
 
+    /// Runs `token ARGS` from `n` threads at once; every output, in order.
+    pub fn token_concurrently(&self, n: usize, args: &[&str]) -> Vec<Output> {
+        thread::scope(|s| {
+            let hs: Vec<_> = (0..n).map(|_| s.spawn(|| self.token(args))).collect();
+            hs.into_iter().map(|h| h.join().expect("thread")).collect()
+        })
+    }
+
+    // -------------------------------------------------------------- status
+
+    /// The `sites[]` entry of `site` in `token status --json`.
+    #[track_caller]
+    pub fn site_status(&self, site: &str) -> Value {
+        let out = self.token(&["status", "--json"]);
+        out.ok();
+        let v = out.json();
+        v["sites"]
+            .as_array()
+            .unwrap_or_else(|| panic!("status --json has no sites[]: {v}"))
+            .iter()
+            .find(|s| s["site"] == site)
+            .cloned()
+            .unwrap_or_else(|| panic!("status --json does not list {site}: {v}"))
+    }
+
+    /// Polls the site's status until `cond` holds (100 ms between polls);
+    /// panics with the last status.
+    #[track_caller]
+    pub fn wait_site_status(
+        &self,
+        site: &str,
+        within: Duration,
+        what: &str,
+        cond: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut last = Value::Null;
+        let ok = wait_until(within, || {
+            last = self.site_status(site);
+            let ok = cond(&last);
+            if !ok {
+                thread::sleep(Duration::from_millis(100));
+            }
+            ok
+        });
+        assert!(
+            ok,
+            "{what}: not seen within {within:?}; last status: {last}"
+        );
+        last
+    }
+
     // -------------------------------------------------------------- browser
 
     /// How many times the browser script was launched.
@@ -836,6 +943,20 @@ impl Env {
     /// What the browser script logged.
     pub fn browser_log(&self) -> String {
         fs::read_to_string(self.root().join("browser.log")).unwrap_or_default()
+    }
+
+    /// Runs the scripted browser by hand in the foreground (`browser.py ARGS`,
+    /// e.g. a login URL or `--device URI CODE`), logging to this world's
+    /// browser log; panics with that log unless it succeeds.
+    #[track_caller]
+    pub fn run_browser(&self, args: &[&str], what: &str) {
+        let st = Command::new(tests_dir().join("browser.py"))
+            .args(args)
+            .env("BROWSER_FOREGROUND", "1")
+            .env("BROWSER_LOG", self.root().join("browser.log"))
+            .status()
+            .unwrap_or_else(|e| panic!("run browser.py: {e}"));
+        assert!(st.success(), "{what} failed:\n{}", self.browser_log());
     }
 
     /// Waits until the browser was launched at least `n` times.
@@ -899,6 +1020,60 @@ pub fn raw_status_answers(socket: &Path) -> bool {
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line).is_ok()
         && serde_json::from_str::<Value>(line.trim()).is_ok()
+}
+
+/// A provider whose access tokens live `at_ttl_secs`, a fresh world
+/// configured with `[site.corp]` at it (see [`Env::site_config`]), and its
+/// running daemon: the opening of most stories. Bind all three to names
+/// (`_daemon`, not `_`) so they live to the end of the test.
+pub fn serve_corp(at_ttl_secs: u64) -> (Provider, Env, Daemon) {
+    serve_corp_with_store(at_ttl_secs, "memory")
+}
+
+/// [`serve_corp`] with the given `TOKEND_STORE` (`memory`, `file`, ...).
+pub fn serve_corp_with_store(at_ttl_secs: u64, store: &str) -> (Provider, Env, Daemon) {
+    let provider = Provider::start(at_ttl_secs);
+    let mut env = Env::with_store(store);
+    env.write_config(&Env::site_config("corp", &provider));
+    let daemon = env.daemon();
+    (provider, env, daemon)
+}
+
+/// Waits for `token` runs started with [`TokenCmd::spawn`]; every output, in
+/// order.
+#[track_caller]
+pub fn wait_outputs(children: Vec<Child>, timeout: Duration, what: &str) -> Vec<Output> {
+    children
+        .into_iter()
+        .map(|c| wait_output(c, timeout, what))
+        .collect()
+}
+
+/// Asserts that every run succeeded and printed the same token (`what` says
+/// why they should); returns that token.
+#[track_caller]
+pub fn one_token(outs: &[Output], what: &str) -> String {
+    for o in outs {
+        o.ok();
+    }
+    let token = outs[0].line().to_owned();
+    let differing = outs.iter().filter(|o| o.line() != token).count();
+    assert_eq!(differing, 0, "{what}: {outs:#?}");
+    token
+}
+
+/// Every file below `dir`, recursively (none when `dir` is missing).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// Polls `cond` every 20 ms until it holds or `within` passes.

@@ -5,13 +5,10 @@
 
 use std::os::unix::net::UnixListener;
 
-use tokend_e2e::{exit, Env, Provider};
+use tokend_e2e::{exit, serve_corp, Env, Provider};
 
 fn logged_in() -> (Provider, Env, tokend_e2e::Daemon) {
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("corp", &provider));
-    let daemon = env.daemon();
+    let (provider, env, daemon) = serve_corp(3600);
     env.token(&["get", "corp"]).ok();
     (provider, env, daemon)
 }

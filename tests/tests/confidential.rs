@@ -23,30 +23,28 @@ fn logs_in(env: &mut Env, provider: &Provider) {
     assert_eq!(env.browser_launches(), 1);
 }
 
-#[test]
-fn client_secret_basic_from_env() {
+/// `client` logs in with `secret` taken from `$CORP_SECRET` (`extra` config
+/// lines after `client_secret_env`).
+fn logs_in_with_secret_from_env(client: &str, secret: &str, extra: &str) {
     let provider = Provider::start(3600);
     let mut env = Env::new();
-    env.set("CORP_SECRET", CONF_BASIC_SECRET);
+    env.set("CORP_SECRET", secret);
     env.write_config(&config(
         &provider,
-        "conf-basic",
-        "client_secret_env = \"CORP_SECRET\"\n",
+        client,
+        &format!("client_secret_env = \"CORP_SECRET\"\n{extra}"),
     ));
     logs_in(&mut env, &provider);
 }
 
 #[test]
+fn client_secret_basic_from_env() {
+    logs_in_with_secret_from_env("conf-basic", CONF_BASIC_SECRET, "");
+}
+
+#[test]
 fn client_secret_post_from_env() {
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.set("CORP_SECRET", "post-secret");
-    env.write_config(&config(
-        &provider,
-        "conf-post",
-        "client_secret_env = \"CORP_SECRET\"\nclient_auth = \"post\"\n",
-    ));
-    logs_in(&mut env, &provider);
+    logs_in_with_secret_from_env("conf-post", "post-secret", "client_auth = \"post\"\n");
 }
 
 #[test]
@@ -68,11 +66,7 @@ fn client_secret_cmd() {
 fn client_credentials_grant() {
     let provider = Provider::start(3600);
     let mut env = Env::new();
-    env.set("CC_SECRET", "cc-secret");
-    env.write_config(&format!(
-        "[site.svc]\nissuer = \"{}\"\nclient_id = \"cc-client\"\ngrant = \"client_credentials\"\nscopes = [\"read\"]\nclient_secret_env = \"CC_SECRET\"\n",
-        provider.issuer()
-    ));
+    env.write_client_credentials_config(&provider);
     let _daemon = env.daemon();
     let out = env.token(&["get", "svc", "--no-login"]);
     out.ok();

@@ -48,6 +48,17 @@ fn config_error_message(env: &mut Env, site: &str) -> (String, Option<Daemon>) {
     (format!("{}\n{}", out.stderr, daemon.log()), Some(daemon))
 }
 
+/// `[site.good]` (4 lines), then `[site.bad]` whose line 9 holds the unknown
+/// key `scopse`.
+fn good_and_bad_sites(provider: &Provider) -> String {
+    let good = Env::site_config("good", provider);
+    assert_eq!(good.lines().count(), 4);
+    format!(
+        "{good}\n[site.bad]\nissuer = \"{}\"\nclient_id = \"public-pkce\"\nscopse = [\"openid\"]\n",
+        provider.issuer()
+    )
+}
+
 #[test]
 fn toml_syntax_error_names_file_and_line() {
     let provider = Provider::start(3600);
@@ -71,13 +82,8 @@ fn toml_syntax_error_names_file_and_line() {
 fn unknown_key_in_one_site_names_line_and_key_and_other_sites_are_served() {
     let provider = Provider::start(3600);
     let mut env = Env::new();
-    let good = Env::site_config("good", &provider);
-    assert_eq!(good.lines().count(), 4);
     // Line 9 holds the unknown key `scopse`.
-    env.write_config(&format!(
-        "{good}\n[site.bad]\nissuer = \"{}\"\nclient_id = \"public-pkce\"\nscopse = [\"openid\"]\n",
-        provider.issuer()
-    ));
+    env.write_config(&good_and_bad_sites(&provider));
     let _daemon = env.daemon();
 
     let bad = env.token(&["get", "bad"]);
@@ -106,11 +112,7 @@ fn unknown_key_in_one_site_names_line_and_key_and_other_sites_are_served() {
 fn status_reports_a_broken_site_without_failing_the_good_ones() {
     let provider = Provider::start(3600);
     let mut env = Env::new();
-    let good = Env::site_config("good", &provider);
-    env.write_config(&format!(
-        "{good}\n[site.bad]\nissuer = \"{}\"\nclient_id = \"public-pkce\"\nscopse = [\"openid\"]\n",
-        provider.issuer()
-    ));
+    env.write_config(&good_and_bad_sites(&provider));
     let _daemon = env.daemon();
     let out = env.token(&["status"]);
     assert_ne!(out.code, exit::UNREACHABLE, "{out}");

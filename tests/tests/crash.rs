@@ -7,23 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokend_e2e::{wait_output, wait_until, Env, Provider, Value};
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
+use tokend_e2e::{files_under, wait_output, Env, Provider, Value};
 
 /// Every `*.json` file of the store parses: an atomic write never leaves
 /// half a file behind.
@@ -85,8 +71,7 @@ fn kill_9_around_rotations_never_loses_the_login() {
                     .cmd(&["get", "corp", "--no-login", "--min-ttl", "3600"])
                     .spawn();
                 assert!(
-                    wait_until(Duration::from_secs(10), || provider.stats().token_calls
-                        > before),
+                    provider.wait_token_calls_above(before, Duration::from_secs(10)),
                     "iteration {i}: the refresh never reached the provider"
                 );
                 daemon.kill9();

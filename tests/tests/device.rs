@@ -3,12 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
-use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use tokend_e2e::{tests_dir, wait_output, Env, Provider};
+use tokend_e2e::{serve_corp, wait_output};
 
 /// The user code in a line: two groups of 4 uppercase letters joined by '-'
 /// (oidc-provider's default format).
@@ -27,10 +26,7 @@ fn user_code(line: &str) -> Option<String> {
 
 #[test]
 fn device_login_then_get() {
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("corp", &provider));
-    let _daemon = env.daemon();
+    let (provider, env, _daemon) = serve_corp(3600);
 
     let mut child = env.cmd(&["login", "corp", "--device"]).spawn();
     let stderr = child.stderr.take().unwrap();
@@ -64,19 +60,13 @@ fn device_login_then_get() {
             code = Some(c);
         }
     }
-    let st = Command::new(tests_dir().join("browser.py"))
-        .args([
+    env.run_browser(
+        &[
             "--device",
             uri.as_deref().unwrap(),
             code.as_deref().unwrap(),
-        ])
-        .env("BROWSER_LOG", env.root().join("browser.log"))
-        .status()
-        .unwrap();
-    assert!(
-        st.success(),
-        "device approval failed:\n{}",
-        env.browser_log()
+        ],
+        "device approval",
     );
 
     // Rebuild a waitable child from the remaining process.

@@ -7,7 +7,7 @@
 use std::thread;
 use std::time::Duration;
 
-use tokend_e2e::{exit, Env, Provider, Value};
+use tokend_e2e::{exit, serve_corp, Provider, Value};
 
 fn scopes_of(v: &Value) -> Vec<String> {
     let mut s: Vec<String> = v["scopes"]
@@ -35,10 +35,7 @@ fn introspected_scopes(provider: &Provider, token: &str) -> Vec<String> {
 
 #[test]
 fn a_down_scoped_token_is_narrower_and_cached_per_scope_set() {
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("corp", &provider));
-    let _daemon = env.daemon();
+    let (provider, env, _daemon) = serve_corp(3600);
 
     let full = env.token(&["get", "corp", "--format", "json"]);
     full.ok();
@@ -114,10 +111,7 @@ fn a_down_scoped_token_is_narrower_and_cached_per_scope_set() {
 
 #[test]
 fn an_ungranted_scope_is_a_usage_error_naming_it() {
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("corp", &provider));
-    let _daemon = env.daemon();
+    let (provider, env, _daemon) = serve_corp(3600);
     env.token(&["get", "corp"]).ok();
     let calls = provider.stats().token_calls;
 

@@ -5,17 +5,24 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tokend_e2e::{exit, Env, Provider};
+use tokend_e2e::{exit, Daemon, Env, Provider};
 
-#[test]
-fn faults_during_refresh_keep_the_daemon_and_the_login() {
+/// A provider with 2 s access tokens, a world with `[site.corp]` logged in
+/// and its daemon, which gives up on the provider after 3 s.
+fn logged_in_with_short_timeouts() -> (Provider, Env, Daemon) {
     let provider = Provider::start(2);
     let mut env = Env::new();
     // A short HTTP timeout so the timeout fault costs seconds, not 30.
     env.set("TOKEND_HTTP_TIMEOUT", "3");
     env.write_config(&Env::site_config("corp", &provider));
-    let mut daemon = env.daemon();
+    let daemon = env.daemon();
     env.token(&["get", "corp"]).ok();
+    (provider, env, daemon)
+}
+
+#[test]
+fn faults_during_refresh_keep_the_daemon_and_the_login() {
+    let (provider, env, mut daemon) = logged_in_with_short_timeouts();
 
     for kind in ["500", "garbage", "reset"] {
         thread::sleep(Duration::from_millis(2500)); // the token is expired now
@@ -62,13 +69,7 @@ fn faults_during_refresh_keep_the_daemon_and_the_login() {
 
 #[test]
 fn a_hanging_token_endpoint_does_not_stall_other_clients() {
-    let provider = Provider::start(2);
-    let mut env = Env::new();
-    // A short HTTP timeout so the timeout fault costs seconds, not 30.
-    env.set("TOKEND_HTTP_TIMEOUT", "3");
-    env.write_config(&Env::site_config("corp", &provider));
-    let mut daemon = env.daemon();
-    env.token(&["get", "corp"]).ok();
+    let (provider, env, mut daemon) = logged_in_with_short_timeouts();
     thread::sleep(Duration::from_millis(2500));
 
     provider.fault("timeout", 1);

@@ -9,14 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use tokend_e2e::{bin, now_unix, skip_unless, tests_dir, Env, Output, Provider, Value};
+use tokend_e2e::{
+    bin, now_unix, ready_line, skip_unless, tests_dir, Daemon, Env, Output, Provider, TokenCmd,
+    Value,
+};
 
 const GIT: &str = "/usr/local/bin/git";
 
@@ -32,6 +33,40 @@ fn git_path() -> Option<PathBuf> {
         .ok()?;
     let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     (!s.is_empty()).then(|| PathBuf::from(s))
+}
+
+/// The git to test with, or `None` after printing that `test` is skipped.
+fn git_or_skip(test: &str) -> Option<PathBuf> {
+    let git = git_path();
+    if git.is_none() {
+        skip_unless(false, test, "no git");
+    }
+    git
+}
+
+/// `git ARGS` in tokend's world, never prompting and without system config.
+fn git_cmd<'a>(env: &'a Env, git: &Path, args: &[&str]) -> TokenCmd<'a> {
+    env.cmd(args)
+        .program(git)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+}
+
+/// A provider, a world configured with [`git_site`] and its daemon.
+fn git_world() -> (Provider, Env, Daemon) {
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    env.write_config(&git_site(&provider));
+    let daemon = env.daemon();
+    (provider, env, daemon)
+}
+
+/// [`git_world`] logged in to `git`: also the output of that `token get git`.
+fn git_logged_in() -> (Provider, Env, Daemon, Output) {
+    let (provider, env, daemon) = git_world();
+    let token = env.token(&["get", "git"]);
+    token.ok();
+    (provider, env, daemon, token)
 }
 
 /// `[site.git]` for the public client, mapped to 127.0.0.1 for git.
@@ -80,13 +115,9 @@ impl GitServer {
             .spawn()
             .expect("python3 tests/git_server.py");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(15)).unwrap_or_default();
+        let line = ready_line(stdout, Duration::from_secs(15))
+            .map(|(line, _)| line)
+            .unwrap_or_default();
         let port = serde_json::from_str::<Value>(line.trim())
             .ok()
             .and_then(|v| v["port"].as_u64())
@@ -170,16 +201,10 @@ fn make_repo(git: &Path, dir: &Path) -> PathBuf {
 
 #[test]
 fn git_clone_over_http_uses_the_bearer_token() {
-    let Some(git) = git_path() else {
-        skip_unless(false, "git_clone_over_http_uses_the_bearer_token", "no git");
+    let Some(git) = git_or_skip("git_clone_over_http_uses_the_bearer_token") else {
         return;
     };
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&git_site(&provider));
-    let _daemon = env.daemon();
-    let token = env.token(&["get", "git"]);
-    token.ok();
+    let (provider, env, _daemon, _token) = git_logged_in();
 
     let root = make_repo(&git, env.root());
     let server = GitServer::start(&root, &provider, env.root().join("git-server.log"), &git);
@@ -188,22 +213,24 @@ fn git_clone_over_http_uses_the_bearer_token() {
     let url = format!("http://127.0.0.1:{}/repo.git", server.port);
 
     // Without the helper the server refuses (it really wants a Bearer token).
-    let out = env
-        .cmd(&[
+    let out = git_cmd(
+        &env,
+        &git,
+        &[
             "-c",
             "credential.helper=",
             "clone",
             &url,
             &env.root().join("nohelper").to_string_lossy(),
-        ])
-        .program(&git)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .run();
+        ],
+    )
+    .run();
     assert_ne!(out.code, 0, "a clone without credentials must fail: {out}");
 
-    let out = env
-        .cmd(&[
+    let out = git_cmd(
+        &env,
+        &git,
+        &[
             "-c",
             "credential.helper=",
             "-c",
@@ -211,12 +238,10 @@ fn git_clone_over_http_uses_the_bearer_token() {
             "clone",
             &url,
             &dest.to_string_lossy(),
-        ])
-        .program(&git)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .timeout(Duration::from_secs(60))
-        .run();
+        ],
+    )
+    .timeout(Duration::from_secs(60))
+    .run();
     assert_eq!(
         out.code,
         0,
@@ -242,20 +267,10 @@ fn git_clone_over_http_uses_the_bearer_token() {
 
 #[test]
 fn git_credential_fill_finds_the_helper_by_name_on_path() {
-    let Some(git) = git_path() else {
-        skip_unless(
-            false,
-            "git_credential_fill_finds_the_helper_by_name_on_path",
-            "no git",
-        );
+    let Some(git) = git_or_skip("git_credential_fill_finds_the_helper_by_name_on_path") else {
         return;
     };
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&git_site(&provider));
-    let _daemon = env.daemon();
-    let token = env.token(&["get", "git"]);
-    token.ok();
+    let (_provider, env, _daemon, token) = git_logged_in();
     let dir = env.root().join("helper");
     helper_link(&dir);
     let path = format!(
@@ -263,21 +278,21 @@ fn git_credential_fill_finds_the_helper_by_name_on_path() {
         dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = env
-        .cmd(&[
+    let out = git_cmd(
+        &env,
+        &git,
+        &[
             "-c",
             "credential.helper=",
             "-c",
             "credential.helper=token",
             "credential",
             "fill",
-        ])
-        .program(&git)
-        .env("PATH", &path)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .stdin("capability[]=authtype\nprotocol=http\nhost=127.0.0.1:9\npath=repo.git\n\n")
-        .run();
+        ],
+    )
+    .env("PATH", &path)
+    .stdin("capability[]=authtype\nprotocol=http\nhost=127.0.0.1:9\npath=repo.git\n\n")
+    .run();
     out.ok();
     let a = attrs(&out);
     assert_eq!(
@@ -294,12 +309,7 @@ fn git_credential_fill_finds_the_helper_by_name_on_path() {
 
 #[test]
 fn credential_get_answers_bearer_with_authtype_and_password_without() {
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&git_site(&provider));
-    let _daemon = env.daemon();
-    let token = env.token(&["get", "git"]);
-    token.ok();
+    let (provider, env, _daemon, token) = git_logged_in();
     let token = token.line().to_owned();
 
     // git 2.46+: a Bearer credential, ephemeral, with its expiry.
@@ -373,10 +383,7 @@ fn credential_get_answers_bearer_with_authtype_and_password_without() {
 
 #[test]
 fn credential_get_for_an_unknown_host_prints_nothing() {
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&git_site(&provider));
-    let _daemon = env.daemon();
+    let (provider, env, _daemon) = git_world();
     let out = env
         .cmd(&["credential", "get"])
         .stdin("capability[]=authtype\nprotocol=https\nhost=git.example.org\n\n")

@@ -7,66 +7,14 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::thread;
 use std::time::Duration;
 
 use tokend_e2e::{
-    exit, form_encode, http, now_unix, tests_dir, wait_output, wait_until, Env, Provider, Value,
+    exit, files_under, form_encode, http, now_unix, one_token, serve_corp, serve_corp_with_store,
+    tests_dir, wait_output, wait_outputs, wait_until, Env, Provider, Value,
 };
-
-/// The `sites[]` entry of `site` in `token status --json`.
-fn site_status(env: &Env, site: &str) -> Value {
-    let out = env.token(&["status", "--json"]);
-    out.ok();
-    let v = out.json();
-    v["sites"]
-        .as_array()
-        .unwrap_or_else(|| panic!("status --json has no sites[]: {v}"))
-        .iter()
-        .find(|s| s["site"] == site)
-        .cloned()
-        .unwrap_or_else(|| panic!("status --json does not list {site}: {v}"))
-}
-
-/// Polls the site's status until `cond` holds; panics with the last status.
-#[track_caller]
-fn wait_status(
-    env: &Env,
-    site: &str,
-    within: Duration,
-    what: &str,
-    cond: impl Fn(&Value) -> bool,
-) -> Value {
-    let mut last = Value::Null;
-    let ok = wait_until(within, || {
-        last = site_status(env, site);
-        let ok = cond(&last);
-        if !ok {
-            thread::sleep(Duration::from_millis(100));
-        }
-        ok
-    });
-    assert!(
-        ok,
-        "{what}: not seen within {within:?}; last status: {last}"
-    );
-    last
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
 
 fn find_key(v: &Value, key: &str) -> Option<String> {
     match v {
@@ -119,17 +67,14 @@ fn revoke_refresh_token(provider: &Provider, rt: &str) {
 
 #[test]
 fn refresh_happens_ahead_with_nobody_calling() {
-    let provider = Provider::start(6);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("corp", &provider));
-    let _daemon = env.daemon();
+    let (provider, env, _daemon) = serve_corp(6);
 
     let first = env.token(&["get", "corp"]);
     first.ok();
     let t1 = first.line().to_owned();
 
     // The plan: a next refresh in the future, before the token expires.
-    let st = site_status(&env, "corp");
+    let st = env.site_status("corp");
     let now = now_unix();
     let expires_at = st["expires_at"]
         .as_u64()
@@ -153,10 +98,7 @@ fn refresh_happens_ahead_with_nobody_calling() {
 
     // Nobody calls: the daemon refreshes by itself.
     assert!(
-        wait_until(Duration::from_secs(20), || provider
-            .stats()
-            .grant("refresh_token")
-            >= 1),
+        provider.wait_grant("refresh_token", 1, Duration::from_secs(20)),
         "no refresh-ahead within 20 s: {:?}",
         provider.stats()
     );
@@ -172,7 +114,7 @@ fn refresh_happens_ahead_with_nobody_calling() {
     let (status, body) = provider.userinfo(second.line());
     assert_eq!(status, 200, "the refreshed token works: {body}");
 
-    let st = site_status(&env, "corp");
+    let st = env.site_status("corp");
     let last = st["last_refresh"]
         .as_u64()
         .unwrap_or_else(|| panic!("last_refresh: {st}"));
@@ -185,11 +127,7 @@ fn refresh_happens_ahead_with_nobody_calling() {
 fn client_credentials_are_refreshed_ahead_only_while_in_use() {
     let provider = Provider::start(4);
     let mut env = Env::new();
-    env.set("CC_SECRET", "cc-secret");
-    env.write_config(&format!(
-        "[site.svc]\nissuer = \"{}\"\nclient_id = \"cc-client\"\ngrant = \"client_credentials\"\nscopes = [\"read\"]\nclient_secret_env = \"CC_SECRET\"\n",
-        provider.issuer()
-    ));
+    env.write_client_credentials_config(&provider);
     let _daemon = env.daemon();
     let first = env.token(&["get", "svc", "--no-login"]);
     first.ok();
@@ -197,16 +135,12 @@ fn client_credentials_are_refreshed_ahead_only_while_in_use() {
 
     // In use (a get since the token): refreshed ahead once.
     assert!(
-        wait_until(Duration::from_secs(15), || provider
-            .stats()
-            .grant("client_credentials")
-            >= 2),
+        provider.wait_grant("client_credentials", 2, Duration::from_secs(15)),
         "an in-use client-credentials site is refreshed ahead: {:?}",
         provider.stats()
     );
     // Nobody asked for that token: no further refresh is planned.
-    let st = wait_status(
-        &env,
+    let st = env.wait_site_status(
         "svc",
         Duration::from_secs(10),
         "no next_refresh while unused",
@@ -233,10 +167,7 @@ fn client_credentials_are_refreshed_ahead_only_while_in_use() {
 
 #[test]
 fn hundred_concurrent_gets_share_one_refresh() {
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("corp", &provider));
-    let _daemon = env.daemon();
+    let (provider, env, _daemon) = serve_corp(3600);
     let first = env.token(&["get", "corp"]);
     first.ok();
     // After 3.2 s the cached token has < 3598 s left; a fresh one has 3600 s
@@ -247,17 +178,9 @@ fn hundred_concurrent_gets_share_one_refresh() {
     let children: Vec<Child> = (0..100)
         .map(|_| env.cmd(&["get", "corp", "--min-ttl", "3598"]).spawn())
         .collect();
-    let outs: Vec<_> = children
-        .into_iter()
-        .map(|c| wait_output(c, Duration::from_secs(60), "token get corp"))
-        .collect();
-    for o in &outs {
-        o.ok();
-    }
-    let token = outs[0].line().to_owned();
+    let outs = wait_outputs(children, Duration::from_secs(60), "token get corp");
+    let token = one_token(&outs, "all 100 callers print the same token");
     assert_ne!(token, first.line(), "the refreshed token, not the old one");
-    let differing = outs.iter().filter(|o| o.line() != token).count();
-    assert_eq!(differing, 0, "all 100 callers print the same token");
     let stats = provider.stats();
     assert_eq!(
         stats.grant("refresh_token"),
@@ -287,8 +210,7 @@ fn a_slow_refresh_of_one_site_does_not_hold_up_another() {
     provider.delay(6000, 1);
     let mut a = env.cmd(&["get", "a", "--min-ttl", "3599"]).spawn();
     assert!(
-        wait_until(Duration::from_secs(10), || provider.stats().token_calls
-            > before.token_calls),
+        provider.wait_token_calls_above(before.token_calls, Duration::from_secs(10)),
         "a's refresh never reached the provider"
     );
     let b = env.token(&["get", "b", "--min-ttl", "3599"]);
@@ -326,10 +248,7 @@ fn slow_browser(env: &Env, secs: u32) -> String {
 
 #[test]
 fn invalid_grant_leads_to_one_login_that_ten_callers_join() {
-    let provider = Provider::start(3600);
-    let mut env = Env::with_store("file");
-    env.write_config(&Env::site_config("corp", &provider));
-    let _daemon = env.daemon();
+    let (provider, env, _daemon) = serve_corp_with_store(3600, "file");
     let first = env.token(&["get", "corp"]);
     first.ok();
     assert_eq!(env.browser_launches(), 1);
@@ -338,7 +257,7 @@ fn invalid_grant_leads_to_one_login_that_ten_callers_join() {
     revoke_refresh_token(&provider, &stored_refresh_token(&env));
     let out = env.token(&["get", "corp", "--no-login", "--min-ttl", "3600"]);
     out.code(exit::LOGIN_REQUIRED);
-    let st = site_status(&env, "corp");
+    let st = env.site_status("corp");
     assert_eq!(
         st["has_refresh_token"], false,
         "the refused refresh token is dropped: {st}"
@@ -360,35 +279,21 @@ fn invalid_grant_leads_to_one_login_that_ten_callers_join() {
     let children: Vec<Child> = (0..10)
         .map(|_| env.cmd(&["get", "corp"]).env("BROWSER", &browser).spawn())
         .collect();
-    wait_status(
-        &env,
-        "corp",
-        Duration::from_secs(20),
-        "login_pending",
-        |s| s["state"] == "login_pending",
-    );
+    env.wait_site_status("corp", Duration::from_secs(20), "login_pending", |s| {
+        s["state"] == "login_pending"
+    });
 
     // A caller that allows no login fails at once, even with a login pending.
     let nl = env.token(&["get", "corp", "--no-login"]);
     nl.code(exit::LOGIN_REQUIRED);
     assert_eq!(
-        site_status(&env, "corp")["state"],
+        env.site_status("corp")["state"],
         "login_pending",
         "--no-login returned while the login is pending"
     );
 
-    let outs: Vec<_> = children
-        .into_iter()
-        .map(|c| wait_output(c, Duration::from_secs(60), "token get corp"))
-        .collect();
-    for o in &outs {
-        o.ok();
-    }
-    let token = outs[0].line().to_owned();
-    assert!(
-        outs.iter().all(|o| o.line() == token),
-        "all ten get the same token"
-    );
+    let outs = wait_outputs(children, Duration::from_secs(60), "token get corp");
+    let token = one_token(&outs, "all ten get the same token");
     assert_ne!(token, first.line());
     assert_eq!(env.browser_launches(), 2, "one browser for ten callers");
     let stats = provider.stats();

@@ -3,16 +3,11 @@
 //! the documented exit codes; concurrent callers share one login.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::thread;
-
-use tokend_e2e::{exit, Env, Provider};
+use tokend_e2e::{exit, one_token, serve_corp};
 
 #[test]
 fn first_get_logs_in_through_the_browser_and_the_token_works() {
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("corp", &provider));
-    let _daemon = env.daemon();
+    let (provider, env, _daemon) = serve_corp(3600);
 
     let out = env.token(&["get", "corp"]);
     out.ok();
@@ -39,10 +34,7 @@ fn first_get_logs_in_through_the_browser_and_the_token_works() {
 
 #[test]
 fn second_get_is_served_from_memory() {
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("corp", &provider));
-    let _daemon = env.daemon();
+    let (provider, env, _daemon) = serve_corp(3600);
 
     let first = env.token(&["get", "corp"]);
     first.ok();
@@ -65,10 +57,7 @@ fn second_get_is_served_from_memory() {
 
 #[test]
 fn no_login_without_a_login_exits_3() {
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("corp", &provider));
-    let _daemon = env.daemon();
+    let (provider, env, _daemon) = serve_corp(3600);
 
     let out = env.token(&["get", "corp", "--no-login"]);
     out.code(exit::LOGIN_REQUIRED);
@@ -87,10 +76,7 @@ fn no_login_without_a_login_exits_3() {
 
 #[test]
 fn unknown_site_exits_2_naming_it() {
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("corp", &provider));
-    let _daemon = env.daemon();
+    let (_provider, env, _daemon) = serve_corp(3600);
 
     let out = env.token(&["get", "unknown"]);
     out.code(exit::USAGE);
@@ -104,26 +90,10 @@ fn unknown_site_exits_2_naming_it() {
 
 #[test]
 fn concurrent_gets_share_one_login_and_one_browser() {
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("corp", &provider));
-    let _daemon = env.daemon();
+    let (provider, env, _daemon) = serve_corp(3600);
 
-    let env = &env;
-    let outs: Vec<_> = thread::scope(|s| {
-        let hs: Vec<_> = (0..4)
-            .map(|_| s.spawn(move || env.token(&["get", "corp"])))
-            .collect();
-        hs.into_iter().map(|h| h.join().expect("thread")).collect()
-    });
-    for o in &outs {
-        o.ok();
-    }
-    let first = outs[0].line();
-    assert!(
-        outs.iter().all(|o| o.line() == first),
-        "every waiter gets the same token: {outs:#?}"
-    );
+    let outs = env.token_concurrently(4, &["get", "corp"]);
+    one_token(&outs, "every waiter gets the same token");
     assert_eq!(
         env.browser_launches(),
         1,

@@ -8,9 +8,8 @@ use std::time::Duration;
 use tokend_e2e::{wait_until, Env, Provider};
 
 fn env_with_mode(provider: &Provider, mode: &str) -> Env {
-    let mut env = Env::new();
+    let mut env = Env::with_site("corp", provider);
     env.set("BROWSER_MODE", mode);
-    env.write_config(&Env::site_config("corp", provider));
     env
 }
 
@@ -30,16 +29,14 @@ fn denied_consent_fails_with_the_providers_error() {
     assert_eq!(provider.stats().token_calls, 0);
 }
 
-#[test]
-fn forged_state_is_rejected_and_the_code_never_exchanged() {
+/// The browser (in `mode`) returns a tampered callback (`what`): the login
+/// fails and the code is never exchanged.
+fn forged_callback_is_rejected(mode: &str, what: &str) {
     let provider = Provider::start(3600);
-    let mut env = env_with_mode(&provider, "forge-state");
+    let mut env = env_with_mode(&provider, mode);
     let _daemon = env.daemon();
     let out = env.token(&["get", "corp"]);
-    assert_ne!(
-        out.code, 0,
-        "a callback with a wrong state must fail the login: {out}"
-    );
+    assert_ne!(out.code, 0, "{what} must fail the login: {out}");
     assert!(out.stdout.is_empty(), "{out}");
     assert_eq!(
         provider.stats().token_calls,
@@ -49,21 +46,13 @@ fn forged_state_is_rejected_and_the_code_never_exchanged() {
 }
 
 #[test]
+fn forged_state_is_rejected_and_the_code_never_exchanged() {
+    forged_callback_is_rejected("forge-state", "a callback with a wrong state");
+}
+
+#[test]
 fn forged_iss_is_rejected_and_the_code_never_exchanged() {
-    let provider = Provider::start(3600);
-    let mut env = env_with_mode(&provider, "forge-iss");
-    let _daemon = env.daemon();
-    let out = env.token(&["get", "corp"]);
-    assert_ne!(
-        out.code, 0,
-        "a callback from another issuer must fail the login: {out}"
-    );
-    assert!(out.stdout.is_empty(), "{out}");
-    assert_eq!(
-        provider.stats().token_calls,
-        0,
-        "the code must not be exchanged"
-    );
+    forged_callback_is_rejected("forge-iss", "a callback from another issuer");
 }
 
 #[test]
@@ -84,17 +73,7 @@ fn a_pending_login_prints_the_url_and_a_second_caller_joins_it() {
 
     // Complete the pending login by hand, with the URL the browser got.
     let url = env.browser_urls().pop().unwrap();
-    let st = std::process::Command::new(tokend_e2e::tests_dir().join("browser.py"))
-        .arg(&url)
-        .env("BROWSER_FOREGROUND", "1")
-        .env("BROWSER_LOG", env.root().join("browser.log"))
-        .status()
-        .unwrap();
-    assert!(
-        st.success(),
-        "manual approval failed:\n{}",
-        env.browser_log()
-    );
+    env.run_browser(&[&url], "manual approval");
 
     let a = tokend_e2e::wait_output(first, Duration::from_secs(30), "first get");
     let b = tokend_e2e::wait_output(second, Duration::from_secs(30), "second get");

@@ -2,14 +2,11 @@
 //! site locally; the next get needs a new login.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use tokend_e2e::{exit, Env, Provider};
+use tokend_e2e::{exit, serve_corp_with_store};
 
 #[test]
 fn logout_revokes_and_forgets() {
-    let provider = Provider::start(3600);
-    let mut env = Env::with_store("file");
-    env.write_config(&Env::site_config("corp", &provider));
-    let _daemon = env.daemon();
+    let (provider, env, _daemon) = serve_corp_with_store(3600, "file");
     let out = env.token(&["get", "corp"]);
     out.ok();
     let token = out.line().to_owned();

@@ -5,23 +5,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tokend_e2e::{keyring_available, mode, skip_unless, unique, Env, Provider};
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
+use tokend_e2e::{
+    files_under, keyring_available, mode, serve_corp_with_store, skip_unless, unique, Env, Provider,
+};
 
 fn dirs_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![dir.to_path_buf()];
@@ -60,12 +46,18 @@ fn survives_restart(env: &mut Env, provider: &Provider, site: &str, kill9: bool)
     assert_eq!(stats.grant("authorization_code"), 1, "{stats:?}");
 }
 
-#[test]
-fn file_store_survives_a_restart_and_is_private() {
+/// A provider and a file-store world with `[site.corp]` that [`survives_restart`].
+fn file_store_survives_restart(kill9: bool) -> (Provider, Env) {
     let provider = Provider::start(3600);
     let mut env = Env::with_store("file");
     env.write_config(&Env::site_config("corp", &provider));
-    survives_restart(&mut env, &provider, "corp", false);
+    survives_restart(&mut env, &provider, "corp", kill9);
+    (provider, env)
+}
+
+#[test]
+fn file_store_survives_a_restart_and_is_private() {
+    let (_provider, env) = file_store_survives_restart(false);
 
     let dir = env.state_dir();
     assert!(
@@ -85,18 +77,12 @@ fn file_store_survives_a_restart_and_is_private() {
 
 #[test]
 fn file_store_survives_kill_9() {
-    let provider = Provider::start(3600);
-    let mut env = Env::with_store("file");
-    env.write_config(&Env::site_config("corp", &provider));
-    survives_restart(&mut env, &provider, "corp", true);
+    file_store_survives_restart(true);
 }
 
 #[test]
 fn secrets_never_reach_the_config_dir_or_the_log() {
-    let provider = Provider::start(3600);
-    let mut env = Env::with_store("file");
-    env.write_config(&Env::site_config("corp", &provider));
-    let daemon = env.daemon();
+    let (_provider, env, daemon) = serve_corp_with_store(3600, "file");
     let out = env.token(&["get", "corp"]);
     out.ok();
     let token = out.line().to_owned();

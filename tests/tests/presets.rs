@@ -7,14 +7,8 @@
 #[path = "../se_stub/stub.rs"]
 mod stub;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
-use std::sync::mpsc;
-use std::thread;
-use std::time::Duration;
-
 use stub::SeStub;
-use tokend_e2e::{exit, wait_output, Env};
+use tokend_e2e::{exit, Daemon, Env, Output};
 
 /// A good SE site, then `[site.bad]` with the `bad` lines.
 fn config(se: &SeStub, bad: &str) -> String {
@@ -31,22 +25,30 @@ fn line_of(text: &str, needle: &str) -> usize {
         + 1
 }
 
+/// Starts a daemon on [`config`] with the `bad` lines: `token get bad` is a
+/// usage error pointing at the line that holds `needle`. Returns its output.
+#[track_caller]
+fn bad_site_error(env: &mut Env, se: &SeStub, bad: &str, needle: &str) -> (Output, Daemon) {
+    let text = config(se, bad);
+    env.write_config(&text);
+    let daemon = env.daemon();
+    let out = env.token(&["get", "bad"]);
+    out.code(exit::USAGE);
+    let line = line_of(&text, needle);
+    assert!(
+        out.stderr.contains(&format!("config.toml:{line}:")),
+        "line {line}: {out}"
+    );
+    (out, daemon)
+}
+
 #[test]
 fn unknown_preset_names_the_key_the_line_and_the_known_presets() {
     let se = SeStub::start();
     let mut env = Env::new();
     se.use_browser(&mut env);
-    let text = config(&se, "preset = \"stackoverflw\"\n");
-    env.write_config(&text);
-    let _daemon = env.daemon();
-
-    let out = env.token(&["get", "bad"]);
-    out.code(exit::USAGE);
-    let line = line_of(&text, "stackoverflw");
-    assert!(
-        out.stderr.contains(&format!("config.toml:{line}:")),
-        "line {line}: {out}"
-    );
+    let (out, _daemon) =
+        bad_site_error(&mut env, &se, "preset = \"stackoverflw\"\n", "stackoverflw");
     assert!(out.stderr.contains("`preset`"), "{out}");
     for name in [
         "stackexchange",
@@ -69,16 +71,11 @@ fn unknown_preset_names_the_key_the_line_and_the_known_presets() {
 fn teams_without_subdomain_is_a_config_error_at_the_site_header() {
     let se = SeStub::start();
     let mut env = Env::new();
-    let text = config(&se, "preset = \"stackoverflow-teams\"\n");
-    env.write_config(&text);
-    let _daemon = env.daemon();
-
-    let out = env.token(&["get", "bad"]);
-    out.code(exit::USAGE);
-    let line = line_of(&text, "[site.bad]");
-    assert!(
-        out.stderr.contains(&format!("config.toml:{line}:")),
-        "line {line}: {out}"
+    let (out, _daemon) = bad_site_error(
+        &mut env,
+        &se,
+        "preset = \"stackoverflow-teams\"\n",
+        "[site.bad]",
     );
     assert!(out.stderr.contains("`subdomain`"), "{out}");
     let status = env.token(&["status", "--json"]);
@@ -94,15 +91,11 @@ fn teams_without_subdomain_is_a_config_error_at_the_site_header() {
 fn a_parameter_without_its_preset_is_refused() {
     let se = SeStub::start();
     let mut env = Env::new();
-    let text = config(&se, "preset = \"github\"\nsubdomain = \"acme\"\n");
-    env.write_config(&text);
-    let _daemon = env.daemon();
-    let out = env.token(&["get", "bad"]);
-    out.code(exit::USAGE);
-    let line = line_of(&text, "subdomain");
-    assert!(
-        out.stderr.contains(&format!("config.toml:{line}:")),
-        "line {line}: {out}"
+    let (out, _daemon) = bad_site_error(
+        &mut env,
+        &se,
+        "preset = \"github\"\nsubdomain = \"acme\"\n",
+        "subdomain",
     );
     assert!(out.stderr.contains("stackoverflow-teams"), "{out}");
 }
@@ -124,42 +117,13 @@ fn teams_paste_login_and_logout() {
     ));
     let _daemon = env.daemon();
 
-    let mut cmd = env
-        .cmd(&["login", "teams", "--paste"])
-        .env("BROWSER_MODE", "ignore")
-        .command();
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn token login --paste");
-    let mut stdin = child.stdin.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let prefix = format!("{b}/oauth");
-    let mut seen = Vec::new();
-    let url = loop {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("no authorization URL on stderr:\n{}", seen.join("\n"));
-        };
-        if let Some(u) = line.split_whitespace().find(|w| w.starts_with(&prefix)) {
-            break u.to_owned();
-        }
-        seen.push(line);
-    };
+    let login = stub::run_paste_login(&env, &se, "teams");
+    let url = &login.authorization_url;
     assert!(
         url.contains("scope=write_access%2Cno_expiry%2Caccess_team"),
         "{url}"
     );
-    writeln!(stdin, "{}", se.approve(&url)).unwrap();
-    drop(stdin);
-    wait_output(child, Duration::from_secs(30), "token login --paste").ok();
+    login.out.ok();
 
     let out = env.token(&["get", "teams", "--no-login"]);
     out.ok();

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use tokend_e2e::{Env, Provider, Value};
+use tokend_e2e::{serve_corp, Env, Value};
 
 fn connect(env: &Env) -> UnixStream {
     let s = UnixStream::connect(env.socket_path()).unwrap();
@@ -73,58 +73,44 @@ fn still_serving(env: &Env) {
     assert!(out.code < 128, "{out}");
 }
 
-fn setup() -> (Provider, Env, tokend_e2e::Daemon) {
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("corp", &provider));
-    let daemon = env.daemon();
-    (provider, env, daemon)
+/// A running daemon answers `line` with an error in `codes` (or closes the
+/// connection) and keeps serving.
+fn refused_and_still_serving(line: &[u8], codes: &[&str]) {
+    let (_p, env, mut daemon) = serve_corp(3600);
+    assert_error(&send(&env, line), codes);
+    still_serving(&env);
+    assert!(daemon.alive());
 }
 
 #[test]
 fn a_70_kib_line_is_refused() {
-    let (_p, env, mut daemon) = setup();
     let mut line = br#"{"v":1,"op":"get","site":""#.to_vec();
     line.extend(std::iter::repeat_n(b'x', 70 * 1024));
     line.extend(b"\"}\n");
-    assert_error(&send(&env, &line), &["bad_request"]);
-    still_serving(&env);
-    assert!(daemon.alive());
+    refused_and_still_serving(&line, &["bad_request"]);
 }
 
 #[test]
 fn a_non_json_line_is_refused() {
-    let (_p, env, mut daemon) = setup();
-    assert_error(&send(&env, b"hello, daemon\n"), &["bad_request"]);
-    still_serving(&env);
-    assert!(daemon.alive());
+    refused_and_still_serving(b"hello, daemon\n", &["bad_request"]);
 }
 
 #[test]
 fn another_protocol_version_is_refused() {
-    let (_p, env, mut daemon) = setup();
-    assert_error(
-        &send(&env, b"{\"v\":2,\"op\":\"status\"}\n"),
+    refused_and_still_serving(
+        b"{\"v\":2,\"op\":\"status\"}\n",
         &["version_mismatch", "bad_request"],
     );
-    still_serving(&env);
-    assert!(daemon.alive());
 }
 
 #[test]
 fn an_unknown_op_is_refused() {
-    let (_p, env, mut daemon) = setup();
-    assert_error(
-        &send(&env, b"{\"v\":1,\"op\":\"explode\"}\n"),
-        &["bad_request"],
-    );
-    still_serving(&env);
-    assert!(daemon.alive());
+    refused_and_still_serving(b"{\"v\":1,\"op\":\"explode\"}\n", &["bad_request"]);
 }
 
 #[test]
 fn status_over_the_raw_socket_and_many_requests_on_one_connection() {
-    let (_p, env, _daemon) = setup();
+    let (_p, env, _daemon) = serve_corp(3600);
     let mut s = connect(&env);
     s.write_all(b"{\"v\":1,\"op\":\"status\"}\n{\"v\":1,\"op\":\"get\",\"site\":\"nope\",\"login\":\"never\"}\n")
         .unwrap();
@@ -145,7 +131,7 @@ fn status_over_the_raw_socket_and_many_requests_on_one_connection() {
 
 #[test]
 fn a_stalled_client_does_not_stall_the_others() {
-    let (_p, env, _daemon) = setup();
+    let (_p, env, _daemon) = serve_corp(3600);
     // Half a request, never finished, connection kept open.
     let mut stalled = connect(&env);
     stalled.write_all(b"{\"v\":1,\"op\":").unwrap();

@@ -5,12 +5,17 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tokend_e2e::{Env, Provider};
+use tokend_e2e::{serve_corp, Env, Provider};
 
-/// Logs in, stops the daemon and waits until the access token has expired:
-/// with no daemon running, nothing can refresh it ahead meanwhile. The
-/// restarted daemon holds only the stored refresh token.
-fn expired_after_restart(env: &mut Env, provider: &Provider) -> String {
+/// A provider whose access tokens live 2 s and a file-store world with
+/// `[site.corp]`: logs in, stops the daemon and waits until the access token
+/// has expired: with no daemon running, nothing can refresh it ahead
+/// meanwhile. The restarted daemon holds only the stored refresh token.
+/// Returns the provider, the world and the expired token.
+fn expired_after_restart() -> (Provider, Env, String) {
+    let provider = Provider::start(2);
+    let mut env = Env::with_store("file");
+    env.write_config(&Env::site_config("corp", &provider));
     let mut daemon = env.daemon();
     let first = env.token(&["get", "corp"]);
     first.ok();
@@ -19,16 +24,14 @@ fn expired_after_restart(env: &mut Env, provider: &Provider) -> String {
     assert_eq!(provider.stats().grant("refresh_token"), 0);
     let until = issued + Duration::from_millis(2600);
     thread::sleep(until.saturating_duration_since(Instant::now()));
-    first.line().to_owned()
+    let old = first.line().to_owned();
+    (provider, env, old)
 }
 
 #[test]
 fn expired_token_is_refreshed_exactly_once() {
     // Access tokens live 2 s at this provider.
-    let provider = Provider::start(2);
-    let mut env = Env::with_store("file");
-    env.write_config(&Env::site_config("corp", &provider));
-    let old = expired_after_restart(&mut env, &provider);
+    let (provider, mut env, old) = expired_after_restart();
     let _daemon = env.daemon();
 
     let second = env.token(&["get", "corp"]);
@@ -55,10 +58,7 @@ fn expired_token_is_refreshed_exactly_once() {
 #[test]
 fn min_ttl_forces_a_refresh_of_a_still_valid_token() {
     // 30 s tokens; after 1.5 s the cached one has < 29 s left.
-    let provider = Provider::start(30);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("corp", &provider));
-    let _daemon = env.daemon();
+    let (provider, env, _daemon) = serve_corp(30);
 
     let first = env.token(&["get", "corp"]);
     first.ok();
@@ -82,20 +82,11 @@ fn min_ttl_forces_a_refresh_of_a_still_valid_token() {
 
 #[test]
 fn concurrent_gets_of_an_expired_token_share_one_refresh() {
-    let provider = Provider::start(2);
-    let mut env = Env::with_store("file");
-    env.write_config(&Env::site_config("corp", &provider));
-    let old = expired_after_restart(&mut env, &provider);
+    let (provider, mut env, old) = expired_after_restart();
     // Whatever refresh comes next is slow, so every caller overlaps with it.
     provider.delay(1000, 1);
     let _daemon = env.daemon();
-    let env = &env;
-    let outs: Vec<_> = thread::scope(|s| {
-        let hs: Vec<_> = (0..4)
-            .map(|_| s.spawn(move || env.token(&["get", "corp"])))
-            .collect();
-        hs.into_iter().map(|h| h.join().expect("thread")).collect()
-    });
+    let outs = env.token_concurrently(4, &["get", "corp"]);
     for o in &outs {
         o.ok();
         assert_ne!(o.line(), old, "no expired token handed out");

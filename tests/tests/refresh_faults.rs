@@ -4,49 +4,9 @@
 //! backoff retry (10 s) recovers before the token expires.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::thread;
 use std::time::Duration;
 
-use tokend_e2e::{now_unix, wait_until, Env, Provider, Value};
-
-/// The `sites[]` entry of `site` in `token status --json`.
-fn site_status(env: &Env, site: &str) -> Value {
-    let out = env.token(&["status", "--json"]);
-    out.ok();
-    let v = out.json();
-    v["sites"]
-        .as_array()
-        .unwrap_or_else(|| panic!("status --json has no sites[]: {v}"))
-        .iter()
-        .find(|s| s["site"] == site)
-        .cloned()
-        .unwrap_or_else(|| panic!("status --json does not list {site}: {v}"))
-}
-
-/// Polls the site's status until `cond` holds; panics with the last status.
-#[track_caller]
-fn wait_status(
-    env: &Env,
-    site: &str,
-    within: Duration,
-    what: &str,
-    cond: impl Fn(&Value) -> bool,
-) -> Value {
-    let mut last = Value::Null;
-    let ok = wait_until(within, || {
-        last = site_status(env, site);
-        let ok = cond(&last);
-        if !ok {
-            thread::sleep(Duration::from_millis(100));
-        }
-        ok
-    });
-    assert!(
-        ok,
-        "{what}: not seen within {within:?}; last status: {last}"
-    );
-    last
-}
+use tokend_e2e::{now_unix, Env, Provider};
 
 /// Faults of `kind` hit the refresh-ahead: the valid token stays in service
 /// without further provider calls, status reports the failure, and the
@@ -68,8 +28,7 @@ fn faults_during_refresh_ahead(kind: &str) {
     let t1 = first.line().to_owned();
     provider.fault(kind, 1);
 
-    let st = wait_status(
-        &env,
+    let st = env.wait_site_status(
         "corp",
         Duration::from_secs(20),
         "last_error after a fault",
@@ -98,8 +57,7 @@ fn faults_during_refresh_ahead(kind: &str) {
     );
 
     // The retry succeeds: a new token, the error cleared.
-    let st = wait_status(
-        &env,
+    let st = env.wait_site_status(
         "corp",
         Duration::from_secs(25),
         "recovery after the fault",

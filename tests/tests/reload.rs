@@ -9,7 +9,7 @@ use std::fs;
 use std::thread;
 use std::time::Duration;
 
-use tokend_e2e::{exit, wait_until, Daemon, Env, Provider, Value};
+use tokend_e2e::{exit, wait_until, Daemon, Env, Output, Provider, Value};
 
 /// `token status --json`, parsed.
 fn status(env: &Env) -> Value {
@@ -62,8 +62,7 @@ fn two_sites(provider: &Provider) -> String {
 #[test]
 fn an_added_site_is_served_and_a_removed_one_is_unknown() {
     let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("a", &provider));
+    let mut env = Env::with_site("a", &provider);
     let _daemon = env.daemon();
     env.token(&["get", "a"]).ok();
     env.token(&["get", "b"]).code(exit::USAGE);
@@ -90,8 +89,7 @@ fn an_added_site_is_served_and_a_removed_one_is_unknown() {
 #[test]
 fn changing_refresh_before_keeps_the_login() {
     let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("a", &provider));
+    let mut env = Env::with_site("a", &provider);
     let _daemon = env.daemon();
     let first = env.token(&["get", "a"]);
     first.ok();
@@ -148,8 +146,7 @@ fn identity_change_drops_the_login(env: &mut Env, changed: &str) -> Daemon {
 #[test]
 fn changing_scopes_drops_the_login() {
     let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("a", &provider));
+    let mut env = Env::with_site("a", &provider);
     let changed = format!(
         "[site.a]\nissuer = \"{}\"\nclient_id = \"public-pkce\"\nscopes = [\"openid\", \"read\", \"write\"]\n",
         provider.issuer()
@@ -169,9 +166,8 @@ fn changing_scopes_drops_the_login() {
 #[test]
 fn changing_client_id_drops_the_login() {
     let provider = Provider::start(3600);
-    let mut env = Env::new();
+    let mut env = Env::with_site("a", &provider);
     env.set("A_SECRET", "post-secret");
-    env.write_config(&Env::site_config("a", &provider));
     let changed = format!(
         "[site.a]\nissuer = \"{}\"\nclient_id = \"conf-post\"\nclient_secret_env = \"A_SECRET\"\nclient_auth = \"post\"\nscopes = [\"openid\", \"read\"]\n",
         provider.issuer()
@@ -183,8 +179,7 @@ fn changing_client_id_drops_the_login() {
 fn changing_the_issuer_drops_the_login() {
     let provider = Provider::start(3600);
     let other = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("a", &provider));
+    let mut env = Env::with_site("a", &provider);
     let _daemon = identity_change_drops_the_login(&mut env, &Env::site_config("a", &other));
     assert_eq!(
         other.stats().grant("authorization_code"),
@@ -193,15 +188,30 @@ fn changing_the_issuer_drops_the_login() {
     );
 }
 
-#[test]
-fn an_invalid_site_edit_keeps_the_previous_settings_running() {
-    let provider = Provider::start(3600);
+/// A world with sites `a` and `b` at `provider`, its daemon, and both
+/// logged in; returns a's first token too.
+fn both_logged_in(provider: &Provider) -> (Env, Daemon, Output) {
     let mut env = Env::new();
-    env.write_config(&two_sites(&provider));
-    let _daemon = env.daemon();
+    env.write_config(&two_sites(provider));
+    let daemon = env.daemon();
     let a1 = env.token(&["get", "a"]);
     a1.ok();
     env.token(&["get", "b"]).ok();
+    (env, daemon, a1)
+}
+
+/// Waits until `token status --json` lists config errors.
+#[track_caller]
+fn wait_config_errors(env: &Env, what: &str) -> Value {
+    wait_status(env, what, |v| {
+        v["config_errors"].as_array().is_some_and(|e| !e.is_empty())
+    })
+}
+
+#[test]
+fn an_invalid_site_edit_keeps_the_previous_settings_running() {
+    let provider = Provider::start(3600);
+    let (env, _daemon, a1) = both_logged_in(&provider);
 
     // An unknown key in a's table.
     rewrite_config_atomically(
@@ -212,9 +222,7 @@ fn an_invalid_site_edit_keeps_the_previous_settings_running() {
             Env::site_config("b", &provider)
         ),
     );
-    let st = wait_status(&env, "config_errors for the unknown key", |v| {
-        v["config_errors"].as_array().is_some_and(|e| !e.is_empty())
-    });
+    let st = wait_config_errors(&env, "config_errors for the unknown key");
     let errors = st["config_errors"].to_string();
     assert!(
         errors.contains("bogus_key"),
@@ -247,20 +255,13 @@ fn an_invalid_site_edit_keeps_the_previous_settings_running() {
 #[test]
 fn a_toml_syntax_error_keeps_every_site_running() {
     let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&two_sites(&provider));
-    let _daemon = env.daemon();
-    let a1 = env.token(&["get", "a"]);
-    a1.ok();
-    env.token(&["get", "b"]).ok();
+    let (env, _daemon, a1) = both_logged_in(&provider);
 
     rewrite_config_atomically(
         &env,
         &format!("{}\n[site.c\nissuer = \n", two_sites(&provider)),
     );
-    let st = wait_status(&env, "config_errors for the syntax error", |v| {
-        v["config_errors"].as_array().is_some_and(|e| !e.is_empty())
-    });
+    let st = wait_config_errors(&env, "config_errors for the syntax error");
     assert!(
         site_of(&st, "a").is_some() && site_of(&st, "b").is_some(),
         "{st}"

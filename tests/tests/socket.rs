@@ -5,14 +5,11 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use tokend_e2e::{bin, mode, skip_unless, Env, Provider};
+use tokend_e2e::{bin, mode, serve_corp, skip_unless};
 
 #[test]
 fn socket_dir_is_0700_and_socket_0600() {
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("corp", &provider));
-    let _daemon = env.daemon();
+    let (_provider, env, _daemon) = serve_corp(3600);
 
     let sock = env.socket_path();
     let dir = sock.parent().unwrap();
@@ -41,10 +38,7 @@ fn a_foreign_uid_is_refused() {
     ) {
         return;
     }
-    let provider = Provider::start(3600);
-    let mut env = Env::new();
-    env.write_config(&Env::site_config("corp", &provider));
-    let _daemon = env.daemon();
+    let (_provider, env, _daemon) = serve_corp(3600);
 
     // Open the path up so only the daemon's peer-uid check stands in the way.
     let sock = env.socket_path();

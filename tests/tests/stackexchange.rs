@@ -10,14 +10,10 @@
 #[path = "../se_stub/stub.rs"]
 mod stub;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 use stub::{wait_for_file, SeStub, KEY};
-use tokend_e2e::{exit, wait_output, Env, Value};
+use tokend_e2e::{exit, Env, Value};
 
 fn site_status(env: &Env, site: &str) -> Value {
     let out = env.token(&["status", site, "--json"]);
@@ -163,56 +159,18 @@ fn a_failed_invalidation_is_reported_and_the_login_forgotten() {
         .code(exit::LOGIN_REQUIRED);
 }
 
-/// Runs `token login SITE --paste`: reads the authorization URL from its
-/// stderr, approves it at the stub with plain HTTP, and writes the final
-/// `/oauth/login_success...` URL to its stdin.
+/// [`stub::run_paste_login`] to a site whose redirect is the stub's
+/// `/oauth/login_success`: that is the URL pasted back.
 fn paste_login(env: &Env, se: &SeStub, site: &str) -> tokend_e2e::Output {
-    let mut cmd = env
-        .cmd(&["login", site, "--paste"])
-        .env("BROWSER_MODE", "ignore")
-        .command();
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn token login --paste");
-    let mut stdin = child.stdin.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let seen = thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            all.push_str(&line);
-            all.push('\n');
-            let _ = tx.send(line);
-        }
-        all
-    });
-    let prefix = format!("{}/oauth", se.base());
-    let mut lines = Vec::new();
-    let url = loop {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "no authorization URL on the stderr of `token login {site} --paste`:\n{}",
-                lines.join("\n")
-            );
-        };
-        if let Some(url) = line.split_whitespace().find(|w| w.starts_with(&prefix)) {
-            break url.to_owned();
-        }
-        lines.push(line);
-    };
-    let final_url = se.approve(&url);
+    let login = stub::run_paste_login(env, se, site);
     assert!(
-        final_url.starts_with(&format!("{}/oauth/login_success", se.base())),
-        "{final_url}"
+        login
+            .pasted
+            .starts_with(&format!("{}/oauth/login_success", se.base())),
+        "{}",
+        login.pasted
     );
-    writeln!(stdin, "{final_url}").unwrap();
-    drop(stdin);
-    let mut out = wait_output(child, Duration::from_secs(30), "token login --paste");
-    out.stderr = seen.join().unwrap_or_default();
-    out
+    login.out
 }
 
 #[test]
