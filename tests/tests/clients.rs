@@ -112,3 +112,30 @@ fn the_client_starts_a_daemon_when_none_answers() {
     assert!(gone, "the autostarted daemon did not stop");
     env.token(&["status"]).code(exit::UNREACHABLE);
 }
+
+#[test]
+fn extra_params_reach_the_authorization_request() {
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    env.write_config(&format!(
+        "{}extra_params = {{ login_hint = \"tester@example.com\", ui_locales = \"en\" }}\n",
+        Env::site_config("corp", &provider)
+    ));
+    let _daemon = env.daemon();
+    env.token(&["get", "corp"]).ok();
+    let urls = env.browser_urls();
+    assert_eq!(urls.len(), 1, "{urls:?}");
+    assert!(
+        urls[0].contains("login_hint=tester%40example.com"),
+        "{}",
+        urls[0]
+    );
+    assert!(urls[0].contains("ui_locales=en"), "{}", urls[0]);
+    // PKCE S256 is always there, and the parameters tokend owns are not duplicated.
+    assert!(
+        urls[0].contains("code_challenge_method=S256"),
+        "{}",
+        urls[0]
+    );
+    assert_eq!(urls[0].matches("state=").count(), 1, "{}", urls[0]);
+}
