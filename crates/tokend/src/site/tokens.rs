@@ -156,6 +156,12 @@ impl Site {
             st.last_error = Some(msg);
         }
         drop(st);
+        match expires_at {
+            Some(at) => {
+                tracing::info!(site = %self.name, expires_in = at.saturating_sub(now), "new access token")
+            }
+            None => tracing::info!(site = %self.name, "new access token (does not expire)"),
+        }
         self.wake.notify_one();
         Ok(())
     }
