@@ -225,6 +225,19 @@ fn daemon_program() -> PathBuf {
 fn start_daemon(path: &Path) -> Result<Stream, ClientError> {
     let program = daemon_program();
     let mut cmd = Command::new(&program);
+    // A daemon outlives the caller: it must not keep the caller's directory
+    // busy, so it runs from the root, with the paths it is given made absolute.
+    let root = match std::env::var("SystemDrive") {
+        Ok(drive) if cfg!(windows) => PathBuf::from(format!("{drive}\\")),
+        _ => PathBuf::from("/"),
+    };
+    if let Ok(cwd) = std::env::current_dir() {
+        cmd.current_dir(&root);
+        cmd.env("TOKEND_SOCKET", cwd.join(path));
+        if let Some(config) = std::env::var_os("TOKEND_CONFIG").filter(|c| !c.is_empty()) {
+            cmd.env("TOKEND_CONFIG", cwd.join(config));
+        }
+    }
     cmd.env("TOKEND_NOTIFY_READY", "1")
         .env("TOKEND_AUTOSTARTED", "1")
         .stdin(Stdio::null())
