@@ -176,6 +176,10 @@ pub struct SiteStatus {
     pub state: String,
     pub expires_at: Option<u64>,
     pub scopes: Vec<String>,
+    /// Whether an access token is in hand (`expires_at: null` with one means
+    /// it never expires).
+    #[serde(default)]
+    pub has_access_token: bool,
     pub has_refresh_token: bool,
     pub last_refresh: Option<u64>,
     pub next_refresh: Option<u64>,

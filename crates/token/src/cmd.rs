@@ -273,14 +273,13 @@ fn status_table(reply: &StatusReply) -> String {
         "LAST ERROR".to_owned(),
     ]];
     for s in &reply.sites {
-        let expires = match (s.state.as_str(), s.expires_at) {
-            ("login_required" | "not_loaded", _) => "-".to_owned(),
-            (_, Some(at)) => human_duration(at as i64 - now),
-            (_, None) if s.has_refresh_token || !s.scopes.is_empty() => "never".to_owned(),
-            _ => "-".to_owned(),
+        let expires = match (s.has_access_token, s.expires_at) {
+            (false, _) => "-".to_owned(),
+            (true, Some(at)) => human_duration(at as i64 - now),
+            (true, None) => "never".to_owned(),
         };
         let last = s.last_refresh.map_or("-".to_owned(), |t| {
-            format!("{} ago", human_duration(now - t as i64))
+            format!("{} ago", human_duration((now - t as i64).max(1)))
         });
         let next = s.next_refresh.map_or("-".to_owned(), |t| {
             format!("in {}", human_duration((t as i64 - now).max(1)))

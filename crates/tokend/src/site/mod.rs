@@ -327,6 +327,7 @@ impl Site {
             state: state.to_owned(),
             expires_at: st.access.as_ref().and_then(|c| c.expires_at),
             scopes: st.scopes.clone(),
+            has_access_token: st.access.is_some(),
             has_refresh_token: st.refresh.is_some(),
             last_refresh: st.last_refresh,
             next_refresh: st.next_refresh,
