@@ -251,9 +251,18 @@ impl Site {
         st.last_error = Some(message);
     }
 
+    /// Records a use. A client-credentials token first used now (fetched
+    /// ahead, or never used before) gets its renewal planned.
     fn mark_used(&self) {
         let before = self.last_used.swap(now_unix(), Ordering::Relaxed);
-        if before == 0 && self.config().grant == Grant::ClientCredentials {
+        if self.config().grant != Grant::ClientCredentials {
+            return;
+        }
+        let first_use = lock(&self.state)
+            .access
+            .as_ref()
+            .is_some_and(|c| before < c.obtained_at);
+        if first_use {
             self.wake.notify_one();
         }
     }

@@ -29,8 +29,21 @@ impl Site {
         d: &Daemon,
         min_ttl: Option<u64>,
     ) -> Result<Option<TokenReply>, ApiError> {
+        let served = self.serve_without_login(d, min_ttl).await?;
+        if served.is_some() {
+            // After the token call, so a token fetched for this caller counts
+            // as used (client-credentials sites are renewed ahead while in use).
+            self.mark_used();
+        }
+        Ok(served)
+    }
+
+    async fn serve_without_login(
+        &self,
+        d: &Daemon,
+        min_ttl: Option<u64>,
+    ) -> Result<Option<TokenReply>, ApiError> {
         self.ensure_loaded(d).await?;
-        self.mark_used();
         if let Some(t) = self.fresh(min_ttl) {
             return Ok(Some(t));
         }
