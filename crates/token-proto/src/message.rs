@@ -431,10 +431,8 @@ mod tests {
 
     #[test]
     fn token_reply_debug_is_redacted() {
-        let r = TokenReply {
-            access_token: "sekrit".into(),
-            ..Default::default()
-        };
+        let mut r = TokenReply::default();
+        r.access_token = "sekrit".into();
         assert!(!format!("{r:?}").contains("sekrit"));
     }
 }
