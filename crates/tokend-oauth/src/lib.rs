@@ -28,7 +28,7 @@ pub use device::{DeviceAuthorization, DevicePoll};
 pub use discovery::discover;
 pub use error::Error;
 pub use http::{FormRequest, Http, Method, RawResponse};
-pub use pkce::{constant_time_eq, random_state, Pkce};
+pub use pkce::{constant_time_eq, try_random_state, Pkce};
 pub use provider::Provider;
 pub use secret::{AccessToken, AuthCode, ClientSecret, DeviceCode, PkceVerifier, RefreshToken};
 pub use site::OAuthSite;

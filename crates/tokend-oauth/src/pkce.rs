@@ -18,20 +18,8 @@ pub struct Pkce {
 }
 
 impl Pkce {
-    /// A fresh pair from 32 random bytes (a 43-character verifier).
-    ///
-    /// # Panics
-    ///
-    /// Only if the operating system cannot supply random bytes; see
-    /// [`Pkce::try_new`] for the fallible form.
-    #[allow(clippy::expect_used)]
-    pub fn new() -> Pkce {
-        // Without an OS random source no login can be made safe; carrying on
-        // with a guessable verifier would be worse than failing this task.
-        Pkce::try_new().expect("the operating system random source failed")
-    }
-
-    /// Like [`Pkce::new`], but reports a failing random source as an error.
+    /// A fresh pair from 32 random bytes (a 43-character verifier). A failing
+    /// OS random source is an error: a guessable verifier would defeat PKCE.
     pub fn try_new() -> Result<Pkce, Error> {
         Ok(Pkce::from_verifier(PkceVerifier::new(random_token()?)))
     }
@@ -46,30 +34,13 @@ impl Pkce {
     }
 }
 
-impl Default for Pkce {
-    fn default() -> Self {
-        Pkce::new()
-    }
-}
-
 /// The S256 challenge of a verifier.
 pub fn challenge_for(verifier: &PkceVerifier) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.expose().as_bytes()))
 }
 
-/// A fresh `state` value: 32 random bytes, base64url without padding.
-///
-/// # Panics
-///
-/// Only if the operating system cannot supply random bytes; see
-/// [`try_random_state`].
-#[allow(clippy::expect_used)]
-pub fn random_state() -> String {
-    // Same reasoning as `Pkce::new`: a predictable state defeats its purpose.
-    try_random_state().expect("the operating system random source failed")
-}
-
-/// Like [`random_state`], but reports a failing random source as an error.
+/// A fresh `state` value: 32 random bytes, base64url without padding. A
+/// failing OS random source is an error: a predictable state defeats its purpose.
 pub fn try_random_state() -> Result<String, Error> {
     random_token()
 }
@@ -111,17 +82,17 @@ mod tests {
 
     #[test]
     fn fresh_values_are_long_and_distinct() {
-        let a = Pkce::new();
-        let b = Pkce::new();
+        let a = Pkce::try_new().unwrap();
+        let b = Pkce::try_new().unwrap();
         assert_eq!(a.verifier.expose().len(), 43);
         assert_ne!(a.verifier, b.verifier);
         assert_eq!(a.challenge, challenge_for(&a.verifier));
-        let s = random_state();
+        let s = try_random_state().unwrap();
         assert_eq!(s.len(), 43);
         assert!(s
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
-        assert_ne!(s, random_state());
+        assert_ne!(s, try_random_state().unwrap());
     }
 
     #[test]

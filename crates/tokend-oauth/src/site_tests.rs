@@ -50,7 +50,7 @@ fn query(url: &Url) -> HashMap<String, Vec<String>> {
 
 #[test]
 fn authorize_url_contents() {
-    let pkce = Pkce::new();
+    let pkce = Pkce::try_new().unwrap();
     let url = site(ClientAuth::None)
         .authorize_url(
             "http://127.0.0.1:5555/callback",
