@@ -1,6 +1,9 @@
 //! Per-OS pieces of the client behind one interface: connecting to the
 //! daemon's socket or pipe, detaching a spawned daemon, replacing the process.
 
+#[cfg(not(any(unix, windows)))]
+compile_error!("tokend supports Unix-like systems and Windows only");
+
 #[cfg_attr(unix, path = "unix.rs")]
 #[cfg_attr(windows, path = "windows.rs")]
 mod os;

@@ -1,6 +1,9 @@
 //! Per-OS pieces of the daemon behind one interface: private directories and
 //! files, the listening socket (Unix socket or named pipe) and the peer check.
 
+#[cfg(not(any(unix, windows)))]
+compile_error!("tokend supports Unix-like systems and Windows only");
+
 #[cfg_attr(unix, path = "unix.rs")]
 #[cfg_attr(windows, path = "windows.rs")]
 mod os;

@@ -17,10 +17,14 @@ impl Site {
     /// explicit endpoints over discovered ones, the client secret resolved.
     pub async fn oauth(&self, d: &Daemon) -> Result<Arc<OAuthSite>, ApiError> {
         let mut slot = self.oauth.lock().await;
-        if let Some(o) = &*slot {
-            return Ok(o.clone());
-        }
         let cfg = self.config();
+        // Built from these very settings: reuse. A config edit (new
+        // endpoints, a new secret command) makes a new one.
+        if let Some((built_from, o)) = &*slot {
+            if Arc::ptr_eq(built_from, &cfg) {
+                return Ok(o.clone());
+            }
+        }
         let site_err = |e: tokend_oauth::Error| ApiError::provider(&self.name, &e);
         let bad_url = |key: &str, e: url::ParseError| {
             ApiError::new(
@@ -80,7 +84,7 @@ impl Site {
         site.scope_separator = cfg.scope_separator.clone();
         site.extra_params = cfg.extra_params.clone();
         let site = Arc::new(site);
-        *slot = Some(site.clone());
+        *slot = Some((cfg.clone(), site.clone()));
         Ok(site)
     }
 }

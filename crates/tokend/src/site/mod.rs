@@ -83,7 +83,8 @@ pub struct Site {
     /// callers cause one call and all see its result.
     pub(crate) flight: tokio::sync::Mutex<()>,
     loaded: tokio::sync::OnceCell<()>,
-    oauth: tokio::sync::Mutex<Option<Arc<OAuthSite>>>,
+    /// The OAuth client and the settings it was built from.
+    oauth: tokio::sync::Mutex<Option<(Arc<SiteConfig>, Arc<OAuthSite>)>>,
     pub(crate) login: Mutex<Option<Arc<PendingLogin>>>,
     /// Serializes starting a login, which awaits (binding, device start).
     pub(crate) login_gate: tokio::sync::Mutex<()>,
@@ -135,9 +136,6 @@ impl Site {
         if **slot != *cfg {
             tracing::info!(site = %self.name, "site settings changed; its login is kept");
             *slot = cfg;
-            if let Ok(mut o) = self.oauth.try_lock() {
-                *o = None;
-            }
             self.wake.notify_one();
         }
     }
