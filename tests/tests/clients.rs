@@ -139,3 +139,46 @@ fn extra_params_reach_the_authorization_request() {
     );
     assert_eq!(urls[0].matches("state=").count(), 1, "{}", urls[0]);
 }
+
+#[test]
+fn a_daemon_of_another_protocol_version_is_replaced() {
+    use std::io::{BufRead, BufReader, Write};
+
+    let provider = Provider::start(3600);
+    let env = Env::with_site("corp", &provider);
+    let sock = env.socket_path();
+    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    std::fs::set_permissions(
+        sock.parent().unwrap(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    // An "old daemon" left running across an upgrade: it answers every
+    // request with version_mismatch and exits when told to stop.
+    let listener = UnixListener::bind(&sock).unwrap();
+    let old = std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut writer = stream.try_clone().unwrap();
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if line.contains(r#""op":"stop""#) {
+                    writer.write_all(b"{\"ok\":true}\n").unwrap();
+                    return true;
+                }
+                writer
+                    .write_all(
+                        b"{\"ok\":false,\"error\":{\"code\":\"version_mismatch\",\"message\":\"this tokend speaks protocol 0\"}}\n",
+                    )
+                    .unwrap();
+            }
+        }
+        false
+    });
+
+    let out = env.cmd(&["status", "--json"]).autostart().run();
+    assert!(old.join().unwrap(), "the client stopped the old daemon");
+    let status = out.ok().json();
+    assert_eq!(status["sites"][0]["site"], "corp", "{out}");
+    assert!(out.stderr.contains("restarting"), "{out}");
+    env.token(&["stop"]).ok();
+}

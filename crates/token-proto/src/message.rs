@@ -290,6 +290,11 @@ pub fn decode_request(line: &[u8]) -> Result<Request, RequestError> {
     let Some(obj) = value.as_object() else {
         return Err(bad("request is not a JSON object".to_owned()));
     };
+    // `stop` is understood at every version, so a newer client can always
+    // replace an older daemon.
+    if obj.get("op").and_then(Value::as_str) == Some("stop") {
+        return Ok(Request::new(Op::Stop));
+    }
     match obj.get("v").and_then(Value::as_u64) {
         Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
         Some(v) => {
@@ -370,6 +375,11 @@ mod tests {
             decode_request(br#"{"v":1,"op":"stop"}"#).unwrap().op,
             Op::Stop
         ));
+        // Any version may stop the daemon (upgrades replace it that way).
+        assert!(matches!(
+            decode_request(br#"{"v":7,"op":"stop"}"#).unwrap().op,
+            Op::Stop
+        ));
     }
 
     #[test]
@@ -379,6 +389,10 @@ mod tests {
         assert_eq!(code(b"[1]"), ErrorCode::BadRequest);
         assert_eq!(code(br#"{"op":"get"}"#), ErrorCode::BadRequest);
         assert_eq!(code(br#"{"v":2,"op":"warp"}"#), ErrorCode::VersionMismatch);
+        assert_eq!(
+            code(br#"{"v":2,"op":"status"}"#),
+            ErrorCode::VersionMismatch
+        );
         assert_eq!(code(br#"{"v":1,"op":"warp"}"#), ErrorCode::BadRequest);
         assert_eq!(code(br#"{"v":1,"op":"get"}"#), ErrorCode::BadRequest);
     }

@@ -54,7 +54,7 @@ pub fn run(cmd: Command) -> Result<u8, ClientError> {
         }
         Command::Credential { action } => crate::credential::run(&action),
         Command::Login { site, mode } => {
-            let v = Conn::open()?.call(
+            let v = Conn::request(
                 Op::Login(LoginRequest {
                     site: site.clone(),
                     mode,
@@ -72,14 +72,14 @@ pub fn run(cmd: Command) -> Result<u8, ClientError> {
             Ok(0)
         }
         Command::Logout { site } => {
-            let v = Conn::open()?.call(Op::Logout(SiteRequest { site }), show_event)?;
+            let v = Conn::request(Op::Logout(SiteRequest { site }), show_event)?;
             if let Some(msg) = v.get("message").and_then(Value::as_str) {
                 eprintln!("token: {msg}");
             }
             Ok(0)
         }
         Command::Status { site, json } => {
-            let v = Conn::open()?.call(Op::Status(StatusRequest { site }), show_event)?;
+            let v = Conn::request(Op::Status(StatusRequest { site }), show_event)?;
             let reply: StatusReply = from_reply(v)?;
             if json {
                 let text = serde_json::to_string_pretty(&reply).unwrap_or_default();
@@ -89,7 +89,7 @@ pub fn run(cmd: Command) -> Result<u8, ClientError> {
             }
         }
         Command::Reload => {
-            let v = Conn::open()?.call(Op::Reload, show_event)?;
+            let v = Conn::request(Op::Reload, show_event)?;
             let n = v.get("sites").and_then(Value::as_u64).unwrap_or(0);
             eprintln!("token: tokend reloaded its config: {n} site(s)");
             if let Some(errors) = v.get("config_errors").and_then(Value::as_array) {
@@ -121,7 +121,7 @@ pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
         scopes: args.scopes.clone(),
         login,
     });
-    from_reply(Conn::open()?.call(op, show_event)?)
+    from_reply(Conn::request(op, show_event)?)
 }
 
 fn from_reply<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ClientError> {
@@ -243,7 +243,7 @@ fn paste(site: &str, url: &str) -> Result<(), ClientError> {
     let input = line.trim().to_owned();
     // Always answer the daemon, so an empty paste ends the login now rather
     // than at its timeout.
-    Conn::open()?.call(
+    Conn::request(
         Op::Paste(PasteRequest {
             site: site.to_owned(),
             input: input.clone(),

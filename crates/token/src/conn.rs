@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use token_proto::{
-    default_socket_path, encode_line, Event, Frame, LineDecoder, Op, Request, ServerLine,
+    default_socket_path, encode_line, ErrorCode, Event, Frame, LineDecoder, Op, Request, ServerLine,
 };
 
 use crate::platform::{self, Stream};
@@ -36,6 +36,35 @@ impl Conn {
         Self::connect(true)
     }
 
+    /// Opens a connection and sends one request. A daemon that speaks another
+    /// protocol version (left running across an upgrade) is stopped and a
+    /// matching one started, once, as rbw does with its agent.
+    pub fn request(
+        op: Op,
+        mut on_event: impl FnMut(&Event) -> Result<(), ClientError>,
+    ) -> Result<Value, ClientError> {
+        let mut conn = Conn::open()?;
+        match conn.call(op.clone(), &mut on_event) {
+            Err(ClientError::Daemon(body))
+                if body.code == ErrorCode::VersionMismatch && autostart_allowed() =>
+            {
+                let path = default_socket_path(platform::uid());
+                eprintln!(
+                    "token: the running tokend speaks another protocol version; restarting it"
+                );
+                // `stop` is understood at every version.
+                let _ = conn.call(Op::Stop, |_| Ok(()));
+                drop(conn);
+                let deadline = std::time::Instant::now() + START_TIMEOUT;
+                while platform::connect(&path).is_ok() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Conn::open()?.call(op, on_event)
+            }
+            other => other,
+        }
+    }
+
     /// Connects without starting a daemon (for `token stop`).
     pub fn open_no_start() -> Result<Conn, ClientError> {
         Self::connect(false)
@@ -49,7 +78,7 @@ impl Conn {
                 if !may_start {
                     return Err(unreachable(&path, "no tokend is running"));
                 }
-                if std::env::var_os("TOKEND_NO_AUTOSTART").is_some_and(|v| v == "1") {
+                if !autostart_allowed() {
                     return Err(unreachable(
                         &path,
                         format_args!("{e}; start `tokend`, or unset TOKEND_NO_AUTOSTART"),
@@ -147,6 +176,11 @@ impl Conn {
             self.frames.extend(out);
         }
     }
+}
+
+/// `TOKEND_NO_AUTOSTART=1` forbids starting (or restarting) a daemon.
+fn autostart_allowed() -> bool {
+    !std::env::var_os("TOKEND_NO_AUTOSTART").is_some_and(|v| v == "1")
 }
 
 /// While a caller waits for a login on a terminal: one status line on

@@ -60,7 +60,7 @@ pub fn run(action: &str) -> Result<u8, ClientError> {
     else {
         return Ok(0);
     };
-    let site = match Conn::open()?.call(Op::Lookup(LookupRequest { host }), |_| Ok(())) {
+    let site = match Conn::request(Op::Lookup(LookupRequest { host }), |_| Ok(())) {
         Ok(v) => v
             .get("site")
             .and_then(Value::as_str)
