@@ -180,7 +180,7 @@ impl Conn {
 
 /// `TOKEND_NO_AUTOSTART=1` forbids starting (or restarting) a daemon.
 fn autostart_allowed() -> bool {
-    !std::env::var_os("TOKEND_NO_AUTOSTART").is_some_and(|v| v == "1")
+    std::env::var_os("TOKEND_NO_AUTOSTART").is_none_or(|v| v != "1")
 }
 
 /// While a caller waits for a login on a terminal: one status line on
