@@ -89,3 +89,54 @@ fn a_pending_login_prints_the_url_and_a_second_caller_joins_it() {
         .browser_launches()
         == 1));
 }
+
+#[test]
+fn a_pending_login_shows_in_status_and_times_out_releasing_its_listener() {
+    let provider = Provider::start(3600);
+    let mut env = env_with_mode(&provider, "ignore");
+    env.set("TOKEND_LOGIN_TIMEOUT", "3");
+    let _daemon = env.daemon();
+
+    let waiting = env.cmd(&["get", "corp"]).spawn();
+    assert!(
+        env.wait_browser_launches(1, Duration::from_secs(10)),
+        "the browser opens"
+    );
+    let status = env.token(&["status", "--json"]).ok().json();
+    assert_eq!(status["sites"][0]["state"], "login_pending", "{status}");
+
+    // The loopback listener is the redirect_uri of the pending login.
+    let url = env.browser_urls().pop().unwrap();
+    let redirect = url
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("redirect_uri="))
+        .unwrap()
+        .replace("%3A", ":")
+        .replace("%2F", "/");
+    let addr = redirect
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        std::net::TcpStream::connect(&addr).is_ok(),
+        "listening on {addr}"
+    );
+
+    let out = tokend_e2e::wait_output(waiting, Duration::from_secs(30), "waiting get");
+    out.code(tokend_e2e::exit::PROVIDER);
+    assert!(out.stderr.contains("timed out"), "{out}");
+    assert!(out.stderr.contains("token login corp"), "{out}");
+
+    let status = env.token(&["status", "--json"]).ok().json();
+    assert_ne!(status["sites"][0]["state"], "login_pending", "{status}");
+    assert!(
+        wait_until(Duration::from_secs(5), || std::net::TcpStream::connect(
+            &addr
+        )
+        .is_err()),
+        "the listener on {addr} is closed after the timeout"
+    );
+    assert_eq!(provider.stats().token_calls, 0);
+}
