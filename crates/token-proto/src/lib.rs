@@ -24,6 +24,17 @@ pub use message::{
 };
 pub use path::{default_socket_path, SOCKET_ENV};
 
+/// Seconds since the Unix epoch, the unit of every `expires_at` on the wire.
+/// The one place either binary reads the wall clock (clippy.toml forbids it
+/// elsewhere); waiting and scheduling use monotonic clocks.
+#[allow(clippy::disallowed_methods)]
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// The protocol version carried in every request's `"v"`. Bumped by hand when
 /// a change would make an old daemon misread a new client or the reverse.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -43,8 +43,9 @@ impl Conn {
         op: Op,
         mut on_event: impl FnMut(&Event) -> Result<(), ClientError>,
     ) -> Result<Value, ClientError> {
+        let line = encode_line(&Request::new(op));
         let mut conn = Conn::open()?;
-        match conn.call(op.clone(), &mut on_event) {
+        match conn.call_line(&line, &mut on_event) {
             Err(ClientError::Daemon(body))
                 if body.code == ErrorCode::VersionMismatch && autostart_allowed() =>
             {
@@ -59,7 +60,7 @@ impl Conn {
                 while platform::connect(&path).is_ok() && std::time::Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Conn::open()?.call(op, on_event)
+                Conn::open()?.call_line(&line, on_event)
             }
             other => other,
         }
@@ -99,10 +100,18 @@ impl Conn {
     pub fn call(
         &mut self,
         op: Op,
+        on_event: impl FnMut(&Event) -> Result<(), ClientError>,
+    ) -> Result<Value, ClientError> {
+        self.call_line(&encode_line(&Request::new(op)), on_event)
+    }
+
+    /// [`Conn::call`] with the request line already encoded.
+    fn call_line(
+        &mut self,
+        line: &[u8],
         mut on_event: impl FnMut(&Event) -> Result<(), ClientError>,
     ) -> Result<Value, ClientError> {
-        let line = encode_line(&Request::new(op));
-        if let Err(e) = self.stream.write_all(&line) {
+        if let Err(e) = self.stream.write_all(line) {
             // A daemon that refuses us (another user's) answers before it
             // reads: its reason may already be waiting on the socket.
             let mut none = None;

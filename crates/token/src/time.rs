@@ -1,14 +1,6 @@
 //! Wall-clock helpers for printing expiry times.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-#[allow(clippy::disallowed_methods)]
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use token_proto::now_unix;
 
 /// `1h02m`, `4m10s`, `12s`, `expired`.
 pub fn human_duration(secs: i64) -> String {

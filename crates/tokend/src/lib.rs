@@ -2,7 +2,6 @@
 //! refreshes them, and serves them over a local socket to `token` and any
 //! program that speaks the line protocol (see `PROTOCOL.md`).
 
-pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod error;

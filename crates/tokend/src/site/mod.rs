@@ -9,12 +9,12 @@ use tokio::sync::Notify;
 use token_proto::{SiteStatus, TokenReply};
 use tokend_oauth::{AccessToken, OAuthSite, RefreshToken};
 
-use crate::clock::now_unix;
 use crate::config::{Grant, SiteConfig};
 use crate::daemon::Daemon;
 use crate::error::ApiError;
 use crate::login::PendingLogin;
 use crate::refresh::{self, Backoff};
+use token_proto::now_unix;
 
 mod client;
 mod narrow;

@@ -4,12 +4,12 @@
 use token_proto::{ErrorCode, TokenReply};
 
 use super::{lock, Current, Site, TokenState};
-use crate::clock::now_unix;
 use crate::config::Grant;
 use crate::daemon::Daemon;
 use crate::error::ApiError;
 use crate::refresh;
 use crate::store::Record;
+use token_proto::now_unix;
 
 impl Site {
     /// The scopes a down-scoped request may ask for: those granted, else those configured.

@@ -9,9 +9,9 @@ use token_proto::ErrorCode;
 use tokio::sync::Notify;
 
 use super::{lock, Call, Site};
-use crate::clock::now_unix;
 use crate::config::Grant;
 use crate::refresh::{self, Attempt};
+use token_proto::now_unix;
 
 impl refresh::Target for Site {
     fn plan(&self) -> Option<Duration> {

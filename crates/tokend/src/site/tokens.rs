@@ -6,12 +6,12 @@ use token_proto::{ErrorCode, TokenReply};
 use tokend_oauth::TokenResponse;
 
 use super::{lock, Current, Site};
-use crate::clock::now_unix;
 use crate::config::Grant;
 use crate::daemon::Daemon;
 use crate::error::ApiError;
 use crate::refresh;
 use crate::store::Record;
+use token_proto::now_unix;
 
 /// What one token-endpoint call came to.
 pub(super) enum Call {
