@@ -259,16 +259,13 @@ provider.use(async (ctx, next) => {
       // Strict client authentication, as many real providers do it:
       // oidc-provider accepts Basic and post interchangeably for secret
       // clients, so enforce the registered method here.
-      const strict = STRICT_AUTH[form.client_id] ?? STRICT_AUTH[basicClientId(ctx)];
-      if (strict === 'client_secret_post' && ctx.headers.authorization) {
-        stats.by_grant[grant] = (stats.by_grant[grant] ?? 0) + 1;
-        return sendJson(ctx, 401, { error: 'invalid_client', error_description: 'this client must authenticate with client_secret_post' });
-      }
-      if (strict === 'client_secret_basic' && form.client_secret !== undefined) {
-        stats.by_grant[grant] = (stats.by_grant[grant] ?? 0) + 1;
-        return sendJson(ctx, 401, { error: 'invalid_client', error_description: 'this client must authenticate with client_secret_basic' });
-      }
       stats.by_grant[grant] = (stats.by_grant[grant] ?? 0) + 1;
+      const registered = STRICT_AUTH[form.client_id] ?? STRICT_AUTH[basicClientId(ctx)];
+      const used = ctx.headers.authorization ? 'client_secret_basic'
+        : form.client_secret !== undefined ? 'client_secret_post' : undefined;
+      if (registered && used && used !== registered) {
+        return sendJson(ctx, 401, { error: 'invalid_client', error_description: `this client must authenticate with ${registered}` });
+      }
 
       const delay = delays.shift();
       if (delay) await sleep(delay);
