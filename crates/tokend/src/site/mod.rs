@@ -37,6 +37,27 @@ pub struct Current {
 }
 
 impl Current {
+    /// A token just obtained; `token_type` is compared case-insensitively
+    /// and handed out as `Bearer` when it is one.
+    fn obtained(
+        token: AccessToken,
+        token_type: String,
+        expires_at: Option<u64>,
+        now: u64,
+    ) -> Current {
+        Current {
+            token,
+            token_type: if token_type.eq_ignore_ascii_case("bearer") {
+                "Bearer".to_owned()
+            } else {
+                token_type
+            },
+            expires_at,
+            obtained_at: now,
+            jitter: refresh::jitter(),
+        }
+    }
+
     /// Seconds left, `u64::MAX` for a token that never expires.
     fn remaining(&self, now: u64) -> u64 {
         self.expires_at
@@ -222,11 +243,16 @@ impl Site {
     }
 
     fn reply(&self, st: &TokenState, cur: &Current) -> TokenReply {
+        self.reply_with(cur, st.scopes.clone())
+    }
+
+    /// What a caller receives for `cur`, granted `scopes`.
+    fn reply_with(&self, cur: &Current, scopes: Vec<String>) -> TokenReply {
         TokenReply {
             access_token: cur.token.expose().to_owned(),
             token_type: cur.token_type.clone(),
             expires_at: cur.expires_at,
-            scopes: st.scopes.clone(),
+            scopes,
             api_key: self.config().api_key.clone(),
         }
     }

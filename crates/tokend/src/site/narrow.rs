@@ -3,11 +3,10 @@
 
 use token_proto::{ErrorCode, TokenReply};
 
-use super::{lock, Current, Site, TokenState};
+use super::{lock, Call, Current, Site, TokenState};
 use crate::config::Grant;
 use crate::daemon::Daemon;
 use crate::error::ApiError;
-use crate::refresh;
 use crate::store::Record;
 use token_proto::now_unix;
 
@@ -40,13 +39,7 @@ impl Site {
             st.narrowed
                 .get(&key)
                 .filter(|(cur, _)| cur.serves(now_unix(), min_ttl))
-                .map(|(cur, granted)| TokenReply {
-                    access_token: cur.token.expose().to_owned(),
-                    token_type: cur.token_type.clone(),
-                    expires_at: cur.expires_at,
-                    scopes: granted.clone(),
-                    api_key: self.config().api_key.clone(),
-                })
+                .map(|(cur, granted)| self.reply_with(cur, granted.clone()))
         };
         if let Some(t) = cached(&lock(&self.state)) {
             return Ok(Some(t));
@@ -55,31 +48,23 @@ impl Site {
         if let Some(t) = cached(&lock(&self.state)) {
             return Ok(Some(t));
         }
-        let cfg = self.config();
-        let refresh = lock(&self.state).refresh.clone();
-        let oauth = self.oauth(d).await?;
-        let result = match (cfg.grant, refresh) {
-            (Grant::ClientCredentials, _) => oauth.client_credentials(&d.http, &key).await,
-            (_, Some(rt)) => oauth.refresh(&d.http, &rt, Some(&key)).await,
-            (_, None) if lock(&self.state).access.is_some() => {
-                return Err(ApiError::new(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "site {}: the provider gave no refresh token, so tokend cannot ask for a narrower token; use `token get {}` without --scope",
-                        self.name, self.name
-                    ),
-                ))
-            }
-            (_, None) => return Ok(None),
+        let no_refresh_token = {
+            let st = lock(&self.state);
+            st.refresh.is_none() && st.access.is_some()
         };
-        let resp = match result {
-            Ok(r) => r,
-            Err(e) if e.is_invalid_grant() => {
-                self.forget(d, Some(format!("{e}; run `token login {}`", self.name)))
-                    .await;
-                return Ok(None);
-            }
-            Err(e) => return Err(ApiError::provider(&self.name, &e)),
+        if no_refresh_token && self.config().grant != Grant::ClientCredentials {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "site {}: the provider gave no refresh token, so tokend cannot ask for a narrower token; use `token get {}` without --scope",
+                    self.name, self.name
+                ),
+            ));
+        }
+        let resp = match self.token_request(d, Some(&key)).await? {
+            Call::Got(resp) => resp,
+            Call::NeedLogin => return Ok(None),
+            Call::Failed(e) => return Err(ApiError::provider(&self.name, &e)),
         };
         let now = now_unix();
         let expires_at = resp.expires_at(now, &key);
@@ -87,39 +72,23 @@ impl Site {
         if let Some(new_rt) = resp.refresh_token.clone() {
             // The refresh rotated the site's refresh token: persist it before
             // handing anything out, exactly as for a full refresh.
-            let full_scopes = lock(&self.state).scopes.clone();
             let record = Record {
-                identity: cfg.identity(),
+                identity: self.config().identity(),
                 refresh_token: Some(new_rt.clone()),
                 access_token: None,
                 expires_at: None,
-                scopes: full_scopes,
+                scopes: lock(&self.state).scopes.clone(),
                 saved_at: now,
             };
-            if let Err(e) = d.store.save(&self.name, &record).await {
-                let msg = format!(
-                    "cannot persist the login to the {} store: {e}",
-                    d.store.name()
-                );
-                tracing::error!(site = %self.name, "{msg}");
-                lock(&self.state).last_error = Some(msg);
+            let persist_error = self.persist(d, &record).await;
+            let mut st = lock(&self.state);
+            st.refresh = Some(new_rt);
+            if persist_error.is_some() {
+                st.last_error = persist_error;
             }
-            lock(&self.state).refresh = Some(new_rt);
         }
-        let cur = Current {
-            token: resp.access_token,
-            token_type: "Bearer".to_owned(),
-            expires_at,
-            obtained_at: now,
-            jitter: refresh::jitter(),
-        };
-        let reply = TokenReply {
-            access_token: cur.token.expose().to_owned(),
-            token_type: cur.token_type.clone(),
-            expires_at,
-            scopes: granted.clone(),
-            api_key: cfg.api_key.clone(),
-        };
+        let cur = Current::obtained(resp.access_token, resp.token_type, expires_at, now);
+        let reply = self.reply_with(&cur, granted.clone());
         lock(&self.state).narrowed.insert(key, (cur, granted));
         Ok(Some(reply))
     }

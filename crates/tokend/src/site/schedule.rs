@@ -74,7 +74,7 @@ impl refresh::Target for Site {
             Duration::from_secs(at.saturating_sub(now_unix()).max(1))
         };
         match self.token_call(&d).await {
-            Ok(Call::Done) => Attempt::Done,
+            Ok(Call::Got(())) => Attempt::Done,
             Ok(Call::NeedLogin) => Attempt::Stop,
             Ok(Call::Failed(_)) => Attempt::Retry { wait: wait() },
             Err(e) if e.code == ErrorCode::ProviderError => Attempt::Retry { wait: wait() },

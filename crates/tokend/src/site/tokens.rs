@@ -9,14 +9,16 @@ use super::{lock, Current, Site};
 use crate::config::Grant;
 use crate::daemon::Daemon;
 use crate::error::ApiError;
-use crate::refresh;
 use crate::store::Record;
 use token_proto::now_unix;
 
 /// What one token-endpoint call came to.
-pub(super) enum Call {
-    Done,
+pub(super) enum Call<T = ()> {
+    /// A token (a response, or `()` once it has been taken in).
+    Got(T),
+    /// No refresh token, or the provider refused it: only a login helps.
     NeedLogin,
+    /// A failure that may pass; the backoff is set.
     Failed(tokend_oauth::Error),
 }
 
@@ -63,7 +65,7 @@ impl Site {
             }
         }
         match self.token_call(d).await? {
-            Call::Done => Ok(self.current()),
+            Call::Got(()) => Ok(self.current()),
             Call::NeedLogin => Ok(None),
             Call::Failed(e) => match self.still_valid() {
                 // A still-valid token beats an error.
@@ -73,9 +75,27 @@ impl Site {
         }
     }
 
-    /// One token-endpoint call: a refresh, or a client-credentials grant.
-    /// Call with `flight` held.
+    /// The site's own token from the token endpoint, taken in (persisted,
+    /// then in memory). Call with `flight` held.
     pub(super) async fn token_call(&self, d: &Daemon) -> Result<Call, ApiError> {
+        Ok(match self.token_request(d, None).await? {
+            Call::Got(resp) => {
+                self.apply(d, resp, &self.config().scopes).await?;
+                Call::Got(())
+            }
+            Call::NeedLogin => Call::NeedLogin,
+            Call::Failed(e) => Call::Failed(e),
+        })
+    }
+
+    /// One token-endpoint call for `scopes` (the site's own when `None`): a
+    /// refresh, or a client-credentials grant. A refused refresh token drops
+    /// the login; other failures set the backoff. Call with `flight` held.
+    pub(super) async fn token_request(
+        &self,
+        d: &Daemon,
+        scopes: Option<&[String]>,
+    ) -> Result<Call<TokenResponse>, ApiError> {
         let cfg = self.config();
         let refresh = lock(&self.state).refresh.clone();
         if cfg.grant != Grant::ClientCredentials && refresh.is_none() {
@@ -93,16 +113,17 @@ impl Site {
         self.set_refreshing(true);
         let result = match refresh {
             Some(rt) if cfg.grant != Grant::ClientCredentials => {
-                oauth.refresh(&d.http, &rt, None).await
+                oauth.refresh(&d.http, &rt, scopes).await
             }
-            _ => oauth.client_credentials(&d.http, &cfg.scopes).await,
+            _ => {
+                oauth
+                    .client_credentials(&d.http, scopes.unwrap_or(&cfg.scopes))
+                    .await
+            }
         };
         self.set_refreshing(false);
         match result {
-            Ok(resp) => {
-                self.apply(d, resp, &cfg.scopes).await?;
-                Ok(Call::Done)
-            }
+            Ok(resp) => Ok(Call::Got(resp)),
             Err(e) if e.is_invalid_grant() => {
                 tracing::warn!(site = %self.name, "the provider refused the refresh token ({e}); a login is needed");
                 self.forget(d, Some(format!("{e}; run `token login {}`", self.name)))
@@ -115,6 +136,18 @@ impl Site {
                 Ok(Call::Failed(e))
             }
         }
+    }
+
+    /// Writes the login to the store. A failure is logged and returned as the
+    /// site's error: memory still has the login, a restart would lose it.
+    pub(super) async fn persist(&self, d: &Daemon, record: &Record) -> Option<String> {
+        let e = d.store.save(&self.name, record).await.err()?;
+        let msg = format!(
+            "cannot persist the login to the {} store: {e}",
+            d.store.name()
+        );
+        tracing::error!(site = %self.name, "{msg}");
+        Some(msg)
     }
 
     /// Takes a token response: persists first (a rotated refresh token must
@@ -140,33 +173,22 @@ impl Site {
             scopes: scopes.clone(),
             saved_at: now,
         };
-        let persisted = d.store.save(&self.name, &record).await;
+        let persist_error = self.persist(d, &record).await;
         let mut st = lock(&self.state);
-        st.access = Some(Current {
-            token: resp.access_token,
-            token_type: if resp.token_type.eq_ignore_ascii_case("bearer") {
-                "Bearer".to_owned()
-            } else {
-                resp.token_type
-            },
+        st.access = Some(Current::obtained(
+            resp.access_token,
+            resp.token_type,
             expires_at,
-            obtained_at: now,
-            jitter: refresh::jitter(),
-        });
+            now,
+        ));
         st.refresh = refresh;
         st.scopes = scopes;
         st.last_refresh = Some(now);
         st.last_error = None;
         st.retry_after = None;
         st.backoff.reset();
-        if let Err(e) = persisted {
-            // Memory still has the login; say loudly that a restart would lose it.
-            let msg = format!(
-                "cannot persist the login to the {} store: {e}",
-                d.store.name()
-            );
-            tracing::error!(site = %self.name, "{msg}");
-            st.last_error = Some(msg);
+        if persist_error.is_some() {
+            st.last_error = persist_error;
         }
         drop(st);
         match expires_at {
