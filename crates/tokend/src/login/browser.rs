@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use token_proto::{ErrorCode, Event};
 use tokend_oauth::{check_callback, OAuthSite, Pkce};
-use tokio::sync::watch;
 
-use super::{timed_out, Outcome, Started};
+use super::{fresh_pkce, fresh_state, timed_out, Started};
 use crate::daemon::Daemon;
 use crate::error::ApiError;
 use crate::loopback::{Loopback, Page};
@@ -17,7 +16,6 @@ pub(super) async fn start(
     site: &Arc<Site>,
     d: &Arc<Daemon>,
     oauth: Arc<OAuthSite>,
-    tx_done: watch::Sender<Outcome>,
 ) -> Result<Started, ApiError> {
     let cfg = site.config();
     let configured_redirect = cfg
@@ -33,9 +31,8 @@ pub(super) async fn start(
                 site.name
             ))
         })?;
-    let pkce = Pkce::try_new().map_err(|e| ApiError::internal(e.to_string()))?;
-    let state =
-        tokend_oauth::pkce::try_random_state().map_err(|e| ApiError::internal(e.to_string()))?;
+    let pkce = fresh_pkce()?;
+    let state = fresh_state()?;
     let url = oauth
         .authorize_url(&lb.redirect_uri, &cfg.scopes, &state, Some(&pkce))
         .map_err(|e| ApiError::provider(&site.name, &e))?;
@@ -47,8 +44,8 @@ pub(super) async fn start(
     };
     let (first, joined) = (ev(true), ev(false));
     let task = browser_login(site.clone(), d.clone(), oauth, lb, pkce, state);
-    site.spawn_login(task, tx_done);
     Ok(Started {
+        task: Box::pin(task),
         first,
         joined,
         paste: None,

@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use token_proto::{ErrorCode, Event};
 use tokend_oauth::{DevicePoll, OAuthSite};
-use tokio::sync::watch;
 
-use super::{timed_out, Outcome, Started};
+use super::{timed_out, Started};
 use crate::daemon::Daemon;
 use crate::error::ApiError;
 use crate::site::Site;
@@ -16,7 +15,6 @@ pub(super) async fn start(
     site: &Arc<Site>,
     d: &Arc<Daemon>,
     oauth: Arc<OAuthSite>,
-    tx_done: watch::Sender<Outcome>,
 ) -> Result<Started, ApiError> {
     let cfg = site.config();
     let timeout = d.login_timeout;
@@ -33,8 +31,8 @@ pub(super) async fn start(
         qr: dev.verification_uri_complete.as_deref().and_then(qr_text),
     };
     let task = device_login(site.clone(), d.clone(), oauth, dev);
-    site.spawn_login(task, tx_done);
     Ok(Started {
+        task: Box::pin(task),
         first: ev.clone(),
         joined: ev,
         paste: None,

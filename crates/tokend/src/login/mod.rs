@@ -117,10 +117,11 @@ impl Site {
             mode
         };
         let started = match mode {
-            LoginMode::Device => device::start(self, d, oauth, tx_done).await?,
-            LoginMode::Paste => paste::start(self, d, oauth, tx_done).await?,
-            LoginMode::Browser => browser::start(self, d, oauth, tx_done).await?,
+            LoginMode::Device => device::start(self, d, oauth).await?,
+            LoginMode::Paste => paste::start(self, d, oauth).await?,
+            LoginMode::Browser => browser::start(self, d, oauth).await?,
         };
+        self.spawn_login(started.task, tx_done);
         tracing::info!(site = %self.name, ?mode, "login started");
         Ok((
             Arc::new(PendingLogin {
@@ -132,12 +133,9 @@ impl Site {
         ))
     }
 
+    /// Runs a login's task, publishes its outcome to every waiting caller and
     /// clears the pending slot (which releases the loopback listener).
-    fn spawn_login(
-        self: &Arc<Self>,
-        task: impl std::future::Future<Output = Result<(), ApiError>> + Send + 'static,
-        tx: watch::Sender<Outcome>,
-    ) {
+    fn spawn_login(self: &Arc<Self>, task: Task, tx: watch::Sender<Outcome>) {
         let site = self.clone();
         tokio::spawn(async move {
             // Each task enforces its own deadline (the login timeout, or the
@@ -156,6 +154,16 @@ impl Site {
     }
 }
 
+/// A PKCE pair for a login; a failing OS random source fails the login.
+fn fresh_pkce() -> Result<tokend_oauth::Pkce, ApiError> {
+    tokend_oauth::Pkce::try_new().map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// A `state` for a login; a failing OS random source fails the login.
+fn fresh_state() -> Result<String, ApiError> {
+    tokend_oauth::try_random_state().map_err(|e| ApiError::internal(e.to_string()))
+}
+
 fn timed_out(site: &str) -> ApiError {
     ApiError::new(
         ErrorCode::LoginFailed,
@@ -163,9 +171,15 @@ fn timed_out(site: &str) -> ApiError {
     )
 }
 
-/// What starting a login yields: the event for the caller that started it,
-/// the one for callers that join, and (paste-back) where the paste goes.
+/// The work of one login after it started: waits for the user, exchanges,
+/// stores. Each flow enforces its own deadline.
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ApiError>> + Send>>;
+
+/// What starting a login yields: its task, the event for the caller that
+/// started it, the one for callers that join, and (paste-back) where the
+/// paste goes.
 struct Started {
+    task: Task,
     first: Event,
     joined: Event,
     paste: Option<mpsc::Sender<String>>,

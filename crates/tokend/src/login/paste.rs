@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use token_proto::{ErrorCode, Event};
 use tokend_oauth::{check_callback, parse_implicit_fragment, AuthCode, OAuthSite, Pkce};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use super::{timed_out, Outcome, Started};
+use super::{fresh_pkce, fresh_state, timed_out, Started};
 use crate::config::Grant;
 use crate::daemon::Daemon;
 use crate::error::ApiError;
@@ -23,7 +23,6 @@ pub(super) async fn start(
     site: &Arc<Site>,
     d: &Arc<Daemon>,
     oauth: Arc<OAuthSite>,
-    tx_done: watch::Sender<Outcome>,
 ) -> Result<Started, ApiError> {
     let cfg = site.config();
     let timeout = d.login_timeout;
@@ -32,13 +31,8 @@ pub(super) async fn start(
         .redirect_uri
         .clone()
         .unwrap_or_else(|| PASTE_REDIRECT.to_owned());
-    let pkce = if implicit {
-        None
-    } else {
-        Some(Pkce::try_new().map_err(|e| ApiError::internal(e.to_string()))?)
-    };
-    let state =
-        tokend_oauth::pkce::try_random_state().map_err(|e| ApiError::internal(e.to_string()))?;
+    let pkce = if implicit { None } else { Some(fresh_pkce()?) };
+    let state = fresh_state()?;
     let url = if implicit {
         oauth.implicit_authorize_url(&redirect, &cfg.scopes, &state)
     } else {
@@ -62,8 +56,8 @@ pub(super) async fn start(
         input: rx,
         implicit,
     });
-    site.spawn_login(task, tx_done);
     Ok(Started {
+        task: Box::pin(task),
         first: ev(true),
         joined: ev(false),
         paste: Some(tx),
