@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokend_e2e::{exit, Daemon, Env, Provider};
 
@@ -27,8 +27,9 @@ fn faults_during_refresh_keep_the_daemon_and_the_login() {
     for kind in ["500", "garbage", "reset"] {
         thread::sleep(Duration::from_millis(2500)); // the token is expired now
         provider.fault(kind, 1);
-        // The daemon may retry and succeed, or report the provider's failure;
-        // it must not crash, hang, or start a login for a transient fault.
+        // Refresh-ahead may have renewed the token before the fault: then it
+        // is served (exit 0). Otherwise the provider's failure is reported
+        // (exit 4) naming the site. Never a crash, a hang, or a login.
         let out = env
             .cmd(&["get", "corp", "--no-login"])
             .timeout(Duration::from_secs(45))
@@ -39,9 +40,12 @@ fn faults_during_refresh_keep_the_daemon_and_the_login() {
             daemon.log()
         );
         assert!(
-            [exit::OK, exit::PROVIDER, exit::UNEXPECTED].contains(&out.code),
+            [exit::OK, exit::PROVIDER].contains(&out.code),
             "{kind}: unexpected outcome {out}"
         );
+        if out.code == exit::PROVIDER {
+            assert!(out.stderr.contains("site corp"), "{kind}: {out}");
+        }
         assert_ne!(
             out.code,
             exit::LOGIN_REQUIRED,
@@ -73,16 +77,20 @@ fn a_hanging_token_endpoint_does_not_stall_other_clients() {
     thread::sleep(Duration::from_millis(2500));
 
     provider.fault("timeout", 1);
-    let hanging = env.cmd(&["get", "corp", "--no-login"]).spawn();
+    // `--min-ttl` beyond the lifetime: this get needs a token-endpoint call,
+    // so it hangs with the refresh (its own, or refresh-ahead's that holds
+    // the site's single flight) until the daemon's 3 s HTTP timeout.
+    let mut hanging = env
+        .cmd(&["get", "corp", "--no-login", "--min-ttl", "1h"])
+        .spawn();
     thread::sleep(Duration::from_millis(300)); // the refresh is now held by the provider
 
-    let t = Instant::now();
     let out = env.cmd(&["status"]).timeout(Duration::from_secs(10)).run();
     assert_ne!(out.code, exit::UNREACHABLE, "{out}");
+    // Order, not duration: status answered while the refresh still hangs.
     assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "status stalled behind a hanging refresh: {:?}",
-        t.elapsed()
+        hanging.try_wait().unwrap().is_none(),
+        "status stalled until the hanging refresh gave up"
     );
     assert!(daemon.alive());
 
