@@ -53,11 +53,49 @@ pub enum Op {
     Stop,
 }
 
-/// `lookup`: the site whose `hosts` list names `host` (`host` or `host:port`).
-/// Answer: `{"ok":true,"site":"corp"}`.
+/// `lookup`: the site whose `hosts` list names this remote, for git. `protocol`
+/// and `host` are git's credential attributes (`https`, `host` or
+/// `host:port`); only `https` remotes are served, and plain `http` only on a
+/// loopback host. Answer: [`LookupReply`].
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LookupRequest {
+    #[serde(default)]
+    pub protocol: String,
     pub host: String,
+}
+
+/// The answer to `lookup`: which site serves the remote, and how git should
+/// send its token.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupReply {
+    pub site: String,
+    #[serde(default)]
+    pub git_auth: GitAuth,
+    /// The user name sent beside the token with [`GitAuth::Basic`].
+    #[serde(default = "default_git_username")]
+    pub username: String,
+}
+
+/// The user name git sends with an OAuth token when the site names none:
+/// GitLab, Gitea and Azure DevOps document `oauth2`; GitHub accepts any.
+pub const DEFAULT_GIT_USERNAME: &str = "oauth2";
+
+fn default_git_username() -> String {
+    DEFAULT_GIT_USERNAME.to_owned()
+}
+
+/// How git sends the token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GitAuth {
+    /// `username` + the token as password (HTTP Basic): what forges accept
+    /// for OAuth tokens, and what git replays on every request of a push.
+    #[default]
+    Basic,
+    /// `authtype=Bearer` (git 2.46+), for servers that accept only Bearer.
+    /// git does not send it on the probe request of a push larger than
+    /// `http.postBuffer`, so such pushes need that buffer raised.
+    Bearer,
 }
 
 /// `paste`: the final redirect URL (or the bare code) of a paste-back login,

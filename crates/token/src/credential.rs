@@ -1,17 +1,22 @@
 //! `token credential get|store|erase`, also run as `git-credential-token`:
-//! the git credential helper protocol. The site comes from the daemon's
-//! `hosts` lists. With git 2.46+ (`capability[]=authtype`) the answer is a
-//! Bearer credential marked ephemeral; older git gets `username=oauth2` and
-//! the token as password, which GitHub, GitLab and most forges accept.
+//! the git credential helper protocol. The daemon picks the site from the
+//! sites' `hosts` lists, and only for an https remote (plain http only on
+//! loopback) whose host and port a site lists.
+//!
+//! The token goes to git as HTTP Basic (`username` + the token as password,
+//! with `password_expiry_utc`), which forges accept for OAuth tokens and which
+//! git sends on every request of a push. Sites with `git_auth = "bearer"` get
+//! `authtype=Bearer` on git 2.46+ (`capability[]=authtype`); git leaves that
+//! header off the probe request of a push larger than `http.postBuffer`, so
+//! such pushes need the buffer raised, and the helper says so.
 
 use std::io::{BufRead, Write};
 
-use serde_json::Value;
-use token_proto::{ErrorCode, LookupRequest, Op};
+use token_proto::{ErrorCode, GitAuth, LookupReply, LookupRequest, Op};
 
 use crate::cli::{Format, GetArgs};
 use crate::conn::Conn;
-use crate::ClientError;
+use crate::{platform, ClientError};
 
 /// Reads git's `key=value` lines up to a blank line or EOF.
 fn read_attributes(input: impl BufRead) -> Vec<(String, String)> {
@@ -28,18 +33,27 @@ fn read_attributes(input: impl BufRead) -> Vec<(String, String)> {
     attrs
 }
 
-/// What to print for git.
-fn answer(attrs: &[(String, String)], token: &str, expires_at: Option<u64>) -> String {
-    let authtype = attrs
+fn attribute<'a>(attrs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    attrs
         .iter()
-        .any(|(k, v)| k == "capability[]" && v == "authtype");
-    let mut out = String::new();
-    if authtype {
-        out.push_str("capability[]=authtype\nauthtype=Bearer\n");
-        out.push_str(&format!("credential={token}\nephemeral=true\n"));
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Whether git said it understands `authtype` (2.46+).
+fn knows_authtype(attrs: &[(String, String)]) -> bool {
+    attrs
+        .iter()
+        .any(|(k, v)| k == "capability[]" && v == "authtype")
+}
+
+/// What to print for git.
+fn answer(how: &LookupReply, bearer: bool, token: &str, expires_at: Option<u64>) -> String {
+    let mut out = if bearer {
+        format!("capability[]=authtype\nauthtype=Bearer\ncredential={token}\nephemeral=true\n")
     } else {
-        out.push_str(&format!("username=oauth2\npassword={token}\n"));
-    }
+        format!("username={}\npassword={token}\n", how.username)
+    };
     if let Some(at) = expires_at {
         out.push_str(&format!("password_expiry_utc={at}\n"));
     }
@@ -49,40 +63,69 @@ fn answer(attrs: &[(String, String)], token: &str, expires_at: Option<u64>) -> S
 pub fn run(action: &str) -> Result<u8, ClientError> {
     let attrs = read_attributes(std::io::stdin().lock());
     // git also calls `store` and `erase`: tokend owns the tokens, so there is
-    // nothing to store, and a rejected token is replaced by the next refresh.
+    // nothing to store, and a rejected token is replaced by the next refresh;
+    // a login is never dropped because one request was refused.
     if action != "get" {
         return Ok(0);
     }
-    let Some(host) = attrs
-        .iter()
-        .find(|(k, _)| k == "host")
-        .map(|(_, v)| v.clone())
+    let (Some(protocol), Some(host)) = (attribute(&attrs, "protocol"), attribute(&attrs, "host"))
     else {
         return Ok(0);
     };
-    let site = match Conn::request(Op::Lookup(LookupRequest { host }), |_| Ok(())) {
-        Ok(v) => v
-            .get("site")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        // Not ours: stay silent so git asks its other helpers.
+    let lookup = Op::Lookup(LookupRequest {
+        protocol: protocol.to_owned(),
+        host: host.to_owned(),
+    });
+    let how: LookupReply = match Conn::request(lookup, |_| Ok(())) {
+        Ok(v) => serde_json::from_value(v)
+            .map_err(|e| ClientError::Other(format!("tokend sent a bad lookup answer: {e}")))?,
+        // Not ours (or not https): stay silent so git asks its other helpers.
         Err(ClientError::Daemon(body)) if body.code == ErrorCode::UnknownSite => return Ok(0),
         Err(e) => return Err(e),
     };
     let reply = crate::cmd::get(&GetArgs {
-        site,
+        site: how.site.clone(),
         min_ttl: Some(60),
         scopes: Vec::new(),
         format: Format::Raw,
         no_login: false,
     })?;
-    let text = answer(&attrs, &reply.access_token, reply.expires_at);
+    let bearer = how.git_auth == GitAuth::Bearer;
+    if bearer && !knows_authtype(&attrs) {
+        eprintln!(
+            "token: site {} wants Bearer for git (git_auth = \"bearer\"), which needs git 2.46 \
+             or later; sending the token as a password instead",
+            how.site
+        );
+    } else if bearer && platform::in_git_push() && !post_buffer_raised() {
+        eprintln!(
+            "token: site {} sends git a Bearer token, which git leaves off the first request \
+             of a push larger than http.postBuffer (1 MiB): if this push fails, run \
+             `git config http.postBuffer 67108864` (or use git_auth = \"basic\")",
+            how.site
+        );
+    }
+    let text = answer(
+        &how,
+        bearer && knows_authtype(&attrs),
+        &reply.access_token,
+        reply.expires_at,
+    );
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| ClientError::Other(format!("cannot write to git: {e}")))?;
     Ok(0)
+}
+
+/// Whether `http.postBuffer` is set in the git config that this push sees
+/// (`-c` on the command line reaches us through the environment).
+fn post_buffer_raised() -> bool {
+    std::process::Command::new("git")
+        .args(["config", "--get", "http.postBuffer"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.trim_ascii().is_empty())
 }
 
 #[cfg(test)]
@@ -98,12 +141,28 @@ mod tests {
     }
 
     #[test]
-    fn bearer_for_new_git_basic_for_old() {
-        let new = vec![("capability[]".to_owned(), "authtype".to_owned())];
+    fn basic_by_default_bearer_when_asked() {
+        let how = LookupReply {
+            site: "s".into(),
+            git_auth: GitAuth::Basic,
+            username: "oauth2".into(),
+        };
         assert_eq!(
-            answer(&new, "t0k", Some(5)),
+            answer(&how, false, "t0k", Some(5)),
+            "username=oauth2\npassword=t0k\npassword_expiry_utc=5\n"
+        );
+        assert_eq!(
+            answer(&how, true, "t0k", Some(5)),
             "capability[]=authtype\nauthtype=Bearer\ncredential=t0k\nephemeral=true\npassword_expiry_utc=5\n"
         );
-        assert_eq!(answer(&[], "t0k", None), "username=oauth2\npassword=t0k\n");
+        assert_eq!(answer(&how, false, "t0k", None), "username=oauth2\npassword=t0k\n");
+    }
+
+    #[test]
+    fn capability_and_attributes() {
+        let attrs = read_attributes(&b"protocol=https\nhost=h\ncapability[]=authtype\n\n"[..]);
+        assert!(knows_authtype(&attrs));
+        assert_eq!(attribute(&attrs, "host"), Some("h"));
+        assert!(!knows_authtype(&read_attributes(&b"host=h\n"[..])));
     }
 }

@@ -19,16 +19,26 @@ pub use error::ClientError;
 pub fn main() -> ExitCode {
     let mut argv = std::env::args_os();
     let program = argv.next();
-    let mut args: Vec<std::ffi::OsString> = argv.collect();
-    // Installed as `git-credential-token`, git runs us as `git-credential-token get`.
+    // A `git-credential-token` symlink to `token` is the git helper too.
     let as_git_helper = program
         .as_deref()
         .map(std::path::Path::new)
         .and_then(|p| p.file_stem())
         .is_some_and(|n| n == "git-credential-token");
     if as_git_helper {
-        args.insert(0, "credential".into());
+        return git_credential_main();
     }
+    run(argv.collect())
+}
+
+/// `git-credential-token ACTION`: git runs it as `git-credential-token get`.
+pub fn git_credential_main() -> ExitCode {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    args.insert(0, "credential".into());
+    run(args)
+}
+
+fn run(args: Vec<std::ffi::OsString>) -> ExitCode {
     match cli::parse(args).and_then(cmd::run) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

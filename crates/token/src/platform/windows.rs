@@ -48,3 +48,8 @@ pub fn exec(mut cmd: Command) -> Result<u8, io::Error> {
 
 /// A pipe opened as a file has no read timeout: the countdown is not shown.
 pub fn set_read_timeout(_stream: &Stream, _timeout: Option<std::time::Duration>) {}
+
+/// Whether a `git push` runs this helper: not known on Windows.
+pub fn in_git_push() -> bool {
+    false
+}

@@ -2,6 +2,7 @@
 //! bad site so the good ones are served; every problem names the file, the
 //! line and the key at fault.
 
+mod git;
 mod preset;
 mod site;
 
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use git::{GitHost, Refusal, Remote};
 pub use site::{ClientAuthKind, Grant, SecretSource, SiteConfig};
 pub(crate) use token_proto::parse_duration;
 

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use token_proto::parse_duration;
+use token_proto::{parse_duration, GitAuth};
 use toml::{Spanned, Value};
 
+use super::git::GitHost;
 use super::{line_of, preset, ConfigError, RawTable};
 
 /// How the client secret is obtained; the secret itself never sits in the config.
@@ -54,7 +55,12 @@ pub struct SiteConfig {
     /// Seconds before expiry to refresh; `None`: a fraction of the lifetime.
     pub refresh_before: Option<u64>,
     pub extra_params: Vec<(String, String)>,
-    pub hosts: Vec<String>,
+    /// The git remotes this site serves (`token credential`).
+    pub hosts: Vec<GitHost>,
+    /// How git sends the token: Basic (`username` + token) unless `git_auth = "bearer"`.
+    pub git_auth: GitAuth,
+    /// The user name git sends beside the token; `None`: `oauth2`.
+    pub username: Option<String>,
     pub api_key: Option<String>,
     pub preset: Option<String>,
     pub subdomain: Option<String>,
@@ -105,6 +111,8 @@ const KEYS: &[&str] = &[
     "refresh_before",
     "extra_params",
     "hosts",
+    "git_auth",
+    "username",
     "api_key",
     "preset",
     "subdomain",
@@ -374,7 +382,14 @@ pub(super) fn parse_site(
         scope_separator: scope_separator.unwrap_or_else(|| " ".to_owned()),
         refresh_before: f.duration("refresh_before")?,
         extra_params: f.string_table("extra_params")?,
-        hosts: f.strings("hosts")?,
+        hosts: f.hosts("hosts")?,
+        git_auth: f
+            .choice(
+                "git_auth",
+                &[("basic", GitAuth::Basic), ("bearer", GitAuth::Bearer)],
+            )?
+            .unwrap_or_default(),
+        username: f.string("username")?,
         api_key: f.string("api_key")?,
         preset: f.string("preset")?,
         subdomain: f.string("subdomain")?,
@@ -390,6 +405,19 @@ pub(super) fn parse_site(
 }
 
 impl Fields<'_> {
+    /// `hosts = ["git.example.com", "git.example.com:8443"]`.
+    fn hosts(&mut self, key: &str) -> Result<Vec<GitHost>, ConfigError> {
+        let line = self
+            .table
+            .get(key)
+            .map(|(l, _)| *l)
+            .unwrap_or(self.header_line);
+        self.strings(key)?
+            .iter()
+            .map(|h| GitHost::parse(h).map_err(|m| self.err(line, key, m)))
+            .collect()
+    }
+
     /// A string that may be only whitespace (the scope separator may be " ").
     fn string_raw(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
         match self.table.remove(key) {

@@ -56,7 +56,7 @@ pub async fn dispatch(d: &Arc<Daemon>, req: Request, events: &mut Events<'_>) ->
         Op::Logout(s) => answer(logout::logout(d, &s.site).await),
         Op::Status(s) => answer(status::status(d, s.site.as_deref()).await),
         Op::Paste(p) => answer(paste::paste(d, p).await),
-        Op::Lookup(l) => answer(lookup::lookup(d, &l.host)),
+        Op::Lookup(l) => answer(lookup::lookup(d, &l)),
         Op::Reload => answer(Ok::<_, ApiError>(d.reload_async().await)),
         Op::Stop => {
             tracing::info!("stop requested by a client");
