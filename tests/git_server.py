@@ -2,17 +2,22 @@
 """A git smart-HTTP server for tokend's end-to-end tests.
 
 Serves the repositories under ROOT with `git http-backend` (CGI) on
-127.0.0.1 and demands `Authorization: Bearer <token>` on every request. The
-token is checked against the test provider's userinfo endpoint (ISSUER/me):
-a token the provider accepts is good. Anything else gets
-401 with `WWW-Authenticate: Bearer realm="git"`.
+127.0.0.1, clones and pushes, and demands an OAuth access token on every
+request, as forges do: `Authorization: Basic` with the token as password
+(any user name), or `Authorization: Bearer <token>`. With AUTH=bearer only
+Bearer is accepted (a Bearer-only server). The token is checked against the
+test provider's userinfo endpoint (ISSUER/me): a token the provider accepts
+is good. Anything else gets 401 with `WWW-Authenticate`.
 
-    git_server.py ROOT ISSUER LOG [GIT]
+    git_server.py ROOT ISSUER LOG [GIT] [AUTH]    AUTH: any (default) | bearer
 
 Prints `{"port": N}` on stdout when ready. LOG gets one line per request:
-`METHOD PATH auth=<scheme or -> -> STATUS`.
+`METHOD PATH auth=<scheme or -> [user=<name>] -> STATUS`. Request bodies may
+be chunked (git streams a push larger than http.postBuffer that way).
 """
 
+import base64
+import binascii
 import json
 import os
 import subprocess
@@ -24,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROOT, ISSUER, LOG = sys.argv[1], sys.argv[2].rstrip("/"), sys.argv[3]
 GIT = sys.argv[4] if len(sys.argv) > 4 else "git"
+AUTH = sys.argv[5] if len(sys.argv) > 5 else "any"
 LOCK = threading.Lock()
 
 
@@ -48,22 +54,51 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def deny(self, scheme):
-        body = b"bearer token required\n"
+        body = b"an access token is required\n"
         self.send_response(401)
         self.send_header("WWW-Authenticate", 'Bearer realm="git"')
+        if AUTH != "bearer":
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
         log(f"{self.command} {self.path} auth={scheme} -> 401")
 
-    def handle_any(self):
+    def read_body(self):
+        if (self.headers.get("Transfer-Encoding") or "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def credentials(self):
+        """(scheme, user, token) from the Authorization header."""
         auth = self.headers.get("Authorization") or ""
-        scheme, _, token = auth.partition(" ")
-        scheme = scheme or "-"
-        if scheme.lower() != "bearer" or not token_ok(token.strip()):
+        scheme, _, value = auth.partition(" ")
+        value = value.strip()
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(value).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return "Basic", None, ""
+            return "Basic", user, password
+        return scheme or "-", None, value
+
+    def handle_any(self):
+        body = self.read_body()
+        scheme, user, token = self.credentials()
+        allowed = ("bearer",) if AUTH == "bearer" else ("bearer", "basic")
+        if user is not None:
+            scheme = f"{scheme} user={user}"
+        if scheme.split()[0].lower() not in allowed or not token_ok(token):
             self.deny(scheme)
             return
         path, _, query = self.path.partition("?")

@@ -19,8 +19,9 @@ pub use error::{ErrorBody, ErrorCode};
 pub use frame::{Frame, LineDecoder};
 pub use message::{
     decode_request, encode_line, error_line, ok_line, Event, GetRequest, GitAuth, LoginMode,
-    LoginPolicy, LoginRequest, LookupReply, LookupRequest, Op, DEFAULT_GIT_USERNAME, PasteRequest, ReloadReply, Request, RequestError, ServerLine,
-    SiteRequest, SiteStatus, StatusReply, StatusRequest, TokenReply,
+    LoginPolicy, LoginRequest, LookupReply, LookupRequest, Op, PasteRequest, ReloadReply, Request,
+    RequestError, ServerLine, SiteRequest, SiteStatus, StatusReply, StatusRequest, TokenReply,
+    DEFAULT_GIT_USERNAME,
 };
 pub use path::{default_socket_path, SOCKET_ENV};
 

@@ -155,7 +155,10 @@ mod tests {
             answer(&how, true, "t0k", Some(5)),
             "capability[]=authtype\nauthtype=Bearer\ncredential=t0k\nephemeral=true\npassword_expiry_utc=5\n"
         );
-        assert_eq!(answer(&how, false, "t0k", None), "username=oauth2\npassword=t0k\n");
+        assert_eq!(
+            answer(&how, false, "t0k", None),
+            "username=oauth2\npassword=t0k\n"
+        );
     }
 
     #[test]

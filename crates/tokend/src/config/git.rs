@@ -147,12 +147,20 @@ mod tests {
         assert!(served("https", "git.example.com", "git.example.com"));
         assert!(served("https", "Git.Example.com:443", "git.example.com"));
         assert!(served("https", "git.example.com", "git.example.com:443"));
-        assert!(served("https", "git.example.com:8443", "git.example.com:8443"));
+        assert!(served(
+            "https",
+            "git.example.com:8443",
+            "git.example.com:8443"
+        ));
         // Another port of a listed host is another service.
         assert!(!served("https", "git.example.com:8443", "git.example.com"));
         assert!(!served("https", "git.example.com", "git.example.com:8443"));
         assert!(!served("https", "evil.example.com", "git.example.com"));
-        assert!(!served("https", "git.example.com.evil.test", "git.example.com"));
+        assert!(!served(
+            "https",
+            "git.example.com.evil.test",
+            "git.example.com"
+        ));
     }
 
     #[test]
