@@ -22,6 +22,9 @@ Environment:
                         deny:        press the abort link (callback gets error=access_denied)
                         forge-state: rewrite `state` in the final callback
                         forge-iss:   rewrite `iss` to http://evil.example
+                        forge-first: before the real callback, send forged ones
+                                     (wrong state; error=access_denied without
+                                     and with a wrong state; a wrong path)
                         ignore:      only record the launch
     BROWSER_LOG         append a log of what was done to this file
     BROWSER_COUNT_FILE  append one line per launch to this file
@@ -290,6 +293,17 @@ def authorize(url, mode):
     if mode in ("forge-state", "forge-iss"):
         callback = forge(callback, mode)
         log("%s: callback rewritten" % mode)
+    if mode == "forge-first":
+        u = urllib.parse.urlsplit(callback)
+        for query, path in (
+            (urllib.parse.urlencode([("code", "forged"), ("state", "forged-state")]), u.path),
+            ("error=access_denied", u.path),
+            ("error=access_denied&state=forged-state", u.path),
+            (u.query, u.path + "-elsewhere"),
+        ):
+            fake = urllib.parse.urlunsplit((u.scheme, u.netloc, path, query, ""))
+            status, _, _ = b.request(fake)
+            log("forged callback answered %d" % status)
     log("callback %s" % redact(callback))
     status, location, text = b.request(callback)
     log("callback answered %d: %s" % (status, squash(text, 200)))
@@ -333,7 +347,7 @@ def detach():
 
 def main(argv):
     mode = os.environ.get("BROWSER_MODE", "") or "approve"
-    if mode not in ("approve", "deny", "forge-state", "forge-iss", "ignore"):
+    if mode not in ("approve", "deny", "forge-state", "forge-iss", "forge-first", "ignore"):
         sys.stderr.write("browser.py: unknown BROWSER_MODE %r\n" % mode)
         return 2
 

@@ -46,8 +46,44 @@ fn forged_callback_is_rejected(mode: &str, what: &str) {
 }
 
 #[test]
-fn forged_state_is_rejected_and_the_code_never_exchanged() {
-    forged_callback_is_rejected("forge-state", "a callback with a wrong state");
+fn a_callback_with_a_wrong_state_is_ignored_and_the_code_never_exchanged() {
+    let provider = Provider::start(3600);
+    let mut env = env_with_mode(&provider, "forge-state");
+    env.set("TOKEND_LOGIN_TIMEOUT", "4");
+    let _daemon = env.daemon();
+    let out = env.token(&["get", "corp"]);
+    assert_ne!(
+        out.code, 0,
+        "a forged callback never completes the login: {out}"
+    );
+    assert!(out.stdout.is_empty(), "{out}");
+    assert_eq!(
+        provider.stats().token_calls,
+        0,
+        "the code must not be exchanged"
+    );
+    let log = env.browser_log();
+    assert!(
+        log.contains("callback answered 400"),
+        "the listener refused it: {log}"
+    );
+}
+
+#[test]
+fn forged_callbacks_before_the_real_one_do_not_end_the_login() {
+    let provider = Provider::start(3600);
+    let mut env = env_with_mode(&provider, "forge-first");
+    let _daemon = env.daemon();
+    let out = env.token(&["get", "corp"]);
+    out.ok();
+    let log = env.browser_log();
+    assert_eq!(
+        log.matches("forged callback answered 400").count(),
+        3,
+        "wrong state, and error= without the right state, are refused: {log}"
+    );
+    assert!(log.contains("forged callback answered 404"), "{log}");
+    assert_eq!(provider.stats().grant("authorization_code"), 1);
 }
 
 #[test]

@@ -129,17 +129,20 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
+    /// `state` first: an `error=` without the login's own `state` could come
+    /// from any page or process, and must not end the login.
     fn check_error_and_state(&self, expected_state: &str) -> Result<(), CallbackError> {
+        match self.get("state") {
+            Some(state) if constant_time_eq(state.as_bytes(), expected_state.as_bytes()) => {}
+            _ => return Err(CallbackError::StateMismatch),
+        }
         if let Some(error) = self.get("error") {
             return Err(CallbackError::Denied {
-                error: error.to_owned(),
-                description: self.get("error_description").map(str::to_owned),
+                error: crate::response::clip(error),
+                description: self.get("error_description").map(crate::response::clip),
             });
         }
-        match self.get("state") {
-            Some(state) if constant_time_eq(state.as_bytes(), expected_state.as_bytes()) => Ok(()),
-            _ => Err(CallbackError::StateMismatch),
-        }
+        Ok(())
     }
 }
 
@@ -173,9 +176,19 @@ mod tests {
     }
 
     #[test]
-    fn error_comes_first() {
-        let err = check_callback(
+    fn an_error_counts_only_with_the_right_state() {
+        for forged in [
             "?error=access_denied&error_description=User+said+no&state=WRONG",
+            "?error=access_denied",
+        ] {
+            assert_eq!(
+                check_callback(forged, "s1", &provider(None, true)).unwrap_err(),
+                CallbackError::StateMismatch,
+                "{forged}"
+            );
+        }
+        let err = check_callback(
+            "?error=access_denied&error_description=User+said+no&state=s1",
             "s1",
             &provider(None, true),
         )

@@ -1,7 +1,14 @@
 //! The loopback redirect listener of a browser login (RFC 8252): bound once
-//! on 127.0.0.1 (a random port unless the site's redirect_uri fixes one),
-//! hands the first callback on its path to the login, answers the browser
-//! with the login's outcome, and closes when the login ends.
+//! on 127.0.0.1 (a random port unless the site's redirect_uri fixes one; both
+//! 127.0.0.1 and ::1 on one port for `localhost`, so no other user can take
+//! the other address), hands the first callback with the login's own `state`
+//! to the login, answers the browser with the login's outcome, and closes
+//! when the login ends.
+//!
+//! Anyone on the machine can connect to a loopback port. A request on
+//! another path, or without the login's `state` (a forged `error=` among
+//! them), is answered and ignored: it neither takes the one slot nor ends the
+//! login. A connection must send its request head within a few seconds.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,9 +19,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
 /// What the browser is shown once the login knows how it went.
 #[derive(Debug)]
@@ -22,6 +30,9 @@ pub enum Page {
     Done(String),
     Failed(String),
 }
+
+/// How long a connection may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One callback: its query string and where to send the page for the browser.
 #[derive(Debug)]
@@ -34,104 +45,154 @@ pub struct Callback {
 pub struct Loopback {
     pub redirect_uri: String,
     rx: mpsc::Receiver<Callback>,
-    task: tokio::task::JoinHandle<()>,
+    /// The accept loops; dropping the set closes the listeners, so no
+    /// callback is accepted after the login ends.
+    _accepts: JoinSet<()>,
 }
 
-impl Drop for Loopback {
-    fn drop(&mut self) {
-        // Closing the listener: no callback is accepted after the login ends.
-        self.task.abort();
-    }
+/// What every connection checks a request against.
+#[derive(Debug)]
+struct Gate {
+    path: String,
+    state: String,
+    /// Set by the first request with the right `state`: the one callback.
+    taken: AtomicBool,
+    tx: mpsc::Sender<Callback>,
 }
 
 /// Is this redirect URI one we can listen on ourselves?
 pub fn is_loopback(uri: &url::Url) -> bool {
     uri.scheme() == "http"
-        && matches!(
-            uri.host(),
-            Some(url::Host::Ipv4(ip)) if ip.is_loopback()
-        )
-        || uri.scheme() == "http"
-            && matches!(uri.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
-        || uri.scheme() == "http" && uri.host_str() == Some("localhost")
+        && match uri.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        }
 }
 
 impl Loopback {
-    /// Binds the listener. `configured`: the site's loopback redirect_uri,
-    /// whose host, port (0 or none = random) and path are honoured.
-    pub async fn bind(configured: Option<&url::Url>) -> std::io::Result<Loopback> {
+    /// Binds the listener for the login whose `state` is given.
+    /// `configured`: the site's loopback redirect_uri, whose host, port (0 or
+    /// none = random) and path are honoured.
+    pub async fn bind(configured: Option<&url::Url>, state: &str) -> std::io::Result<Loopback> {
         let (host, port, path) = match configured {
             Some(u) => (
                 match u.host() {
-                    Some(url::Host::Ipv6(_)) => "[::1]".to_owned(),
-                    _ => "127.0.0.1".to_owned(),
+                    Some(url::Host::Ipv6(_)) => "[::1]",
+                    _ => "127.0.0.1",
                 },
                 u.port().unwrap_or(0),
                 u.path().to_owned(),
             ),
-            None => ("127.0.0.1".to_owned(), 0, "/callback".to_owned()),
+            None => ("127.0.0.1", 0, "/callback".to_owned()),
         };
-        let listener = TcpListener::bind(format!("{host}:{port}")).await?;
-        let port = listener.local_addr()?.port();
-        let shown_host = match configured.and_then(|u| u.host_str()) {
-            Some("localhost") => "localhost".to_owned(),
-            _ => host,
-        };
+        let localhost = configured.and_then(|u| u.host_str()) == Some("localhost");
+        let (listeners, port) = bind_addresses(host, port, localhost).await?;
+        let shown_host = if localhost { "localhost" } else { host };
         let redirect_uri = format!("http://{shown_host}:{port}{path}");
         let (tx, rx) = mpsc::channel(1);
-        let taken = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(accept_loop(listener, path, tx, taken));
+        let gate = Arc::new(Gate {
+            path,
+            state: state.to_owned(),
+            taken: AtomicBool::new(false),
+            tx,
+        });
+        let mut accepts = JoinSet::new();
+        for l in listeners {
+            accepts.spawn(accept_loop(l, gate.clone()));
+        }
         Ok(Loopback {
             redirect_uri,
             rx,
-            task,
+            _accepts: accepts,
         })
     }
 
-    /// The first callback on the redirect path.
+    /// The first callback on the redirect path with the login's `state`.
     pub async fn next(&mut self) -> Option<Callback> {
         self.rx.recv().await
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    path: String,
-    tx: mpsc::Sender<Callback>,
-    taken: Arc<AtomicBool>,
-) {
+/// Binds `host:port`; for `localhost` also `[::1]` on the same port, since a
+/// browser may resolve `localhost` to either and another user must not be
+/// able to take the address we left free. A random port that is taken on
+/// ::1 is tried again; a machine without IPv6 gets 127.0.0.1 alone.
+async fn bind_addresses(
+    host: &str,
+    port: u16,
+    localhost: bool,
+) -> std::io::Result<(Vec<TcpListener>, u16)> {
+    let mut last = None;
+    for _ in 0..8 {
+        let first = TcpListener::bind(format!("{host}:{port}")).await?;
+        let bound = first.local_addr()?.port();
+        if !localhost {
+            return Ok((vec![first], bound));
+        }
+        match TcpListener::bind(format!("[::1]:{bound}")).await {
+            Ok(second) => return Ok((vec![first, second], bound)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                return Ok((vec![first], bound))
+            }
+            Err(e) if port == 0 && e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free port on both loopback addresses")))
+}
+
+async fn accept_loop(listener: TcpListener, gate: Arc<Gate>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (path, tx, taken) = (path.clone(), tx.clone(), taken.clone());
+        let gate = gate.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let (path, tx, taken) = (path.clone(), tx.clone(), taken.clone());
-                async move { Ok::<_, Infallible>(handle(req, &path, &tx, &taken).await) }
+                let gate = gate.clone();
+                async move { Ok::<_, Infallible>(handle(req, &gate).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
-            // A browser that never finishes its request must not hold a task forever.
-            let _ = tokio::time::timeout(Duration::from_secs(120), conn).await;
+            // The one real callback waits for the login's outcome (up to 60 s);
+            // nothing else may hold a task for long.
+            let _ = tokio::time::timeout(Duration::from_secs(90), conn).await;
         });
     }
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    path: &str,
-    tx: &mpsc::Sender<Callback>,
-    taken: &AtomicBool,
-) -> Response<Full<Bytes>> {
-    if req.uri().path() != path {
+/// The `state` parameter of a query string.
+fn state_of(query: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn handle(req: Request<Incoming>, gate: &Gate) -> Response<Full<Bytes>> {
+    if req.uri().path() != gate.path {
         return page(
             StatusCode::NOT_FOUND,
             "Not found",
             "This is tokend's login listener.",
         );
     }
-    if taken.swap(true, Ordering::SeqCst) {
+    let query = req.uri().query().unwrap_or("");
+    let ours = state_of(query)
+        .is_some_and(|s| tokend_oauth::constant_time_eq(s.as_bytes(), gate.state.as_bytes()));
+    if !ours {
+        tracing::debug!("loopback: ignored a request without the login's state");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Not this login",
+            "This request does not carry the state of tokend's pending login, so it was ignored.",
+        );
+    }
+    if gate.taken.swap(true, Ordering::SeqCst) {
         return page(
             StatusCode::CONFLICT,
             "Already handled",
@@ -140,10 +201,10 @@ async fn handle(
     }
     let (reply, outcome) = oneshot::channel();
     let callback = Callback {
-        query: req.uri().query().unwrap_or("").to_owned(),
+        query: query.to_owned(),
         reply,
     };
-    if tx.send(callback).await.is_err() {
+    if gate.tx.send(callback).await.is_err() {
         return page(
             StatusCode::GONE,
             "Login over",

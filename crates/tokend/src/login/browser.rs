@@ -23,7 +23,8 @@ pub(super) async fn start(
         .as_deref()
         .and_then(|u| url::Url::parse(u).ok());
     let timeout = d.login_timeout;
-    let lb = Loopback::bind(configured_redirect.as_ref())
+    let state = fresh_state()?;
+    let lb = Loopback::bind(configured_redirect.as_ref(), &state)
         .await
         .map_err(|e| {
             ApiError::internal(format!(
@@ -32,7 +33,6 @@ pub(super) async fn start(
             ))
         })?;
     let pkce = fresh_pkce()?;
-    let state = fresh_state()?;
     let url = oauth
         .authorize_url(&lb.redirect_uri, &cfg.scopes, &state, Some(&pkce))
         .map_err(|e| ApiError::provider(&site.name, &e))?;
