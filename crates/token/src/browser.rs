@@ -21,7 +21,17 @@ pub fn caller_can_log_in() -> bool {
 
 /// Starts the browser on `url` without waiting for it. `BROWSER` wins on every
 /// platform (split on whitespace, `%s` replaced, else the URL appended).
+/// Only `https` URLs, or `http` to a loopback address, are opened: the URL
+/// comes from the daemon and the provider, and an opener handed a path or a
+/// `file:` URL would run or show local things.
 pub fn open(url: &str) -> Result<(), String> {
+    if !token_proto::text::safe_to_open(url) {
+        return Err(
+            "not opening this URL in a browser: only https (or http to this machine) URLs are \
+             opened automatically"
+                .to_owned(),
+        );
+    }
     let mut cmd = match std::env::var("BROWSER")
         .ok()
         .filter(|b| !b.trim().is_empty())

@@ -12,6 +12,7 @@ use crate::cli::{Command, Format, GetArgs, HELP};
 use crate::conn::Conn;
 use crate::time::{human_duration, now_unix, rfc3339};
 use crate::{browser, platform, ClientError};
+use token_proto::text::clean;
 
 pub fn run(cmd: Command) -> Result<u8, ClientError> {
     match cmd {
@@ -148,7 +149,60 @@ fn render(reply: &TokenReply, format: Format) -> String {
 
 /// Shows what the daemon says while the caller waits (a login URL, a device
 /// code), and for a paste-back login reads the user's paste from stdin.
+/// An event's text, safe for a terminal: its URLs, codes and names come
+/// from the provider, so control characters go (the QR code keeps its
+/// block characters and line breaks only).
+fn clean_event(ev: &Event) -> Event {
+    const MAX_URL: usize = 8192;
+    let c = |s: &String| clean(s, MAX_URL);
+    match ev {
+        Event::LoginUrl {
+            site,
+            url,
+            open_browser,
+            timeout,
+        } => Event::LoginUrl {
+            site: c(site),
+            url: c(url),
+            open_browser: *open_browser,
+            timeout: *timeout,
+        },
+        Event::DeviceCode {
+            site,
+            user_code,
+            verification_uri,
+            verification_uri_complete,
+            timeout,
+            qr,
+        } => Event::DeviceCode {
+            site: c(site),
+            user_code: clean(user_code, 64),
+            verification_uri: c(verification_uri),
+            verification_uri_complete: verification_uri_complete.as_ref().map(c),
+            timeout: *timeout,
+            qr: qr.as_ref().map(|q| {
+                q.chars()
+                    .filter(|ch| matches!(ch, ' ' | '\n' | '▀' | '▄' | '█'))
+                    .collect()
+            }),
+        },
+        Event::PasteUrl {
+            site,
+            url,
+            paste,
+            timeout,
+        } => Event::PasteUrl {
+            site: c(site),
+            url: c(url),
+            paste: *paste,
+            timeout: *timeout,
+        },
+        Event::Unknown => Event::Unknown,
+    }
+}
+
 fn show_event(ev: &Event) -> Result<(), ClientError> {
+    let ev = &clean_event(ev);
     if let Event::PasteUrl {
         site,
         url,

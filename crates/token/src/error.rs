@@ -3,7 +3,11 @@
 use std::fmt;
 use std::io::Write;
 
+use token_proto::text::clean;
 use token_proto::ErrorBody;
+
+/// Characters of a daemon message shown (it may quote a config path and a provider).
+const MAX_MESSAGE: usize = 2000;
 
 /// Everything that can end a `token` command unsuccessfully.
 #[derive(Debug)]
@@ -47,7 +51,8 @@ impl fmt::Display for ClientError {
             ClientError::Usage(m) | ClientError::Unreachable(m) | ClientError::Other(m) => {
                 f.write_str(m)
             }
-            ClientError::Daemon(body) => f.write_str(&body.message),
+            // The daemon's messages may quote a provider: no control characters.
+            ClientError::Daemon(body) => f.write_str(&clean(&body.message, MAX_MESSAGE)),
             ClientError::Help => f.write_str("help"),
         }
     }

@@ -21,8 +21,10 @@ pub fn discovery_urls(issuer: &str) -> Result<Vec<Url>, Error> {
     };
     let parsed =
         Url::parse(issuer).map_err(|e| discovery(format!("the issuer is not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "https" | "http") || parsed.host_str().is_none() {
-        return Err(discovery("the issuer must be an https URL".into()));
+    if !crate::tls_or_loopback(&parsed) {
+        return Err(discovery(
+            "the issuer must be an https URL (plain http only for a loopback host)".into(),
+        ));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(discovery(
@@ -70,10 +72,20 @@ pub fn parse_metadata(issuer: &str, body: &[u8]) -> Result<Provider, Error> {
         }
         None => return Err(discovery("the metadata names no issuer".into())),
     }
+    // Tokens and codes go to these endpoints: TLS, as for the issuer.
     let url = |field: &str, value: Option<String>| -> Result<Option<Url>, Error> {
         value
             .map(|v| {
-                Url::parse(&v).map_err(|e| discovery(format!("{field} {v:?} is not a URL: {e}")))
+                let u = Url::parse(&v)
+                    .map_err(|e| discovery(format!("{field} {v:?} is not a URL: {e}")))?;
+                if crate::tls_or_loopback(&u) {
+                    Ok(u)
+                } else {
+                    Err(discovery(format!(
+                        "{field} {v:?} is not https: tokend sends tokens only over TLS \
+                         (plain http only to a loopback host)"
+                    )))
+                }
             })
             .transpose()
     };

@@ -33,3 +33,15 @@ pub use provider::Provider;
 pub use secret::{AccessToken, AuthCode, ClientSecret, DeviceCode, PkceVerifier, RefreshToken};
 pub use site::OAuthSite;
 pub use token::{parse_token_response, Lifetime, TokenResponse, DEFAULT_LIFETIME};
+
+/// Whether tokens, codes and secrets may be sent to `url`: `https`, or
+/// plain `http` to a loopback host (a local test server, a local proxy).
+pub fn tls_or_loopback(url: &url::Url) -> bool {
+    match (url.scheme(), url.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Domain(d))) => d.eq_ignore_ascii_case("localhost"),
+        _ => false,
+    }
+}

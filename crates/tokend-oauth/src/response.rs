@@ -114,11 +114,9 @@ pub(crate) fn str_field<'a>(map: &'a Fields, key: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
-fn clip(text: &str) -> String {
-    match text.char_indices().nth(MAX_TEXT) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_owned(),
-    }
+/// Provider text reaches logs and terminals: no control characters, clipped.
+pub(crate) fn clip(text: &str) -> String {
+    token_proto::text::clean(text, MAX_TEXT)
 }
 
 #[cfg(test)]
@@ -249,5 +247,13 @@ mod tests {
         );
         let err = parse(400, None, &body).unwrap_err();
         assert!(err.to_string().len() < 400);
+    }
+
+    #[test]
+    fn control_characters_in_descriptions_are_dropped() {
+        let body = r#"{"error":"x[31m","error_description":"line
+]0;pwned"}"#;
+        let text = parse(400, None, body).unwrap_err().to_string();
+        assert!(!text.chars().any(char::is_control), "{text:?}");
     }
 }

@@ -124,10 +124,11 @@ const KEYS: &[&str] = &[
 /// Takes keys out of one site table, remembering where each one was.
 struct Fields<'a> {
     path: &'a Path,
-    text: &'a str,
     site: &'a str,
     header_line: usize,
     table: BTreeMap<String, (usize, Value)>,
+    /// Lines of the keys as written, for errors found after a key is taken.
+    key_lines: BTreeMap<String, usize>,
 }
 
 impl Fields<'_> {
@@ -154,17 +155,27 @@ impl Fields<'_> {
         }
     }
 
+    /// The line of `key` (before it is taken out of the table).
+    fn line_of_taken(&self, key: &str) -> usize {
+        self.key_lines.get(key).copied().unwrap_or(self.header_line)
+    }
+
     fn url(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
         let Some(s) = self.string(key)? else {
             return Ok(None);
         };
+        let line = self.line_of_taken(key);
         match url::Url::parse(&s) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(Some(s)),
-            _ => Err(self.err(
-                self.header_line,
+            Ok(u) if tokend_oauth::tls_or_loopback(&u) => Ok(Some(s)),
+            Ok(u) if u.scheme() == "http" => Err(self.err(
+                line,
                 key,
-                format!("`{s}` is not an http(s) URL"),
+                format!(
+                    "`{s}` is plain http: tokens and codes go only over TLS; use https \
+                     (plain http is allowed only for 127.0.0.1, ::1 or localhost)"
+                ),
             )),
+            _ => Err(self.err(line, key, format!("`{s}` is not an https URL"))),
         }
     }
 
@@ -295,18 +306,23 @@ pub(super) fn parse_site(
     header_line: usize,
     raw: RawTable,
 ) -> Result<SiteConfig, ConfigError> {
+    let table: BTreeMap<String, (usize, Value)> = raw
+        .into_iter()
+        .map(|(k, v)| {
+            let line = line_of(text, k.span().start);
+            (k.into_inner(), (line, Spanned::into_inner(v)))
+        })
+        .collect();
+    let key_lines = table
+        .iter()
+        .map(|(k, (line, _))| (k.clone(), *line))
+        .collect();
     let mut f = Fields {
         path,
-        text,
         site: name,
         header_line,
-        table: raw
-            .into_iter()
-            .map(|(k, v)| {
-                let line = line_of(text, k.span().start);
-                (k.into_inner(), (line, Spanned::into_inner(v)))
-            })
-            .collect(),
+        table,
+        key_lines,
     };
     if name.is_empty()
         || !name
@@ -325,13 +341,6 @@ pub(super) fn parse_site(
         let hint = suggest(key).map_or(String::new(), |s| format!("; did you mean `{s}`?"));
         return Err(f.err(*line, key, format!("unknown key{hint}")));
     }
-    let _ = f.text;
-    // Lines of the keys as written, for preset errors found after parsing.
-    let key_lines: BTreeMap<String, usize> = f
-        .table
-        .iter()
-        .map(|(k, (line, _))| (k.clone(), *line))
-        .collect();
 
     let secret_env = f.string("client_secret_env")?;
     let secret_cmd = f.string("client_secret_cmd")?;
@@ -398,7 +407,7 @@ pub(super) fn parse_site(
         api_base: f.url("api_base")?,
     };
     preset::apply(&mut site, separator_given).map_err(|e| {
-        let line = key_lines.get(e.key).copied().unwrap_or(header_line);
+        let line = f.line_of_taken(e.key);
         f.err(line, e.key, e.message)
     })?;
     validate(&f, site)
