@@ -731,8 +731,16 @@ impl Env {
         PathBuf::from(&self.vars["TOKEND_CONFIG"])
     }
 
+    /// `$TOKEND_SOCKET`, else where the client looks without it.
     pub fn socket_path(&self) -> PathBuf {
-        PathBuf::from(&self.vars["TOKEND_SOCKET"])
+        match (
+            self.vars.get("TOKEND_SOCKET"),
+            self.vars.get("XDG_RUNTIME_DIR"),
+        ) {
+            (Some(s), _) => PathBuf::from(s),
+            (None, Some(run)) => PathBuf::from(run).join("tokend").join("tokend.sock"),
+            (None, None) => self.state_dir().join("tokend.sock"),
+        }
     }
 
     /// `$XDG_STATE_HOME/tokend`, where the file store lives.
@@ -967,7 +975,7 @@ impl Env {
     /// Kills every process that still carries this world's socket path in its
     /// environment (an autostarted daemon, a detached browser script).
     pub fn kill_stragglers(&self) {
-        let needle = format!("TOKEND_SOCKET={}", self.vars["TOKEND_SOCKET"]);
+        let needle = format!("TOKEND_SOCKET={}", self.socket_path().display());
         let me = std::process::id();
         let Ok(rd) = fs::read_dir("/proc") else {
             return;

@@ -75,7 +75,9 @@ fn a_stale_socket_is_replaced_and_a_second_daemon_leaves_the_first_alone() {
     env.write_config(&Env::site_config("corp", &provider));
     // A socket file nobody listens on, as a crashed daemon leaves it.
     let sock = env.socket_path();
-    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(sock.parent().unwrap())
+        .unwrap();
     drop(UnixListener::bind(&sock).unwrap());
     assert!(sock.exists());
 

@@ -140,6 +140,15 @@ fn launchd_plist_is_valid_and_runs_tokend() {
         v["RunAtLoad"] == true || !v["KeepAlive"].is_null() || !v["Sockets"].is_null(),
         "the agent starts (RunAtLoad, KeepAlive or Sockets): {v}"
     );
+    // Logs go to the user's own Logs folder, never to shared /tmp.
+    assert_eq!(
+        v["EnvironmentVariables"]["TOKEND_LOG_FILE"], "~/Library/Logs/tokend.log",
+        "{v}"
+    );
+    for key in ["StandardErrorPath", "StandardOutPath"] {
+        let path = v[key].as_str().unwrap_or("");
+        assert!(!path.starts_with("/tmp"), "{key} = {path}");
+    }
 }
 
 /// A daemon started outside the harness; killed on drop.

@@ -13,6 +13,7 @@ mod error;
 mod frame;
 mod message;
 mod path;
+pub mod text;
 
 pub use duration::parse_duration;
 pub use error::{ErrorBody, ErrorCode};
@@ -23,7 +24,7 @@ pub use message::{
     RequestError, ServerLine, SiteRequest, SiteStatus, StatusReply, StatusRequest, TokenReply,
     DEFAULT_GIT_USERNAME,
 };
-pub use path::{default_socket_path, SOCKET_ENV};
+pub use path::{config_path, default_socket_path, home_dir, state_dir, SOCKET_ENV};
 
 /// Seconds since the Unix epoch, the unit of every `expires_at` on the wire.
 /// The one place either binary reads the wall clock (clippy.toml forbids it

@@ -49,7 +49,7 @@ impl Conn {
             Err(ClientError::Daemon(body))
                 if body.code == ErrorCode::VersionMismatch && autostart_allowed() =>
             {
-                let path = default_socket_path(platform::uid());
+                let path = default_socket_path(&platform::user_key());
                 eprintln!(
                     "token: the running tokend speaks another protocol version; restarting it"
                 );
@@ -72,7 +72,13 @@ impl Conn {
     }
 
     fn connect(may_start: bool) -> Result<Conn, ClientError> {
-        let path = default_socket_path(platform::uid());
+        let path = default_socket_path(&platform::user_key());
+        // Both checks come before anything is sent, and a failed one never
+        // leads to starting a daemon over somebody else's socket.
+        let not_ours = |m: String| {
+            ClientError::Unreachable(format!("not using tokend at {}: {m}", path.display()))
+        };
+        platform::check_socket_dir(&path).map_err(not_ours)?;
         let stream = match platform::connect(&path) {
             Ok(s) => s,
             Err(e) if platform::is_not_running(&e) => {
@@ -89,6 +95,7 @@ impl Conn {
             }
             Err(e) => return Err(unreachable(&path, e)),
         };
+        platform::check_peer(&stream).map_err(not_ours)?;
         Ok(Conn {
             stream,
             decoder: LineDecoder::new(token_proto::MAX_RESPONSE_LINE),
@@ -307,6 +314,14 @@ fn start_daemon(path: &Path) -> Result<Stream, ClientError> {
     });
     match rx.recv_timeout(START_TIMEOUT) {
         Ok(line) if line.trim() == "ready" => {}
+        // It refused to serve, and said why (another tokend owns the store).
+        Ok(line) if line.starts_with("error: ") => {
+            let _ = child.wait();
+            return Err(ClientError::Unreachable(format!(
+                "tokend: {}",
+                line.trim_end().trim_start_matches("error: ")
+            )));
+        }
         Ok(_) => {
             // Exited without `ready`: it either lost the race to a daemon that
             // is starting (give that one the same time to bind) or failed.

@@ -34,9 +34,13 @@ Under systemd, tokend.socket passes the socket in (LISTEN_FDS).
 
 ENVIRONMENT:
     TOKEND_CONFIG   config file (default: the platform config dir, tokend/config.toml)
-    TOKEND_SOCKET   socket path (default: $XDG_RUNTIME_DIR/tokend/tokend.sock)
+    TOKEND_SOCKET   socket path (default: $XDG_RUNTIME_DIR/tokend/tokend.sock, else
+                    tokend.sock in the state dir, ~/.local/state/tokend)
     TOKEND_STORE    keyring (default) | file | memory
     TOKEND_LOG      log filter, e.g. info, debug, tokend=trace (or RUST_LOG)
+    TOKEND_LOG_FILE log to this file (0600; a leading ~/ is your home) instead
+                    of stderr; an autostarted tokend logs to tokend.log in the
+                    state dir
 ";
 
 /// Runs the daemon with the process's arguments; the binary is a shim over this.
@@ -56,6 +60,7 @@ pub fn main() -> ExitCode {
         }
         None => {}
     }
+    platform::harden_process();
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -77,18 +82,30 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    // An autostarted daemon has no terminal: log to the state dir instead.
-    if std::env::var_os("TOKEND_AUTOSTARTED").is_some() {
-        let dir = paths::state_dir();
-        let file = platform::create_private_dir(&dir)
-            .and_then(|()| platform::open_private_log(&dir.join("tokend.log")));
-        if let Ok(file) = file {
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .init();
-            return;
+    // TOKEND_LOG_FILE (launchd's plist sets it), else for an autostarted
+    // daemon, which has no terminal: a private log file instead of stderr.
+    let file = match std::env::var_os("TOKEND_LOG_FILE").filter(|f| !f.is_empty()) {
+        Some(f) => {
+            let path = expand_home(std::path::Path::new(&f));
+            path.parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| platform::open_private_log(&path))
+                .ok()
         }
+        None if std::env::var_os("TOKEND_AUTOSTARTED").is_some() => {
+            let dir = paths::state_dir();
+            platform::create_private_dir(&dir)
+                .and_then(|()| platform::open_private_log(&dir.join("tokend.log")))
+                .ok()
+        }
+        None => None,
+    };
+    if let Some(file) = file {
+        builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .init();
+        return;
     }
     use std::io::IsTerminal;
     builder
@@ -97,22 +114,29 @@ fn init_logging() {
         .init();
 }
 
-#[cfg(unix)]
-fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+/// `~/x` → `$HOME/x` (launchd passes paths unexpanded).
+fn expand_home(path: &std::path::Path) -> std::path::PathBuf {
+    match path.strip_prefix("~") {
+        Ok(rest) => token_proto::home_dir().join(rest),
+        Err(_) => path.to_owned(),
+    }
 }
 
-#[cfg(not(unix))]
-fn euid() -> u32 {
-    0
+/// Says why this daemon will not serve: on stderr, and to the `token` that
+/// started it (which waits for a line on stdout) so the caller sees it too.
+fn refuse(why: &str) {
+    eprintln!("tokend: {why}");
+    if std::env::var_os("TOKEND_NOTIFY_READY").is_some() {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "error: {why}").and_then(|()| out.flush());
+    }
 }
 
 async fn run() -> ExitCode {
     let listener = match platform::from_activation() {
         Ok(Some(l)) => l,
         Ok(None) => {
-            let path = token_proto::default_socket_path(euid());
+            let path = token_proto::default_socket_path(&platform::user_key());
             match platform::bind(&path) {
                 Ok(l) => l,
                 Err(BindError::AlreadyRunning(p)) => {
@@ -123,13 +147,36 @@ async fn run() -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
                 Err(e) => {
-                    eprintln!("tokend: {e}");
+                    refuse(&e.to_string());
                     return ExitCode::FAILURE;
                 }
             }
         }
         Err(e) => {
-            eprintln!("tokend: cannot use the socket passed by systemd: {e}");
+            refuse(&format!("cannot use the socket passed by systemd: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    // One daemon per user and store, whatever socket each one serves.
+    let _state_lock = match platform::lock_state(&paths::state_dir(), &listener.describe()) {
+        Ok(lock) => lock,
+        Err(holder) => {
+            let why = match holder {
+                Ok(h) => format!(
+                    "another tokend (pid {}) already owns this user's tokens in {}, serving {}: \
+                     use that one (TOKEND_SOCKET={}); two daemons on one store would undo \
+                     each other's refresh-token rotations",
+                    h.pid,
+                    paths::state_dir().display(),
+                    h.socket,
+                    h.socket
+                ),
+                Err(e) => format!(
+                    "cannot lock the state directory {}: {e}",
+                    paths::state_dir().display()
+                ),
+            };
+            refuse(&why);
             return ExitCode::FAILURE;
         }
     };

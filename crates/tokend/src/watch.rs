@@ -18,7 +18,9 @@ pub fn spawn(d: &Arc<Daemon>) -> Option<notify::RecommendedWatcher> {
     let path = d.config_path.clone();
     let dir = path.parent()?.to_owned();
     let name = path.file_name()?.to_owned();
-    if let Err(e) = crate::platform::create_private_dir(&dir) {
+    // The config holds no secrets: its directory is made if missing (so it
+    // can be watched before the first config is written), never re-moded.
+    if let Err(e) = std::fs::create_dir_all(&dir) {
         tracing::warn!(
             "cannot watch {}: {e}; use `token reload` after edits",
             dir.display()

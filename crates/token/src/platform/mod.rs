@@ -8,4 +8,7 @@ compile_error!("tokend supports Unix-like systems and Windows only");
 #[cfg_attr(windows, path = "windows.rs")]
 mod os;
 
-pub use os::{connect, detach, exec, in_git_push, is_not_running, set_read_timeout, uid, Stream};
+pub use os::{
+    check_peer, check_socket_dir, connect, detach, exec, in_git_push, is_not_running,
+    set_read_timeout, user_key, Stream,
+};

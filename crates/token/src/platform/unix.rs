@@ -1,6 +1,9 @@
-//! Unix: a stream socket; the daemon checks our uid on its side.
+//! Unix: a stream socket. The daemon checks our uid on its side; we check
+//! its uid and its directory on ours before sending anything.
 
 use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
@@ -19,9 +22,109 @@ pub fn is_not_running(e: &io::Error) -> bool {
     )
 }
 
-pub fn uid() -> u32 {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
+/// What names this user's default socket: nothing on Unix, where the
+/// socket's directory is already per user.
+pub fn user_key() -> String {
+    String::new()
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The socket's directory must be ours, 0700 and not a symlink, or another
+/// user could have put their own socket (and daemon) in our way. A missing
+/// directory is fine: no daemon runs, and the one we start creates it.
+pub fn check_socket_dir(socket: &Path) -> Result<(), String> {
+    let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot check {}: {e}", dir.display())),
+    };
+    let problem = if meta.file_type().is_symlink() {
+        Some("is a symlink".to_owned())
+    } else if !meta.is_dir() {
+        Some("is not a directory".to_owned())
+    } else if meta.uid() != euid() {
+        Some(format!(
+            "belongs to uid {}, not to you (uid {})",
+            meta.uid(),
+            euid()
+        ))
+    } else if meta.permissions().mode() & 0o077 != 0 {
+        Some(format!(
+            "has mode {:o}; it must be 0700",
+            meta.permissions().mode() & 0o777
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(format!(
+            "the socket directory {} {p}: another user could stand in for tokend there; \
+             remove it (or fix it), or set TOKEND_SOCKET to a path in a private directory",
+            dir.display()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The uid of the process at the other end of the socket.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn peer_uid(stream: &Stream) -> io::Result<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given, and
+    // the descriptor is an open socket owned by `stream`.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(cred.uid)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The uid of the process at the other end of the socket.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn peer_uid(stream: &Stream) -> io::Result<u32> {
+    let mut uid: libc::uid_t = 0;
+    let mut gid: libc::gid_t = 0;
+    // SAFETY: both out-pointers are valid; the descriptor is an open socket.
+    if unsafe { libc::getpeereid(stream.as_raw_fd(), &mut uid, &mut gid) } == 0 {
+        Ok(uid)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The daemon we reached must run as us: a socket another user listens on
+/// would receive our requests and could send us login URLs of their own.
+pub fn check_peer(stream: &Stream) -> Result<(), String> {
+    match peer_uid(stream) {
+        Ok(uid) if uid == euid() => Ok(()),
+        Ok(uid) => Err(format!(
+            "the process listening there runs as uid {uid}, not as you (uid {}): \
+             it is not your tokend, so nothing was sent to it",
+            euid()
+        )),
+        Err(e) => Err(format!("cannot check who listens there: {e}")),
+    }
 }
 
 /// The daemon gets its own process group so the terminal's Ctrl-C, aimed at

@@ -81,7 +81,11 @@ impl Config {
     /// hint in `errors`), not a failure: the daemon still starts.
     pub fn load(path: &Path) -> Config {
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(path, &text),
+            Ok(text) => {
+                let mut config = Config::parse(path, &text);
+                config.refuse_commands_if_editable();
+                config
+            }
             Err(e) => {
                 let message = if e.kind() == std::io::ErrorKind::NotFound {
                     "no config file yet: create it with a [site.NAME] table (see the README)"
@@ -137,6 +141,39 @@ impl Config {
             }
         }
         config
+    }
+
+    /// Sites with `client_secret_cmd` make tokend run a command: refuse them
+    /// when another user could edit the config file or its directory.
+    fn refuse_commands_if_editable(&mut self) {
+        let runs_commands = |s: &SiteConfig| matches!(s.secret, Some(SecretSource::Cmd(_)));
+        if !self.sites.values().any(|s| runs_commands(s)) {
+            return;
+        }
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+        let Some(why) = crate::platform::writable_by_others(&self.path)
+            .or_else(|| dir.and_then(crate::platform::writable_by_others))
+        else {
+            return;
+        };
+        let refused: Vec<String> = self
+            .sites
+            .iter()
+            .filter(|(_, s)| runs_commands(s))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in refused {
+            self.sites.remove(&name);
+            let e = ConfigError {
+                path: self.path.clone(),
+                line: None,
+                site: Some(name.clone()),
+                key: Some("client_secret_cmd".to_owned()),
+                message: format!("refused: another user could change this command, because {why}"),
+            };
+            self.broken.insert(name, e.clone());
+            self.errors.push(e);
+        }
     }
 
     /// The message for a `get` of a site that is not served.

@@ -9,6 +9,7 @@ compile_error!("tokend supports Unix-like systems and Windows only");
 mod os;
 
 pub use os::{
-    bind, create_private_dir, create_private_file, from_activation, open_private_log, sync_dir,
-    BindError, Listener, Stream,
+    bind, create_private_dir, create_private_file, from_activation, harden_process, lock_state,
+    open_private_log, sync_dir, user_key, writable_by_others, BindError, Holder, Listener,
+    StateLock, Stream,
 };

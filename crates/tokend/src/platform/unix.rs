@@ -25,27 +25,55 @@ fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// Creates `dir` (and parents) 0700, or checks that an existing one is ours
-/// and tightens it to 0700.
+/// Creates `dir` 0700 (its parents with the default mode), or checks that an
+/// existing one is private: ours, 0700, and not a symlink. An existing
+/// directory is never re-moded, since tokend did not create it (it may be
+/// `$HOME`): a wrong one is refused with a message saying what to do.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),
     }
-    let meta = std::fs::metadata(dir)?;
-    if meta.uid() != euid() {
-        return Err(io::Error::new(
+    check_private_dir(dir)
+}
+
+/// `dir` (not followed if it is a symlink) is a directory of ours with no
+/// access for group or others.
+pub fn check_private_dir(dir: &Path) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(dir)?;
+    let refuse = |what: String| {
+        Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!("{} belongs to uid {}, not to us", dir.display(), meta.uid()),
+            format!("{} {what}", dir.display()),
+        ))
+    };
+    if meta.file_type().is_symlink() {
+        return refuse(
+            "is a symlink: tokend keeps private files only in a real directory; remove the link"
+                .to_owned(),
+        );
+    }
+    if !meta.is_dir() {
+        return refuse("is not a directory".to_owned());
+    }
+    if meta.uid() != euid() {
+        return refuse(format!(
+            "belongs to uid {}, not to this user (uid {}): remove it, or choose another path",
+            meta.uid(),
+            euid()
         ));
     }
-    if meta.permissions().mode() & 0o777 != 0o700 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return refuse(format!(
+            "has mode {mode:o}, open to other users; tokend does not change directories it did \
+             not create: run `chmod 700 {}`, or choose another path",
+            dir.display()
+        ));
     }
     Ok(())
 }
@@ -80,6 +108,8 @@ pub struct Listener {
     inner: tokio::net::UnixListener,
     /// Removed on drop; `None` for an inherited (systemd) socket, which is not ours to remove.
     path: Option<PathBuf>,
+    /// Where an inherited socket is bound, for messages.
+    inherited: Option<PathBuf>,
     _lock: Option<File>,
 }
 
@@ -96,9 +126,9 @@ impl Listener {
     }
 
     pub fn describe(&self) -> String {
-        match &self.path {
-            Some(p) => p.display().to_string(),
-            None => "the socket inherited from systemd".to_owned(),
+        match (&self.path, &self.inherited) {
+            (Some(p), _) | (None, Some(p)) => p.display().to_string(),
+            (None, None) => "the socket inherited from systemd".to_owned(),
         }
     }
 }
@@ -156,6 +186,7 @@ pub fn bind(path: &Path) -> Result<Listener, BindError> {
     Ok(Listener {
         inner,
         path: Some(path.to_owned()),
+        inherited: None,
         _lock: Some(lock),
     })
 }
@@ -178,15 +209,158 @@ pub fn from_activation() -> io::Result<Option<Listener>> {
     std::env::remove_var("LISTEN_FDS");
     std::env::remove_var("LISTEN_FDNAMES");
     const SD_LISTEN_FDS_START: i32 = 3;
-    // SAFETY: systemd hands us fd 3 as an open listening socket owned by this
-    // process from now on; nothing else in the process uses it.
+    check_activated_fd(SD_LISTEN_FDS_START)?;
+    // SAFETY: systemd hands us fd 3, checked above to be a Unix stream
+    // socket, owned by this process from now on; nothing else uses it.
     let std_listener =
         unsafe { std::os::unix::net::UnixListener::from_raw_fd(SD_LISTEN_FDS_START) };
+    // getsockname fails unless it is an AF_UNIX socket.
+    let inherited = std_listener
+        .local_addr()
+        .map_err(|e| io::Error::new(e.kind(), format!("fd 3 is not a Unix socket: {e}")))?
+        .as_pathname()
+        .map(Path::to_owned);
     std_listener.set_nonblocking(true)?;
     let inner = tokio::net::UnixListener::from_std(std_listener)?;
     Ok(Some(Listener {
         inner,
         path: None,
+        inherited,
         _lock: None,
     }))
+}
+
+/// An inherited fd must be a stream socket, and must not leak into the
+/// programs tokend runs (`client_secret_cmd`, the browser): close-on-exec.
+fn check_activated_fd(fd: i32) -> io::Result<()> {
+    // SAFETY: fstat writes into a zeroed stat struct we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; an invalid fd makes fstat fail, which we report.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "fd 3 is not a socket",
+        ));
+    }
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` and `len` are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&raw mut kind).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if kind != libc::SOCK_STREAM {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "fd 3 is not a stream socket",
+        ));
+    }
+    // SAFETY: fcntl on an fd checked above; no memory is passed.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Who holds the state lock: what a second daemon tells its user.
+#[derive(Debug)]
+pub struct Holder {
+    pub pid: String,
+    pub socket: String,
+}
+
+/// The exclusive lock on the state directory, held for the daemon's life:
+/// two daemons on one store would undo each other's refresh-token rotations.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+/// Takes the state lock in `dir`, recording our pid and socket in it; a
+/// lock already held is `Err(Ok(holder))`.
+pub fn lock_state(dir: &Path, socket: &str) -> Result<StateLock, Result<Holder, io::Error>> {
+    use std::io::{Read, Seek, Write};
+    create_private_dir(dir).map_err(Err)?;
+    let path = dir.join("daemon.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(Err)?;
+    // SAFETY: flock on a descriptor we own; no memory is shared with the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::WouldBlock {
+            return Err(Err(e));
+        }
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        let mut lines = text.lines();
+        let pid = lines.next().unwrap_or("?").to_owned();
+        let socket = lines.next().unwrap_or("an unknown socket").to_owned();
+        return Err(Ok(Holder { pid, socket }));
+    }
+    let record = format!("{}\n{socket}\n", std::process::id());
+    file.set_len(0)
+        .and_then(|()| file.seek(std::io::SeekFrom::Start(0)))
+        .and_then(|_| file.write_all(record.as_bytes()))
+        .map_err(Err)?;
+    Ok(StateLock { _file: file })
+}
+
+/// No core dumps (they would hold every token in memory) and, on Linux, no
+/// ptrace attach or /proc/PID/mem from other processes of the user.
+pub fn harden_process() {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads the struct we pass; failure changes nothing.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_DUMPABLE takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
+/// Why another user could change `path` (a file or a directory), if they
+/// could: it is owned by someone other than us or root, or writable by
+/// group or others. `client_secret_cmd` runs only from a config that no one
+/// else can edit, as ssh treats its config.
+pub fn writable_by_others(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.uid() != euid() && meta.uid() != 0 {
+        Some(format!("{} belongs to uid {}", path.display(), meta.uid()))
+    } else if mode & 0o022 != 0 && !(meta.is_dir() && mode & 0o1000 != 0 && meta.uid() == euid()) {
+        Some(format!(
+            "{} is writable by group or others (mode {:o}); run `chmod go-w {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        ))
+    } else {
+        None
+    }
+}
+
+/// What names this user's default socket: nothing on Unix (see token-proto).
+pub fn user_key() -> String {
+    String::new()
 }

@@ -70,6 +70,8 @@ fn current_user_sid() -> io::Result<String> {
 pub enum BindError {
     #[error("another tokend is already serving {0}")]
     AlreadyRunning(PathBuf),
+    #[error("another user holds the pipe {0}: set TOKEND_SOCKET to another pipe name, and find out who created this one")]
+    Foreign(PathBuf),
     #[error("cannot set up {path}: {message}")]
     Dir { path: PathBuf, message: String },
     #[error("cannot create the pipe {path}: {source}")]
@@ -163,8 +165,18 @@ pub fn bind(path: &Path) -> Result<Listener, BindError> {
             name: path.to_owned(),
             next: tokio::sync::Mutex::new(server),
         }),
+        // The first instance exists. Ours (its DACL admits us): another
+        // tokend of this user serves it. Not ours: someone else created it
+        // first, and our clients will refuse it (they check the server's SID).
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            Err(BindError::AlreadyRunning(path.to_owned()))
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+            {
+                Ok(_) => Err(BindError::AlreadyRunning(path.to_owned())),
+                Err(_) => Err(BindError::Foreign(path.to_owned())),
+            }
         }
         Err(source) => Err(BindError::Io {
             path: path.to_owned(),
@@ -175,4 +187,69 @@ pub fn bind(path: &Path) -> Result<Listener, BindError> {
 
 pub fn from_activation() -> io::Result<Option<Listener>> {
     Ok(None)
+}
+
+/// Who holds the state lock: what a second daemon tells its user.
+#[derive(Debug)]
+pub struct Holder {
+    pub pid: String,
+    pub socket: String,
+}
+
+/// The state lock: `daemon.lock` opened for writing with read sharing only,
+/// so a second daemon cannot open it for writing while this one lives.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+const FILE_SHARE_READ: u32 = 1;
+const FILE_SHARE_WRITE: u32 = 2;
+const ERROR_SHARING_VIOLATION: i32 = 32;
+
+pub fn lock_state(dir: &Path, socket: &str) -> Result<StateLock, Result<Holder, io::Error>> {
+    use std::io::Write;
+    use std::os::windows::fs::OpenOptionsExt;
+    create_private_dir(dir).map_err(Err)?;
+    let path = dir.join("daemon.lock");
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .share_mode(FILE_SHARE_READ)
+        .open(&path)
+    {
+        Ok(mut file) => {
+            file.write_all(format!("{}\n{socket}\n", std::process::id()).as_bytes())
+                .map_err(Err)?;
+            Ok(StateLock { _file: file })
+        }
+        Err(e) if e.raw_os_error() == Some(ERROR_SHARING_VIOLATION) => {
+            let text = std::fs::OpenOptions::new()
+                .read(true)
+                .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE)
+                .open(&path)
+                .and_then(|f| std::io::read_to_string(f))
+                .unwrap_or_default();
+            let mut lines = text.lines();
+            Err(Ok(Holder {
+                pid: lines.next().unwrap_or("?").to_owned(),
+                socket: lines.next().unwrap_or("an unknown pipe").to_owned(),
+            }))
+        }
+        Err(e) => Err(Err(e)),
+    }
+}
+
+/// Windows writes no core dumps of user processes unless WER is set up to.
+pub fn harden_process() {}
+
+/// Profile directories are private on Windows: nothing to refuse.
+pub fn writable_by_others(_path: &Path) -> Option<String> {
+    None
+}
+
+/// The user's SID, which names the default pipe.
+pub fn user_key() -> String {
+    current_user_sid().unwrap_or_default()
 }

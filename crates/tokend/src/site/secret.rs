@@ -3,9 +3,14 @@
 
 use token_proto::ErrorCode;
 use tokend_oauth::ClientSecret;
+use tokio::io::AsyncReadExt;
+use zeroize::Zeroizing;
 
 use crate::config::SecretSource;
 use crate::error::ApiError;
+
+/// The most a `client_secret_cmd` may print; its output is wiped after use.
+const MAX_SECRET_OUTPUT: u64 = 64 * 1024;
 
 /// Reads the client secret from the daemon's environment or a command.
 pub(super) async fn resolve_secret(
@@ -35,16 +40,33 @@ pub(super) async fn resolve_secret(
             };
             command
                 .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::null())
                 .kill_on_drop(true);
-            let out = tokio::time::timeout(std::time::Duration::from_secs(30), command.output())
+            let run = async {
+                let mut child = command.spawn()?;
+                let mut out = Vec::new();
+                if let Some(stdout) = child.stdout.take() {
+                    // One byte past the cap tells a command that prints too much.
+                    stdout.take(MAX_SECRET_OUTPUT + 1).read_to_end(&mut out).await?;
+                }
+                let status = child.wait().await?;
+                Ok::<_, std::io::Error>((status, Zeroizing::new(out)))
+            };
+            let (status, out) = tokio::time::timeout(std::time::Duration::from_secs(30), run)
                 .await
                 .map_err(|_| cfg_err("client_secret_cmd did not finish in 30 s".to_owned()))?
                 .map_err(|e| cfg_err(format!("client_secret_cmd could not run: {e}")))?;
-            if !out.status.success() {
-                return Err(cfg_err(format!("client_secret_cmd failed ({})", out.status)));
+            if !status.success() {
+                return Err(cfg_err(format!("client_secret_cmd failed ({status})")));
             }
-            let text = String::from_utf8(out.stdout)
+            if out.len() as u64 > MAX_SECRET_OUTPUT {
+                return Err(cfg_err(
+                    "client_secret_cmd printed more than 64 KiB; it must print only the secret"
+                        .to_owned(),
+                ));
+            }
+            let text = std::str::from_utf8(&out)
                 .map_err(|_| cfg_err("client_secret_cmd printed non-UTF-8".to_owned()))?;
             let secret = text.trim_end_matches(['\r', '\n']).to_owned();
             if secret.is_empty() {
