@@ -295,6 +295,18 @@ def authorize(url, mode):
         log("%s: callback rewritten" % mode)
     if mode == "forge-first":
         u = urllib.parse.urlsplit(callback)
+        # Connections that never finish a request, and garbage, held open
+        # while the real callback is sent.
+        import socket
+        held = []
+        for i in range(60):
+            c = socket.create_connection((u.hostname, u.port), timeout=5)
+            if i % 3 == 1:
+                c.sendall(b"GET /callback?state=")
+            elif i % 3 == 2:
+                c.sendall(b"\x00\xff garbage \r\n\r\n")
+            held.append(c)
+        log("holding %d idle, half-sent and garbage connections" % len(held))
         for query, path in (
             (urllib.parse.urlencode([("code", "forged"), ("state", "forged-state")]), u.path),
             ("error=access_denied", u.path),

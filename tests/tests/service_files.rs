@@ -262,6 +262,37 @@ fn tokend_serves_an_inherited_socket() {
 }
 
 #[test]
+fn an_inherited_fd_that_is_not_a_stream_socket_is_refused() {
+    let env = Env::new();
+    let file = env.root().join("not-a-socket");
+    fs::write(&file, "x").expect("file");
+    let f = fs::File::open(&file).expect("open");
+    let fd = f.as_raw_fd();
+    let log = env.root().join("tokend-activated.log");
+    let logf = fs::File::create(&log).expect("log");
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\""])
+        .arg(bin("tokend"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(logf.try_clone().expect("dup")))
+        .stderr(Stdio::from(logf));
+    env.apply(&mut cmd);
+    // SAFETY: dup2 is async-signal-safe; fd 3 becomes the regular file.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let status = cmd.status().expect("run tokend");
+    let said = fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("not a socket"), "{said}");
+}
+
+#[test]
 fn tokend_under_systemd_socket_activate() {
     let Some(tool) = which("systemd-socket-activate") else {
         skip_unless(
