@@ -229,7 +229,7 @@ pub fn lock_state(dir: &Path, socket: &str) -> Result<StateLock, Result<Holder, 
                 .read(true)
                 .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE)
                 .open(&path)
-                .and_then(|f| std::io::read_to_string(f))
+                .and_then(std::io::read_to_string)
                 .unwrap_or_default();
             let mut lines = text.lines();
             Err(Ok(Holder {
