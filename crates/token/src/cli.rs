@@ -18,6 +18,7 @@ USAGE:
     token exec SITE [--env VAR] -- COMMAND [ARGS]...
     token kube SITE
     token credential get|store|erase      (git credential helper; also git-credential-token)
+    token completions bash|zsh|fish
     token reload | token stop
 
 COMMANDS:
@@ -36,6 +37,9 @@ COMMANDS:
     kube      Print a Kubernetes ExecCredential (client.authentication.k8s.io/v1).
     credential  The git credential helper: git config credential.helper token
               (the site is the one whose `hosts` lists the remote's host).
+    completions  Print a completion script that also completes site names:
+              bash: source <(token completions bash)   (e.g. in ~/.bashrc)
+              zsh:  source <(token completions zsh)    fish: token completions fish | source
     reload    Re-read the config file now (tokend also watches it).
     stop      Ask the daemon to exit.
 
@@ -96,6 +100,11 @@ pub enum Command {
     Credential {
         action: String,
     },
+    Completions {
+        shell: String,
+    },
+    /// The configured site names, one a line (for completion scripts).
+    Sites,
     Reload,
     Stop,
     Help,
@@ -131,6 +140,11 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, ClientError> {
             let action = only_site(&mut p, "credential")?;
             Ok(Command::Credential { action })
         }
+        "completions" => Ok(Command::Completions {
+            shell: only_site(&mut p, "completions")
+                .map_err(|_| usage("`token completions` needs a shell: bash, zsh or fish"))?,
+        }),
+        "sites" => Ok(Command::Sites),
         "logout" => Ok(Command::Logout {
             site: only_site(&mut p, "logout")?,
         }),

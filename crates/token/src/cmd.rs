@@ -54,6 +54,16 @@ pub fn run(cmd: Command) -> Result<u8, ClientError> {
             print(&format!("{cred}\n"))
         }
         Command::Credential { action } => crate::credential::run(&action),
+        Command::Completions { shell } => match crate::completions::script(&shell) {
+            Some(script) => print(script),
+            None => Err(ClientError::Usage(format!(
+                "no completions for `{shell}`: use bash, zsh or fish"
+            ))),
+        },
+        Command::Sites => {
+            let names = crate::completions::sites_in(&token_proto::config_path());
+            print(&names.iter().map(|n| format!("{n}\n")).collect::<String>())
+        }
         Command::Login { site, mode } => {
             let v = Conn::request(
                 Op::Login(LoginRequest {

@@ -5,6 +5,7 @@
 mod browser;
 mod cli;
 mod cmd;
+mod completions;
 mod conn;
 mod credential;
 mod error;
