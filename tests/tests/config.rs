@@ -67,8 +67,22 @@ fn toml_syntax_error_names_file_and_line() {
         "[site.corp]\nissuer = \"{}\"\nclient_id = \"public-pkce\nscopes = [\"openid\", \"read\"]\n",
         provider.issuer()
     ));
-    let (msg, _daemon) = config_error_message(&mut env, "corp");
+    let (msg, daemon) = config_error_message(&mut env, "corp");
     let path = env.config_path();
+    if daemon.is_some() {
+        // Every command says the file does not parse, not "no site named corp".
+        for args in [&["get", "corp"][..], &["login", "corp"]] {
+            let out = env.token(args);
+            out.code(exit::USAGE);
+            assert!(
+                out.stderr.contains(&format!(
+                    "{}:3: the config file does not parse",
+                    path.display()
+                )),
+                "{args:?}: {out}"
+            );
+        }
+    }
     assert!(
         msg.contains(path.to_str().unwrap()),
         "the message names {}:\n{msg}",

@@ -266,6 +266,14 @@ fn a_toml_syntax_error_keeps_every_site_running() {
         site_of(&st, "a").is_some() && site_of(&st, "b").is_some(),
         "{st}"
     );
+    let out = env.token(&["reload"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr
+            .contains("kept its previous settings (2 site(s))"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("reloaded its config"), "{out}");
     let out = env.token(&["get", "a", "--no-login"]);
     out.ok();
     assert_eq!(out.line(), a1.line());

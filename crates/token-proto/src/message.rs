@@ -241,6 +241,10 @@ pub struct SiteStatus {
 pub struct ReloadReply {
     pub sites: usize,
     pub config_errors: Vec<String>,
+    /// The file does not parse, so the daemon kept serving its previous
+    /// settings (`sites` counts those).
+    #[serde(default)]
+    pub kept_previous: bool,
 }
 
 /// A line the daemon sends before the final answer, for the user to see.

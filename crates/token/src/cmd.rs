@@ -4,8 +4,8 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 use token_proto::{
-    Event, GetRequest, LoginPolicy, LoginRequest, Op, PasteRequest, SiteRequest, StatusReply,
-    StatusRequest, TokenReply,
+    Event, GetRequest, LoginPolicy, LoginRequest, Op, PasteRequest, ReloadReply, SiteRequest,
+    StatusReply, StatusRequest, TokenReply,
 };
 
 use crate::cli::{Command, Format, GetArgs, HELP};
@@ -101,17 +101,19 @@ pub fn run(cmd: Command) -> Result<u8, ClientError> {
         }
         Command::Reload => {
             let v = Conn::request(Op::Reload, show_event)?;
-            let n = v.get("sites").and_then(Value::as_u64).unwrap_or(0);
-            eprintln!("token: tokend reloaded its config: {n} site(s)");
-            if let Some(errors) = v.get("config_errors").and_then(Value::as_array) {
-                for e in errors.iter().filter_map(Value::as_str) {
-                    eprintln!("token: {e}");
-                }
-                if !errors.is_empty() {
-                    return Ok(2);
-                }
+            let reply: ReloadReply = from_reply(v)?;
+            for e in &reply.config_errors {
+                eprintln!("token: {}", clean(e, 2000));
             }
-            Ok(0)
+            if reply.kept_previous {
+                eprintln!(
+                    "token: tokend kept its previous settings ({} site(s)) until the config file parses",
+                    reply.sites
+                );
+            } else {
+                eprintln!("token: tokend reloaded its config: {} site(s)", reply.sites);
+            }
+            Ok(if reply.config_errors.is_empty() { 0 } else { 2 })
         }
         Command::Stop => {
             Conn::open_no_start()?.call(Op::Stop, show_event)?;

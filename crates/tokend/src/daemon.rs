@@ -114,7 +114,8 @@ impl Daemon {
             && new.broken.is_empty()
             && new.errors.iter().any(|e| e.line.is_some());
         let old = self.config();
-        let new = if whole_file_broken && !old.sites.is_empty() {
+        let kept_previous = whole_file_broken && !old.sites.is_empty();
+        let new = if kept_previous {
             for e in &new.errors {
                 tracing::error!("config not reloaded, keeping the previous one: {e}");
             }
@@ -167,6 +168,7 @@ impl Daemon {
         let reply = ReloadReply {
             sites: new.sites.len(),
             config_errors: new.errors.iter().map(ToString::to_string).collect(),
+            kept_previous,
         };
         *self
             .config
@@ -183,6 +185,7 @@ impl Daemon {
             Err(e) => ReloadReply {
                 sites: self.config().sites.len(),
                 config_errors: vec![format!("the reload failed: {e}")],
+                kept_previous: true,
             },
         }
     }

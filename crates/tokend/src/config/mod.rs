@@ -56,6 +56,8 @@ pub struct Config {
     pub errors: Vec<ConfigError>,
     /// Sites present in the file but invalid, with their error (for `get`).
     pub broken: BTreeMap<String, ConfigError>,
+    /// The file is not TOML: no site in it can be trusted (for `get`).
+    pub unparsable: Option<ConfigError>,
 }
 
 type RawTable = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
@@ -117,13 +119,15 @@ impl Config {
             Ok(raw) => raw,
             Err(e) => {
                 let line = e.span().map(|s| line_of(text, s.start));
-                config.errors.push(ConfigError {
+                let error = ConfigError {
                     path: path.to_owned(),
                     line,
                     site: None,
                     key: None,
-                    message: e.message().trim().to_owned(),
-                });
+                    message: format!("the config file does not parse: {}", e.message().trim()),
+                };
+                config.errors.push(error.clone());
+                config.unparsable = Some(error);
                 return config;
             }
         };
@@ -180,6 +184,11 @@ impl Config {
     pub fn site_error(&self, name: &str) -> Option<String> {
         if self.sites.contains_key(name) {
             return None;
+        }
+        if let Some(e) = &self.unparsable {
+            return Some(format!(
+                "{e}; fix it (tokend reads it again as soon as it changes)"
+            ));
         }
         if let Some(e) = self.broken.get(name) {
             return Some(format!(
