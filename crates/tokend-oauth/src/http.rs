@@ -245,10 +245,17 @@ fn chain(error: &reqwest::Error) -> String {
         parts.push(cause.to_string());
         source = cause.source();
     }
-    match parts.is_empty() {
+    let text = match parts.is_empty() {
         true => error_kind(error).to_owned(),
         false => format!("{}: {}", error_kind(error), parts.join(": ")),
+    };
+    // rustls's words for "the first bytes back were not a TLS record".
+    if text.contains("InvalidContentType") {
+        return "the server answered in plain HTTP, not TLS: the URL says https, but that \
+                host and port speak http (check the scheme and port of `issuer` or the endpoint)"
+            .to_owned();
     }
+    text
 }
 
 fn error_kind(error: &reqwest::Error) -> &'static str {
@@ -309,6 +316,28 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("could not reach http://127.0.0.1:"));
+    }
+
+    #[tokio::test]
+    async fn https_to_a_plain_http_server_names_the_tls_mismatch() {
+        // A plain HTTP server answers a TLS hello as the garbage it is.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 512];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        });
+        let url = Url::parse(&format!("https://127.0.0.1:{port}/token")).unwrap();
+        let http = Http::with_timeout(Duration::from_secs(5)).unwrap();
+        let err = http.send(&FormRequest::post(url)).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("plain HTTP, not TLS"), "{text}");
+        assert!(!text.contains("InvalidContentType"), "{text}");
     }
 
     #[tokio::test]
