@@ -59,9 +59,14 @@ pub fn open(url: &str) -> Result<(), String> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    cmd.spawn()
-        .map(drop)
-        .map_err(|e| format!("could not start the browser: {e}"))
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.spawn().map(drop).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!("no browser here: `{program}` is not installed")
+        } else {
+            format!("could not start the browser (`{program}`): {e}")
+        }
+    })
 }
 
 #[cfg(target_os = "macos")]

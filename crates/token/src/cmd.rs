@@ -238,7 +238,12 @@ fn show_event(ev: &Event) -> Result<(), ClientError> {
                     "token: site {site} needs a login; opening your browser. If it does not open, visit:\n\n    {url}\n"
                 );
                 if let Err(e) = browser::open(url) {
-                    let _ = writeln!(err, "token: {e}; open the URL above by hand");
+                    let _ = writeln!(
+                        err,
+                        "token: {e}.\n       Open the URL above by hand, or set BROWSER to a command that opens URLs, \
+                         or log in without a browser here: `token login {site} --device` (where the provider \
+                         offers device login) or `token login {site} --paste`"
+                    );
                 }
             } else {
                 let _ = writeln!(
