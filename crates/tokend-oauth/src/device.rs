@@ -140,6 +140,7 @@ mod tests {
             status,
             content_type: Some("application/json".into()),
             location: None,
+            dpop_nonce: None,
             body: body.as_bytes().to_vec(),
         }
     }

@@ -48,6 +48,7 @@ struct Metadata {
     revocation_endpoint: Option<String>,
     device_authorization_endpoint: Option<String>,
     userinfo_endpoint: Option<String>,
+    jwks_uri: Option<String>,
     #[serde(default)]
     authorization_response_iss_parameter_supported: bool,
     code_challenge_methods_supported: Option<Vec<String>>,
@@ -107,6 +108,7 @@ pub fn parse_metadata(issuer: &str, body: &[u8]) -> Result<Provider, Error> {
             meta.device_authorization_endpoint,
         )?,
         userinfo_url: url("userinfo_endpoint", meta.userinfo_endpoint)?,
+        jwks_url: url("jwks_uri", meta.jwks_uri)?,
         iss_required: meta.authorization_response_iss_parameter_supported,
         pkce_methods,
     })

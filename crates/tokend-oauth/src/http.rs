@@ -120,6 +120,8 @@ pub struct RawResponse {
     pub content_type: Option<String>,
     /// The `Location` header, kept so a refused redirect can be reported.
     pub location: Option<String>,
+    /// `DPoP-Nonce` (RFC 9449 §8): the nonce the server wants in proofs.
+    pub dpop_nonce: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -193,6 +195,7 @@ impl Http {
         };
         let content_type = header(reqwest::header::CONTENT_TYPE);
         let location = header(reqwest::header::LOCATION);
+        let dpop_nonce = header(reqwest::header::HeaderName::from_static("dpop-nonce"));
         let mut body = Vec::new();
         while let Some(chunk) = response
             .chunk()
@@ -213,6 +216,7 @@ impl Http {
             status,
             content_type,
             location,
+            dpop_nonce,
             body,
         })
     }
@@ -291,6 +295,7 @@ mod tests {
             status: 200,
             content_type: None,
             location: None,
+            dpop_nonce: None,
             body: b"{\"access_token\":\"tok\"}".to_vec(),
         };
         assert!(!format!("{raw:?}").contains("tok\""));

@@ -13,6 +13,8 @@ pub struct Provider {
     pub revoke_url: Option<Url>,
     pub device_url: Option<Url>,
     pub userinfo_url: Option<Url>,
+    /// Where the provider publishes its signing keys (for ID tokens).
+    pub jwks_url: Option<Url>,
     /// `authorization_response_iss_parameter_supported`: a callback without
     /// `iss` must then be refused.
     pub iss_required: bool,
@@ -32,6 +34,7 @@ impl Provider {
             revoke_url: None,
             device_url: None,
             userinfo_url: None,
+            jwks_url: None,
             iss_required: false,
             pkce_methods: Vec::new(),
         }

@@ -8,6 +8,7 @@
 use url::Url;
 
 use crate::client::Client;
+use crate::dpop::DpopKey;
 use crate::error::{loggable_url, Error};
 use crate::http::{FormRequest, Http, RawResponse};
 use crate::pkce::Pkce;
@@ -25,6 +26,35 @@ pub struct OAuthSite {
     /// Added to authorization and token requests (e.g. `audience`). They
     /// never replace a parameter tokend sets itself, such as `state`.
     pub extra_params: Vec<(String, String)>,
+    /// Sender-constrained tokens (RFC 9449): token requests carry a proof.
+    pub dpop: Option<std::sync::Arc<Dpop>>,
+}
+
+/// A site's DPoP key and the last nonce its servers asked for.
+#[derive(Debug)]
+pub struct Dpop {
+    pub key: DpopKey,
+    nonce: std::sync::Mutex<Option<String>>,
+}
+
+impl Dpop {
+    pub fn new(key: DpopKey) -> Dpop {
+        Dpop {
+            key,
+            nonce: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The last `DPoP-Nonce` a server sent, for the next proof.
+    pub fn nonce(&self) -> Option<String> {
+        self.nonce.lock().ok().and_then(|n| n.clone())
+    }
+
+    fn remember(&self, nonce: Option<&str>) {
+        if let (Some(n), Ok(mut slot)) = (nonce, self.nonce.lock()) {
+            *slot = Some(n.to_owned());
+        }
+    }
 }
 
 impl OAuthSite {
@@ -35,6 +65,7 @@ impl OAuthSite {
             client,
             scope_separator: " ".into(),
             extra_params: Vec::new(),
+            dpop: None,
         }
     }
 
@@ -224,9 +255,46 @@ impl OAuthSite {
         http: &Http,
         request: &FormRequest,
     ) -> Result<TokenResponse, Error> {
-        let raw = http.send(request).await?;
-        parse_token_response(raw.status, raw.content_type.as_deref(), &raw.body)
-            .map_err(|e| e.at(format!("token endpoint {}", loggable_url(&request.url))))
+        let at = || format!("token endpoint {}", loggable_url(&request.url));
+        let Some(dpop) = &self.dpop else {
+            let raw = http.send(request).await?;
+            return parse_token_response(raw.status, raw.content_type.as_deref(), &raw.body)
+                .map_err(|e| e.at(at()));
+        };
+        // With DPoP: a proof on each try; a server that wants a nonce says
+        // `use_dpop_nonce` and sends one, and gets one retry with it.
+        let mut retried = false;
+        loop {
+            let mut signed = request.clone();
+            let proof = dpop.key.proof(
+                "POST",
+                &request.url,
+                None,
+                dpop.nonce().as_deref(),
+                token_proto::now_unix(),
+            )?;
+            signed.header("DPoP", &proof);
+            let raw = http.send(&signed).await?;
+            dpop.remember(raw.dpop_nonce.as_deref());
+            match parse_token_response(raw.status, raw.content_type.as_deref(), &raw.body) {
+                Err(Error::Provider { ref error, .. })
+                    if error == "use_dpop_nonce" && raw.dpop_nonce.is_some() && !retried =>
+                {
+                    retried = true;
+                }
+                Ok(token) if !token.token_type.eq_ignore_ascii_case("dpop") => {
+                    return Err(Error::BadResponse {
+                        status: raw.status,
+                        what: format!(
+                            "a `{}` token where a DPoP-bound one was asked for (the provider may not support DPoP)",
+                            crate::response::clip(&token.token_type)
+                        ),
+                        endpoint: at(),
+                    })
+                }
+                other => return other.map_err(|e| e.at(at())),
+            }
+        }
     }
 }
 

@@ -186,6 +186,7 @@ fn revoke_responses() {
         status,
         content_type: Some(ct.into()),
         location: None,
+        dpop_nonce: None,
         body: body.as_bytes().to_vec(),
     };
     assert!(parse_revoke_response(&raw(200, "text/plain", "")).is_ok());
@@ -290,4 +291,61 @@ fn implicit_url_asks_for_a_token_without_pkce() {
     assert_eq!(q["response_type"], ["token"]);
     assert_eq!(q["state"], ["st"]);
     assert!(!q.contains_key("code_challenge"));
+}
+
+/// The `DPoP` header of a raw request, decoded claims.
+fn dpop_claims(request: &str) -> serde_json::Value {
+    let proof = request
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("dpop: ")
+                .or_else(|| l.strip_prefix("DPoP: "))
+        })
+        .unwrap_or_else(|| panic!("no DPoP header in {request}"));
+    let payload = proof.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn dpop_token_requests_carry_a_proof_and_retry_once_with_the_servers_nonce() {
+    let nonce_please = Some(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nDPoP-Nonce: n-42\r\nContent-Length: 28\r\nConnection: close\r\n\r\n{\"error\":\"use_dpop_nonce\"}\n "
+            .to_owned(),
+    );
+    let server = serve(vec![
+        nonce_please,
+        json_ok(r#"{"access_token":"bound","token_type":"DPoP","expires_in":60}"#),
+        json_ok(r#"{"access_token":"plain","token_type":"Bearer","expires_in":60}"#),
+    ])
+    .await;
+    let mut site = site(ClientAuth::Post);
+    site.provider.token_url = server.url("/token");
+    site.dpop = Some(std::sync::Arc::new(Dpop::new(
+        crate::dpop::DpopKey::generate().unwrap(),
+    )));
+    let http = Http::new().unwrap();
+    let token = site
+        .client_credentials(&http, &scopes(&["read"]))
+        .await
+        .unwrap();
+    assert_eq!(token.access_token.expose(), "bound");
+    let seen = server.requests().await;
+    assert_eq!(seen.len(), 2);
+    let first = dpop_claims(&seen[0]);
+    let second = dpop_claims(&seen[1]);
+    assert_eq!(first["htm"], "POST");
+    assert_eq!(first["htu"], server.url("/token").as_str());
+    assert!(first.get("nonce").is_none());
+    assert_eq!(second["nonce"], "n-42");
+    assert_ne!(first["jti"], second["jti"]);
+
+    // A provider that ignores DPoP and hands out a Bearer token is an error.
+    let err = site
+        .client_credentials(&http, &scopes(&["read"]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("DPoP"), "{err}");
 }

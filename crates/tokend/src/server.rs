@@ -3,10 +3,10 @@
 //! daemon serving through a flood: nothing a client sends (or fails to
 //! send) can take the daemon down or stall another client.
 //!
-//! - A line must arrive whole within [`LINE_TIMEOUT`] of its first byte (the
+//! - A line must arrive whole within `LINE_TIMEOUT` of its first byte (the
 //!   first line within that time of connecting); a connection with nothing
-//!   in flight is closed after [`IDLE_TIMEOUT`].
-//! - At [`MAX_CONNECTIONS`], a new connection closes the one that has been
+//!   in flight is closed after `IDLE_TIMEOUT`.
+//! - At `MAX_CONNECTIONS`, a new connection closes the one that has been
 //!   idle longest, so idle sockets cannot lock real callers out; only when
 //!   every connection is busy does a new one wait in the kernel's backlog.
 //! - Read buffers exist only while a connection has bytes to read.
