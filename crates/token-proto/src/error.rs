@@ -18,8 +18,11 @@ pub enum ErrorCode {
     ConfigError,
     /// The site needs the user's consent and the caller did not allow a login.
     LoginRequired,
-    /// A login ran and failed (denied, forged callback, timed out).
+    /// A login ran and failed (denied, forged callback, a refused exchange).
     LoginFailed,
+    /// A login did not complete: nobody approved it in time, or it was
+    /// cancelled. Not the provider's refusal: try again, perhaps another way.
+    LoginIncomplete,
     /// The provider refused or could not be reached.
     ProviderError,
     /// The peer is not the user who owns the daemon.
@@ -39,6 +42,7 @@ impl ErrorCode {
             ErrorCode::LoginRequired => 3,
             ErrorCode::LoginFailed | ErrorCode::ProviderError => 4,
             ErrorCode::VersionMismatch | ErrorCode::Forbidden => 5,
+            ErrorCode::LoginIncomplete => 6,
             ErrorCode::Internal | ErrorCode::Unknown => 1,
         }
     }
@@ -52,6 +56,7 @@ impl ErrorCode {
             ErrorCode::ConfigError => "config_error",
             ErrorCode::LoginRequired => "login_required",
             ErrorCode::LoginFailed => "login_failed",
+            ErrorCode::LoginIncomplete => "login_incomplete",
             ErrorCode::ProviderError => "provider_error",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Internal => "internal",

@@ -56,7 +56,8 @@ ENVIRONMENT:
 
 EXIT CODES:
     0 ok   1 unexpected error   2 usage or config error   3 login required but not
-    allowed   4 the provider refused   5 the daemon is unreachable
+    allowed   4 the provider refused   5 the daemon is unreachable (or not yours)
+    6 the login did not complete (timed out or cancelled)
 ";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

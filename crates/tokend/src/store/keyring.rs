@@ -2,30 +2,138 @@
 //! Manager on Windows) through the `keyring` crate, one entry per site
 //! (service `tokend`, user = site name, secret = the record as JSON).
 //! The keyring API blocks, so every call runs on the blocking pool.
+//!
+//! Windows Credential Manager refuses secrets over 2560 bytes of UTF-16
+//! (1280 characters); a Microsoft Entra refresh token with the record's other
+//! fields is larger. There a large record is split: the site's entry holds
+//! `tokend-chunks:GEN:N`, and entries `SITE#GEN.1`..`SITE#GEN.N` hold the
+//! parts. A new generation is written before the header that points to it,
+//! and the old one deleted after, so a crash never leaves a torn record.
 
 use super::{Record, StoreError};
 
 const SERVICE: &str = "tokend";
 
-#[derive(Clone, Debug, Default)]
-pub struct KeyringStore;
+/// The most a keyring secret may hold, in UTF-16 bytes.
+#[cfg(windows)]
+const MAX_SECRET: usize = 2560;
+#[cfg(not(windows))]
+const MAX_SECRET: usize = usize::MAX;
+
+/// The prefix of a header entry.
+const CHUNKS: &str = "tokend-chunks:";
+/// More parts than this is not a record of ours.
+const MAX_PARTS: usize = 64;
+
+/// How a record's text is laid out in entries.
+#[derive(Debug, PartialEq, Eq)]
+enum Layout {
+    /// It fits in the site's entry.
+    Whole(String),
+    /// A header for the site's entry and the parts, in order.
+    Split { header: String, parts: Vec<String> },
+}
+
+/// Splits `text` so that no entry exceeds `max` UTF-16 bytes.
+fn layout(text: &str, max: usize, generation: u64) -> Layout {
+    let units = |s: &str| s.encode_utf16().count() * 2;
+    if units(text) <= max {
+        return Layout::Whole(text.to_owned());
+    }
+    let mut parts = Vec::new();
+    let mut part = String::new();
+    for c in text.chars() {
+        if units(&part) + c.len_utf16() * 2 > max {
+            parts.push(std::mem::take(&mut part));
+        }
+        part.push(c);
+    }
+    parts.push(part);
+    Layout::Split {
+        header: format!("{CHUNKS}{generation}:{}", parts.len()),
+        parts,
+    }
+}
+
+/// `(generation, parts)` of a header entry; `None` for a whole record.
+fn parse_header(text: &str) -> Option<Result<(u64, usize), String>> {
+    let rest = text.strip_prefix(CHUNKS)?;
+    let parsed = rest
+        .split_once(':')
+        .and_then(|(g, n)| Some((g.parse().ok()?, n.parse().ok()?)))
+        .filter(|&(_, n)| (1..=MAX_PARTS).contains(&n))
+        .ok_or_else(|| format!("the entry holds a bad chunk header `{rest}`"));
+    Some(parsed)
+}
+
+fn part_name(site: &str, generation: u64, i: usize) -> String {
+    format!("{site}#{generation}.{i}")
+}
+
+#[derive(Clone, Debug)]
+pub struct KeyringStore {
+    /// [`MAX_SECRET`], or less in tests of the split path.
+    max_secret: usize,
+}
+
+fn get(user: &str) -> Result<Option<String>, keyring::Error> {
+    match keyring::Entry::new(SERVICE, user)?.get_password() {
+        Ok(s) => Ok(Some(s)),
+        Err(keyring::Error::NoEntry) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn set(user: &str, text: &str) -> Result<(), keyring::Error> {
+    keyring::Entry::new(SERVICE, user)?.set_password(text)
+}
+
+fn remove(user: &str) -> Result<(), keyring::Error> {
+    match keyring::Entry::new(SERVICE, user)?.delete_credential() {
+        Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes the parts a header entry points to (if it is one).
+fn remove_parts(site: &str, header: Option<&str>) -> Result<(), keyring::Error> {
+    if let Some(Ok((generation, n))) = header.and_then(parse_header) {
+        for i in 1..=n {
+            remove(&part_name(site, generation, i))?;
+        }
+    }
+    Ok(())
+}
 
 impl KeyringStore {
     pub fn new() -> KeyringStore {
-        KeyringStore
+        KeyringStore {
+            max_secret: MAX_SECRET,
+        }
     }
 
     pub async fn load(&self, site: &str) -> Result<Option<Record>, StoreError> {
         let site = site.to_owned();
         let text = blocking(move || {
-            let entry = keyring::Entry::new(SERVICE, &site)?;
-            match entry.get_password() {
-                Ok(s) => Ok(Some(s)),
-                Err(keyring::Error::NoEntry) => Ok(None),
-                Err(e) => Err(e),
+            let Some(first) = get(&site)? else {
+                return Ok(Ok(None));
+            };
+            let (generation, n) = match parse_header(&first) {
+                None => return Ok(Ok(Some(first))),
+                Some(Err(e)) => return Ok(Err(e)),
+                Some(Ok(h)) => h,
+            };
+            let mut text = String::new();
+            for i in 1..=n {
+                match get(&part_name(&site, generation, i))? {
+                    Some(part) => text.push_str(&part),
+                    None => return Ok(Err(format!("part {i} of {n} of the record is missing"))),
+                }
             }
+            Ok(Ok(Some(text)))
         })
-        .await?;
+        .await?
+        .map_err(StoreError::Keyring)?;
         let Some(text) = text else { return Ok(None) };
         serde_json::from_str(&text)
             .map(Some)
@@ -35,17 +143,35 @@ impl KeyringStore {
     pub async fn save(&self, site: &str, record: &Record) -> Result<(), StoreError> {
         let site = site.to_owned();
         let text = serde_json::to_string(record).map_err(|e| StoreError::Keyring(e.to_string()))?;
-        blocking(move || keyring::Entry::new(SERVICE, &site)?.set_password(&text)).await
+        let max = self.max_secret;
+        blocking(move || {
+            let old = get(&site)?;
+            let old_generation = match old.as_deref().and_then(parse_header) {
+                Some(Ok((g, _))) => g,
+                _ => 0,
+            };
+            match layout(&text, max, old_generation + 1) {
+                Layout::Whole(text) => set(&site, &text)?,
+                Layout::Split { header, parts } => {
+                    for (i, part) in parts.iter().enumerate() {
+                        set(&part_name(&site, old_generation + 1, i + 1), part)?;
+                    }
+                    set(&site, &header)?;
+                }
+            }
+            // The old generation's parts are unreachable now.
+            remove_parts(&site, old.as_deref())
+        })
+        .await
     }
 
     pub async fn delete(&self, site: &str) -> Result<(), StoreError> {
         let site = site.to_owned();
-        blocking(
-            move || match keyring::Entry::new(SERVICE, &site)?.delete_credential() {
-                Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
-                Err(e) => Err(e),
-            },
-        )
+        blocking(move || {
+            let old = get(&site)?;
+            remove(&site)?;
+            remove_parts(&site, old.as_deref())
+        })
         .await
     }
 }
@@ -57,4 +183,84 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| StoreError::Keyring(format!("keyring task failed: {e}")))?
         .map_err(|e| StoreError::Keyring(e.to_string()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// What Windows Credential Manager accepts.
+    const WINDOWS: usize = 2560;
+
+    #[test]
+    fn a_small_record_stays_whole() {
+        assert_eq!(
+            layout("{\"a\":1}", WINDOWS, 1),
+            Layout::Whole("{\"a\":1}".into())
+        );
+    }
+
+    #[test]
+    fn a_6_kib_record_splits_into_parts_that_fit_and_join_back() {
+        // Like an Entra refresh token: long base64url, plus some non-ASCII.
+        let token: String = (0..6 * 1024)
+            .map(|i| match i % 97 {
+                0 => 'é',
+                1 => '😀',
+                n => (b'A' + (n % 26) as u8) as char,
+            })
+            .collect();
+        let text = format!("{{\"refresh_token\":\"{token}\"}}");
+        let Layout::Split { header, parts } = layout(&text, WINDOWS, 7) else {
+            panic!("a 6 KiB record must be split")
+        };
+        assert!(parts.len() >= 5, "{} parts", parts.len());
+        for p in &parts {
+            assert!(p.encode_utf16().count() * 2 <= WINDOWS);
+            assert!(!p.is_empty());
+        }
+        assert_eq!(parts.concat(), text);
+        assert_eq!(parse_header(&header), Some(Ok((7, parts.len()))));
+        assert_eq!(part_name("corp", 7, 2), "corp#7.2");
+    }
+
+    /// The split path against the real Secret Service (scripts/test runs
+    /// gnome-keyring and sets TOKEND_TEST_KEYRING=1).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_split_record_round_trips_through_the_real_keyring() {
+        if std::env::var_os("TOKEND_TEST_KEYRING").is_none() {
+            eprintln!("SKIPPED a_split_record_round_trips_through_the_real_keyring: no keyring");
+            return;
+        }
+        let store = KeyringStore { max_secret: 1024 };
+        let site = format!("split-test-{}", std::process::id());
+        let record = |rt: &str| Record {
+            identity: "i".into(),
+            refresh_token: Some(tokend_oauth::RefreshToken::new(rt.into())),
+            access_token: None,
+            expires_at: None,
+            scopes: vec![],
+            saved_at: 1,
+        };
+        let big = "r".repeat(2 * 1024);
+        store.save(&site, &record(&big)).await.unwrap();
+        let back = store.load(&site).await.unwrap().unwrap();
+        assert_eq!(back.refresh_token.unwrap().expose(), big);
+        // A smaller one replaces it, and the old parts are gone.
+        store.save(&site, &record("small")).await.unwrap();
+        let back = store.load(&site).await.unwrap().unwrap();
+        assert_eq!(back.refresh_token.unwrap().expose(), "small");
+        assert_eq!(get(&part_name(&site, 1, 1)).unwrap(), None);
+        store.delete(&site).await.unwrap();
+        assert!(store.load(&site).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn headers_are_checked() {
+        assert_eq!(parse_header("{\"x\":1}"), None);
+        assert!(matches!(parse_header("tokend-chunks:1:0"), Some(Err(_))));
+        assert!(matches!(parse_header("tokend-chunks:1:999"), Some(Err(_))));
+        assert!(matches!(parse_header("tokend-chunks:x"), Some(Err(_))));
+    }
 }
