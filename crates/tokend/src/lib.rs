@@ -32,11 +32,16 @@ USAGE:
 `token` starts tokend by itself when none answers, so you rarely run it by hand.
 Under systemd, tokend.socket passes the socket in (LISTEN_FDS).
 
+CONFIG:
+    A [daemon] table in the config file sets store, log and login_timeout
+    whoever starts tokend; the environment variables below win.
+
 ENVIRONMENT:
     TOKEND_CONFIG   config file (default: the platform config dir, tokend/config.toml)
     TOKEND_SOCKET   socket path (default: $XDG_RUNTIME_DIR/tokend/tokend.sock, else
                     tokend.sock in the state dir, ~/.local/state/tokend)
-    TOKEND_STORE    keyring (default) | file | memory
+    TOKEND_STORE    keyring (default; the file store when no keyring answers) |
+                    file | memory
     TOKEND_LOG      log filter, e.g. info, debug, tokend=trace (or RUST_LOG)
     TOKEND_LOG_FILE log to this file (0600; a leading ~/ is your home) instead
                     of stderr; an autostarted tokend logs to tokend.log in the
@@ -61,7 +66,10 @@ pub fn main() -> ExitCode {
         None => {}
     }
     platform::harden_process();
-    init_logging();
+    // The daemon's own settings come from the config's [daemon] table
+    // (environment variables win), whoever started it.
+    let settings = config::Config::load(&paths::config_path()).daemon;
+    init_logging(settings.log.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -72,13 +80,13 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run())
+    runtime.block_on(run(settings))
 }
 
-fn init_logging() {
+fn init_logging(configured: Option<&str>) {
     let filter = std::env::var("TOKEND_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_owned());
+        .unwrap_or_else(|_| configured.unwrap_or("info").to_owned());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -132,7 +140,7 @@ fn refuse(why: &str) {
     }
 }
 
-async fn run() -> ExitCode {
+async fn run(settings: config::DaemonSettings) -> ExitCode {
     let listener = match platform::from_activation() {
         Ok(Some(l)) => l,
         Ok(None) => {
@@ -180,10 +188,15 @@ async fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let store = match store::Store::from_env(&paths::state_dir()) {
-        Ok(s) => s,
+    let store = match store::Store::choose(settings.store, &paths::state_dir()).await {
+        Ok(chosen) => {
+            if let Some(why) = &chosen.fallback {
+                tracing::warn!("{why}");
+            }
+            chosen.store
+        }
         Err(e) => {
-            eprintln!("tokend: {e}");
+            refuse(&e.to_string());
             return ExitCode::from(2);
         }
     };

@@ -2,6 +2,7 @@
 //! bad site so the good ones are served; every problem names the file, the
 //! line and the key at fault.
 
+mod daemon;
 mod git;
 mod preset;
 mod site;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use daemon::{DaemonSettings, StoreKind};
 pub use git::{GitHost, Refusal, Remote};
 pub use site::{ClientAuthKind, Grant, SecretSource, SiteConfig};
 pub(crate) use token_proto::parse_duration;
@@ -58,6 +60,8 @@ pub struct Config {
     pub broken: BTreeMap<String, ConfigError>,
     /// The file is not TOML: no site in it can be trusted (for `get`).
     pub unparsable: Option<ConfigError>,
+    /// The `[daemon]` table.
+    pub daemon: DaemonSettings,
 }
 
 type RawTable = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
@@ -67,6 +71,7 @@ type RawTable = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
 struct RawFile {
     #[serde(default)]
     site: BTreeMap<Spanned<String>, Spanned<RawTable>>,
+    daemon: Option<Spanned<RawTable>>,
 }
 
 /// 1-based line of a byte offset.
@@ -131,6 +136,12 @@ impl Config {
                 return config;
             }
         };
+        if let Some(table) = raw.daemon {
+            match daemon::parse_daemon(path, text, table.into_inner()) {
+                Ok(settings) => config.daemon = settings,
+                Err(e) => config.errors.push(e),
+            }
+        }
         for (name, table) in raw.site {
             let line = line_of(text, name.span().start);
             let name = name.into_inner();

@@ -176,6 +176,20 @@ impl KeyringStore {
     }
 }
 
+/// Whether a keyring answers at all: a lookup of an entry that need not
+/// exist either finds it or says it is not there.
+pub async fn reachable() -> Result<(), String> {
+    let probe = tokio::task::spawn_blocking(|| match get("tokend-probe") {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    });
+    match tokio::time::timeout(std::time::Duration::from_secs(5), probe).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("it did not answer in 5 s".to_owned()),
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, keyring::Error> + Send + 'static,
 ) -> Result<T, StoreError> {

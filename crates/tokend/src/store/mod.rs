@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokend_oauth::{AccessToken, RefreshToken};
 
+use crate::config::StoreKind;
+
 /// What is persisted for one site.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
@@ -57,18 +59,53 @@ pub enum Store {
     Memory(Arc<Mutex<HashMap<String, Record>>>),
 }
 
+/// The store in use, and why it is not the one asked for (if it is not).
+#[derive(Debug)]
+pub struct Chosen {
+    pub store: Store,
+    /// Set when no keyring was reachable and logins go to the file store.
+    pub fallback: Option<String>,
+}
+
 impl Store {
-    /// `TOKEND_STORE`: `keyring` (default), `file`, `memory`.
-    pub fn from_env(state_dir: &Path) -> Result<Store, StoreError> {
-        let kind = std::env::var("TOKEND_STORE").unwrap_or_default();
-        match kind.as_str() {
-            "" | "keyring" => Ok(Store::Keyring(keyring::KeyringStore::new())),
-            "file" => Ok(Store::File(Arc::new(file::FileStore::new(
+    /// `TOKEND_STORE`, else the config's `[daemon] store`, else the keyring,
+    /// or the 0600 file store when no keyring is reachable (headless Linux,
+    /// containers, WSL, CI) and nobody asked for the keyring by name. An
+    /// explicit `keyring` keeps failing loudly instead.
+    pub async fn choose(
+        configured: Option<StoreKind>,
+        state_dir: &Path,
+    ) -> Result<Chosen, StoreError> {
+        let from_env = std::env::var("TOKEND_STORE").ok().filter(|s| !s.is_empty());
+        let explicit = match from_env {
+            Some(s) => Some(StoreKind::parse(&s).ok_or(StoreError::UnknownKind(s))?),
+            None => configured,
+        };
+        let file = || {
+            Store::File(Arc::new(file::FileStore::new(
                 state_dir.join("tokens.json"),
-            )))),
-            "memory" => Ok(Store::Memory(Arc::default())),
-            other => Err(StoreError::UnknownKind(other.to_owned())),
-        }
+            )))
+        };
+        let chosen = |store| Chosen {
+            store,
+            fallback: None,
+        };
+        Ok(match explicit {
+            Some(StoreKind::Keyring) => chosen(Store::Keyring(keyring::KeyringStore::new())),
+            Some(StoreKind::File) => chosen(file()),
+            Some(StoreKind::Memory) => chosen(Store::Memory(Arc::default())),
+            None => match keyring::reachable().await {
+                Ok(()) => chosen(Store::Keyring(keyring::KeyringStore::new())),
+                Err(why) => Chosen {
+                    store: file(),
+                    fallback: Some(format!(
+                        "no keyring is reachable ({why}), so logins are kept in {} (readable only by you); \
+                         set store = \"file\" in [daemon] to make that the choice, or start a Secret Service",
+                        state_dir.join("tokens.json").display()
+                    )),
+                },
+            },
+        })
     }
 
     pub fn name(&self) -> &'static str {
