@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tokend_e2e::{bin, exit, skip_unless, tie_to_test, wait_until, Daemon, Env, Output, Provider};
+use tokend_e2e::{
+    bin, exit, skip_unless, tie_to_test, wait_until, Daemon, Env, Output, Provider, TokenCmd,
+};
 
 const SSHD: &str = "/usr/sbin/sshd";
 
@@ -163,13 +165,19 @@ impl Sshd {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// `ssh -R remote:local 127.0.0.1 COMMAND` in `env`'s world (so it
-    /// carries the world's environment, and dies with it), with `stdin`.
-    fn ssh(&self, env: &Env, remote: &Path, local: &Path, command: &str, stdin: &str) -> Output {
-        let forward = format!("{}:{}", remote.display(), local.display());
+    /// `ssh [OPTS] -R remote:local 127.0.0.1 COMMAND` in `env`'s world (so it
+    /// carries the world's environment, and dies with it).
+    fn ssh_cmd<'a>(
+        &self,
+        env: &'a Env,
+        forward: (&Path, &Path),
+        opts: &[&str],
+        command: &str,
+    ) -> TokenCmd<'a> {
+        let forward = format!("{}:{}", forward.0.display(), forward.1.display());
         let port = self.port.to_string();
         let key = self.user_key.to_string_lossy().into_owned();
-        let args = [
+        let mut args = vec![
             "-F",
             "/dev/null",
             "-i",
@@ -190,14 +198,17 @@ impl Sshd {
             port.as_str(),
             "-R",
             forward.as_str(),
-            "127.0.0.1",
-            command,
         ];
+        args.extend_from_slice(opts);
+        args.extend_from_slice(&["127.0.0.1", command]);
         env.cmd(&args)
             .program("ssh")
-            .stdin(stdin)
             .timeout(Duration::from_secs(60))
-            .run()
+    }
+
+    /// [`Sshd::ssh_cmd`] without options, run to the end with `stdin`.
+    fn ssh(&self, env: &Env, forward: (&Path, &Path), command: &str, stdin: &str) -> Output {
+        self.ssh_cmd(env, forward, &[], command).stdin(stdin).run()
     }
 }
 
@@ -234,9 +245,9 @@ fn remote_socket(env: &Env) -> PathBuf {
     dir.join("remote.sock")
 }
 
-/// A provider, a world with `[site.corp]` serving git at [`GIT_HOST`], its
-/// daemon, and a login made on the laptop: the token it printed.
-fn logged_in() -> (Provider, Env, Daemon, String) {
+/// A provider, a world with `[site.corp]` serving git at [`GIT_HOST`], and
+/// its daemon (the laptop), not logged in yet.
+fn laptop() -> (Provider, Env, Daemon) {
     let provider = Provider::start(3600);
     let mut env = Env::new();
     env.write_config(&format!(
@@ -244,6 +255,12 @@ fn logged_in() -> (Provider, Env, Daemon, String) {
         Env::site_config("corp", &provider)
     ));
     let daemon = env.daemon();
+    (provider, env, daemon)
+}
+
+/// [`laptop`] after a login made on the laptop: also the token it printed.
+fn logged_in() -> (Provider, Env, Daemon, String) {
+    let (provider, env, daemon) = laptop();
     let out = env.token(&["get", "corp"]);
     out.ok();
     let token = out.line().to_owned();
@@ -262,7 +279,12 @@ fn token_get_and_git_credentials_on_the_server_come_from_the_laptops_daemon() {
     let calls = provider.stats().token_calls;
 
     // `token get` on the server prints the laptop's token: no second login.
-    let out = sshd.ssh(&env, &remote, &local, &remote_token(&remote, "get corp"), "");
+    let out = sshd.ssh(
+        &env,
+        (&remote, &local),
+        &remote_token(&remote, "get corp"),
+        "",
+    );
     out.ok();
     assert_eq!(out.line(), token, "the server gets the laptop's token");
     let stats = provider.stats();
@@ -285,8 +307,7 @@ fn token_get_and_git_credentials_on_the_server_come_from_the_laptops_daemon() {
     // stale socket of the first is replaced (StreamLocalBindUnlink yes).
     let out = sshd.ssh(
         &env,
-        &remote,
-        &local,
+        (&remote, &local),
         &remote_token(&remote, "credential get"),
         &format!("protocol=http\nhost={GIT_HOST}\npath=repo.git\n\n"),
     );
@@ -324,7 +345,12 @@ fn the_server_side_client_refuses_a_socket_directory_others_can_enter() {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod 755");
     let calls = provider.stats().token_calls;
 
-    let out = sshd.ssh(&env, &remote, &local, &remote_token(&remote, "get corp"), "");
+    let out = sshd.ssh(
+        &env,
+        (&remote, &local),
+        &remote_token(&remote, "get corp"),
+        "",
+    );
     assert_ne!(out.code, 0, "{out}");
     assert!(out.stdout.is_empty(), "no token printed: {out}");
     assert!(
@@ -332,4 +358,87 @@ fn the_server_side_client_refuses_a_socket_directory_others_can_enter() {
         "the error names the directory and what it must be: {out}"
     );
     assert_eq!(provider.stats().token_calls, calls);
+}
+
+#[test]
+fn a_login_asked_for_on_the_server_is_finished_in_the_laptops_browser() {
+    let test = "a_login_asked_for_on_the_server_is_finished_in_the_laptops_browser";
+    let (provider, env, _daemon) = laptop();
+    let Some(sshd) = Sshd::start(&env.root().join("sshd"), test) else {
+        return;
+    };
+    let local = env.socket_path();
+    let remote = remote_socket(&env);
+
+    // A command run over ssh without a terminal (no browser, no display on
+    // the server) cannot show anyone a URL: it fails at once, naming the site.
+    let out = sshd.ssh(
+        &env,
+        (&remote, &local),
+        &remote_token(&remote, "get corp"),
+        "",
+    );
+    out.code(exit::LOGIN_REQUIRED);
+    assert!(
+        out.stdout.is_empty() && out.stderr.contains("corp"),
+        "{out}"
+    );
+    assert_eq!(provider.stats().token_calls, 0);
+
+    // In a terminal on the server (-tt: a remote pty), the server's `token`
+    // prints the URL and starts the server's browser, which shows nothing
+    // there (`true` stands in for an xdg-open that finds none). The URL's
+    // redirect goes to the laptop's loopback listener, so the user opens it
+    // in the laptop's browser, and the command on the server gets the token.
+    let command = format!("BROWSER=true {}", remote_token(&remote, "get corp"));
+    let mut child = sshd
+        .ssh_cmd(&env, (&remote, &local), &["-tt"], &command)
+        .spawn();
+    let (lines, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let line = line.trim_end_matches('\r').to_owned();
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines.send(line);
+        }
+        all
+    });
+    let url = loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) if line.trim_start().starts_with(provider.issuer()) => {
+                break line.trim().to_owned()
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no login URL from the server's token ({e})");
+            }
+        }
+    };
+    assert!(
+        url.contains("redirect_uri=http%3A%2F%2F127.0.0.1%3A"),
+        "the redirect is the laptop's loopback listener: {url}"
+    );
+    env.run_browser(&[&url], "the laptop's browser");
+    let out = tokend_e2e::wait_output(child, Duration::from_secs(60), "ssh -tt token get");
+    let printed = reader.join().expect("reader");
+    assert_eq!(out.code, 0, "{out}\n--- pty ---\n{printed}");
+
+    let token = env.token(&["get", "corp", "--no-login"]);
+    token.ok();
+    assert!(
+        printed.lines().any(|l| l == token.line()),
+        "the server printed the laptop's token:\n{printed}"
+    );
+    assert_eq!(provider.stats().grant("authorization_code"), 1);
+    assert_eq!(
+        env.browser_launches(),
+        0,
+        "nothing opened a browser on the laptop by itself"
+    );
 }
