@@ -144,12 +144,13 @@ impl Sshd {
                 exited || fs::read_to_string(&log).is_ok_and(|l| l.contains(&listening))
             });
             if ready && !exited {
-                return Some(Sshd {
+                let sshd = Sshd {
                     child,
                     port,
                     user_key,
                     log,
-                });
+                };
+                return sshd.can_log_in(test).then_some(sshd);
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -165,6 +166,60 @@ impl Sshd {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// ssh's options for this server: its port and the user key, no config
+    /// files, no agent, no prompts, no known_hosts.
+    fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = ["-F", "/dev/null", "-i"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        args.push(self.user_key.to_string_lossy().into_owned());
+        for o in [
+            "IdentitiesOnly=yes",
+            "BatchMode=yes",
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+            "LogLevel=ERROR",
+            "ConnectTimeout=30",
+            "ExitOnForwardFailure=yes",
+        ] {
+            args.push("-o".to_owned());
+            args.push(o.to_owned());
+        }
+        args.push("-p".to_owned());
+        args.push(self.port.to_string());
+        args
+    }
+
+    /// Logs in once (`ssh … true`): `false` after printing why `test` is
+    /// skipped when sshd refuses this account (a locked password makes
+    /// sshd without PAM refuse even key logins); panics on other failures.
+    fn can_log_in(&self, test: &str) -> bool {
+        let out = Command::new("ssh")
+            .args(self.args())
+            .args(["127.0.0.1", "true"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ssh");
+        if out.status.success() {
+            return true;
+        }
+        let log = self.log();
+        if log.contains("account is locked") || log.contains("not allowed because") {
+            skip_unless(
+                false,
+                test,
+                &format!("sshd refuses to log this account in: {}", log.trim()),
+            );
+            return false;
+        }
+        panic!(
+            "ssh to the test sshd failed ({}): {}\n--- sshd log ---\n{log}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `ssh [OPTS] -R remote:local 127.0.0.1 COMMAND` in `env`'s world (so it
     /// carries the world's environment, and dies with it).
     fn ssh_cmd<'a>(
@@ -175,30 +230,10 @@ impl Sshd {
         command: &str,
     ) -> TokenCmd<'a> {
         let forward = format!("{}:{}", forward.0.display(), forward.1.display());
-        let port = self.port.to_string();
-        let key = self.user_key.to_string_lossy().into_owned();
-        let mut args = vec![
-            "-F",
-            "/dev/null",
-            "-i",
-            key.as_str(),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-p",
-            port.as_str(),
-            "-R",
-            forward.as_str(),
-        ];
+        let mut owned = self.args();
+        owned.push("-R".to_owned());
+        owned.push(forward);
+        let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
         args.extend_from_slice(opts);
         args.extend_from_slice(&["127.0.0.1", command]);
         env.cmd(&args)
