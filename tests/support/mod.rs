@@ -145,6 +145,12 @@ fn die_with_parent(cmd: &mut Command, sig: libc::c_int) {
     }
 }
 
+/// Makes a child the test starts itself (an sshd, a browser) get SIGKILL
+/// when the test process dies, like everything the harness starts.
+pub fn tie_to_test(cmd: &mut Command) {
+    die_with_parent(cmd, libc::SIGKILL);
+}
+
 fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: plain kill(2) on a pid we spawned.
     unsafe {
