@@ -130,6 +130,22 @@ fn expand_home(path: &std::path::Path) -> std::path::PathBuf {
     }
 }
 
+/// The state lock, waiting briefly for a daemon that is on its way out
+/// (`token stop` followed at once by a command that starts a new one).
+async fn lock_state_soon(
+    socket: &str,
+) -> Result<platform::StateLock, Result<platform::Holder, std::io::Error>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match platform::lock_state(&paths::state_dir(), socket) {
+            Err(Ok(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Says why this daemon will not serve: on stderr, and to the `token` that
 /// started it (which waits for a line on stdout) so the caller sees it too.
 fn refuse(why: &str) {
@@ -166,7 +182,7 @@ async fn run(settings: config::DaemonSettings) -> ExitCode {
         }
     };
     // One daemon per user and store, whatever socket each one serves.
-    let _state_lock = match platform::lock_state(&paths::state_dir(), &listener.describe()) {
+    let _state_lock = match lock_state_soon(&listener.describe()).await {
         Ok(lock) => lock,
         Err(holder) => {
             let why = match holder {
