@@ -29,12 +29,20 @@ pub use path::{config_path, default_socket_path, home_dir, state_dir, SOCKET_ENV
 /// Seconds since the Unix epoch, the unit of every `expires_at` on the wire.
 /// The one place either binary reads the wall clock (clippy.toml forbids it
 /// elsewhere); waiting and scheduling use monotonic clocks.
-#[allow(clippy::disallowed_methods)]
 pub fn now_unix() -> u64 {
+    since_epoch().as_secs()
+}
+
+/// [`now_unix`] with sub-second precision, for planning short-lived tokens.
+pub fn now_unix_f64() -> f64 {
+    since_epoch().as_secs_f64()
+}
+
+#[allow(clippy::disallowed_methods)]
+fn since_epoch() -> std::time::Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .unwrap_or_default()
 }
 
 /// The protocol version carried in every request's `"v"`. Bumped by hand when

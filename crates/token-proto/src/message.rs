@@ -181,6 +181,10 @@ pub struct TokenReply {
     pub scopes: Vec<String>,
     /// Stack Exchange's API key, sent by callers as `key` beside the token.
     pub api_key: Option<String>,
+    /// Something the user should know about this token, for stderr: the
+    /// provider issues tokens shorter than the `min_ttl` asked for, say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 impl Drop for TokenReply {
@@ -202,6 +206,7 @@ impl std::fmt::Debug for TokenReply {
             .field("token_type", &self.token_type)
             .field("expires_at", &self.expires_at)
             .field("scopes", &self.scopes)
+            .field("warning", &self.warning)
             .finish_non_exhaustive()
     }
 }

@@ -7,7 +7,7 @@
 use url::Url;
 
 /// Something went wrong talking OAuth to a provider.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// The provider answered with an OAuth error (RFC 6749 §5.2 or one of
     /// Stack Exchange's own shapes).

@@ -144,9 +144,35 @@ impl Drop for RawResponse {
 
 /// An HTTP client that never follows redirects: a token request that gets
 /// redirected would replay credentials to wherever the redirect points.
-#[derive(Clone, Debug)]
+/// A stand-in for the network, for tests that run flows in-process: it is
+/// handed each request and answers it (after any delay it likes).
+pub type Script = std::sync::Arc<
+    dyn Fn(
+            &FormRequest,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<RawResponse, Error>> + Send>,
+        > + Send
+        + Sync,
+>;
+
+#[derive(Clone)]
 pub struct Http {
-    client: reqwest::Client,
+    transport: Transport,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Reqwest(reqwest::Client),
+    Scripted(Script),
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.transport {
+            Transport::Reqwest(_) => "Http",
+            Transport::Scripted(_) => "Http(scripted)",
+        })
+    }
 }
 
 impl Http {
@@ -165,17 +191,30 @@ impl Http {
             .user_agent(USER_AGENT)
             .build()
             .map_err(|e| Error::Invalid(format!("cannot set up the HTTP client: {}", chain(&e))))?;
-        Ok(Http { client })
+        Ok(Http {
+            transport: Transport::Reqwest(client),
+        })
+    }
+
+    /// An `Http` that never touches the network: `script` answers every request.
+    pub fn scripted(script: Script) -> Http {
+        Http {
+            transport: Transport::Scripted(script),
+        }
     }
 
     /// Send one request and read the whole response (up to [`MAX_BODY`]).
     pub async fn send(&self, request: &FormRequest) -> Result<RawResponse, Error> {
+        let client = match &self.transport {
+            Transport::Reqwest(client) => client,
+            Transport::Scripted(script) => return script(request).await,
+        };
         let url = loggable_url(&request.url);
         let method = match request.method {
             Method::Get => reqwest::Method::GET,
             Method::Post => reqwest::Method::POST,
         };
-        let mut builder = self.client.request(method, request.url.clone());
+        let mut builder = client.request(method, request.url.clone());
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }

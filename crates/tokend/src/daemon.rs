@@ -7,30 +7,30 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use token_proto::{ErrorCode, ReloadReply};
-use tokend_oauth::{Http, Provider};
+use tokend_oauth::Http;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::site::Site;
+use crate::site::{Deps, SiteHandle};
 use crate::store::Store;
 
 /// How long a login waits for the user unless `TOKEND_LOGIN_TIMEOUT` says otherwise.
 pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Sites loading their login from the store at once.
+const LOAD_AT_ONCE: usize = 8;
+
 #[derive(Debug)]
 pub struct Daemon {
     pub config_path: PathBuf,
     config: RwLock<Arc<Config>>,
-    sites: Mutex<HashMap<String, Arc<Site>>>,
-    pub store: Store,
-    pub http: Http,
-    /// Discovery results by issuer; an issuer's metadata rarely changes and
-    /// a restart or a config change clears it.
-    providers: tokio::sync::Mutex<HashMap<String, Provider>>,
-    pub login_timeout: Duration,
+    sites: Mutex<HashMap<String, SiteHandle>>,
+    /// Sites retired by a reload that may still be finishing a token call.
+    retired: Mutex<Vec<SiteHandle>>,
+    /// What every site's actor is given.
+    deps: Deps,
     shutdown: tokio::sync::watch::Sender<bool>,
-    /// Set by `start`: sites added by a reload start their refresh task with it.
-    me: std::sync::OnceLock<std::sync::Weak<Daemon>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -38,33 +38,50 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Daemon {
+    /// Reads the config and starts a task per site: call from within the
+    /// tokio runtime.
     pub fn new(config_path: PathBuf, store: Store, http: Http) -> Daemon {
         let login_timeout = std::env::var("TOKEND_LOGIN_TIMEOUT")
             .ok()
             .and_then(|s| crate::config::parse_duration(&s))
             .map_or(DEFAULT_LOGIN_TIMEOUT, Duration::from_secs);
+        Daemon::with_deps(
+            config_path,
+            Deps {
+                store,
+                http,
+                discovery: Arc::default(),
+                clock: Clock::System,
+                login_timeout,
+                load_slots: Arc::new(tokio::sync::Semaphore::new(LOAD_AT_ONCE)),
+            },
+        )
+    }
+
+    /// A daemon whose sites get `deps` (tests give a scripted HTTP and tokio's clock).
+    pub fn with_deps(config_path: PathBuf, deps: Deps) -> Daemon {
         let daemon = Daemon {
             config: RwLock::new(Arc::new(Config::default())),
             config_path,
             sites: Mutex::default(),
-            store,
-            http,
-            providers: tokio::sync::Mutex::default(),
-            login_timeout,
+            retired: Mutex::default(),
+            deps,
             shutdown: tokio::sync::watch::channel(false).0,
-            me: std::sync::OnceLock::new(),
         };
         daemon.reload();
         daemon
     }
 
-    /// Starts the background work: each site's refresh-ahead task.
-    pub fn start(self: &Arc<Self>) {
-        if self.me.set(Arc::downgrade(self)).is_ok() {
-            for site in self.sites() {
-                site.start_refresh_task(self);
-            }
-        }
+    pub fn store(&self) -> &Store {
+        &self.deps.store
+    }
+
+    pub fn http(&self) -> &Http {
+        &self.deps.http
+    }
+
+    pub fn deps(&self) -> &Deps {
+        &self.deps
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -75,7 +92,7 @@ impl Daemon {
     }
 
     /// The runtime state of a configured site, or why there is none.
-    pub fn site(&self, name: &str) -> Result<Arc<Site>, ApiError> {
+    pub fn site(&self, name: &str) -> Result<SiteHandle, ApiError> {
         if let Some(site) = lock(&self.sites).get(name) {
             return Ok(site.clone());
         }
@@ -99,9 +116,9 @@ impl Daemon {
         ))
     }
 
-    pub fn sites(&self) -> Vec<Arc<Site>> {
-        let mut v: Vec<Arc<Site>> = lock(&self.sites).values().cloned().collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
+    pub fn sites(&self) -> Vec<SiteHandle> {
+        let mut v: Vec<SiteHandle> = lock(&self.sites).values().cloned().collect();
+        v.sort_by(|a, b| a.name().cmp(b.name()));
         v
     }
 
@@ -138,33 +155,7 @@ impl Daemon {
             }
             new
         };
-        {
-            let mut sites = lock(&self.sites);
-            sites.retain(|name, site| {
-                let keep = new
-                    .sites
-                    .get(name)
-                    .is_some_and(|c| c.identity() == site.config().identity());
-                if !keep {
-                    site.retire();
-                    tracing::info!(site = %name, "site removed or changed provider, client or scopes: its login is dropped");
-                }
-                keep
-            });
-            for (name, cfg) in &new.sites {
-                match sites.get(name) {
-                    Some(site) => site.set_config(cfg.clone()),
-                    None => {
-                        tracing::info!(site = %name, "site configured");
-                        let site = Arc::new(Site::new(cfg.clone()));
-                        if let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) {
-                            site.start_refresh_task(&me);
-                        }
-                        sites.insert(name.clone(), site);
-                    }
-                }
-            }
-        }
+        self.apply(&old, &new);
         let reply = ReloadReply {
             sites: new.sites.len(),
             config_errors: new.errors.iter().map(ToString::to_string).collect(),
@@ -190,15 +181,80 @@ impl Daemon {
         }
     }
 
-    /// Discovery, once per issuer.
-    pub async fn discover(&self, issuer: &str) -> Result<Provider, tokend_oauth::Error> {
-        let mut cache = self.providers.lock().await;
-        if let Some(p) = cache.get(issuer) {
-            return Ok(p.clone());
+    /// Brings the running sites in line with `new`: a site whose provider,
+    /// client or scopes changed is retired (its task ends before its
+    /// successor touches the store), one with other changes gets its new
+    /// settings, and a changed issuer's discovery is done again.
+    fn apply(&self, old: &Config, new: &Config) {
+        for (name, cfg) in &old.sites {
+            let changed = new.sites.get(name).is_none_or(|c| c != cfg);
+            if let (true, Some(issuer)) = (changed, &cfg.issuer) {
+                self.deps.discovery.forget(issuer);
+            }
         }
-        let p = tokend_oauth::discover(&self.http, issuer).await?;
-        cache.insert(issuer.to_owned(), p.clone());
-        Ok(p)
+        let mut sites = lock(&self.sites);
+        let mut retired = lock(&self.retired);
+        retired.retain(|s| !s.is_finished());
+        for (name, cfg) in &new.sites {
+            let kept = sites.get(name).filter(|s| {
+                old.sites
+                    .get(name)
+                    .is_some_and(|c| c.identity() == cfg.identity())
+                    && s.name() == name
+            });
+            match kept {
+                Some(site) => {
+                    if old.sites.get(name) != Some(cfg) {
+                        site.set_config(cfg.clone());
+                    }
+                }
+                None => {
+                    let before = sites.remove(name);
+                    if let Some(before) = &before {
+                        before.stop();
+                        tracing::info!(site = %name, "site changed provider, client or scopes: its login is dropped");
+                        retired.push(before.clone());
+                    } else {
+                        tracing::info!(site = %name, "site configured");
+                    }
+                    // A site removed a moment ago may still be finishing.
+                    let after =
+                        before.or_else(|| retired.iter().rev().find(|r| r.name() == name).cloned());
+                    let site = SiteHandle::spawn(cfg.clone(), self.deps.clone(), after.as_ref());
+                    sites.insert(name.clone(), site);
+                }
+            }
+        }
+        sites.retain(|name, site| {
+            let keep = new.sites.contains_key(name);
+            if !keep {
+                site.stop();
+                tracing::info!(site = %name, "site removed: its login is dropped");
+                retired.push(site.clone());
+            }
+            keep
+        });
+    }
+
+    /// Stops every site, letting token calls under way land and persist
+    /// (up to `grace`).
+    pub async fn stop_sites(&self, grace: Duration) {
+        let sites: Vec<SiteHandle> = lock(&self.sites)
+            .values()
+            .chain(lock(&self.retired).iter())
+            .cloned()
+            .collect();
+        for s in &sites {
+            s.stop();
+        }
+        let all = async {
+            for s in &sites {
+                s.finished().await;
+            }
+        };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("a site's token call did not finish in time; stopping anyway");
+        }
     }
 
     pub fn request_shutdown(&self) {

@@ -2,8 +2,10 @@
 //! refreshes them, and serves them over a local socket to `token` and any
 //! program that speaks the line protocol (see `PROTOCOL.md`).
 
+pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod discovery;
 pub mod error;
 mod handlers;
 mod login;
@@ -218,11 +220,12 @@ async fn run(settings: config::DaemonSettings) -> ExitCode {
     };
     // TOKEND_HTTP_TIMEOUT (seconds or "30s"): the whole-request timeout for
     // provider calls; tests shorten it to exercise timeouts quickly.
-    let http = match std::env::var("TOKEND_HTTP_TIMEOUT")
+    let http_timeout = std::env::var("TOKEND_HTTP_TIMEOUT")
         .ok()
         .and_then(|s| config::parse_duration(&s))
-    {
-        Some(secs) => tokend_oauth::Http::with_timeout(std::time::Duration::from_secs(secs.max(1))),
+        .map(|secs| std::time::Duration::from_secs(secs.max(1)));
+    let http = match http_timeout {
+        Some(t) => tokend_oauth::Http::with_timeout(t),
         None => tokend_oauth::Http::new(),
     };
     let http = match http {
@@ -232,13 +235,14 @@ async fn run(settings: config::DaemonSettings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let grace = http_timeout.unwrap_or(tokend_oauth::http::TOTAL_TIMEOUT)
+        + std::time::Duration::from_secs(5);
     let daemon = Arc::new(daemon::Daemon::new(paths::config_path(), store, http));
-    daemon.start();
     let _watcher = watch::spawn(&daemon);
     tracing::info!(
         socket = %listener.describe(),
         config = %daemon.config_path.display(),
-        store = daemon.store.name(),
+        store = daemon.store().name(),
         "tokend {} ready",
         env!("CARGO_PKG_VERSION")
     );
@@ -248,11 +252,9 @@ async fn run(settings: config::DaemonSettings) -> ExitCode {
         let _ = out.write_all(b"ready\n").and_then(|()| out.flush());
     }
     server::run(listener, daemon.clone(), shutdown_signal()).await;
-    // A token-endpoint call in flight may be about to persist a rotated
-    // refresh token: let it finish (briefly) before the runtime goes.
-    for site in daemon.sites() {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), site.flight.lock()).await;
-    }
+    // A token call under way may be about to persist a rotated refresh
+    // token: each site lets it land (up to the HTTP timeout) and ends.
+    daemon.stop_sites(grace).await;
     ExitCode::SUCCESS
 }
 

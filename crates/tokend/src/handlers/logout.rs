@@ -13,14 +13,13 @@ use url::Url;
 use crate::config::SiteConfig;
 use crate::daemon::Daemon;
 use crate::error::ApiError;
+use crate::site::client;
 
 pub async fn logout(d: &Arc<Daemon>, name: &str) -> Result<Value, ApiError> {
-    let site = d.site(name)?;
-    // A store we cannot read still gets its entry deleted below.
-    let _ = site.ensure_loaded(d).await;
-    let _flight = site.flight.lock().await;
-    let (refresh, access) = site.tokens();
-    let cfg = site.config();
+    // The site forgets the login (and cancels a pending one) first; the
+    // tokens it held are revoked here, off the site's task.
+    let out = d.site(name)?.logout().await?;
+    let (refresh, access, cfg) = (out.refresh, out.access, out.config);
     let message = if refresh.is_none() && access.is_none() {
         format!("site {name} was not logged in; nothing to revoke")
     } else if let Some(api_base) = &cfg.api_base {
@@ -37,16 +36,20 @@ pub async fn logout(d: &Arc<Daemon>, name: &str) -> Result<Value, ApiError> {
             },
         }
     } else {
-        match site.oauth(d).await {
+        let oauth = match out.oauth {
+            Some(o) => Ok(o),
+            None => client::build(d.deps(), &cfg).await.map_err(ApiError::from),
+        };
+        match oauth {
             Ok(oauth) if oauth.provider.revoke_url.is_some() => {
                 let mut failures = Vec::new();
                 if let Some(rt) = &refresh {
-                    if let Err(e) = oauth.revoke(&d.http, rt.expose(), "refresh_token").await {
+                    if let Err(e) = oauth.revoke(d.http(), rt.expose(), "refresh_token").await {
                         failures.push(e.to_string());
                     }
                 }
                 if let Some(at) = &access {
-                    if let Err(e) = oauth.revoke(&d.http, at.expose(), "access_token").await {
+                    if let Err(e) = oauth.revoke(d.http(), at.expose(), "access_token").await {
                         failures.push(e.to_string());
                     }
                 }
@@ -67,7 +70,6 @@ pub async fn logout(d: &Arc<Daemon>, name: &str) -> Result<Value, ApiError> {
             ),
         }
     };
-    site.forget(d, None).await;
     tracing::info!(site = %name, "{message}");
     Ok(json!({ "message": message }))
 }
@@ -86,7 +88,7 @@ async fn invalidate(
     );
     let url = invalidate_url(api_base, token.expose(), cfg.api_key.as_deref())?;
     let raw = d
-        .http
+        .http()
         .send(&FormRequest::get(url))
         .await
         .map_err(|e| hide_path(e, &shown))?;

@@ -10,18 +10,15 @@ use crate::error::ApiError;
 
 pub async fn paste(d: &Arc<Daemon>, req: PasteRequest) -> Result<Value, ApiError> {
     let site = d.site(&req.site)?;
-    let sender = site
-        .pending_login()
-        .and_then(|p| p.paste_sender())
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::BadRequest,
-                format!(
-                    "site {} has no paste-back login waiting: run `token login {} --paste`",
-                    req.site, req.site
-                ),
-            )
-        })?;
+    let sender = site.paste_sender().await?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "site {} has no paste-back login waiting: run `token login {} --paste`",
+                req.site, req.site
+            ),
+        )
+    })?;
     sender.send(req.input).await.map_err(|_| {
         ApiError::new(
             ErrorCode::LoginFailed,

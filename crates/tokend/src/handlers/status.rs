@@ -7,29 +7,27 @@ use token_proto::{SiteStatus, StatusReply};
 use crate::daemon::Daemon;
 use crate::error::ApiError;
 
-/// Sites loaded from the store at once for a `status`.
-const LOAD_AT_ONCE: usize = 8;
-
 pub async fn status(d: &Arc<Daemon>, only: Option<&str>) -> Result<StatusReply, ApiError> {
     let config = d.config();
     let sites = match only {
         Some(name) => vec![d.site(name)?],
         None => d.sites(),
     };
-    // Loading is what makes the answer true after a restart (a store failure
-    // shows as the site's error). Keyring reads cost milliseconds each, so a
-    // few sites load at a time.
-    let slots = Arc::new(tokio::sync::Semaphore::new(LOAD_AT_ONCE));
-    let mut loading = tokio::task::JoinSet::new();
-    for site in sites.iter().filter(|s| !s.is_loaded()) {
-        let (site, d, slots) = (site.clone(), d.clone(), slots.clone());
-        loading.spawn(async move {
-            let _slot = slots.acquire_owned().await;
-            let _ = site.ensure_loaded(&d).await;
-        });
+    // Each site loads its login from the store first (a store failure
+    // shows as its error), so the answer is true after a restart; the
+    // sites answer at once, their loads limited daemon-wide.
+    let mut asked = tokio::task::JoinSet::new();
+    for (i, site) in sites.into_iter().enumerate() {
+        asked.spawn(async move { (i, site.status().await) });
     }
-    while loading.join_next().await.is_some() {}
-    let mut out: Vec<SiteStatus> = sites.iter().map(|s| s.status()).collect();
+    let mut answers = Vec::new();
+    while let Some(done) = asked.join_next().await {
+        if let Ok((i, Ok(status))) = done {
+            answers.push((i, status));
+        }
+    }
+    answers.sort_by_key(|(i, _)| *i);
+    let mut out: Vec<SiteStatus> = answers.into_iter().map(|(_, s)| s).collect();
     if only.is_none() {
         for (name, err) in &config.broken {
             if let Some(running) = out.iter_mut().find(|s| &s.site == name) {

@@ -6,36 +6,29 @@ use std::sync::Arc;
 use token_proto::{ErrorCode, Event};
 use tokend_oauth::{DevicePoll, OAuthSite};
 
-use super::{timed_out, Started};
-use crate::daemon::Daemon;
+use super::{timed_out, Ctx, Got, Started};
 use crate::error::ApiError;
-use crate::site::Site;
 
-pub(super) async fn start(
-    site: &Arc<Site>,
-    d: &Arc<Daemon>,
-    oauth: Arc<OAuthSite>,
-) -> Result<Started, ApiError> {
-    let cfg = site.config();
-    let timeout = d.login_timeout;
+pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, ApiError> {
+    let cfg = &ctx.cfg;
+    let timeout = ctx.deps.login_timeout;
     let dev = oauth
-        .device_start(&d.http, &cfg.scopes)
+        .device_start(&ctx.deps.http, &cfg.scopes)
         .await
-        .map_err(|e| ApiError::provider(&site.name, &e))?;
+        .map_err(|e| ApiError::provider(&cfg.name, &e))?;
     let ev = Event::DeviceCode {
-        site: site.name.clone(),
+        site: cfg.name.clone(),
         user_code: dev.user_code.clone(),
         verification_uri: dev.verification_uri.clone(),
         verification_uri_complete: dev.verification_uri_complete.clone(),
         timeout: timeout.as_secs().min(dev.expires_in),
         qr: dev.verification_uri_complete.as_deref().and_then(qr_text),
     };
-    let task = device_login(site.clone(), d.clone(), oauth, dev);
+    let task = device_login(cfg.name.clone(), ctx.deps.clone(), oauth, dev);
     Ok(Started {
         task: Box::pin(task),
         first: ev.clone(),
         joined: ev,
-        paste: None,
     })
 }
 
@@ -52,14 +45,15 @@ fn qr_text(url: &str) -> Option<String> {
     )
 }
 
+/// Polls until the user approves. Each poll is a token-endpoint call that
+/// can only yield this login's token, which goes to the site to keep.
 async fn device_login(
-    site: Arc<Site>,
-    d: Arc<Daemon>,
+    name: String,
+    deps: crate::site::Deps,
     oauth: Arc<OAuthSite>,
     dev: tokend_oauth::DeviceAuthorization,
-) -> Result<(), ApiError> {
-    let name = site.name.clone();
-    let limit = d
+) -> Result<Got, ApiError> {
+    let limit = deps
         .login_timeout
         .min(std::time::Duration::from_secs(dev.expires_in.max(1)));
     let deadline = tokio::time::Instant::now() + limit;
@@ -69,14 +63,10 @@ async fn device_login(
         if tokio::time::Instant::now() >= deadline {
             return Err(timed_out(&name));
         }
-        match oauth.device_poll(&d.http, &dev).await {
+        match oauth.device_poll(&deps.http, &dev).await {
             Ok(DevicePoll::Pending) => {}
             Ok(DevicePoll::SlowDown) => interval += 5,
-            Ok(DevicePoll::Done(resp)) => {
-                let scopes = site.config().scopes.clone();
-                let _flight = site.flight.lock().await;
-                return site.apply(&d, resp, &scopes).await;
-            }
+            Ok(DevicePoll::Done(resp)) => return Ok(Got::Token(resp)),
             Err(e) if e.is_transient() => {
                 tracing::warn!(site = %name, "device poll failed, retrying: {e}");
             }

@@ -1,157 +1,189 @@
-//! Logins: exactly one per site at a time. The first caller starts it (a
-//! browser login through a loopback listener, a device code, or a
-//! paste-back login: one file each below); every other
-//! caller that needs the site joins it, sees the same URL, and gets the token
-//! when it completes. The login runs in its own task, so a caller that gives
-//! up (Ctrl-C) cancels only itself.
+//! Logins: the flows (a browser login through a loopback listener, a device
+//! code, a paste-back login: one file each below) and the task that runs
+//! one. The site's actor decides when a login starts and who joins it (one
+//! per site at a time); the flow waits for the user and hands the actor
+//! what it got (a code to exchange, or a token), and the actor, the only
+//! code that calls the token endpoint, finishes it. A login whose callers
+//! have all gone away is cancelled, so the next caller starts a fresh one.
 
 use std::sync::Arc;
 
 use token_proto::{ErrorCode, Event, LoginMode, TokenReply};
-use tokio::sync::{mpsc, watch};
+use tokend_oauth::{AuthCode, OAuthSite, PkceVerifier, TokenResponse};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::Grant;
-use crate::daemon::Daemon;
+use crate::config::{Grant, SiteConfig};
 use crate::error::ApiError;
 use crate::handlers::Events;
-use crate::loopback::is_loopback;
-use crate::site::Site;
+use crate::loopback::{is_loopback, Page};
+use crate::site::{client, Deps, Msg};
 
 mod browser;
 mod device;
 mod paste;
 
-type Outcome = Option<Result<(), ApiError>>;
-
-/// A login in progress, shared by every caller waiting for it.
+/// What a login flow got from the user.
 #[derive(Debug)]
-pub struct PendingLogin {
-    /// What a caller that joins is shown.
-    joined_event: Event,
-    done: watch::Receiver<Outcome>,
-    /// For a paste-back login: where the `paste` request delivers the input.
-    paste: Option<mpsc::Sender<String>>,
+pub enum Got {
+    /// An authorization code for the site to exchange; `page` (a browser
+    /// waiting on the loopback listener) is told how that went.
+    Code {
+        code: AuthCode,
+        redirect: String,
+        verifier: PkceVerifier,
+        page: Option<oneshot::Sender<Page>>,
+    },
+    /// A token the flow received itself (device polling, the implicit grant).
+    Token(TokenResponse),
 }
 
-impl PendingLogin {
-    pub fn paste_sender(&self) -> Option<mpsc::Sender<String>> {
-        self.paste.clone()
-    }
+/// Where a login is, as every caller waiting for it sees it.
+#[derive(Clone, Debug)]
+pub enum Progress {
+    /// Building the client, binding the listener, asking for a device code.
+    Starting,
+    /// Waiting for the user: the opener is shown `first`, the others `joined`.
+    Waiting {
+        first: Event,
+        joined: Event,
+    },
+    Done(Result<TokenReply, ApiError>),
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// A caller's place in a login. Dropping every ticket of a login cancels it.
+#[derive(Debug)]
+pub struct LoginTicket {
+    /// This caller started the login (its client opens the browser).
+    pub(crate) opener: bool,
+    pub(crate) progress: watch::Receiver<Progress>,
 }
 
-impl Site {
-    /// Runs (or joins) a login and returns the token it yields.
-    pub async fn login(
-        self: &Arc<Self>,
-        d: &Arc<Daemon>,
-        mode: LoginMode,
+impl LoginTicket {
+    /// Shows the caller the login's URL or code, then waits for its end.
+    pub async fn wait(
+        mut self,
+        site: &str,
         events: &mut Events<'_>,
     ) -> Result<TokenReply, ApiError> {
-        self.ensure_loaded(d).await?;
-        if self.config().grant == Grant::ClientCredentials {
-            // Nobody to ask: a "login" is a fresh token from the token endpoint.
-            return self
-                .get_without_login(d, Some(u64::MAX))
-                .await?
-                .ok_or_else(|| ApiError::internal(format!("site {}: no token", self.name)));
-        }
-        let (pending, first_event) = {
-            let _gate = self.login_gate.lock().await;
-            let existing = lock(&self.login).clone();
-            match existing {
-                Some(p) => (p, None),
-                None => {
-                    let (p, ev) = self.start_login(d, mode).await?;
-                    *lock(&self.login) = Some(p.clone());
-                    (p, Some(ev))
+        let mut shown = false;
+        loop {
+            let now = self.progress.borrow_and_update().clone();
+            match now {
+                Progress::Starting => {}
+                Progress::Waiting { first, joined } => {
+                    if !shown {
+                        events
+                            .send(if self.opener { &first } else { &joined })
+                            .await;
+                        shown = true;
+                    }
                 }
+                Progress::Done(result) => return result,
             }
-        };
-        events
-            .send(first_event.as_ref().unwrap_or(&pending.joined_event))
-            .await;
-        let mut done = pending.done.clone();
-        let outcome = done
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| ApiError::internal(format!("site {}: the login task ended", self.name)))?
-            .clone();
-        match outcome {
-            Some(Ok(())) => self.current().ok_or_else(|| {
-                ApiError::internal(format!(
-                    "site {}: login finished without a token",
-                    self.name
-                ))
-            }),
-            Some(Err(e)) => Err(e),
-            None => Err(ApiError::internal("login outcome missing")),
+            if self.progress.changed().await.is_err() {
+                return Err(ApiError::internal(format!(
+                    "site {site}: the login ended without an answer; run `token login {site}`"
+                )));
+            }
         }
     }
+}
 
-    async fn start_login(
-        self: &Arc<Self>,
-        d: &Arc<Daemon>,
-        mode: LoginMode,
-    ) -> Result<(Arc<PendingLogin>, Event), ApiError> {
-        let cfg = self.config();
-        let oauth = self.oauth(d).await?;
-        let (tx_done, rx) = watch::channel(None);
-        let mode = match (mode, cfg.grant) {
-            (LoginMode::Browser, Grant::DeviceCode) => LoginMode::Device,
-            (m, _) => m,
-        };
-        // A redirect tokend cannot listen on, or the implicit grant: paste-back.
-        let paste_only = cfg.grant == Grant::Implicit
-            || cfg
-                .redirect_uri
-                .as_deref()
-                .and_then(|u| url::Url::parse(u).ok())
-                .is_some_and(|u| !is_loopback(&u));
-        let mode = if mode == LoginMode::Browser && paste_only {
-            LoginMode::Paste
-        } else {
-            mode
-        };
-        let started = match mode {
-            LoginMode::Device => device::start(self, d, oauth).await?,
-            LoginMode::Paste => paste::start(self, d, oauth).await?,
-            LoginMode::Browser => browser::start(self, d, oauth).await?,
-        };
-        self.spawn_login(started.task, tx_done);
-        tracing::info!(site = %self.name, ?mode, "login started");
-        Ok((
-            Arc::new(PendingLogin {
-                joined_event: started.joined,
-                done: rx,
-                paste: started.paste,
-            }),
-            started.first,
-        ))
+/// The mode a login runs in: device for device-code sites, paste-back for
+/// the implicit grant and redirects tokend cannot listen on.
+pub fn effective_mode(cfg: &SiteConfig, asked: LoginMode) -> LoginMode {
+    let mode = match (asked, cfg.grant) {
+        (LoginMode::Browser, Grant::DeviceCode) => LoginMode::Device,
+        (m, _) => m,
+    };
+    let paste_only = cfg.grant == Grant::Implicit
+        || cfg
+            .redirect_uri
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .is_some_and(|u| !is_loopback(&u));
+    if mode == LoginMode::Browser && paste_only {
+        LoginMode::Paste
+    } else {
+        mode
     }
+}
 
-    /// Runs a login's task, publishes its outcome to every waiting caller and
-    /// clears the pending slot (which releases the loopback listener).
-    fn spawn_login(self: &Arc<Self>, task: Task, tx: watch::Sender<Outcome>) {
-        let site = self.clone();
-        tokio::spawn(async move {
-            // Each task enforces its own deadline (the login timeout, or the
-            // device code's expiry if sooner).
-            let outcome = task.await;
-            match &outcome {
-                Ok(()) => tracing::info!(site = %site.name, "login completed"),
-                Err(e) => {
-                    tracing::warn!(site = %site.name, "login failed: {e}");
-                    site.note_error(&e.message);
-                }
-            }
-            *lock(&site.login) = None;
-            tx.send_replace(Some(outcome));
-        });
+/// What a flow needs.
+#[derive(Debug)]
+pub struct Ctx {
+    pub cfg: Arc<SiteConfig>,
+    pub deps: Deps,
+}
+
+/// One login, run by the site's actor in a task of its own.
+#[derive(Debug)]
+pub struct Login {
+    pub id: u64,
+    pub mode: LoginMode,
+    pub ctx: Ctx,
+    pub progress: Arc<watch::Sender<Progress>>,
+    pub paste: Option<mpsc::Receiver<String>>,
+    /// The site's mailbox, for the result.
+    pub site: mpsc::Sender<Msg>,
+}
+
+impl Login {
+    /// Runs the flow; hands its result to the site. When every caller has
+    /// gone away first, the flow is cancelled. A flow that panics fails the
+    /// login instead of leaving it pending.
+    pub async fn run(self) {
+        let name = self.ctx.cfg.name.clone();
+        let mut flow = tokio::spawn(flow(self.ctx, self.mode, self.progress.clone(), self.paste));
+        // Aborting this task (logout, reload, stop) aborts the flow too.
+        let _guard = AbortOnDrop(flow.abort_handle());
+        let got = tokio::select! {
+            r = &mut flow => r.unwrap_or_else(|e| Err(ApiError::internal(format!("site {name}: the login failed: {e}")))),
+            () = self.progress.closed() => Err(cancelled(&name)),
+        };
+        let _ = self.site.send(Msg::LoginGot { id: self.id, got }).await;
     }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn flow(
+    ctx: Ctx,
+    mode: LoginMode,
+    progress: Arc<watch::Sender<Progress>>,
+    paste: Option<mpsc::Receiver<String>>,
+) -> Result<Got, ApiError> {
+    let oauth: Arc<OAuthSite> = client::build(&ctx.deps, &ctx.cfg)
+        .await
+        .map_err(ApiError::from)?;
+    let started = match (mode, paste) {
+        (LoginMode::Device, _) => device::start(&ctx, oauth).await?,
+        (LoginMode::Paste, Some(input)) => paste::start(&ctx, oauth, input)?,
+        (LoginMode::Paste, None) => {
+            return Err(ApiError::internal("paste login without its input"))
+        }
+        (LoginMode::Browser, _) => browser::start(&ctx, oauth).await?,
+    };
+    tracing::info!(site = %ctx.cfg.name, ?mode, "login started");
+    progress.send_replace(Progress::Waiting {
+        first: started.first,
+        joined: started.joined,
+    });
+    started.task.await
+}
+
+/// The error of a login nobody waits for any more.
+pub fn cancelled(site: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::LoginFailed,
+        format!("site {site}: the login was cancelled; run `token login {site}` to try again"),
+    )
 }
 
 /// A PKCE pair for a login; a failing OS random source fails the login.
@@ -171,16 +203,14 @@ fn timed_out(site: &str) -> ApiError {
     )
 }
 
-/// The work of one login after it started: waits for the user, exchanges,
-/// stores. Each flow enforces its own deadline.
-type Task = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ApiError>> + Send>>;
+/// The work of one login after it started: waits for the user. Each flow
+/// enforces its own deadline.
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Got, ApiError>> + Send>>;
 
 /// What starting a login yields: its task, the event for the caller that
-/// started it, the one for callers that join, and (paste-back) where the
-/// paste goes.
+/// started it and the one for callers that join.
 struct Started {
     task: Task,
     first: Event,
     joined: Event,
-    paste: Option<mpsc::Sender<String>>,
 }

@@ -9,23 +9,22 @@ use token_proto::{ErrorCode, Event};
 use tokend_oauth::{check_callback, parse_implicit_fragment, AuthCode, OAuthSite, Pkce};
 use tokio::sync::mpsc;
 
-use super::{fresh_pkce, fresh_state, timed_out, Started};
+use super::{fresh_pkce, fresh_state, timed_out, Ctx, Got, Started};
 use crate::config::Grant;
-use crate::daemon::Daemon;
 use crate::error::ApiError;
-use crate::site::Site;
 
 /// Where a paste-back login without a configured redirect_uri sends the
 /// browser: nothing listens there, the user copies the URL from the address bar.
 const PASTE_REDIRECT: &str = "http://127.0.0.1/callback";
 
-pub(super) async fn start(
-    site: &Arc<Site>,
-    d: &Arc<Daemon>,
+/// Starts a paste-back login; `input` receives what the user pastes.
+pub(super) fn start(
+    ctx: &Ctx,
     oauth: Arc<OAuthSite>,
+    input: mpsc::Receiver<String>,
 ) -> Result<Started, ApiError> {
-    let cfg = site.config();
-    let timeout = d.login_timeout;
+    let cfg = &ctx.cfg;
+    let timeout = ctx.deps.login_timeout;
     let implicit = cfg.grant == Grant::Implicit;
     let redirect = cfg
         .redirect_uri
@@ -38,36 +37,34 @@ pub(super) async fn start(
     } else {
         oauth.authorize_url(&redirect, &cfg.scopes, &state, pkce.as_ref())
     }
-    .map_err(|e| ApiError::provider(&site.name, &e))?;
+    .map_err(|e| ApiError::provider(&cfg.name, &e))?;
     let ev = |paste| Event::PasteUrl {
-        site: site.name.clone(),
+        site: cfg.name.clone(),
         url: url.to_string(),
         paste,
         timeout: timeout.as_secs(),
     };
-    let (tx, rx) = mpsc::channel(1);
     let task = paste_login(PasteLogin {
-        site: site.clone(),
-        d: d.clone(),
+        name: cfg.name.clone(),
+        timeout,
         oauth,
         redirect,
         pkce,
         state,
-        input: rx,
+        input,
         implicit,
     });
     Ok(Started {
         task: Box::pin(task),
         first: ev(true),
         joined: ev(false),
-        paste: Some(tx),
     })
 }
 
 /// What a paste-back login needs once the user pastes.
 struct PasteLogin {
-    site: Arc<Site>,
-    d: Arc<Daemon>,
+    name: String,
+    timeout: std::time::Duration,
     oauth: Arc<OAuthSite>,
     redirect: String,
     pkce: Option<Pkce>,
@@ -76,8 +73,8 @@ struct PasteLogin {
     implicit: bool,
 }
 
-async fn paste_login(mut p: PasteLogin) -> Result<(), ApiError> {
-    let name = p.site.name.clone();
+async fn paste_login(mut p: PasteLogin) -> Result<Got, ApiError> {
+    let name = p.name.clone();
     let failed = |e: &dyn std::fmt::Display| {
         ApiError::new(
             ErrorCode::LoginFailed,
@@ -86,7 +83,7 @@ async fn paste_login(mut p: PasteLogin) -> Result<(), ApiError> {
             ),
         )
     };
-    let input = match tokio::time::timeout(p.d.login_timeout, p.input.recv()).await {
+    let input = match tokio::time::timeout(p.timeout, p.input.recv()).await {
         Ok(Some(input)) => input,
         _ => return Err(timed_out(&name)),
     };
@@ -94,11 +91,9 @@ async fn paste_login(mut p: PasteLogin) -> Result<(), ApiError> {
     if input.is_empty() {
         return Err(failed(&"nothing was pasted"));
     }
-    let scopes = p.site.config().scopes.clone();
     if p.implicit {
         let resp = parse_implicit_fragment(input, &p.state).map_err(|e| failed(&e))?;
-        let _flight = p.site.flight.lock().await;
-        return p.site.apply(&p.d, resp, &scopes).await;
+        return Ok(Got::Token(resp));
     }
     // A URL or its parameters: check state (and iss). A bare code: nothing to check.
     let code = if input.contains('=') {
@@ -109,11 +104,10 @@ async fn paste_login(mut p: PasteLogin) -> Result<(), ApiError> {
     let Some(pkce) = p.pkce.as_ref() else {
         return Err(ApiError::internal("paste login without PKCE"));
     };
-    let _flight = p.site.flight.lock().await;
-    let resp = p
-        .oauth
-        .exchange_code(&p.d.http, &code, &p.redirect, &pkce.verifier)
-        .await
-        .map_err(|e| ApiError::provider(&name, &e))?;
-    p.site.apply(&p.d, resp, &scopes).await
+    Ok(Got::Code {
+        code,
+        redirect: p.redirect.clone(),
+        verifier: pkce.verifier.clone(),
+        page: None,
+    })
 }

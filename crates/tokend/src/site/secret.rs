@@ -1,13 +1,12 @@
 //! The client secret: from the daemon's environment or a command, never
 //! from the config file itself.
 
-use token_proto::ErrorCode;
 use tokend_oauth::ClientSecret;
 use tokio::io::AsyncReadExt;
 use zeroize::Zeroizing;
 
+use super::error::SiteError;
 use crate::config::SecretSource;
-use crate::error::ApiError;
 
 /// The most a `client_secret_cmd` may print; its output is wiped after use.
 const MAX_SECRET_OUTPUT: u64 = 64 * 1024;
@@ -16,8 +15,8 @@ const MAX_SECRET_OUTPUT: u64 = 64 * 1024;
 pub(super) async fn resolve_secret(
     site: &str,
     src: &SecretSource,
-) -> Result<ClientSecret, ApiError> {
-    let cfg_err = |m: String| ApiError::new(ErrorCode::ConfigError, format!("site {site}: {m}"));
+) -> Result<ClientSecret, SiteError> {
+    let cfg_err = |m: String| SiteError::Config(format!("site {site}: {m}"));
     match src {
         SecretSource::Env(var) => std::env::var(var)
             .ok()

@@ -1,0 +1,46 @@
+//! The daemon's one clock: Unix time in seconds with sub-second precision,
+//! so a 2-second token's renewal is planned at 1.3 s, not "now".
+//!
+//! The daemon reads the wall clock (a laptop that slept must see its tokens
+//! as expired); tests read tokio's clock, which they can pause and advance.
+
+/// Where "now" comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Clock {
+    /// The system's wall clock.
+    System,
+    /// Tokio's clock (paused in tests), counted from `unix` at `start`.
+    Tokio {
+        unix: f64,
+        start: tokio::time::Instant,
+    },
+}
+
+impl Clock {
+    /// A clock that follows tokio's time, starting at Unix second `unix`.
+    pub fn tokio_at(unix: f64) -> Clock {
+        Clock::Tokio {
+            unix,
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Unix seconds, fractional.
+    pub fn now(&self) -> f64 {
+        match self {
+            Clock::System => token_proto::now_unix_f64(),
+            Clock::Tokio { unix, start } => unix + start.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// The tokio instant at which this clock reads `unix`.
+    pub fn instant_at(&self, unix: f64) -> tokio::time::Instant {
+        let wait = (unix - self.now()).max(0.0);
+        tokio::time::Instant::now() + std::time::Duration::from_secs_f64(wait.min(1e9))
+    }
+}
+
+/// Whole Unix seconds for the wire and the store (rounded down).
+pub fn whole(unix: f64) -> u64 {
+    unix.max(0.0) as u64
+}

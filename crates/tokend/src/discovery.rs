@@ -1,0 +1,41 @@
+//! Discovery results (RFC 8414 / OIDC), cached per issuer. Each issuer has
+//! its own cell, so a slow issuer delays only the sites that use it; the
+//! map's lock is held only to find the cell, never across the network.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokend_oauth::{Http, Provider};
+use tokio::sync::OnceCell;
+
+#[derive(Debug, Default)]
+pub struct Discovery {
+    cells: Mutex<HashMap<String, Arc<OnceCell<Provider>>>>,
+}
+
+impl Discovery {
+    /// The issuer's metadata: cached, or fetched once by the first caller
+    /// while later callers for the same issuer wait for it. A failure is
+    /// not cached.
+    pub async fn provider(
+        &self,
+        http: &Http,
+        issuer: &str,
+    ) -> Result<Provider, tokend_oauth::Error> {
+        let cell = self.lock().entry(issuer.to_owned()).or_default().clone();
+        cell.get_or_try_init(|| tokend_oauth::discover(http, issuer))
+            .await
+            .cloned()
+    }
+
+    /// Drops what is known about `issuer` (its site's config changed).
+    pub fn forget(&self, issuer: &str) {
+        self.lock().remove(issuer);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OnceCell<Provider>>>> {
+        self.cells
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
