@@ -38,6 +38,14 @@ impl<'a> Events<'a> {
         let _ = self.w.write_all(&encode_line(event)).await;
         let _ = self.w.flush().await;
     }
+
+    /// Whether the caller has closed its connection, found by an empty
+    /// write (which fails with a broken pipe once the peer is gone, and
+    /// sends nothing otherwise). For a caller waiting on a login, which
+    /// sends nothing more while it waits.
+    pub async fn caller_gone(&mut self) -> bool {
+        self.w.write(&[]).await.is_err()
+    }
 }
 
 fn answer<T: Serialize>(r: Result<T, ApiError>) -> Vec<u8> {

@@ -22,6 +22,9 @@ mod browser;
 mod device;
 mod paste;
 
+/// How often a caller waiting on a login is checked for having gone away.
+const CALLER_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What a login flow got from the user.
 #[derive(Debug)]
 pub enum Got {
@@ -50,37 +53,99 @@ pub enum Progress {
     Done(Result<TokenReply, ApiError>),
 }
 
+/// Who opens the browser for a login: the caller holding the strong end.
+/// When that caller goes away, a caller still waiting takes the role over
+/// and its client opens the browser (the same login, the same URL).
+pub type OpenerSlot = Arc<std::sync::Mutex<std::sync::Weak<()>>>;
+
 /// A caller's place in a login. Dropping every ticket of a login cancels it.
 #[derive(Debug)]
 pub struct LoginTicket {
-    /// This caller started the login (its client opens the browser).
-    pub(crate) opener: bool,
+    /// Held by the caller whose client opens the browser.
+    pub(crate) opener: Option<Arc<()>>,
+    pub(crate) slot: OpenerSlot,
     pub(crate) progress: watch::Receiver<Progress>,
 }
 
 impl LoginTicket {
+    /// The ticket of the caller that starts a login.
+    pub(crate) fn opener(progress: watch::Receiver<Progress>) -> LoginTicket {
+        let me = Arc::new(());
+        LoginTicket {
+            slot: Arc::new(std::sync::Mutex::new(Arc::downgrade(&me))),
+            opener: Some(me),
+            progress,
+        }
+    }
+
+    /// The ticket of a caller that joins the login `opener` started.
+    pub(crate) fn joiner(slot: &OpenerSlot, progress: watch::Receiver<Progress>) -> LoginTicket {
+        LoginTicket {
+            opener: None,
+            slot: slot.clone(),
+            progress,
+        }
+    }
+
+    pub(crate) fn slot(&self) -> &OpenerSlot {
+        &self.slot
+    }
+
+    /// Becomes the opener if the one there was has gone away.
+    fn take_over(&mut self) -> bool {
+        let mut slot = self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.opener.is_some() || slot.upgrade().is_some() {
+            return false;
+        }
+        let me = Arc::new(());
+        *slot = Arc::downgrade(&me);
+        self.opener = Some(me);
+        true
+    }
+
     /// Shows the caller the login's URL or code, then waits for its end.
+    /// A caller that goes away meanwhile gives up its place: the login is
+    /// cancelled when nobody else waits for it, and another waiting caller
+    /// opens the browser when the one that did has gone.
     pub async fn wait(
         mut self,
         site: &str,
         events: &mut Events<'_>,
     ) -> Result<TokenReply, ApiError> {
         let mut shown = false;
+        let mut probe = tokio::time::interval(CALLER_PROBE);
         loop {
             let now = self.progress.borrow_and_update().clone();
             match now {
                 Progress::Starting => {}
                 Progress::Waiting { first, joined } => {
                     if !shown {
-                        events
-                            .send(if self.opener { &first } else { &joined })
-                            .await;
+                        let event = if self.opener.is_some() {
+                            &first
+                        } else {
+                            &joined
+                        };
+                        events.send(event).await;
                         shown = true;
+                    } else if self.take_over() {
+                        events.send(&first).await;
                     }
                 }
                 Progress::Done(result) => return result,
             }
-            if self.progress.changed().await.is_err() {
+            let changed = tokio::select! {
+                changed = self.progress.changed() => changed,
+                _ = probe.tick() => {
+                    if events.caller_gone().await {
+                        return Err(cancelled(site));
+                    }
+                    continue;
+                }
+            };
+            if changed.is_err() {
                 return Err(ApiError::internal(format!(
                     "site {site}: the login ended without an answer; run `token login {site}`"
                 )));

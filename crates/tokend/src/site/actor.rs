@@ -21,7 +21,7 @@ use super::{client, Deps, LoggedOut, Msg, Served, SiteError};
 use crate::clock::whole;
 use crate::config::{Grant, SiteConfig};
 use crate::error::ApiError;
-use crate::login::{self, Got, Login, LoginTicket, Progress};
+use crate::login::{self, Got, Login, LoginTicket, OpenerSlot, Progress};
 use crate::loopback::Page;
 use crate::store::Record;
 
@@ -69,6 +69,8 @@ struct Exchange {
 struct Pending {
     id: u64,
     progress: Arc<watch::Sender<Progress>>,
+    /// Which caller's client opens the browser.
+    opener: OpenerSlot,
     paste: Option<mpsc::Sender<String>>,
     task: JoinHandle<()>,
     /// Where the browser's page goes once the exchange is done.
@@ -655,12 +657,7 @@ impl Actor {
                 p.task.abort();
                 self.login = None;
             }
-            Some(p) => {
-                return LoginTicket {
-                    opener: false,
-                    progress: p.progress.subscribe(),
-                }
-            }
+            Some(p) => return LoginTicket::joiner(&p.opener, p.progress.subscribe()),
             None => {}
         }
         self.logins += 1;
@@ -693,17 +690,16 @@ impl Actor {
             // The site is going away; the login would have nowhere to report.
             None => tokio::spawn(async {}),
         };
+        let ticket = LoginTicket::opener(rx);
         self.login = Some(Pending {
             id,
             progress,
+            opener: ticket.slot().clone(),
             paste,
             task,
             page: None,
         });
-        LoginTicket {
-            opener: true,
-            progress: rx,
-        }
+        ticket
     }
 
     /// A login flow ended: a code to exchange, a token to keep, or a failure.

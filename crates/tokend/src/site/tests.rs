@@ -278,14 +278,14 @@ async fn a_login_whose_callers_went_away_is_cancelled_and_the_next_caller_starts
         Served::NeedLogin
     ));
     let first = site.login(LoginMode::Browser).await.unwrap();
-    assert!(first.opener);
+    assert!(first.opener.is_some());
     drop(first);
     // The next caller opens the browser again instead of waiting on a login
     // nobody watches.
     let second = site.login(LoginMode::Browser).await.unwrap();
-    assert!(second.opener, "a fresh login for the next caller");
+    assert!(second.opener.is_some(), "a fresh login for the next caller");
     let joined = site.login(LoginMode::Browser).await.unwrap();
-    assert!(!joined.opener, "one login at a time");
+    assert!(joined.opener.is_none(), "one login at a time");
     let status = site.status().await.unwrap();
     assert_eq!(status.state, "login_pending");
 }
