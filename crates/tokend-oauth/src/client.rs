@@ -17,16 +17,6 @@ pub enum ClientAuth {
     Post,
 }
 
-impl ClientAuth {
-    /// The default of the config: `basic` with a secret, `none` without.
-    pub fn default_for(has_secret: bool) -> ClientAuth {
-        match has_secret {
-            true => ClientAuth::Basic,
-            false => ClientAuth::None,
-        }
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct Client {
     pub id: String,
