@@ -241,6 +241,16 @@ pub struct SiteStatus {
     pub last_error: Option<String>,
 }
 
+/// The answer to `logout` and `paste`: what happened, for the user.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageReply {
+    pub message: String,
+}
+
+/// The answer to `stop`, sent before the daemon exits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopReply {}
+
 /// The answer to `reload`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ReloadReply {

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use token_proto::MessageReply;
 use tokend_oauth::site::parse_revoke_response;
 use tokend_oauth::{AccessToken, Error, FormRequest};
 use url::Url;
@@ -15,7 +15,7 @@ use crate::daemon::Daemon;
 use crate::error::ApiError;
 use crate::site::client;
 
-pub async fn logout(d: &Arc<Daemon>, name: &str) -> Result<Value, ApiError> {
+pub async fn logout(d: &Arc<Daemon>, name: &str) -> Result<MessageReply, ApiError> {
     // The site forgets the login (and cancels a pending one) first; the
     // tokens it held are revoked here, off the site's task.
     let out = d.site(name)?.logout().await?;
@@ -71,7 +71,7 @@ pub async fn logout(d: &Arc<Daemon>, name: &str) -> Result<Value, ApiError> {
         }
     };
     tracing::info!(site = %name, "{message}");
-    Ok(json!({ "message": message }))
+    Ok(MessageReply { message })
 }
 
 /// `GET {api_base}/access-tokens/{token}/invalidate[?key=…]`. The token sits

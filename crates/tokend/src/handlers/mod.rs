@@ -69,7 +69,7 @@ pub async fn dispatch(d: &Arc<Daemon>, req: Request, events: &mut Events<'_>) ->
         Op::Stop => {
             tracing::info!("stop requested by a client");
             d.request_shutdown();
-            answer(Ok::<_, ApiError>(serde_json::json!({})))
+            answer(Ok::<_, ApiError>(token_proto::StopReply {}))
         }
     }
 }

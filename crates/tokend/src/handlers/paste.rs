@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
-use token_proto::{ErrorCode, PasteRequest};
+use token_proto::{ErrorCode, MessageReply, PasteRequest};
 
 use crate::daemon::Daemon;
 use crate::error::ApiError;
 
-pub async fn paste(d: &Arc<Daemon>, req: PasteRequest) -> Result<Value, ApiError> {
+pub async fn paste(d: &Arc<Daemon>, req: PasteRequest) -> Result<MessageReply, ApiError> {
     let site = d.site(&req.site)?;
     let sender = site.paste_sender().await?.ok_or_else(|| {
         ApiError::new(
@@ -28,5 +27,7 @@ pub async fn paste(d: &Arc<Daemon>, req: PasteRequest) -> Result<Value, ApiError
             ),
         )
     })?;
-    Ok(json!({ "message": "received" }))
+    Ok(MessageReply {
+        message: "received".to_owned(),
+    })
 }
