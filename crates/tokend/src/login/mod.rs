@@ -154,23 +154,39 @@ impl LoginTicket {
     }
 }
 
-/// The mode a login runs in: device for device-code sites, paste-back for
-/// the implicit grant and redirects tokend cannot listen on.
-pub fn effective_mode(cfg: &SiteConfig, asked: LoginMode) -> LoginMode {
-    let mode = match (asked, cfg.grant) {
-        (LoginMode::Browser, Grant::DeviceCode) => LoginMode::Device,
-        (m, _) => m,
-    };
-    let paste_only = cfg.grant == Grant::Implicit
-        || cfg
-            .redirect_uri
-            .as_deref()
-            .and_then(|u| url::Url::parse(u).ok())
-            .is_some_and(|u| !is_loopback(&u));
-    if mode == LoginMode::Browser && paste_only {
-        LoginMode::Paste
-    } else {
-        mode
+/// How a login runs.
+#[derive(Debug)]
+pub enum How {
+    Browser,
+    Device,
+    /// Paste-back: the user's paste arrives here.
+    Paste(mpsc::Receiver<String>),
+}
+
+impl How {
+    /// How a login asked for as `asked` runs for `cfg`: device for
+    /// device-code sites, paste-back for the implicit grant and redirects
+    /// tokend cannot listen on. A paste-back login also gives where the
+    /// `paste` request delivers the input.
+    pub fn plan(cfg: &SiteConfig, asked: LoginMode) -> (How, Option<mpsc::Sender<String>>) {
+        let mode = match (asked, cfg.grant) {
+            (LoginMode::Browser, Grant::DeviceCode) => LoginMode::Device,
+            (m, _) => m,
+        };
+        let paste_only = cfg.grant == Grant::Implicit
+            || cfg
+                .redirect_uri
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok())
+                .is_some_and(|u| !is_loopback(&u));
+        match mode {
+            LoginMode::Device => (How::Device, None),
+            LoginMode::Browser if !paste_only => (How::Browser, None),
+            LoginMode::Browser | LoginMode::Paste => {
+                let (tx, rx) = mpsc::channel(1);
+                (How::Paste(rx), Some(tx))
+            }
+        }
     }
 }
 
@@ -185,10 +201,9 @@ pub struct Ctx {
 #[derive(Debug)]
 pub struct Login {
     pub id: u64,
-    pub mode: LoginMode,
+    pub how: How,
     pub ctx: Ctx,
     pub progress: Arc<watch::Sender<Progress>>,
-    pub paste: Option<mpsc::Receiver<String>>,
     /// The site's mailbox, for the result.
     pub site: mpsc::Sender<Msg>,
 }
@@ -199,7 +214,7 @@ impl Login {
     /// login instead of leaving it pending.
     pub async fn run(self) {
         let name = self.ctx.cfg.name.clone();
-        let mut flow = tokio::spawn(flow(self.ctx, self.mode, self.progress.clone(), self.paste));
+        let mut flow = tokio::spawn(flow(self.ctx, self.how, self.progress.clone()));
         // Aborting this task (logout, reload, stop) aborts the flow too.
         let _guard = AbortOnDrop(flow.abort_handle());
         let got = tokio::select! {
@@ -218,24 +233,21 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn flow(
-    ctx: Ctx,
-    mode: LoginMode,
-    progress: Arc<watch::Sender<Progress>>,
-    paste: Option<mpsc::Receiver<String>>,
-) -> Result<Got, ApiError> {
+async fn flow(ctx: Ctx, how: How, progress: Arc<watch::Sender<Progress>>) -> Result<Got, ApiError> {
     let oauth: Arc<OAuthSite> = client::build(&ctx.deps, &ctx.cfg)
         .await
         .map_err(ApiError::from)?;
-    let started = match (mode, paste) {
-        (LoginMode::Device, _) => device::start(&ctx, oauth).await?,
-        (LoginMode::Paste, Some(input)) => paste::start(&ctx, oauth, input)?,
-        (LoginMode::Paste, None) => {
-            return Err(ApiError::internal("paste login without its input"))
-        }
-        (LoginMode::Browser, _) => browser::start(&ctx, oauth).await?,
+    let name = match how {
+        How::Browser => "browser",
+        How::Device => "device",
+        How::Paste(_) => "paste",
     };
-    tracing::info!(site = %ctx.cfg.name, ?mode, "login started");
+    let started = match how {
+        How::Device => device::start(&ctx, oauth).await?,
+        How::Paste(input) => paste::start(&ctx, oauth, input)?,
+        How::Browser => browser::start(&ctx, oauth).await?,
+    };
+    tracing::info!(site = %ctx.cfg.name, mode = name, "login started");
     progress.send_replace(Progress::Waiting {
         first: started.first,
         joined: started.joined,

@@ -25,17 +25,18 @@ pub(super) fn start(
 ) -> Result<Started, ApiError> {
     let cfg = &ctx.cfg;
     let timeout = ctx.deps.login_timeout;
-    let implicit = cfg.grant == Grant::Implicit;
     let redirect = cfg
         .redirect_uri
         .clone()
         .unwrap_or_else(|| PASTE_REDIRECT.to_owned());
-    let pkce = if implicit { None } else { Some(fresh_pkce()?) };
+    let flow = match cfg.grant {
+        Grant::Implicit => Flow::Implicit,
+        _ => Flow::Code(fresh_pkce()?),
+    };
     let state = fresh_state()?;
-    let url = if implicit {
-        oauth.implicit_authorize_url(&redirect, &cfg.scopes, &state)
-    } else {
-        oauth.authorize_url(&redirect, &cfg.scopes, &state, pkce.as_ref())
+    let url = match &flow {
+        Flow::Implicit => oauth.implicit_authorize_url(&redirect, &cfg.scopes, &state),
+        Flow::Code(pkce) => oauth.authorize_url(&redirect, &cfg.scopes, &state, Some(pkce)),
     }
     .map_err(|e| ApiError::provider(&cfg.name, &e))?;
     let ev = |paste| Event::PasteUrl {
@@ -49,10 +50,9 @@ pub(super) fn start(
         timeout,
         oauth,
         redirect,
-        pkce,
+        flow,
         state,
         input,
-        implicit,
     });
     Ok(Started {
         task: Box::pin(task),
@@ -61,16 +61,23 @@ pub(super) fn start(
     })
 }
 
+/// What the pasted URL carries.
+enum Flow {
+    /// The legacy implicit grant: the token itself, in the fragment.
+    Implicit,
+    /// An authorization code, exchanged with this PKCE verifier.
+    Code(Pkce),
+}
+
 /// What a paste-back login needs once the user pastes.
 struct PasteLogin {
     name: String,
     timeout: std::time::Duration,
     oauth: Arc<OAuthSite>,
     redirect: String,
-    pkce: Option<Pkce>,
+    flow: Flow,
     state: String,
     input: mpsc::Receiver<String>,
-    implicit: bool,
 }
 
 async fn paste_login(mut p: PasteLogin) -> Result<Got, ApiError> {
@@ -91,18 +98,18 @@ async fn paste_login(mut p: PasteLogin) -> Result<Got, ApiError> {
     if input.is_empty() {
         return Err(failed(&"nothing was pasted"));
     }
-    if p.implicit {
-        let resp = parse_implicit_fragment(input, &p.state).map_err(|e| failed(&e))?;
-        return Ok(Got::Token(resp));
-    }
+    let pkce = match &p.flow {
+        Flow::Implicit => {
+            let resp = parse_implicit_fragment(input, &p.state).map_err(|e| failed(&e))?;
+            return Ok(Got::Token(resp));
+        }
+        Flow::Code(pkce) => pkce,
+    };
     // A URL or its parameters: check state (and iss). A bare code: nothing to check.
     let code = if input.contains('=') {
         check_callback(input, &p.state, &p.oauth.provider).map_err(|e| failed(&e))?
     } else {
         AuthCode::new(input.to_owned())
-    };
-    let Some(pkce) = p.pkce.as_ref() else {
-        return Err(ApiError::internal("paste login without PKCE"));
     };
     Ok(Got::Code {
         code,

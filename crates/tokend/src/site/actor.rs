@@ -662,27 +662,19 @@ impl Actor {
         }
         self.logins += 1;
         let id = self.logins;
-        let mode = login::effective_mode(&self.cfg, mode);
+        let (how, paste) = login::How::plan(&self.cfg, mode);
         let (progress, rx) = watch::channel(Progress::Starting);
         let progress = Arc::new(progress);
-        let (paste, input) = match mode {
-            LoginMode::Paste => {
-                let (tx, rx) = mpsc::channel(1);
-                (Some(tx), Some(rx))
-            }
-            _ => (None, None),
-        };
         let task = match self.me.upgrade() {
             Some(site) => tokio::spawn(
                 Login {
                     id,
-                    mode,
+                    how,
                     ctx: login::Ctx {
                         cfg: self.cfg.clone(),
                         deps: self.deps.clone(),
                     },
                     progress: progress.clone(),
-                    paste: input,
                     site,
                 }
                 .run(),
