@@ -196,11 +196,10 @@ impl Daemon {
         let mut retired = lock(&self.retired);
         retired.retain(|s| !s.is_finished());
         for (name, cfg) in &new.sites {
-            let kept = sites.get(name).filter(|s| {
+            let kept = sites.get(name).filter(|_| {
                 old.sites
                     .get(name)
                     .is_some_and(|c| c.identity() == cfg.identity())
-                    && s.name() == name
             });
             match kept {
                 Some(site) => {

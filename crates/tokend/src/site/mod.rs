@@ -1,4 +1,4 @@
-//! A site's whole life: one task (the actor in [`actor`]) owns its token
+//! A site's whole life: one task (its actor, `site::actor`) owns its token
 //! state, refresh schedule, pending login and store record, and is the only
 //! code that calls its token endpoint or writes its record. Everything else
 //! (handlers, the config reload, login flows) holds a [`SiteHandle`] and

@@ -19,6 +19,9 @@ impl Grant {
     }
 }
 
+/// The shortest time between two refreshes ahead of the same site.
+const MIN_RENEWAL_GAP: f64 = 1.0;
+
 /// An access token in hand.
 #[derive(Clone, Debug)]
 pub struct Current {
@@ -184,12 +187,10 @@ impl TokenState {
             // Not used since it was fetched: let it lapse; the next get fetches.
             return None;
         }
-        Some(refresh::refresh_at(
-            cur.obtained_at,
-            expires_at,
-            cfg.refresh_before,
-            cur.jitter,
-        ))
+        let at = refresh::refresh_at(cur.obtained_at, expires_at, cfg.refresh_before, cur.jitter);
+        // A provider that issues (nearly) expired tokens is not asked again
+        // and again without pause.
+        Some(at.max(cur.obtained_at + MIN_RENEWAL_GAP))
     }
 
     /// The site's line in `status`.

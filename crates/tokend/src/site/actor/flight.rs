@@ -1,0 +1,432 @@
+//! The actor's token calls: what a `get` needs, serving it from the tokens
+//! in hand or from the one call under way, starting that call, and taking
+//! its result in (store first, then memory) for every caller waiting on it.
+
+use std::sync::Arc;
+
+use token_proto::{ErrorCode, TokenReply};
+use tokend_oauth::{AuthCode, OAuthSite, PkceVerifier, RefreshToken, TokenResponse};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::Actor;
+use crate::clock::whole;
+use crate::config::{Grant, SiteConfig};
+use crate::error::ApiError;
+use crate::site::state::Current;
+use crate::site::{client, Deps, Served, SiteError};
+
+/// What a token call fetches: the site's own token, or a down-scoped one
+/// for a sorted scope set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Need {
+    Own,
+    Narrow(Vec<String>),
+}
+
+/// A token-endpoint call under way.
+pub(super) struct Flight {
+    pub(super) seq: u64,
+    /// `None`: a login's code exchange.
+    pub(super) need: Option<Need>,
+    pub(super) task: JoinHandle<Landed>,
+}
+
+/// A flight's result, and the OAuth client it built (kept for the next).
+pub(super) struct Landed {
+    pub(super) oauth: Option<Arc<OAuthSite>>,
+    pub(super) result: Result<TokenResponse, SiteError>,
+}
+
+/// A caller waiting for a flight.
+pub(super) struct Waiter {
+    pub(super) need: Need,
+    pub(super) min_ttl: Option<u64>,
+    /// Answered by a flight numbered at least this.
+    pub(super) from_seq: u64,
+    pub(super) reply: oneshot::Sender<Result<Served, SiteError>>,
+}
+
+impl Actor {
+    /// The scopes a request asks for, as a need. Asking for a scope the
+    /// site was not granted is an error, not a new login.
+    pub(super) fn need_for(&self, scopes: Vec<String>) -> Result<Need, SiteError> {
+        if scopes.is_empty() {
+            return Ok(Need::Own);
+        }
+        let mut wanted = scopes;
+        wanted.sort();
+        wanted.dedup();
+        let mut all = self.cfg.scopes.clone();
+        all.sort();
+        all.dedup();
+        if wanted == all {
+            return Ok(Need::Own);
+        }
+        let grantable = if self.st.scopes.is_empty() {
+            &self.cfg.scopes
+        } else {
+            &self.st.scopes
+        };
+        if let Some(extra) = wanted.iter().find(|s| !grantable.contains(s)) {
+            return Err(bad_request(format!(
+                "site {}: scope `{extra}` is not among the site's scopes ({}); add it to `scopes` in the config (then `token login {}`) to ask for it",
+                self.name,
+                grantable.join(" "),
+                self.name
+            )));
+        }
+        let renewable = self.cfg.grant.renews_alone(self.st.refresh.is_some());
+        if !renewable && self.st.access.is_some() {
+            return Err(bad_request(format!(
+                "site {}: the provider gave no refresh token, so tokend cannot ask for a narrower token; use `token get {}` without --scope",
+                self.name, self.name
+            )));
+        }
+        Ok(Need::Narrow(wanted))
+    }
+
+    pub(super) fn get(
+        &mut self,
+        need: Need,
+        min_ttl: Option<u64>,
+        fresh: bool,
+        reply: oneshot::Sender<Result<Served, SiteError>>,
+    ) {
+        if !fresh {
+            if let Some(token) = self.serve(&need, min_ttl) {
+                let _ = reply.send(Ok(Served::Token(token)));
+                return;
+            }
+        }
+        // A flight for this need already under way answers it, unless the
+        // caller wants a token fetched after it asked.
+        let running = self
+            .flight
+            .as_ref()
+            .filter(|f| f.need.as_ref() == Some(&need) && !fresh)
+            .map(|f| f.seq);
+        self.waiters.push(Waiter {
+            need,
+            min_ttl,
+            from_seq: running.unwrap_or(self.seq + 1),
+            reply,
+        });
+    }
+
+    /// The token in hand if it serves this caller.
+    pub(super) fn serve(&mut self, need: &Need, min_ttl: Option<u64>) -> Option<TokenReply> {
+        let now = self.now();
+        let before = self.cfg.refresh_before;
+        let cur = match need {
+            Need::Own => self.st.access.as_ref()?,
+            Need::Narrow(key) => self.st.narrowed.get(key)?,
+        };
+        let warning = if cur.serves(now, min_ttl, before) {
+            None
+        } else if cur.best_there_is(now, min_ttl, before) {
+            min_ttl.map(|m| cur.short_warning(&self.name, now, m))
+        } else if *need == Need::Own && self.st.backing_off(now) && cur.remaining(now) > 0.0 {
+            // The provider failed a moment ago and a retry is planned: serve
+            // the still-valid token rather than hammer it.
+            None
+        } else {
+            return None;
+        };
+        let reply = cur.reply(self.cfg.api_key.clone(), warning);
+        self.st.last_used = now;
+        Some(reply)
+    }
+
+    /// Starts the next token call if none is under way and one is needed:
+    /// a login's code first, then the oldest waiter's need.
+    pub(super) fn fly(&mut self) {
+        if self.flight.is_some() {
+            return;
+        }
+        if let Some(x) = self.exchange.take() {
+            let call = Call::Code {
+                code: x.code,
+                redirect: x.redirect,
+                verifier: x.verifier,
+            };
+            if let Some(p) = self.login.as_mut().filter(|p| p.id == x.login) {
+                p.page = x.page;
+            }
+            self.launch(None, call);
+            return;
+        }
+        if self.stopping {
+            return;
+        }
+        let Some(need) = self.waiters.first().map(|w| w.need.clone()) else {
+            return;
+        };
+        match self.call_for(&need) {
+            Some(call) => self.launch(Some(need), call),
+            None => {
+                // Only a login helps.
+                let (now, rest): (Vec<_>, Vec<_>) =
+                    self.waiters.drain(..).partition(|w| w.need == need);
+                self.waiters = rest;
+                for w in now {
+                    let _ = w.reply.send(Ok(Served::NeedLogin));
+                }
+                self.fly();
+            }
+        }
+    }
+
+    /// The token call for a need: a refresh, or a client-credentials grant;
+    /// `None` when only a login helps.
+    pub(super) fn call_for(&self, need: &Need) -> Option<Call> {
+        let scopes = match need {
+            Need::Own => None,
+            Need::Narrow(key) => Some(key.clone()),
+        };
+        if self.cfg.grant == Grant::ClientCredentials {
+            return Some(Call::ClientCredentials {
+                scopes: scopes.unwrap_or_else(|| self.cfg.scopes.clone()),
+            });
+        }
+        let refresh = self.st.refresh.clone()?;
+        Some(Call::Refresh { refresh, scopes })
+    }
+
+    pub(super) fn launch(&mut self, need: Option<Need>, call: Call) {
+        self.seq += 1;
+        let task = tokio::spawn(call.run(self.deps.clone(), self.cfg.clone(), self.oauth.clone()));
+        self.flight = Some(Flight {
+            seq: self.seq,
+            need,
+            task,
+        });
+    }
+
+    /// Refresh-ahead is due: renew the site's own token with nobody waiting.
+    pub(super) fn refresh_ahead(&mut self) {
+        if self.flight.is_some() {
+            return;
+        }
+        self.st.retry_after = None;
+        tracing::debug!(site = %self.name, "refreshing ahead of expiry");
+        if let Some(call) = self.call_for(&Need::Own) {
+            self.launch(Some(Need::Own), call);
+        }
+    }
+
+    /// A flight landed: keep its token (store first, then memory) and answer
+    /// every caller waiting for it.
+    pub(super) async fn landed(&mut self, flight: Flight, landed: Landed) {
+        if landed.oauth.is_some() {
+            self.oauth = landed.oauth;
+        }
+        let now = self.now();
+        match (flight.need, landed.result) {
+            (None, result) => self.exchanged(result).await,
+            (Some(need), Ok(resp)) => {
+                self.take(&need, resp, now).await;
+                self.answer(&need, flight.seq, None);
+            }
+            (Some(Need::Own), Err(SiteError::Refused { site, source })) => {
+                tracing::warn!(site = %self.name, "the provider refused the refresh token ({source}); a login is needed");
+                let why = format!("site {site}: {source}; run `token login {site}`");
+                self.forget(Some(why)).await;
+                self.answer(&Need::Own, flight.seq, None);
+            }
+            (Some(need), Err(e)) => {
+                match &e {
+                    SiteError::Config(m) => {
+                        // Retrying will not help until the config changes.
+                        self.st.last_error = Some(m.clone());
+                        self.st.stalled = true;
+                    }
+                    _ => {
+                        tracing::warn!(site = %self.name, "token request failed: {e}");
+                        if need == Need::Own {
+                            self.st.failed(e.to_string(), now);
+                        }
+                    }
+                }
+                self.answer(&need, flight.seq, Some(e));
+            }
+        }
+        for reply in std::mem::take(&mut self.logouts) {
+            let out = self.logout().await;
+            let _ = reply.send(out);
+        }
+    }
+
+    /// Answers the waiters a flight of `need` numbered `seq` covers: from the
+    /// tokens in hand, the freshest with a warning when it falls short of
+    /// what they asked, or `error`.
+    pub(super) fn answer(&mut self, need: &Need, seq: u64, error: Option<SiteError>) {
+        let (covered, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|w| w.need == *need && w.from_seq <= seq);
+        self.waiters = rest;
+        let now = self.now();
+        for w in covered {
+            let answer = if let Some(t) = self.serve(need, w.min_ttl) {
+                Ok(Served::Token(t))
+            } else if let Some(e) = &error {
+                // A still-valid token beats an error.
+                self.still_valid(need, now)
+                    .map(Served::Token)
+                    .ok_or_else(|| e.clone())
+            } else {
+                Ok(self
+                    .short(need, now, w.min_ttl)
+                    .map_or(Served::NeedLogin, Served::Token))
+            };
+            let _ = w.reply.send(answer);
+        }
+    }
+
+    /// The token in hand if it has not expired at all.
+    pub(super) fn still_valid(&mut self, need: &Need, now: f64) -> Option<TokenReply> {
+        let cur = match need {
+            Need::Own => self.st.access.as_ref()?,
+            Need::Narrow(key) => self.st.narrowed.get(key)?,
+        };
+        let reply =
+            (cur.remaining(now) > 0.0).then(|| cur.reply(self.cfg.api_key.clone(), None))?;
+        self.st.last_used = now;
+        Some(reply)
+    }
+
+    /// The token in hand for a caller it does not fully serve (a `min_ttl`
+    /// the provider cannot meet), marked so the next such caller is served
+    /// without a call, with a warning naming the provider's lifetime.
+    pub(super) fn short(
+        &mut self,
+        need: &Need,
+        now: f64,
+        min_ttl: Option<u64>,
+    ) -> Option<TokenReply> {
+        let api_key = self.cfg.api_key.clone();
+        let name = self.name.clone();
+        let cur = match need {
+            Need::Own => self.st.access.as_mut()?,
+            Need::Narrow(key) => self.st.narrowed.get_mut(key)?,
+        };
+        if cur.remaining(now) <= 0.0 {
+            return None;
+        }
+        let warning = min_ttl.map(|m| {
+            cur.fell_short = true;
+            cur.short_warning(&name, now, m)
+        });
+        self.st.last_used = now;
+        Some(cur.reply(api_key, warning))
+    }
+
+    /// Takes a token response in: persists first (a rotated refresh token
+    /// must reach the store before the new access token is handed out),
+    /// then memory.
+    pub(super) async fn take(&mut self, need: &Need, resp: TokenResponse, now: f64) {
+        match need {
+            Need::Own => {
+                let scopes = self.cfg.scopes.clone();
+                self.take_own(resp, &scopes, now).await;
+            }
+            Need::Narrow(key) => {
+                let cur = Current::obtained(&resp, key, now);
+                if let Some(rt) = resp.refresh_token {
+                    // The refresh rotated the site's refresh token.
+                    self.st.refresh = Some(rt);
+                    self.persist(now).await;
+                }
+                self.st.narrowed.insert(key.clone(), cur);
+            }
+        }
+    }
+
+    pub(super) async fn take_own(&mut self, resp: TokenResponse, requested: &[String], now: f64) {
+        let cur = Current::obtained(&resp, requested, now);
+        if let Some(rt) = resp.refresh_token {
+            self.st.refresh = Some(rt);
+        }
+        self.st.scopes = cur.scopes.clone();
+        match cur.expires_at {
+            Some(at) => {
+                tracing::info!(site = %self.name, expires_in = whole(at - now), "new access token")
+            }
+            None => tracing::info!(site = %self.name, "new access token (does not expire)"),
+        }
+        self.st.access = Some(cur);
+        self.st.last_refresh = Some(now);
+        self.st.last_error = None;
+        self.st.retry_after = None;
+        self.st.stalled = false;
+        self.st.backoff.reset();
+        self.persist(now).await;
+    }
+}
+
+pub(super) fn bad_request(message: String) -> SiteError {
+    SiteError::Api(ApiError::new(ErrorCode::BadRequest, message))
+}
+
+/// One token-endpoint call.
+pub(super) enum Call {
+    Refresh {
+        refresh: RefreshToken,
+        scopes: Option<Vec<String>>,
+    },
+    ClientCredentials {
+        scopes: Vec<String>,
+    },
+    Code {
+        code: AuthCode,
+        redirect: String,
+        verifier: PkceVerifier,
+    },
+}
+
+impl Call {
+    /// Runs in the flight's task: builds the OAuth client if there is none
+    /// (discovery, the client secret), then calls the token endpoint.
+    pub(super) async fn run(
+        self,
+        deps: Deps,
+        cfg: Arc<SiteConfig>,
+        oauth: Option<Arc<OAuthSite>>,
+    ) -> Landed {
+        let oauth = match oauth {
+            Some(o) => o,
+            None => match client::build(&deps, &cfg).await {
+                Ok(o) => o,
+                Err(e) => {
+                    return Landed {
+                        oauth: None,
+                        result: Err(e),
+                    }
+                }
+            },
+        };
+        let http = &deps.http;
+        let result = match &self {
+            Call::Refresh { refresh, scopes } => {
+                oauth.refresh(http, refresh, scopes.as_deref()).await
+            }
+            Call::ClientCredentials { scopes } => oauth.client_credentials(http, scopes).await,
+            Call::Code {
+                code,
+                redirect,
+                verifier,
+            } => oauth.exchange_code(http, code, redirect, verifier).await,
+        };
+        let site = cfg.name.clone();
+        let result = result.map_err(|source| match self {
+            Call::Refresh { .. } if source.is_invalid_grant() => {
+                SiteError::Refused { site, source }
+            }
+            _ => SiteError::Provider { site, source },
+        });
+        Landed {
+            oauth: Some(oauth),
+            result,
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The actor's logins: one at a time, joined by every caller who needs
+//! one, its code exchanged as one of the site's token calls, its outcome
+//! published to every caller still waiting.
+
+use std::sync::Arc;
+
+use token_proto::{LoginMode, TokenReply};
+use tokend_oauth::{AuthCode, PkceVerifier, TokenResponse};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::flight::Need;
+use super::Actor;
+use crate::error::ApiError;
+use crate::login::{self, Got, Login, LoginTicket, OpenerSlot, Progress};
+use crate::loopback::Page;
+use crate::site::SiteError;
+
+/// A code a login got, waiting for its exchange.
+pub(super) struct Exchange {
+    pub(super) login: u64,
+    pub(super) code: AuthCode,
+    pub(super) redirect: String,
+    pub(super) verifier: PkceVerifier,
+    pub(super) page: Option<oneshot::Sender<Page>>,
+}
+
+/// The login in progress.
+pub(super) struct Pending {
+    pub(super) id: u64,
+    pub(super) progress: Arc<watch::Sender<Progress>>,
+    /// Which caller's client opens the browser.
+    pub(super) opener: OpenerSlot,
+    pub(super) paste: Option<mpsc::Sender<String>>,
+    pub(super) task: JoinHandle<()>,
+    /// Where the browser's page goes once the exchange is done.
+    pub(super) page: Option<oneshot::Sender<Page>>,
+}
+
+impl Actor {
+    /// A caller wants a login: it joins the one under way, or starts one.
+    pub(super) fn join_login(&mut self, mode: LoginMode) -> LoginTicket {
+        match &self.login {
+            // Nobody waits for it any more (its end may be on its way):
+            // this caller starts afresh and opens the browser.
+            Some(p) if p.progress.receiver_count() == 0 && self.exchange.is_none() => {
+                p.task.abort();
+                self.login = None;
+            }
+            Some(p) => return LoginTicket::joiner(&p.opener, p.progress.subscribe()),
+            None => {}
+        }
+        self.logins += 1;
+        let id = self.logins;
+        let (how, paste) = login::How::plan(&self.cfg, mode);
+        let (progress, rx) = watch::channel(Progress::Starting);
+        let progress = Arc::new(progress);
+        let task = match self.me.upgrade() {
+            Some(site) => tokio::spawn(
+                Login {
+                    id,
+                    how,
+                    ctx: login::Ctx {
+                        cfg: self.cfg.clone(),
+                        deps: self.deps.clone(),
+                    },
+                    progress: progress.clone(),
+                    site,
+                }
+                .run(),
+            ),
+            // The site is going away; the login would have nowhere to report.
+            None => tokio::spawn(async {}),
+        };
+        let ticket = LoginTicket::opener(rx);
+        self.login = Some(Pending {
+            id,
+            progress,
+            opener: ticket.slot().clone(),
+            paste,
+            task,
+            page: None,
+        });
+        ticket
+    }
+
+    /// A login flow ended: a code to exchange, a token to keep, or a failure.
+    pub(super) async fn login_got(&mut self, id: u64, got: Result<Got, ApiError>) {
+        if self.login.as_ref().is_none_or(|p| p.id != id) {
+            return;
+        }
+        match got {
+            Ok(Got::Code {
+                code,
+                redirect,
+                verifier,
+                page,
+            }) => {
+                self.exchange = Some(Exchange {
+                    login: id,
+                    code,
+                    redirect,
+                    verifier,
+                    page,
+                });
+            }
+            Ok(Got::Token(resp)) => self.exchanged(Ok(resp)).await,
+            Err(e) => self.end_login(Err(e)),
+        }
+    }
+
+    /// The login's token (or why there is none) is in.
+    pub(super) async fn exchanged(&mut self, result: Result<TokenResponse, SiteError>) {
+        let now = self.now();
+        match result {
+            Ok(resp) => {
+                let scopes = self.cfg.scopes.clone();
+                self.st.narrowed.clear();
+                self.take_own(resp, &scopes, now).await;
+                // Whoever waits for the site's own token is served by this one.
+                self.answer(&Need::Own, u64::MAX, None);
+                let reply = self
+                    .st
+                    .access
+                    .as_ref()
+                    .map(|c| c.reply(self.cfg.api_key.clone(), None));
+                match reply {
+                    Some(t) => self.end_login(Ok(t)),
+                    None => self.end_login(Err(ApiError::internal(format!(
+                        "site {}: login finished without a token",
+                        self.name
+                    )))),
+                }
+            }
+            Err(e) => self.end_login(Err(ApiError::from(e))),
+        }
+    }
+
+    /// Publishes a login's outcome to every caller waiting for it, and
+    /// tells the browser how it went.
+    pub(super) fn end_login(&mut self, outcome: Result<TokenReply, ApiError>) {
+        let Some(p) = self.login.take() else { return };
+        match &outcome {
+            Ok(_) => tracing::info!(site = %self.name, "login completed"),
+            Err(_) if p.progress.receiver_count() == 0 => {
+                // Every caller went away: the next one starts afresh.
+                tracing::info!(site = %self.name, "login cancelled: nobody waits for it any more");
+            }
+            Err(e) => {
+                tracing::warn!(site = %self.name, "login failed: {e}");
+                self.st.last_error = Some(e.message.clone());
+            }
+        }
+        if let Some(page) = p.page {
+            let _ = page.send(match &outcome {
+                Ok(_) => Page::Done(self.name.clone()),
+                Err(e) => Page::Failed(e.message.clone()),
+            });
+        }
+        p.progress.send_replace(Progress::Done(outcome));
+    }
+
+    /// Ends the login under way (logout, reload, stop) with `why`.
+    pub(super) fn cancel_login(&mut self, why: ApiError) {
+        if let Some(p) = &self.login {
+            p.task.abort();
+        }
+        if self.exchange.is_none() {
+            self.end_login(Err(why));
+        }
+    }
+}

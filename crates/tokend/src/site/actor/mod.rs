@@ -1,0 +1,336 @@
+//! The site's actor: one task that owns the site's tokens, its refresh
+//! timer, its pending login and its store record.
+//!
+//! It never waits on the network itself: a token-endpoint call (a flight)
+//! runs in a child task while the actor keeps answering; a `get` that the
+//! tokens in hand do not serve waits for that flight (or starts one) and
+//! is answered from its result: one call per need, never one per caller.
+//! Store reads and writes are awaited in the actor, in order, so a rotated
+//! refresh token reaches the store before any caller sees the new access
+//! token, and a logout's delete cannot be overtaken by an older save.
+
+mod flight;
+mod logins;
+
+use std::sync::Arc;
+
+use token_proto::{ErrorCode, SiteStatus};
+use tokend_oauth::OAuthSite;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use self::flight::{Flight, Landed, Waiter};
+use self::logins::{Exchange, Pending};
+use super::state::{Current, StatusView, TokenState};
+use super::{Deps, LoggedOut, Msg, SiteError};
+use crate::clock::whole;
+use crate::config::SiteConfig;
+use crate::error::ApiError;
+use crate::login;
+use crate::store::Record;
+
+pub(super) struct Actor {
+    name: String,
+    cfg: Arc<SiteConfig>,
+    deps: Deps,
+    rx: mpsc::Receiver<Msg>,
+    me: mpsc::WeakSender<Msg>,
+    /// The actor this one replaces: it must end before this one touches the store.
+    predecessor: Option<watch::Receiver<()>>,
+    st: TokenState,
+    loaded: bool,
+    oauth: Option<Arc<OAuthSite>>,
+    flight: Option<Flight>,
+    /// Flights started so far.
+    seq: u64,
+    waiters: Vec<Waiter>,
+    exchange: Option<Exchange>,
+    login: Option<Pending>,
+    logins: u64,
+    /// Logouts waiting for the flight under way to land.
+    logouts: Vec<oneshot::Sender<LoggedOut>>,
+    stopping: bool,
+    /// Dropped when the actor ends: what [`super::SiteHandle::finished`] waits for.
+    _finished: watch::Sender<()>,
+}
+
+/// What woke the actor.
+enum Wake {
+    Msg(Option<Msg>),
+    Landed(Result<Landed, tokio::task::JoinError>),
+    Timer,
+}
+
+pub(super) async fn run(mut a: Actor) {
+    loop {
+        if a.stopping && a.flight.is_none() && a.exchange.is_none() {
+            break;
+        }
+        // No timer while a flight is under way: its landing re-plans.
+        let due = if a.stopping || a.flight.is_some() {
+            None
+        } else {
+            a.st.next_refresh(&a.cfg, a.deps.clock.now())
+                .filter(|_| a.loaded)
+                .map(|at| a.deps.clock.instant_at(at))
+        };
+        let wake = tokio::select! {
+            m = a.rx.recv(), if !a.stopping => Wake::Msg(m),
+            r = async { match a.flight.as_mut() {
+                Some(f) => (&mut f.task).await,
+                None => std::future::pending().await,
+            } } => Wake::Landed(r),
+            () = async { match due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            } } => Wake::Timer,
+        };
+        match wake {
+            Wake::Msg(Some(msg)) => a.handle(msg).await,
+            Wake::Msg(None) => a.begin_stop(),
+            Wake::Landed(r) => {
+                let Some(flight) = a.flight.take() else {
+                    continue;
+                };
+                let landed = r.unwrap_or_else(|e| Landed {
+                    oauth: None,
+                    result: Err(SiteError::Api(ApiError::internal(format!(
+                        "site {}: the token request failed: {e}",
+                        a.name
+                    )))),
+                });
+                a.landed(flight, landed).await;
+            }
+            Wake::Timer => a.refresh_ahead(),
+        }
+        a.fly();
+    }
+    a.finish();
+}
+
+impl Actor {
+    pub(super) fn new(
+        cfg: Arc<SiteConfig>,
+        deps: Deps,
+        rx: mpsc::Receiver<Msg>,
+        me: mpsc::WeakSender<Msg>,
+        predecessor: Option<watch::Receiver<()>>,
+        finished: watch::Sender<()>,
+    ) -> Actor {
+        Actor {
+            name: cfg.name.clone(),
+            cfg,
+            deps,
+            rx,
+            me,
+            predecessor,
+            st: TokenState::default(),
+            loaded: false,
+            oauth: None,
+            flight: None,
+            seq: 0,
+            waiters: Vec::new(),
+            exchange: None,
+            login: None,
+            logins: 0,
+            logouts: Vec::new(),
+            stopping: false,
+            _finished: finished,
+        }
+    }
+
+    fn now(&self) -> f64 {
+        self.deps.clock.now()
+    }
+
+    async fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Get {
+                scopes,
+                min_ttl,
+                fresh,
+                reply,
+            } => {
+                self.load().await;
+                match self.need_for(scopes) {
+                    Ok(need) => self.get(need, min_ttl, fresh, reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Msg::Login { mode, reply } => {
+                self.load().await;
+                let _ = reply.send(Ok(self.join_login(mode)));
+            }
+            Msg::LoginGot { id, got } => self.login_got(id, got).await,
+            Msg::Paste { reply } => {
+                let _ = reply.send(self.login.as_ref().and_then(|p| p.paste.clone()));
+            }
+            Msg::Logout { reply } => {
+                // A store we cannot read still gets its entry deleted.
+                self.load().await;
+                self.cancel_login(login::cancelled(&self.name));
+                if self.flight.is_some() || self.exchange.is_some() {
+                    // Revoke what that call brings, not what it replaces.
+                    self.logouts.push(reply);
+                } else {
+                    let out = self.logout().await;
+                    let _ = reply.send(out);
+                }
+            }
+            Msg::Status { reply } => {
+                self.load().await;
+                let _ = reply.send(self.status());
+            }
+            Msg::Config(cfg) => {
+                if *cfg != *self.cfg {
+                    tracing::info!(site = %self.name, "site settings changed; its login is kept");
+                    self.cfg = cfg;
+                    self.oauth = None;
+                    self.st.stalled = false;
+                }
+            }
+            Msg::Stop => self.begin_stop(),
+        }
+    }
+
+    /// Loads the persisted login once. A store that cannot be read (no
+    /// Secret Service on a headless machine, a locked keyring) does not
+    /// stop the site from working: it starts empty, and `status` says why.
+    async fn load(&mut self) {
+        if self.loaded {
+            return;
+        }
+        if let Some(mut before) = self.predecessor.take() {
+            while before.changed().await.is_ok() {}
+        }
+        let record = {
+            let _slot = self.deps.load_slots.acquire().await;
+            self.deps.store.load(&self.name).await
+        };
+        self.loaded = true;
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = format!(
+                    "cannot read the {} store ({e}); logins will not survive a restart: fix it or set TOKEND_STORE=file",
+                    self.deps.store.name()
+                );
+                tracing::error!(site = %self.name, "{msg}");
+                self.st.last_error = Some(msg);
+                None
+            }
+        };
+        match record {
+            Some(r) if r.identity == self.cfg.identity() => {
+                let saved_at = r.saved_at as f64;
+                self.st.refresh = r.refresh_token;
+                self.st.scopes = r.scopes;
+                self.st.last_refresh = Some(saved_at);
+                if let Some(token) = r.access_token {
+                    self.st.access = Some(Current {
+                        token,
+                        token_type: "Bearer".to_owned(),
+                        expires_at: r.expires_at.map(|at| at as f64),
+                        obtained_at: saved_at,
+                        scopes: self.st.scopes.clone(),
+                        jitter: crate::refresh::jitter(),
+                        fell_short: false,
+                    });
+                }
+                tracing::debug!(site = %self.name, "login loaded from the store");
+            }
+            Some(_) => {
+                tracing::info!(site = %self.name, "stored login is for another provider, client or scope set; ignoring it");
+            }
+            None => {}
+        }
+    }
+
+    /// Writes the login to the store. A failure is logged and kept as the
+    /// site's error: memory still has the login, a restart would lose it.
+    async fn persist(&mut self, now: f64) {
+        let refresh = self.st.refresh.clone();
+        let access = self.st.access.as_ref().filter(|_| refresh.is_none());
+        let record = Record {
+            identity: self.cfg.identity(),
+            access_token: access.map(|c| c.token.clone()),
+            expires_at: access.and_then(|c| c.expires_at).map(whole),
+            refresh_token: refresh,
+            scopes: self.st.scopes.clone(),
+            saved_at: whole(now),
+        };
+        if let Err(e) = self.deps.store.save(&self.name, &record).await {
+            let msg = format!(
+                "cannot persist the login to the {} store: {e}",
+                self.deps.store.name()
+            );
+            tracing::error!(site = %self.name, "{msg}");
+            self.st.last_error = Some(msg);
+        }
+    }
+
+    /// Drops the login, memory and store.
+    async fn forget(&mut self, why: Option<String>) {
+        self.st.clear(why);
+        if let Err(e) = self.deps.store.delete(&self.name).await {
+            tracing::error!(site = %self.name, "cannot remove the login from the store: {e}");
+        }
+    }
+
+    async fn logout(&mut self) -> LoggedOut {
+        let out = LoggedOut {
+            refresh: self.st.refresh.clone(),
+            access: self.st.access.as_ref().map(|c| c.token.clone()),
+            config: self.cfg.clone(),
+            oauth: self.oauth.clone(),
+        };
+        self.forget(None).await;
+        out
+    }
+
+    fn status(&self) -> SiteStatus {
+        self.st.status(StatusView {
+            cfg: &self.cfg,
+            now: self.now(),
+            loaded: self.loaded,
+            login_pending: self.login.is_some(),
+            refreshing: self.flight.as_ref().is_some_and(|f| f.need.is_some()),
+        })
+    }
+
+    /// Stops taking messages; the flight under way still lands and persists.
+    fn begin_stop(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        self.cancel_login(ApiError::new(
+            ErrorCode::LoginFailed,
+            format!(
+                "site {}: the daemon stopped or the site's settings changed during the login; run `token login {}` again",
+                self.name, self.name
+            ),
+        ));
+        self.rx.close();
+    }
+
+    /// Answers whatever is still waiting, then the actor ends.
+    fn finish(mut self) {
+        let name = self.name.clone();
+        let gone = || {
+            SiteError::Api(ApiError::internal(format!(
+                "site {name} was reloaded or the daemon is stopping; run the command again"
+            )))
+        };
+        for w in std::mem::take(&mut self.waiters) {
+            let _ = w.reply.send(Err(gone()));
+        }
+        self.end_login(Err(ApiError::internal("the site stopped")));
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Get { reply, .. } = msg {
+                let _ = reply.send(Err(gone()));
+            }
+        }
+    }
+}
