@@ -264,3 +264,7 @@ impl Daemon {
         self.shutdown.subscribe()
     }
 }
+
+#[cfg(test)]
+#[path = "daemon_tests.rs"]
+mod tests;

@@ -1,0 +1,150 @@
+//! The daemon's side of the sites, in-process on tokio's paused clock: a
+//! reload retires a changed site before its successor reads the store, and
+//! one slow issuer's discovery does not hold up another's.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokend_oauth::{Http, RawResponse, RefreshToken};
+use tokio::time::Instant;
+
+use super::Daemon;
+use crate::clock::Clock;
+use crate::site::{Deps, Served};
+use crate::store::{Record, Store};
+
+/// A provider for every issuer: discovery of `https://slow.example` takes
+/// 20 s, everything else answers at once; token calls are counted.
+fn provider(token_calls: Arc<AtomicU64>) -> Http {
+    Http::scripted(Arc::new(move |req| {
+        let url = req.url.clone();
+        let issuer = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
+        let (delay, body) = if url.path().starts_with("/.well-known/") {
+            let slow = issuer == "https://slow.example";
+            (
+                Duration::from_secs(if slow { 20 } else { 0 }),
+                format!(
+                    r#"{{"issuer":"{issuer}","authorization_endpoint":"{issuer}/authorize","token_endpoint":"{issuer}/token"}}"#
+                ),
+            )
+        } else {
+            let n = token_calls.fetch_add(1, Ordering::SeqCst) + 1;
+            (
+                Duration::ZERO,
+                format!(r#"{{"access_token":"at{n}","token_type":"Bearer","expires_in":3600}}"#),
+            )
+        };
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(RawResponse {
+                status: 200,
+                content_type: Some("application/json".into()),
+                location: None,
+                dpop_nonce: None,
+                body: body.into_bytes(),
+            })
+        })
+    }))
+}
+
+fn site(name: &str, issuer: &str, client_id: &str) -> String {
+    format!(
+        "[site.{name}]\nissuer = \"{issuer}\"\nclient_id = \"{client_id}\"\nscopes = [\"read\"]\n"
+    )
+}
+
+/// A daemon over `config`, whose sites all hold a stored refresh token.
+fn daemon(dir: &tempfile::TempDir, config: &str, calls: &Arc<AtomicU64>) -> (Daemon, Store) {
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let store = Store::Memory(Arc::default());
+    let parsed = crate::config::Config::parse(&path, config);
+    if let Store::Memory(m) = &store {
+        for (name, cfg) in &parsed.sites {
+            m.lock().unwrap().insert(
+                name.clone(),
+                Record {
+                    identity: cfg.identity(),
+                    refresh_token: Some(RefreshToken::new(format!("rt-{name}"))),
+                    access_token: None,
+                    expires_at: None,
+                    scopes: cfg.scopes.clone(),
+                    saved_at: 1_799_999_000,
+                },
+            );
+        }
+    }
+    let deps = Deps {
+        store: store.clone(),
+        http: provider(calls.clone()),
+        discovery: Arc::default(),
+        clock: Clock::tokio_at(1_800_000_000.0),
+        login_timeout: Duration::from_secs(300),
+        load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
+    };
+    (Daemon::with_deps(path, deps), store)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_issuer_does_not_hold_up_another_sites_discovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let config =
+        site("slow", "https://slow.example", "c") + &site("fast", "https://fast.example", "c");
+    let (d, _) = daemon(&dir, &config, &calls);
+    let slow = d.site("slow").unwrap();
+    let waiting = tokio::spawn(async move { slow.get(Vec::new(), None).await });
+    tokio::task::yield_now().await;
+    let asked = Instant::now();
+    let fast = d.site("fast").unwrap().get(Vec::new(), None).await.unwrap();
+    assert!(matches!(fast, Served::Token(_)));
+    assert_eq!(
+        asked.elapsed(),
+        Duration::ZERO,
+        "waited on the other issuer"
+    );
+    assert!(!waiting.is_finished());
+    assert!(matches!(waiting.await.unwrap().unwrap(), Served::Token(_)));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_changes_the_client_retires_the_site_and_drops_its_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let (d, _) = daemon(&dir, &site("corp", "https://auth.example", "c1"), &calls);
+    let before = d.site("corp").unwrap();
+    assert!(matches!(
+        before.get(Vec::new(), None).await.unwrap(),
+        Served::Token(_)
+    ));
+
+    std::fs::write(
+        dir.path().join("config.toml"),
+        site("corp", "https://auth.example", "c2"),
+    )
+    .unwrap();
+    d.reload();
+    before.finished().await;
+    let after = d.site("corp").unwrap();
+    let status = after.status().await.unwrap();
+    assert!(
+        !status.has_refresh_token,
+        "the other client's login is not used"
+    );
+    assert!(matches!(
+        after.get(Vec::new(), None).await.unwrap(),
+        Served::NeedLogin
+    ));
+    // A settings change that keeps the client keeps the site and its login.
+    std::fs::write(
+        dir.path().join("config.toml"),
+        site("corp", "https://auth.example", "c2") + "refresh_before = \"5m\"\n",
+    )
+    .unwrap();
+    d.reload();
+    assert!(after.status().await.is_ok(), "the site was restarted");
+}
