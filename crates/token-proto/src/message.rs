@@ -223,11 +223,52 @@ pub struct StatusReply {
     pub sites: Vec<SiteStatus>,
 }
 
+/// What a site is doing, as `status` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SiteState {
+    /// A valid token in hand, or one renewable without the user.
+    Ready,
+    /// A token call is under way.
+    Refreshing,
+    /// Only a login helps.
+    LoginRequired,
+    /// A login waits for the user.
+    LoginPending,
+    /// The last attempt failed; `last_error` says why.
+    Error,
+    /// The login has not been read from the store yet.
+    NotLoaded,
+    /// A state this build does not know (a newer daemon).
+    #[serde(other)]
+    Unknown,
+}
+
+impl SiteState {
+    /// The wire name (`login_required`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SiteState::Ready => "ready",
+            SiteState::Refreshing => "refreshing",
+            SiteState::LoginRequired => "login_required",
+            SiteState::LoginPending => "login_pending",
+            SiteState::Error => "error",
+            SiteState::NotLoaded => "not_loaded",
+            SiteState::Unknown => "unknown",
+        }
+    }
+
+    /// The state a wire name stands for ([`SiteState::Unknown`] for any other).
+    pub fn parse(name: &str) -> SiteState {
+        serde_json::from_value(Value::String(name.to_owned())).unwrap_or(SiteState::Unknown)
+    }
+}
+
 /// One site in `status`. Field meanings are documented in `PROTOCOL.md`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SiteStatus {
     pub site: String,
-    /// `ready`, `refreshing`, `login_required`, `login_pending`, `error`, `not_loaded`.
+    /// A [`SiteState`] by its wire name (see [`SiteStatus::site_state`]).
     pub state: String,
     pub expires_at: Option<u64>,
     pub scopes: Vec<String>,
@@ -239,6 +280,13 @@ pub struct SiteStatus {
     pub last_refresh: Option<u64>,
     pub next_refresh: Option<u64>,
     pub last_error: Option<String>,
+}
+
+impl SiteStatus {
+    /// The site's state, typed.
+    pub fn site_state(&self) -> SiteState {
+        SiteState::parse(&self.state)
+    }
 }
 
 /// The answer to `logout` and `paste`: what happened, for the user.
@@ -505,5 +553,24 @@ mod tests {
         let mut r = TokenReply::default();
         r.access_token = "sekrit".into();
         assert!(!format!("{r:?}").contains("sekrit"));
+    }
+
+    #[test]
+    fn site_states_round_trip_by_name() {
+        for state in [
+            SiteState::Ready,
+            SiteState::Refreshing,
+            SiteState::LoginRequired,
+            SiteState::LoginPending,
+            SiteState::Error,
+            SiteState::NotLoaded,
+        ] {
+            assert_eq!(SiteState::parse(state.as_str()), state);
+            assert_eq!(
+                serde_json::to_value(state).ok(),
+                Some(Value::String(state.as_str().to_owned()))
+            );
+        }
+        assert_eq!(SiteState::parse("hibernating"), SiteState::Unknown);
     }
 }

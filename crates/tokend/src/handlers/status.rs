@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use token_proto::{SiteStatus, StatusReply};
+use token_proto::{SiteState, SiteStatus, StatusReply};
 
 use crate::daemon::Daemon;
 use crate::error::ApiError;
@@ -39,7 +39,7 @@ pub async fn status(d: &Arc<Daemon>, only: Option<&str>) -> Result<StatusReply, 
             }
             out.push(SiteStatus {
                 site: name.clone(),
-                state: "error".to_owned(),
+                state: SiteState::Error.as_str().to_owned(),
                 last_error: Some(err.to_string()),
                 ..Default::default()
             });

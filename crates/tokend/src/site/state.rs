@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use token_proto::{SiteStatus, TokenReply};
+use token_proto::{SiteState, SiteStatus, TokenReply};
 use tokend_oauth::{AccessToken, RefreshToken, TokenResponse};
 
 use crate::clock::whole;
@@ -200,24 +200,24 @@ impl TokenState {
             .as_ref()
             .is_some_and(|c| c.remaining(view.now) > 0.0);
         let state = if view.login_pending {
-            "login_pending"
+            SiteState::LoginPending
         } else if view.refreshing {
-            "refreshing"
+            SiteState::Refreshing
         } else if !view.loaded {
-            "not_loaded"
+            SiteState::NotLoaded
         } else if valid {
-            "ready"
+            SiteState::Ready
         } else if self.last_error.is_some() {
-            "error"
+            SiteState::Error
         } else if view.cfg.grant.renews_alone(self.refresh.is_some()) {
             // Expired, but renewable without the user.
-            "ready"
+            SiteState::Ready
         } else {
-            "login_required"
+            SiteState::LoginRequired
         };
         SiteStatus {
             site: view.cfg.name.clone(),
-            state: state.to_owned(),
+            state: state.as_str().to_owned(),
             expires_at: self.access.as_ref().and_then(|c| c.expires_at).map(whole),
             scopes: self.scopes.clone(),
             has_access_token: self.access.is_some(),
