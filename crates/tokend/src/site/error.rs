@@ -26,9 +26,12 @@ pub enum SiteError {
         #[source]
         source: tokend_oauth::Error,
     },
-    /// An answer that carries its wire code already (login flows).
+    /// The request cannot be served as asked (a scope the site lacks).
     #[error("{0}")]
-    Api(ApiError),
+    BadRequest(String),
+    /// The site's task failed or went away: a bug, or a stop under way.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl SiteError {
@@ -44,13 +47,8 @@ impl From<SiteError> for ApiError {
             SiteError::Provider { site, source } | SiteError::Refused { site, source } => {
                 ApiError::provider(&site, &source)
             }
-            SiteError::Api(e) => e,
+            SiteError::BadRequest(message) => ApiError::new(ErrorCode::BadRequest, message),
+            SiteError::Internal(message) => ApiError::internal(message),
         }
-    }
-}
-
-impl From<ApiError> for SiteError {
-    fn from(e: ApiError) -> SiteError {
-        SiteError::Api(e)
     }
 }

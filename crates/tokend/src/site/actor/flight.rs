@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use token_proto::{ErrorCode, TokenReply};
+use token_proto::TokenReply;
 use tokend_oauth::{AuthCode, OAuthSite, PkceVerifier, RefreshToken, TokenResponse};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -12,7 +12,6 @@ use tokio::task::JoinHandle;
 use super::Actor;
 use crate::clock::whole;
 use crate::config::{Grant, SiteConfig};
-use crate::error::ApiError;
 use crate::site::state::Current;
 use crate::site::{client, Deps, Served, SiteError};
 
@@ -365,7 +364,7 @@ impl Actor {
 }
 
 pub(super) fn bad_request(message: String) -> SiteError {
-    SiteError::Api(ApiError::new(ErrorCode::BadRequest, message))
+    SiteError::BadRequest(message)
 }
 
 /// One token-endpoint call.

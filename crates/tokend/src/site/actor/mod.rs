@@ -93,10 +93,10 @@ pub(super) async fn run(mut a: Actor) {
                 };
                 let landed = r.unwrap_or_else(|e| Landed {
                     oauth: None,
-                    result: Err(SiteError::Api(ApiError::internal(format!(
+                    result: Err(SiteError::Internal(format!(
                         "site {}: the token request failed: {e}",
                         a.name
-                    )))),
+                    ))),
                 });
                 a.landed(flight, landed).await;
             }
@@ -319,9 +319,9 @@ impl Actor {
     fn finish(mut self) {
         let name = self.name.clone();
         let gone = || {
-            SiteError::Api(ApiError::internal(format!(
+            SiteError::Internal(format!(
                 "site {name} was reloaded or the daemon is stopping; run the command again"
-            )))
+            ))
         };
         for w in std::mem::take(&mut self.waiters) {
             let _ = w.reply.send(Err(gone()));
