@@ -102,6 +102,15 @@ fn refresh_happens_ahead_with_nobody_calling() {
         "no refresh-ahead within 20 s: {:?}",
         provider.stats()
     );
+    // The provider has seen the call; the daemon has its answer once the
+    // site's last refresh moves (until then the old token still serves).
+    let logged_in = st["last_refresh"].as_u64();
+    env.wait_site_status(
+        "corp",
+        Duration::from_secs(10),
+        "the refresh landing",
+        |s| s["last_refresh"].as_u64() > logged_in,
+    );
     let calls = provider.stats().token_calls;
     let second = env.token(&["get", "corp"]);
     second.ok();

@@ -31,6 +31,7 @@ fn a_crowd_asking_more_than_the_provider_gives_shares_one_refresh() {
         o.ok();
     }
     let refreshes = provider.stats().grant("refresh_token");
+    eprintln!("refresh calls for the crowd: {refreshes}");
     // One call for the crowd; refresh-ahead may renew the 9-second token
     // once more while a hundred clients start on a busy machine.
     assert!(
@@ -57,6 +58,10 @@ fn sequential_gets_past_the_providers_lifetime_make_one_refresh_and_warn() {
         );
     }
     let stats = provider.stats();
+    eprintln!(
+        "refresh calls for 3 sequential gets: {}",
+        stats.grant("refresh_token")
+    );
     assert_eq!(
         stats.grant("refresh_token"),
         1,
