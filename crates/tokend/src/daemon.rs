@@ -39,11 +39,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Daemon {
     /// Reads the config and starts a task per site: call from within the
-    /// tokio runtime.
-    pub fn new(config_path: PathBuf, store: Store, http: Http) -> Daemon {
+    /// tokio runtime. `login_timeout`: the `[daemon]` table's, in seconds
+    /// (`TOKEND_LOGIN_TIMEOUT` wins over it).
+    pub fn new(
+        config_path: PathBuf,
+        store: Store,
+        http: Http,
+        login_timeout: Option<u64>,
+    ) -> Daemon {
         let login_timeout = std::env::var("TOKEND_LOGIN_TIMEOUT")
             .ok()
             .and_then(|s| crate::config::parse_duration(&s))
+            .or(login_timeout)
             .map_or(DEFAULT_LOGIN_TIMEOUT, Duration::from_secs);
         Daemon::with_deps(
             config_path,

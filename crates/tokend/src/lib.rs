@@ -237,7 +237,12 @@ async fn run(settings: config::DaemonSettings) -> ExitCode {
     };
     let grace = http_timeout.unwrap_or(tokend_oauth::http::TOTAL_TIMEOUT)
         + std::time::Duration::from_secs(5);
-    let daemon = Arc::new(daemon::Daemon::new(paths::config_path(), store, http));
+    let daemon = Arc::new(daemon::Daemon::new(
+        paths::config_path(),
+        store,
+        http,
+        settings.login_timeout,
+    ));
     let _watcher = watch::spawn(&daemon);
     tracing::info!(
         socket = %listener.describe(),
