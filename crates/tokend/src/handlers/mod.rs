@@ -43,8 +43,16 @@ impl<'a> Events<'a> {
     /// write (which fails with a broken pipe once the peer is gone, and
     /// sends nothing otherwise). For a caller waiting on a login, which
     /// sends nothing more while it waits.
+    #[cfg(unix)]
     pub async fn caller_gone(&mut self) -> bool {
         self.w.write(&[]).await.is_err()
+    }
+
+    /// On Windows an empty write could reach the client as an empty read
+    /// (end of file): a caller's absence shows only when its answer is sent.
+    #[cfg(not(unix))]
+    pub async fn caller_gone(&mut self) -> bool {
+        false
     }
 }
 
