@@ -19,12 +19,17 @@ use crate::config::{Config, SiteConfig};
 use crate::store::{Record, Store};
 
 /// A token endpoint: tokens live `lifetime` s, each call takes `delay`,
-/// refresh tokens rotate; `refuse` answers `invalid_grant`.
+/// refresh tokens rotate; `refuse` answers `invalid_grant`, and the next
+/// `fail` calls get a 503.
 struct Provider {
     lifetime: AtomicU64,
     delay: Mutex<Duration>,
     calls: AtomicU64,
     refuse: std::sync::atomic::AtomicBool,
+    fail: AtomicU64,
+    /// When each call came (tokio time since the provider was made).
+    at: Mutex<Vec<Duration>>,
+    start: Instant,
     /// Scope of each call (`-` for none).
     scopes: Mutex<Vec<String>>,
 }
@@ -36,6 +41,9 @@ impl Provider {
             delay: Mutex::new(delay),
             calls: AtomicU64::new(0),
             refuse: Default::default(),
+            fail: AtomicU64::new(0),
+            at: Mutex::default(),
+            start: Instant::now(),
             scopes: Mutex::default(),
         })
     }
@@ -48,6 +56,11 @@ impl Provider {
         let p = self.clone();
         Http::scripted(Arc::new(move |req| {
             let n = p.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            p.at.lock().unwrap().push(p.start.elapsed());
+            let failing = p
+                .fail
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
+                .is_ok();
             p.scopes
                 .lock()
                 .unwrap()
@@ -60,10 +73,12 @@ impl Provider {
                     p.lifetime.load(Ordering::SeqCst)
                 )
             };
-            let status = if p.refuse.load(Ordering::SeqCst) {
-                400
+            let (status, body) = if failing {
+                (503, "temporarily down".to_owned())
+            } else if p.refuse.load(Ordering::SeqCst) {
+                (400, body)
             } else {
-                200
+                (200, body)
             };
             let delay = *p.delay.lock().unwrap();
             Box::pin(async move {
@@ -357,4 +372,36 @@ async fn a_retired_site_ends_before_its_successor_reads_the_store() {
     );
     assert!(status.has_refresh_token);
     assert_eq!(stored_refresh(&store).as_deref(), Some("rt1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_provider_is_retried_with_backoff_before_expiry_while_the_token_serves() {
+    let (site, provider, _) = site_with(300, Duration::ZERO);
+    assert_eq!(token(&site, None).await.access_token, "at1");
+    provider.fail.store(3, Ordering::SeqCst);
+    // Refresh-ahead fails three times, backing off; callers meanwhile get
+    // the still-valid token without a call of their own.
+    tokio::time::sleep(Duration::from_secs(200)).await;
+    let during = provider.calls();
+    assert!(during >= 2, "refresh-ahead ran: {during}");
+    assert_eq!(token(&site, None).await.access_token, "at1");
+    assert_eq!(
+        provider.calls(),
+        during,
+        "a get while backing off made a call"
+    );
+    tokio::time::sleep(Duration::from_secs(95)).await;
+    let at = provider.at.lock().unwrap().clone();
+    assert_eq!(at.len(), 5, "three failures, then a success: {at:?}");
+    let gaps: Vec<Duration> = at.windows(2).skip(1).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps[0] < gaps[1] && gaps[1] < gaps[2],
+        "backoff grows: {gaps:?}"
+    );
+    assert!(
+        at[4] < Duration::from_secs(300),
+        "renewed before expiry: {at:?}"
+    );
+    assert_eq!(token(&site, None).await.access_token, "at5");
+    assert_eq!(provider.calls(), 5);
 }
