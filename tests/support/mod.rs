@@ -54,6 +54,7 @@ pub mod exit {
     pub const LOGIN_REQUIRED: i32 = 3;
     pub const PROVIDER: i32 = 4;
     pub const UNREACHABLE: i32 = 5;
+    pub const LOGIN_INCOMPLETE: i32 = 6;
 }
 
 // ------------------------------------------------------------------ paths

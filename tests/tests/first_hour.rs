@@ -12,7 +12,7 @@ fn without_a_browser_the_login_says_what_to_do_instead() {
     env.set("TOKEND_LOGIN_TIMEOUT", "2");
     let _daemon = env.daemon();
     let out = env.token(&["login", "corp"]);
-    assert_ne!(out.code, 0, "{out}");
+    out.code(tokend_e2e::exit::LOGIN_INCOMPLETE);
     assert!(out.stderr.contains("/nonexistent/browser"), "{out}");
     assert!(out.stderr.contains("is not installed"), "{out}");
     assert!(out.stderr.contains("token login corp --device"), "{out}");
@@ -28,11 +28,24 @@ fn without_a_keyring_logins_go_to_the_file_store_and_survive_a_restart() {
     env.unset("TOKEND_STORE");
     env.set("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
     let mut daemon = env.daemon();
-    env.token(&["get", "corp"]).ok();
+    let first = env.token(&["get", "corp"]);
+    first.ok();
     assert!(
         daemon.log().contains("no keyring is reachable"),
         "{}",
         daemon.log()
+    );
+    // Said once to the caller, and always in status.
+    assert!(first.stderr.contains("no keyring is reachable"), "{first}");
+    let again = env.token(&["get", "corp"]);
+    again.ok();
+    assert!(!again.stderr.contains("keyring"), "said once: {again}");
+    let status = env.token(&["status"]);
+    status.ok();
+    assert!(status.stdout.contains("store: file"), "{status}");
+    assert!(
+        status.stdout.contains("no keyring is reachable"),
+        "{status}"
     );
     assert!(env.state_dir().join("tokens.json").is_file());
     daemon.stop();
@@ -59,4 +72,50 @@ fn the_daemon_table_chooses_the_store_whoever_starts_the_daemon() {
         daemon.log()
     );
     daemon.stop();
+}
+
+#[test]
+fn an_explicit_keyring_that_cannot_be_reached_warns_that_the_login_will_not_survive() {
+    let provider = Provider::start(3600);
+    let mut env = Env::with_site("corp", &provider);
+    env.set("TOKEND_STORE", "keyring");
+    env.set("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
+    let _daemon = env.daemon();
+    let out = env.token(&["get", "corp"]);
+    out.ok();
+    assert!(
+        out.stderr.contains("this login will not survive a restart"),
+        "{out}"
+    );
+    let status = env.token(&["status", "--json"]).ok().json();
+    assert_eq!(status["store"], "keyring", "{status}");
+}
+
+#[test]
+fn scopes_narrower_than_configured_are_said_at_login_and_in_status_and_logout_clears_them() {
+    let provider = Provider::start(3600);
+    let env = Env::new();
+    // oidc-provider drops scopes it does not know, silently.
+    env.write_config(&format!(
+        "[site.corp]\nissuer = \"{}\"\nclient_id = \"public-pkce\"\nscopes = [\"openid\", \"read\", \"admin\"]\n",
+        provider.issuer()
+    ));
+    let mut env = env;
+    let _daemon = env.daemon();
+    let out = env.token(&["get", "corp"]);
+    out.ok();
+    assert!(out.stderr.contains("without admin"), "{out}");
+    let status = env.token(&["status", "--json"]).ok().json();
+    let site = &status["sites"][0];
+    assert!(
+        site["notes"].to_string().contains("without admin"),
+        "{status}"
+    );
+    env.token(&["logout", "corp"]).ok();
+    let status = env.token(&["status", "--json"]).ok().json();
+    assert_eq!(
+        status["sites"][0]["scopes"],
+        serde_json::json!([]),
+        "{status}"
+    );
 }

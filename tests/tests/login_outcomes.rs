@@ -161,9 +161,11 @@ fn a_pending_login_shows_in_status_and_times_out_releasing_its_listener() {
     );
 
     let out = tokend_e2e::wait_output(waiting, Duration::from_secs(30), "waiting get");
-    out.code(tokend_e2e::exit::PROVIDER);
-    assert!(out.stderr.contains("timed out"), "{out}");
-    assert!(out.stderr.contains("token login corp"), "{out}");
+    // Not the provider's refusal (4): the login did not complete (6).
+    out.code(tokend_e2e::exit::LOGIN_INCOMPLETE);
+    assert!(out.stderr.contains("not completed in time"), "{out}");
+    assert!(out.stderr.contains("token login corp --device"), "{out}");
+    assert!(out.stderr.contains("token login corp --paste"), "{out}");
 
     let status = env.token(&["status", "--json"]).ok().json();
     assert_ne!(status["sites"][0]["state"], "login_pending", "{status}");

@@ -36,10 +36,21 @@ fn survives_restart(env: &mut Env, provider: &Provider, site: &str, kill9: bool)
     }
     drop(daemon);
 
+    let calls = provider.stats().token_calls;
     let _daemon = env.daemon();
     let out = env.token(&["get", site, "--no-login"]);
     out.ok();
     assert_eq!(env.browser_launches(), 1, "no new login after a restart");
+    assert_eq!(
+        provider.stats().token_calls,
+        calls,
+        "the stored access token is still valid: a cold get makes no provider call"
+    );
+    assert_eq!(
+        out.line(),
+        first.line(),
+        "the same token as before the restart"
+    );
     let (status, body) = provider.userinfo(out.line());
     assert_eq!(status, 200, "the token after the restart works: {body}");
     let stats = provider.stats();

@@ -220,6 +220,15 @@ pub struct StatusReply {
     /// Problems with the config file as a whole or with single sites.
     #[serde(default)]
     pub config_errors: Vec<String>,
+    /// The store in use: `keyring`, `file` or `memory`.
+    #[serde(default)]
+    pub store: String,
+    /// Why the store is not the keyring that was the default, if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_note: Option<String>,
+    /// Where the daemon logs: a file path, or `stderr`.
+    #[serde(default)]
+    pub log: String,
     pub sites: Vec<SiteStatus>,
 }
 
@@ -280,6 +289,10 @@ pub struct SiteStatus {
     pub last_refresh: Option<u64>,
     pub next_refresh: Option<u64>,
     pub last_error: Option<String>,
+    /// What the user should know that is not an error: the login is not
+    /// persisted, the provider granted fewer scopes than configured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl SiteStatus {

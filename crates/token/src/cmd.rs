@@ -73,6 +73,7 @@ pub fn run(cmd: Command) -> Result<u8, ClientError> {
                 show_event,
             )?;
             let reply: TokenReply = from_reply(v)?;
+            warn(&reply);
             let valid = reply.expires_at.map_or("does not expire".to_owned(), |at| {
                 format!(
                     "valid for {}",
@@ -134,7 +135,17 @@ pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
         scopes: args.scopes.clone(),
         login,
     });
-    from_reply(Conn::request(op, show_event)?)
+    let reply: TokenReply = from_reply(Conn::request(op, show_event)?)?;
+    warn(&reply);
+    Ok(reply)
+}
+
+/// The daemon's warning about a token (shorter-lived than asked, not
+/// persisted, scopes narrower than configured), on stderr.
+fn warn(reply: &TokenReply) {
+    if let Some(w) = &reply.warning {
+        eprintln!("token: warning: {}", clean(w, 2000));
+    }
 }
 
 fn from_reply<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ClientError> {
@@ -360,6 +371,19 @@ fn status_table(reply: &StatusReply) -> String {
         } else {
             s.scopes.join(" ")
         };
+        // Errors first, then what is worth knowing (not persisted, fewer
+        // scopes granted than configured).
+        let said: Vec<String> = s
+            .last_error
+            .iter()
+            .chain(&s.notes)
+            .map(|t| clean(t, 500))
+            .collect();
+        let said = if said.is_empty() {
+            "-".to_owned()
+        } else {
+            said.join("; ")
+        };
         rows.push([
             s.site.clone(),
             s.state.replace('_', " "),
@@ -367,7 +391,7 @@ fn status_table(reply: &StatusReply) -> String {
             scopes,
             last,
             next,
-            s.last_error.clone().unwrap_or_else(|| "-".to_owned()),
+            said,
         ]);
     }
     let mut widths = [0usize; 7];
@@ -377,9 +401,24 @@ fn status_table(reply: &StatusReply) -> String {
         }
     }
     let mut out = format!(
-        "tokend {} (pid {}), config {}\n",
-        reply.version, reply.pid, reply.config
+        "tokend {} (pid {}), config {}\nstore: {}, log: {}\n",
+        reply.version,
+        reply.pid,
+        reply.config,
+        if reply.store.is_empty() {
+            "?"
+        } else {
+            &reply.store
+        },
+        if reply.log.is_empty() {
+            "?"
+        } else {
+            &reply.log
+        },
     );
+    if let Some(note) = &reply.store_note {
+        out.push_str(&format!("store note: {}\n", clean(note, 500)));
+    }
     for e in &reply.config_errors {
         out.push_str(&format!("config error: {e}\n"));
     }

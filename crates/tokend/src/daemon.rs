@@ -43,7 +43,7 @@ impl Daemon {
     /// (`TOKEND_LOGIN_TIMEOUT` wins over it).
     pub fn new(
         config_path: PathBuf,
-        store: Store,
+        store: crate::store::Chosen,
         http: Http,
         login_timeout: Option<u64>,
     ) -> Daemon {
@@ -55,7 +55,10 @@ impl Daemon {
         Daemon::with_deps(
             config_path,
             Deps {
-                store,
+                store: store.store,
+                store_notice: store
+                    .fallback
+                    .map(|f| Arc::new(crate::store::Notice::new(f))),
                 http,
                 discovery: Arc::default(),
                 clock: Clock::System,

@@ -67,6 +67,7 @@ fn daemon(dir: &tempfile::TempDir, config: &str, calls: &Arc<AtomicU64>) -> (Dae
             m.lock().unwrap().insert(
                 name.clone(),
                 Record {
+                    token_type: None,
                     identity: cfg.identity(),
                     refresh_token: Some(RefreshToken::new(format!("rt-{name}"))),
                     access_token: None,
@@ -78,6 +79,7 @@ fn daemon(dir: &tempfile::TempDir, config: &str, calls: &Arc<AtomicU64>) -> (Dae
         }
     }
     let deps = Deps {
+        store_notice: None,
         store: store.clone(),
         http: provider(calls.clone()),
         discovery: Arc::default(),

@@ -101,16 +101,20 @@ fn init_logging(configured: Option<&str>) {
                 .map_or(Ok(()), std::fs::create_dir_all)
                 .and_then(|()| platform::open_private_log(&path))
                 .ok()
+                .map(|file| (file, path))
         }
         None if std::env::var_os("TOKEND_AUTOSTARTED").is_some() => {
             let dir = paths::state_dir();
+            let path = dir.join("tokend.log");
             platform::create_private_dir(&dir)
-                .and_then(|()| platform::open_private_log(&dir.join("tokend.log")))
+                .and_then(|()| platform::open_private_log(&path))
                 .ok()
+                .map(|file| (file, path))
         }
         None => None,
     };
-    if let Some(file) = file {
+    if let Some((file, path)) = file {
+        let _ = LOG_DESTINATION.set(path.display().to_string());
         builder
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))
@@ -122,6 +126,17 @@ fn init_logging(configured: Option<&str>) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Where the log goes (a file), for `status`; stderr when unset.
+static LOG_DESTINATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Where this daemon logs: the log file's path, or `stderr`.
+pub fn log_destination() -> String {
+    LOG_DESTINATION
+        .get()
+        .cloned()
+        .unwrap_or_else(|| "stderr".to_owned())
 }
 
 /// `~/x` → `$HOME/x` (launchd passes paths unexpanded).
@@ -211,7 +226,7 @@ async fn run(settings: config::DaemonSettings) -> ExitCode {
             if let Some(why) = &chosen.fallback {
                 tracing::warn!("{why}");
             }
-            chosen.store
+            chosen
         }
         Err(e) => {
             refuse(&e.to_string());

@@ -51,6 +51,9 @@ pub async fn status(d: &Arc<Daemon>, only: Option<&str>) -> Result<StatusReply, 
         pid: std::process::id(),
         config: config.path.display().to_string(),
         config_errors: config.errors.iter().map(ToString::to_string).collect(),
+        store: d.deps().store.name().to_owned(),
+        store_note: d.deps().store_notice.as_ref().map(|n| n.text().to_owned()),
+        log: crate::log_destination(),
         sites: out,
     })
 }

@@ -255,10 +255,11 @@ async fn flow(ctx: Ctx, how: How, progress: Arc<watch::Sender<Progress>>) -> Res
     started.task.await
 }
 
-/// The error of a login nobody waits for any more.
+/// The error of a login nobody waits for any more: not completed, which is
+/// not the provider's refusal (exit 6, not 4).
 pub fn cancelled(site: &str) -> ApiError {
     ApiError::new(
-        ErrorCode::LoginFailed,
+        ErrorCode::LoginIncomplete,
         format!("site {site}: the login was cancelled; run `token login {site}` to try again"),
     )
 }
@@ -273,10 +274,16 @@ fn fresh_state() -> Result<String, ApiError> {
     tokend_oauth::try_random_state().map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// Nobody completed the login in time (exit 6). Where no browser could be
+/// used, the other ways are named.
 fn timed_out(site: &str) -> ApiError {
     ApiError::new(
-        ErrorCode::LoginFailed,
-        format!("site {site}: the login timed out waiting for the browser; run `token login {site}` to try again"),
+        ErrorCode::LoginIncomplete,
+        format!(
+            "site {site}: the login was not completed in time; run `token login {site}` to try \
+             again, or log in without a browser on this machine: `token login {site} --device` \
+             (where the provider offers it) or `token login {site} --paste`"
+        ),
     )
 }
 

@@ -43,6 +43,8 @@ pub struct Deps {
     pub login_timeout: Duration,
     /// Store loads at once across sites (keyring reads cost milliseconds).
     pub load_slots: Arc<Semaphore>,
+    /// The store fallback, told to the first caller (and always in `status`).
+    pub store_notice: Option<Arc<crate::store::Notice>>,
 }
 
 /// What a `get` came to.

@@ -138,6 +138,12 @@ pub struct TokenState {
     /// When a `get` last took a token (client-credentials sites are renewed
     /// ahead only while in use).
     pub last_used: f64,
+    /// Why the login in memory is not in the store (a restart would lose it).
+    pub unsaved: Option<String>,
+    /// The configured scopes the provider did not grant, said once to the
+    /// caller of the login and always in `status`.
+    pub narrower: Option<String>,
+    pub tell_narrower: bool,
 }
 
 impl TokenState {
@@ -146,6 +152,9 @@ impl TokenState {
         self.access = None;
         self.refresh = None;
         self.narrowed.clear();
+        self.scopes.clear();
+        self.narrower = None;
+        self.tell_narrower = false;
         self.last_error = why;
         self.retry_after = None;
         self.backoff.reset();
@@ -225,6 +234,7 @@ impl TokenState {
             last_refresh: self.last_refresh.map(whole),
             next_refresh: self.next_refresh(view.cfg, view.now).map(whole),
             last_error: self.last_error.clone(),
+            notes: self.unsaved.iter().chain(&self.narrower).cloned().collect(),
         }
     }
 }

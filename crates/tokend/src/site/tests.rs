@@ -106,6 +106,7 @@ fn config(extra: &str) -> Arc<SiteConfig> {
 
 fn deps(provider: &Arc<Provider>, store: Store) -> Deps {
     Deps {
+        store_notice: None,
         store,
         http: provider.http(),
         discovery: Arc::default(),
@@ -123,6 +124,7 @@ fn logged_in(cfg: &SiteConfig) -> Store {
         m.lock().unwrap().insert(
             "corp".into(),
             Record {
+                token_type: None,
                 identity: cfg.identity(),
                 refresh_token: Some(RefreshToken::new("rt0".into())),
                 access_token: None,

@@ -124,6 +124,7 @@ mod tests {
 
     fn record(rt: &str) -> Record {
         Record {
+            token_type: None,
             identity: "i".into(),
             refresh_token: Some(tokend_oauth::RefreshToken::new(rt.into())),
             access_token: None,

@@ -250,6 +250,7 @@ mod tests {
         let store = KeyringStore { max_secret: 1024 };
         let site = format!("split-test-{}", std::process::id());
         let record = |rt: &str| Record {
+            token_type: None,
             identity: "i".into(),
             refresh_token: Some(tokend_oauth::RefreshToken::new(rt.into())),
             access_token: None,

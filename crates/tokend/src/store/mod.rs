@@ -23,10 +23,14 @@ pub struct Record {
     pub identity: String,
     #[serde(default)]
     pub refresh_token: Option<RefreshToken>,
-    /// Persisted only for sites without a refresh token (Stack Exchange
-    /// `no_expiry`, client credentials), whose access token is the login.
+    /// The access token in hand, so a daemon that starts again serves it
+    /// without a provider call while it is valid (for sites without a
+    /// refresh token it is the login itself).
     #[serde(default)]
     pub access_token: Option<AccessToken>,
+    /// Its `token_type` (`Bearer` when absent).
+    #[serde(default)]
+    pub token_type: Option<String>,
     #[serde(default)]
     pub expires_at: Option<u64>,
     #[serde(default)]
@@ -57,6 +61,31 @@ pub enum Store {
     Keyring(keyring::KeyringStore),
     File(Arc<file::FileStore>),
     Memory(Arc<Mutex<HashMap<String, Record>>>),
+}
+
+/// Something every caller should hear once: the store fallback.
+#[derive(Debug)]
+pub struct Notice {
+    text: String,
+    told: std::sync::atomic::AtomicBool,
+}
+
+impl Notice {
+    pub fn new(text: String) -> Notice {
+        Notice {
+            text,
+            told: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The text, the first time only.
+    pub fn take(&self) -> Option<String> {
+        (!self.told.swap(true, std::sync::atomic::Ordering::Relaxed)).then(|| self.text.clone())
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
 }
 
 /// The store in use, and why it is not the one asked for (if it is not).

@@ -134,7 +134,25 @@ impl Actor {
         };
         let reply = cur.reply(self.cfg.api_key.clone(), warning);
         self.st.last_used = now;
-        Some(reply)
+        Some(self.noted(reply))
+    }
+
+    /// A reply with what the caller should hear besides: the login is not
+    /// persisted, the store is not the one asked for (once per daemon), the
+    /// provider granted fewer scopes (once per login).
+    pub(super) fn noted(&mut self, mut reply: TokenReply) -> TokenReply {
+        let mut notes: Vec<String> = reply.warning.take().into_iter().collect();
+        if let Some(why) = &self.st.unsaved {
+            notes.push(format!("this login will not survive a restart: {why}"));
+        }
+        if let Some(note) = self.deps.store_notice.as_ref().and_then(|n| n.take()) {
+            notes.push(note);
+        }
+        if std::mem::take(&mut self.st.tell_narrower) {
+            notes.extend(self.st.narrower.clone());
+        }
+        reply.warning = (!notes.is_empty()).then(|| notes.join("; "));
+        reply
     }
 
     /// Starts the next token call if none is under way and one is needed:
@@ -291,7 +309,7 @@ impl Actor {
         let reply =
             (cur.remaining(now) > 0.0).then(|| cur.reply(self.cfg.api_key.clone(), None))?;
         self.st.last_used = now;
-        Some(reply)
+        Some(self.noted(reply))
     }
 
     /// The token in hand for a caller it does not fully serve (a `min_ttl`
@@ -316,8 +334,9 @@ impl Actor {
             cur.fell_short = true;
             cur.short_warning(&name, now, m)
         });
+        let reply = cur.reply(api_key, warning);
         self.st.last_used = now;
-        Some(cur.reply(api_key, warning))
+        Some(self.noted(reply))
     }
 
     /// Takes a token response in: persists first (a rotated refresh token
@@ -347,6 +366,24 @@ impl Actor {
             self.st.refresh = Some(rt);
         }
         self.st.scopes = cur.scopes.clone();
+        let missing: Vec<&str> = requested
+            .iter()
+            .filter(|s| !cur.scopes.contains(s))
+            .map(String::as_str)
+            .collect();
+        let narrower = (!missing.is_empty()).then(|| {
+            format!(
+                "site {}: the provider granted {}, without {} (configured in `scopes`); calls that need {} will be refused",
+                self.name,
+                if cur.scopes.is_empty() { "no scopes".to_owned() } else { cur.scopes.join(" ") },
+                missing.join(" "),
+                if missing.len() == 1 { "it" } else { "them" }
+            )
+        });
+        if narrower.is_some() && narrower != self.st.narrower {
+            self.st.tell_narrower = true;
+        }
+        self.st.narrower = narrower;
         match cur.expires_at {
             Some(at) => {
                 tracing::info!(site = %self.name, expires_in = whole(at - now), "new access token")

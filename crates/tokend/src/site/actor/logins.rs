@@ -123,7 +123,8 @@ impl Actor {
                     .st
                     .access
                     .as_ref()
-                    .map(|c| c.reply(self.cfg.api_key.clone(), None));
+                    .map(|c| c.reply(self.cfg.api_key.clone(), None))
+                    .map(|r| self.noted(r));
                 match reply {
                     Some(t) => self.end_login(Ok(t)),
                     None => self.end_login(Err(ApiError::internal(format!(

@@ -230,7 +230,7 @@ impl Actor {
                 if let Some(token) = r.access_token {
                     self.st.access = Some(Current {
                         token,
-                        token_type: "Bearer".to_owned(),
+                        token_type: r.token_type.unwrap_or_else(|| "Bearer".to_owned()),
                         expires_at: r.expires_at.map(|at| at as f64),
                         obtained_at: saved_at,
                         scopes: self.st.scopes.clone(),
@@ -251,22 +251,28 @@ impl Actor {
     /// site's error: memory still has the login, a restart would lose it.
     async fn persist(&mut self, now: f64) {
         let refresh = self.st.refresh.clone();
-        let access = self.st.access.as_ref().filter(|_| refresh.is_none());
+        // The access token too, so a restart serves it without a provider call.
+        let access = self.st.access.as_ref();
         let record = Record {
             identity: self.cfg.identity(),
             access_token: access.map(|c| c.token.clone()),
+            token_type: access.map(|c| c.token_type.clone()),
             expires_at: access.and_then(|c| c.expires_at).map(whole),
             refresh_token: refresh,
             scopes: self.st.scopes.clone(),
             saved_at: whole(now),
         };
-        if let Err(e) = self.deps.store.save(&self.name, &record).await {
-            let msg = format!(
-                "cannot persist the login to the {} store: {e}",
-                self.deps.store.name()
-            );
-            tracing::error!(site = %self.name, "{msg}");
-            self.st.last_error = Some(msg);
+        match self.deps.store.save(&self.name, &record).await {
+            Ok(()) => self.st.unsaved = None,
+            Err(e) => {
+                let msg = format!(
+                    "cannot persist the login to the {} store: {e}",
+                    self.deps.store.name()
+                );
+                tracing::error!(site = %self.name, "{msg}");
+                self.st.last_error = Some(msg.clone());
+                self.st.unsaved = Some(msg);
+            }
         }
     }
 
