@@ -119,3 +119,36 @@ fn scopes_narrower_than_configured_are_said_at_login_and_in_status_and_logout_cl
         "{status}"
     );
 }
+
+#[test]
+fn over_ssh_without_a_browser_a_get_uses_the_device_flow() {
+    let provider = Provider::start(3600);
+    let mut env = Env::with_site("corp", &provider);
+    env.unset("BROWSER");
+    env.set("SSH_CONNECTION", "10.0.0.2 50000 10.0.0.1 22");
+    env.set("TOKEND_LOGIN_TIMEOUT", "3");
+    let _daemon = env.daemon();
+    let out = env.token(&["login", "corp"]);
+    out.code(tokend_e2e::exit::LOGIN_INCOMPLETE);
+    assert!(out.stderr.contains("enter the code"), "device flow: {out}");
+    assert_eq!(env.browser_launches(), 0, "no browser was tried");
+}
+
+#[test]
+fn over_ssh_without_a_device_endpoint_a_get_uses_paste_back() {
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    env.write_config(&format!(
+        "[site.corp]\nauthorize_url = \"{0}/auth\"\ntoken_url = \"{0}/token\"\nclient_id = \"public-pkce\"\nscopes = [\"openid\", \"read\"]\n",
+        provider.issuer()
+    ));
+    env.unset("BROWSER");
+    env.set("SSH_CONNECTION", "10.0.0.2 50000 10.0.0.1 22");
+    let _daemon = env.daemon();
+    let out = env.cmd(&["login", "corp"]).stdin("").run();
+    assert!(
+        out.stderr.contains("paste the address"),
+        "paste-back: {out}"
+    );
+    assert_eq!(env.browser_launches(), 0, "no browser was tried");
+}

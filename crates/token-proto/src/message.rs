@@ -127,6 +127,11 @@ pub struct GetRequest {
     pub scopes: Vec<String>,
     #[serde(default)]
     pub login: LoginPolicy,
+    /// The caller has no browser (over SSH, no display): a login this `get`
+    /// starts uses the device flow where the provider offers it, else
+    /// paste-back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_browser: bool,
 }
 
 /// Whether a `get` may start a login when the site needs consent.
@@ -158,6 +163,9 @@ pub enum LoginMode {
     Device,
     /// The user pastes the final redirect URL (or the code) back.
     Paste,
+    /// No browser where the caller is: device where the provider offers
+    /// it, else paste-back.
+    NoBrowser,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -19,6 +19,16 @@ pub fn caller_can_log_in() -> bool {
         .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
 }
 
+/// True over SSH with nothing to open a browser with here (no `BROWSER`, no
+/// display): a login should then not wait for a browser that never opens.
+pub fn no_browser_here() -> bool {
+    let set = |v: &str| std::env::var_os(v).is_some_and(|s| !s.is_empty());
+    set("SSH_CONNECTION")
+        && !["BROWSER", "DISPLAY", "WAYLAND_DISPLAY"]
+            .iter()
+            .any(|v| set(v))
+}
+
 /// Starts the browser on `url` without waiting for it. `BROWSER` wins on every
 /// platform (split on whitespace, `%s` replaced, else the URL appended).
 /// Only `https` URLs, or `http` to a loopback address, are opened: the URL

@@ -4,8 +4,8 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 use token_proto::{
-    Event, GetRequest, LoginPolicy, LoginRequest, Op, PasteRequest, ReloadReply, SiteRequest,
-    StatusReply, StatusRequest, TokenReply,
+    Event, GetRequest, LoginMode, LoginPolicy, LoginRequest, Op, PasteRequest, ReloadReply,
+    SiteRequest, StatusReply, StatusRequest, TokenReply,
 };
 
 use crate::cli::{Command, Format, GetArgs, HELP};
@@ -65,6 +65,11 @@ pub fn run(cmd: Command) -> Result<u8, ClientError> {
             print(&names.iter().map(|n| format!("{n}\n")).collect::<String>())
         }
         Command::Login { site, mode } => {
+            let mode = if mode == LoginMode::Browser && browser::no_browser_here() {
+                LoginMode::NoBrowser
+            } else {
+                mode
+            };
             let v = Conn::request(
                 Op::Login(LoginRequest {
                     site: site.clone(),
@@ -134,6 +139,7 @@ pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
         min_ttl: args.min_ttl,
         scopes: args.scopes.clone(),
         login,
+        no_browser: browser::no_browser_here(),
     });
     let reply: TokenReply = from_reply(Conn::request(op, show_event)?)?;
     warn(&reply);

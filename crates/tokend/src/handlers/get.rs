@@ -24,7 +24,11 @@ pub async fn get(
         return Err(ApiError::login_required(&req.site, ""));
     }
     let token = site
-        .login(LoginMode::Browser)
+        .login(if req.no_browser {
+            LoginMode::NoBrowser
+        } else {
+            LoginMode::Browser
+        })
         .await?
         .wait(&req.site, events)
         .await?;

@@ -161,6 +161,9 @@ pub enum How {
     Device,
     /// Paste-back: the user's paste arrives here.
     Paste(mpsc::Receiver<String>),
+    /// No browser where the caller is: device if the provider (once
+    /// discovered) offers it, else paste-back.
+    NoBrowser(mpsc::Receiver<String>),
 }
 
 impl How {
@@ -170,7 +173,7 @@ impl How {
     /// `paste` request delivers the input.
     pub fn plan(cfg: &SiteConfig, asked: LoginMode) -> (How, Option<mpsc::Sender<String>>) {
         let mode = match (asked, cfg.grant) {
-            (LoginMode::Browser, Grant::DeviceCode) => LoginMode::Device,
+            (LoginMode::Browser | LoginMode::NoBrowser, Grant::DeviceCode) => LoginMode::Device,
             (m, _) => m,
         };
         let paste_only = cfg.grant == Grant::Implicit
@@ -185,6 +188,14 @@ impl How {
             LoginMode::Browser | LoginMode::Paste => {
                 let (tx, rx) = mpsc::channel(1);
                 (How::Paste(rx), Some(tx))
+            }
+            LoginMode::NoBrowser => {
+                let (tx, rx) = mpsc::channel(1);
+                if paste_only {
+                    (How::Paste(rx), Some(tx))
+                } else {
+                    (How::NoBrowser(rx), Some(tx))
+                }
             }
         }
     }
@@ -237,14 +248,20 @@ async fn flow(ctx: Ctx, how: How, progress: Arc<watch::Sender<Progress>>) -> Res
     let oauth: Arc<OAuthSite> = client::build(&ctx.deps, &ctx.cfg)
         .await
         .map_err(ApiError::from)?;
+    // Without a browser: the device flow where the provider offers one.
+    let how = match how {
+        How::NoBrowser(_) if oauth.provider.device_url.is_some() => How::Device,
+        How::NoBrowser(rx) => How::Paste(rx),
+        other => other,
+    };
     let name = match how {
         How::Browser => "browser",
         How::Device => "device",
-        How::Paste(_) => "paste",
+        How::Paste(_) | How::NoBrowser(_) => "paste",
     };
     let started = match how {
         How::Device => device::start(&ctx, oauth).await?,
-        How::Paste(input) => paste::start(&ctx, oauth, input)?,
+        How::Paste(input) | How::NoBrowser(input) => paste::start(&ctx, oauth, input)?,
         How::Browser => browser::start(&ctx, oauth).await?,
     };
     tracing::info!(site = %ctx.cfg.name, mode = name, "login started");

@@ -323,7 +323,7 @@ async fn logout_cancels_a_pending_login() {
     let crate::login::Progress::Done(Err(e)) = done else {
         panic!("the login went on")
     };
-    assert_eq!(e.code, ErrorCode::LoginFailed);
+    assert_eq!(e.code, ErrorCode::LoginIncomplete);
     assert_eq!(site.status().await.unwrap().state, "login_required");
 }
 
