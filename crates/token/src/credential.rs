@@ -19,7 +19,7 @@ use crate::conn::Conn;
 use crate::{platform, ClientError};
 
 /// Reads git's `key=value` lines up to a blank line or EOF.
-fn read_attributes(input: impl BufRead) -> Vec<(String, String)> {
+pub(crate) fn read_attributes(input: impl BufRead) -> Vec<(String, String)> {
     let mut attrs = Vec::new();
     for line in input.lines().map_while(Result::ok) {
         let line = line.trim_end_matches('\r');

@@ -16,6 +16,15 @@ use std::process::ExitCode;
 
 pub use error::ClientError;
 
+/// Entry points for the `cargo fuzz` targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The git credential helper's reading of what git writes on its stdin.
+    pub fn git_credential_input(data: &[u8]) -> Vec<(String, String)> {
+        crate::credential::read_attributes(data)
+    }
+}
+
 /// Runs the client with the process's arguments; the binary is a shim over this.
 pub fn main() -> ExitCode {
     let mut argv = std::env::args_os();
