@@ -67,9 +67,11 @@ pub fn parse_metadata(issuer: &str, body: &[u8]) -> Result<Provider, Error> {
     match meta.issuer.as_deref() {
         Some(got) if got == issuer => {}
         Some(got) => {
+            // The provider's text: shown only cleaned and clipped.
+            let got = crate::response::clip(got);
             return Err(discovery(format!(
                 "the metadata names issuer {got}, which is not exactly the configured {issuer}; set issuer to the value the provider uses"
-            )))
+            )));
         }
         None => return Err(discovery("the metadata names no issuer".into())),
     }
@@ -248,6 +250,21 @@ mod tests {
             text.contains("configured https://auth.example.com/"),
             "{text}"
         );
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/discovery_metadata.rs): the
+    /// document's issuer reached the message with its control characters.
+    #[test]
+    fn a_wrong_issuer_is_shown_without_control_characters() {
+        let meta = format!(
+            r#"{{"issuer":"https:ttruu\r.s\u001b[2J{}","token_endpoint":"https://a/t"}}"#,
+            "x".repeat(5000)
+        );
+        let text = parse_metadata("https://a", meta.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(text.len() < 1000, "{text}");
     }
 
     #[test]
