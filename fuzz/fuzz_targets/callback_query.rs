@@ -20,9 +20,17 @@ fuzz_target!(|data: &[u8]| {
             Ok(code) => {
                 let _ = format!("{code:?}");
             }
-            Err(e) => {
-                let _ = e.to_string();
-            }
+            Err(e) => check_shown(&e.to_string()),
         }
     }
 });
+
+/// Text from a provider or a callback reaches logs and terminals only
+/// without control characters and clipped (issue 7).
+fn check_shown(message: &str) {
+    assert!(
+        !message.chars().any(char::is_control),
+        "control characters in {message:?}"
+    );
+    assert!(message.chars().count() <= 1000, "unclipped: {message:?}");
+}

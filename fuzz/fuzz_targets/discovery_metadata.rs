@@ -4,6 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tokend_oauth::discovery::{discovery_urls, parse_metadata};
+use tokend_oauth::tls_or_loopback;
 
 const DEFAULT_ISSUER: &str = "https://issuer.example";
 
@@ -21,10 +22,30 @@ fuzz_target!(|data: &[u8]| {
     match parse_metadata(issuer, body) {
         Ok(provider) => {
             assert_eq!(provider.issuer.as_deref(), Some(issuer));
+            // Tokens, codes and secrets go to these: TLS or loopback only.
+            let endpoints = [
+                Some(&provider.token_url),
+                provider.authorize_url.as_ref(),
+                provider.revoke_url.as_ref(),
+                provider.device_url.as_ref(),
+                provider.userinfo_url.as_ref(),
+            ];
+            for url in endpoints.into_iter().flatten() {
+                assert!(tls_or_loopback(url), "{url} accepted");
+            }
             let _ = format!("{provider:?}");
         }
-        Err(e) => {
-            let _ = e.to_string();
-        }
+        // The configured issuer is the user's; the rest is the provider's.
+        Err(e) => check_shown(&e.to_string().replace(issuer, "ISSUER")),
     }
 });
+
+/// Text from a provider or a callback reaches logs and terminals only
+/// without control characters and clipped (issue 7).
+fn check_shown(message: &str) {
+    assert!(
+        !message.chars().any(char::is_control),
+        "control characters in {message:?}"
+    );
+    assert!(message.chars().count() <= 2000, "unclipped: {message:?}");
+}

@@ -21,9 +21,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = token.expires_at(1_700_000_000, &[]);
             let _ = format!("{token:?}");
         }
-        Err(e) => {
-            let _ = e.to_string();
-        }
+        Err(e) => check_shown(&e.to_string()),
     }
     if input.contains('=') {
         let Ok(token_url) = url::Url::parse("https://issuer.example/token") else {
@@ -31,7 +29,17 @@ fuzz_target!(|data: &[u8]| {
         };
         let provider = Provider::new(token_url);
         if let Err(e) = check_callback(input, "expected-state", &provider) {
-            let _ = e.to_string();
+            check_shown(&e.to_string());
         }
     }
 });
+
+/// Text from a provider or a callback reaches logs and terminals only
+/// without control characters and clipped (issue 7).
+fn check_shown(message: &str) {
+    assert!(
+        !message.chars().any(char::is_control),
+        "control characters in {message:?}"
+    );
+    assert!(message.chars().count() <= 1000, "unclipped: {message:?}");
+}

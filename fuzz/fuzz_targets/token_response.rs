@@ -35,9 +35,7 @@ fuzz_target!(|data: &[u8]| {
             }
             let _ = format!("{token:?}");
         }
-        Err(e) => {
-            let _ = e.to_string();
-        }
+        Err(e) => check_shown(&e.to_string()),
     }
     let raw = RawResponse {
         status,
@@ -46,9 +44,19 @@ fuzz_target!(|data: &[u8]| {
         body: body.to_vec(),
     };
     if let Err(e) = parse_device_authorization(&raw) {
-        let _ = e.to_string();
+        check_shown(&e.to_string());
     }
     if let Err(e) = parse_device_poll(&raw) {
-        let _ = e.to_string();
+        check_shown(&e.to_string());
     }
 });
+
+/// Text from a provider or a callback reaches logs and terminals only
+/// without control characters and clipped (issue 7).
+fn check_shown(message: &str) {
+    assert!(
+        !message.chars().any(char::is_control),
+        "control characters in {message:?}"
+    );
+    assert!(message.chars().count() <= 1000, "unclipped: {message:?}");
+}
