@@ -20,6 +20,25 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     for (name, site) in &config.sites {
+        // Presets fill in URLs after the config's own were checked: every
+        // endpoint a site ends up with still goes over TLS (or to loopback).
+        let urls = [
+            &site.issuer,
+            &site.authorize_url,
+            &site.token_url,
+            &site.revoke_url,
+            &site.device_url,
+            &site.redirect_uri,
+            &site.base_url,
+            &site.api_base,
+        ];
+        for url in urls.into_iter().flatten() {
+            let parsed = url::Url::parse(url);
+            assert!(
+                parsed.as_ref().is_ok_and(tokend_oauth::tls_or_loopback),
+                "site {name}: {url:?} accepted"
+            );
+        }
         let _ = site.identity();
         let _ = site.effective_client_auth();
         let _ = format!("{site:?}");
