@@ -61,7 +61,11 @@ pub fn parse_metadata(issuer: &str, body: &[u8]) -> Result<Provider, Error> {
         message,
     };
     let meta: Metadata = serde_json::from_slice(body)
-        .map_err(|e| discovery(format!("the metadata is not valid JSON metadata: {e}")))?;
+        // serde's message can quote the whole document: clipped.
+        .map_err(|e| {
+            let e = crate::response::clip(&e.to_string());
+            discovery(format!("the metadata is not valid JSON metadata: {e}"))
+        })?;
     // RFC 8414 §3.3 / OIDC Discovery §4.3: exact match, or a mix-up attack
     // could hand us another server's endpoints.
     match meta.issuer.as_deref() {
@@ -264,6 +268,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(text.len() < 1000, "{text}");
+    }
+
+    /// Found by fuzzing: a document that is one long JSON string came back
+    /// whole in the message.
+    #[test]
+    fn a_document_that_is_not_metadata_is_not_quoted_whole() {
+        let meta = format!("\"{}\"", "s%".repeat(3000));
+        let text = parse_metadata("https://a", meta.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("not valid JSON metadata"), "{text}");
         assert!(text.len() < 1000, "{text}");
     }
 
