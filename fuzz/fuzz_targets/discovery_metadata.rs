@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = format!("{provider:?}");
         }
         // The configured issuer is the user's; the rest is the provider's.
+        Err(e) if issuer.is_empty() => check_shown(&e.to_string()),
         Err(e) => check_shown(&e.to_string().replace(issuer, "ISSUER")),
     }
 });
