@@ -41,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
         status,
         content_type: content_type.map(str::to_owned),
         location: None,
+        dpop_nonce: None,
         body: body.to_vec(),
     };
     if let Err(e) = parse_device_authorization(&raw) {
