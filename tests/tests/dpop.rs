@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -259,4 +260,48 @@ fn server_nonces_a_refresh_and_a_restart_keep_the_binding() {
     assert_eq!(status, 200, "after a restart: {body}");
     assert_eq!(env.browser_launches(), 1, "no new login");
     eprintln!("measured: {:?}", provider.stats());
+}
+
+#[test]
+fn refresh_ahead_and_down_scoped_tokens_are_bound_too() {
+    let provider = Provider::start(10);
+    let mut env = Env::new();
+    env.write_config(&format!(
+        "{}dpop = true\n",
+        Env::site_config("corp", &provider)
+    ));
+    let _daemon = env.daemon();
+    let me = provider.userinfo_url();
+    let (first, proof) = get_bound(&env, "corp", &me, &[]);
+    let jkt = jkt_of(&proof);
+
+    // Nobody calls: the daemon refreshes ahead of expiry, with a proof.
+    let logged_in = env.site_status("corp")["last_refresh"].as_u64();
+    assert!(
+        provider.wait_grant("refresh_token", 1, Duration::from_secs(20)),
+        "no refresh-ahead within 20 s: {:?}",
+        provider.stats()
+    );
+    env.wait_site_status(
+        "corp",
+        Duration::from_secs(10),
+        "the refresh landing",
+        |s| s["last_refresh"].as_u64() > logged_in,
+    );
+    let (ahead, proof) = get_bound(&env, "corp", &me, &["--no-login"]);
+    assert_ne!(ahead, first, "the token refreshed ahead");
+    assert_eq!(jkt_of(&proof), jkt);
+    assert_eq!(provider.introspect(&ahead)["cnf"]["jkt"], jkt);
+    let (status, body) = provider.userinfo_dpop(&ahead, &proof);
+    assert_eq!(status, 200, "refreshed ahead: {body}");
+
+    // A down-scoped token (a refresh with fewer scopes) is bound as well.
+    let (narrow, proof) = get_bound(&env, "corp", &me, &["--scope", "openid"]);
+    let intro = provider.introspect(&narrow);
+    assert_eq!(intro["scope"], "openid", "{intro}");
+    assert_eq!(intro["cnf"]["jkt"], jkt, "{intro}");
+    let (status, body) = provider.userinfo_dpop(&narrow, &proof);
+    assert_eq!(status, 200, "down-scoped: {body}");
+    let (status, _) = provider.userinfo(&narrow);
+    assert_eq!(status, 401, "the down-scoped token without a proof");
 }
