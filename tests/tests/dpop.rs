@@ -247,13 +247,18 @@ fn server_nonces_a_refresh_and_a_restart_keep_the_binding() {
     assert_eq!(status, 200, "the refreshed token + proof: {body}");
 
     // The key is kept in the store with the login (the refresh token is
-    // bound to it too), so a restarted daemon refreshes with it.
+    // bound to it too), so a restarted daemon refreshes with it (--min-ttl
+    // forces the refresh: the stored access token would serve otherwise).
     let store = fs::read_to_string(env.state_dir().join("tokens.json")).unwrap();
     assert!(store.contains("\"dpop_key\""), "the key is stored");
     daemon.stop();
     drop(daemon);
     let _daemon = env.daemon();
-    let (after, proof) = get_bound(&env, "corp", &me, &["--no-login"]);
+    let refreshes = provider.stats().grant("refresh_token");
+    let (after, proof) = get_bound(&env, "corp", &me, &["--no-login", "--min-ttl", "2h"]);
+    assert_ne!(after, fresh, "refreshed after the restart");
+    let stats = provider.stats();
+    assert!(stats.grant("refresh_token") > refreshes, "{stats:?}");
     assert_eq!(jkt_of(&proof), jkt, "the stored key after a restart");
     assert_eq!(provider.introspect(&after)["cnf"]["jkt"], jkt);
     let (status, body) = provider.userinfo_dpop(&after, &proof);
