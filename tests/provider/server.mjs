@@ -12,6 +12,8 @@
 //   AT_TTL          access token lifetime in seconds (default 3600)
 //   RT_TTL          refresh token lifetime in seconds (default 14 days)
 //   PROVIDER_DEBUG  1 = log every request to stderr
+//   DPOP_NONCE      1 = DPoP proofs must carry a server nonce (use_dpop_nonce
+//                   + DPoP-Nonce otherwise); DPoP itself is always on
 
 import * as http from 'node:http';
 import * as querystring from 'node:querystring';
@@ -28,6 +30,7 @@ const { default: Provider } = await import('oidc-provider');
 const DEBUG = process.env.PROVIDER_DEBUG === '1';
 const PORT = Number.parseInt(process.env.PORT ?? '0', 10) || 0;
 const AT_TTL = Number.parseInt(process.env.AT_TTL ?? '3600', 10) || 3600;
+const DPOP_NONCE = process.env.DPOP_NONCE === '1';
 const RT_TTL = Number.parseInt(process.env.RT_TTL ?? String(14 * 24 * 3600), 10) || 14 * 24 * 3600;
 
 const log = (...args) => { if (DEBUG) console.error('[provider]', ...args); };
@@ -121,6 +124,15 @@ const provider = new Provider(issuer, {
     clientCredentials: { enabled: true },
     userinfo: { enabled: true },
     introspection: { enabled: true },
+    // RFC 9449: a token request with a DPoP proof gets a DPoP-bound token
+    // (cnf.jkt); requests without one are unaffected.
+    dPoP: {
+      enabled: true,
+      ...(DPOP_NONCE ? {
+        nonceSecret: Buffer.from('tokend-e2e-dpop-nonce-secret-32b'),
+        requireNonce: () => true,
+      } : {}),
+    },
     // Plain OAuth: no resource indicators, tokens are opaque and audience is
     // the userinfo endpoint.
     resourceIndicators: { enabled: false },

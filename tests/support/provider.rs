@@ -188,6 +188,23 @@ impl Provider {
         http("GET", &self.url("/me"), &[("Authorization", &auth)], None)
     }
 
+    /// The userinfo endpoint (`/me`): a resource that verifies DPoP proofs.
+    pub fn userinfo_url(&self) -> String {
+        self.url("/me")
+    }
+
+    /// GET the userinfo endpoint as a DPoP client (RFC 9449 §7.1):
+    /// `Authorization: DPoP <token>` and `DPoP: <proof>`. (status, body).
+    pub fn userinfo_dpop(&self, access_token: &str, proof: &str) -> (u16, String) {
+        let auth = format!("DPoP {access_token}");
+        http(
+            "GET",
+            &self.userinfo_url(),
+            &[("Authorization", &auth), ("DPoP", proof)],
+            None,
+        )
+    }
+
     /// Introspects a token (as `conf-basic`): the JSON answer.
     pub fn introspect(&self, token: &str) -> Value {
         // base64("conf-basic:" + urlencoded secret), precomputed to keep deps minimal.

@@ -132,6 +132,18 @@ pub struct GetRequest {
     /// paste-back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_browser: bool,
+    /// `--dpop METHOD URL`: also a DPoP proof (RFC 9449) for this request,
+    /// signed by the daemon with the site's key. Only for `dpop = true` sites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop: Option<DpopTarget>,
+}
+
+/// The request a DPoP proof is made for: its method and URL (the proof's
+/// `htm` and `htu`; query and fragment are left out of `htu`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DpopTarget {
+    pub method: String,
+    pub url: String,
 }
 
 /// Whether a `get` may start a login when the site needs consent.
@@ -193,6 +205,10 @@ pub struct TokenReply {
     /// provider issues tokens shorter than the `min_ttl` asked for, say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// The DPoP proof asked for with `dpop` in the `get`: for that one
+    /// request, bound to this token (`ath`), valid for a few minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_proof: Option<String>,
 }
 
 impl Drop for TokenReply {
@@ -567,6 +583,33 @@ mod tests {
             ServerLine::decode(br#"{"event":"fireworks"}"#).unwrap(),
             ServerLine::Event(Event::Unknown)
         ));
+    }
+
+    #[test]
+    fn dpop_fields_are_optional_both_ways() {
+        // An older client's `get` has no `dpop`; a plain reply carries no proof.
+        let old = decode_request(br#"{"v":1,"op":"get","site":"corp"}"#).unwrap();
+        assert!(matches!(old.op, Op::Get(ref g) if g.dpop.is_none()));
+        let line = encode_line(&Request::new(Op::Get(GetRequest {
+            site: "corp".into(),
+            dpop: Some(DpopTarget {
+                method: "GET".into(),
+                url: "https://api.example/me".into(),
+            }),
+            ..Default::default()
+        })));
+        let text = String::from_utf8(line).unwrap();
+        assert!(
+            text.contains(r#""dpop":{"method":"GET","url":"https://api.example/me"}"#),
+            "{text}"
+        );
+        let plain = serde_json::to_string(&TokenReply::default()).unwrap();
+        assert!(!plain.contains("dpop_proof"), "{plain}");
+        let r: TokenReply = serde_json::from_str(
+            r#"{"access_token":"t","token_type":"DPoP","expires_at":null,"scopes":[],"api_key":null,"dpop_proof":"p"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.dpop_proof.as_deref(), Some("p"));
     }
 
     #[test]

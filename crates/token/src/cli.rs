@@ -12,10 +12,11 @@ token — print fresh OAuth access tokens, kept fresh by the tokend daemon
 
 USAGE:
     token get SITE [--min-ttl DUR] [--scope S]... [--format raw|header|json] [--no-login]
+              [--dpop METHOD URL]
     token login SITE [--device | --paste]
     token logout SITE
     token status [SITE] [--json]
-    token exec SITE [--env VAR] -- COMMAND [ARGS]...
+    token exec SITE [--env VAR] [--dpop METHOD URL] -- COMMAND [ARGS]...
     token kube SITE
     token credential get|store|erase      (git credential helper; also git-credential-token)
     token completions bash|zsh|fish
@@ -29,11 +30,17 @@ COMMANDS:
                 --format F      raw (default) | header (`Authorization: Bearer ...`) |
                                 json (token, type, expires_at, scopes, api_key)
                 --no-login      never start a login: exit 3 instead
+                --dpop METHOD URL  for `dpop = true` sites: also a DPoP proof for
+                                that one request, signed by tokend. raw prints the
+                                token on line 1 and the proof on line 2; header
+                                prints `Authorization: DPoP ...` and `DPoP: ...`;
+                                json adds dpop_proof
     login     Run consent for SITE now (browser + PKCE; --device shows a code to
               enter on another device; --paste reads the final URL from stdin).
     logout    Revoke SITE's tokens at the provider where possible; forget them here.
     status    Every site (or one): state, expiry, scopes, last refresh, last error.
-    exec      Run COMMAND with the token in $VAR (default TOKEN).
+    exec      Run COMMAND with the token in $VAR (default TOKEN); with --dpop METHOD
+              URL also the proof for that request in $DPOP.
     kube      Print a Kubernetes ExecCredential (client.authentication.k8s.io/v1).
     credential  The git credential helper: git config credential.helper token
               (the site is the one whose `hosts` lists the remote's host).
@@ -47,6 +54,8 @@ EXAMPLES:
     curl -H \"Authorization: Bearer $(token get corp)\" https://api.example.com/me
     curl -H \"$(token get corp --format header)\" https://api.example.com/me
     token exec corp -- terraform plan
+    token exec corp --dpop GET https://api.example.com/me -- \
+        sh -c 'curl -H \"Authorization: DPoP $TOKEN\" -H \"DPoP: $DPOP\" https://api.example.com/me'
 
 ENVIRONMENT:
     TOKEND_SOCKET        socket path (default $XDG_RUNTIME_DIR/tokend/tokend.sock)
@@ -74,6 +83,8 @@ pub struct GetArgs {
     pub scopes: Vec<String>,
     pub format: Format,
     pub no_login: bool,
+    /// `--dpop METHOD URL`: also a DPoP proof for that request.
+    pub dpop: Option<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -176,6 +187,7 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
         scopes: Vec::new(),
         format: Format::Raw,
         no_login: false,
+        dpop: None,
     };
     while let Some(arg) = p.next().map_err(from_lexopt)? {
         match arg {
@@ -213,6 +225,19 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
                 };
             }
             Long("no-login") => args.no_login = true,
+            Long("dpop") if cmd != "kube" => {
+                let mut next = |what: &str| -> Result<String, ClientError> {
+                    match p.value() {
+                        Ok(v) => v.string().map_err(from_lexopt),
+                        Err(_) => Err(usage(format!(
+                            "--dpop needs a METHOD and a URL (e.g. --dpop GET https://api.example.com/me): the {what} is missing"
+                        ))),
+                    }
+                };
+                let method = next("METHOD")?;
+                let url = next("URL")?;
+                args.dpop = Some((method, url));
+            }
             Short('h') | Long("help") => return Err(ClientError::Help),
             Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
             other => return Err(usage(other.unexpected())),
@@ -336,6 +361,33 @@ mod tests {
         ] {
             let e = parse_str(bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad}");
+        }
+    }
+
+    #[test]
+    fn dpop_takes_a_method_and_a_url() {
+        let Command::Get(g) =
+            parse_str("get corp --dpop GET https://api.example/me --format header").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            g.dpop,
+            Some(("GET".to_owned(), "https://api.example/me".to_owned()))
+        );
+        assert_eq!(g.format, Format::Header);
+        let Command::Exec { get, .. } =
+            parse_str("exec corp --dpop POST https://a.example/x -- true").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(get.dpop.unwrap().0, "POST");
+        for bad in [
+            "get corp --dpop",
+            "get corp --dpop GET",
+            "kube corp --dpop GET https://a/",
+        ] {
+            assert_eq!(parse_str(bad).unwrap_err().exit_code(), 2, "{bad}");
         }
     }
 

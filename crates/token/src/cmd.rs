@@ -4,8 +4,8 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 use token_proto::{
-    Event, GetRequest, LoginMode, LoginPolicy, LoginRequest, Op, PasteRequest, ReloadReply,
-    SiteRequest, StatusReply, StatusRequest, TokenReply,
+    DpopTarget, Event, GetRequest, LoginMode, LoginPolicy, LoginRequest, Op, PasteRequest,
+    ReloadReply, SiteRequest, StatusReply, StatusRequest, TokenReply,
 };
 
 use crate::cli::{Command, Format, GetArgs, HELP};
@@ -33,6 +33,9 @@ pub fn run(cmd: Command) -> Result<u8, ClientError> {
                 .ok_or_else(|| ClientError::Usage("`token exec` needs a COMMAND".to_owned()))?;
             let mut cmd = std::process::Command::new(program);
             cmd.args(rest).env(var, &reply.access_token);
+            if let Some(proof) = &reply.dpop_proof {
+                cmd.env("DPOP", proof);
+            }
             platform::exec(cmd).map_err(|e| {
                 ClientError::Other(format!(
                     "could not run `{}`: {e}",
@@ -140,8 +143,18 @@ pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
         scopes: args.scopes.clone(),
         login,
         no_browser: browser::no_browser_here(),
+        dpop: args
+            .dpop
+            .clone()
+            .map(|(method, url)| DpopTarget { method, url }),
     });
     let reply: TokenReply = from_reply(Conn::request(op, show_event)?)?;
+    if args.dpop.is_some() && reply.dpop_proof.is_none() {
+        return Err(ClientError::Other(format!(
+            "site {}: tokend sent no DPoP proof (it predates --dpop); restart it with `token stop`",
+            args.site
+        )));
+    }
     warn(&reply);
     Ok(reply)
 }
@@ -159,20 +172,41 @@ fn from_reply<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ClientError
         .map_err(|e| ClientError::Other(format!("tokend sent an answer this token does not understand: {e}; restart it with `token stop`")))
 }
 
+/// With a DPoP proof, raw is two lines (the token, then the proof) and
+/// header two headers; json carries it as `dpop_proof`.
 fn render(reply: &TokenReply, format: Format) -> String {
+    let proof = reply.dpop_proof.as_deref();
     match format {
-        Format::Raw => format!("{}\n", reply.access_token),
-        Format::Header => format!("Authorization: Bearer {}\n", reply.access_token),
-        Format::Json => format!(
-            "{}\n",
-            json!({
+        Format::Raw => match proof {
+            Some(p) => format!("{}\n{p}\n", reply.access_token),
+            None => format!("{}\n", reply.access_token),
+        },
+        Format::Header => {
+            // A DPoP-bound token goes with the DPoP scheme (RFC 9449 §7.1).
+            let scheme = if reply.token_type.eq_ignore_ascii_case("dpop") {
+                "DPoP"
+            } else {
+                "Bearer"
+            };
+            let mut out = format!("Authorization: {scheme} {}\n", reply.access_token);
+            if let Some(p) = proof {
+                out.push_str(&format!("DPoP: {p}\n"));
+            }
+            out
+        }
+        Format::Json => {
+            let mut v = json!({
                 "access_token": reply.access_token,
                 "token_type": reply.token_type,
                 "expires_at": reply.expires_at,
                 "scopes": reply.scopes,
                 "api_key": reply.api_key,
-            })
-        ),
+            });
+            if let Some(p) = proof {
+                v["dpop_proof"] = Value::String(p.to_owned());
+            }
+            format!("{v}\n")
+        }
     }
 }
 

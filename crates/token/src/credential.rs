@@ -89,6 +89,7 @@ pub fn run(action: &str) -> Result<u8, ClientError> {
         scopes: Vec::new(),
         format: Format::Raw,
         no_login: false,
+        dpop: None,
     })?;
     let bearer = how.git_auth == GitAuth::Bearer;
     if bearer && !knows_authtype(&attrs) {

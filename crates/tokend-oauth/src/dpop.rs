@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::pkce::try_random_state;
+use crate::secret::StoredDpopKey;
 
 /// The response header that carries a server's DPoP nonce.
 pub const NONCE_HEADER: &str = "DPoP-Nonce";
@@ -78,6 +79,21 @@ impl DpopKey {
     /// The private key as PKCS#8, for the store.
     pub fn pkcs8(&self) -> &[u8] {
         &self.pkcs8
+    }
+
+    /// The private key in the form the store keeps.
+    pub fn to_stored(&self) -> StoredDpopKey {
+        StoredDpopKey::new(URL_SAFE_NO_PAD.encode(self.pkcs8()))
+    }
+
+    /// The key [`DpopKey::to_stored`] gave.
+    pub fn from_stored(stored: &StoredDpopKey) -> Result<DpopKey, Error> {
+        let der = Zeroizing::new(
+            URL_SAFE_NO_PAD
+                .decode(stored.expose())
+                .map_err(|_| crypto("the stored key is not base64url"))?,
+        );
+        DpopKey::from_pkcs8(&der)
     }
 
     /// The JWK SHA-256 thumbprint (`jkt`), which a bound token names in `cnf`.
@@ -188,5 +204,11 @@ mod tests {
         assert_eq!(key.thumbprint().len(), 43);
         assert!(!format!("{key:?}").contains(&URL_SAFE_NO_PAD.encode(key.pkcs8())));
         assert!(DpopKey::from_pkcs8(b"not a key").is_err());
+        let stored = key.to_stored();
+        assert_eq!(
+            DpopKey::from_stored(&stored).unwrap().thumbprint(),
+            key.thumbprint()
+        );
+        assert!(DpopKey::from_stored(&StoredDpopKey::new("!!".into())).is_err());
     }
 }

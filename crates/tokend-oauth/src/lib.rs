@@ -36,7 +36,10 @@ pub use idtoken::{IdClaims, IdTokenError, KeyCache};
 pub use invalidate::invalidate;
 pub use pkce::{constant_time_eq, try_random_state, Pkce};
 pub use provider::Provider;
-pub use secret::{AccessToken, AuthCode, ClientSecret, DeviceCode, PkceVerifier, RefreshToken};
+pub use secret::{
+    AccessToken, AuthCode, ClientSecret, DeviceCode, PkceVerifier, RefreshToken, StoredDpopKey,
+};
+pub use site::Dpop;
 pub use site::OAuthSite;
 pub use token::{parse_token_response, Lifetime, TokenResponse, DEFAULT_LIFETIME};
 

@@ -74,6 +74,10 @@ secret!(
     /// An RFC 8628 `device_code`: whoever holds it can collect the tokens.
     DeviceCode
 );
+secret!(
+    /// A site's DPoP private key as the store keeps it (PKCS#8, base64url).
+    StoredDpopKey
+);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -74,6 +74,7 @@ fn daemon(dir: &tempfile::TempDir, config: &str, calls: &Arc<AtomicU64>) -> (Dae
                     expires_at: None,
                     scopes: cfg.scopes.clone(),
                     saved_at: 1_799_999_000,
+                    dpop_key: None,
                 },
             );
         }

@@ -69,6 +69,9 @@ pub struct SiteConfig {
     /// Stack Exchange API base (`https://api.stackexchange.com/2.3`): logout
     /// invalidates the access token there instead of RFC 7009 revocation.
     pub api_base: Option<String>,
+    /// Sender-constrained tokens (RFC 9449): a DPoP key per site, proofs on
+    /// every token request, `token get --dpop` proofs for resource requests.
+    pub dpop: bool,
 }
 
 impl SiteConfig {
@@ -82,7 +85,14 @@ impl SiteConfig {
             .unwrap_or("");
         let mut scopes = self.scopes.clone();
         scopes.sort();
-        format!("{provider}|{}|{}", self.client_id, scopes.join(" "))
+        let id = format!("{provider}|{}|{}", self.client_id, scopes.join(" "));
+        // A Bearer login does not become a DPoP one (or back): turning
+        // `dpop` on or off asks for a new login. Unchanged for other sites.
+        if self.dpop {
+            format!("{id}|dpop")
+        } else {
+            id
+        }
     }
 
     pub fn effective_client_auth(&self) -> ClientAuthKind {
@@ -119,6 +129,7 @@ const KEYS: &[&str] = &[
     "base_url",
     "tenant",
     "api_base",
+    "dpop",
 ];
 
 /// Takes keys out of one site table, remembering where each one was.
@@ -405,6 +416,7 @@ pub(super) fn parse_site(
         base_url: f.url("base_url")?,
         tenant: f.string("tenant")?,
         api_base: f.url("api_base")?,
+        dpop: f.boolean("dpop")?.unwrap_or(false),
     };
     preset::apply(&mut site, separator_given).map_err(|e| {
         let line = f.line_of_taken(e.key);
@@ -425,6 +437,18 @@ impl Fields<'_> {
             .iter()
             .map(|h| GitHost::parse(h).map_err(|m| self.err(line, key, m)))
             .collect()
+    }
+
+    fn boolean(&mut self, key: &str) -> Result<Option<bool>, ConfigError> {
+        match self.table.remove(key) {
+            None => Ok(None),
+            Some((_, Value::Boolean(b))) => Ok(Some(b)),
+            Some((line, v)) => Err(self.err(
+                line,
+                key,
+                format!("expected true or false, found {}", v.type_str()),
+            )),
+        }
     }
 
     /// A string that may be only whitespace (the scope separator may be " ").
@@ -475,6 +499,13 @@ fn validate(f: &Fields<'_>, site: SiteConfig) -> Result<SiteConfig, ConfigError>
             "basic and post need a client secret: add client_secret_env or client_secret_cmd",
         ));
     }
+    if site.dpop && site.grant == Grant::Implicit {
+        return Err(f.err(
+            at,
+            "dpop",
+            "the implicit grant's token comes from the browser, unbound: DPoP needs grant = \"authorization_code\", \"device_code\" or \"client_credentials\"",
+        ));
+    }
     Ok(site)
 }
 
@@ -482,6 +513,34 @@ fn validate(f: &Fields<'_>, site: SiteConfig) -> Result<SiteConfig, ConfigError>
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn parse(body: &str) -> Result<SiteConfig, ConfigError> {
+        let text =
+            format!("[site.corp]\nissuer = \"https://auth.example\"\nclient_id = \"c\"\n{body}");
+        let c = super::super::Config::parse(Path::new("/c.toml"), &text);
+        match c.errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok((*c.sites["corp"]).clone()),
+        }
+    }
+
+    #[test]
+    fn dpop_is_a_bool_and_part_of_the_identity() {
+        let plain = parse("").unwrap();
+        assert!(!plain.dpop);
+        let bound = parse("dpop = true\n").unwrap();
+        assert!(bound.dpop);
+        assert_ne!(plain.identity(), bound.identity());
+        assert!(
+            !plain.identity().contains("dpop"),
+            "unchanged for other sites"
+        );
+        let e = parse("dpop = \"yes\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("dpop"));
+        assert_eq!(e.line, Some(4));
+        let e = parse("dpop = true\ngrant = \"implicit\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("dpop"));
+    }
 
     #[test]
     fn suggestions() {

@@ -1,6 +1,6 @@
 //! `get`: a valid token from the site (in hand, or from the one token call
 //! under way), or (when the caller allows it) a login that the caller
-//! waits for.
+//! waits for; with `dpop`, also a proof for the caller's request.
 
 use std::sync::Arc;
 
@@ -9,9 +9,37 @@ use token_proto::{GetRequest, LoginMode, LoginPolicy, TokenReply};
 use super::Events;
 use crate::daemon::Daemon;
 use crate::error::ApiError;
-use crate::site::Served;
+use crate::site::{proof, Served};
+use tokend_oauth::AccessToken;
 
 pub async fn get(
+    d: &Arc<Daemon>,
+    req: GetRequest,
+    events: &mut Events<'_>,
+) -> Result<TokenReply, ApiError> {
+    // A proof that cannot be made is refused before any token call or login.
+    let target = match (&req.dpop, d.config().sites.get(&req.site)) {
+        (Some(t), Some(cfg)) => Some(proof::check(cfg, t)?),
+        _ => None,
+    };
+    let site = d.site(&req.site)?;
+    let mut token = token(d, req, events).await?;
+    if let Some((method, url)) = target {
+        if !token.token_type.eq_ignore_ascii_case("dpop") {
+            return Err(ApiError::internal(format!(
+                "site {}: the token in hand is a {} token, not DPoP-bound; run `token login {}`",
+                site.name(),
+                token.token_type,
+                site.name()
+            )));
+        }
+        let bound = AccessToken::new(token.access_token.clone());
+        token.dpop_proof = Some(site.proof(method, url, bound).await?);
+    }
+    Ok(token)
+}
+
+async fn token(
     d: &Arc<Daemon>,
     req: GetRequest,
     events: &mut Events<'_>,

@@ -206,6 +206,8 @@ impl How {
 pub struct Ctx {
     pub cfg: Arc<SiteConfig>,
     pub deps: Deps,
+    /// The site's DPoP key, for flows that call the token endpoint (device).
+    pub dpop: Option<Arc<tokend_oauth::Dpop>>,
 }
 
 /// One login, run by the site's actor in a task of its own.
@@ -247,6 +249,7 @@ impl Drop for AbortOnDrop {
 async fn flow(ctx: Ctx, how: How, progress: Arc<watch::Sender<Progress>>) -> Result<Got, ApiError> {
     let oauth: Arc<OAuthSite> = client::build(&ctx.deps, &ctx.cfg)
         .await
+        .and_then(|o| client::with_dpop(o, &ctx.cfg, ctx.dpop.as_ref()))
         .map_err(ApiError::from)?;
     // Without a browser: the device flow where the provider offers one.
     let how = match how {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tokend_oauth::{Client, ClientAuth, OAuthSite, Provider};
+use tokend_oauth::{Client, ClientAuth, Dpop, OAuthSite, Provider};
 
 use super::error::SiteError;
 use super::secret::resolve_secret;
@@ -75,5 +75,30 @@ pub async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite>, Site
     let mut site = OAuthSite::new(provider, client);
     site.scope_separator = cfg.scope_separator.clone();
     site.extra_params = cfg.extra_params.clone();
+    Ok(Arc::new(site))
+}
+
+/// `oauth` with the site's DPoP key, so its token requests carry proofs. A
+/// `dpop = true` site without a key makes no token request: it would bring
+/// back an unbound token.
+pub fn with_dpop(
+    oauth: Arc<OAuthSite>,
+    cfg: &SiteConfig,
+    dpop: Option<&Arc<Dpop>>,
+) -> Result<Arc<OAuthSite>, SiteError> {
+    if !cfg.dpop {
+        return Ok(oauth);
+    }
+    let Some(dpop) = dpop else {
+        return Err(SiteError::Internal(format!(
+            "site {}: no DPoP key, so no token is asked for; see the daemon's log",
+            cfg.name
+        )));
+    };
+    if oauth.dpop.as_ref().is_some_and(|d| Arc::ptr_eq(d, dpop)) {
+        return Ok(oauth);
+    }
+    let mut site = (*oauth).clone();
+    site.dpop = Some(dpop.clone());
     Ok(Arc::new(site))
 }

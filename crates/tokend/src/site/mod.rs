@@ -25,6 +25,7 @@ use crate::store::Store;
 mod actor;
 pub mod client;
 pub mod error;
+pub mod proof;
 mod secret;
 mod state;
 #[cfg(test)]
@@ -95,6 +96,13 @@ pub(crate) enum Msg {
     },
     Status {
         reply: oneshot::Sender<SiteStatus>,
+    },
+    /// A DPoP proof for `method` on `url`, bound to `token` (`token get --dpop`).
+    Proof {
+        method: String,
+        url: url::Url,
+        token: AccessToken,
+        reply: oneshot::Sender<Result<String, SiteError>>,
     },
     /// New settings with the same identity.
     Config(Arc<SiteConfig>),
@@ -169,6 +177,23 @@ impl SiteHandle {
             scopes: Vec::new(),
             min_ttl: None,
             fresh: true,
+            reply,
+        })
+        .await?
+        .map_err(ApiError::from)
+    }
+
+    /// A DPoP proof for one request with `token`, signed by the site's key.
+    pub async fn proof(
+        &self,
+        method: String,
+        url: url::Url,
+        token: AccessToken,
+    ) -> Result<String, ApiError> {
+        self.ask(|reply| Msg::Proof {
+            method,
+            url,
+            token,
             reply,
         })
         .await?

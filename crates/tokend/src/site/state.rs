@@ -105,6 +105,7 @@ impl Current {
             scopes: self.scopes.clone(),
             api_key,
             warning,
+            dpop_proof: None,
         }
     }
 

@@ -131,6 +131,7 @@ fn logged_in(cfg: &SiteConfig) -> Store {
                 expires_at: None,
                 scopes: cfg.scopes.clone(),
                 saved_at: 1_799_999_000,
+                dpop_key: None,
             },
         );
     }

@@ -131,6 +131,7 @@ mod tests {
             expires_at: None,
             scopes: vec![],
             saved_at: 1,
+            dpop_key: None,
         }
     }
 

@@ -257,6 +257,7 @@ mod tests {
             expires_at: None,
             scopes: vec![],
             saved_at: 1,
+            dpop_key: None,
         };
         let big = "r".repeat(2 * 1024);
         store.save(&site, &record(&big)).await.unwrap();

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use tokend_oauth::{AccessToken, RefreshToken};
+use tokend_oauth::{AccessToken, RefreshToken, StoredDpopKey};
 
 use crate::config::StoreKind;
 
@@ -37,6 +37,10 @@ pub struct Record {
     pub scopes: Vec<String>,
     #[serde(default)]
     pub saved_at: u64,
+    /// `dpop = true` sites: the DPoP private key their tokens (the refresh
+    /// token too) are bound to. Never leaves the daemon otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<StoredDpopKey>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use token_proto::TokenReply;
-use tokend_oauth::{AuthCode, OAuthSite, PkceVerifier, RefreshToken, TokenResponse};
+use tokend_oauth::{AuthCode, Dpop, OAuthSite, PkceVerifier, RefreshToken, TokenResponse};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -212,7 +212,12 @@ impl Actor {
 
     pub(super) fn launch(&mut self, need: Option<Need>, call: Call) {
         self.seq += 1;
-        let task = tokio::spawn(call.run(self.deps.clone(), self.cfg.clone(), self.oauth.clone()));
+        let task = tokio::spawn(call.run(
+            self.deps.clone(),
+            self.cfg.clone(),
+            self.oauth.clone(),
+            self.dpop.clone(),
+        ));
         self.flight = Some(Flight {
             seq: self.seq,
             need,
@@ -428,6 +433,7 @@ impl Call {
         deps: Deps,
         cfg: Arc<SiteConfig>,
         oauth: Option<Arc<OAuthSite>>,
+        dpop: Option<Arc<Dpop>>,
     ) -> Landed {
         let oauth = match oauth {
             Some(o) => o,
@@ -440,6 +446,15 @@ impl Call {
                     }
                 }
             },
+        };
+        let oauth = match client::with_dpop(oauth, &cfg, dpop.as_ref()) {
+            Ok(o) => o,
+            Err(e) => {
+                return Landed {
+                    oauth: None,
+                    result: Err(e),
+                }
+            }
         };
         let http = &deps.http;
         let result = match &self {

@@ -63,6 +63,7 @@ impl Actor {
                     ctx: login::Ctx {
                         cfg: self.cfg.clone(),
                         deps: self.deps.clone(),
+                        dpop: self.dpop.clone(),
                     },
                     progress: progress.clone(),
                     site,

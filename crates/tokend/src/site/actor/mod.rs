@@ -9,13 +9,14 @@
 //! refresh token reaches the store before any caller sees the new access
 //! token, and a logout's delete cannot be overtaken by an older save.
 
+mod dpop;
 mod flight;
 mod logins;
 
 use std::sync::Arc;
 
 use token_proto::{ErrorCode, SiteStatus};
-use tokend_oauth::OAuthSite;
+use tokend_oauth::{Dpop, OAuthSite};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::flight::{Flight, Landed, Waiter};
@@ -39,6 +40,8 @@ pub(super) struct Actor {
     st: TokenState,
     loaded: bool,
     oauth: Option<Arc<OAuthSite>>,
+    /// `dpop = true` sites: the key (loaded or made at the first load).
+    dpop: Option<Arc<Dpop>>,
     flight: Option<Flight>,
     /// Flights started so far.
     seq: u64,
@@ -126,6 +129,7 @@ impl Actor {
             st: TokenState::default(),
             loaded: false,
             oauth: None,
+            dpop: None,
             flight: None,
             seq: 0,
             waiters: Vec::new(),
@@ -190,6 +194,15 @@ impl Actor {
                     self.st.stalled = false;
                 }
             }
+            Msg::Proof {
+                method,
+                url,
+                token,
+                reply,
+            } => {
+                self.load().await;
+                let _ = reply.send(self.proof(&method, &url, &token));
+            }
             Msg::Stop => self.begin_stop(),
         }
     }
@@ -221,29 +234,31 @@ impl Actor {
                 None
             }
         };
-        match record {
-            Some(r) if r.identity == self.cfg.identity() => {
-                let saved_at = r.saved_at as f64;
-                self.st.refresh = r.refresh_token;
-                self.st.scopes = r.scopes;
-                self.st.last_refresh = Some(saved_at);
-                if let Some(token) = r.access_token {
-                    self.st.access = Some(Current {
-                        token,
-                        token_type: r.token_type.unwrap_or_else(|| "Bearer".to_owned()),
-                        expires_at: r.expires_at.map(|at| at as f64),
-                        obtained_at: saved_at,
-                        scopes: self.st.scopes.clone(),
-                        jitter: crate::refresh::jitter(),
-                        fell_short: false,
-                    });
-                }
-                tracing::debug!(site = %self.name, "login loaded from the store");
+        let record = record.filter(|r| {
+            let ours = r.identity == self.cfg.identity();
+            if !ours {
+                tracing::info!(site = %self.name, "stored login is for another provider, client, scope set or dpop setting; ignoring it");
             }
-            Some(_) => {
-                tracing::info!(site = %self.name, "stored login is for another provider, client or scope set; ignoring it");
+            ours
+        });
+        self.dpop = self.load_dpop_key(record.as_ref().and_then(|r| r.dpop_key.as_ref()));
+        if let Some(r) = record {
+            let saved_at = r.saved_at as f64;
+            self.st.refresh = r.refresh_token;
+            self.st.scopes = r.scopes;
+            self.st.last_refresh = Some(saved_at);
+            if let Some(token) = r.access_token {
+                self.st.access = Some(Current {
+                    token,
+                    token_type: r.token_type.unwrap_or_else(|| self.token_type().to_owned()),
+                    expires_at: r.expires_at.map(|at| at as f64),
+                    obtained_at: saved_at,
+                    scopes: self.st.scopes.clone(),
+                    jitter: crate::refresh::jitter(),
+                    fell_short: false,
+                });
             }
-            None => {}
+            tracing::debug!(site = %self.name, "login loaded from the store");
         }
     }
 
@@ -261,6 +276,7 @@ impl Actor {
             refresh_token: refresh,
             scopes: self.st.scopes.clone(),
             saved_at: whole(now),
+            dpop_key: self.dpop.as_ref().map(|d| d.key.to_stored()),
         };
         match self.deps.store.save(&self.name, &record).await {
             Ok(()) => self.st.unsaved = None,
