@@ -21,8 +21,8 @@ pub use frame::{Frame, LineDecoder};
 pub use message::{
     decode_request, encode_line, error_line, ok_line, DpopTarget, Event, GetRequest, GitAuth,
     LoginMode, LoginPolicy, LoginRequest, LookupReply, LookupRequest, MessageReply, Op,
-    PasteRequest, ReloadReply, Request, RequestError, ServerLine, SiteRequest, SiteState,
-    SiteStatus, StatusReply, StatusRequest, StopReply, TokenReply, DEFAULT_GIT_USERNAME,
+    PasteRequest, Purpose, ReloadReply, Request, RequestError, ServerLine, SiteRequest, SiteState,
+    SiteStatus, StatusReply, StatusRequest, StopReply, TokenKind, TokenReply, DEFAULT_GIT_USERNAME,
 };
 pub use path::{config_path, default_socket_path, home_dir, state_dir, SOCKET_ENV};
 

@@ -136,6 +136,14 @@ pub struct GetRequest {
     /// signed by the daemon with the site's key. Only for `dpop = true` sites.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop: Option<DpopTarget>,
+    /// Which token: absent means the access token, unless `purpose` says
+    /// otherwise through the site's config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenKind>,
+    /// What the caller wants the token for, when that matters to the site's
+    /// config: `kube` applies the site's `kube_token` when `token` is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<Purpose>,
 }
 
 /// The request a DPoP proof is made for: its method and URL (the proof's
@@ -144,6 +152,28 @@ pub struct GetRequest {
 pub struct DpopTarget {
     pub method: String,
     pub url: String,
+}
+
+/// Which of a site's tokens a `get` asks for (and a reply carries).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// The OAuth access token.
+    #[default]
+    AccessToken,
+    /// The site's validated OpenID Connect ID token (a JWT).
+    IdToken,
+}
+
+/// What a `get`'s token is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// A Kubernetes `ExecCredential` (`token kube`).
+    Kube,
+    /// A purpose this build does not know: treated as none.
+    #[serde(other)]
+    Other,
 }
 
 /// Whether a `get` may start a login when the site needs consent.
@@ -209,6 +239,12 @@ pub struct TokenReply {
     /// request, bound to this token (`ath`), valid for a few minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_proof: Option<String>,
+    /// Set when the reply carries another token than the access token: with
+    /// `id_token`, `access_token` holds the ID token (as RFC 8693 replies
+    /// carry any issued token there), `token_type` is `N_A` and
+    /// `expires_at` is the ID token's `exp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenKind>,
 }
 
 impl Drop for TokenReply {
@@ -231,6 +267,7 @@ impl std::fmt::Debug for TokenReply {
             .field("expires_at", &self.expires_at)
             .field("scopes", &self.scopes)
             .field("warning", &self.warning)
+            .field("token", &self.token)
             .finish_non_exhaustive()
     }
 }
@@ -499,6 +536,36 @@ mod tests {
         assert_eq!(get.min_ttl, Some(300));
         assert_eq!(get.scopes, vec!["read:projects"]);
         assert_eq!(get.login, LoginPolicy::Auto);
+    }
+
+    #[test]
+    fn id_token_requests_and_replies() {
+        let req =
+            decode_request(br#"{"v":1,"op":"get","site":"corp","token":"id_token"}"#).unwrap();
+        let Op::Get(get) = req.op else { unreachable!() };
+        assert_eq!(get.token, Some(TokenKind::IdToken));
+        assert_eq!(get.purpose, None);
+        let req = decode_request(br#"{"v":1,"op":"get","site":"corp","purpose":"kube"}"#).unwrap();
+        let Op::Get(get) = req.op else { unreachable!() };
+        assert_eq!((get.token, get.purpose), (None, Some(Purpose::Kube)));
+        let req = decode_request(br#"{"v":1,"op":"get","site":"corp","purpose":"warp"}"#).unwrap();
+        let Op::Get(get) = req.op else { unreachable!() };
+        assert_eq!(get.purpose, Some(Purpose::Other));
+        // A plain get says nothing of either.
+        let line = encode_line(&Request::new(Op::Get(GetRequest {
+            site: "corp".into(),
+            ..Default::default()
+        })));
+        let text = String::from_utf8(line).unwrap();
+        assert!(
+            !text.contains("token") && !text.contains("purpose"),
+            "{text}"
+        );
+        let mut reply = TokenReply::default();
+        reply.token = Some(TokenKind::IdToken);
+        assert!(String::from_utf8(ok_line(&reply))
+            .unwrap()
+            .contains(r#""token":"id_token""#));
     }
 
     #[test]

@@ -11,13 +11,13 @@ pub const HELP: &str = "\
 token — print fresh OAuth access tokens, kept fresh by the tokend daemon
 
 USAGE:
-    token get SITE [--min-ttl DUR] [--scope S]... [--format raw|header|json] [--no-login]
+    token get SITE [--min-ttl DUR] [--scope S]... [--format raw|header|json] [--no-login] [--id-token]
               [--dpop METHOD URL]
     token login SITE [--device | --paste]
     token logout SITE
     token status [SITE] [--json]
     token exec SITE [--env VAR] [--dpop METHOD URL] -- COMMAND [ARGS]...
-    token kube SITE
+    token kube SITE [--id-token]
     token credential get|store|erase      (git credential helper; also git-credential-token)
     token completions bash|zsh|fish
     token reload | token stop
@@ -35,13 +35,17 @@ COMMANDS:
                                 token on line 1 and the proof on line 2; header
                                 prints `Authorization: DPoP ...` and `DPoP: ...`;
                                 json adds dpop_proof
+                --id-token      the site's validated OpenID Connect ID token instead
+                                (the site's scopes must include openid)
     login     Run consent for SITE now (browser + PKCE; --device shows a code to
               enter on another device; --paste reads the final URL from stdin).
     logout    Revoke SITE's tokens at the provider where possible; forget them here.
     status    Every site (or one): state, expiry, scopes, last refresh, last error.
     exec      Run COMMAND with the token in $VAR (default TOKEN); with --dpop METHOD
               URL also the proof for that request in $DPOP.
-    kube      Print a Kubernetes ExecCredential (client.authentication.k8s.io/v1).
+    kube      Print a Kubernetes ExecCredential (client.authentication.k8s.io/v1);
+              --id-token (or the site key kube_token = \"id_token\") puts the ID token
+              in it, for clusters that authenticate users with OIDC.
     credential  The git credential helper: git config credential.helper token
               (the site is the one whose `hosts` lists the remote's host).
     completions  Print a completion script that also completes site names:
@@ -85,6 +89,10 @@ pub struct GetArgs {
     pub no_login: bool,
     /// `--dpop METHOD URL`: also a DPoP proof for that request.
     pub dpop: Option<(String, String)>,
+    /// `--id-token`: the site's ID token instead of its access token.
+    pub id_token: bool,
+    /// Asked by `token kube` (the daemon applies the site's `kube_token`).
+    pub kube: bool,
 }
 
 #[derive(Debug)]
@@ -188,6 +196,8 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
         format: Format::Raw,
         no_login: false,
         dpop: None,
+        id_token: false,
+        kube: cmd == "kube",
     };
     while let Some(arg) = p.next().map_err(from_lexopt)? {
         match arg {
@@ -238,6 +248,7 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
                 let url = next("URL")?;
                 args.dpop = Some((method, url));
             }
+            Long("id-token") => args.id_token = true,
             Short('h') | Long("help") => return Err(ClientError::Help),
             Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
             other => return Err(usage(other.unexpected())),
@@ -347,6 +358,11 @@ mod tests {
         assert_eq!(g.scopes, ["a", "b"]);
         assert_eq!(g.format, Format::Json);
         assert!(g.no_login);
+        assert!(!g.id_token && !g.kube);
+        let Command::Kube { get } = parse_str("kube corp --id-token").unwrap() else {
+            panic!()
+        };
+        assert!(get.id_token && get.kube);
     }
 
     #[test]

@@ -4,8 +4,8 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 use token_proto::{
-    DpopTarget, Event, GetRequest, LoginMode, LoginPolicy, LoginRequest, Op, PasteRequest,
-    ReloadReply, SiteRequest, StatusReply, StatusRequest, TokenReply,
+    DpopTarget, Event, GetRequest, LoginMode, LoginPolicy, LoginRequest, Op, PasteRequest, Purpose,
+    ReloadReply, SiteRequest, StatusReply, StatusRequest, TokenKind, TokenReply,
 };
 
 use crate::cli::{Command, Format, GetArgs, HELP};
@@ -147,6 +147,8 @@ pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
             .dpop
             .clone()
             .map(|(method, url)| DpopTarget { method, url }),
+        token: args.id_token.then_some(TokenKind::IdToken),
+        purpose: args.kube.then_some(Purpose::Kube),
     });
     let reply: TokenReply = from_reply(Conn::request(op, show_event)?)?;
     if args.dpop.is_some() && reply.dpop_proof.is_none() {
@@ -156,6 +158,14 @@ pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
         )));
     }
     warn(&reply);
+    if args.id_token && reply.token != Some(TokenKind::IdToken) {
+        // A daemon from before --id-token ignores the field and would hand
+        // out the access token in its place.
+        return Err(ClientError::Other(format!(
+            "site {}: the running tokend does not serve ID tokens; restart it with `token stop` so this version's starts",
+            args.site
+        )));
+    }
     Ok(reply)
 }
 
@@ -194,6 +204,15 @@ fn render(reply: &TokenReply, format: Format) -> String {
             }
             out
         }
+        Format::Json if reply.token == Some(TokenKind::IdToken) => format!(
+            "{}\n",
+            json!({
+                "id_token": reply.access_token,
+                "expires_at": reply.expires_at,
+                "scopes": reply.scopes,
+                "api_key": reply.api_key,
+            })
+        ),
         Format::Json => {
             let mut v = json!({
                 "access_token": reply.access_token,

@@ -90,6 +90,8 @@ pub fn run(action: &str) -> Result<u8, ClientError> {
         format: Format::Raw,
         no_login: false,
         dpop: None,
+        id_token: false,
+        kube: false,
     })?;
     let bearer = how.git_auth == GitAuth::Bearer;
     if bearer && !knows_authtype(&attrs) {

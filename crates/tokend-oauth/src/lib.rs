@@ -37,7 +37,8 @@ pub use invalidate::invalidate;
 pub use pkce::{constant_time_eq, try_random_state, Pkce};
 pub use provider::Provider;
 pub use secret::{
-    AccessToken, AuthCode, ClientSecret, DeviceCode, PkceVerifier, RefreshToken, StoredDpopKey,
+    AccessToken, AuthCode, ClientSecret, DeviceCode, IdToken, PkceVerifier, RefreshToken,
+    StoredDpopKey,
 };
 pub use site::Dpop;
 pub use site::OAuthSite;

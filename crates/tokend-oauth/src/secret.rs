@@ -59,6 +59,11 @@ secret!(
     RefreshToken
 );
 secret!(
+    /// A validated OpenID Connect ID token: a credential for the APIs that
+    /// accept one (Kubernetes with OIDC), so a secret like the others.
+    IdToken
+);
+secret!(
     /// A confidential client's secret.
     ClientSecret
 );

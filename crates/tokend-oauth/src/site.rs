@@ -107,6 +107,26 @@ impl OAuthSite {
         Ok(url)
     }
 
+    /// [`OAuthSite::authorize_url`] with an OpenID Connect `nonce`, which
+    /// the ID token of the exchange must carry back (OIDC Core §3.1.2.1).
+    /// It replaces a `nonce` from `extra_params`: the login's own is checked.
+    pub fn authorize_url_with_nonce(
+        &self,
+        redirect_uri: &str,
+        scopes: &[String],
+        state: &str,
+        pkce: Option<&Pkce>,
+        nonce: &str,
+    ) -> Result<Url, Error> {
+        let url = self.authorize_url(redirect_uri, scopes, state, pkce)?;
+        let mut out = url.clone();
+        out.query_pairs_mut()
+            .clear()
+            .extend_pairs(url.query_pairs().filter(|(k, _)| k != "nonce"))
+            .append_pair("nonce", nonce);
+        Ok(out)
+    }
+
     /// The legacy implicit flow's URL (`response_type=token`, no PKCE): the
     /// token comes back in the redirect's fragment. A last resort for
     /// providers that offer nothing else to non-web apps.

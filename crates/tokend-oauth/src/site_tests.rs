@@ -85,6 +85,19 @@ fn authorize_url_contents() {
 }
 
 #[test]
+fn authorize_url_with_nonce_carries_one_nonce() {
+    let mut s = site(ClientAuth::None);
+    s.extra_params.push(("nonce".into(), "from-config".into()));
+    let url = s
+        .authorize_url_with_nonce("http://r", &scopes(&["openid"]), "st", None, "n-1")
+        .unwrap();
+    let q = query(&url);
+    assert_eq!(q["nonce"], ["n-1"], "the login's nonce, once");
+    assert_eq!(q["state"], ["st"]);
+    assert_eq!(q["tenant"], ["t1"]);
+}
+
+#[test]
 fn authorize_url_separator_and_no_pkce() {
     let mut s = site(ClientAuth::None);
     s.scope_separator = ",".into();

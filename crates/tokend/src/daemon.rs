@@ -64,6 +64,7 @@ impl Daemon {
                 clock: Clock::System,
                 login_timeout,
                 load_slots: Arc::new(tokio::sync::Semaphore::new(LOAD_AT_ONCE)),
+                keys: Arc::default(),
             },
         )
     }

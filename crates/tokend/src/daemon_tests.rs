@@ -75,6 +75,8 @@ fn daemon(dir: &tempfile::TempDir, config: &str, calls: &Arc<AtomicU64>) -> (Dae
                     scopes: cfg.scopes.clone(),
                     saved_at: 1_799_999_000,
                     dpop_key: None,
+                    id_token: None,
+                    id_token_expires_at: None,
                 },
             );
         }
@@ -87,6 +89,7 @@ fn daemon(dir: &tempfile::TempDir, config: &str, calls: &Arc<AtomicU64>) -> (Dae
         clock: Clock::tokio_at(1_800_000_000.0),
         login_timeout: Duration::from_secs(300),
         load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
+        keys: Arc::default(),
     };
     (Daemon::with_deps(path, deps), store)
 }

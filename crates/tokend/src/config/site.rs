@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use token_proto::{parse_duration, GitAuth};
+use token_proto::{parse_duration, GitAuth, TokenKind};
 use toml::{Spanned, Value};
 
 use super::git::GitHost;
@@ -72,6 +72,16 @@ pub struct SiteConfig {
     /// Sender-constrained tokens (RFC 9449): a DPoP key per site, proofs on
     /// every token request, `token get --dpop` proofs for resource requests.
     pub dpop: bool,
+    /// Which token `token kube` serves: the access token unless
+    /// `kube_token = "id_token"` (clusters that authenticate with OIDC).
+    pub kube_token: TokenKind,
+}
+
+impl SiteConfig {
+    /// Whether the provider is asked for an OpenID Connect ID token.
+    pub fn wants_id_token(&self) -> bool {
+        self.scopes.iter().any(|s| s == "openid")
+    }
 }
 
 impl SiteConfig {
@@ -130,6 +140,7 @@ const KEYS: &[&str] = &[
     "tenant",
     "api_base",
     "dpop",
+    "kube_token",
 ];
 
 /// Takes keys out of one site table, remembering where each one was.
@@ -417,6 +428,15 @@ pub(super) fn parse_site(
         tenant: f.string("tenant")?,
         api_base: f.url("api_base")?,
         dpop: f.boolean("dpop")?.unwrap_or(false),
+        kube_token: f
+            .choice(
+                "kube_token",
+                &[
+                    ("access_token", TokenKind::AccessToken),
+                    ("id_token", TokenKind::IdToken),
+                ],
+            )?
+            .unwrap_or_default(),
     };
     preset::apply(&mut site, separator_given).map_err(|e| {
         let line = f.line_of_taken(e.key);
@@ -490,6 +510,13 @@ fn validate(f: &Fields<'_>, site: SiteConfig) -> Result<SiteConfig, ConfigError>
             at,
             "grant",
             "client_credentials needs a client secret: add client_secret_env or client_secret_cmd",
+        ));
+    }
+    if site.kube_token == TokenKind::IdToken && !site.wants_id_token() {
+        return Err(f.err(
+            f.line_of_taken("kube_token"),
+            "kube_token",
+            "an ID token needs `openid` among the site's `scopes`",
         ));
     }
     if site.client_auth.is_some_and(|a| a != ClientAuthKind::None) && site.secret.is_none() {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use token_proto::{GetRequest, LoginMode, LoginPolicy, TokenReply};
+use token_proto::{GetRequest, LoginMode, LoginPolicy, Purpose, TokenKind, TokenReply};
 
 use super::Events;
 use crate::daemon::Daemon;
@@ -45,6 +45,9 @@ async fn token(
     events: &mut Events<'_>,
 ) -> Result<TokenReply, ApiError> {
     let site = d.site(&req.site)?;
+    if wants_id_token(d, &req) {
+        return get_id_token(site, req, events).await;
+    }
     if let Served::Token(t) = site.get(req.scopes.clone(), req.min_ttl).await? {
         return Ok(t);
     }
@@ -70,5 +73,57 @@ async fn token(
             "site {}: no token after the login",
             req.site
         ))),
+    }
+}
+
+/// Whether the caller gets the ID token: it asked for it, or it asked on
+/// behalf of `token kube` and the site says `kube_token = "id_token"` (the
+/// client cannot read the config, so the daemon applies that key).
+fn wants_id_token(d: &Daemon, req: &GetRequest) -> bool {
+    match req.token {
+        Some(kind) => kind == TokenKind::IdToken,
+        None if req.purpose == Some(Purpose::Kube) => d
+            .config()
+            .sites
+            .get(&req.site)
+            .is_some_and(|cfg| cfg.kube_token == TokenKind::IdToken),
+        None => false,
+    }
+}
+
+/// The site's validated ID token, after a login when only a login brings one.
+async fn get_id_token(
+    site: crate::site::SiteHandle,
+    req: GetRequest,
+    events: &mut Events<'_>,
+) -> Result<TokenReply, ApiError> {
+    if !req.scopes.is_empty() {
+        return Err(ApiError::new(
+            token_proto::ErrorCode::BadRequest,
+            format!(
+                "site {}: an ID token is not down-scoped: drop --scope with --id-token",
+                req.site
+            ),
+        ));
+    }
+    if let Served::Token(t) = site.get_id_token(req.min_ttl).await? {
+        return Ok(t);
+    }
+    if req.login == LoginPolicy::Never {
+        return Err(ApiError::login_required(&req.site, ""));
+    }
+    site.login(LoginMode::Browser)
+        .await?
+        .wait(&req.site, events)
+        .await?;
+    match site.get_id_token(req.min_ttl).await? {
+        Served::Token(t) => Ok(t),
+        Served::NeedLogin => Err(ApiError::new(
+            token_proto::ErrorCode::ProviderError,
+            format!(
+                "site {}: the login brought no valid ID token (`token status {}` says why); check that the provider issues ID tokens for `openid`",
+                req.site, req.site
+            ),
+        )),
     }
 }

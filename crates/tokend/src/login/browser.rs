@@ -7,7 +7,7 @@ use std::time::Duration;
 use token_proto::{ErrorCode, Event};
 use tokend_oauth::{check_callback, OAuthSite, Pkce};
 
-use super::{fresh_pkce, fresh_state, timed_out, Ctx, Got, Started};
+use super::{fresh_nonce, fresh_pkce, fresh_state, timed_out, Ctx, Got, Started};
 use crate::error::ApiError;
 use crate::loopback::{Loopback, Page};
 
@@ -28,9 +28,14 @@ pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, A
             ))
         })?;
     let pkce = fresh_pkce()?;
-    let url = oauth
-        .authorize_url(&lb.redirect_uri, &cfg.scopes, &state, Some(&pkce))
-        .map_err(|e| ApiError::provider(&cfg.name, &e))?;
+    let nonce = fresh_nonce(cfg)?;
+    let url = match &nonce {
+        Some(n) => {
+            oauth.authorize_url_with_nonce(&lb.redirect_uri, &cfg.scopes, &state, Some(&pkce), n)
+        }
+        None => oauth.authorize_url(&lb.redirect_uri, &cfg.scopes, &state, Some(&pkce)),
+    }
+    .map_err(|e| ApiError::provider(&cfg.name, &e))?;
     let ev = |open_browser| Event::LoginUrl {
         site: cfg.name.clone(),
         url: url.to_string(),
@@ -38,7 +43,7 @@ pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, A
         timeout: timeout.as_secs(),
     };
     let (first, joined) = (ev(true), ev(false));
-    let task = browser_login(cfg.name.clone(), timeout, oauth, lb, pkce, state);
+    let task = browser_login(cfg.name.clone(), timeout, oauth, lb, pkce, state, nonce);
     Ok(Started {
         task: Box::pin(task),
         first,
@@ -53,6 +58,7 @@ async fn browser_login(
     mut lb: Loopback,
     pkce: Pkce,
     state: String,
+    nonce: Option<String>,
 ) -> Result<Got, ApiError> {
     let cb = match tokio::time::timeout(timeout, lb.next()).await {
         Ok(Some(cb)) => cb,
@@ -63,6 +69,7 @@ async fn browser_login(
             code,
             redirect: lb.redirect_uri.clone(),
             verifier: pkce.verifier.clone(),
+            nonce,
             page: Some(cb.reply),
         }),
         Err(e) => {

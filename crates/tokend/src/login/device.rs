@@ -24,7 +24,12 @@ pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, A
         timeout: timeout.as_secs().min(dev.expires_in),
         qr: dev.verification_uri_complete.as_deref().and_then(qr_text),
     };
-    let task = device_login(cfg.name.clone(), ctx.deps.clone(), oauth, dev);
+    let own = Ctx {
+        cfg: ctx.cfg.clone(),
+        deps: ctx.deps.clone(),
+        dpop: ctx.dpop.clone(),
+    };
+    let task = device_login(own, oauth, dev);
     Ok(Started {
         task: Box::pin(task),
         first: ev.clone(),
@@ -48,11 +53,11 @@ fn qr_text(url: &str) -> Option<String> {
 /// Polls until the user approves. Each poll is a token-endpoint call that
 /// can only yield this login's token, which goes to the site to keep.
 async fn device_login(
-    name: String,
-    deps: crate::site::Deps,
+    ctx: Ctx,
     oauth: Arc<OAuthSite>,
     dev: tokend_oauth::DeviceAuthorization,
 ) -> Result<Got, ApiError> {
+    let (name, deps) = (&ctx.cfg.name, &ctx.deps);
     let limit = deps
         .login_timeout
         .min(std::time::Duration::from_secs(dev.expires_in.max(1)));
@@ -61,12 +66,15 @@ async fn device_login(
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
         if tokio::time::Instant::now() >= deadline {
-            return Err(timed_out(&name));
+            return Err(timed_out(name));
         }
         match oauth.device_poll(&deps.http, &dev).await {
             Ok(DevicePoll::Pending) => {}
             Ok(DevicePoll::SlowDown) => interval += 5,
-            Ok(DevicePoll::Done(resp)) => return Ok(Got::Token(resp)),
+            Ok(DevicePoll::Done(resp)) => {
+                let again = format!("token login {name} --device");
+                return super::checked(&ctx, &oauth, resp, &again).await;
+            }
             Err(e) if e.is_transient() => {
                 tracing::warn!(site = %name, "device poll failed, retrying: {e}");
             }

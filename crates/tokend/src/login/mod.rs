@@ -16,6 +16,7 @@ use crate::config::{Grant, SiteConfig};
 use crate::error::ApiError;
 use crate::handlers::Events;
 use crate::loopback::{is_loopback, Page};
+use crate::site::idtoken::{self, IdCheck};
 use crate::site::{client, Deps, Msg};
 
 mod browser;
@@ -34,10 +35,13 @@ pub enum Got {
         code: AuthCode,
         redirect: String,
         verifier: PkceVerifier,
+        /// The OIDC nonce sent with the authorization request.
+        nonce: Option<String>,
         page: Option<oneshot::Sender<Page>>,
     },
-    /// A token the flow received itself (device polling, the implicit grant).
-    Token(TokenResponse),
+    /// A token the flow received itself (device polling, the implicit
+    /// grant), its ID token already checked (see [`checked`]).
+    Token(TokenResponse, IdCheck),
 }
 
 /// Where a login is, as every caller waiting for it sees it.
@@ -287,6 +291,32 @@ pub fn cancelled(site: &str) -> ApiError {
 /// A PKCE pair for a login; a failing OS random source fails the login.
 fn fresh_pkce() -> Result<tokend_oauth::Pkce, ApiError> {
     tokend_oauth::Pkce::try_new().map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// A nonce for a login whose site asks for an ID token (`openid` among its
+/// scopes); `None` for the others.
+fn fresh_nonce(cfg: &SiteConfig) -> Result<Option<String>, ApiError> {
+    if !cfg.wants_id_token() {
+        return Ok(None);
+    }
+    fresh_state().map(Some)
+}
+
+/// A token a flow received itself (no nonce could be sent: device, implicit),
+/// with its ID token checked; one that fails a check fails the login.
+async fn checked(
+    ctx: &Ctx,
+    oauth: &OAuthSite,
+    resp: TokenResponse,
+    again: &str,
+) -> Result<Got, ApiError> {
+    match idtoken::check(&ctx.deps, &ctx.cfg, oauth, resp.id_token.as_deref(), None).await {
+        IdCheck::Refused(why) => Err(ApiError::new(
+            ErrorCode::LoginFailed,
+            format!("{why}; the login is refused: run `{again}` to try again"),
+        )),
+        id => Ok(Got::Token(resp, id)),
+    }
 }
 
 /// A `state` for a login; a failing OS random source fails the login.

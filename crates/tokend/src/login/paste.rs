@@ -9,7 +9,7 @@ use token_proto::{ErrorCode, Event};
 use tokend_oauth::{check_callback, parse_implicit_fragment, AuthCode, OAuthSite, Pkce};
 use tokio::sync::mpsc;
 
-use super::{fresh_pkce, fresh_state, timed_out, Ctx, Got, Started};
+use super::{fresh_nonce, fresh_pkce, fresh_state, timed_out, Ctx, Got, Started};
 use crate::config::Grant;
 use crate::error::ApiError;
 
@@ -34,9 +34,16 @@ pub(super) fn start(
         _ => Flow::Code(fresh_pkce()?),
     };
     let state = fresh_state()?;
-    let url = match &flow {
-        Flow::Implicit => oauth.implicit_authorize_url(&redirect, &cfg.scopes, &state),
-        Flow::Code(pkce) => oauth.authorize_url(&redirect, &cfg.scopes, &state, Some(pkce)),
+    let nonce = match &flow {
+        Flow::Implicit => None,
+        Flow::Code(_) => fresh_nonce(cfg)?,
+    };
+    let url = match (&flow, &nonce) {
+        (Flow::Implicit, _) => oauth.implicit_authorize_url(&redirect, &cfg.scopes, &state),
+        (Flow::Code(pkce), Some(n)) => {
+            oauth.authorize_url_with_nonce(&redirect, &cfg.scopes, &state, Some(pkce), n)
+        }
+        (Flow::Code(pkce), None) => oauth.authorize_url(&redirect, &cfg.scopes, &state, Some(pkce)),
     }
     .map_err(|e| ApiError::provider(&cfg.name, &e))?;
     let ev = |paste| Event::PasteUrl {
@@ -46,6 +53,12 @@ pub(super) fn start(
         timeout: timeout.as_secs(),
     };
     let task = paste_login(PasteLogin {
+        ctx: Ctx {
+            cfg: ctx.cfg.clone(),
+            deps: ctx.deps.clone(),
+            dpop: ctx.dpop.clone(),
+        },
+        nonce,
         name: cfg.name.clone(),
         timeout,
         oauth,
@@ -71,6 +84,8 @@ enum Flow {
 
 /// What a paste-back login needs once the user pastes.
 struct PasteLogin {
+    ctx: Ctx,
+    nonce: Option<String>,
     name: String,
     timeout: std::time::Duration,
     oauth: Arc<OAuthSite>,
@@ -101,7 +116,8 @@ async fn paste_login(mut p: PasteLogin) -> Result<Got, ApiError> {
     let pkce = match &p.flow {
         Flow::Implicit => {
             let resp = parse_implicit_fragment(input, &p.state).map_err(|e| failed(&e))?;
-            return Ok(Got::Token(resp));
+            let again = format!("token login {name} --paste");
+            return super::checked(&p.ctx, &p.oauth, resp, &again).await;
         }
         Flow::Code(pkce) => pkce,
     };
@@ -115,6 +131,7 @@ async fn paste_login(mut p: PasteLogin) -> Result<Got, ApiError> {
         code,
         redirect: p.redirect.clone(),
         verifier: pkce.verifier.clone(),
+        nonce: p.nonce.clone(),
         page: None,
     })
 }

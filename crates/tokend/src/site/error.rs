@@ -26,6 +26,9 @@ pub enum SiteError {
         #[source]
         source: tokend_oauth::Error,
     },
+    /// A login's ID token failed validation: the login fails, nothing is kept.
+    #[error("{0}")]
+    IdTokenRefused(String),
     /// The request cannot be served as asked (a scope the site lacks).
     #[error("{0}")]
     BadRequest(String),
@@ -48,6 +51,7 @@ impl From<SiteError> for ApiError {
                 ApiError::provider(&site, &source)
             }
             SiteError::BadRequest(message) => ApiError::new(ErrorCode::BadRequest, message),
+            SiteError::IdTokenRefused(message) => ApiError::new(ErrorCode::LoginFailed, message),
             SiteError::Internal(message) => ApiError::internal(message),
         }
     }

@@ -25,6 +25,7 @@ use crate::store::Store;
 mod actor;
 pub mod client;
 pub mod error;
+pub mod idtoken;
 pub mod proof;
 mod secret;
 mod state;
@@ -46,6 +47,8 @@ pub struct Deps {
     pub load_slots: Arc<Semaphore>,
     /// The store fallback, told to the first caller (and always in `status`).
     pub store_notice: Option<Arc<crate::store::Notice>>,
+    /// The providers' signing keys, for ID tokens: one cache for the daemon.
+    pub keys: Arc<tokend_oauth::KeyCache>,
 }
 
 /// What a `get` came to.
@@ -75,6 +78,11 @@ pub(crate) enum Msg {
         scopes: Vec<String>,
         min_ttl: Option<u64>,
         fresh: bool,
+        reply: oneshot::Sender<Result<Served, SiteError>>,
+    },
+    /// The site's validated ID token, valid for `min_ttl`.
+    GetId {
+        min_ttl: Option<u64>,
         reply: oneshot::Sender<Result<Served, SiteError>>,
     },
     /// Start or join a login.
@@ -169,6 +177,14 @@ impl SiteHandle {
         })
         .await?
         .map_err(ApiError::from)
+    }
+
+    /// The site's validated ID token, valid for at least `min_ttl`, without
+    /// a login (`NeedLogin` when only a login brings one).
+    pub async fn get_id_token(&self, min_ttl: Option<u64>) -> Result<Served, ApiError> {
+        self.ask(|reply| Msg::GetId { min_ttl, reply })
+            .await?
+            .map_err(ApiError::from)
     }
 
     /// A token from a token call made now (client credentials' "login").

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use token_proto::{SiteState, SiteStatus, TokenReply};
 use tokend_oauth::{AccessToken, RefreshToken, TokenResponse};
 
+use super::idtoken::HeldId;
 use crate::clock::whole;
 use crate::config::{Grant, SiteConfig};
 use crate::refresh::{self, Backoff};
@@ -106,6 +107,7 @@ impl Current {
             api_key,
             warning,
             dpop_proof: None,
+            token: None,
         }
     }
 
@@ -145,6 +147,11 @@ pub struct TokenState {
     /// caller of the login and always in `status`.
     pub narrower: Option<String>,
     pub tell_narrower: bool,
+    /// The validated ID token of the login or the last refresh that sent one.
+    pub id_token: Option<HeldId>,
+    /// A caller asked for the ID token since the daemon started: refresh-ahead
+    /// then keeps it fresh too.
+    pub id_asked: bool,
 }
 
 impl TokenState {
@@ -152,6 +159,7 @@ impl TokenState {
     pub fn clear(&mut self, why: Option<String>) {
         self.access = None;
         self.refresh = None;
+        self.id_token = None;
         self.narrowed.clear();
         self.scopes.clear();
         self.narrower = None;
@@ -197,10 +205,32 @@ impl TokenState {
             // Not used since it was fetched: let it lapse; the next get fetches.
             return None;
         }
-        let at = refresh::refresh_at(cur.obtained_at, expires_at, cfg.refresh_before, cur.jitter);
+        let mut at =
+            refresh::refresh_at(cur.obtained_at, expires_at, cfg.refresh_before, cur.jitter);
+        if let Some(id) = self.id_token_to_renew(cfg, cur) {
+            // The earlier of the two expiries.
+            let id_at = refresh::refresh_at(
+                id.obtained_at,
+                id.expires_at as f64,
+                cfg.refresh_before,
+                cur.jitter,
+            );
+            at = at.min(id_at);
+        }
         // A provider that issues (nearly) expired tokens is not asked again
         // and again without pause.
         Some(at.max(cur.obtained_at + MIN_RENEWAL_GAP))
+    }
+
+    /// The ID token refresh-ahead also keeps fresh: when the site serves ID
+    /// tokens (`kube_token = "id_token"`, or one was asked for) and the
+    /// provider renews them on refresh (this one came with the access token
+    /// in hand; after a refresh without one, only a login renews it).
+    fn id_token_to_renew(&self, cfg: &SiteConfig, cur: &Current) -> Option<&HeldId> {
+        let serves = self.id_asked || cfg.kube_token == token_proto::TokenKind::IdToken;
+        self.id_token
+            .as_ref()
+            .filter(|id| serves && id.obtained_at >= cur.obtained_at)
     }
 
     /// The site's line in `status`.

@@ -113,6 +113,7 @@ fn deps(provider: &Arc<Provider>, store: Store) -> Deps {
         clock: Clock::tokio_at(1_800_000_000.0),
         login_timeout: Duration::from_secs(300),
         load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
+        keys: Arc::default(),
     }
 }
 
@@ -132,6 +133,8 @@ fn logged_in(cfg: &SiteConfig) -> Store {
                 scopes: cfg.scopes.clone(),
                 saved_at: 1_799_999_000,
                 dpop_key: None,
+                id_token: None,
+                id_token_expires_at: None,
             },
         );
     }

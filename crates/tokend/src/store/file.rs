@@ -132,6 +132,8 @@ mod tests {
             scopes: vec![],
             saved_at: 1,
             dpop_key: None,
+            id_token: None,
+            id_token_expires_at: None,
         }
     }
 

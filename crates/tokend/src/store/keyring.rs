@@ -258,6 +258,8 @@ mod tests {
             scopes: vec![],
             saved_at: 1,
             dpop_key: None,
+            id_token: None,
+            id_token_expires_at: None,
         };
         let big = "r".repeat(2 * 1024);
         store.save(&site, &record(&big)).await.unwrap();

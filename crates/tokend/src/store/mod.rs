@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use tokend_oauth::{AccessToken, RefreshToken, StoredDpopKey};
+use tokend_oauth::{AccessToken, IdToken, RefreshToken, StoredDpopKey};
 
 use crate::config::StoreKind;
 
@@ -41,6 +41,11 @@ pub struct Record {
     /// token too) are bound to. Never leaves the daemon otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_key: Option<StoredDpopKey>,
+    /// The last validated OIDC ID token, and its `exp` (Unix s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<IdToken>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token_expires_at: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use super::Actor;
 use crate::clock::whole;
 use crate::config::{Grant, SiteConfig};
+use crate::site::idtoken::{self, IdCheck};
 use crate::site::state::Current;
 use crate::site::{client, Deps, Served, SiteError};
 
@@ -35,11 +36,15 @@ pub(super) struct Flight {
 pub(super) struct Landed {
     pub(super) oauth: Option<Arc<OAuthSite>>,
     pub(super) result: Result<TokenResponse, SiteError>,
+    /// What became of the response's ID token.
+    pub(super) id: IdCheck,
 }
 
 /// A caller waiting for a flight.
 pub(super) struct Waiter {
     pub(super) need: Need,
+    /// Wants the site's ID token rather than the access token.
+    pub(super) id_token: bool,
     pub(super) min_ttl: Option<u64>,
     /// Answered by a flight numbered at least this.
     pub(super) from_seq: u64,
@@ -107,6 +112,7 @@ impl Actor {
             .map(|f| f.seq);
         self.waiters.push(Waiter {
             need,
+            id_token: false,
             min_ttl,
             from_seq: running.unwrap_or(self.seq + 1),
             reply,
@@ -166,6 +172,7 @@ impl Actor {
                 code: x.code,
                 redirect: x.redirect,
                 verifier: x.verifier,
+                nonce: x.nonce,
             };
             if let Some(p) = self.login.as_mut().filter(|p| p.id == x.login) {
                 p.page = x.page;
@@ -245,9 +252,9 @@ impl Actor {
         }
         let now = self.now();
         match (flight.need, landed.result) {
-            (None, result) => self.exchanged(result).await,
+            (None, result) => self.exchanged(result, landed.id).await,
             (Some(need), Ok(resp)) => {
-                self.take(&need, resp, now).await;
+                self.take(&need, resp, landed.id, now).await;
                 self.answer(&need, flight.seq, None);
             }
             (Some(Need::Own), Err(SiteError::Refused { site, source })) => {
@@ -289,6 +296,10 @@ impl Actor {
         self.waiters = rest;
         let now = self.now();
         for w in covered {
+            if w.id_token {
+                let _ = w.reply.send(self.answer_id(w.min_ttl, error.as_ref()));
+                continue;
+            }
             let answer = if let Some(t) = self.serve(need, w.min_ttl) {
                 Ok(Served::Token(t))
             } else if let Some(e) = &error {
@@ -347,11 +358,11 @@ impl Actor {
     /// Takes a token response in: persists first (a rotated refresh token
     /// must reach the store before the new access token is handed out),
     /// then memory.
-    pub(super) async fn take(&mut self, need: &Need, resp: TokenResponse, now: f64) {
+    pub(super) async fn take(&mut self, need: &Need, resp: TokenResponse, id: IdCheck, now: f64) {
         match need {
             Need::Own => {
                 let scopes = self.cfg.scopes.clone();
-                self.take_own(resp, &scopes, now).await;
+                self.take_own(resp, &scopes, id, now).await;
             }
             Need::Narrow(key) => {
                 let cur = Current::obtained(&resp, key, now);
@@ -365,7 +376,13 @@ impl Actor {
         }
     }
 
-    pub(super) async fn take_own(&mut self, resp: TokenResponse, requested: &[String], now: f64) {
+    pub(super) async fn take_own(
+        &mut self,
+        resp: TokenResponse,
+        requested: &[String],
+        id: IdCheck,
+        now: f64,
+    ) {
         let cur = Current::obtained(&resp, requested, now);
         if let Some(rt) = resp.refresh_token {
             self.st.refresh = Some(rt);
@@ -401,7 +418,103 @@ impl Actor {
         self.st.retry_after = None;
         self.st.stalled = false;
         self.st.backoff.reset();
+        self.take_id(id, now);
         self.persist(now).await;
+    }
+
+    /// Keeps a response's ID token if it validated. A response without one
+    /// keeps the one in hand while it is valid; one that failed leaves the
+    /// site without an ID token, and `status` says why.
+    fn take_id(&mut self, id: IdCheck, now: f64) {
+        match id {
+            IdCheck::Valid(mut held) => {
+                // Obtained with the access token just taken (refresh-ahead
+                // compares the two).
+                held.obtained_at = now;
+                self.st.id_token = Some(held);
+            }
+            IdCheck::Absent => {
+                self.st.id_token = self.st.id_token.take().filter(|t| t.remaining(now) > 0.0);
+            }
+            IdCheck::Refused(why) | IdCheck::Unchecked(why) => {
+                tracing::warn!(site = %self.name, "{why}");
+                self.st.id_token = None;
+                self.st.last_error = Some(format!(
+                    "{why}; the access token is served, the ID token is not: `token login {}` gets a new one",
+                    self.name
+                ));
+            }
+        }
+    }
+
+    /// A caller wants the ID token: served from hand, or it waits for the
+    /// site's own token call (a refresh brings a new one when the provider
+    /// renews ID tokens), or a login.
+    pub(super) fn get_id(
+        &mut self,
+        min_ttl: Option<u64>,
+        reply: oneshot::Sender<Result<Served, SiteError>>,
+    ) {
+        if !self.cfg.wants_id_token() {
+            let _ = reply.send(Err(bad_request(format!(
+                "site {}: has no ID token: its `scopes` must include `openid` (then `token login {}`)",
+                self.name, self.name
+            ))));
+            return;
+        }
+        self.st.id_asked = true;
+        if let Some(t) = self.serve_id(min_ttl) {
+            let _ = reply.send(Ok(Served::Token(t)));
+            return;
+        }
+        let running = self
+            .flight
+            .as_ref()
+            .filter(|f| f.need == Some(Need::Own))
+            .map(|f| f.seq);
+        self.waiters.push(Waiter {
+            need: Need::Own,
+            id_token: true,
+            min_ttl,
+            from_seq: running.unwrap_or(self.seq + 1),
+            reply,
+        });
+    }
+
+    /// The ID token in hand if it serves this caller.
+    fn serve_id(&mut self, min_ttl: Option<u64>) -> Option<TokenReply> {
+        let now = self.now();
+        let id = self.st.id_token.as_ref()?;
+        if !id.serves(now, min_ttl, self.cfg.refresh_before) {
+            return None;
+        }
+        self.st.last_used = now;
+        Some(id.reply(&self.st.scopes, self.cfg.api_key.clone()))
+    }
+
+    /// The answer to an ID-token waiter once the site's token call landed:
+    /// the ID token if it serves (or, after a failure, has not expired),
+    /// else a login is needed.
+    fn answer_id(
+        &mut self,
+        min_ttl: Option<u64>,
+        error: Option<&SiteError>,
+    ) -> Result<Served, SiteError> {
+        if let Some(t) = self.serve_id(min_ttl) {
+            return Ok(Served::Token(t));
+        }
+        let now = self.now();
+        let valid = self
+            .st
+            .id_token
+            .as_ref()
+            .filter(|t| t.remaining(now) > 0.0)
+            .map(|t| t.reply(&self.st.scopes, self.cfg.api_key.clone()));
+        match (valid, error) {
+            (Some(t), _) => Ok(Served::Token(t)),
+            (None, Some(e)) => Err(e.clone()),
+            (None, None) => Ok(Served::NeedLogin),
+        }
     }
 }
 
@@ -422,6 +535,8 @@ pub(super) enum Call {
         code: AuthCode,
         redirect: String,
         verifier: PkceVerifier,
+        /// The login's OIDC nonce, which the ID token must carry.
+        nonce: Option<String>,
     },
 }
 
@@ -443,6 +558,7 @@ impl Call {
                     return Landed {
                         oauth: None,
                         result: Err(e),
+                        id: IdCheck::Absent,
                     }
                 }
             },
@@ -453,6 +569,7 @@ impl Call {
                 return Landed {
                     oauth: None,
                     result: Err(e),
+                    id: IdCheck::Absent,
                 }
             }
         };
@@ -466,9 +583,30 @@ impl Call {
                 code,
                 redirect,
                 verifier,
+                ..
             } => oauth.exchange_code(http, code, redirect, verifier).await,
         };
         let site = cfg.name.clone();
+        // The ID token is checked before anyone sees the response: a login's
+        // against its nonce (and refused, the login fails), a refresh's
+        // without one (refused, only the ID token is dropped).
+        let nonce = match &self {
+            Call::Code { nonce, .. } => nonce.as_deref(),
+            _ => None,
+        };
+        let id = match &result {
+            Ok(resp) => idtoken::check(&deps, &cfg, &oauth, resp.id_token.as_deref(), nonce).await,
+            Err(_) => IdCheck::Absent,
+        };
+        if let (Call::Code { .. }, IdCheck::Refused(why)) = (&self, &id) {
+            return Landed {
+                oauth: Some(oauth),
+                result: Err(SiteError::IdTokenRefused(format!(
+                    "{why}; the login is refused: run `token login {site}` to try again"
+                ))),
+                id: IdCheck::Absent,
+            };
+        }
         let result = result.map_err(|source| match self {
             Call::Refresh { .. } if source.is_invalid_grant() => {
                 SiteError::Refused { site, source }
@@ -478,6 +616,7 @@ impl Call {
         Landed {
             oauth: Some(oauth),
             result,
+            id,
         }
     }
 }

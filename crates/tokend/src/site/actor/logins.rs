@@ -14,6 +14,7 @@ use super::Actor;
 use crate::error::ApiError;
 use crate::login::{self, Got, Login, LoginTicket, OpenerSlot, Progress};
 use crate::loopback::Page;
+use crate::site::idtoken::IdCheck;
 use crate::site::SiteError;
 
 /// A code a login got, waiting for its exchange.
@@ -22,6 +23,8 @@ pub(super) struct Exchange {
     pub(super) code: AuthCode,
     pub(super) redirect: String,
     pub(super) verifier: PkceVerifier,
+    /// The OIDC nonce the login sent, for the exchange's ID token.
+    pub(super) nonce: Option<String>,
     pub(super) page: Option<oneshot::Sender<Page>>,
 }
 
@@ -95,6 +98,7 @@ impl Actor {
                 code,
                 redirect,
                 verifier,
+                nonce,
                 page,
             }) => {
                 self.exchange = Some(Exchange {
@@ -102,22 +106,29 @@ impl Actor {
                     code,
                     redirect,
                     verifier,
+                    nonce,
                     page,
                 });
             }
-            Ok(Got::Token(resp)) => self.exchanged(Ok(resp)).await,
+            Ok(Got::Token(resp, checked)) => self.exchanged(Ok(resp), checked).await,
             Err(e) => self.end_login(Err(e)),
         }
     }
 
     /// The login's token (or why there is none) is in.
-    pub(super) async fn exchanged(&mut self, result: Result<TokenResponse, SiteError>) {
+    pub(super) async fn exchanged(
+        &mut self,
+        result: Result<TokenResponse, SiteError>,
+        id: IdCheck,
+    ) {
         let now = self.now();
         match result {
             Ok(resp) => {
                 let scopes = self.cfg.scopes.clone();
                 self.st.narrowed.clear();
-                self.take_own(resp, &scopes, now).await;
+                // A new login's ID token, or none: never the last login's.
+                self.st.id_token = None;
+                self.take_own(resp, &scopes, id, now).await;
                 // Whoever waits for the site's own token is served by this one.
                 self.answer(&Need::Own, u64::MAX, None);
                 let reply = self

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use self::flight::{Flight, Landed, Waiter};
 use self::logins::{Exchange, Pending};
+use super::idtoken::HeldId;
 use super::state::{Current, StatusView, TokenState};
 use super::{Deps, LoggedOut, Msg, SiteError};
 use crate::clock::whole;
@@ -100,6 +101,7 @@ pub(super) async fn run(mut a: Actor) {
                         "site {}: the token request failed: {e}",
                         a.name
                     ))),
+                    id: crate::site::idtoken::IdCheck::Absent,
                 });
                 a.landed(flight, landed).await;
             }
@@ -161,6 +163,10 @@ impl Actor {
                         let _ = reply.send(Err(e));
                     }
                 }
+            }
+            Msg::GetId { min_ttl, reply } => {
+                self.load().await;
+                self.get_id(min_ttl, reply);
             }
             Msg::Login { mode, reply } => {
                 self.load().await;
@@ -258,6 +264,15 @@ impl Actor {
                     fell_short: false,
                 });
             }
+            self.st.id_token = r
+                .id_token
+                .zip(r.id_token_expires_at)
+                .map(|(token, expires_at)| HeldId {
+                    token,
+                    expires_at,
+                    obtained_at: saved_at,
+                })
+                .filter(|t| t.remaining(self.deps.clock.now()) > 0.0);
             tracing::debug!(site = %self.name, "login loaded from the store");
         }
     }
@@ -277,6 +292,8 @@ impl Actor {
             scopes: self.st.scopes.clone(),
             saved_at: whole(now),
             dpop_key: self.dpop.as_ref().map(|d| d.key.to_stored()),
+            id_token: self.st.id_token.as_ref().map(|t| t.token.clone()),
+            id_token_expires_at: self.st.id_token.as_ref().map(|t| t.expires_at),
         };
         match self.deps.store.save(&self.name, &record).await {
             Ok(()) => self.st.unsaved = None,
@@ -350,7 +367,7 @@ impl Actor {
         }
         self.end_login(Err(ApiError::internal("the site stopped")));
         while let Ok(msg) = self.rx.try_recv() {
-            if let Msg::Get { reply, .. } = msg {
+            if let Msg::Get { reply, .. } | Msg::GetId { reply, .. } = msg {
                 let _ = reply.send(Err(gone()));
             }
         }
