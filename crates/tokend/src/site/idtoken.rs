@@ -109,3 +109,7 @@ pub async fn check(
         Err(e) => IdCheck::Refused(format!("site {name}: {e}")),
     }
 }
+
+#[cfg(test)]
+#[path = "idtoken_tests.rs"]
+mod tests;
