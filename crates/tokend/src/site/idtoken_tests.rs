@@ -198,7 +198,8 @@ async fn a_login_keeps_a_valid_id_token_and_serves_it() {
 
 #[tokio::test(start_paused = true)]
 async fn a_login_whose_id_token_fails_a_check_fails_naming_it() {
-    let cases: [(&str, fn(&Op, &str)); 5] = [
+    type Shape = fn(&Op, &str);
+    let cases: [(&str, Shape); 5] = [
         ("not meant for this client (aud", |op, n| {
             op.set("nonce", json!(n));
             op.set("aud", json!("someone-else"));
