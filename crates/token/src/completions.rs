@@ -58,11 +58,11 @@ _token() {
             esac
             if [[ "$cur" == -* ]]; then
                 case "$cmd" in
-                    get) opts="--min-ttl --scope --format --no-login" ;;
+                    get) opts="--min-ttl --scope --format --no-login --id-token" ;;
                     login) opts="--device --paste" ;;
                     status) opts="--json" ;;
-                    exec) opts="--env --min-ttl --scope --no-login" ;;
-                    kube) opts="--min-ttl --scope --no-login" ;;
+                    exec) opts="--env --min-ttl --scope --no-login --id-token" ;;
+                    kube) opts="--min-ttl --scope --no-login --id-token" ;;
                     *) opts="" ;;
                 esac
                 COMPREPLY=($(compgen -W "$opts" -- "$cur"))
@@ -92,11 +92,11 @@ _token() {
                 compadd raw header json
             elif [[ $words[CURRENT] == -* ]]; then
                 case $words[2] in
-                    get) compadd -- --min-ttl --scope --format --no-login ;;
+                    get) compadd -- --min-ttl --scope --format --no-login --id-token ;;
                     login) compadd -- --device --paste ;;
                     status) compadd -- --json ;;
-                    exec) compadd -- --env --min-ttl --scope --no-login ;;
-                    kube) compadd -- --min-ttl --scope --no-login ;;
+                    exec) compadd -- --env --min-ttl --scope --no-login --id-token ;;
+                    kube) compadd -- --min-ttl --scope --no-login --id-token ;;
                 esac
             else
                 compadd -- ${(f)"$(token sites 2>/dev/null)"}
@@ -121,6 +121,7 @@ complete -c token -n '__fish_seen_subcommand_from get exec kube' -l min-ttl -r -
 complete -c token -n '__fish_seen_subcommand_from get exec kube' -l scope -r -d 'a subset of the site scopes'
 complete -c token -n '__fish_seen_subcommand_from get' -l format -r -a 'raw header json'
 complete -c token -n '__fish_seen_subcommand_from get exec kube' -l no-login -d 'never start a login'
+complete -c token -n '__fish_seen_subcommand_from get exec kube' -l id-token -d 'the validated OIDC ID token'
 complete -c token -n '__fish_seen_subcommand_from login' -l device -d 'device code on another device'
 complete -c token -n '__fish_seen_subcommand_from login' -l paste -d 'paste the final URL back'
 complete -c token -n '__fish_seen_subcommand_from status' -l json
