@@ -55,11 +55,7 @@ async fn token(
         return Err(ApiError::login_required(&req.site, ""));
     }
     let token = site
-        .login(if req.no_browser {
-            LoginMode::NoBrowser
-        } else {
-            LoginMode::Browser
-        })
+        .login(login_mode(&req))
         .await?
         .wait(&req.site, events)
         .await?;
@@ -73,6 +69,16 @@ async fn token(
             "site {}: no token after the login",
             req.site
         ))),
+    }
+}
+
+/// How a login this `get` starts runs: without a browser where the caller
+/// has none (device flow, else paste-back).
+fn login_mode(req: &GetRequest) -> LoginMode {
+    if req.no_browser {
+        LoginMode::NoBrowser
+    } else {
+        LoginMode::Browser
     }
 }
 
@@ -112,7 +118,7 @@ async fn get_id_token(
     if req.login == LoginPolicy::Never {
         return Err(ApiError::login_required(&req.site, ""));
     }
-    site.login(LoginMode::Browser)
+    site.login(login_mode(&req))
         .await?
         .wait(&req.site, events)
         .await?;
