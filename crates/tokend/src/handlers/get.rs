@@ -103,13 +103,17 @@ async fn get_id_token(
     req: GetRequest,
     events: &mut Events<'_>,
 ) -> Result<TokenReply, ApiError> {
-    if !req.scopes.is_empty() {
+    let not_with = if !req.scopes.is_empty() {
+        Some("an ID token is not down-scoped: drop --scope")
+    } else if req.dpop.is_some() {
+        Some("an ID token is not DPoP-bound: drop --dpop")
+    } else {
+        None
+    };
+    if let Some(why) = not_with {
         return Err(ApiError::new(
             token_proto::ErrorCode::BadRequest,
-            format!(
-                "site {}: an ID token is not down-scoped: drop --scope with --id-token",
-                req.site
-            ),
+            format!("site {}: {why} with --id-token", req.site),
         ));
     }
     if let Served::Token(t) = site.get_id_token(req.min_ttl).await? {
