@@ -7,7 +7,7 @@ use std::path::Path;
 use token_proto::parse_duration;
 use toml::Value;
 
-use super::{line_of, ConfigError, RawTable};
+use super::{ConfigError, Lines, RawTable};
 
 /// Where logins persist.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub struct DaemonSettings {
 
 pub(super) fn parse_daemon(
     path: &Path,
-    text: &str,
+    lines: &Lines,
     raw: RawTable,
 ) -> Result<DaemonSettings, ConfigError> {
     let err = |line: usize, key: &str, message: String| ConfigError {
@@ -53,7 +53,7 @@ pub(super) fn parse_daemon(
     };
     let mut settings = DaemonSettings::default();
     for (key, value) in raw {
-        let line = line_of(text, key.span().start);
+        let line = lines.of(key.span().start);
         let key = key.into_inner();
         let value = value.into_inner();
         match (key.as_str(), value) {

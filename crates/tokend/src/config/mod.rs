@@ -74,13 +74,25 @@ struct RawFile {
     daemon: Option<Spanned<RawTable>>,
 }
 
-/// 1-based line of a byte offset.
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+/// The 1-based lines of byte offsets, from one pass over the text (a
+/// config with a thousand sites asks for thousands of them).
+pub(crate) struct Lines {
+    /// Where each line starts.
+    starts: Vec<usize>,
+}
+
+impl Lines {
+    pub(crate) fn new(text: &str) -> Lines {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Lines { starts }
+    }
+
+    /// The line of byte `offset`.
+    pub(crate) fn of(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&s| s <= offset)
+    }
 }
 
 impl Config {
@@ -123,7 +135,7 @@ impl Config {
         let raw: RawFile = match toml::from_str(text) {
             Ok(raw) => raw,
             Err(e) => {
-                let line = e.span().map(|s| line_of(text, s.start));
+                let line = e.span().map(|s| Lines::new(text).of(s.start));
                 let error = ConfigError {
                     path: path.to_owned(),
                     line,
@@ -136,16 +148,17 @@ impl Config {
                 return config;
             }
         };
+        let lines = Lines::new(text);
         if let Some(table) = raw.daemon {
-            match daemon::parse_daemon(path, text, table.into_inner()) {
+            match daemon::parse_daemon(path, &lines, table.into_inner()) {
                 Ok(settings) => config.daemon = settings,
                 Err(e) => config.errors.push(e),
             }
         }
         for (name, table) in raw.site {
-            let line = line_of(text, name.span().start);
+            let line = lines.of(name.span().start);
             let name = name.into_inner();
-            match site::parse_site(path, text, &name, line, table.into_inner()) {
+            match site::parse_site(path, &lines, &name, line, table.into_inner()) {
                 Ok(site) => {
                     config.sites.insert(name, Arc::new(site));
                 }

@@ -8,7 +8,7 @@ use token_proto::{parse_duration, GitAuth, TokenKind};
 use toml::{Spanned, Value};
 
 use super::git::GitHost;
-use super::{line_of, preset, ConfigError, RawTable};
+use super::{preset, ConfigError, Lines, RawTable};
 
 /// How the client secret is obtained; the secret itself never sits in the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -323,7 +323,7 @@ fn suggest(key: &str) -> Option<&'static str> {
 
 pub(super) fn parse_site(
     path: &Path,
-    text: &str,
+    lines: &Lines,
     name: &str,
     header_line: usize,
     raw: RawTable,
@@ -331,7 +331,7 @@ pub(super) fn parse_site(
     let table: BTreeMap<String, (usize, Value)> = raw
         .into_iter()
         .map(|(k, v)| {
-            let line = line_of(text, k.span().start);
+            let line = lines.of(k.span().start);
             (k.into_inner(), (line, Spanned::into_inner(v)))
         })
         .collect();
