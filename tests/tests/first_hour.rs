@@ -152,3 +152,21 @@ fn over_ssh_without_a_device_endpoint_a_get_uses_paste_back() {
     );
     assert_eq!(env.browser_launches(), 0, "no browser was tried");
 }
+
+#[test]
+fn an_unreachable_issuer_stays_in_status_and_points_at_the_issuer_key() {
+    let mut env = Env::new();
+    env.write_config(
+        "[site.corp]\nissuer = \"https://127.0.0.1:1\"\nclient_id = \"public-pkce\"\nscopes = [\"openid\"]\n",
+    );
+    let _daemon = env.daemon();
+    let out = env.token(&["get", "corp"]);
+    out.code(tokend_e2e::exit::PROVIDER);
+    assert!(out.stderr.contains("check `issuer`"), "{out}");
+    let status = env.token(&["status", "--json"]).ok().json();
+    let error = status["sites"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("check `issuer`"), "{status}");
+}

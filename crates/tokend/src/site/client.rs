@@ -30,6 +30,18 @@ pub async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite>, Site
             .await
             .map_err(|source| {
                 if source.is_transient() {
+                    // It may pass, but a mistyped issuer looks just like this.
+                    let source = match source {
+                        tokend_oauth::Error::Network { url, message } => {
+                            tokend_oauth::Error::Network {
+                                url,
+                                message: format!(
+                                    "{message} (discovery at issuer {issuer}: if this persists, check `issuer` in the config)"
+                                ),
+                            }
+                        }
+                        other => other,
+                    };
                     SiteError::Provider {
                         site: name.clone(),
                         source,
