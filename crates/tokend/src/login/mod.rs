@@ -222,7 +222,7 @@ pub struct Login {
     pub ctx: Ctx,
     pub progress: Arc<watch::Sender<Progress>>,
     /// The site's mailbox, for the result.
-    pub site: mpsc::Sender<Msg>,
+    pub site: mpsc::Sender<Box<Msg>>,
 }
 
 impl Login {
@@ -238,7 +238,7 @@ impl Login {
             r = &mut flow => r.unwrap_or_else(|e| Err(ApiError::internal(format!("site {name}: the login failed: {e}")))),
             () = self.progress.closed() => Err(cancelled(&name)),
         };
-        let _ = self.site.send(Msg::LoginGot { id: self.id, got }).await;
+        let _ = self.site.send(Box::new(Msg::LoginGot { id: self.id, got })).await;
     }
 }
 

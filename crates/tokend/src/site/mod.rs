@@ -122,7 +122,7 @@ pub(crate) enum Msg {
 #[derive(Clone, Debug)]
 pub struct SiteHandle {
     name: Arc<str>,
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::Sender<Box<Msg>>,
     finished: watch::Receiver<()>,
 }
 
@@ -162,7 +162,7 @@ impl SiteHandle {
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, ApiError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| self.gone())?;
+        self.tx.send(Box::new(make(reply))).await.map_err(|_| self.gone())?;
         answer.await.map_err(|_| self.gone())
     }
 
@@ -250,7 +250,7 @@ impl SiteHandle {
 
     /// Sends without waiting (from the reload, which is not async).
     fn post(&self, msg: Msg) {
-        if let Err(mpsc::error::TrySendError::Full(msg)) = self.tx.try_send(msg) {
+        if let Err(mpsc::error::TrySendError::Full(msg)) = self.tx.try_send(Box::new(msg)) {
             // A full mailbox: deliver it as soon as there is room.
             let tx = self.tx.clone();
             tokio::spawn(async move { tx.send(msg).await });

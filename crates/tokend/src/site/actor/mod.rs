@@ -34,8 +34,8 @@ pub(super) struct Actor {
     name: String,
     cfg: Arc<SiteConfig>,
     deps: Deps,
-    rx: mpsc::Receiver<Msg>,
-    me: mpsc::WeakSender<Msg>,
+    rx: mpsc::Receiver<Box<Msg>>,
+    me: mpsc::WeakSender<Box<Msg>>,
     /// The actor this one replaces: it must end before this one touches the store.
     predecessor: Option<watch::Receiver<()>>,
     st: TokenState,
@@ -59,7 +59,7 @@ pub(super) struct Actor {
 
 /// What woke the actor.
 enum Wake {
-    Msg(Option<Msg>),
+    Msg(Option<Box<Msg>>),
     Landed(Result<Landed, tokio::task::JoinError>),
     Timer,
 }
@@ -89,7 +89,9 @@ pub(super) async fn run(mut a: Actor) {
             } } => Wake::Timer,
         };
         match wake {
-            Wake::Msg(Some(msg)) => a.handle(msg).await,
+            // Boxed: the work for one message is large and brief, and an
+            // idle site (most of a thousand) should not carry its space.
+            Wake::Msg(Some(msg)) => Box::pin(a.handle(*msg)).await,
             Wake::Msg(None) => a.begin_stop(),
             Wake::Landed(r) => {
                 let Some(flight) = a.flight.take() else {
@@ -103,7 +105,7 @@ pub(super) async fn run(mut a: Actor) {
                     ))),
                     id: crate::site::idtoken::IdCheck::Absent,
                 });
-                a.landed(flight, landed).await;
+                Box::pin(a.landed(flight, landed)).await;
             }
             Wake::Timer => a.refresh_ahead(),
         }
@@ -116,8 +118,8 @@ impl Actor {
     pub(super) fn new(
         cfg: Arc<SiteConfig>,
         deps: Deps,
-        rx: mpsc::Receiver<Msg>,
-        me: mpsc::WeakSender<Msg>,
+        rx: mpsc::Receiver<Box<Msg>>,
+        me: mpsc::WeakSender<Box<Msg>>,
         predecessor: Option<watch::Receiver<()>>,
         finished: watch::Sender<()>,
     ) -> Actor {
@@ -367,7 +369,7 @@ impl Actor {
         }
         self.end_login(Err(ApiError::internal("the site stopped")));
         while let Ok(msg) = self.rx.try_recv() {
-            if let Msg::Get { reply, .. } | Msg::GetId { reply, .. } = msg {
+            if let Msg::Get { reply, .. } | Msg::GetId { reply, .. } = *msg {
                 let _ = reply.send(Err(gone()));
             }
         }
