@@ -238,7 +238,10 @@ impl Login {
             r = &mut flow => r.unwrap_or_else(|e| Err(ApiError::internal(format!("site {name}: the login failed: {e}")))),
             () = self.progress.closed() => Err(cancelled(&name)),
         };
-        let _ = self.site.send(Box::new(Msg::LoginGot { id: self.id, got })).await;
+        let _ = self
+            .site
+            .send(Box::new(Msg::LoginGot { id: self.id, got }))
+            .await;
     }
 }
 

@@ -162,7 +162,10 @@ impl SiteHandle {
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, ApiError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Box::new(make(reply))).await.map_err(|_| self.gone())?;
+        self.tx
+            .send(Box::new(make(reply)))
+            .await
+            .map_err(|_| self.gone())?;
         answer.await.map_err(|_| self.gone())
     }
 

@@ -411,4 +411,3 @@ async fn a_failing_provider_is_retried_with_backoff_before_expiry_while_the_toke
     assert_eq!(token(&site, None).await.access_token, "at5");
     assert_eq!(provider.calls(), 5);
 }
-
