@@ -2,6 +2,7 @@
 //! bind, so there is no window with a wider mode), guarded by a lock file so
 //! exactly one daemon owns it, and the peer uid checked on every accept.
 
+use super::Holder;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -273,13 +274,6 @@ fn check_activated_fd(fd: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// Who holds the state lock: what a second daemon tells its user.
-#[derive(Debug)]
-pub struct Holder {
-    pub pid: String,
-    pub socket: String,
-}
-
 /// The exclusive lock on the state directory, held for the daemon's life:
 /// two daemons on one store would undo each other's refresh-token rotations.
 #[derive(Debug)]
@@ -310,12 +304,9 @@ pub fn lock_state(dir: &Path, socket: &str) -> Result<StateLock, Result<Holder, 
         }
         let mut text = String::new();
         let _ = file.read_to_string(&mut text);
-        let mut lines = text.lines();
-        let pid = lines.next().unwrap_or("?").to_owned();
-        let socket = lines.next().unwrap_or("an unknown socket").to_owned();
-        return Err(Ok(Holder { pid, socket }));
+        return Err(Ok(Holder::parse(&text)));
     }
-    let record = format!("{}\n{socket}\n", std::process::id());
+    let record = Holder::record(socket);
     file.set_len(0)
         .and_then(|()| file.seek(std::io::SeekFrom::Start(0)))
         .and_then(|_| file.write_all(record.as_bytes()))

@@ -1,6 +1,7 @@
 //! Windows: a named pipe whose DACL admits only the user running the daemon
 //! (by SID), rejecting remote clients; one pipe instance waits at a time.
 
+use super::Holder;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -189,13 +190,6 @@ pub fn from_activation() -> io::Result<Option<Listener>> {
     Ok(None)
 }
 
-/// Who holds the state lock: what a second daemon tells its user.
-#[derive(Debug)]
-pub struct Holder {
-    pub pid: String,
-    pub socket: String,
-}
-
 /// The state lock: `daemon.lock` opened for writing with read sharing only,
 /// so a second daemon cannot open it for writing while this one lives.
 #[derive(Debug)]
@@ -220,7 +214,7 @@ pub fn lock_state(dir: &Path, socket: &str) -> Result<StateLock, Result<Holder, 
         .open(&path)
     {
         Ok(mut file) => {
-            file.write_all(format!("{}\n{socket}\n", std::process::id()).as_bytes())
+            file.write_all(Holder::record(socket).as_bytes())
                 .map_err(Err)?;
             Ok(StateLock { _file: file })
         }
@@ -231,11 +225,7 @@ pub fn lock_state(dir: &Path, socket: &str) -> Result<StateLock, Result<Holder, 
                 .open(&path)
                 .and_then(std::io::read_to_string)
                 .unwrap_or_default();
-            let mut lines = text.lines();
-            Err(Ok(Holder {
-                pid: lines.next().unwrap_or("?").to_owned(),
-                socket: lines.next().unwrap_or("an unknown pipe").to_owned(),
-            }))
+            Err(Ok(Holder::parse(&text)))
         }
         Err(e) => Err(Err(e)),
     }
