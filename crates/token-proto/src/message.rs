@@ -24,16 +24,19 @@ impl Request {
     /// A rendering safe for logs (requests hold no secrets today, but the
     /// daemon logs through this so that stays a decision made here).
     pub fn log_safe(&self) -> String {
-        match &self.op {
+        // Names come from the client: no control characters (they could
+        // forge log lines), and bounded.
+        let line = match &self.op {
             Op::Get(g) => format!("get {}", g.site),
             Op::Login(l) => format!("login {}", l.site),
             Op::Logout(s) => format!("logout {}", s.site),
             Op::Status(s) => format!("status {}", s.site.as_deref().unwrap_or("*")),
             Op::Paste(p) => format!("paste {}", p.site),
-            Op::Lookup(l) => format!("lookup {}", l.host),
+            Op::Lookup(l) => format!("lookup {}://{}", l.protocol, l.host),
             Op::Reload => "reload".to_owned(),
             Op::Stop => "stop".to_owned(),
-        }
+        };
+        crate::text::clean(&line, 200)
     }
 }
 
@@ -677,6 +680,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.dpop_proof.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn log_lines_carry_no_control_characters_from_the_client() {
+        let req =
+            decode_request(br#"{"v":1,"op":"get","site":"corp\n2026-01-01 INFO forged line"}"#)
+                .unwrap();
+        let line = req.log_safe();
+        assert!(!line.contains('\n'), "{line:?}");
+        let long = format!(r#"{{"v":1,"op":"status","site":"{}"}}"#, "x".repeat(5000));
+        assert!(decode_request(long.as_bytes()).unwrap().log_safe().len() < 300);
     }
 
     #[test]
