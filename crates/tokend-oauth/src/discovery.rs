@@ -314,7 +314,7 @@ mod tests {
         })
         .await;
         let issuer = server.url("/realm").to_string();
-        let provider = discover(&Http::new().unwrap(), &issuer).await.unwrap();
+        let provider = discover(&Http::new(), &issuer).await.unwrap();
         assert_eq!(provider.token_url.as_str(), format!("{issuer}/token"));
         let seen = server.requests().await;
         assert!(
@@ -334,7 +334,7 @@ mod tests {
         let not_found = || Some("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned());
         let server = serve(vec![not_found(), not_found()]).await;
         let issuer = server.url("/").to_string();
-        let err = discover(&Http::new().unwrap(), &issuer).await.unwrap_err();
+        let err = discover(&Http::new(), &issuer).await.unwrap_err();
         assert!(matches!(err, Error::Discovery { .. }), "{err:?}");
         assert!(err.to_string().contains("(HTTP 404)"), "{err}");
     }

@@ -162,8 +162,32 @@ pub struct Http {
 
 #[derive(Clone)]
 enum Transport {
-    Reqwest(reqwest::Client),
+    Reqwest(std::sync::Arc<Lazy>),
     Scripted(Script),
+}
+
+/// The reqwest client, built at the first request: a daemon whose tokens
+/// all come from the store never reads the system's root certificates.
+struct Lazy {
+    total: Duration,
+    client: std::sync::OnceLock<Result<reqwest::Client, String>>,
+}
+
+impl Lazy {
+    fn client(&self) -> Result<&reqwest::Client, Error> {
+        self.client
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .connect_timeout(CONNECT_TIMEOUT.min(self.total))
+                    .timeout(self.total)
+                    .user_agent(USER_AGENT)
+                    .build()
+                    .map_err(|e| format!("cannot set up the HTTP client: {}", chain(&e)))
+            })
+            .as_ref()
+            .map_err(|e| Error::Invalid(e.clone()))
+    }
 }
 
 impl std::fmt::Debug for Http {
@@ -175,25 +199,28 @@ impl std::fmt::Debug for Http {
     }
 }
 
+impl Default for Http {
+    fn default() -> Http {
+        Http::new()
+    }
+}
+
 impl Http {
     /// Connect timeout 10 s, total timeout 30 s.
-    pub fn new() -> Result<Http, Error> {
+    pub fn new() -> Http {
         Http::with_timeout(TOTAL_TIMEOUT)
     }
 
     /// A client with another total timeout (the connect timeout stays 10 s,
-    /// or `total` if that is shorter).
-    pub fn with_timeout(total: Duration) -> Result<Http, Error> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT.min(total))
-            .timeout(total)
-            .user_agent(USER_AGENT)
-            .build()
-            .map_err(|e| Error::Invalid(format!("cannot set up the HTTP client: {}", chain(&e))))?;
-        Ok(Http {
-            transport: Transport::Reqwest(client),
-        })
+    /// or `total` if that is shorter). It is set up at the first request,
+    /// which fails if that cannot be done.
+    pub fn with_timeout(total: Duration) -> Http {
+        Http {
+            transport: Transport::Reqwest(std::sync::Arc::new(Lazy {
+                total,
+                client: std::sync::OnceLock::new(),
+            })),
+        }
     }
 
     /// An `Http` that never touches the network: `script` answers every request.
@@ -206,7 +233,7 @@ impl Http {
     /// Send one request and read the whole response (up to [`MAX_BODY`]).
     pub async fn send(&self, request: &FormRequest) -> Result<RawResponse, Error> {
         let client = match &self.transport {
-            Transport::Reqwest(client) => client,
+            Transport::Reqwest(lazy) => lazy.client()?,
             Transport::Scripted(script) => return script(request).await,
         };
         let url = loggable_url(&request.url);
@@ -343,7 +370,7 @@ mod tests {
     #[tokio::test]
     async fn timeout_becomes_timeout() {
         let server = serve(vec![None]).await;
-        let http = Http::with_timeout(Duration::from_millis(300)).unwrap();
+        let http = Http::with_timeout(Duration::from_millis(300));
         let req = FormRequest::post(server.url("/token"));
         let err = http.send(&req).await.unwrap_err();
         assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
@@ -353,7 +380,7 @@ mod tests {
     #[tokio::test]
     async fn refused_connection_becomes_network() {
         let port = closed_port().await;
-        let http = Http::with_timeout(Duration::from_secs(5)).unwrap();
+        let http = Http::with_timeout(Duration::from_secs(5));
         let url = Url::parse(&format!("http://127.0.0.1:{port}/token")).unwrap();
         let err = http.send(&FormRequest::post(url)).await.unwrap_err();
         assert!(matches!(err, Error::Network { .. }), "{err:?}");
@@ -377,7 +404,7 @@ mod tests {
                 .await;
         });
         let url = Url::parse(&format!("https://127.0.0.1:{port}/token")).unwrap();
-        let http = Http::with_timeout(Duration::from_secs(5)).unwrap();
+        let http = Http::with_timeout(Duration::from_secs(5));
         let err = http.send(&FormRequest::post(url)).await.unwrap_err();
         let text = err.to_string();
         assert!(text.contains("plain HTTP, not TLS"), "{text}");
@@ -391,7 +418,7 @@ mod tests {
             Some("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".into()),
         ])
         .await;
-        let http = Http::new().unwrap();
+        let http = Http::new();
         let raw = http
             .send(&FormRequest::post(server.url("/token")))
             .await

@@ -229,7 +229,7 @@ async fn exchange_code_over_the_wire() {
     .await;
     let mut s = site(ClientAuth::Basic);
     s.provider.token_url = server.url("/token");
-    let http = Http::new().unwrap();
+    let http = Http::new();
     let token = s
         .exchange_code(
             &http,
@@ -279,7 +279,7 @@ async fn refresh_error_names_the_endpoint() {
     let mut s = site(ClientAuth::None);
     s.provider.token_url = server.url("/token?k=secret");
     let err = s
-        .refresh(&Http::new().unwrap(), &RefreshToken::new("rt".into()), None)
+        .refresh(&Http::new(), &RefreshToken::new("rt".into()), None)
         .await
         .unwrap_err();
     let expected = format!(
@@ -339,7 +339,7 @@ async fn dpop_token_requests_carry_a_proof_and_retry_once_with_the_servers_nonce
     site.dpop = Some(std::sync::Arc::new(Dpop::new(
         crate::dpop::DpopKey::generate().unwrap(),
     )));
-    let http = Http::new().unwrap();
+    let http = Http::new();
     let token = site
         .client_credentials(&http, &scopes(&["read"]))
         .await

@@ -1,5 +1,9 @@
 //! The daemon's shared state: the config, the per-site token state, the
 //! store, the HTTP client and the discovery cache.
+//!
+//! A site's actor is started the first time the site is asked for: a daemon
+//! with a thousand sites is ready as fast as one with one, and a site no
+//! program uses costs its config and nothing more.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,7 +29,7 @@ const LOAD_AT_ONCE: usize = 8;
 pub struct Daemon {
     pub config_path: PathBuf,
     config: RwLock<Arc<Config>>,
-    sites: Mutex<HashMap<String, SiteHandle>>,
+    sites: Mutex<HashMap<String, Slot>>,
     /// Sites retired by a reload that may still be finishing a token call.
     retired: Mutex<Vec<SiteHandle>>,
     /// What every site's actor is given.
@@ -33,16 +37,25 @@ pub struct Daemon {
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
+/// A configured site: its settings, and its actor once it has been asked for.
+#[derive(Debug)]
+struct Slot {
+    config: Arc<crate::config::SiteConfig>,
+    actor: Option<SiteHandle>,
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Daemon {
-    /// Reads the config and starts a task per site: call from within the
-    /// tokio runtime. `login_timeout`: the `[daemon]` table's, in seconds
+    /// A daemon serving `config` (read from `config_path`, which later
+    /// reloads read again): call from within the tokio runtime.
+    /// `login_timeout`: the `[daemon]` table's, in seconds
     /// (`TOKEND_LOGIN_TIMEOUT` wins over it).
     pub fn new(
         config_path: PathBuf,
+        config: Config,
         store: crate::store::Chosen,
         http: Http,
         login_timeout: Option<u64>,
@@ -54,6 +67,7 @@ impl Daemon {
             .map_or(DEFAULT_LOGIN_TIMEOUT, Duration::from_secs);
         Daemon::with_deps(
             config_path,
+            config,
             Deps {
                 store: store.store,
                 store_notice: store
@@ -70,7 +84,7 @@ impl Daemon {
     }
 
     /// A daemon whose sites get `deps` (tests give a scripted HTTP and tokio's clock).
-    pub fn with_deps(config_path: PathBuf, deps: Deps) -> Daemon {
+    pub fn with_deps(config_path: PathBuf, config: Config, deps: Deps) -> Daemon {
         let daemon = Daemon {
             config: RwLock::new(Arc::new(Config::default())),
             config_path,
@@ -79,7 +93,7 @@ impl Daemon {
             deps,
             shutdown: tokio::sync::watch::channel(false).0,
         };
-        daemon.reload();
+        daemon.install(config);
         daemon
     }
 
@@ -102,10 +116,11 @@ impl Daemon {
             .clone()
     }
 
-    /// The runtime state of a configured site, or why there is none.
+    /// The actor of a configured site (started now if it was not yet), or
+    /// why there is none.
     pub fn site(&self, name: &str) -> Result<SiteHandle, ApiError> {
-        if let Some(site) = lock(&self.sites).get(name) {
-            return Ok(site.clone());
+        if let Some(slot) = lock(&self.sites).get_mut(name) {
+            return Ok(self.started(slot));
         }
         let config = self.config();
         if let Some(msg) = config.site_error(name) {
@@ -127,17 +142,41 @@ impl Daemon {
         ))
     }
 
+    /// Every site's actor (starting those not yet asked for), by name.
     pub fn sites(&self) -> Vec<SiteHandle> {
-        let mut v: Vec<SiteHandle> = lock(&self.sites).values().cloned().collect();
+        let mut v: Vec<SiteHandle> = lock(&self.sites)
+            .values_mut()
+            .map(|slot| self.started(slot))
+            .collect();
         v.sort_by(|a, b| a.name().cmp(b.name()));
         v
+    }
+
+    /// The slot's actor, started if it has none: after the one it replaces,
+    /// if that one is still finishing.
+    fn started(&self, slot: &mut Slot) -> SiteHandle {
+        slot.actor
+            .get_or_insert_with(|| {
+                let name = slot.config.name.as_str();
+                let before = lock(&self.retired)
+                    .iter()
+                    .rev()
+                    .find(|r| r.name() == name && !r.is_finished())
+                    .cloned();
+                SiteHandle::spawn(slot.config.clone(), self.deps.clone(), before.as_ref())
+            })
+            .clone()
     }
 
     /// Re-reads the config file. A file that does not parse at all keeps the
     /// previous config running; a changed site keeps its login unless its
     /// provider, client or scopes changed.
     pub fn reload(&self) -> ReloadReply {
-        let new = Config::load(&self.config_path);
+        self.install(Config::load(&self.config_path))
+    }
+
+    /// Serves `new` (just read from the config file) from now on.
+    fn install(&self, new: Config) -> ReloadReply {
         let whole_file_broken = new.sites.is_empty()
             && new.broken.is_empty()
             && new.errors.iter().any(|e| e.line.is_some());
@@ -207,40 +246,46 @@ impl Daemon {
         let mut retired = lock(&self.retired);
         retired.retain(|s| !s.is_finished());
         for (name, cfg) in &new.sites {
-            let kept = sites.get(name).filter(|_| {
-                old.sites
-                    .get(name)
-                    .is_some_and(|c| c.identity() == cfg.identity())
-            });
-            match kept {
-                Some(site) => {
-                    if old.sites.get(name) != Some(cfg) {
-                        site.set_config(cfg.clone());
+            let same = old
+                .sites
+                .get(name)
+                .is_some_and(|c| c.identity() == cfg.identity());
+            match sites.get_mut(name) {
+                Some(slot) if same => {
+                    if slot.config != *cfg {
+                        if let Some(actor) = &slot.actor {
+                            actor.set_config(cfg.clone());
+                        }
+                        slot.config = cfg.clone();
                     }
                 }
-                None => {
-                    let before = sites.remove(name);
-                    if let Some(before) = &before {
+                before => {
+                    if let Some(before) = before.and_then(|slot| slot.actor.take()) {
                         before.stop();
                         tracing::info!(site = %name, "site changed provider, client or scopes: its login is dropped");
-                        retired.push(before.clone());
-                    } else {
+                        retired.push(before);
+                    } else if !old.sites.contains_key(name) {
                         tracing::info!(site = %name, "site configured");
                     }
-                    // A site removed a moment ago may still be finishing.
-                    let after =
-                        before.or_else(|| retired.iter().rev().find(|r| r.name() == name).cloned());
-                    let site = SiteHandle::spawn(cfg.clone(), self.deps.clone(), after.as_ref());
-                    sites.insert(name.clone(), site);
+                    // Its actor starts when the site is first asked for.
+                    sites.insert(
+                        name.clone(),
+                        Slot {
+                            config: cfg.clone(),
+                            actor: None,
+                        },
+                    );
                 }
             }
         }
-        sites.retain(|name, site| {
+        sites.retain(|name, slot| {
             let keep = new.sites.contains_key(name);
             if !keep {
-                site.stop();
                 tracing::info!(site = %name, "site removed: its login is dropped");
-                retired.push(site.clone());
+                if let Some(actor) = slot.actor.take() {
+                    actor.stop();
+                    retired.push(actor);
+                }
             }
             keep
         });
@@ -251,8 +296,8 @@ impl Daemon {
     pub async fn stop_sites(&self, grace: Duration) {
         let sites: Vec<SiteHandle> = lock(&self.sites)
             .values()
-            .chain(lock(&self.retired).iter())
-            .cloned()
+            .filter_map(|slot| slot.actor.clone())
+            .chain(lock(&self.retired).iter().cloned())
             .collect();
         for s in &sites {
             s.stop();

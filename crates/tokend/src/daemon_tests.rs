@@ -91,7 +91,10 @@ fn daemon(dir: &tempfile::TempDir, config: &str, calls: &Arc<AtomicU64>) -> (Dae
         load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
         keys: Arc::default(),
     };
-    (Daemon::with_deps(path, deps), store)
+    (
+        Daemon::with_deps(path.clone(), crate::config::Config::load(&path), deps),
+        store,
+    )
 }
 
 #[tokio::test(start_paused = true)]

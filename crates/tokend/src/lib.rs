@@ -69,10 +69,15 @@ pub fn main() -> ExitCode {
     }
     platform::harden_process();
     // The daemon's own settings come from the config's [daemon] table
-    // (environment variables win), whoever started it.
-    let settings = config::Config::load(&paths::config_path()).daemon;
-    init_logging(settings.log.as_deref());
+    // (environment variables win), whoever started it. The file is read
+    // once: the sites in it are served as they are.
+    let config = config::Config::load(&paths::config_path());
+    init_logging(config.daemon.log.as_deref());
+    // Two workers at most: the work is waiting on the network, and each
+    // thread costs a stack and a malloc arena on a machine with many cores.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(2));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {
@@ -82,7 +87,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(settings))
+    runtime.block_on(run(config))
 }
 
 fn init_logging(configured: Option<&str>) {
@@ -173,7 +178,8 @@ fn refuse(why: &str) {
     }
 }
 
-async fn run(settings: config::DaemonSettings) -> ExitCode {
+async fn run(config: config::Config) -> ExitCode {
+    let settings = config.daemon.clone();
     let listener = match platform::from_activation() {
         Ok(Some(l)) => l,
         Ok(None) => {
@@ -243,17 +249,11 @@ async fn run(settings: config::DaemonSettings) -> ExitCode {
         Some(t) => tokend_oauth::Http::with_timeout(t),
         None => tokend_oauth::Http::new(),
     };
-    let http = match http {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("tokend: cannot set up HTTP: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let grace = http_timeout.unwrap_or(tokend_oauth::http::TOTAL_TIMEOUT)
         + std::time::Duration::from_secs(5);
     let daemon = Arc::new(daemon::Daemon::new(
         paths::config_path(),
+        config,
         store,
         http,
         settings.login_timeout,

@@ -138,14 +138,14 @@ impl SiteHandle {
             finished,
         };
         let predecessor = after.map(|h| h.finished.clone());
-        tokio::spawn(actor::run(actor::Actor::new(
+        tokio::spawn(actor::run(Box::new(actor::Actor::new(
             config,
             deps,
             rx,
             tx.downgrade(),
             predecessor,
             done_tx,
-        )));
+        ))));
         handle
     }
 

@@ -64,7 +64,10 @@ enum Wake {
     Timer,
 }
 
-pub(super) async fn run(mut a: Actor) {
+/// The actor's life. It is given boxed: the future of an `async fn` keeps
+/// its argument beside its locals, and an idle site (most of a thousand)
+/// should carry one copy of its state, not two.
+pub(super) async fn run(mut a: Box<Actor>) {
     loop {
         if a.stopping && a.flight.is_none() && a.exchange.is_none() {
             break;
@@ -111,7 +114,7 @@ pub(super) async fn run(mut a: Actor) {
         }
         a.fly();
     }
-    a.finish();
+    (*a).finish();
 }
 
 impl Actor {
