@@ -569,6 +569,78 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("dpop"));
     }
 
+    fn parse_file(text: &str) -> super::super::Config {
+        super::super::Config::parse(Path::new("/c.toml"), text)
+    }
+
+    /// `identity()` is stored with each login and compared on load: the
+    /// same config must give the same bytes across releases, the URLs as
+    /// written (no slash added, case and default ports kept).
+    #[test]
+    fn identity_is_pinned() {
+        let c = parse_file(
+            "[site.a]\nissuer = \"https://auth.example\"\nclient_id = \"c\"\nscopes = [\"write\", \"openid\"]\n\
+             [site.b]\nissuer = \"https://Auth.Example:443/realms/x/\"\nclient_id = \"c\"\ndpop = true\n\
+             [site.c]\ntoken_url = \"https://auth.example\"\nauthorize_url = \"https://auth.example/authorize\"\nclient_id = \"c\"\nscopes = \"read\"\n\
+             [site.d]\npreset = \"gitlab\"\nbase_url = \"https://Git.Example.com/\"\nclient_id = \"g\"\nscopes = [\"read_api\"]\n\
+             [site.e]\npreset = \"stackoverflow-teams\"\nsubdomain = \"acme\"\nclient_id = \"t\"\n\
+             [site.f]\npreset = \"microsoft\"\ntenant = \"9188040d-6c67-4c5b-b112-36a304b66dad\"\nclient_id = \"m\"\n",
+        );
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        let ids: Vec<String> = ["a", "b", "c", "d", "e", "f"]
+            .iter()
+            .map(|n| c.sites[*n].identity())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "https://auth.example|c|openid write",
+                "https://Auth.Example:443/realms/x/|c||dpop",
+                "https://auth.example|c|read",
+                "https://Git.Example.com|g|read_api",
+                "https://acme.stackenterprise.co/oauth/access_token/json|t|",
+                "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0|m|",
+            ]
+        );
+    }
+
+    #[test]
+    fn url_errors_name_the_key_and_line() {
+        let e = parse("token_url = \"http://auth.example/token\"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/c.toml:4: site corp: key `token_url`: `http://auth.example/token` is plain http: \
+             tokens and codes go only over TLS; use https (plain http is allowed only for \
+             127.0.0.1, ::1 or localhost)"
+        );
+        let e = parse("scopes = []\nredirect_uri = \"auth.example/cb\"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/c.toml:5: site corp: key `redirect_uri`: `auth.example/cb` is not an https URL"
+        );
+        let e = parse("api_base = \"ftp://auth.example\"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/c.toml:4: site corp: key `api_base`: `ftp://auth.example` is not an https URL"
+        );
+        let e = parse_file(
+            "[site.g]\nclient_id = \"g\"\npreset = \"gitlab\"\nbase_url = \"http://git.example\"\n",
+        )
+        .errors
+        .remove(0);
+        assert!(
+            e.to_string().starts_with(
+                "/c.toml:4: site g: key `base_url`: `http://git.example` is plain http"
+            ),
+            "{e}"
+        );
+        let s = parse("redirect_uri = \"http://localhost:8400\"\n").unwrap();
+        assert_eq!(
+            s.redirect_uri.as_ref().map(ToString::to_string).as_deref(),
+            Some("http://localhost:8400")
+        );
+    }
+
     #[test]
     fn suggestions() {
         assert_eq!(suggest("scops"), Some("scopes"));
