@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tokend::config::Config;
+use tokend::config::{Config, WrittenUrl};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -21,21 +21,34 @@ fuzz_target!(|data: &[u8]| {
     }
     for (name, site) in &config.sites {
         // Presets fill in URLs after the config's own were checked: every
-        // endpoint a site ends up with still goes over TLS (or to loopback).
-        let urls = [
+        // endpoint a site ends up with still goes over TLS (or to loopback),
+        // and a URL kept as written is the one it was parsed from.
+        let written = [
             &site.issuer,
-            &site.authorize_url,
             &site.token_url,
-            &site.revoke_url,
-            &site.device_url,
             &site.redirect_uri,
             &site.base_url,
-            &site.api_base,
         ];
-        for url in urls.into_iter().flatten() {
-            let parsed = url::Url::parse(url);
+        for w in written.into_iter().flatten() {
+            assert_eq!(
+                url::Url::parse(w.as_str()).as_ref(),
+                Ok(w.url()),
+                "site {name}: {w:?}"
+            );
+        }
+        let urls = written.into_iter().flatten().map(WrittenUrl::url).chain(
+            [
+                &site.authorize_url,
+                &site.revoke_url,
+                &site.device_url,
+                &site.api_base,
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        for url in urls {
             assert!(
-                parsed.as_ref().is_ok_and(tokend_oauth::tls_or_loopback),
+                tokend_oauth::tls_or_loopback(url),
                 "site {name}: {url:?} accepted"
             );
         }

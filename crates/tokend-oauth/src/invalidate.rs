@@ -29,13 +29,13 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// sits in the path, so errors name the endpoint with `…` in its place.
 pub async fn invalidate(
     http: &Http,
-    api_base: &str,
+    api_base: &Url,
     token: &AccessToken,
     key: Option<&str>,
 ) -> Result<(), Error> {
     let shown = format!(
         "{}/access-tokens/…/invalidate",
-        api_base.trim_end_matches('/')
+        api_base.as_str().trim_end_matches('/')
     );
     let url = invalidate_url(api_base, token.expose(), key)?;
     let raw = http
@@ -45,11 +45,13 @@ pub async fn invalidate(
     parse_revoke_response(&raw).map_err(|e| hide_path(e, &shown))
 }
 
-fn invalidate_url(api_base: &str, token: &str, key: Option<&str>) -> Result<Url, Error> {
-    let mut url = Url::parse(api_base)
-        .ok()
-        .filter(|u| !u.cannot_be_a_base())
-        .ok_or_else(|| Error::Invalid(format!("api_base {api_base} is not an http(s) URL")))?;
+fn invalidate_url(api_base: &Url, token: &str, key: Option<&str>) -> Result<Url, Error> {
+    if api_base.cannot_be_a_base() {
+        return Err(Error::Invalid(format!(
+            "api_base {api_base} is not an http(s) URL"
+        )));
+    }
+    let mut url = api_base.clone();
     let path = format!(
         "{}/access-tokens/{}/invalidate",
         url.path().trim_end_matches('/'),
@@ -88,8 +90,9 @@ mod tests {
 
     #[test]
     fn the_token_is_one_path_segment() {
+        let base = |s: &str| Url::parse(s).unwrap();
         let url = invalidate_url(
-            "https://api.stackexchange.com/2.3/",
+            &base("https://api.stackexchange.com/2.3/"),
             "a(b)*c;d/e",
             Some("k y"),
         )
@@ -98,7 +101,8 @@ mod tests {
             url.as_str(),
             "https://api.stackexchange.com/2.3/access-tokens/a(b)*c%3Bd%2Fe/invalidate?key=k+y"
         );
-        let url = invalidate_url("https://acme.stackenterprise.co/api/2.3", "t", None).unwrap();
+        let url =
+            invalidate_url(&base("https://acme.stackenterprise.co/api/2.3"), "t", None).unwrap();
         assert_eq!(
             url.as_str(),
             "https://acme.stackenterprise.co/api/2.3/access-tokens/t/invalidate"

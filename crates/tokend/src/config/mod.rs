@@ -17,7 +17,7 @@ use toml::Spanned;
 
 pub use daemon::{DaemonSettings, StoreKind};
 pub use git::{GitHost, Refusal, Remote};
-pub use site::{ClientAuthKind, Grant, SecretSource, SiteConfig};
+pub use site::{ClientAuthKind, Grant, SecretSource, SiteConfig, WrittenUrl};
 pub(crate) use token_proto::parse_duration;
 
 /// One problem in the config file.

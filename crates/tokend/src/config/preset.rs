@@ -3,7 +3,7 @@
 //! fills what the user left unset, so any field of a preset can be
 //! overridden in the config.
 
-use super::site::{ClientAuthKind, Grant, SiteConfig};
+use super::site::{ClientAuthKind, Grant, SiteConfig, WrittenUrl};
 
 /// The key that parameterizes a preset's URLs (`subdomain = "acme"`).
 struct Param {
@@ -182,11 +182,11 @@ pub(super) struct PresetError {
 }
 
 /// The keys only some preset reads, with the field that holds them.
-fn param_value<'a>(site: &'a SiteConfig, key: &str) -> Option<&'a String> {
+fn param_value<'a>(site: &'a SiteConfig, key: &str) -> Option<&'a str> {
     match key {
-        "subdomain" => site.subdomain.as_ref(),
-        "base_url" => site.base_url.as_ref(),
-        "tenant" => site.tenant.as_ref(),
+        "subdomain" => site.subdomain.as_deref(),
+        "base_url" => site.base_url.as_deref(),
+        "tenant" => site.tenant.as_deref(),
         _ => None,
     }
 }
@@ -265,35 +265,33 @@ pub(super) fn apply(site: &mut SiteConfig, separator_given: bool) -> Result<(), 
             None => template.to_owned(),
         })
     };
-    let set = |slot: &mut Option<String>, value: Option<String>| {
-        if slot.is_none() {
-            *slot = value;
-        }
-    };
+    // A URL made from the parameter is checked as the config's own are,
+    // and blamed on the parameter.
+    let key = preset.param.as_ref().map_or("preset", |p| p.key);
 
     let implicit = site.grant == Grant::Implicit;
     // The user's own issuer or endpoints win; the preset's issuer is used
     // only where discovery gives the right answer.
     let use_issuer = preset.issuer.is_some() && discoverable;
     if use_issuer {
-        set(&mut site.issuer, fill(preset.issuer));
+        set(&mut site.issuer, fill(preset.issuer), key)?;
     } else {
         let authorize = if implicit {
             preset.implicit_authorize_url.or(preset.authorize_url)
         } else {
             preset.authorize_url
         };
-        set(&mut site.authorize_url, fill(authorize));
-        set(&mut site.token_url, fill(preset.token_url));
-        set(&mut site.device_url, fill(preset.device_url));
+        set(&mut site.authorize_url, fill(authorize), key)?;
+        set(&mut site.token_url, fill(preset.token_url), key)?;
+        set(&mut site.device_url, fill(preset.device_url), key)?;
     }
     let redirect = if implicit {
         preset.implicit_redirect_uri.or(preset.redirect_uri)
     } else {
         preset.redirect_uri
     };
-    set(&mut site.redirect_uri, fill(redirect));
-    set(&mut site.api_base, fill(preset.api_base));
+    set(&mut site.redirect_uri, fill(redirect), key)?;
+    set(&mut site.api_base, fill(preset.api_base), key)?;
     if !separator_given {
         if let Some(sep) = preset.scope_separator {
             sep.clone_into(&mut site.scope_separator);
@@ -305,10 +303,25 @@ pub(super) fn apply(site: &mut SiteConfig, separator_given: bool) -> Result<(), 
     Ok(())
 }
 
+/// Fills `slot`, if the user left it unset, with the URL `value`.
+fn set<T: From<WrittenUrl>>(
+    slot: &mut Option<T>,
+    value: Option<String>,
+    key: &'static str,
+) -> Result<(), PresetError> {
+    if let (None, Some(value)) = (&slot, value) {
+        let url = WrittenUrl::parse(&value).map_err(|message| PresetError { key, message })?;
+        *slot = Some(T::from(url));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use std::path::Path;
+
+    use url::Url;
 
     use crate::config::Config;
 
@@ -334,7 +347,7 @@ mod tests {
     fn stackexchange() {
         let s = site("preset = \"stackexchange\"\napi_key = \"k\"\nscopes = [\"no_expiry\"]\n");
         assert_eq!(
-            s.authorize_url.as_deref(),
+            s.authorize_url.as_ref().map(Url::as_str),
             Some("https://stackoverflow.com/oauth")
         );
         assert_eq!(
@@ -343,7 +356,7 @@ mod tests {
         );
         assert_eq!(s.scope_separator, ",");
         assert_eq!(
-            s.api_base.as_deref(),
+            s.api_base.as_ref().map(Url::as_str),
             Some("https://api.stackexchange.com/2.3")
         );
         assert_eq!(s.api_key.as_deref(), Some("k"));
@@ -367,7 +380,7 @@ mod tests {
     fn stackexchange_implicit_uses_the_dialog_and_paste_page() {
         let s = site("preset = \"stackexchange\"\ngrant = \"implicit\"\n");
         assert_eq!(
-            s.authorize_url.as_deref(),
+            s.authorize_url.as_ref().map(Url::as_str),
             Some("https://stackoverflow.com/oauth/dialog")
         );
         assert_eq!(
@@ -380,7 +393,7 @@ mod tests {
     fn teams() {
         let s = site("preset = \"stackoverflow-teams\"\nsubdomain = \"acme\"\n");
         assert_eq!(
-            s.authorize_url.as_deref(),
+            s.authorize_url.as_ref().map(Url::as_str),
             Some("https://acme.stackenterprise.co/oauth")
         );
         assert_eq!(
@@ -392,7 +405,7 @@ mod tests {
             Some("https://acme.stackenterprise.co/oauth/login_success")
         );
         assert_eq!(
-            s.api_base.as_deref(),
+            s.api_base.as_ref().map(Url::as_str),
             Some("https://acme.stackenterprise.co/api/2.3")
         );
         assert_eq!(s.scope_separator, ",");
@@ -416,7 +429,7 @@ mod tests {
     fn github() {
         let s = site("preset = \"github\"\n");
         assert_eq!(
-            s.authorize_url.as_deref(),
+            s.authorize_url.as_ref().map(Url::as_str),
             Some("https://github.com/login/oauth/authorize")
         );
         assert_eq!(
@@ -424,7 +437,7 @@ mod tests {
             Some("https://github.com/login/oauth/access_token")
         );
         assert_eq!(
-            s.device_url.as_deref(),
+            s.device_url.as_ref().map(Url::as_str),
             Some("https://github.com/login/device/code")
         );
         assert_eq!(s.scope_separator, " ");
@@ -451,7 +464,7 @@ mod tests {
         let s = site("preset = \"microsoft\"\n");
         assert_eq!(s.issuer, None, "common cannot be discovered");
         assert_eq!(
-            s.authorize_url.as_deref(),
+            s.authorize_url.as_ref().map(Url::as_str),
             Some("https://login.microsoftonline.com/common/oauth2/v2.0/authorize")
         );
         assert_eq!(
@@ -459,7 +472,7 @@ mod tests {
             Some("https://login.microsoftonline.com/common/oauth2/v2.0/token")
         );
         assert_eq!(
-            s.device_url.as_deref(),
+            s.device_url.as_ref().map(Url::as_str),
             Some("https://login.microsoftonline.com/common/oauth2/v2.0/devicecode")
         );
         let s = site("preset = \"microsoft\"\ntenant = \"organizations\"\n");
@@ -485,12 +498,18 @@ mod tests {
              token_url = \"http://127.0.0.1:9/oauth/access_token\"\napi_base = \"http://127.0.0.1:9/2.3\"\n\
              scope_separator = \" \"\nredirect_uri = \"https://stackexchange.com/oauth/login_success\"\n",
         );
-        assert_eq!(s.authorize_url.as_deref(), Some("http://127.0.0.1:9/oauth"));
+        assert_eq!(
+            s.authorize_url.as_ref().map(Url::as_str),
+            Some("http://127.0.0.1:9/oauth")
+        );
         assert_eq!(
             s.token_url.as_deref(),
             Some("http://127.0.0.1:9/oauth/access_token")
         );
-        assert_eq!(s.api_base.as_deref(), Some("http://127.0.0.1:9/2.3"));
+        assert_eq!(
+            s.api_base.as_ref().map(Url::as_str),
+            Some("http://127.0.0.1:9/2.3")
+        );
         assert_eq!(s.scope_separator, " ");
         assert_eq!(
             s.redirect_uri.as_deref(),
@@ -500,7 +519,7 @@ mod tests {
         assert_eq!(s.issuer.as_deref(), Some("https://accounts.example.com"));
         let s = site("preset = \"microsoft\"\ntoken_url = \"https://x.example/token\"\n");
         assert_eq!(s.token_url.as_deref(), Some("https://x.example/token"));
-        assert!(s.authorize_url.unwrap().contains("/common/"));
+        assert!(s.authorize_url.unwrap().as_str().contains("/common/"));
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! line of the key at fault.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Deref;
 use std::path::Path;
 
 use token_proto::{parse_duration, GitAuth, TokenKind};
 use toml::{Spanned, Value};
+use url::Url;
 
 use super::git::GitHost;
 use super::{preset, ConfigError, Lines, RawTable};
@@ -34,22 +37,87 @@ pub enum Grant {
     Implicit,
 }
 
+/// A URL of the config as written, checked once (https, or plain http to a
+/// loopback host), with its parsed form. The spelling is what counts where
+/// the text is compared or sent as it is: an issuer must match the
+/// provider's `issuer` and `iss` exactly, a redirect URI the registered one,
+/// and [`SiteConfig::identity`] must not change across releases, while
+/// [`Url`] writes `https://a.example` as `https://a.example/`. Derefs to the
+/// text as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenUrl {
+    written: String,
+    url: Url,
+}
+
+impl WrittenUrl {
+    /// `s` if it is a URL the config accepts; else the config's message.
+    pub(super) fn parse(s: &str) -> Result<WrittenUrl, String> {
+        match Url::parse(s) {
+            Ok(url) if tokend_oauth::tls_or_loopback(&url) => Ok(WrittenUrl {
+                written: s.to_owned(),
+                url,
+            }),
+            Ok(u) if u.scheme() == "http" => Err(format!(
+                "`{s}` is plain http: tokens and codes go only over TLS; use https \
+                 (plain http is allowed only for 127.0.0.1, ::1 or localhost)"
+            )),
+            _ => Err(format!("`{s}` is not an https URL")),
+        }
+    }
+
+    /// The URL as written in the config.
+    pub fn as_str(&self) -> &str {
+        &self.written
+    }
+
+    /// The parsed URL (serialized as [`Url`] does, which may differ from
+    /// [`WrittenUrl::as_str`]).
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+}
+
+impl Deref for WrittenUrl {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.written
+    }
+}
+
+impl fmt::Display for WrittenUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.written)
+    }
+}
+
+/// For the URLs whose spelling does not matter.
+impl From<WrittenUrl> for Url {
+    fn from(u: WrittenUrl) -> Url {
+        u.url
+    }
+}
+
 /// A valid site, as the daemon uses it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SiteConfig {
     pub name: String,
-    pub issuer: Option<String>,
-    pub authorize_url: Option<String>,
-    pub token_url: Option<String>,
-    pub revoke_url: Option<String>,
-    pub device_url: Option<String>,
+    /// As written: compared exactly with the provider's, and the identity.
+    pub issuer: Option<WrittenUrl>,
+    pub authorize_url: Option<Url>,
+    /// As written: the identity of a site without an issuer.
+    pub token_url: Option<WrittenUrl>,
+    pub revoke_url: Option<Url>,
+    pub device_url: Option<Url>,
     pub client_id: String,
     pub secret: Option<SecretSource>,
     /// As configured; `None` means the default (none without a secret, else basic).
     pub client_auth: Option<ClientAuthKind>,
     pub scopes: Vec<String>,
     pub grant: Grant,
-    pub redirect_uri: Option<String>,
+    /// As written: sent to the provider, which compares it with the registered one.
+    pub redirect_uri: Option<WrittenUrl>,
     /// Joins scopes: `" "` unless the config or the preset says otherwise.
     pub scope_separator: String,
     /// Seconds before expiry to refresh; `None`: a fraction of the lifetime.
@@ -64,11 +132,12 @@ pub struct SiteConfig {
     pub api_key: Option<String>,
     pub preset: Option<String>,
     pub subdomain: Option<String>,
-    pub base_url: Option<String>,
+    /// As written: a preset's issuer is made from it.
+    pub base_url: Option<WrittenUrl>,
     pub tenant: Option<String>,
     /// Stack Exchange API base (`https://api.stackexchange.com/2.3`): logout
     /// invalidates the access token there instead of RFC 7009 revocation.
-    pub api_base: Option<String>,
+    pub api_base: Option<Url>,
     /// Sender-constrained tokens (RFC 9449): a DPoP key per site, proofs on
     /// every token request, `token get --dpop` proofs for resource requests.
     pub dpop: bool,
@@ -182,23 +251,14 @@ impl Fields<'_> {
         self.key_lines.get(key).copied().unwrap_or(self.header_line)
     }
 
-    fn url(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+    /// A [`WrittenUrl`], or a [`Url`] where the spelling does not matter.
+    fn url<T: From<WrittenUrl>>(&mut self, key: &str) -> Result<Option<T>, ConfigError> {
         let Some(s) = self.string(key)? else {
             return Ok(None);
         };
-        let line = self.line_of_taken(key);
-        match url::Url::parse(&s) {
-            Ok(u) if tokend_oauth::tls_or_loopback(&u) => Ok(Some(s)),
-            Ok(u) if u.scheme() == "http" => Err(self.err(
-                line,
-                key,
-                format!(
-                    "`{s}` is plain http: tokens and codes go only over TLS; use https \
-                     (plain http is allowed only for 127.0.0.1, ::1 or localhost)"
-                ),
-            )),
-            _ => Err(self.err(line, key, format!("`{s}` is not an https URL"))),
-        }
+        WrittenUrl::parse(&s)
+            .map(|u| Some(T::from(u)))
+            .map_err(|message| self.err(self.line_of_taken(key), key, message))
     }
 
     fn strings(&mut self, key: &str) -> Result<Vec<String>, ConfigError> {
@@ -567,6 +627,78 @@ mod tests {
         assert_eq!(e.line, Some(4));
         let e = parse("dpop = true\ngrant = \"implicit\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("dpop"));
+    }
+
+    fn parse_file(text: &str) -> super::super::Config {
+        super::super::Config::parse(Path::new("/c.toml"), text)
+    }
+
+    /// `identity()` is stored with each login and compared on load: the
+    /// same config must give the same bytes across releases, the URLs as
+    /// written (no slash added, case and default ports kept).
+    #[test]
+    fn identity_is_pinned() {
+        let c = parse_file(
+            "[site.a]\nissuer = \"https://auth.example\"\nclient_id = \"c\"\nscopes = [\"write\", \"openid\"]\n\
+             [site.b]\nissuer = \"https://Auth.Example:443/realms/x/\"\nclient_id = \"c\"\ndpop = true\n\
+             [site.c]\ntoken_url = \"https://auth.example\"\nauthorize_url = \"https://auth.example/authorize\"\nclient_id = \"c\"\nscopes = \"read\"\n\
+             [site.d]\npreset = \"gitlab\"\nbase_url = \"https://Git.Example.com/\"\nclient_id = \"g\"\nscopes = [\"read_api\"]\n\
+             [site.e]\npreset = \"stackoverflow-teams\"\nsubdomain = \"acme\"\nclient_id = \"t\"\n\
+             [site.f]\npreset = \"microsoft\"\ntenant = \"9188040d-6c67-4c5b-b112-36a304b66dad\"\nclient_id = \"m\"\n",
+        );
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        let ids: Vec<String> = ["a", "b", "c", "d", "e", "f"]
+            .iter()
+            .map(|n| c.sites[*n].identity())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "https://auth.example|c|openid write",
+                "https://Auth.Example:443/realms/x/|c||dpop",
+                "https://auth.example|c|read",
+                "https://Git.Example.com|g|read_api",
+                "https://acme.stackenterprise.co/oauth/access_token/json|t|",
+                "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0|m|",
+            ]
+        );
+    }
+
+    #[test]
+    fn url_errors_name_the_key_and_line() {
+        let e = parse("token_url = \"http://auth.example/token\"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/c.toml:4: site corp: key `token_url`: `http://auth.example/token` is plain http: \
+             tokens and codes go only over TLS; use https (plain http is allowed only for \
+             127.0.0.1, ::1 or localhost)"
+        );
+        let e = parse("scopes = []\nredirect_uri = \"auth.example/cb\"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/c.toml:5: site corp: key `redirect_uri`: `auth.example/cb` is not an https URL"
+        );
+        let e = parse("api_base = \"ftp://auth.example\"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/c.toml:4: site corp: key `api_base`: `ftp://auth.example` is not an https URL"
+        );
+        let e = parse_file(
+            "[site.g]\nclient_id = \"g\"\npreset = \"gitlab\"\nbase_url = \"http://git.example\"\n",
+        )
+        .errors
+        .remove(0);
+        assert!(
+            e.to_string().starts_with(
+                "/c.toml:4: site g: key `base_url`: `http://git.example` is plain http"
+            ),
+            "{e}"
+        );
+        let s = parse("redirect_uri = \"http://localhost:8400\"\n").unwrap();
+        assert_eq!(
+            s.redirect_uri.as_ref().map(ToString::to_string).as_deref(),
+            Some("http://localhost:8400")
+        );
     }
 
     #[test]

@@ -8,18 +8,15 @@ use token_proto::{ErrorCode, Event};
 use tokend_oauth::{check_callback, OAuthSite, Pkce};
 
 use super::{fresh_nonce, fresh_pkce, fresh_state, timed_out, Ctx, Got, Started};
+use crate::config::WrittenUrl;
 use crate::error::ApiError;
 use crate::loopback::{Loopback, Page};
 
 pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, ApiError> {
     let cfg = &ctx.cfg;
-    let configured_redirect = cfg
-        .redirect_uri
-        .as_deref()
-        .and_then(|u| url::Url::parse(u).ok());
     let timeout = ctx.deps.login_timeout;
     let state = fresh_state()?;
-    let lb = Loopback::bind(configured_redirect.as_ref(), &state)
+    let lb = Loopback::bind(cfg.redirect_uri.as_ref().map(WrittenUrl::url), &state)
         .await
         .map_err(|e| {
             ApiError::internal(format!(

@@ -183,9 +183,8 @@ impl How {
         let paste_only = cfg.grant == Grant::Implicit
             || cfg
                 .redirect_uri
-                .as_deref()
-                .and_then(|u| url::Url::parse(u).ok())
-                .is_some_and(|u| !is_loopback(&u));
+                .as_ref()
+                .is_some_and(|u| !is_loopback(u.url()));
         match mode {
             LoginMode::Device => (How::Device, None),
             LoginMode::Browser if !paste_only => (How::Browser, None),

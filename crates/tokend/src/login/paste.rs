@@ -27,8 +27,9 @@ pub(super) fn start(
     let timeout = ctx.deps.login_timeout;
     let redirect = cfg
         .redirect_uri
-        .clone()
-        .unwrap_or_else(|| PASTE_REDIRECT.to_owned());
+        .as_deref()
+        .unwrap_or(PASTE_REDIRECT)
+        .to_owned();
     let flow = match cfg.grant {
         Grant::Implicit => Flow::Implicit,
         _ => Flow::Code(fresh_pkce()?),

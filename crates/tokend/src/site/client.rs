@@ -11,18 +11,10 @@ use super::Deps;
 use crate::config::{ClientAuthKind, SiteConfig};
 
 /// Builds the OAuth client for `cfg`. Discovery that cannot succeed (an
-/// issuer that is not a URL, metadata for another issuer) is a config
-/// error; one that may pass (a timeout, a 5xx) a provider fault.
+/// issuer with a query, metadata for another issuer) is a config error;
+/// one that may pass (a timeout, a 5xx) a provider fault.
 pub async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite>, SiteError> {
     let name = &cfg.name;
-    let parse = |key: &str, v: &Option<String>| -> Result<Option<url::Url>, SiteError> {
-        v.as_deref()
-            .map(|s| {
-                url::Url::parse(s)
-                    .map_err(|e| SiteError::config(name, format!("{key} is not a URL: {e}")))
-            })
-            .transpose()
-    };
     let mut provider = match &cfg.issuer {
         Some(issuer) => deps
             .discovery
@@ -54,22 +46,24 @@ pub async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite>, Site
                 }
             })?,
         None => {
-            let token_url = parse("token_url", &cfg.token_url)?
+            let token_url = cfg
+                .token_url
+                .as_ref()
                 .ok_or_else(|| SiteError::config(name, "no token_url and no issuer"))?;
-            Provider::new(token_url)
+            Provider::new(token_url.url().clone())
         }
     };
-    if let Some(u) = parse("authorize_url", &cfg.authorize_url)? {
-        provider.authorize_url = Some(u);
+    if let Some(u) = &cfg.authorize_url {
+        provider.authorize_url = Some(u.clone());
     }
-    if let Some(u) = parse("token_url", &cfg.token_url)? {
-        provider.token_url = u;
+    if let Some(u) = &cfg.token_url {
+        provider.token_url = u.url().clone();
     }
-    if let Some(u) = parse("revoke_url", &cfg.revoke_url)? {
-        provider.revoke_url = Some(u);
+    if let Some(u) = &cfg.revoke_url {
+        provider.revoke_url = Some(u.clone());
     }
-    if let Some(u) = parse("device_url", &cfg.device_url)? {
-        provider.device_url = Some(u);
+    if let Some(u) = &cfg.device_url {
+        provider.device_url = Some(u.clone());
     }
     let secret = match &cfg.secret {
         None => None,
