@@ -1,14 +1,17 @@
 //! Story: each site's tokens have one owner, so a crowd of callers causes
 //! one token call, a `--min-ttl` the provider cannot meet is answered with
-//! the freshest token and a warning instead of a call per caller, and a
-//! login whose caller went away does not block the next one.
+//! the freshest token and a warning instead of a call per caller, a
+//! login whose caller went away does not block the next one, and callers
+//! of a short-lived token never wait on a refresh that refresh-ahead is
+//! there to make.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use tokend_e2e::{serve_corp, wait_output, Env, Provider, Value};
+use tokend_e2e::{now_unix, serve_corp, wait_output, Env, Provider, Value};
 
 /// Sends one request line and returns the answer line, parsed.
 fn request(env: &Env, line: &str) -> Value {
@@ -96,4 +99,74 @@ fn a_login_whose_caller_went_away_reopens_for_the_next_caller() {
     env.run_browser(&[&url], "approval of the second login");
     wait_output(second, Duration::from_secs(30), "second get").ok();
     assert_eq!(provider.stats().grant("authorization_code"), 1);
+}
+
+#[test]
+fn callers_of_a_short_lived_token_never_wait_on_its_refresh() {
+    // 20-second tokens from a provider that takes 1.5 s per refresh; a
+    // `get` every 0.3 s for 20 s, which crosses the refresh-ahead point at
+    // 60-63 % of the lifetime (12-12.7 s after the login) once.
+    //
+    // A caller is served a token with more than the serve margin left:
+    // half the refresh-ahead margin, 20/3 * 1.1 / 2 = 3.7 s here. The
+    // refresh-ahead margin is 7.3-8 s, so the renewal starts with 7.3 s or
+    // more left and lands (1.5 s later) with 5.8 s or more: no get finds
+    // the token short and none waits. With a serve margin above the
+    // refresh-ahead margin (the old min(lifetime / 2, 30 s) = 10 s), the
+    // first get after 10 s of the lifetime, 2-2.7 s before refresh-ahead,
+    // finds the token short and waits the whole 1.5 s on the provider,
+    // which the 1 s bound below catches: the cadence of 0.3 s puts a get
+    // in that window.
+    let (provider, env, _daemon) = serve_corp(20);
+    let first = env.token(&["get", "corp"]);
+    first.ok();
+    provider.reset();
+    provider.delay(1500, 2);
+
+    let start = Instant::now();
+    let mut runs = Vec::new(); // (seconds since start, wall time, token)
+    for n in 0u32..67 {
+        let due = start + Duration::from_millis(300) * n;
+        thread::sleep(due.saturating_duration_since(Instant::now()));
+        let began = Instant::now();
+        let out = env.token(&["get", "corp", "--format", "json"]);
+        let took = began.elapsed();
+        out.ok();
+        let v = out.json();
+        let expires_at = v["expires_at"].as_u64().unwrap_or_else(|| panic!("{v}"));
+        let now = now_unix();
+        assert!(
+            expires_at > now,
+            "an expired token was served at {now}: {v}"
+        );
+        let token = v["access_token"].as_str().unwrap().to_owned();
+        runs.push((began.duration_since(start).as_secs_f64(), took, token));
+    }
+
+    let refreshes = provider.stats().grant("refresh_token");
+    let mut took: Vec<Duration> = runs.iter().map(|r| r.1).collect();
+    took.sort();
+    let (median, max) = (took[took.len() / 2], took[took.len() - 1]);
+    let changes: Vec<String> = runs
+        .windows(2)
+        .filter(|w| w[0].2 != w[1].2)
+        .map(|w| format!("{:.1}s", w[1].0))
+        .collect();
+    eprintln!(
+        "{} gets: median {median:?}, max {max:?}; refresh calls {refreshes}, new token seen at {changes:?}",
+        runs.len()
+    );
+    assert!(
+        refreshes >= 1 && !changes.is_empty(),
+        "refresh-ahead renewed the token during the run: {refreshes} refresh calls, changes at {changes:?}"
+    );
+    let slow: Vec<String> = runs
+        .iter()
+        .filter(|r| r.1 >= Duration::from_secs(1))
+        .map(|r| format!("{:?} at {:.1}s", r.1, r.0))
+        .collect();
+    assert!(
+        slow.is_empty(),
+        "no get waits on the provider's 1.5 s refresh: {slow:?}"
+    );
 }
