@@ -466,8 +466,14 @@ fn a_login_asked_for_on_the_server_is_finished_in_the_laptops_browser() {
 
     let token = env.token(&["get", "corp", "--no-login"]);
     token.ok();
+    // The progress line is cleared (`\r`, erase to end of line) before the
+    // token is printed over it: what the terminal shows is what follows.
+    let shown = |l: &str| {
+        let l = l.rsplit('\r').next().unwrap_or(l);
+        l.rsplit("\x1b[K").next().unwrap_or(l).to_owned()
+    };
     assert!(
-        printed.lines().any(|l| l == token.line()),
+        printed.lines().any(|l| shown(l) == token.line()),
         "the server printed the laptop's token:\n{printed}"
     );
     assert_eq!(provider.stats().grant("authorization_code"), 1);

@@ -185,7 +185,7 @@ mod tests {
         let err = parse_device_authorization(&raw(200, r#"{"device_code":"d"}"#)).unwrap_err();
         assert!(err.to_string().contains("without user_code"), "{err}");
         let mut s = site();
-        s.provider.device_url = None;
+        std::sync::Arc::make_mut(&mut s.provider).device_url = None;
         assert!(matches!(
             s.device_start_request(&[]),
             Err(Error::Invalid(_))

@@ -19,7 +19,9 @@ use crate::token::{parse_token_response, TokenResponse};
 
 #[derive(Clone, Debug)]
 pub struct OAuthSite {
-    pub provider: Provider,
+    /// Shared by every site of one issuer, unless a site sets endpoints of
+    /// its own (then it has its copy).
+    pub provider: std::sync::Arc<Provider>,
     pub client: Client,
     /// Joins requested scopes: `" "` by default, `","` for Stack Exchange.
     pub scope_separator: String,
@@ -59,7 +61,8 @@ impl Dpop {
 
 impl OAuthSite {
     /// A site with the default scope separator and no extra parameters.
-    pub fn new(provider: Provider, client: Client) -> OAuthSite {
+    pub fn new(provider: impl Into<std::sync::Arc<Provider>>, client: Client) -> OAuthSite {
+        let provider = provider.into();
         OAuthSite {
             provider,
             client,

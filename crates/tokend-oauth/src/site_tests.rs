@@ -115,7 +115,7 @@ fn authorize_url_separator_and_no_pkce() {
     assert!(!q.contains_key("code_challenge"));
     let url = s.authorize_url("http://r", &[], "s", None).unwrap();
     assert!(!query(&url).contains_key("scope"));
-    s.provider.authorize_url = None;
+    std::sync::Arc::make_mut(&mut s.provider).authorize_url = None;
     assert!(matches!(
         s.authorize_url("http://r", &[], "s", None),
         Err(Error::Invalid(_))
@@ -186,7 +186,7 @@ fn client_credentials_and_revoke_requests() {
     assert_eq!(req.form_value("token_type_hint"), Some("refresh_token"));
     assert_eq!(req.form_value("audience"), None);
     let mut s = s;
-    s.provider.revoke_url = None;
+    std::sync::Arc::make_mut(&mut s.provider).revoke_url = None;
     assert!(matches!(
         s.revoke_request("t", "access_token"),
         Err(Error::Invalid(_))
@@ -228,7 +228,7 @@ async fn exchange_code_over_the_wire() {
     )])
     .await;
     let mut s = site(ClientAuth::Basic);
-    s.provider.token_url = server.url("/token");
+    std::sync::Arc::make_mut(&mut s.provider).token_url = server.url("/token");
     let http = Http::new();
     let token = s
         .exchange_code(
@@ -277,7 +277,7 @@ async fn refresh_error_names_the_endpoint() {
     )])
     .await;
     let mut s = site(ClientAuth::None);
-    s.provider.token_url = server.url("/token?k=secret");
+    std::sync::Arc::make_mut(&mut s.provider).token_url = server.url("/token?k=secret");
     let err = s
         .refresh(&Http::new(), &RefreshToken::new("rt".into()), None)
         .await
@@ -335,7 +335,7 @@ async fn dpop_token_requests_carry_a_proof_and_retry_once_with_the_servers_nonce
     ])
     .await;
     let mut site = site(ClientAuth::Post);
-    site.provider.token_url = server.url("/token");
+    std::sync::Arc::make_mut(&mut site.provider).token_url = server.url("/token");
     site.dpop = Some(std::sync::Arc::new(Dpop::new(
         crate::dpop::DpopKey::generate().unwrap(),
     )));

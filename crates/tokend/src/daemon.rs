@@ -35,6 +35,7 @@ pub struct Daemon {
     /// What every site's actor is given.
     deps: Deps,
     shutdown: tokio::sync::watch::Sender<bool>,
+    trimmer: crate::platform::memory::Trimmer,
 }
 
 /// A configured site: its settings, and its actor once it has been asked for.
@@ -92,6 +93,7 @@ impl Daemon {
             retired: Mutex::default(),
             deps,
             shutdown: tokio::sync::watch::channel(false).0,
+            trimmer: crate::platform::memory::Trimmer::default(),
         };
         daemon.install(config);
         daemon
@@ -310,6 +312,11 @@ impl Daemon {
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!("a site's token call did not finish in time; stopping anyway");
         }
+    }
+
+    /// Returns freed memory to the system once a burst of work is over.
+    pub fn trimmer(&self) -> &crate::platform::memory::Trimmer {
+        &self.trimmer
     }
 
     pub fn request_shutdown(&self) {

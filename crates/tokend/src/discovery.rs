@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 
 #[derive(Debug, Default)]
 pub struct Discovery {
-    cells: Mutex<HashMap<String, Arc<OnceCell<Provider>>>>,
+    cells: Mutex<HashMap<String, Arc<OnceCell<Arc<Provider>>>>>,
 }
 
 impl Discovery {
@@ -21,9 +21,9 @@ impl Discovery {
         &self,
         http: &Http,
         issuer: &str,
-    ) -> Result<Provider, tokend_oauth::Error> {
+    ) -> Result<Arc<Provider>, tokend_oauth::Error> {
         let cell = self.lock().entry(issuer.to_owned()).or_default().clone();
-        cell.get_or_try_init(|| tokend_oauth::discover(http, issuer))
+        cell.get_or_try_init(|| async { tokend_oauth::discover(http, issuer).await.map(Arc::new) })
             .await
             .cloned()
     }
@@ -33,7 +33,7 @@ impl Discovery {
         self.lock().remove(issuer);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OnceCell<Provider>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OnceCell<Arc<Provider>>>>> {
         self.cells
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

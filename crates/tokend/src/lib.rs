@@ -68,6 +68,7 @@ pub fn main() -> ExitCode {
         None => {}
     }
     platform::harden_process();
+    platform::memory::tune();
     // The daemon's own settings come from the config's [daemon] table
     // (environment variables win), whoever started it. The file is read
     // once: the sites in it are served as they are.
@@ -258,6 +259,12 @@ async fn run(config: config::Config) -> ExitCode {
         http,
         settings.login_timeout,
     ));
+    // What parsing the config freed goes back now, the rest after each burst.
+    platform::memory::release();
+    tokio::spawn({
+        let daemon = daemon.clone();
+        async move { daemon.trimmer().run().await }
+    });
     let _watcher = watch::spawn(&daemon);
     tracing::info!(
         socket = %listener.describe(),

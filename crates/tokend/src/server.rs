@@ -121,11 +121,12 @@ pub async fn run(
                     tokio::spawn(async move {
                         let (id, close) = registry.join();
                         tokio::select! {
-                            () = connection(stream, ours, daemon, &registry, id) => {}
+                            () = connection(stream, ours, daemon.clone(), &registry, id) => {}
                             () = close.notified() => tracing::debug!("closed the longest-idle connection"),
                         }
                         registry.leave(id);
                         drop(permit);
+                        daemon.trimmer().worked();
                     });
                 }
                 Err(e) => {

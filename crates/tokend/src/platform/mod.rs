@@ -8,6 +8,8 @@ compile_error!("tokend supports Unix-like systems and Windows only");
 #[cfg_attr(windows, path = "windows.rs")]
 mod os;
 
+pub mod memory;
+
 pub use os::{
     bind, create_private_dir, create_private_file, from_activation, harden_process, lock_state,
     open_private_log, sync_dir, user_key, writable_by_others, BindError, Listener, StateLock,

@@ -50,20 +50,22 @@ pub async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite>, Site
                 .token_url
                 .as_ref()
                 .ok_or_else(|| SiteError::config(name, "no token_url and no issuer"))?;
-            Provider::new(token_url.url().clone())
+            Arc::new(Provider::new(token_url.url().clone()))
         }
     };
+    // Endpoints set in the config win over discovered ones (the site then
+    // has a copy of the provider of its own).
     if let Some(u) = &cfg.authorize_url {
-        provider.authorize_url = Some(u.clone());
+        Arc::make_mut(&mut provider).authorize_url = Some(u.clone());
     }
     if let Some(u) = &cfg.token_url {
-        provider.token_url = u.url().clone();
+        Arc::make_mut(&mut provider).token_url = u.url().clone();
     }
     if let Some(u) = &cfg.revoke_url {
-        provider.revoke_url = Some(u.clone());
+        Arc::make_mut(&mut provider).revoke_url = Some(u.clone());
     }
     if let Some(u) = &cfg.device_url {
-        provider.device_url = Some(u.clone());
+        Arc::make_mut(&mut provider).device_url = Some(u.clone());
     }
     let secret = match &cfg.secret {
         None => None,
