@@ -10,7 +10,7 @@ use crate::daemon::Daemon;
 use crate::error::ApiError;
 use crate::site::Served;
 
-pub async fn login(
+pub(super) async fn login(
     d: &Arc<Daemon>,
     req: LoginRequest,
     events: &mut Events<'_>,

@@ -28,7 +28,7 @@ const CALLER_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a login flow got from the user.
 #[derive(Debug)]
-pub enum Got {
+pub(crate) enum Got {
     /// An authorization code for the site to exchange; `page` (a browser
     /// waiting on the loopback listener) is told how that went.
     Code {
@@ -46,7 +46,7 @@ pub enum Got {
 
 /// Where a login is, as every caller waiting for it sees it.
 #[derive(Clone, Debug)]
-pub enum Progress {
+pub(crate) enum Progress {
     /// Building the client, binding the listener, asking for a device code.
     Starting,
     /// Waiting for the user: the opener is shown `first`, the others `joined`.
@@ -60,11 +60,11 @@ pub enum Progress {
 /// Who opens the browser for a login: the caller holding the strong end.
 /// When that caller goes away, a caller still waiting takes the role over
 /// and its client opens the browser (the same login, the same URL).
-pub type OpenerSlot = Arc<std::sync::Mutex<std::sync::Weak<()>>>;
+pub(crate) type OpenerSlot = Arc<std::sync::Mutex<std::sync::Weak<()>>>;
 
 /// A caller's place in a login. Dropping every ticket of a login cancels it.
 #[derive(Debug)]
-pub struct LoginTicket {
+pub(crate) struct LoginTicket {
     /// Held by the caller whose client opens the browser.
     pub(crate) opener: Option<Arc<()>>,
     pub(crate) slot: OpenerSlot,
@@ -114,7 +114,7 @@ impl LoginTicket {
     /// A caller that goes away meanwhile gives up its place: the login is
     /// cancelled when nobody else waits for it, and another waiting caller
     /// opens the browser when the one that did has gone.
-    pub async fn wait(
+    pub(crate) async fn wait(
         mut self,
         site: &str,
         events: &mut Events<'_>,
@@ -160,7 +160,7 @@ impl LoginTicket {
 
 /// How a login runs.
 #[derive(Debug)]
-pub enum How {
+pub(crate) enum How {
     Browser,
     Device,
     /// Paste-back: the user's paste arrives here.
@@ -175,7 +175,7 @@ impl How {
     /// device-code sites, paste-back for the implicit grant and redirects
     /// tokend cannot listen on. A paste-back login also gives where the
     /// `paste` request delivers the input.
-    pub fn plan(cfg: &SiteConfig, asked: LoginMode) -> (How, Option<mpsc::Sender<String>>) {
+    pub(crate) fn plan(cfg: &SiteConfig, asked: LoginMode) -> (How, Option<mpsc::Sender<String>>) {
         let mode = match (asked, cfg.grant) {
             (LoginMode::Browser | LoginMode::NoBrowser, Grant::DeviceCode) => LoginMode::Device,
             (m, _) => m,
@@ -206,7 +206,7 @@ impl How {
 
 /// What a flow needs.
 #[derive(Debug)]
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub cfg: Arc<SiteConfig>,
     pub deps: Deps,
     /// The site's DPoP key, for flows that call the token endpoint (device).
@@ -215,7 +215,7 @@ pub struct Ctx {
 
 /// One login, run by the site's actor in a task of its own.
 #[derive(Debug)]
-pub struct Login {
+pub(crate) struct Login {
     pub id: u64,
     pub how: How,
     pub ctx: Ctx,
@@ -228,7 +228,7 @@ impl Login {
     /// Runs the flow; hands its result to the site. When every caller has
     /// gone away first, the flow is cancelled. A flow that panics fails the
     /// login instead of leaving it pending.
-    pub async fn run(self) {
+    pub(crate) async fn run(self) {
         let name = self.ctx.cfg.name.clone();
         let mut flow = tokio::spawn(flow(self.ctx, self.how, self.progress.clone()));
         // Aborting this task (logout, reload, stop) aborts the flow too.
@@ -283,7 +283,7 @@ async fn flow(ctx: Ctx, how: How, progress: Arc<watch::Sender<Progress>>) -> Res
 
 /// The error of a login nobody waits for any more: not completed, which is
 /// not the provider's refusal (exit 6, not 4).
-pub fn cancelled(site: &str) -> ApiError {
+pub(crate) fn cancelled(site: &str) -> ApiError {
     ApiError::new(
         ErrorCode::LoginIncomplete,
         format!("site {site}: the login was cancelled; run `token login {site}` to try again"),

@@ -7,7 +7,7 @@ use token_proto::ErrorCode;
 use crate::error::ApiError;
 
 #[derive(Clone, Debug, thiserror::Error)]
-pub enum SiteError {
+pub(crate) enum SiteError {
     /// The config is wrong (a missing secret, a mistyped issuer): retrying
     /// will not help until it changes.
     #[error("{0}")]
@@ -38,7 +38,7 @@ pub enum SiteError {
 }
 
 impl SiteError {
-    pub fn config(site: &str, message: impl std::fmt::Display) -> SiteError {
+    pub(crate) fn config(site: &str, message: impl std::fmt::Display) -> SiteError {
         SiteError::Config(format!("site {site}: {message}; fix the config"))
     }
 }
