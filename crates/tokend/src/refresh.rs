@@ -40,8 +40,20 @@ pub(crate) fn refresh_margin(lifetime: f64, refresh_before: Option<u64>, jitter:
 /// asked for no `min_ttl`: half the smallest refresh-ahead margin, at most
 /// 30 s. Below the refresh-ahead margin, so with refresh-ahead working no
 /// caller waits on the provider for a renewal.
-pub(crate) fn serve_margin(lifetime: f64, refresh_before: Option<u64>) -> f64 {
+fn serve_margin(lifetime: f64, refresh_before: Option<u64>) -> f64 {
     (refresh_margin(lifetime, refresh_before, 0.0) / 2.0).min(30.0)
+}
+
+/// Whether a token with `remaining` seconds left of its `lifetime` serves a
+/// caller that asked for `min_ttl` (default: the serve margin).
+pub(crate) fn serves(
+    remaining: f64,
+    lifetime: f64,
+    min_ttl: Option<u64>,
+    refresh_before: Option<u64>,
+) -> bool {
+    let need = min_ttl.map_or_else(|| serve_margin(lifetime, refresh_before), |m| m as f64);
+    remaining > need
 }
 
 /// The Unix time (fractional) at which a token obtained at `obtained_at`

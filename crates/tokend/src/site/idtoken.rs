@@ -38,11 +38,12 @@ impl HeldId {
         min_ttl: Option<u64>,
         refresh_before: Option<u64>,
     ) -> bool {
-        let need = min_ttl.map_or_else(
-            || refresh::serve_margin(self.lifetime(), refresh_before),
-            |m| m as f64,
-        );
-        self.remaining(now) > need
+        refresh::serves(
+            self.remaining(now),
+            self.lifetime(),
+            min_ttl,
+            refresh_before,
+        )
     }
 
     /// What a caller receives: the ID token in `access_token`, marked as

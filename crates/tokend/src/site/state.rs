@@ -82,11 +82,12 @@ impl Current {
         min_ttl: Option<u64>,
         refresh_before: Option<u64>,
     ) -> bool {
-        let need = min_ttl.map_or_else(
-            || refresh::serve_margin(self.lifetime(), refresh_before),
-            |m| m as f64,
-        );
-        self.remaining(now) > need
+        refresh::serves(
+            self.remaining(now),
+            self.lifetime(),
+            min_ttl,
+            refresh_before,
+        )
     }
 
     /// A `min_ttl` no token from this provider can meet, and this token is
