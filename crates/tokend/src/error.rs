@@ -28,16 +28,6 @@ impl ApiError {
         )
     }
 
-    /// A provider failure, worded for the user: `site corp: provider said invalid_client: ...`.
-    pub(crate) fn provider(site: &str, e: &tokend_oauth::Error) -> ApiError {
-        let next = if e.is_transient() {
-            "; tokend will retry, or try again later"
-        } else {
-            ""
-        };
-        ApiError::new(ErrorCode::ProviderError, format!("site {site}: {e}{next}"))
-    }
-
     pub(crate) fn body(&self) -> ErrorBody {
         ErrorBody::new(self.code, self.message.clone())
     }

@@ -24,5 +24,5 @@ pub(super) async fn login(
             Served::NeedLogin => Err(ApiError::internal(format!("site {}: no token", req.site))),
         };
     }
-    site.login(req.mode).await?.wait(&req.site, events).await
+    Ok(site.login(req.mode).await?.wait(&req.site, events).await?)
 }

@@ -8,16 +8,15 @@
 
 use std::sync::Arc;
 
-use token_proto::{ErrorCode, Event, LoginMode, TokenReply};
+use token_proto::{Event, LoginMode, TokenReply};
 use tokend_oauth::{AuthCode, OAuthSite, PkceVerifier, TokenResponse};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Grant, SiteConfig};
-use crate::error::ApiError;
 use crate::handlers::Events;
 use crate::loopback::{is_loopback, Page};
 use crate::site::idtoken::{self, IdCheck};
-use crate::site::{client, Deps, Msg};
+use crate::site::{client, Deps, Msg, SiteError};
 
 mod browser;
 mod device;
@@ -54,7 +53,7 @@ pub(crate) enum Progress {
         first: Event,
         joined: Event,
     },
-    Done(Result<TokenReply, ApiError>),
+    Done(Result<TokenReply, SiteError>),
 }
 
 /// Who opens the browser for a login: the caller holding the strong end.
@@ -118,7 +117,7 @@ impl LoginTicket {
         mut self,
         site: &str,
         events: &mut Events<'_>,
-    ) -> Result<TokenReply, ApiError> {
+    ) -> Result<TokenReply, SiteError> {
         let mut shown = false;
         let mut probe = tokio::time::interval(CALLER_PROBE);
         loop {
@@ -150,7 +149,7 @@ impl LoginTicket {
                 }
             };
             if changed.is_err() {
-                return Err(ApiError::internal(format!(
+                return Err(SiteError::Internal(format!(
                     "site {site}: the login ended without an answer; run `token login {site}`"
                 )));
             }
@@ -234,7 +233,7 @@ impl Login {
         // Aborting this task (logout, reload, stop) aborts the flow too.
         let _guard = AbortOnDrop(flow.abort_handle());
         let got = tokio::select! {
-            r = &mut flow => r.unwrap_or_else(|e| Err(ApiError::internal(format!("site {name}: the login failed: {e}")))),
+            r = &mut flow => r.unwrap_or_else(|e| Err(SiteError::Internal(format!("site {name}: the login failed: {e}")))),
             () = self.progress.closed() => Err(cancelled(&name)),
         };
         let _ = self
@@ -252,11 +251,14 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn flow(ctx: Ctx, how: How, progress: Arc<watch::Sender<Progress>>) -> Result<Got, ApiError> {
+async fn flow(
+    ctx: Ctx,
+    how: How,
+    progress: Arc<watch::Sender<Progress>>,
+) -> Result<Got, SiteError> {
     let oauth: Arc<OAuthSite> = client::build(&ctx.deps, &ctx.cfg)
         .await
-        .and_then(|o| client::with_dpop(o, &ctx.cfg, ctx.dpop.as_ref()))
-        .map_err(ApiError::from)?;
+        .and_then(|o| client::with_dpop(o, &ctx.cfg, ctx.dpop.as_ref()))?;
     // Without a browser: the device flow where the provider offers one.
     let how = match how {
         How::NoBrowser(_) if oauth.provider.device_url.is_some() => How::Device,
@@ -281,23 +283,41 @@ async fn flow(ctx: Ctx, how: How, progress: Arc<watch::Sender<Progress>>) -> Res
     started.task.await
 }
 
-/// The error of a login nobody waits for any more: not completed, which is
-/// not the provider's refusal (exit 6, not 4).
-pub(crate) fn cancelled(site: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::LoginIncomplete,
-        format!("site {site}: the login was cancelled; run `token login {site}` to try again"),
-    )
+/// The error of a login nobody waits for any more.
+pub(crate) fn cancelled(site: &str) -> SiteError {
+    SiteError::LoginCancelled {
+        site: site.to_owned(),
+    }
+}
+
+/// Which way a login ran: what its errors say failed and tell the user to
+/// run next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Way {
+    Browser,
+    Device,
+    Paste,
+}
+
+impl Way {
+    /// The command that tries again.
+    pub(crate) fn again(self, site: &str) -> String {
+        match self {
+            Way::Browser => format!("token login {site}"),
+            Way::Device => format!("token login {site} --device"),
+            Way::Paste => format!("token login {site} --paste"),
+        }
+    }
 }
 
 /// A PKCE pair for a login; a failing OS random source fails the login.
-fn fresh_pkce() -> Result<tokend_oauth::Pkce, ApiError> {
-    tokend_oauth::Pkce::try_new().map_err(|e| ApiError::internal(e.to_string()))
+fn fresh_pkce() -> Result<tokend_oauth::Pkce, SiteError> {
+    tokend_oauth::Pkce::try_new().map_err(|e| SiteError::Internal(e.to_string()))
 }
 
 /// A nonce for a login whose site asks for an ID token (`openid` among its
 /// scopes); `None` for the others.
-fn fresh_nonce(cfg: &SiteConfig) -> Result<Option<String>, ApiError> {
+fn fresh_nonce(cfg: &SiteConfig) -> Result<Option<String>, SiteError> {
     if !cfg.wants_id_token() {
         return Ok(None);
     }
@@ -310,38 +330,32 @@ async fn checked(
     ctx: &Ctx,
     oauth: &OAuthSite,
     resp: TokenResponse,
-    again: &str,
-) -> Result<Got, ApiError> {
+    way: Way,
+) -> Result<Got, SiteError> {
     match idtoken::check(&ctx.deps, &ctx.cfg, oauth, resp.id_token.as_deref(), None).await {
-        IdCheck::Refused(why) => Err(ApiError::new(
-            ErrorCode::LoginFailed,
-            format!("{why}; the login is refused: run `{again}` to try again"),
-        )),
+        IdCheck::Refused(why) => Err(SiteError::IdTokenRefused(format!(
+            "{why}; the login is refused: run `{}` to try again",
+            way.again(&ctx.cfg.name)
+        ))),
         id => Ok(Got::Token(resp, id)),
     }
 }
 
 /// A `state` for a login; a failing OS random source fails the login.
-fn fresh_state() -> Result<String, ApiError> {
-    tokend_oauth::try_random_state().map_err(|e| ApiError::internal(e.to_string()))
+fn fresh_state() -> Result<String, SiteError> {
+    tokend_oauth::try_random_state().map_err(|e| SiteError::Internal(e.to_string()))
 }
 
-/// Nobody completed the login in time (exit 6). Where no browser could be
-/// used, the other ways are named.
-fn timed_out(site: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::LoginIncomplete,
-        format!(
-            "site {site}: the login was not completed in time; run `token login {site}` to try \
-             again, or log in without a browser on this machine: `token login {site} --device` \
-             (where the provider offers it) or `token login {site} --paste`"
-        ),
-    )
+/// Nobody completed the login in time.
+fn timed_out(site: &str) -> SiteError {
+    SiteError::LoginTimedOut {
+        site: site.to_owned(),
+    }
 }
 
 /// The work of one login after it started: waits for the user. Each flow
 /// enforces its own deadline.
-type Task = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Got, ApiError>> + Send>>;
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Got, SiteError>> + Send>>;
 
 /// What starting a login yields: its task, the event for the caller that
 /// started it and the one for callers that join.

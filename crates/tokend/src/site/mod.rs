@@ -18,7 +18,6 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use crate::clock::Clock;
 use crate::config::SiteConfig;
 use crate::discovery::Discovery;
-use crate::error::ApiError;
 use crate::login::{Got, LoginTicket};
 use crate::store::Store;
 
@@ -92,7 +91,7 @@ pub(crate) enum Msg {
     /// A login flow's result (from its task).
     LoginGot {
         id: u64,
-        got: Result<Got, ApiError>,
+        got: Result<Got, SiteError>,
     },
     /// Where a pending paste-back login takes its input.
     Paste {
@@ -156,14 +155,14 @@ impl SiteHandle {
         &self.name
     }
 
-    fn gone(&self) -> ApiError {
-        ApiError::internal(format!(
+    fn gone(&self) -> SiteError {
+        SiteError::Internal(format!(
             "site {} was reloaded or the daemon is stopping; run the command again",
             self.name
         ))
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, ApiError> {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, SiteError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Box::new(make(reply)))
@@ -178,7 +177,7 @@ impl SiteHandle {
         &self,
         scopes: Vec<String>,
         min_ttl: Option<u64>,
-    ) -> Result<Served, ApiError> {
+    ) -> Result<Served, SiteError> {
         self.ask(|reply| Msg::Get {
             scopes,
             min_ttl,
@@ -186,19 +185,16 @@ impl SiteHandle {
             reply,
         })
         .await?
-        .map_err(ApiError::from)
     }
 
     /// The site's validated ID token, valid for at least `min_ttl`, without
     /// a login (`NeedLogin` when only a login brings one).
-    pub(crate) async fn get_id_token(&self, min_ttl: Option<u64>) -> Result<Served, ApiError> {
-        self.ask(|reply| Msg::GetId { min_ttl, reply })
-            .await?
-            .map_err(ApiError::from)
+    pub(crate) async fn get_id_token(&self, min_ttl: Option<u64>) -> Result<Served, SiteError> {
+        self.ask(|reply| Msg::GetId { min_ttl, reply }).await?
     }
 
     /// A token from a token call made now (client credentials' "login").
-    pub(crate) async fn renew(&self) -> Result<Served, ApiError> {
+    pub(crate) async fn renew(&self) -> Result<Served, SiteError> {
         self.ask(|reply| Msg::Get {
             scopes: Vec::new(),
             min_ttl: None,
@@ -206,7 +202,6 @@ impl SiteHandle {
             reply,
         })
         .await?
-        .map_err(ApiError::from)
     }
 
     /// A DPoP proof for one request with `token`, signed by the site's key.
@@ -215,7 +210,7 @@ impl SiteHandle {
         method: String,
         url: url::Url,
         token: AccessToken,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, SiteError> {
         self.ask(|reply| Msg::Proof {
             method,
             url,
@@ -223,27 +218,24 @@ impl SiteHandle {
             reply,
         })
         .await?
-        .map_err(ApiError::from)
     }
 
     /// Starts (or joins) a login.
-    pub(crate) async fn login(&self, mode: LoginMode) -> Result<LoginTicket, ApiError> {
-        self.ask(|reply| Msg::Login { mode, reply })
-            .await?
-            .map_err(ApiError::from)
+    pub(crate) async fn login(&self, mode: LoginMode) -> Result<LoginTicket, SiteError> {
+        self.ask(|reply| Msg::Login { mode, reply }).await?
     }
 
-    pub(crate) async fn paste_sender(&self) -> Result<Option<mpsc::Sender<String>>, ApiError> {
+    pub(crate) async fn paste_sender(&self) -> Result<Option<mpsc::Sender<String>>, SiteError> {
         self.ask(|reply| Msg::Paste { reply }).await
     }
 
     /// Forgets the login (memory and store), cancelling a pending login.
-    pub(crate) async fn logout(&self) -> Result<LoggedOut, ApiError> {
+    pub(crate) async fn logout(&self) -> Result<LoggedOut, SiteError> {
         self.ask(|reply| Msg::Logout { reply }).await
     }
 
     /// The site's line in `status` (its login loaded from the store first).
-    pub(crate) async fn status(&self) -> Result<SiteStatus, ApiError> {
+    pub(crate) async fn status(&self) -> Result<SiteStatus, SiteError> {
         self.ask(|reply| Msg::Status { reply }).await
     }
 
