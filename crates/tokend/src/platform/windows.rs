@@ -73,8 +73,6 @@ pub(crate) enum BindError {
     AlreadyRunning(PathBuf),
     #[error("another user holds the pipe {0}: set TOKEND_SOCKET to another pipe name, and find out who created this one")]
     Foreign(PathBuf),
-    #[error("cannot set up {path}: {message}")]
-    Dir { path: PathBuf, message: String },
     #[error("cannot create the pipe {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
