@@ -10,7 +10,7 @@ use crate::secret::AuthCode;
 use crate::token::{self, TokenResponse};
 
 /// Why a callback was refused. Messages hold no code, token or state.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CallbackError {
     #[error("the provider refused the login: {error}{}", .description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     Denied {

@@ -6,10 +6,11 @@
 
 /// Where "now" comes from.
 #[derive(Clone, Copy, Debug)]
-pub enum Clock {
+pub(crate) enum Clock {
     /// The system's wall clock.
     System,
     /// Tokio's clock (paused in tests), counted from `unix` at `start`.
+    #[cfg(test)]
     Tokio {
         unix: f64,
         start: tokio::time::Instant,
@@ -18,7 +19,8 @@ pub enum Clock {
 
 impl Clock {
     /// A clock that follows tokio's time, starting at Unix second `unix`.
-    pub fn tokio_at(unix: f64) -> Clock {
+    #[cfg(test)]
+    pub(crate) fn tokio_at(unix: f64) -> Clock {
         Clock::Tokio {
             unix,
             start: tokio::time::Instant::now(),
@@ -26,21 +28,22 @@ impl Clock {
     }
 
     /// Unix seconds, fractional.
-    pub fn now(&self) -> f64 {
+    pub(crate) fn now(&self) -> f64 {
         match self {
             Clock::System => token_proto::now_unix_f64(),
+            #[cfg(test)]
             Clock::Tokio { unix, start } => unix + start.elapsed().as_secs_f64(),
         }
     }
 
     /// The tokio instant at which this clock reads `unix`.
-    pub fn instant_at(&self, unix: f64) -> tokio::time::Instant {
+    pub(crate) fn instant_at(&self, unix: f64) -> tokio::time::Instant {
         let wait = (unix - self.now()).max(0.0);
         tokio::time::Instant::now() + std::time::Duration::from_secs_f64(wait.min(1e9))
     }
 }
 
 /// Whole Unix seconds for the wire and the store (rounded down).
-pub fn whole(unix: f64) -> u64 {
+pub(crate) fn whole(unix: f64) -> u64 {
     unix.max(0.0) as u64
 }

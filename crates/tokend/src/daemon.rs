@@ -20,13 +20,13 @@ use crate::site::{Deps, SiteHandle};
 use crate::store::Store;
 
 /// How long a login waits for the user unless `TOKEND_LOGIN_TIMEOUT` says otherwise.
-pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Sites loading their login from the store at once.
 const LOAD_AT_ONCE: usize = 8;
 
 #[derive(Debug)]
-pub struct Daemon {
+pub(crate) struct Daemon {
     pub config_path: PathBuf,
     config: RwLock<Arc<Config>>,
     sites: Mutex<HashMap<String, Slot>>,
@@ -54,7 +54,7 @@ impl Daemon {
     /// reloads read again): call from within the tokio runtime.
     /// `login_timeout`: the `[daemon]` table's, in seconds
     /// (`TOKEND_LOGIN_TIMEOUT` wins over it).
-    pub fn new(
+    pub(crate) fn new(
         config_path: PathBuf,
         config: Config,
         store: crate::store::Chosen,
@@ -85,7 +85,7 @@ impl Daemon {
     }
 
     /// A daemon whose sites get `deps` (tests give a scripted HTTP and tokio's clock).
-    pub fn with_deps(config_path: PathBuf, config: Config, deps: Deps) -> Daemon {
+    pub(crate) fn with_deps(config_path: PathBuf, config: Config, deps: Deps) -> Daemon {
         let daemon = Daemon {
             config: RwLock::new(Arc::new(Config::default())),
             config_path,
@@ -99,19 +99,19 @@ impl Daemon {
         daemon
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.deps.store
     }
 
-    pub fn http(&self) -> &Http {
+    pub(crate) fn http(&self) -> &Http {
         &self.deps.http
     }
 
-    pub fn deps(&self) -> &Deps {
+    pub(crate) fn deps(&self) -> &Deps {
         &self.deps
     }
 
-    pub fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         self.config
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -120,7 +120,7 @@ impl Daemon {
 
     /// The actor of a configured site (started now if it was not yet), or
     /// why there is none.
-    pub fn site(&self, name: &str) -> Result<SiteHandle, ApiError> {
+    pub(crate) fn site(&self, name: &str) -> Result<SiteHandle, ApiError> {
         if let Some(slot) = lock(&self.sites).get_mut(name) {
             return Ok(self.started(slot));
         }
@@ -145,7 +145,7 @@ impl Daemon {
     }
 
     /// Every site's actor (starting those not yet asked for), by name.
-    pub fn sites(&self) -> Vec<SiteHandle> {
+    pub(crate) fn sites(&self) -> Vec<SiteHandle> {
         let mut v: Vec<SiteHandle> = lock(&self.sites)
             .values_mut()
             .map(|slot| self.started(slot))
@@ -173,7 +173,7 @@ impl Daemon {
     /// Re-reads the config file. A file that does not parse at all keeps the
     /// previous config running; a changed site keeps its login unless its
     /// provider, client or scopes changed.
-    pub fn reload(&self) -> ReloadReply {
+    pub(crate) fn reload(&self) -> ReloadReply {
         self.install(Config::load(&self.config_path))
     }
 
@@ -221,7 +221,7 @@ impl Daemon {
     }
 
     /// [`Daemon::reload`] off the async workers (it reads the file).
-    pub async fn reload_async(self: &Arc<Self>) -> ReloadReply {
+    pub(crate) async fn reload_async(self: &Arc<Self>) -> ReloadReply {
         let me = self.clone();
         match tokio::task::spawn_blocking(move || me.reload()).await {
             Ok(reply) => reply,
@@ -295,7 +295,7 @@ impl Daemon {
 
     /// Stops every site, letting token calls under way land and persist
     /// (up to `grace`).
-    pub async fn stop_sites(&self, grace: Duration) {
+    pub(crate) async fn stop_sites(&self, grace: Duration) {
         let sites: Vec<SiteHandle> = lock(&self.sites)
             .values()
             .filter_map(|slot| slot.actor.clone())
@@ -315,15 +315,15 @@ impl Daemon {
     }
 
     /// Returns freed memory to the system once a burst of work is over.
-    pub fn trimmer(&self) -> &crate::platform::memory::Trimmer {
+    pub(crate) fn trimmer(&self) -> &crate::platform::memory::Trimmer {
         &self.trimmer
     }
 
-    pub fn request_shutdown(&self) {
+    pub(crate) fn request_shutdown(&self) {
         self.shutdown.send_replace(true);
     }
 
-    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+    pub(crate) fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
 }

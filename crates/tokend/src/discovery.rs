@@ -9,7 +9,7 @@ use tokend_oauth::{Http, Provider};
 use tokio::sync::OnceCell;
 
 #[derive(Debug, Default)]
-pub struct Discovery {
+pub(crate) struct Discovery {
     cells: Mutex<HashMap<String, Arc<OnceCell<Arc<Provider>>>>>,
 }
 
@@ -17,7 +17,7 @@ impl Discovery {
     /// The issuer's metadata: cached, or fetched once by the first caller
     /// while later callers for the same issuer wait for it. A failure is
     /// not cached.
-    pub async fn provider(
+    pub(crate) async fn provider(
         &self,
         http: &Http,
         issuer: &str,
@@ -29,7 +29,7 @@ impl Discovery {
     }
 
     /// Drops what is known about `issuer` (its site's config changed).
-    pub fn forget(&self, issuer: &str) {
+    pub(crate) fn forget(&self, issuer: &str) {
         self.lock().remove(issuer);
     }
 

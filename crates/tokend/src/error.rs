@@ -4,41 +4,31 @@
 use token_proto::{ErrorBody, ErrorCode};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub code: ErrorCode,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             code,
             message: message.into(),
         }
     }
 
-    pub fn internal(message: impl Into<String>) -> ApiError {
+    pub(crate) fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorCode::Internal, message)
     }
 
-    pub fn login_required(site: &str, why: &str) -> ApiError {
+    pub(crate) fn login_required(site: &str, why: &str) -> ApiError {
         ApiError::new(
             ErrorCode::LoginRequired,
             format!("site {site} needs a login{why}: run `token login {site}`"),
         )
     }
 
-    /// A provider failure, worded for the user: `site corp: provider said invalid_client: ...`.
-    pub fn provider(site: &str, e: &tokend_oauth::Error) -> ApiError {
-        let next = if e.is_transient() {
-            "; tokend will retry, or try again later"
-        } else {
-            ""
-        };
-        ApiError::new(ErrorCode::ProviderError, format!("site {site}: {e}{next}"))
-    }
-
-    pub fn body(&self) -> ErrorBody {
+    pub(crate) fn body(&self) -> ErrorBody {
         ErrorBody::new(self.code, self.message.clone())
     }
 }

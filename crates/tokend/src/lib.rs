@@ -1,21 +1,26 @@
 //! tokend, the daemon: owns the OAuth tokens of every configured site,
 //! refreshes them, and serves them over a local socket to `token` and any
 //! program that speaks the line protocol (see `PROTOCOL.md`).
+//!
+//! The library is the binary's [`main`]; its only other public item is the
+//! [`config`] parser, for the fuzz targets.
 
-pub mod clock;
+#![warn(unreachable_pub)]
+
+mod clock;
 pub mod config;
-pub mod daemon;
-pub mod discovery;
-pub mod error;
+mod daemon;
+mod discovery;
+mod error;
 mod handlers;
 mod login;
 mod loopback;
-pub mod paths;
-pub mod platform;
+mod paths;
+mod platform;
 mod refresh;
-pub mod server;
-pub mod site;
-pub mod store;
+mod server;
+mod site;
+mod store;
 mod watch;
 
 use std::io::Write;
@@ -138,7 +143,7 @@ fn init_logging(configured: Option<&str>) {
 static LOG_DESTINATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Where this daemon logs: the log file's path, or `stderr`.
-pub fn log_destination() -> String {
+pub(crate) fn log_destination() -> String {
     LOG_DESTINATION
         .get()
         .cloned()

@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 
 /// What the browser is shown once the login knows how it went.
 #[derive(Debug)]
-pub enum Page {
+pub(crate) enum Page {
     Done(String),
     Failed(String),
 }
@@ -36,13 +36,13 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One callback: its query string and where to send the page for the browser.
 #[derive(Debug)]
-pub struct Callback {
+pub(crate) struct Callback {
     pub query: String,
     pub reply: oneshot::Sender<Page>,
 }
 
 #[derive(Debug)]
-pub struct Loopback {
+pub(crate) struct Loopback {
     pub redirect_uri: String,
     rx: mpsc::Receiver<Callback>,
     /// The accept loops; dropping the set closes the listeners, so no
@@ -61,7 +61,7 @@ struct Gate {
 }
 
 /// Is this redirect URI one we can listen on ourselves?
-pub fn is_loopback(uri: &url::Url) -> bool {
+pub(crate) fn is_loopback(uri: &url::Url) -> bool {
     uri.scheme() == "http"
         && match uri.host() {
             Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -75,7 +75,10 @@ impl Loopback {
     /// Binds the listener for the login whose `state` is given.
     /// `configured`: the site's loopback redirect_uri, whose host, port (0 or
     /// none = random) and path are honoured.
-    pub async fn bind(configured: Option<&url::Url>, state: &str) -> std::io::Result<Loopback> {
+    pub(crate) async fn bind(
+        configured: Option<&url::Url>,
+        state: &str,
+    ) -> std::io::Result<Loopback> {
         let (host, port, path) = match configured {
             Some(u) => (
                 match u.host() {
@@ -110,7 +113,7 @@ impl Loopback {
     }
 
     /// The first callback on the redirect path with the login's `state`.
-    pub async fn next(&mut self) -> Option<Callback> {
+    pub(crate) async fn next(&mut self) -> Option<Callback> {
         self.rx.recv().await
     }
 }

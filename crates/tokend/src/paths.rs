@@ -4,4 +4,4 @@
 //! Windows. The rules live in token-proto, so the client finds the same
 //! places (the socket in the state dir without `$XDG_RUNTIME_DIR`).
 
-pub use token_proto::{config_path, state_dir};
+pub(crate) use token_proto::{config_path, state_dir};

@@ -14,11 +14,11 @@
 use std::time::Duration;
 
 /// Smallest and largest wait between retries after a failure.
-pub const BACKOFF_MIN: Duration = Duration::from_secs(10);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_secs(10);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// A uniform random fraction in [0, 1) for jitter.
-pub fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     let mut b = [0u8; 4];
     if getrandom::getrandom(&mut b).is_err() {
         return 0.5;
@@ -29,7 +29,7 @@ pub fn jitter() -> f64 {
 /// How long before expiry refresh-ahead renews a token of `lifetime`
 /// seconds: a third of the lifetime (or `refresh_before`), moved 10–20 %
 /// earlier by `jitter` in [0, 1), never more than half the lifetime.
-pub fn refresh_margin(lifetime: f64, refresh_before: Option<u64>, jitter: f64) -> f64 {
+pub(crate) fn refresh_margin(lifetime: f64, refresh_before: Option<u64>, jitter: f64) -> f64 {
     let base = refresh_before.map_or(lifetime / 3.0, |b| b as f64);
     // Never earlier than half-way: a `refresh_before` longer than the
     // provider's lifetime must not turn into a refresh loop.
@@ -40,13 +40,25 @@ pub fn refresh_margin(lifetime: f64, refresh_before: Option<u64>, jitter: f64) -
 /// asked for no `min_ttl`: half the smallest refresh-ahead margin, at most
 /// 30 s. Below the refresh-ahead margin, so with refresh-ahead working no
 /// caller waits on the provider for a renewal.
-pub fn serve_margin(lifetime: f64, refresh_before: Option<u64>) -> f64 {
+fn serve_margin(lifetime: f64, refresh_before: Option<u64>) -> f64 {
     (refresh_margin(lifetime, refresh_before, 0.0) / 2.0).min(30.0)
+}
+
+/// Whether a token with `remaining` seconds left of its `lifetime` serves a
+/// caller that asked for `min_ttl` (default: the serve margin).
+pub(crate) fn serves(
+    remaining: f64,
+    lifetime: f64,
+    min_ttl: Option<u64>,
+    refresh_before: Option<u64>,
+) -> bool {
+    let need = min_ttl.map_or_else(|| serve_margin(lifetime, refresh_before), |m| m as f64);
+    remaining > need
 }
 
 /// The Unix time (fractional) at which a token obtained at `obtained_at`
 /// and expiring at `expires_at` is renewed ahead.
-pub fn refresh_at(
+pub(crate) fn refresh_at(
     obtained_at: f64,
     expires_at: f64,
     refresh_before: Option<u64>,
@@ -58,14 +70,14 @@ pub fn refresh_at(
 
 /// Exponential backoff with ±20 % jitter.
 #[derive(Debug, Default)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     failures: u32,
 }
 
 impl Backoff {
     /// The wait before the next attempt, given the seconds the current token
     /// still has (`None`: no token or already expired, nothing to protect).
-    pub fn next(&mut self, remaining: Option<u64>, jitter: f64) -> Duration {
+    pub(crate) fn next(&mut self, remaining: Option<u64>, jitter: f64) -> Duration {
         let base = BACKOFF_MIN
             .saturating_mul(1u32 << self.failures.min(16))
             .min(BACKOFF_MAX);
@@ -78,7 +90,7 @@ impl Backoff {
         }
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.failures = 0;
     }
 }

@@ -95,7 +95,7 @@ impl Registry {
 }
 
 /// Serves until a `stop` request or `shutdown` resolves.
-pub async fn run(
+pub(crate) async fn run(
     listener: Listener,
     daemon: Arc<Daemon>,
     shutdown: impl std::future::Future<Output = ()>,

@@ -14,7 +14,7 @@ use crate::daemon::Daemon;
 const SETTLE: Duration = Duration::from_millis(150);
 
 /// Starts watching; the returned watcher must be kept alive.
-pub fn spawn(d: &Arc<Daemon>) -> Option<notify::RecommendedWatcher> {
+pub(crate) fn spawn(d: &Arc<Daemon>) -> Option<notify::RecommendedWatcher> {
     let path = d.config_path.clone();
     let dir = path.parent()?.to_owned();
     let name = path.file_name()?.to_owned();

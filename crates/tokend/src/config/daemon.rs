@@ -11,14 +11,14 @@ use super::{ConfigError, Lines, RawTable};
 
 /// Where logins persist.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreKind {
+pub(crate) enum StoreKind {
     Keyring,
     File,
     Memory,
 }
 
 impl StoreKind {
-    pub fn parse(s: &str) -> Option<StoreKind> {
+    pub(crate) fn parse(s: &str) -> Option<StoreKind> {
         match s {
             "keyring" => Some(StoreKind::Keyring),
             "file" => Some(StoreKind::File),
@@ -31,7 +31,7 @@ impl StoreKind {
 /// `[daemon]`, as written; `None` fields fall back to the environment or
 /// the defaults.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DaemonSettings {
+pub(crate) struct DaemonSettings {
     pub store: Option<StoreKind>,
     /// A log filter (`info`, `debug`, `tokend=trace`).
     pub log: Option<String>,

@@ -15,19 +15,20 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use daemon::{DaemonSettings, StoreKind};
+pub(crate) use daemon::{DaemonSettings, StoreKind};
 pub use git::{GitHost, Refusal, Remote};
-pub use site::{ClientAuthKind, Grant, SecretSource, SiteConfig, WrittenUrl};
+pub use site::{ClientAuthKind, SiteConfig, WrittenUrl};
+pub(crate) use site::{Grant, SecretSource};
 pub(crate) use token_proto::parse_duration;
 
 /// One problem in the config file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     pub line: Option<usize>,
-    pub site: Option<String>,
-    pub key: Option<String>,
-    pub message: String,
+    pub(crate) site: Option<String>,
+    pub(crate) key: Option<String>,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for ConfigError {
@@ -52,16 +53,16 @@ impl std::error::Error for ConfigError {}
 /// The parsed file: the good sites, and what was wrong with the others.
 #[derive(Clone, Debug, Default)]
 pub struct Config {
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     pub sites: BTreeMap<String, Arc<SiteConfig>>,
     /// Whole-file problems (unreadable, not TOML) and per-site problems.
     pub errors: Vec<ConfigError>,
     /// Sites present in the file but invalid, with their error (for `get`).
     pub broken: BTreeMap<String, ConfigError>,
     /// The file is not TOML: no site in it can be trusted (for `get`).
-    pub unparsable: Option<ConfigError>,
+    pub(crate) unparsable: Option<ConfigError>,
     /// The `[daemon]` table.
-    pub daemon: DaemonSettings,
+    pub(crate) daemon: DaemonSettings,
 }
 
 type RawTable = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
@@ -98,7 +99,7 @@ impl Lines {
 impl Config {
     /// Reads and parses the file. A missing file is an empty config (with a
     /// hint in `errors`), not a failure: the daemon still starts.
-    pub fn load(path: &Path) -> Config {
+    pub(crate) fn load(path: &Path) -> Config {
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 let mut config = Config::parse(path, &text);

@@ -15,7 +15,7 @@ use super::{preset, ConfigError, Lines, RawTable};
 
 /// How the client secret is obtained; the secret itself never sits in the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SecretSource {
+pub(crate) enum SecretSource {
     /// Read from this environment variable of the daemon.
     Env(String),
     /// Printed on stdout by this shell command (`pass show corp`).
@@ -30,7 +30,7 @@ pub enum ClientAuthKind {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Grant {
+pub(crate) enum Grant {
     AuthorizationCode,
     ClientCredentials,
     DeviceCode,
@@ -102,7 +102,7 @@ impl From<WrittenUrl> for Url {
 /// A valid site, as the daemon uses it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SiteConfig {
-    pub name: String,
+    pub(crate) name: String,
     /// As written: compared exactly with the provider's, and the identity.
     pub issuer: Option<WrittenUrl>,
     pub authorize_url: Option<Url>,
@@ -110,45 +110,45 @@ pub struct SiteConfig {
     pub token_url: Option<WrittenUrl>,
     pub revoke_url: Option<Url>,
     pub device_url: Option<Url>,
-    pub client_id: String,
-    pub secret: Option<SecretSource>,
+    pub(crate) client_id: String,
+    pub(crate) secret: Option<SecretSource>,
     /// As configured; `None` means the default (none without a secret, else basic).
-    pub client_auth: Option<ClientAuthKind>,
-    pub scopes: Vec<String>,
-    pub grant: Grant,
+    pub(crate) client_auth: Option<ClientAuthKind>,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) grant: Grant,
     /// As written: sent to the provider, which compares it with the registered one.
     pub redirect_uri: Option<WrittenUrl>,
     /// Joins scopes: `" "` unless the config or the preset says otherwise.
-    pub scope_separator: String,
+    pub(crate) scope_separator: String,
     /// Seconds before expiry to refresh; `None`: a fraction of the lifetime.
-    pub refresh_before: Option<u64>,
-    pub extra_params: Vec<(String, String)>,
+    pub(crate) refresh_before: Option<u64>,
+    pub(crate) extra_params: Vec<(String, String)>,
     /// The git remotes this site serves (`token credential`).
-    pub hosts: Vec<GitHost>,
+    pub(crate) hosts: Vec<GitHost>,
     /// How git sends the token: Basic (`username` + token) unless `git_auth = "bearer"`.
-    pub git_auth: GitAuth,
+    pub(crate) git_auth: GitAuth,
     /// The user name git sends beside the token; `None`: `oauth2`.
-    pub username: Option<String>,
-    pub api_key: Option<String>,
-    pub preset: Option<String>,
-    pub subdomain: Option<String>,
+    pub(crate) username: Option<String>,
+    pub(crate) api_key: Option<String>,
+    pub(crate) preset: Option<String>,
+    pub(crate) subdomain: Option<String>,
     /// As written: a preset's issuer is made from it.
     pub base_url: Option<WrittenUrl>,
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     /// Stack Exchange API base (`https://api.stackexchange.com/2.3`): logout
     /// invalidates the access token there instead of RFC 7009 revocation.
     pub api_base: Option<Url>,
     /// Sender-constrained tokens (RFC 9449): a DPoP key per site, proofs on
     /// every token request, `token get --dpop` proofs for resource requests.
-    pub dpop: bool,
+    pub(crate) dpop: bool,
     /// Which token `token kube` serves: the access token unless
     /// `kube_token = "id_token"` (clusters that authenticate with OIDC).
-    pub kube_token: TokenKind,
+    pub(crate) kube_token: TokenKind,
 }
 
 impl SiteConfig {
     /// Whether the provider is asked for an OpenID Connect ID token.
-    pub fn wants_id_token(&self) -> bool {
+    pub(crate) fn wants_id_token(&self) -> bool {
         self.scopes.iter().any(|s| s == "openid")
     }
 }

@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::site::{proof, Served};
 use tokend_oauth::AccessToken;
 
-pub async fn get(
+pub(super) async fn get(
     d: &Arc<Daemon>,
     req: GetRequest,
     events: &mut Events<'_>,

@@ -10,7 +10,7 @@ use crate::daemon::Daemon;
 use crate::error::ApiError;
 use crate::site::Served;
 
-pub async fn login(
+pub(super) async fn login(
     d: &Arc<Daemon>,
     req: LoginRequest,
     events: &mut Events<'_>,
@@ -24,5 +24,5 @@ pub async fn login(
             Served::NeedLogin => Err(ApiError::internal(format!("site {}: no token", req.site))),
         };
     }
-    site.login(req.mode).await?.wait(&req.site, events).await
+    Ok(site.login(req.mode).await?.wait(&req.site, events).await?)
 }

@@ -11,7 +11,7 @@ use crate::daemon::Daemon;
 use crate::error::ApiError;
 use crate::site::client;
 
-pub async fn logout(d: &Arc<Daemon>, name: &str) -> Result<MessageReply, ApiError> {
+pub(super) async fn logout(d: &Arc<Daemon>, name: &str) -> Result<MessageReply, ApiError> {
     // The site forgets the login (and cancels a pending one) first; the
     // tokens it held are revoked here, off the site's task.
     let out = d.site(name)?.logout().await?;

@@ -11,7 +11,7 @@ use crate::config::{Refusal, Remote};
 use crate::daemon::Daemon;
 use crate::error::ApiError;
 
-pub fn lookup(d: &Arc<Daemon>, req: &LookupRequest) -> Result<LookupReply, ApiError> {
+pub(super) fn lookup(d: &Arc<Daemon>, req: &LookupRequest) -> Result<LookupReply, ApiError> {
     let config = d.config();
     let remote = Remote::new(&req.protocol, &req.host).map_err(|r| {
         let message = match r {

@@ -18,7 +18,7 @@ use crate::daemon::Daemon;
 use crate::error::ApiError;
 
 /// Where a handler sends event lines before its answer.
-pub struct Events<'a> {
+pub(crate) struct Events<'a> {
     w: &'a mut (dyn AsyncWrite + Unpin + Send),
 }
 
@@ -29,12 +29,12 @@ impl std::fmt::Debug for Events<'_> {
 }
 
 impl<'a> Events<'a> {
-    pub fn new(w: &'a mut (dyn AsyncWrite + Unpin + Send)) -> Events<'a> {
+    pub(crate) fn new(w: &'a mut (dyn AsyncWrite + Unpin + Send)) -> Events<'a> {
         Events { w }
     }
 
     /// Best effort: a caller that went away does not stop the work it started.
-    pub async fn send(&mut self, event: &Event) {
+    pub(crate) async fn send(&mut self, event: &Event) {
         let _ = self.w.write_all(&encode_line(event)).await;
         let _ = self.w.flush().await;
     }
@@ -44,14 +44,14 @@ impl<'a> Events<'a> {
     /// sends nothing otherwise). For a caller waiting on a login, which
     /// sends nothing more while it waits.
     #[cfg(unix)]
-    pub async fn caller_gone(&mut self) -> bool {
+    pub(crate) async fn caller_gone(&mut self) -> bool {
         self.w.write(&[]).await.is_err()
     }
 
     /// On Windows an empty write could reach the client as an empty read
     /// (end of file): a caller's absence shows only when its answer is sent.
     #[cfg(not(unix))]
-    pub async fn caller_gone(&mut self) -> bool {
+    pub(crate) async fn caller_gone(&mut self) -> bool {
         false
     }
 }
@@ -64,7 +64,7 @@ fn answer<T: Serialize>(r: Result<T, ApiError>) -> Vec<u8> {
 }
 
 /// Runs one request and returns its answer line.
-pub async fn dispatch(d: &Arc<Daemon>, req: Request, events: &mut Events<'_>) -> Vec<u8> {
+pub(crate) async fn dispatch(d: &Arc<Daemon>, req: Request, events: &mut Events<'_>) -> Vec<u8> {
     tracing::debug!(request = %req.log_safe(), "request");
     match req.op {
         Op::Get(g) => answer(get::get(d, g, events).await),

@@ -7,7 +7,7 @@ use token_proto::{ErrorCode, MessageReply, PasteRequest};
 use crate::daemon::Daemon;
 use crate::error::ApiError;
 
-pub async fn paste(d: &Arc<Daemon>, req: PasteRequest) -> Result<MessageReply, ApiError> {
+pub(super) async fn paste(d: &Arc<Daemon>, req: PasteRequest) -> Result<MessageReply, ApiError> {
     let site = d.site(&req.site)?;
     let sender = site.paste_sender().await?.ok_or_else(|| {
         ApiError::new(

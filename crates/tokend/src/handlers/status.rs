@@ -7,7 +7,7 @@ use token_proto::{SiteState, SiteStatus, StatusReply};
 use crate::daemon::Daemon;
 use crate::error::ApiError;
 
-pub async fn status(d: &Arc<Daemon>, only: Option<&str>) -> Result<StatusReply, ApiError> {
+pub(super) async fn status(d: &Arc<Daemon>, only: Option<&str>) -> Result<StatusReply, ApiError> {
     let config = d.config();
     let sites = match only {
         Some(name) => vec![d.site(name)?],

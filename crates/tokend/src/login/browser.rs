@@ -4,25 +4,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use token_proto::{ErrorCode, Event};
+use token_proto::Event;
 use tokend_oauth::{check_callback, OAuthSite, Pkce};
 
-use super::{fresh_nonce, fresh_pkce, fresh_state, timed_out, Ctx, Got, Started};
+use super::{fresh_nonce, fresh_pkce, fresh_state, timed_out, Ctx, Got, Started, Way};
 use crate::config::WrittenUrl;
-use crate::error::ApiError;
 use crate::loopback::{Loopback, Page};
+use crate::site::SiteError;
 
-pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, ApiError> {
+pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, SiteError> {
     let cfg = &ctx.cfg;
     let timeout = ctx.deps.login_timeout;
     let state = fresh_state()?;
     let lb = Loopback::bind(cfg.redirect_uri.as_ref().map(WrittenUrl::url), &state)
         .await
-        .map_err(|e| {
-            ApiError::internal(format!(
-                "site {}: cannot open the loopback listener for the login: {e}",
-                cfg.name
-            ))
+        .map_err(|e| SiteError::Listener {
+            site: cfg.name.clone(),
+            source: Arc::new(e),
         })?;
     let pkce = fresh_pkce()?;
     let nonce = fresh_nonce(cfg)?;
@@ -32,7 +30,10 @@ pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, A
         }
         None => oauth.authorize_url(&lb.redirect_uri, &cfg.scopes, &state, Some(&pkce)),
     }
-    .map_err(|e| ApiError::provider(&cfg.name, &e))?;
+    .map_err(|source| SiteError::Provider {
+        site: cfg.name.clone(),
+        source,
+    })?;
     let ev = |open_browser| Event::LoginUrl {
         site: cfg.name.clone(),
         url: url.to_string(),
@@ -56,7 +57,7 @@ async fn browser_login(
     pkce: Pkce,
     state: String,
     nonce: Option<String>,
-) -> Result<Got, ApiError> {
+) -> Result<Got, SiteError> {
     let cb = match tokio::time::timeout(timeout, lb.next()).await {
         Ok(Some(cb)) => cb,
         _ => return Err(timed_out(&name)),
@@ -69,13 +70,15 @@ async fn browser_login(
             nonce,
             page: Some(cb.reply),
         }),
-        Err(e) => {
-            let msg = format!("site {name}: login failed: {e}");
-            let _ = cb.reply.send(Page::Failed(msg.clone()));
-            Err(ApiError::new(
-                ErrorCode::LoginFailed,
-                format!("{msg}; run `token login {name}` to try again"),
-            ))
+        Err(source) => {
+            let _ = cb
+                .reply
+                .send(Page::Failed(format!("site {name}: login failed: {source}")));
+            Err(SiteError::CallbackRefused {
+                site: name,
+                way: Way::Browser,
+                source,
+            })
         }
     }
 }

@@ -3,19 +3,22 @@
 
 use std::sync::Arc;
 
-use token_proto::{ErrorCode, Event};
+use token_proto::Event;
 use tokend_oauth::{DevicePoll, OAuthSite};
 
-use super::{timed_out, Ctx, Got, Started};
-use crate::error::ApiError;
+use super::{timed_out, Ctx, Got, Started, Way};
+use crate::site::SiteError;
 
-pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, ApiError> {
+pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, SiteError> {
     let cfg = &ctx.cfg;
     let timeout = ctx.deps.login_timeout;
     let dev = oauth
         .device_start(&ctx.deps.http, &cfg.scopes)
         .await
-        .map_err(|e| ApiError::provider(&cfg.name, &e))?;
+        .map_err(|source| SiteError::Provider {
+            site: cfg.name.clone(),
+            source,
+        })?;
     let ev = Event::DeviceCode {
         site: cfg.name.clone(),
         user_code: dev.user_code.clone(),
@@ -56,7 +59,7 @@ async fn device_login(
     ctx: Ctx,
     oauth: Arc<OAuthSite>,
     dev: tokend_oauth::DeviceAuthorization,
-) -> Result<Got, ApiError> {
+) -> Result<Got, SiteError> {
     let (name, deps) = (&ctx.cfg.name, &ctx.deps);
     let limit = deps
         .login_timeout
@@ -72,17 +75,16 @@ async fn device_login(
             Ok(DevicePoll::Pending) => {}
             Ok(DevicePoll::SlowDown) => interval += 5,
             Ok(DevicePoll::Done(resp)) => {
-                let again = format!("token login {name} --device");
-                return super::checked(&ctx, &oauth, resp, &again).await;
+                return super::checked(&ctx, &oauth, resp, Way::Device).await;
             }
             Err(e) if e.is_transient() => {
                 tracing::warn!(site = %name, "device poll failed, retrying: {e}");
             }
-            Err(e) => {
-                return Err(ApiError::new(
-                    ErrorCode::LoginFailed,
-                    format!("site {name}: device login failed: {e}; run `token login {name} --device` to try again"),
-                ))
+            Err(source) => {
+                return Err(SiteError::DeviceRefused {
+                    site: name.clone(),
+                    source,
+                })
             }
         }
     }

@@ -8,16 +8,15 @@
 
 use std::sync::Arc;
 
-use token_proto::{ErrorCode, Event, LoginMode, TokenReply};
+use token_proto::{Event, LoginMode, TokenReply};
 use tokend_oauth::{AuthCode, OAuthSite, PkceVerifier, TokenResponse};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Grant, SiteConfig};
-use crate::error::ApiError;
 use crate::handlers::Events;
 use crate::loopback::{is_loopback, Page};
 use crate::site::idtoken::{self, IdCheck};
-use crate::site::{client, Deps, Msg};
+use crate::site::{client, Deps, Msg, SiteError};
 
 mod browser;
 mod device;
@@ -28,7 +27,7 @@ const CALLER_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a login flow got from the user.
 #[derive(Debug)]
-pub enum Got {
+pub(crate) enum Got {
     /// An authorization code for the site to exchange; `page` (a browser
     /// waiting on the loopback listener) is told how that went.
     Code {
@@ -46,7 +45,7 @@ pub enum Got {
 
 /// Where a login is, as every caller waiting for it sees it.
 #[derive(Clone, Debug)]
-pub enum Progress {
+pub(crate) enum Progress {
     /// Building the client, binding the listener, asking for a device code.
     Starting,
     /// Waiting for the user: the opener is shown `first`, the others `joined`.
@@ -54,17 +53,17 @@ pub enum Progress {
         first: Event,
         joined: Event,
     },
-    Done(Result<TokenReply, ApiError>),
+    Done(Result<TokenReply, SiteError>),
 }
 
 /// Who opens the browser for a login: the caller holding the strong end.
 /// When that caller goes away, a caller still waiting takes the role over
 /// and its client opens the browser (the same login, the same URL).
-pub type OpenerSlot = Arc<std::sync::Mutex<std::sync::Weak<()>>>;
+pub(crate) type OpenerSlot = Arc<std::sync::Mutex<std::sync::Weak<()>>>;
 
 /// A caller's place in a login. Dropping every ticket of a login cancels it.
 #[derive(Debug)]
-pub struct LoginTicket {
+pub(crate) struct LoginTicket {
     /// Held by the caller whose client opens the browser.
     pub(crate) opener: Option<Arc<()>>,
     pub(crate) slot: OpenerSlot,
@@ -114,11 +113,11 @@ impl LoginTicket {
     /// A caller that goes away meanwhile gives up its place: the login is
     /// cancelled when nobody else waits for it, and another waiting caller
     /// opens the browser when the one that did has gone.
-    pub async fn wait(
+    pub(crate) async fn wait(
         mut self,
         site: &str,
         events: &mut Events<'_>,
-    ) -> Result<TokenReply, ApiError> {
+    ) -> Result<TokenReply, SiteError> {
         let mut shown = false;
         let mut probe = tokio::time::interval(CALLER_PROBE);
         loop {
@@ -150,7 +149,7 @@ impl LoginTicket {
                 }
             };
             if changed.is_err() {
-                return Err(ApiError::internal(format!(
+                return Err(SiteError::Internal(format!(
                     "site {site}: the login ended without an answer; run `token login {site}`"
                 )));
             }
@@ -160,7 +159,7 @@ impl LoginTicket {
 
 /// How a login runs.
 #[derive(Debug)]
-pub enum How {
+pub(crate) enum How {
     Browser,
     Device,
     /// Paste-back: the user's paste arrives here.
@@ -175,7 +174,7 @@ impl How {
     /// device-code sites, paste-back for the implicit grant and redirects
     /// tokend cannot listen on. A paste-back login also gives where the
     /// `paste` request delivers the input.
-    pub fn plan(cfg: &SiteConfig, asked: LoginMode) -> (How, Option<mpsc::Sender<String>>) {
+    pub(crate) fn plan(cfg: &SiteConfig, asked: LoginMode) -> (How, Option<mpsc::Sender<String>>) {
         let mode = match (asked, cfg.grant) {
             (LoginMode::Browser | LoginMode::NoBrowser, Grant::DeviceCode) => LoginMode::Device,
             (m, _) => m,
@@ -206,7 +205,7 @@ impl How {
 
 /// What a flow needs.
 #[derive(Debug)]
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub cfg: Arc<SiteConfig>,
     pub deps: Deps,
     /// The site's DPoP key, for flows that call the token endpoint (device).
@@ -215,7 +214,7 @@ pub struct Ctx {
 
 /// One login, run by the site's actor in a task of its own.
 #[derive(Debug)]
-pub struct Login {
+pub(crate) struct Login {
     pub id: u64,
     pub how: How,
     pub ctx: Ctx,
@@ -228,13 +227,13 @@ impl Login {
     /// Runs the flow; hands its result to the site. When every caller has
     /// gone away first, the flow is cancelled. A flow that panics fails the
     /// login instead of leaving it pending.
-    pub async fn run(self) {
+    pub(crate) async fn run(self) {
         let name = self.ctx.cfg.name.clone();
         let mut flow = tokio::spawn(flow(self.ctx, self.how, self.progress.clone()));
         // Aborting this task (logout, reload, stop) aborts the flow too.
         let _guard = AbortOnDrop(flow.abort_handle());
         let got = tokio::select! {
-            r = &mut flow => r.unwrap_or_else(|e| Err(ApiError::internal(format!("site {name}: the login failed: {e}")))),
+            r = &mut flow => r.unwrap_or_else(|e| Err(SiteError::Internal(format!("site {name}: the login failed: {e}")))),
             () = self.progress.closed() => Err(cancelled(&name)),
         };
         let _ = self
@@ -252,11 +251,14 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn flow(ctx: Ctx, how: How, progress: Arc<watch::Sender<Progress>>) -> Result<Got, ApiError> {
+async fn flow(
+    ctx: Ctx,
+    how: How,
+    progress: Arc<watch::Sender<Progress>>,
+) -> Result<Got, SiteError> {
     let oauth: Arc<OAuthSite> = client::build(&ctx.deps, &ctx.cfg)
         .await
-        .and_then(|o| client::with_dpop(o, &ctx.cfg, ctx.dpop.as_ref()))
-        .map_err(ApiError::from)?;
+        .and_then(|o| client::with_dpop(o, &ctx.cfg, ctx.dpop.as_ref()))?;
     // Without a browser: the device flow where the provider offers one.
     let how = match how {
         How::NoBrowser(_) if oauth.provider.device_url.is_some() => How::Device,
@@ -281,23 +283,41 @@ async fn flow(ctx: Ctx, how: How, progress: Arc<watch::Sender<Progress>>) -> Res
     started.task.await
 }
 
-/// The error of a login nobody waits for any more: not completed, which is
-/// not the provider's refusal (exit 6, not 4).
-pub fn cancelled(site: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::LoginIncomplete,
-        format!("site {site}: the login was cancelled; run `token login {site}` to try again"),
-    )
+/// The error of a login nobody waits for any more.
+pub(crate) fn cancelled(site: &str) -> SiteError {
+    SiteError::LoginCancelled {
+        site: site.to_owned(),
+    }
+}
+
+/// Which way a login ran: what its errors say failed and tell the user to
+/// run next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Way {
+    Browser,
+    Device,
+    Paste,
+}
+
+impl Way {
+    /// The command that tries again.
+    pub(crate) fn again(self, site: &str) -> String {
+        match self {
+            Way::Browser => format!("token login {site}"),
+            Way::Device => format!("token login {site} --device"),
+            Way::Paste => format!("token login {site} --paste"),
+        }
+    }
 }
 
 /// A PKCE pair for a login; a failing OS random source fails the login.
-fn fresh_pkce() -> Result<tokend_oauth::Pkce, ApiError> {
-    tokend_oauth::Pkce::try_new().map_err(|e| ApiError::internal(e.to_string()))
+fn fresh_pkce() -> Result<tokend_oauth::Pkce, SiteError> {
+    tokend_oauth::Pkce::try_new().map_err(|e| SiteError::Internal(e.to_string()))
 }
 
 /// A nonce for a login whose site asks for an ID token (`openid` among its
 /// scopes); `None` for the others.
-fn fresh_nonce(cfg: &SiteConfig) -> Result<Option<String>, ApiError> {
+fn fresh_nonce(cfg: &SiteConfig) -> Result<Option<String>, SiteError> {
     if !cfg.wants_id_token() {
         return Ok(None);
     }
@@ -310,38 +330,32 @@ async fn checked(
     ctx: &Ctx,
     oauth: &OAuthSite,
     resp: TokenResponse,
-    again: &str,
-) -> Result<Got, ApiError> {
+    way: Way,
+) -> Result<Got, SiteError> {
     match idtoken::check(&ctx.deps, &ctx.cfg, oauth, resp.id_token.as_deref(), None).await {
-        IdCheck::Refused(why) => Err(ApiError::new(
-            ErrorCode::LoginFailed,
-            format!("{why}; the login is refused: run `{again}` to try again"),
-        )),
+        IdCheck::Refused(why) => Err(SiteError::IdTokenRefused(format!(
+            "{why}; the login is refused: run `{}` to try again",
+            way.again(&ctx.cfg.name)
+        ))),
         id => Ok(Got::Token(resp, id)),
     }
 }
 
 /// A `state` for a login; a failing OS random source fails the login.
-fn fresh_state() -> Result<String, ApiError> {
-    tokend_oauth::try_random_state().map_err(|e| ApiError::internal(e.to_string()))
+fn fresh_state() -> Result<String, SiteError> {
+    tokend_oauth::try_random_state().map_err(|e| SiteError::Internal(e.to_string()))
 }
 
-/// Nobody completed the login in time (exit 6). Where no browser could be
-/// used, the other ways are named.
-fn timed_out(site: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::LoginIncomplete,
-        format!(
-            "site {site}: the login was not completed in time; run `token login {site}` to try \
-             again, or log in without a browser on this machine: `token login {site} --device` \
-             (where the provider offers it) or `token login {site} --paste`"
-        ),
-    )
+/// Nobody completed the login in time.
+fn timed_out(site: &str) -> SiteError {
+    SiteError::LoginTimedOut {
+        site: site.to_owned(),
+    }
 }
 
 /// The work of one login after it started: waits for the user. Each flow
 /// enforces its own deadline.
-type Task = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Got, ApiError>> + Send>>;
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Got, SiteError>> + Send>>;
 
 /// What starting a login yields: its task, the event for the caller that
 /// started it and the one for callers that join.

@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use token_proto::{ErrorCode, Event};
+use token_proto::Event;
 use tokend_oauth::{check_callback, parse_implicit_fragment, AuthCode, OAuthSite, Pkce};
 use tokio::sync::mpsc;
 
-use super::{fresh_nonce, fresh_pkce, fresh_state, timed_out, Ctx, Got, Started};
+use super::{fresh_nonce, fresh_pkce, fresh_state, timed_out, Ctx, Got, Started, Way};
 use crate::config::Grant;
-use crate::error::ApiError;
+use crate::site::SiteError;
 
 /// Where a paste-back login without a configured redirect_uri sends the
 /// browser: nothing listens there, the user copies the URL from the address bar.
@@ -22,7 +22,7 @@ pub(super) fn start(
     ctx: &Ctx,
     oauth: Arc<OAuthSite>,
     input: mpsc::Receiver<String>,
-) -> Result<Started, ApiError> {
+) -> Result<Started, SiteError> {
     let cfg = &ctx.cfg;
     let timeout = ctx.deps.login_timeout;
     let redirect = cfg
@@ -46,7 +46,10 @@ pub(super) fn start(
         }
         (Flow::Code(pkce), None) => oauth.authorize_url(&redirect, &cfg.scopes, &state, Some(pkce)),
     }
-    .map_err(|e| ApiError::provider(&cfg.name, &e))?;
+    .map_err(|source| SiteError::Provider {
+        site: cfg.name.clone(),
+        source,
+    })?;
     let ev = |paste| Event::PasteUrl {
         site: cfg.name.clone(),
         url: url.to_string(),
@@ -96,15 +99,12 @@ struct PasteLogin {
     input: mpsc::Receiver<String>,
 }
 
-async fn paste_login(mut p: PasteLogin) -> Result<Got, ApiError> {
+async fn paste_login(mut p: PasteLogin) -> Result<Got, SiteError> {
     let name = p.name.clone();
-    let failed = |e: &dyn std::fmt::Display| {
-        ApiError::new(
-            ErrorCode::LoginFailed,
-            format!(
-                "site {name}: login failed: {e}; run `token login {name} --paste` to try again"
-            ),
-        )
+    let failed = |source| SiteError::CallbackRefused {
+        site: name.clone(),
+        way: Way::Paste,
+        source,
     };
     let input = match tokio::time::timeout(p.timeout, p.input.recv()).await {
         Ok(Some(input)) => input,
@@ -112,19 +112,18 @@ async fn paste_login(mut p: PasteLogin) -> Result<Got, ApiError> {
     };
     let input = input.trim();
     if input.is_empty() {
-        return Err(failed(&"nothing was pasted"));
+        return Err(SiteError::NothingPasted { site: name });
     }
     let pkce = match &p.flow {
         Flow::Implicit => {
-            let resp = parse_implicit_fragment(input, &p.state).map_err(|e| failed(&e))?;
-            let again = format!("token login {name} --paste");
-            return super::checked(&p.ctx, &p.oauth, resp, &again).await;
+            let resp = parse_implicit_fragment(input, &p.state).map_err(failed)?;
+            return super::checked(&p.ctx, &p.oauth, resp, Way::Paste).await;
         }
         Flow::Code(pkce) => pkce,
     };
     // A URL or its parameters: check state (and iss). A bare code: nothing to check.
     let code = if input.contains('=') {
-        check_callback(input, &p.state, &p.oauth.provider).map_err(|e| failed(&e))?
+        check_callback(input, &p.state, &p.oauth.provider).map_err(failed)?
     } else {
         AuthCode::new(input.to_owned())
     };

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 const QUIET: Duration = Duration::from_secs(2);
 
 /// Called once, before any thread starts.
-pub fn tune() {
+pub(crate) fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt takes plain integers; it only changes the allocator's
     // policy, before any other thread exists.
@@ -22,7 +22,7 @@ pub fn tune() {
 }
 
 /// Hands free pages back to the system.
-pub fn release() {
+pub(crate) fn release() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {
@@ -33,16 +33,16 @@ pub fn release() {
 /// Told of each piece of work done (a connection served); returns freed
 /// memory once the daemon has been quiet for a moment. No work, no wakeups.
 #[derive(Debug, Default)]
-pub struct Trimmer {
+pub(crate) struct Trimmer {
     work: Notify,
 }
 
 impl Trimmer {
-    pub fn worked(&self) {
+    pub(crate) fn worked(&self) {
         self.work.notify_one();
     }
 
-    pub async fn run(&self) {
+    pub(crate) async fn run(&self) {
         loop {
             self.work.notified().await;
             while tokio::time::timeout(QUIET, self.work.notified())

@@ -8,9 +8,9 @@ compile_error!("tokend supports Unix-like systems and Windows only");
 #[cfg_attr(windows, path = "windows.rs")]
 mod os;
 
-pub mod memory;
+pub(crate) mod memory;
 
-pub use os::{
+pub(crate) use os::{
     bind, create_private_dir, create_private_file, from_activation, harden_process, lock_state,
     open_private_log, sync_dir, user_key, writable_by_others, BindError, Listener, StateLock,
     Stream,
@@ -18,7 +18,7 @@ pub use os::{
 
 /// Who holds the state lock: what a second daemon tells its user.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Holder {
+pub(crate) struct Holder {
     pub pid: String,
     pub socket: String,
 }

@@ -9,10 +9,10 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-pub type Stream = tokio::net::UnixStream;
+pub(crate) type Stream = tokio::net::UnixStream;
 
 #[derive(Debug, thiserror::Error)]
-pub enum BindError {
+pub(crate) enum BindError {
     #[error("another tokend is already serving {0}")]
     AlreadyRunning(PathBuf),
     #[error("cannot set up the socket directory {path}: {message}")]
@@ -30,7 +30,7 @@ fn euid() -> u32 {
 /// existing one is private: ours, 0700, and not a symlink. An existing
 /// directory is never re-moded, since tokend did not create it (it may be
 /// `$HOME`): a wrong one is refused with a message saying what to do.
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
@@ -44,7 +44,7 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 
 /// `dir` (not followed if it is a symlink) is a directory of ours with no
 /// access for group or others.
-pub fn check_private_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn check_private_dir(dir: &Path) -> io::Result<()> {
     let meta = std::fs::symlink_metadata(dir)?;
     let refuse = |what: String| {
         Err(io::Error::new(
@@ -80,7 +80,7 @@ pub fn check_private_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Creates (or truncates) a file readable by its owner only.
-pub fn create_private_file(path: &Path) -> io::Result<File> {
+pub(crate) fn create_private_file(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -90,7 +90,7 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
 }
 
 /// Opens a log file for appending, readable by its owner only.
-pub fn open_private_log(path: &Path) -> io::Result<File> {
+pub(crate) fn open_private_log(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -99,13 +99,13 @@ pub fn open_private_log(path: &Path) -> io::Result<File> {
 }
 
 /// Makes a rename in `dir` durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// The listening socket and the lock that makes this daemon its only owner.
 #[derive(Debug)]
-pub struct Listener {
+pub(crate) struct Listener {
     inner: tokio::net::UnixListener,
     /// Removed on drop; `None` for an inherited (systemd) socket, which is not ours to remove.
     path: Option<PathBuf>,
@@ -117,7 +117,7 @@ pub struct Listener {
 impl Listener {
     /// Accepts the next connection whose peer is this user. A foreign peer is
     /// answered with `forbidden` right here and never reaches a handler.
-    pub async fn accept(&self) -> io::Result<(Stream, bool)> {
+    pub(crate) async fn accept(&self) -> io::Result<(Stream, bool)> {
         let (stream, _) = self.inner.accept().await?;
         let ours = stream
             .peer_cred()
@@ -126,7 +126,7 @@ impl Listener {
         Ok((stream, ours))
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match (&self.path, &self.inherited) {
             (Some(p), _) | (None, Some(p)) => p.display().to_string(),
             (None, None) => "the socket inherited from systemd".to_owned(),
@@ -144,7 +144,7 @@ impl Drop for Listener {
 
 /// Binds `path`: 0700 parent, lock file, stale socket removed only after a
 /// connect attempt shows nobody listens.
-pub fn bind(path: &Path) -> Result<Listener, BindError> {
+pub(crate) fn bind(path: &Path) -> Result<Listener, BindError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     create_private_dir(dir).map_err(|e| BindError::Dir {
         path: dir.to_owned(),
@@ -193,7 +193,7 @@ pub fn bind(path: &Path) -> Result<Listener, BindError> {
 }
 
 /// The socket systemd passed us (`LISTEN_FDS`/`LISTEN_PID`, fd 3), if any.
-pub fn from_activation() -> io::Result<Option<Listener>> {
+pub(crate) fn from_activation() -> io::Result<Option<Listener>> {
     let pid_ok = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
@@ -277,13 +277,13 @@ fn check_activated_fd(fd: i32) -> io::Result<()> {
 /// The exclusive lock on the state directory, held for the daemon's life:
 /// two daemons on one store would undo each other's refresh-token rotations.
 #[derive(Debug)]
-pub struct StateLock {
+pub(crate) struct StateLock {
     _file: File,
 }
 
 /// Takes the state lock in `dir`, recording our pid and socket in it; a
 /// lock already held is `Err(Ok(holder))`.
-pub fn lock_state(dir: &Path, socket: &str) -> Result<StateLock, Result<Holder, io::Error>> {
+pub(crate) fn lock_state(dir: &Path, socket: &str) -> Result<StateLock, Result<Holder, io::Error>> {
     use std::io::{Read, Seek, Write};
     create_private_dir(dir).map_err(Err)?;
     let path = dir.join("daemon.lock");
@@ -316,7 +316,7 @@ pub fn lock_state(dir: &Path, socket: &str) -> Result<StateLock, Result<Holder, 
 
 /// No core dumps (they would hold every token in memory) and, on Linux, no
 /// ptrace attach or /proc/PID/mem from other processes of the user.
-pub fn harden_process() {
+pub(crate) fn harden_process() {
     let zero = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -334,7 +334,7 @@ pub fn harden_process() {
 /// could: it is owned by someone other than us or root, or writable by
 /// group or others. `client_secret_cmd` runs only from a config that no one
 /// else can edit, as ssh treats its config.
-pub fn writable_by_others(path: &Path) -> Option<String> {
+pub(crate) fn writable_by_others(path: &Path) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
     let mode = meta.permissions().mode() & 0o7777;
     if meta.uid() != euid() && meta.uid() != 0 {
@@ -352,6 +352,6 @@ pub fn writable_by_others(path: &Path) -> Option<String> {
 }
 
 /// What names this user's default socket: nothing on Unix (see token-proto).
-pub fn user_key() -> String {
+pub(crate) fn user_key() -> String {
     String::new()
 }

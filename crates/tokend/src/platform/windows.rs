@@ -17,7 +17,7 @@ use windows_sys::Win32::Security::{
 };
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
 
-pub type Stream = NamedPipeServer;
+pub(crate) type Stream = NamedPipeServer;
 
 /// The current user's SID as a string (`S-1-5-21-…`).
 fn current_user_sid() -> io::Result<String> {
@@ -68,23 +68,21 @@ fn current_user_sid() -> io::Result<String> {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum BindError {
+pub(crate) enum BindError {
     #[error("another tokend is already serving {0}")]
     AlreadyRunning(PathBuf),
     #[error("another user holds the pipe {0}: set TOKEND_SOCKET to another pipe name, and find out who created this one")]
     Foreign(PathBuf),
-    #[error("cannot set up {path}: {message}")]
-    Dir { path: PathBuf, message: String },
     #[error("cannot create the pipe {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
 
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     // The per-user profile directories are already private on Windows.
     std::fs::create_dir_all(dir)
 }
 
-pub fn create_private_file(path: &Path) -> io::Result<File> {
+pub(crate) fn create_private_file(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -92,19 +90,19 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-pub fn open_private_log(path: &Path) -> io::Result<File> {
+pub(crate) fn open_private_log(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
 }
 
-pub fn sync_dir(_dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
 #[derive(Debug)]
-pub struct Listener {
+pub(crate) struct Listener {
     name: PathBuf,
     next: tokio::sync::Mutex<NamedPipeServer>,
 }
@@ -147,7 +145,7 @@ fn create(name: &Path, first: bool) -> io::Result<NamedPipeServer> {
 
 impl Listener {
     /// The DACL already keeps other users out, so every peer is ours.
-    pub async fn accept(&self) -> io::Result<(Stream, bool)> {
+    pub(crate) async fn accept(&self) -> io::Result<(Stream, bool)> {
         let mut next = self.next.lock().await;
         next.connect().await?;
         let fresh = create(&self.name, false)?;
@@ -155,12 +153,12 @@ impl Listener {
         Ok((connected, true))
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         self.name.display().to_string()
     }
 }
 
-pub fn bind(path: &Path) -> Result<Listener, BindError> {
+pub(crate) fn bind(path: &Path) -> Result<Listener, BindError> {
     match create(path, true) {
         Ok(server) => Ok(Listener {
             name: path.to_owned(),
@@ -186,14 +184,14 @@ pub fn bind(path: &Path) -> Result<Listener, BindError> {
     }
 }
 
-pub fn from_activation() -> io::Result<Option<Listener>> {
+pub(crate) fn from_activation() -> io::Result<Option<Listener>> {
     Ok(None)
 }
 
 /// The state lock: `daemon.lock` opened for writing with read sharing only,
 /// so a second daemon cannot open it for writing while this one lives.
 #[derive(Debug)]
-pub struct StateLock {
+pub(crate) struct StateLock {
     _file: File,
 }
 
@@ -201,7 +199,7 @@ const FILE_SHARE_READ: u32 = 1;
 const FILE_SHARE_WRITE: u32 = 2;
 const ERROR_SHARING_VIOLATION: i32 = 32;
 
-pub fn lock_state(dir: &Path, socket: &str) -> Result<StateLock, Result<Holder, io::Error>> {
+pub(crate) fn lock_state(dir: &Path, socket: &str) -> Result<StateLock, Result<Holder, io::Error>> {
     use std::io::Write;
     use std::os::windows::fs::OpenOptionsExt;
     create_private_dir(dir).map_err(Err)?;
@@ -232,14 +230,14 @@ pub fn lock_state(dir: &Path, socket: &str) -> Result<StateLock, Result<Holder, 
 }
 
 /// Windows writes no core dumps of user processes unless WER is set up to.
-pub fn harden_process() {}
+pub(crate) fn harden_process() {}
 
 /// Profile directories are private on Windows: nothing to refuse.
-pub fn writable_by_others(_path: &Path) -> Option<String> {
+pub(crate) fn writable_by_others(_path: &Path) -> Option<String> {
     None
 }
 
 /// The user's SID, which names the default pipe.
-pub fn user_key() -> String {
+pub(crate) fn user_key() -> String {
     current_user_sid().unwrap_or_default()
 }

@@ -13,7 +13,7 @@ use crate::config::{ClientAuthKind, SiteConfig};
 /// Builds the OAuth client for `cfg`. Discovery that cannot succeed (an
 /// issuer with a query, metadata for another issuer) is a config error;
 /// one that may pass (a timeout, a 5xx) a provider fault.
-pub async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite>, SiteError> {
+pub(crate) async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite>, SiteError> {
     let name = &cfg.name;
     let mut provider = match &cfg.issuer {
         Some(issuer) => deps
@@ -89,7 +89,7 @@ pub async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite>, Site
 /// `oauth` with the site's DPoP key, so its token requests carry proofs. A
 /// `dpop = true` site without a key makes no token request: it would bring
 /// back an unbound token.
-pub fn with_dpop(
+pub(crate) fn with_dpop(
     oauth: Arc<OAuthSite>,
     cfg: &SiteConfig,
     dpop: Option<&Arc<Dpop>>,

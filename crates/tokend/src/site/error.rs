@@ -1,13 +1,16 @@
-//! A site's internal errors, typed by what they mean for the site (retry,
-//! wait for a config edit, ask the user); the wire code is chosen once, in
-//! the conversion to [`ApiError`] at the handler edge.
+//! A site's internal errors, its logins' included, typed by what they mean
+//! for the site (retry, wait for a config edit, ask the user); the wire code
+//! is chosen once, in the conversion to [`ApiError`] at the handler edge.
+
+use std::sync::Arc;
 
 use token_proto::ErrorCode;
 
 use crate::error::ApiError;
+use crate::login::Way;
 
 #[derive(Clone, Debug, thiserror::Error)]
-pub enum SiteError {
+pub(crate) enum SiteError {
     /// The config is wrong (a missing secret, a mistyped issuer): retrying
     /// will not help until it changes.
     #[error("{0}")]
@@ -29,6 +32,53 @@ pub enum SiteError {
     /// A login's ID token failed validation: the login fails, nothing is kept.
     #[error("{0}")]
     IdTokenRefused(String),
+    /// A login's callback was refused (consent denied, a forged or
+    /// mismatched callback): the user may try again.
+    #[error("site {site}: login failed: {source}; run `{}` to try again", .way.again(site))]
+    CallbackRefused {
+        site: String,
+        way: Way,
+        #[source]
+        source: tokend_oauth::CallbackError,
+    },
+    /// The provider refused a device login (denied, or its code expired).
+    #[error(
+        "site {site}: device login failed: {source}; run `token login {site} --device` to try again"
+    )]
+    DeviceRefused {
+        site: String,
+        #[source]
+        source: tokend_oauth::Error,
+    },
+    /// A paste-back login got an empty paste.
+    #[error(
+        "site {site}: login failed: nothing was pasted; run `token login {site} --paste` to try again"
+    )]
+    NothingPasted { site: String },
+    /// The daemon stopped, or the site's settings changed, during a login.
+    #[error(
+        "site {site}: the daemon stopped or the site's settings changed during the login; run `token login {site}` again"
+    )]
+    LoginInterrupted { site: String },
+    /// Nobody waits for the login any more (every caller went away, or a
+    /// logout): not completed, which is not the provider's refusal.
+    #[error("site {site}: the login was cancelled; run `token login {site}` to try again")]
+    LoginCancelled { site: String },
+    /// Nobody completed the login in time. Where no browser could be used,
+    /// the other ways are named.
+    #[error(
+        "site {site}: the login was not completed in time; run `token login {site}` to try \
+         again, or log in without a browser on this machine: `token login {site} --device` \
+         (where the provider offers it) or `token login {site} --paste`"
+    )]
+    LoginTimedOut { site: String },
+    /// The loopback listener of a browser login could not be opened.
+    #[error("site {site}: cannot open the loopback listener for the login: {source}")]
+    Listener {
+        site: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     /// The request cannot be served as asked (a scope the site lacks).
     #[error("{0}")]
     BadRequest(String),
@@ -38,21 +88,99 @@ pub enum SiteError {
 }
 
 impl SiteError {
-    pub fn config(site: &str, message: impl std::fmt::Display) -> SiteError {
+    pub(crate) fn config(site: &str, message: impl std::fmt::Display) -> SiteError {
         SiteError::Config(format!("site {site}: {message}; fix the config"))
+    }
+
+    /// What the user is shown (the caller, the browser's page, `status`):
+    /// the error, and for a provider failure that may pass, that it is
+    /// retried.
+    pub(crate) fn shown(&self) -> String {
+        match self {
+            SiteError::Provider { source, .. } | SiteError::Refused { source, .. }
+                if source.is_transient() =>
+            {
+                format!("{self}; tokend will retry, or try again later")
+            }
+            _ => self.to_string(),
+        }
     }
 }
 
 impl From<SiteError> for ApiError {
     fn from(e: SiteError) -> ApiError {
-        match e {
-            SiteError::Config(message) => ApiError::new(ErrorCode::ConfigError, message),
-            SiteError::Provider { site, source } | SiteError::Refused { site, source } => {
-                ApiError::provider(&site, &source)
+        let code = match &e {
+            SiteError::Config(_) => ErrorCode::ConfigError,
+            SiteError::Provider { .. } | SiteError::Refused { .. } => ErrorCode::ProviderError,
+            SiteError::BadRequest(_) => ErrorCode::BadRequest,
+            SiteError::IdTokenRefused(_)
+            | SiteError::CallbackRefused { .. }
+            | SiteError::DeviceRefused { .. }
+            | SiteError::NothingPasted { .. }
+            | SiteError::LoginInterrupted { .. } => ErrorCode::LoginFailed,
+            SiteError::LoginCancelled { .. } | SiteError::LoginTimedOut { .. } => {
+                ErrorCode::LoginIncomplete
             }
-            SiteError::BadRequest(message) => ApiError::new(ErrorCode::BadRequest, message),
-            SiteError::IdTokenRefused(message) => ApiError::new(ErrorCode::LoginFailed, message),
-            SiteError::Internal(message) => ApiError::internal(message),
+            SiteError::Listener { .. } | SiteError::Internal(_) => ErrorCode::Internal,
+        };
+        ApiError::new(code, e.shown())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use token_proto::ErrorCode;
+    use tokend_oauth::CallbackError;
+
+    use super::SiteError;
+    use crate::error::ApiError;
+    use crate::login::Way;
+
+    /// A login's end as the caller sees it: `token` exits 6 for a login
+    /// nobody completed, 4 for one that was refused.
+    #[test]
+    fn login_errors_reach_the_caller_with_their_code_and_words() {
+        let site = || "corp".to_owned();
+        let cases = [
+            (
+                SiteError::LoginCancelled { site: site() },
+                ErrorCode::LoginIncomplete,
+                "site corp: the login was cancelled; run `token login corp` to try again",
+            ),
+            (
+                SiteError::LoginTimedOut { site: site() },
+                ErrorCode::LoginIncomplete,
+                "site corp: the login was not completed in time; run `token login corp` to try \
+                 again, or log in without a browser on this machine: `token login corp --device` \
+                 (where the provider offers it) or `token login corp --paste`",
+            ),
+            (
+                SiteError::CallbackRefused {
+                    site: site(),
+                    way: Way::Paste,
+                    source: CallbackError::NoCode,
+                },
+                ErrorCode::LoginFailed,
+                "site corp: login failed: the callback has no authorization code; \
+                 run `token login corp --paste` to try again",
+            ),
+            (
+                SiteError::NothingPasted { site: site() },
+                ErrorCode::LoginFailed,
+                "site corp: login failed: nothing was pasted; run `token login corp --paste` to try again",
+            ),
+            (
+                SiteError::LoginInterrupted { site: site() },
+                ErrorCode::LoginFailed,
+                "site corp: the daemon stopped or the site's settings changed during the login; \
+                 run `token login corp` again",
+            ),
+        ];
+        for (e, code, message) in cases {
+            let shown = e.shown();
+            let wire = ApiError::from(e);
+            assert_eq!((wire.code, wire.message.as_str()), (code, message));
+            assert_eq!(shown, message);
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::refresh;
 
 /// A validated ID token.
 #[derive(Clone, Debug)]
-pub struct HeldId {
+pub(crate) struct HeldId {
     pub token: IdToken,
     /// Its `exp`, Unix seconds.
     pub expires_at: u64,
@@ -22,27 +22,33 @@ pub struct HeldId {
 }
 
 impl HeldId {
-    pub fn remaining(&self, now: f64) -> f64 {
+    pub(crate) fn remaining(&self, now: f64) -> f64 {
         self.expires_at as f64 - now
     }
 
-    pub fn lifetime(&self) -> f64 {
+    pub(crate) fn lifetime(&self) -> f64 {
         (self.expires_at as f64 - self.obtained_at).max(0.0)
     }
 
     /// Good enough for a caller that asked for `min_ttl` (default: the
     /// serve margin, as for access tokens).
-    pub fn serves(&self, now: f64, min_ttl: Option<u64>, refresh_before: Option<u64>) -> bool {
-        let need = min_ttl.map_or_else(
-            || refresh::serve_margin(self.lifetime(), refresh_before),
-            |m| m as f64,
-        );
-        self.remaining(now) > need
+    pub(crate) fn serves(
+        &self,
+        now: f64,
+        min_ttl: Option<u64>,
+        refresh_before: Option<u64>,
+    ) -> bool {
+        refresh::serves(
+            self.remaining(now),
+            self.lifetime(),
+            min_ttl,
+            refresh_before,
+        )
     }
 
     /// What a caller receives: the ID token in `access_token`, marked as
     /// such, `token_type` `N_A` (RFC 8693's word for "not an access token").
-    pub fn reply(&self, scopes: &[String], api_key: Option<String>) -> TokenReply {
+    pub(crate) fn reply(&self, scopes: &[String], api_key: Option<String>) -> TokenReply {
         TokenReply {
             access_token: self.token.expose().to_owned(),
             token_type: "N_A".to_owned(),
@@ -58,7 +64,7 @@ impl HeldId {
 
 /// What became of a token response's ID token.
 #[derive(Clone, Debug)]
-pub enum IdCheck {
+pub(crate) enum IdCheck {
     /// None came (or the site does not ask for one: no `openid` scope).
     Absent,
     Valid(HeldId),
@@ -73,7 +79,7 @@ pub enum IdCheck {
 /// the provider's JWKS (through the daemon's one key cache), `iss` equal
 /// to the configured issuer, `aud`/`azp` the client id, `exp`/`iat`, and
 /// `nonce` when the login sent one.
-pub async fn check(
+pub(crate) async fn check(
     deps: &Deps,
     cfg: &SiteConfig,
     oauth: &OAuthSite,

@@ -228,6 +228,8 @@ async fn a_login_whose_id_token_fails_a_check_fails_naming_it() {
         let Progress::Done(Err(e)) = done else {
             panic!("{check}: the login succeeded")
         };
+        // As the caller sees it.
+        let e = crate::error::ApiError::from(e);
         assert_eq!(e.code, ErrorCode::LoginFailed, "{check}");
         assert!(e.message.contains(check), "{check}: {}", e.message);
         assert!(e.message.contains("site corp"), "{}", e.message);

@@ -18,26 +18,24 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use crate::clock::Clock;
 use crate::config::SiteConfig;
 use crate::discovery::Discovery;
-use crate::error::ApiError;
 use crate::login::{Got, LoginTicket};
 use crate::store::Store;
 
 mod actor;
-pub mod client;
-pub mod error;
-pub mod idtoken;
-pub mod proof;
+pub(crate) mod client;
+pub(crate) mod error;
+pub(crate) mod idtoken;
+pub(crate) mod proof;
 mod secret;
 mod state;
 #[cfg(test)]
 mod tests;
 
-pub use error::SiteError;
-pub use state::{Current, TokenState};
+pub(crate) use error::SiteError;
 
 /// What a site's actor is given at spawn: everything it talks to.
 #[derive(Clone, Debug)]
-pub struct Deps {
+pub(crate) struct Deps {
     pub store: Store,
     pub http: Http,
     pub discovery: Arc<Discovery>,
@@ -53,7 +51,7 @@ pub struct Deps {
 
 /// What a `get` came to.
 #[derive(Debug)]
-pub enum Served {
+pub(crate) enum Served {
     Token(TokenReply),
     /// No token can be had without the user.
     NeedLogin,
@@ -62,7 +60,7 @@ pub enum Served {
 /// What `logout` leaves for revocation at the provider: the tokens the site
 /// held (already forgotten locally) and its OAuth client if one was built.
 #[derive(Debug)]
-pub struct LoggedOut {
+pub(crate) struct LoggedOut {
     pub refresh: Option<RefreshToken>,
     pub access: Option<AccessToken>,
     pub config: Arc<SiteConfig>,
@@ -93,7 +91,7 @@ pub(crate) enum Msg {
     /// A login flow's result (from its task).
     LoginGot {
         id: u64,
-        got: Result<Got, ApiError>,
+        got: Result<Got, SiteError>,
     },
     /// Where a pending paste-back login takes its input.
     Paste {
@@ -120,7 +118,7 @@ pub(crate) enum Msg {
 
 /// How the rest of the daemon reaches a site.
 #[derive(Clone, Debug)]
-pub struct SiteHandle {
+pub(crate) struct SiteHandle {
     name: Arc<str>,
     tx: mpsc::Sender<Box<Msg>>,
     finished: watch::Receiver<()>,
@@ -129,7 +127,11 @@ pub struct SiteHandle {
 impl SiteHandle {
     /// Starts the actor of `config`. With `after`, the handle of the site it
     /// replaces: the new one touches the store only once that one has ended.
-    pub fn spawn(config: Arc<SiteConfig>, deps: Deps, after: Option<&SiteHandle>) -> SiteHandle {
+    pub(crate) fn spawn(
+        config: Arc<SiteConfig>,
+        deps: Deps,
+        after: Option<&SiteHandle>,
+    ) -> SiteHandle {
         let (tx, rx) = mpsc::channel(64);
         let (done_tx, finished) = watch::channel(());
         let handle = SiteHandle {
@@ -149,18 +151,18 @@ impl SiteHandle {
         handle
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
-    fn gone(&self) -> ApiError {
-        ApiError::internal(format!(
+    fn gone(&self) -> SiteError {
+        SiteError::Internal(format!(
             "site {} was reloaded or the daemon is stopping; run the command again",
             self.name
         ))
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, ApiError> {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, SiteError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Box::new(make(reply)))
@@ -171,7 +173,11 @@ impl SiteHandle {
 
     /// A token for `scopes` (empty or all: the site's own) valid for at
     /// least `min_ttl`, without a login.
-    pub async fn get(&self, scopes: Vec<String>, min_ttl: Option<u64>) -> Result<Served, ApiError> {
+    pub(crate) async fn get(
+        &self,
+        scopes: Vec<String>,
+        min_ttl: Option<u64>,
+    ) -> Result<Served, SiteError> {
         self.ask(|reply| Msg::Get {
             scopes,
             min_ttl,
@@ -179,19 +185,16 @@ impl SiteHandle {
             reply,
         })
         .await?
-        .map_err(ApiError::from)
     }
 
     /// The site's validated ID token, valid for at least `min_ttl`, without
     /// a login (`NeedLogin` when only a login brings one).
-    pub async fn get_id_token(&self, min_ttl: Option<u64>) -> Result<Served, ApiError> {
-        self.ask(|reply| Msg::GetId { min_ttl, reply })
-            .await?
-            .map_err(ApiError::from)
+    pub(crate) async fn get_id_token(&self, min_ttl: Option<u64>) -> Result<Served, SiteError> {
+        self.ask(|reply| Msg::GetId { min_ttl, reply }).await?
     }
 
     /// A token from a token call made now (client credentials' "login").
-    pub async fn renew(&self) -> Result<Served, ApiError> {
+    pub(crate) async fn renew(&self) -> Result<Served, SiteError> {
         self.ask(|reply| Msg::Get {
             scopes: Vec::new(),
             min_ttl: None,
@@ -199,16 +202,15 @@ impl SiteHandle {
             reply,
         })
         .await?
-        .map_err(ApiError::from)
     }
 
     /// A DPoP proof for one request with `token`, signed by the site's key.
-    pub async fn proof(
+    pub(crate) async fn proof(
         &self,
         method: String,
         url: url::Url,
         token: AccessToken,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, SiteError> {
         self.ask(|reply| Msg::Proof {
             method,
             url,
@@ -216,38 +218,35 @@ impl SiteHandle {
             reply,
         })
         .await?
-        .map_err(ApiError::from)
     }
 
     /// Starts (or joins) a login.
-    pub async fn login(&self, mode: LoginMode) -> Result<LoginTicket, ApiError> {
-        self.ask(|reply| Msg::Login { mode, reply })
-            .await?
-            .map_err(ApiError::from)
+    pub(crate) async fn login(&self, mode: LoginMode) -> Result<LoginTicket, SiteError> {
+        self.ask(|reply| Msg::Login { mode, reply }).await?
     }
 
-    pub async fn paste_sender(&self) -> Result<Option<mpsc::Sender<String>>, ApiError> {
+    pub(crate) async fn paste_sender(&self) -> Result<Option<mpsc::Sender<String>>, SiteError> {
         self.ask(|reply| Msg::Paste { reply }).await
     }
 
     /// Forgets the login (memory and store), cancelling a pending login.
-    pub async fn logout(&self) -> Result<LoggedOut, ApiError> {
+    pub(crate) async fn logout(&self) -> Result<LoggedOut, SiteError> {
         self.ask(|reply| Msg::Logout { reply }).await
     }
 
     /// The site's line in `status` (its login loaded from the store first).
-    pub async fn status(&self) -> Result<SiteStatus, ApiError> {
+    pub(crate) async fn status(&self) -> Result<SiteStatus, SiteError> {
         self.ask(|reply| Msg::Status { reply }).await
     }
 
     /// New settings that keep the site's identity (endpoints, secrets):
     /// they apply from the next token call on.
-    pub fn set_config(&self, config: Arc<SiteConfig>) {
+    pub(crate) fn set_config(&self, config: Arc<SiteConfig>) {
         self.post(Msg::Config(config));
     }
 
     /// Asks the actor to end (it finishes a token call under way first).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.post(Msg::Stop);
     }
 
@@ -261,12 +260,12 @@ impl SiteHandle {
     }
 
     /// Whether the actor has ended.
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.finished.has_changed().is_err()
     }
 
     /// Resolves when the actor has ended.
-    pub async fn finished(&self) {
+    pub(crate) async fn finished(&self) {
         let mut rx = self.finished.clone();
         while rx.changed().await.is_ok() {}
     }

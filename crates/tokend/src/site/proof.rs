@@ -8,7 +8,7 @@ use super::SiteError;
 use crate::config::SiteConfig;
 
 /// The method (upper-cased) and URL of a proof request for `cfg`'s site.
-pub fn check(cfg: &SiteConfig, target: &DpopTarget) -> Result<(String, Url), SiteError> {
+pub(crate) fn check(cfg: &SiteConfig, target: &DpopTarget) -> Result<(String, Url), SiteError> {
     let site = &cfg.name;
     if !cfg.dpop {
         return Err(SiteError::Config(format!(

@@ -15,7 +15,7 @@ use crate::refresh::{self, Backoff};
 impl Grant {
     /// Whether a new access token can be had without the user: client
     /// credentials always, the other grants only with a refresh token.
-    pub fn renews_alone(self, has_refresh_token: bool) -> bool {
+    pub(crate) fn renews_alone(self, has_refresh_token: bool) -> bool {
         self == Grant::ClientCredentials || has_refresh_token
     }
 }
@@ -25,7 +25,7 @@ const MIN_RENEWAL_GAP: f64 = 1.0;
 
 /// An access token in hand.
 #[derive(Clone, Debug)]
-pub struct Current {
+pub(crate) struct Current {
     pub token: AccessToken,
     pub token_type: String,
     /// Unix seconds (fractional); `None`: never expires.
@@ -43,7 +43,7 @@ pub struct Current {
 impl Current {
     /// A token from a token response just received; `token_type` is
     /// compared case-insensitively and handed out as `Bearer` when it is one.
-    pub fn obtained(resp: &TokenResponse, requested: &[String], now: f64) -> Current {
+    pub(crate) fn obtained(resp: &TokenResponse, requested: &[String], now: f64) -> Current {
         let expires_at = match resp.lifetime {
             tokend_oauth::Lifetime::Seconds(n) => Some(now + n as f64),
             _ => resp.expires_at(whole(now), requested).map(|at| at as f64),
@@ -64,30 +64,36 @@ impl Current {
     }
 
     /// Seconds left, infinite for a token that never expires.
-    pub fn remaining(&self, now: f64) -> f64 {
+    pub(crate) fn remaining(&self, now: f64) -> f64 {
         self.expires_at.map_or(f64::INFINITY, |at| at - now)
     }
 
     /// The lifetime the provider gave it.
-    pub fn lifetime(&self) -> f64 {
+    pub(crate) fn lifetime(&self) -> f64 {
         self.expires_at
             .map_or(f64::INFINITY, |at| (at - self.obtained_at).max(0.0))
     }
 
     /// Good enough for a caller that asked for `min_ttl` (default: the
     /// serve margin, below the refresh-ahead margin).
-    pub fn serves(&self, now: f64, min_ttl: Option<u64>, refresh_before: Option<u64>) -> bool {
-        let need = min_ttl.map_or_else(
-            || refresh::serve_margin(self.lifetime(), refresh_before),
-            |m| m as f64,
-        );
-        self.remaining(now) > need
+    pub(crate) fn serves(
+        &self,
+        now: f64,
+        min_ttl: Option<u64>,
+        refresh_before: Option<u64>,
+    ) -> bool {
+        refresh::serves(
+            self.remaining(now),
+            self.lifetime(),
+            min_ttl,
+            refresh_before,
+        )
     }
 
     /// A `min_ttl` no token from this provider can meet, and this token is
     /// the freshest it gave for such a request: asking again is pointless
     /// until the token is due anyway.
-    pub fn best_there_is(
+    pub(crate) fn best_there_is(
         &self,
         now: f64,
         min_ttl: Option<u64>,
@@ -98,7 +104,7 @@ impl Current {
     }
 
     /// What a caller receives.
-    pub fn reply(&self, api_key: Option<String>, warning: Option<String>) -> TokenReply {
+    pub(crate) fn reply(&self, api_key: Option<String>, warning: Option<String>) -> TokenReply {
         TokenReply {
             access_token: self.token.expose().to_owned(),
             token_type: self.token_type.clone(),
@@ -112,7 +118,7 @@ impl Current {
     }
 
     /// The warning for a caller whose `min_ttl` this token does not meet.
-    pub fn short_warning(&self, site: &str, now: f64, min_ttl: u64) -> String {
+    pub(crate) fn short_warning(&self, site: &str, now: f64, min_ttl: u64) -> String {
         format!(
             "site {site}: the provider issues tokens valid for {}s, less than the --min-ttl of {min_ttl}s; this one expires in {}s",
             whole(self.lifetime().min(1e12)),
@@ -123,7 +129,7 @@ impl Current {
 
 /// A site's tokens and their bookkeeping.
 #[derive(Debug, Default)]
-pub struct TokenState {
+pub(crate) struct TokenState {
     pub access: Option<Current>,
     pub refresh: Option<RefreshToken>,
     /// The scopes of the login (those granted, else those configured).
@@ -156,7 +162,7 @@ pub struct TokenState {
 
 impl TokenState {
     /// Forgets the login (memory only).
-    pub fn clear(&mut self, why: Option<String>) {
+    pub(crate) fn clear(&mut self, why: Option<String>) {
         self.access = None;
         self.refresh = None;
         self.id_token = None;
@@ -170,12 +176,12 @@ impl TokenState {
     }
 
     /// Whether the provider failed a moment ago and a retry is planned.
-    pub fn backing_off(&self, now: f64) -> bool {
+    pub(crate) fn backing_off(&self, now: f64) -> bool {
         self.retry_after.is_some_and(|t| t > now)
     }
 
     /// Records a failure that may pass, and when to try again.
-    pub fn failed(&mut self, message: String, now: f64) {
+    pub(crate) fn failed(&mut self, message: String, now: f64) {
         let remaining = self
             .access
             .as_ref()
@@ -188,7 +194,7 @@ impl TokenState {
     }
 
     /// When refresh-ahead should next renew the site's own token (Unix s).
-    pub fn next_refresh(&self, cfg: &SiteConfig, now: f64) -> Option<f64> {
+    pub(crate) fn next_refresh(&self, cfg: &SiteConfig, now: f64) -> Option<f64> {
         if self.stalled || !cfg.grant.renews_alone(self.refresh.is_some()) {
             return None;
         }
@@ -234,7 +240,7 @@ impl TokenState {
     }
 
     /// The site's line in `status`.
-    pub fn status(&self, view: StatusView<'_>) -> SiteStatus {
+    pub(crate) fn status(&self, view: StatusView<'_>) -> SiteStatus {
         let valid = self
             .access
             .as_ref()
@@ -272,7 +278,7 @@ impl TokenState {
 
 /// What `status` needs beside the tokens.
 #[derive(Debug)]
-pub struct StatusView<'a> {
+pub(crate) struct StatusView<'a> {
     pub cfg: &'a SiteConfig,
     pub now: f64,
     pub loaded: bool,

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::{Deps, Served, SiteHandle};
 use crate::clock::Clock;
 use crate::config::{Config, SiteConfig};
+use crate::error::ApiError;
 use crate::store::{Record, Store};
 
 /// A token endpoint: tokens live `lifetime` s, each call takes `delay`,
@@ -254,7 +255,7 @@ async fn a_refused_down_scoped_refresh_keeps_the_login() {
     let (site, provider, store) = site_with(3600, Duration::from_millis(5));
     token(&site, None).await;
     provider.refuse.store(true, Ordering::SeqCst);
-    let e = site.get(vec!["read".into()], None).await.unwrap_err();
+    let e = ApiError::from(site.get(vec!["read".into()], None).await.unwrap_err());
     assert_eq!(e.code, ErrorCode::ProviderError, "{e}");
     assert!(stored_refresh(&store).is_some(), "the login is kept");
     token(&site, None).await;
@@ -327,7 +328,7 @@ async fn logout_cancels_a_pending_login() {
     let crate::login::Progress::Done(Err(e)) = done else {
         panic!("the login went on")
     };
-    assert_eq!(e.code, ErrorCode::LoginIncomplete);
+    assert_eq!(ApiError::from(e).code, ErrorCode::LoginIncomplete);
     assert_eq!(site.status().await.unwrap().state, "login_required");
 }
 
@@ -336,7 +337,7 @@ async fn logout_cancels_a_pending_login() {
 async fn refreshing() -> (
     SiteHandle,
     Store,
-    tokio::task::JoinHandle<Result<Served, crate::error::ApiError>>,
+    tokio::task::JoinHandle<Result<Served, super::SiteError>>,
 ) {
     let (site, provider, store) = site_with(3600, Duration::from_secs(20));
     let waiting = tokio::spawn({

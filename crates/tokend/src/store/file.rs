@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 use super::{Record, StoreError};
 
 #[derive(Debug)]
-pub struct FileStore {
+pub(crate) struct FileStore {
     path: PathBuf,
     /// The file's content once read; writes go through this lock so two
     /// saves never interleave.
@@ -19,19 +19,19 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    pub fn new(path: PathBuf) -> FileStore {
+    pub(crate) fn new(path: PathBuf) -> FileStore {
         FileStore {
             path,
             cache: Mutex::new(None),
         }
     }
 
-    pub async fn load(&self, site: &str) -> Result<Option<Record>, StoreError> {
+    pub(crate) async fn load(&self, site: &str) -> Result<Option<Record>, StoreError> {
         let mut cache = self.cache.lock().await;
         Ok(self.read(&mut cache).await?.get(site).cloned())
     }
 
-    pub async fn save(&self, site: &str, record: &Record) -> Result<(), StoreError> {
+    pub(crate) async fn save(&self, site: &str, record: &Record) -> Result<(), StoreError> {
         let mut cache = self.cache.lock().await;
         let mut map = self.read(&mut cache).await?.clone();
         map.insert(site.to_owned(), record.clone());
@@ -40,7 +40,7 @@ impl FileStore {
         Ok(())
     }
 
-    pub async fn delete(&self, site: &str) -> Result<(), StoreError> {
+    pub(crate) async fn delete(&self, site: &str) -> Result<(), StoreError> {
         let mut cache = self.cache.lock().await;
         let mut map = self.read(&mut cache).await?.clone();
         if map.remove(site).is_some() {

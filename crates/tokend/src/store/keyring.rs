@@ -71,7 +71,7 @@ fn part_name(site: &str, generation: u64, i: usize) -> String {
 }
 
 #[derive(Clone, Debug)]
-pub struct KeyringStore {
+pub(crate) struct KeyringStore {
     /// [`MAX_SECRET`], or less in tests of the split path.
     max_secret: usize,
 }
@@ -106,13 +106,13 @@ fn remove_parts(site: &str, header: Option<&str>) -> Result<(), keyring::Error> 
 }
 
 impl KeyringStore {
-    pub fn new() -> KeyringStore {
+    pub(crate) fn new() -> KeyringStore {
         KeyringStore {
             max_secret: MAX_SECRET,
         }
     }
 
-    pub async fn load(&self, site: &str) -> Result<Option<Record>, StoreError> {
+    pub(crate) async fn load(&self, site: &str) -> Result<Option<Record>, StoreError> {
         let site = site.to_owned();
         let text = blocking(move || {
             let Some(first) = get(&site)? else {
@@ -140,7 +140,7 @@ impl KeyringStore {
             .map_err(|e| StoreError::Keyring(format!("the entry is not a tokend record: {e}")))
     }
 
-    pub async fn save(&self, site: &str, record: &Record) -> Result<(), StoreError> {
+    pub(crate) async fn save(&self, site: &str, record: &Record) -> Result<(), StoreError> {
         let site = site.to_owned();
         let text = serde_json::to_string(record).map_err(|e| StoreError::Keyring(e.to_string()))?;
         let max = self.max_secret;
@@ -165,7 +165,7 @@ impl KeyringStore {
         .await
     }
 
-    pub async fn delete(&self, site: &str) -> Result<(), StoreError> {
+    pub(crate) async fn delete(&self, site: &str) -> Result<(), StoreError> {
         let site = site.to_owned();
         blocking(move || {
             let old = get(&site)?;
@@ -178,7 +178,7 @@ impl KeyringStore {
 
 /// Whether a keyring answers at all: a lookup of an entry that need not
 /// exist either finds it or says it is not there.
-pub async fn reachable() -> Result<(), String> {
+pub(super) async fn reachable() -> Result<(), String> {
     let probe = tokio::task::spawn_blocking(|| match get("tokend-probe") {
         Ok(_) => Ok(()),
         Err(e) => Err(e.to_string()),

@@ -17,7 +17,7 @@ use crate::config::StoreKind;
 
 /// What is persisted for one site.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Record {
+pub(crate) struct Record {
     /// `SiteConfig::identity()` when saved: a record for another provider,
     /// client or scope set is ignored on load.
     pub identity: String,
@@ -49,7 +49,7 @@ pub struct Record {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("the keyring failed: {0}")]
     Keyring(String),
     #[error("cannot {action} {path}: {source}")]
@@ -66,7 +66,7 @@ pub enum StoreError {
 
 /// The chosen backend.
 #[derive(Clone, Debug)]
-pub enum Store {
+pub(crate) enum Store {
     Keyring(keyring::KeyringStore),
     File(Arc<file::FileStore>),
     Memory(Arc<Mutex<HashMap<String, Record>>>),
@@ -74,13 +74,13 @@ pub enum Store {
 
 /// Something every caller should hear once: the store fallback.
 #[derive(Debug)]
-pub struct Notice {
+pub(crate) struct Notice {
     text: String,
     told: std::sync::atomic::AtomicBool,
 }
 
 impl Notice {
-    pub fn new(text: String) -> Notice {
+    pub(crate) fn new(text: String) -> Notice {
         Notice {
             text,
             told: std::sync::atomic::AtomicBool::new(false),
@@ -88,18 +88,18 @@ impl Notice {
     }
 
     /// The text, the first time only.
-    pub fn take(&self) -> Option<String> {
+    pub(crate) fn take(&self) -> Option<String> {
         (!self.told.swap(true, std::sync::atomic::Ordering::Relaxed)).then(|| self.text.clone())
     }
 
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         &self.text
     }
 }
 
 /// The store in use, and why it is not the one asked for (if it is not).
 #[derive(Debug)]
-pub struct Chosen {
+pub(crate) struct Chosen {
     pub store: Store,
     /// Set when no keyring was reachable and logins go to the file store.
     pub fallback: Option<String>,
@@ -110,7 +110,7 @@ impl Store {
     /// or the 0600 file store when no keyring is reachable (headless Linux,
     /// containers, WSL, CI) and nobody asked for the keyring by name. An
     /// explicit `keyring` keeps failing loudly instead.
-    pub async fn choose(
+    pub(crate) async fn choose(
         configured: Option<StoreKind>,
         state_dir: &Path,
     ) -> Result<Chosen, StoreError> {
@@ -146,7 +146,7 @@ impl Store {
         })
     }
 
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Store::Keyring(_) => "keyring",
             Store::File(_) => "file",
@@ -154,7 +154,7 @@ impl Store {
         }
     }
 
-    pub async fn load(&self, site: &str) -> Result<Option<Record>, StoreError> {
+    pub(crate) async fn load(&self, site: &str) -> Result<Option<Record>, StoreError> {
         match self {
             Store::Keyring(k) => k.load(site).await,
             Store::File(f) => f.load(site).await,
@@ -164,7 +164,7 @@ impl Store {
 
     /// Durable when it returns: the file is fsynced and renamed, the keyring
     /// has answered.
-    pub async fn save(&self, site: &str, record: &Record) -> Result<(), StoreError> {
+    pub(crate) async fn save(&self, site: &str, record: &Record) -> Result<(), StoreError> {
         match self {
             Store::Keyring(k) => k.save(site, record).await,
             Store::File(f) => f.save(site, record).await,
@@ -175,7 +175,7 @@ impl Store {
         }
     }
 
-    pub async fn delete(&self, site: &str) -> Result<(), StoreError> {
+    pub(crate) async fn delete(&self, site: &str) -> Result<(), StoreError> {
         match self {
             Store::Keyring(k) => k.delete(site).await,
             Store::File(f) => f.delete(site).await,

@@ -11,7 +11,6 @@ use tokio::task::JoinHandle;
 
 use super::flight::Need;
 use super::Actor;
-use crate::error::ApiError;
 use crate::login::{self, Got, Login, LoginTicket, OpenerSlot, Progress};
 use crate::loopback::Page;
 use crate::site::idtoken::IdCheck;
@@ -89,7 +88,7 @@ impl Actor {
     }
 
     /// A login flow ended: a code to exchange, a token to keep, or a failure.
-    pub(super) async fn login_got(&mut self, id: u64, got: Result<Got, ApiError>) {
+    pub(super) async fn login_got(&mut self, id: u64, got: Result<Got, SiteError>) {
         if self.login.as_ref().is_none_or(|p| p.id != id) {
             return;
         }
@@ -139,19 +138,19 @@ impl Actor {
                     .map(|r| self.noted(r));
                 match reply {
                     Some(t) => self.end_login(Ok(t)),
-                    None => self.end_login(Err(ApiError::internal(format!(
+                    None => self.end_login(Err(SiteError::Internal(format!(
                         "site {}: login finished without a token",
                         self.name
                     )))),
                 }
             }
-            Err(e) => self.end_login(Err(ApiError::from(e))),
+            Err(e) => self.end_login(Err(e)),
         }
     }
 
     /// Publishes a login's outcome to every caller waiting for it, and
     /// tells the browser how it went.
-    pub(super) fn end_login(&mut self, outcome: Result<TokenReply, ApiError>) {
+    pub(super) fn end_login(&mut self, outcome: Result<TokenReply, SiteError>) {
         let Some(p) = self.login.take() else { return };
         match &outcome {
             Ok(_) => tracing::info!(site = %self.name, "login completed"),
@@ -160,21 +159,22 @@ impl Actor {
                 tracing::info!(site = %self.name, "login cancelled: nobody waits for it any more");
             }
             Err(e) => {
-                tracing::warn!(site = %self.name, "login failed: {e}");
-                self.st.last_error = Some(e.message.clone());
+                let shown = e.shown();
+                tracing::warn!(site = %self.name, "login failed: {shown}");
+                self.st.last_error = Some(shown);
             }
         }
         if let Some(page) = p.page {
             let _ = page.send(match &outcome {
                 Ok(_) => Page::Done(self.name.clone()),
-                Err(e) => Page::Failed(e.message.clone()),
+                Err(e) => Page::Failed(e.shown()),
             });
         }
         p.progress.send_replace(Progress::Done(outcome));
     }
 
     /// Ends the login under way (logout, reload, stop) with `why`.
-    pub(super) fn cancel_login(&mut self, why: ApiError) {
+    pub(super) fn cancel_login(&mut self, why: SiteError) {
         if let Some(p) = &self.login {
             p.task.abort();
         }

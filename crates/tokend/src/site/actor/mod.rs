@@ -15,7 +15,7 @@ mod logins;
 
 use std::sync::Arc;
 
-use token_proto::{ErrorCode, SiteStatus};
+use token_proto::SiteStatus;
 use tokend_oauth::{Dpop, OAuthSite};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -26,7 +26,6 @@ use super::state::{Current, StatusView, TokenState};
 use super::{Deps, LoggedOut, Msg, SiteError};
 use crate::clock::whole;
 use crate::config::SiteConfig;
-use crate::error::ApiError;
 use crate::login;
 use crate::store::Record;
 
@@ -349,13 +348,9 @@ impl Actor {
             return;
         }
         self.stopping = true;
-        self.cancel_login(ApiError::new(
-            ErrorCode::LoginFailed,
-            format!(
-                "site {}: the daemon stopped or the site's settings changed during the login; run `token login {}` again",
-                self.name, self.name
-            ),
-        ));
+        self.cancel_login(SiteError::LoginInterrupted {
+            site: self.name.clone(),
+        });
         self.rx.close();
     }
 
@@ -370,7 +365,7 @@ impl Actor {
         for w in std::mem::take(&mut self.waiters) {
             let _ = w.reply.send(Err(gone()));
         }
-        self.end_login(Err(ApiError::internal("the site stopped")));
+        self.end_login(Err(SiteError::Internal("the site stopped".to_owned())));
         while let Ok(msg) = self.rx.try_recv() {
             if let Msg::Get { reply, .. } | Msg::GetId { reply, .. } = *msg {
                 let _ = reply.send(Err(gone()));
