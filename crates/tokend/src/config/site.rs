@@ -43,9 +43,13 @@ pub(crate) enum Grant {
 /// provider's `issuer` and `iss` exactly, a redirect URI the registered one,
 /// and [`SiteConfig::identity`] must not change across releases, while
 /// [`Url`] writes `https://a.example` as `https://a.example/`. Derefs to the
-/// text as written.
+/// text as written. Boxed: a site has a few of these, mostly unset, and a
+/// daemon may hold a thousand sites.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WrittenUrl {
+pub struct WrittenUrl(Box<Written>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Written {
     written: String,
     url: Url,
 }
@@ -54,10 +58,10 @@ impl WrittenUrl {
     /// `s` if it is a URL the config accepts; else the config's message.
     pub(super) fn parse(s: &str) -> Result<WrittenUrl, String> {
         match Url::parse(s) {
-            Ok(url) if tokend_oauth::tls_or_loopback(&url) => Ok(WrittenUrl {
+            Ok(url) if tokend_oauth::tls_or_loopback(&url) => Ok(WrittenUrl(Box::new(Written {
                 written: s.to_owned(),
                 url,
-            }),
+            }))),
             Ok(u) if u.scheme() == "http" => Err(format!(
                 "`{s}` is plain http: tokens and codes go only over TLS; use https \
                  (plain http is allowed only for 127.0.0.1, ::1 or localhost)"
@@ -68,13 +72,13 @@ impl WrittenUrl {
 
     /// The URL as written in the config.
     pub fn as_str(&self) -> &str {
-        &self.written
+        &self.0.written
     }
 
     /// The parsed URL (serialized as [`Url`] does, which may differ from
     /// [`WrittenUrl::as_str`]).
     pub fn url(&self) -> &Url {
-        &self.url
+        &self.0.url
     }
 }
 
@@ -82,20 +86,20 @@ impl Deref for WrittenUrl {
     type Target = str;
 
     fn deref(&self) -> &str {
-        &self.written
+        &self.0.written
     }
 }
 
 impl fmt::Display for WrittenUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.written)
+        f.write_str(&self.0.written)
     }
 }
 
 /// For the URLs whose spelling does not matter.
 impl From<WrittenUrl> for Url {
     fn from(u: WrittenUrl) -> Url {
-        u.url
+        u.0.url
     }
 }
 

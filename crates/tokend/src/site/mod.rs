@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use token_proto::{LoginMode, SiteStatus, TokenReply};
 use tokend_oauth::{AccessToken, Http, OAuthSite, RefreshToken};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::clock::Clock;
 use crate::config::SiteConfig;
@@ -121,7 +121,9 @@ pub(crate) enum Msg {
 pub(crate) struct SiteHandle {
     name: Arc<str>,
     tx: mpsc::Sender<Box<Msg>>,
-    finished: watch::Receiver<()>,
+    /// Closed when the actor has ended (a semaphore with no permits: the
+    /// lightest thing tokio has that many can wait on to close).
+    finished: Arc<Semaphore>,
 }
 
 impl SiteHandle {
@@ -133,11 +135,11 @@ impl SiteHandle {
         after: Option<&SiteHandle>,
     ) -> SiteHandle {
         let (tx, rx) = mpsc::channel(64);
-        let (done_tx, finished) = watch::channel(());
+        let finished = Arc::new(Semaphore::new(0));
         let handle = SiteHandle {
             name: Arc::from(config.name.as_str()),
             tx: tx.clone(),
-            finished,
+            finished: finished.clone(),
         };
         let predecessor = after.map(|h| h.finished.clone());
         tokio::spawn(actor::run(Box::new(actor::Actor::new(
@@ -146,7 +148,7 @@ impl SiteHandle {
             rx,
             tx.downgrade(),
             predecessor,
-            done_tx,
+            actor::Ended(finished),
         ))));
         handle
     }
@@ -261,12 +263,12 @@ impl SiteHandle {
 
     /// Whether the actor has ended.
     pub(crate) fn is_finished(&self) -> bool {
-        self.finished.has_changed().is_err()
+        self.finished.is_closed()
     }
 
     /// Resolves when the actor has ended.
     pub(crate) async fn finished(&self) {
-        let mut rx = self.finished.clone();
-        while rx.changed().await.is_ok() {}
+        // No permit is ever added: this returns when the actor closes it.
+        let _ = self.finished.acquire().await;
     }
 }

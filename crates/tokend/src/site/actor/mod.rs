@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use token_proto::SiteStatus;
 use tokend_oauth::{Dpop, OAuthSite};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use self::flight::{Flight, Landed, Waiter};
 use self::logins::{Exchange, Pending};
@@ -29,6 +29,15 @@ use crate::config::SiteConfig;
 use crate::login;
 use crate::store::Record;
 
+/// Closes the actor's "finished" semaphore when the actor ends, however it ends.
+pub(super) struct Ended(pub(super) Arc<Semaphore>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 pub(super) struct Actor {
     name: String,
     cfg: Arc<SiteConfig>,
@@ -36,7 +45,7 @@ pub(super) struct Actor {
     rx: mpsc::Receiver<Box<Msg>>,
     me: mpsc::WeakSender<Box<Msg>>,
     /// The actor this one replaces: it must end before this one touches the store.
-    predecessor: Option<watch::Receiver<()>>,
+    predecessor: Option<Arc<Semaphore>>,
     st: TokenState,
     loaded: bool,
     oauth: Option<Arc<OAuthSite>>,
@@ -53,7 +62,7 @@ pub(super) struct Actor {
     logouts: Vec<oneshot::Sender<LoggedOut>>,
     stopping: bool,
     /// Dropped when the actor ends: what [`super::SiteHandle::finished`] waits for.
-    _finished: watch::Sender<()>,
+    _finished: Ended,
 }
 
 /// What woke the actor.
@@ -122,8 +131,8 @@ impl Actor {
         deps: Deps,
         rx: mpsc::Receiver<Box<Msg>>,
         me: mpsc::WeakSender<Box<Msg>>,
-        predecessor: Option<watch::Receiver<()>>,
-        finished: watch::Sender<()>,
+        predecessor: Option<Arc<Semaphore>>,
+        finished: Ended,
     ) -> Actor {
         Actor {
             name: cfg.name.clone(),
@@ -224,8 +233,9 @@ impl Actor {
         if self.loaded {
             return;
         }
-        if let Some(mut before) = self.predecessor.take() {
-            while before.changed().await.is_ok() {}
+        if let Some(before) = self.predecessor.take() {
+            // Closed when that actor has ended.
+            let _ = before.acquire().await;
         }
         let record = {
             let _slot = self.deps.load_slots.acquire().await;
