@@ -31,31 +31,52 @@ impl FileStore {
         Ok(self.read(&mut cache).await?.get(site).cloned())
     }
 
+    /// Changed in place, not on a copy (a thousand sites' records copied at
+    /// every save is a lot of memory churn): a write that fails puts the
+    /// record that was there back.
     pub(crate) async fn save(&self, site: &str, record: &Record) -> Result<(), StoreError> {
         let mut cache = self.cache.lock().await;
-        let mut map = self.read(&mut cache).await?.clone();
-        map.insert(site.to_owned(), record.clone());
-        self.write(&map).await?;
-        *cache = Some(map);
-        Ok(())
+        let map = self.read(&mut cache).await?;
+        let before = map.insert(site.to_owned(), record.clone());
+        self.write_or_undo(map, site, before).await
     }
 
     pub(crate) async fn delete(&self, site: &str) -> Result<(), StoreError> {
         let mut cache = self.cache.lock().await;
-        let mut map = self.read(&mut cache).await?.clone();
-        if map.remove(site).is_some() {
-            self.write(&map).await?;
+        let map = self.read(&mut cache).await?;
+        match map.remove(site) {
+            Some(before) => self.write_or_undo(map, site, Some(before)).await,
+            None => Ok(()),
         }
-        *cache = Some(map);
-        Ok(())
+    }
+
+    /// Writes `map`; if that fails, `site` gets its `before` record back,
+    /// so the cache stays what the file holds.
+    async fn write_or_undo(
+        &self,
+        map: &mut BTreeMap<String, Record>,
+        site: &str,
+        before: Option<Record>,
+    ) -> Result<(), StoreError> {
+        let written = self.write(map).await;
+        if written.is_err() {
+            match before {
+                Some(record) => map.insert(site.to_owned(), record),
+                None => map.remove(site),
+            };
+        }
+        written
     }
 
     async fn read<'a>(
         &self,
         cache: &'a mut Option<BTreeMap<String, Record>>,
-    ) -> Result<&'a BTreeMap<String, Record>, StoreError> {
+    ) -> Result<&'a mut BTreeMap<String, Record>, StoreError> {
         if cache.is_none() {
-            let map = match tokio::fs::read(&self.path).await {
+            let map = match tokio::fs::read(&self.path)
+                .await
+                .map(zeroize::Zeroizing::new)
+            {
                 Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
                     path: self.path.clone(),
                     message: e.to_string(),
@@ -79,6 +100,8 @@ impl FileStore {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
+        // The file's text holds every refresh token: wiped once written.
+        let bytes = zeroize::Zeroizing::new(bytes);
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
             .await
@@ -163,6 +186,24 @@ mod tests {
             std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_leaves_what_the_file_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let path = state.join("tokens.json");
+        let store = FileStore::new(path.clone());
+        store.save("a", &record("rt-a")).await.unwrap();
+        // The directory turns into a file: every write now fails.
+        std::fs::rename(&state, dir.path().join("moved")).unwrap();
+        std::fs::write(&state, "").unwrap();
+        store.save("a", &record("rt-new")).await.unwrap_err();
+        store.save("b", &record("rt-b")).await.unwrap_err();
+        store.delete("a").await.unwrap_err();
+        let a = store.load("a").await.unwrap().unwrap();
+        assert_eq!(a.refresh_token.unwrap().expose(), "rt-a");
+        assert!(store.load("b").await.unwrap().is_none());
     }
 
     #[tokio::test]
