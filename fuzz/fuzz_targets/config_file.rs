@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
                 &site.api_base,
             ]
             .into_iter()
-            .flatten(),
+            .filter_map(|u| u.as_deref()),
         );
         for url in urls {
             assert!(

@@ -33,7 +33,7 @@ pub(crate) struct Daemon {
     /// Sites retired by a reload that may still be finishing a token call.
     retired: Mutex<Vec<SiteHandle>>,
     /// What every site's actor is given.
-    deps: Deps,
+    deps: Arc<Deps>,
     shutdown: tokio::sync::watch::Sender<bool>,
     trimmer: crate::platform::memory::Trimmer,
 }
@@ -91,7 +91,7 @@ impl Daemon {
             config_path,
             sites: Mutex::default(),
             retired: Mutex::default(),
-            deps,
+            deps: Arc::new(deps),
             shutdown: tokio::sync::watch::channel(false).0,
             trimmer: crate::platform::memory::Trimmer::default(),
         };

@@ -347,7 +347,7 @@ mod tests {
     fn stackexchange() {
         let s = site("preset = \"stackexchange\"\napi_key = \"k\"\nscopes = [\"no_expiry\"]\n");
         assert_eq!(
-            s.authorize_url.as_ref().map(Url::as_str),
+            s.authorize_url.as_deref().map(Url::as_str),
             Some("https://stackoverflow.com/oauth")
         );
         assert_eq!(
@@ -356,7 +356,7 @@ mod tests {
         );
         assert_eq!(s.scope_separator, ",");
         assert_eq!(
-            s.api_base.as_ref().map(Url::as_str),
+            s.api_base.as_deref().map(Url::as_str),
             Some("https://api.stackexchange.com/2.3")
         );
         assert_eq!(s.api_key.as_deref(), Some("k"));
@@ -380,7 +380,7 @@ mod tests {
     fn stackexchange_implicit_uses_the_dialog_and_paste_page() {
         let s = site("preset = \"stackexchange\"\ngrant = \"implicit\"\n");
         assert_eq!(
-            s.authorize_url.as_ref().map(Url::as_str),
+            s.authorize_url.as_deref().map(Url::as_str),
             Some("https://stackoverflow.com/oauth/dialog")
         );
         assert_eq!(
@@ -393,7 +393,7 @@ mod tests {
     fn teams() {
         let s = site("preset = \"stackoverflow-teams\"\nsubdomain = \"acme\"\n");
         assert_eq!(
-            s.authorize_url.as_ref().map(Url::as_str),
+            s.authorize_url.as_deref().map(Url::as_str),
             Some("https://acme.stackenterprise.co/oauth")
         );
         assert_eq!(
@@ -405,7 +405,7 @@ mod tests {
             Some("https://acme.stackenterprise.co/oauth/login_success")
         );
         assert_eq!(
-            s.api_base.as_ref().map(Url::as_str),
+            s.api_base.as_deref().map(Url::as_str),
             Some("https://acme.stackenterprise.co/api/2.3")
         );
         assert_eq!(s.scope_separator, ",");
@@ -429,7 +429,7 @@ mod tests {
     fn github() {
         let s = site("preset = \"github\"\n");
         assert_eq!(
-            s.authorize_url.as_ref().map(Url::as_str),
+            s.authorize_url.as_deref().map(Url::as_str),
             Some("https://github.com/login/oauth/authorize")
         );
         assert_eq!(
@@ -437,7 +437,7 @@ mod tests {
             Some("https://github.com/login/oauth/access_token")
         );
         assert_eq!(
-            s.device_url.as_ref().map(Url::as_str),
+            s.device_url.as_deref().map(Url::as_str),
             Some("https://github.com/login/device/code")
         );
         assert_eq!(s.scope_separator, " ");
@@ -464,7 +464,7 @@ mod tests {
         let s = site("preset = \"microsoft\"\n");
         assert_eq!(s.issuer, None, "common cannot be discovered");
         assert_eq!(
-            s.authorize_url.as_ref().map(Url::as_str),
+            s.authorize_url.as_deref().map(Url::as_str),
             Some("https://login.microsoftonline.com/common/oauth2/v2.0/authorize")
         );
         assert_eq!(
@@ -472,7 +472,7 @@ mod tests {
             Some("https://login.microsoftonline.com/common/oauth2/v2.0/token")
         );
         assert_eq!(
-            s.device_url.as_ref().map(Url::as_str),
+            s.device_url.as_deref().map(Url::as_str),
             Some("https://login.microsoftonline.com/common/oauth2/v2.0/devicecode")
         );
         let s = site("preset = \"microsoft\"\ntenant = \"organizations\"\n");
@@ -499,7 +499,7 @@ mod tests {
              scope_separator = \" \"\nredirect_uri = \"https://stackexchange.com/oauth/login_success\"\n",
         );
         assert_eq!(
-            s.authorize_url.as_ref().map(Url::as_str),
+            s.authorize_url.as_deref().map(Url::as_str),
             Some("http://127.0.0.1:9/oauth")
         );
         assert_eq!(
@@ -507,7 +507,7 @@ mod tests {
             Some("http://127.0.0.1:9/oauth/access_token")
         );
         assert_eq!(
-            s.api_base.as_ref().map(Url::as_str),
+            s.api_base.as_deref().map(Url::as_str),
             Some("http://127.0.0.1:9/2.3")
         );
         assert_eq!(s.scope_separator, " ");

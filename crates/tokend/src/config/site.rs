@@ -103,17 +103,24 @@ impl From<WrittenUrl> for Url {
     }
 }
 
+/// For the endpoints a site rarely sets: boxed, an unset one costs a pointer.
+impl From<WrittenUrl> for Box<Url> {
+    fn from(u: WrittenUrl) -> Box<Url> {
+        Box::new(u.0.url)
+    }
+}
+
 /// A valid site, as the daemon uses it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SiteConfig {
     pub(crate) name: String,
     /// As written: compared exactly with the provider's, and the identity.
     pub issuer: Option<WrittenUrl>,
-    pub authorize_url: Option<Url>,
+    pub authorize_url: Option<Box<Url>>,
     /// As written: the identity of a site without an issuer.
     pub token_url: Option<WrittenUrl>,
-    pub revoke_url: Option<Url>,
-    pub device_url: Option<Url>,
+    pub revoke_url: Option<Box<Url>>,
+    pub device_url: Option<Box<Url>>,
     pub(crate) client_id: String,
     pub(crate) secret: Option<SecretSource>,
     /// As configured; `None` means the default (none without a secret, else basic).
@@ -141,7 +148,7 @@ pub struct SiteConfig {
     pub(crate) tenant: Option<String>,
     /// Stack Exchange API base (`https://api.stackexchange.com/2.3`): logout
     /// invalidates the access token there instead of RFC 7009 revocation.
-    pub api_base: Option<Url>,
+    pub api_base: Option<Box<Url>>,
     /// Sender-constrained tokens (RFC 9449): a DPoP key per site, proofs on
     /// every token request, `token get --dpop` proofs for resource requests.
     pub(crate) dpop: bool,

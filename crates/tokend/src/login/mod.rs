@@ -207,7 +207,7 @@ impl How {
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub cfg: Arc<SiteConfig>,
-    pub deps: Deps,
+    pub deps: Arc<Deps>,
     /// The site's DPoP key, for flows that call the token endpoint (device).
     pub dpop: Option<Arc<tokend_oauth::Dpop>>,
 }

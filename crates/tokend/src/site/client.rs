@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use tokend_oauth::{Client, ClientAuth, Dpop, OAuthSite, Provider};
+use url::Url;
 
 use super::error::SiteError;
 use super::secret::resolve_secret;
@@ -56,16 +57,16 @@ pub(crate) async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite
     // Endpoints set in the config win over discovered ones (the site then
     // has a copy of the provider of its own).
     if let Some(u) = &cfg.authorize_url {
-        Arc::make_mut(&mut provider).authorize_url = Some(u.clone());
+        Arc::make_mut(&mut provider).authorize_url = Some(Url::clone(u));
     }
     if let Some(u) = &cfg.token_url {
         Arc::make_mut(&mut provider).token_url = u.url().clone();
     }
     if let Some(u) = &cfg.revoke_url {
-        Arc::make_mut(&mut provider).revoke_url = Some(u.clone());
+        Arc::make_mut(&mut provider).revoke_url = Some(Url::clone(u));
     }
     if let Some(u) = &cfg.device_url {
-        Arc::make_mut(&mut provider).device_url = Some(u.clone());
+        Arc::make_mut(&mut provider).device_url = Some(Url::clone(u));
     }
     let secret = match &cfg.secret {
         None => None,

@@ -141,7 +141,7 @@ fn site(op: &Arc<Op>, store: Store) -> SiteHandle {
         store_notice: None,
         keys: Arc::default(),
     };
-    SiteHandle::spawn(config(), deps, None)
+    SiteHandle::spawn(config(), Arc::new(deps), None)
 }
 
 /// A paste-back login to its end: the user pastes a bare code. `shape`

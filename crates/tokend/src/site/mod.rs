@@ -131,7 +131,7 @@ impl SiteHandle {
     /// replaces: the new one touches the store only once that one has ended.
     pub(crate) fn spawn(
         config: Arc<SiteConfig>,
-        deps: Deps,
+        deps: Arc<Deps>,
         after: Option<&SiteHandle>,
     ) -> SiteHandle {
         let (tx, rx) = mpsc::channel(64);

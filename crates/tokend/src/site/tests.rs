@@ -105,8 +105,8 @@ fn config(extra: &str) -> Arc<SiteConfig> {
     cfg.sites["corp"].clone()
 }
 
-fn deps(provider: &Arc<Provider>, store: Store) -> Deps {
-    Deps {
+fn deps(provider: &Arc<Provider>, store: Store) -> Arc<Deps> {
+    Arc::new(Deps {
         store_notice: None,
         store,
         http: provider.http(),
@@ -115,7 +115,7 @@ fn deps(provider: &Arc<Provider>, store: Store) -> Deps {
         login_timeout: Duration::from_secs(300),
         load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
         keys: Arc::default(),
-    }
+    })
 }
 
 /// A memory store holding a login for `cfg` (a refresh token only, as

@@ -545,7 +545,7 @@ impl Call {
     /// (discovery, the client secret), then calls the token endpoint.
     pub(super) async fn run(
         self,
-        deps: Deps,
+        deps: Arc<Deps>,
         cfg: Arc<SiteConfig>,
         oauth: Option<Arc<OAuthSite>>,
         dpop: Option<Arc<Dpop>>,

@@ -41,7 +41,7 @@ impl Drop for Ended {
 pub(super) struct Actor {
     name: String,
     cfg: Arc<SiteConfig>,
-    deps: Deps,
+    deps: Arc<Deps>,
     rx: mpsc::Receiver<Box<Msg>>,
     me: mpsc::WeakSender<Box<Msg>>,
     /// The actor this one replaces: it must end before this one touches the store.
@@ -128,7 +128,7 @@ pub(super) async fn run(mut a: Box<Actor>) {
 impl Actor {
     pub(super) fn new(
         cfg: Arc<SiteConfig>,
-        deps: Deps,
+        deps: Arc<Deps>,
         rx: mpsc::Receiver<Box<Msg>>,
         me: mpsc::WeakSender<Box<Msg>>,
         predecessor: Option<Arc<Semaphore>>,
