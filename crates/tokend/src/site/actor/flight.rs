@@ -5,16 +5,17 @@
 use std::sync::Arc;
 
 use token_proto::TokenReply;
-use tokend_oauth::{AuthCode, Dpop, OAuthSite, PkceVerifier, RefreshToken, TokenResponse};
+use tokend_oauth::{OAuthSite, TokenResponse};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::call::Call;
 use super::Actor;
 use crate::clock::whole;
-use crate::config::{Grant, SiteConfig};
-use crate::site::idtoken::{self, IdCheck};
+use crate::config::Grant;
+use crate::site::idtoken::IdCheck;
 use crate::site::state::Current;
-use crate::site::{client, Deps, Served, SiteError};
+use crate::site::{Served, SiteError};
 
 /// What a token call fetches: the site's own token, or a down-scoped one
 /// for a sorted scope set.
@@ -421,202 +422,8 @@ impl Actor {
         self.take_id(id, now);
         self.persist(now).await;
     }
-
-    /// Keeps a response's ID token if it validated. A response without one
-    /// keeps the one in hand while it is valid; one that failed leaves the
-    /// site without an ID token, and `status` says why.
-    fn take_id(&mut self, id: IdCheck, now: f64) {
-        match id {
-            IdCheck::Valid(mut held) => {
-                // Obtained with the access token just taken (refresh-ahead
-                // compares the two).
-                held.obtained_at = now;
-                self.st.id_token = Some(held);
-            }
-            IdCheck::Absent => {
-                self.st.id_token = self.st.id_token.take().filter(|t| t.remaining(now) > 0.0);
-            }
-            IdCheck::Refused(why) | IdCheck::Unchecked(why) => {
-                tracing::warn!(site = %self.name, "{why}");
-                self.st.id_token = None;
-                self.st.last_error = Some(format!(
-                    "{why}; the access token is served, the ID token is not: `token login {}` gets a new one",
-                    self.name
-                ));
-            }
-        }
-    }
-
-    /// A caller wants the ID token: served from hand, or it waits for the
-    /// site's own token call (a refresh brings a new one when the provider
-    /// renews ID tokens), or a login.
-    pub(super) fn get_id(
-        &mut self,
-        min_ttl: Option<u64>,
-        reply: oneshot::Sender<Result<Served, SiteError>>,
-    ) {
-        if !self.cfg.wants_id_token() {
-            let _ = reply.send(Err(bad_request(format!(
-                "site {}: has no ID token: its `scopes` must include `openid` (then `token login {}`)",
-                self.name, self.name
-            ))));
-            return;
-        }
-        self.st.id_asked = true;
-        if let Some(t) = self.serve_id(min_ttl) {
-            let _ = reply.send(Ok(Served::Token(t)));
-            return;
-        }
-        let running = self
-            .flight
-            .as_ref()
-            .filter(|f| f.need == Some(Need::Own))
-            .map(|f| f.seq);
-        self.waiters.push(Waiter {
-            need: Need::Own,
-            id_token: true,
-            min_ttl,
-            from_seq: running.unwrap_or(self.seq + 1),
-            reply,
-        });
-    }
-
-    /// The ID token in hand if it serves this caller.
-    fn serve_id(&mut self, min_ttl: Option<u64>) -> Option<TokenReply> {
-        let now = self.now();
-        let id = self.st.id_token.as_ref()?;
-        if !id.serves(now, min_ttl, self.cfg.refresh_before) {
-            return None;
-        }
-        self.st.last_used = now;
-        Some(id.reply(&self.st.scopes, self.cfg.api_key.clone()))
-    }
-
-    /// The answer to an ID-token waiter once the site's token call landed:
-    /// the ID token if it serves (or, after a failure, has not expired),
-    /// else a login is needed.
-    fn answer_id(
-        &mut self,
-        min_ttl: Option<u64>,
-        error: Option<&SiteError>,
-    ) -> Result<Served, SiteError> {
-        if let Some(t) = self.serve_id(min_ttl) {
-            return Ok(Served::Token(t));
-        }
-        let now = self.now();
-        let valid = self
-            .st
-            .id_token
-            .as_ref()
-            .filter(|t| t.remaining(now) > 0.0)
-            .map(|t| t.reply(&self.st.scopes, self.cfg.api_key.clone()));
-        match (valid, error) {
-            (Some(t), _) => Ok(Served::Token(t)),
-            (None, Some(e)) => Err(e.clone()),
-            (None, None) => Ok(Served::NeedLogin),
-        }
-    }
 }
 
 pub(super) fn bad_request(message: String) -> SiteError {
     SiteError::BadRequest(message)
-}
-
-/// One token-endpoint call.
-pub(super) enum Call {
-    Refresh {
-        refresh: RefreshToken,
-        scopes: Option<Vec<String>>,
-    },
-    ClientCredentials {
-        scopes: Vec<String>,
-    },
-    Code {
-        code: AuthCode,
-        redirect: String,
-        verifier: PkceVerifier,
-        /// The login's OIDC nonce, which the ID token must carry.
-        nonce: Option<String>,
-    },
-}
-
-impl Call {
-    /// Runs in the flight's task: builds the OAuth client if there is none
-    /// (discovery, the client secret), then calls the token endpoint.
-    pub(super) async fn run(
-        self,
-        deps: Arc<Deps>,
-        cfg: Arc<SiteConfig>,
-        oauth: Option<Arc<OAuthSite>>,
-        dpop: Option<Arc<Dpop>>,
-    ) -> Landed {
-        let oauth = match oauth {
-            Some(o) => o,
-            None => match client::build(&deps, &cfg).await {
-                Ok(o) => o,
-                Err(e) => {
-                    return Landed {
-                        oauth: None,
-                        result: Err(e),
-                        id: IdCheck::Absent,
-                    }
-                }
-            },
-        };
-        let oauth = match client::with_dpop(oauth, &cfg, dpop.as_ref()) {
-            Ok(o) => o,
-            Err(e) => {
-                return Landed {
-                    oauth: None,
-                    result: Err(e),
-                    id: IdCheck::Absent,
-                }
-            }
-        };
-        let http = &deps.http;
-        let result = match &self {
-            Call::Refresh { refresh, scopes } => {
-                oauth.refresh(http, refresh, scopes.as_deref()).await
-            }
-            Call::ClientCredentials { scopes } => oauth.client_credentials(http, scopes).await,
-            Call::Code {
-                code,
-                redirect,
-                verifier,
-                ..
-            } => oauth.exchange_code(http, code, redirect, verifier).await,
-        };
-        let site = cfg.name.clone();
-        // The ID token is checked before anyone sees the response: a login's
-        // against its nonce (and refused, the login fails), a refresh's
-        // without one (refused, only the ID token is dropped).
-        let nonce = match &self {
-            Call::Code { nonce, .. } => nonce.as_deref(),
-            _ => None,
-        };
-        let id = match &result {
-            Ok(resp) => idtoken::check(&deps, &cfg, &oauth, resp.id_token.as_deref(), nonce).await,
-            Err(_) => IdCheck::Absent,
-        };
-        if let (Call::Code { .. }, IdCheck::Refused(why)) = (&self, &id) {
-            return Landed {
-                oauth: Some(oauth),
-                result: Err(SiteError::IdTokenRefused(format!(
-                    "{why}; the login is refused: run `token login {site}` to try again"
-                ))),
-                id: IdCheck::Absent,
-            };
-        }
-        let result = result.map_err(|source| match self {
-            Call::Refresh { .. } if source.is_invalid_grant() => {
-                SiteError::Refused { site, source }
-            }
-            _ => SiteError::Provider { site, source },
-        });
-        Landed {
-            oauth: Some(oauth),
-            result,
-            id,
-        }
-    }
 }

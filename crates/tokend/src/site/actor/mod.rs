@@ -9,8 +9,10 @@
 //! refresh token reaches the store before any caller sees the new access
 //! token, and a logout's delete cannot be overtaken by an older save.
 
+mod call;
 mod dpop;
 mod flight;
+mod id;
 mod logins;
 
 use std::sync::Arc;

@@ -1,0 +1,113 @@
+//! One token-endpoint call, run in its flight's task (off the actor): the
+//! OAuth client built if there is none yet, the call, and the ID token it
+//! brought checked before anyone sees the response.
+
+use std::sync::Arc;
+
+use tokend_oauth::{AuthCode, Dpop, OAuthSite, PkceVerifier, RefreshToken};
+
+use super::flight::Landed;
+use crate::config::SiteConfig;
+use crate::site::idtoken::{self, IdCheck};
+use crate::site::{client, Deps, SiteError};
+
+/// One token-endpoint call.
+pub(super) enum Call {
+    Refresh {
+        refresh: RefreshToken,
+        scopes: Option<Vec<String>>,
+    },
+    ClientCredentials {
+        scopes: Vec<String>,
+    },
+    Code {
+        code: AuthCode,
+        redirect: String,
+        verifier: PkceVerifier,
+        /// The login's OIDC nonce, which the ID token must carry.
+        nonce: Option<String>,
+    },
+}
+
+impl Call {
+    /// Runs in the flight's task: builds the OAuth client if there is none
+    /// (discovery, the client secret), then calls the token endpoint.
+    pub(super) async fn run(
+        self,
+        deps: Arc<Deps>,
+        cfg: Arc<SiteConfig>,
+        oauth: Option<Arc<OAuthSite>>,
+        dpop: Option<Arc<Dpop>>,
+    ) -> Landed {
+        let oauth = match oauth_client(&deps, &cfg, oauth, dpop.as_ref()).await {
+            Ok(o) => o,
+            Err(e) => {
+                return Landed {
+                    oauth: None,
+                    result: Err(e),
+                    id: IdCheck::Absent,
+                }
+            }
+        };
+        let http = &deps.http;
+        let result = match &self {
+            Call::Refresh { refresh, scopes } => {
+                oauth.refresh(http, refresh, scopes.as_deref()).await
+            }
+            Call::ClientCredentials { scopes } => oauth.client_credentials(http, scopes).await,
+            Call::Code {
+                code,
+                redirect,
+                verifier,
+                ..
+            } => oauth.exchange_code(http, code, redirect, verifier).await,
+        };
+        let site = cfg.name.clone();
+        // The ID token is checked before anyone sees the response: a login's
+        // against its nonce (and refused, the login fails), a refresh's
+        // without one (refused, only the ID token is dropped).
+        let nonce = match &self {
+            Call::Code { nonce, .. } => nonce.as_deref(),
+            _ => None,
+        };
+        let id = match &result {
+            Ok(resp) => idtoken::check(&deps, &cfg, &oauth, resp.id_token.as_deref(), nonce).await,
+            Err(_) => IdCheck::Absent,
+        };
+        if let (Call::Code { .. }, IdCheck::Refused(why)) = (&self, &id) {
+            return Landed {
+                oauth: Some(oauth),
+                result: Err(SiteError::IdTokenRefused(format!(
+                    "{why}; the login is refused: run `token login {site}` to try again"
+                ))),
+                id: IdCheck::Absent,
+            };
+        }
+        let result = result.map_err(|source| match self {
+            Call::Refresh { .. } if source.is_invalid_grant() => {
+                SiteError::Refused { site, source }
+            }
+            _ => SiteError::Provider { site, source },
+        });
+        Landed {
+            oauth: Some(oauth),
+            result,
+            id,
+        }
+    }
+}
+
+/// The site's OAuth client: the one kept from the last call, or built now
+/// (discovery, the client secret), with the site's DPoP key.
+async fn oauth_client(
+    deps: &Deps,
+    cfg: &SiteConfig,
+    kept: Option<Arc<OAuthSite>>,
+    dpop: Option<&Arc<Dpop>>,
+) -> Result<Arc<OAuthSite>, SiteError> {
+    let oauth = match kept {
+        Some(o) => o,
+        None => client::build(deps, cfg).await?,
+    };
+    client::with_dpop(oauth, cfg, dpop)
+}

@@ -1,0 +1,108 @@
+//! The actor's ID token: kept from a token response once validated, served
+//! to callers of `token get --id-token` (and `token kube` with
+//! `kube_token = "id_token"`), or waited for with the site's own token call.
+
+use tokio::sync::oneshot;
+
+use super::flight::{bad_request, Need, Waiter};
+use super::Actor;
+use crate::site::idtoken::IdCheck;
+use crate::site::{Served, SiteError};
+use token_proto::TokenReply;
+
+impl Actor {
+    /// Keeps a response's ID token if it validated. A response without one
+    /// keeps the one in hand while it is valid; one that failed leaves the
+    /// site without an ID token, and `status` says why.
+    pub(super) fn take_id(&mut self, id: IdCheck, now: f64) {
+        match id {
+            IdCheck::Valid(mut held) => {
+                // Obtained with the access token just taken (refresh-ahead
+                // compares the two).
+                held.obtained_at = now;
+                self.st.id_token = Some(held);
+            }
+            IdCheck::Absent => {
+                self.st.id_token = self.st.id_token.take().filter(|t| t.remaining(now) > 0.0);
+            }
+            IdCheck::Refused(why) | IdCheck::Unchecked(why) => {
+                tracing::warn!(site = %self.name, "{why}");
+                self.st.id_token = None;
+                self.st.last_error = Some(format!(
+                    "{why}; the access token is served, the ID token is not: `token login {}` gets a new one",
+                    self.name
+                ));
+            }
+        }
+    }
+
+    /// A caller wants the ID token: served from hand, or it waits for the
+    /// site's own token call (a refresh brings a new one when the provider
+    /// renews ID tokens), or a login.
+    pub(super) fn get_id(
+        &mut self,
+        min_ttl: Option<u64>,
+        reply: oneshot::Sender<Result<Served, SiteError>>,
+    ) {
+        if !self.cfg.wants_id_token() {
+            let _ = reply.send(Err(bad_request(format!(
+                "site {}: has no ID token: its `scopes` must include `openid` (then `token login {}`)",
+                self.name, self.name
+            ))));
+            return;
+        }
+        self.st.id_asked = true;
+        if let Some(t) = self.serve_id(min_ttl) {
+            let _ = reply.send(Ok(Served::Token(t)));
+            return;
+        }
+        let running = self
+            .flight
+            .as_ref()
+            .filter(|f| f.need == Some(Need::Own))
+            .map(|f| f.seq);
+        self.waiters.push(Waiter {
+            need: Need::Own,
+            id_token: true,
+            min_ttl,
+            from_seq: running.unwrap_or(self.seq + 1),
+            reply,
+        });
+    }
+
+    /// The ID token in hand if it serves this caller.
+    fn serve_id(&mut self, min_ttl: Option<u64>) -> Option<TokenReply> {
+        let now = self.now();
+        let id = self.st.id_token.as_ref()?;
+        if !id.serves(now, min_ttl, self.cfg.refresh_before) {
+            return None;
+        }
+        self.st.last_used = now;
+        Some(id.reply(&self.st.scopes, self.cfg.api_key.clone()))
+    }
+
+    /// The answer to an ID-token waiter once the site's token call landed:
+    /// the ID token if it serves (or, after a failure, has not expired),
+    /// else a login is needed.
+    pub(super) fn answer_id(
+        &mut self,
+        min_ttl: Option<u64>,
+        error: Option<&SiteError>,
+    ) -> Result<Served, SiteError> {
+        if let Some(t) = self.serve_id(min_ttl) {
+            return Ok(Served::Token(t));
+        }
+        let now = self.now();
+        let valid = self
+            .st
+            .id_token
+            .as_ref()
+            .filter(|t| t.remaining(now) > 0.0)
+            .map(|t| t.reply(&self.st.scopes, self.cfg.api_key.clone()));
+        match (valid, error) {
+            (Some(t), _) => Ok(Served::Token(t)),
+            (None, Some(e)) => Err(e.clone()),
+            (None, None) => Ok(Served::NeedLogin),
+        }
+    }
+}
