@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokend_oauth::{Http, RawResponse, RefreshToken};
 use tokio::time::Instant;
 
-use super::Daemon;
+use super::{lock, Daemon};
 use crate::clock::Clock;
 use crate::site::{Deps, Served};
 use crate::store::{Record, Store};
@@ -156,4 +156,40 @@ async fn a_reload_that_changes_the_client_retires_the_site_and_drops_its_login()
     .unwrap();
     d.reload();
     assert!(after.status().await.is_ok(), "the site was restarted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sites_task_starts_when_the_site_is_first_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let config = site("a", "https://auth.example", "c") + &site("b", "https://auth.example", "c");
+    let (d, _) = daemon(&dir, &config, &calls);
+    let running = |d: &Daemon| {
+        lock(&d.sites)
+            .iter()
+            .filter(|(_, slot)| slot.actor.is_some())
+            .map(|(name, _)| name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(running(&d).is_empty(), "no task before a site is asked for");
+    // A settings change of a site nobody asked for starts nothing either,
+    // and the site then runs with the new settings.
+    std::fs::write(
+        dir.path().join("config.toml"),
+        config.clone() + "refresh_before = \"5m\"\n",
+    )
+    .unwrap();
+    d.reload();
+    assert!(running(&d).is_empty());
+    let b = d.site("b").unwrap();
+    assert!(matches!(
+        b.get(Vec::new(), None).await.unwrap(),
+        Served::Token(_)
+    ));
+    assert_eq!(running(&d), ["b"]);
+    assert_eq!(d.site("b").unwrap().name(), "b");
+    assert_eq!(running(&d), ["b"], "asked again: the same task");
+    assert_eq!(d.sites().len(), 2);
+    assert_eq!(running(&d).len(), 2, "status starts every site");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
