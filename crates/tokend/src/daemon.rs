@@ -262,12 +262,14 @@ impl Daemon {
                     }
                 }
                 before => {
+                    if before.is_some() {
+                        tracing::info!(site = %name, "site changed provider, client or scopes: its login is dropped");
+                    } else {
+                        tracing::info!(site = %name, "site configured");
+                    }
                     if let Some(before) = before.and_then(|slot| slot.actor.take()) {
                         before.stop();
-                        tracing::info!(site = %name, "site changed provider, client or scopes: its login is dropped");
                         retired.push(before);
-                    } else if !old.sites.contains_key(name) {
-                        tracing::info!(site = %name, "site configured");
                     }
                     // Its actor starts when the site is first asked for.
                     sites.insert(
