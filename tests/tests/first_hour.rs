@@ -170,3 +170,39 @@ fn an_unreachable_issuer_stays_in_status_and_points_at_the_issuer_key() {
         .to_owned();
     assert!(error.contains("check `issuer`"), "{status}");
 }
+
+/// A config with a thousand sites: the first `get` after a restart starts
+/// the daemon, serves the stored login, and wakes nothing else: no provider
+/// call for the site asked (its access token was kept) nor for the 999 it
+/// did not ask for. `status` still lists every site.
+#[test]
+fn a_thousand_sites_cold_start_wakes_only_the_site_asked_for() {
+    let provider = Provider::start(3600);
+    let mut env = Env::with_store("file");
+    env.set("CC_SECRET", "cc-secret");
+    let mut config = Env::site_config("corp", &provider);
+    for i in 1..1000 {
+        config.push_str(&format!(
+            "\n[site.svc{i}]\nissuer = \"{}\"\nclient_id = \"cc-client\"\ngrant = \"client_credentials\"\nscopes = [\"read\"]\nclient_secret_env = \"CC_SECRET\"\n",
+            provider.issuer()
+        ));
+    }
+    env.write_config(&config);
+    env.cmd(&["get", "corp"]).autostart().run().ok();
+    env.token(&["stop"]).ok();
+    let gone = tokend_e2e::wait_until(std::time::Duration::from_secs(5), || {
+        !tokend_e2e::raw_status_answers(&env.socket_path())
+    });
+    assert!(gone, "the daemon did not stop");
+    provider.reset();
+
+    let cold = env.cmd(&["get", "corp", "--no-login"]).autostart().run();
+    cold.ok();
+    assert_eq!(provider.stats().token_calls, 0, "a cold get calls nobody");
+    let status = env.token(&["status", "--json"]).ok().json();
+    let sites = status["sites"].as_array().expect("sites");
+    assert_eq!(sites.len(), 1000);
+    assert_eq!(provider.stats().token_calls, 0, "status calls nobody");
+    assert_eq!(env.browser_launches(), 1);
+    env.token(&["stop"]).ok();
+}
