@@ -100,14 +100,14 @@ impl Actor {
                 nonce,
                 page,
             }) => {
-                self.exchange = Some(Exchange {
+                self.exchange = Some(Box::new(Exchange {
                     login: id,
                     code,
                     redirect,
                     verifier,
                     nonce,
                     page,
-                });
+                }));
             }
             Ok(Got::Token(resp, checked)) => self.exchanged(Ok(resp), checked).await,
             Err(e) => self.end_login(Err(e)),

@@ -57,7 +57,8 @@ pub(super) struct Actor {
     /// Flights started so far.
     seq: u64,
     waiters: Vec<Waiter>,
-    exchange: Option<Exchange>,
+    /// Boxed: rare, and an idle site should not carry its space.
+    exchange: Option<Box<Exchange>>,
     login: Option<Pending>,
     logins: u64,
     /// Logouts waiting for the flight under way to land.
@@ -67,10 +68,11 @@ pub(super) struct Actor {
     _finished: Ended,
 }
 
-/// What woke the actor.
+/// What woke the actor. Small: it is kept in the actor's future, which an
+/// idle site carries all the time.
 enum Wake {
     Msg(Option<Box<Msg>>),
-    Landed(Result<Landed, tokio::task::JoinError>),
+    Landed(Box<Result<Landed, tokio::task::JoinError>>),
     Timer,
 }
 
@@ -95,7 +97,7 @@ pub(super) async fn run(mut a: Box<Actor>) {
             r = async { match a.flight.as_mut() {
                 Some(f) => (&mut f.task).await,
                 None => std::future::pending().await,
-            } } => Wake::Landed(r),
+            } } => Wake::Landed(Box::new(r)),
             () = async { match due {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
@@ -110,7 +112,7 @@ pub(super) async fn run(mut a: Box<Actor>) {
                 let Some(flight) = a.flight.take() else {
                     continue;
                 };
-                let landed = r.unwrap_or_else(|e| Landed {
+                let landed = (*r).unwrap_or_else(|e| Landed {
                     oauth: None,
                     result: Err(SiteError::Internal(format!(
                         "site {}: the token request failed: {e}",
