@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokend_oauth::{Http, RawResponse, RefreshToken};
+use tokend_oauth::{Http, RawResponse};
 use tokio::time::Instant;
 
 use super::{lock, Daemon};
@@ -66,18 +66,12 @@ fn daemon(dir: &tempfile::TempDir, config: &str, calls: &Arc<AtomicU64>) -> (Dae
         for (name, cfg) in &parsed.sites {
             m.lock().unwrap().insert(
                 name.clone(),
-                Record {
-                    token_type: None,
-                    identity: cfg.identity(),
-                    refresh_token: Some(RefreshToken::new(format!("rt-{name}"))),
-                    access_token: None,
-                    expires_at: None,
-                    scopes: cfg.scopes.clone(),
-                    saved_at: 1_799_999_000,
-                    dpop_key: None,
-                    id_token: None,
-                    id_token_expires_at: None,
-                },
+                Record::refresh_only(
+                    cfg.identity(),
+                    &format!("rt-{name}"),
+                    cfg.scopes.clone(),
+                    1_799_999_000,
+                ),
             );
         }
     }

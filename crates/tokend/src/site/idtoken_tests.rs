@@ -16,7 +16,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 use token_proto::{ErrorCode, Event, LoginMode, TokenKind};
-use tokend_oauth::{Http, RawResponse, RefreshToken};
+use tokend_oauth::{Http, RawResponse};
 
 use crate::clock::Clock;
 use crate::config::{Config, SiteConfig};
@@ -255,18 +255,7 @@ async fn a_refresh_whose_id_token_fails_keeps_the_access_token_without_an_id_tok
     store
         .save(
             "corp",
-            &Record {
-                identity: cfg.identity(),
-                refresh_token: Some(RefreshToken::new("rt0".into())),
-                access_token: None,
-                token_type: None,
-                expires_at: None,
-                scopes: cfg.scopes.clone(),
-                saved_at: NOW - 100,
-                dpop_key: None,
-                id_token: None,
-                id_token_expires_at: None,
-            },
+            &Record::refresh_only(cfg.identity(), "rt0", cfg.scopes.clone(), NOW - 100),
         )
         .await
         .unwrap();

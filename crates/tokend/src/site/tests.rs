@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use token_proto::{ErrorCode, LoginMode};
-use tokend_oauth::{Http, RawResponse, RefreshToken};
+use tokend_oauth::{Http, RawResponse};
 use tokio::time::Instant;
 
 use super::{Deps, Served, SiteHandle};
@@ -125,18 +125,7 @@ fn logged_in(cfg: &SiteConfig) -> Store {
     if let Store::Memory(m) = &store {
         m.lock().unwrap().insert(
             "corp".into(),
-            Record {
-                token_type: None,
-                identity: cfg.identity(),
-                refresh_token: Some(RefreshToken::new("rt0".into())),
-                access_token: None,
-                expires_at: None,
-                scopes: cfg.scopes.clone(),
-                saved_at: 1_799_999_000,
-                dpop_key: None,
-                id_token: None,
-                id_token_expires_at: None,
-            },
+            Record::refresh_only(cfg.identity(), "rt0", cfg.scopes.clone(), 1_799_999_000),
         );
     }
     store

@@ -146,18 +146,7 @@ mod tests {
     use super::*;
 
     fn record(rt: &str) -> Record {
-        Record {
-            token_type: None,
-            identity: "i".into(),
-            refresh_token: Some(tokend_oauth::RefreshToken::new(rt.into())),
-            access_token: None,
-            expires_at: None,
-            scopes: vec![],
-            saved_at: 1,
-            dpop_key: None,
-            id_token: None,
-            id_token_expires_at: None,
-        }
+        Record::refresh_only("i".into(), rt, vec![], 1)
     }
 
     #[tokio::test]

@@ -249,18 +249,7 @@ mod tests {
         }
         let store = KeyringStore { max_secret: 1024 };
         let site = format!("split-test-{}", std::process::id());
-        let record = |rt: &str| Record {
-            token_type: None,
-            identity: "i".into(),
-            refresh_token: Some(tokend_oauth::RefreshToken::new(rt.into())),
-            access_token: None,
-            expires_at: None,
-            scopes: vec![],
-            saved_at: 1,
-            dpop_key: None,
-            id_token: None,
-            id_token_expires_at: None,
-        };
+        let record = |rt: &str| Record::refresh_only("i".into(), rt, vec![], 1);
         let big = "r".repeat(2 * 1024);
         store.save(&site, &record(&big)).await.unwrap();
         let back = store.load(&site).await.unwrap().unwrap();

@@ -48,6 +48,30 @@ pub(crate) struct Record {
     pub id_token_expires_at: Option<u64>,
 }
 
+#[cfg(test)]
+impl Record {
+    /// A login as a restarted daemon finds it: a refresh token, no access token.
+    pub(crate) fn refresh_only(
+        identity: String,
+        refresh_token: &str,
+        scopes: Vec<String>,
+        saved_at: u64,
+    ) -> Record {
+        Record {
+            identity,
+            refresh_token: Some(RefreshToken::new(refresh_token.into())),
+            access_token: None,
+            token_type: None,
+            expires_at: None,
+            scopes,
+            saved_at,
+            dpop_key: None,
+            id_token: None,
+            id_token_expires_at: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {
     #[error("the keyring failed: {0}")]
