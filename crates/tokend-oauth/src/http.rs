@@ -168,23 +168,31 @@ enum Transport {
 
 /// The reqwest client, built at the first request: a daemon whose tokens
 /// all come from the store never reads the system's root certificates.
+/// Reading them is file I/O, so it runs on a blocking thread, not on the
+/// runtime's workers.
 struct Lazy {
     total: Duration,
-    client: std::sync::OnceLock<Result<reqwest::Client, String>>,
+    client: tokio::sync::OnceCell<Result<reqwest::Client, String>>,
 }
 
 impl Lazy {
-    fn client(&self) -> Result<&reqwest::Client, Error> {
+    async fn client(&self) -> Result<&reqwest::Client, Error> {
+        let total = self.total;
         self.client
-            .get_or_init(|| {
-                reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .connect_timeout(CONNECT_TIMEOUT.min(self.total))
-                    .timeout(self.total)
-                    .user_agent(USER_AGENT)
-                    .build()
-                    .map_err(|e| format!("cannot set up the HTTP client: {}", chain(&e)))
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || {
+                    reqwest::Client::builder()
+                        .redirect(reqwest::redirect::Policy::none())
+                        .connect_timeout(CONNECT_TIMEOUT.min(total))
+                        .timeout(total)
+                        .user_agent(USER_AGENT)
+                        .build()
+                        .map_err(|e| format!("cannot set up the HTTP client: {}", chain(&e)))
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("cannot set up the HTTP client: {e}")))
             })
+            .await
             .as_ref()
             .map_err(|e| Error::Invalid(e.clone()))
     }
@@ -218,7 +226,7 @@ impl Http {
         Http {
             transport: Transport::Reqwest(std::sync::Arc::new(Lazy {
                 total,
-                client: std::sync::OnceLock::new(),
+                client: tokio::sync::OnceCell::new(),
             })),
         }
     }
@@ -233,7 +241,7 @@ impl Http {
     /// Send one request and read the whole response (up to [`MAX_BODY`]).
     pub async fn send(&self, request: &FormRequest) -> Result<RawResponse, Error> {
         let client = match &self.transport {
-            Transport::Reqwest(lazy) => lazy.client()?,
+            Transport::Reqwest(lazy) => lazy.client().await?,
             Transport::Scripted(script) => return script(request).await,
         };
         let url = loggable_url(&request.url);
