@@ -14,6 +14,8 @@ mod frame;
 mod message;
 mod path;
 pub mod text;
+#[cfg(windows)]
+pub mod windows;
 
 pub use duration::parse_duration;
 pub use error::{ErrorBody, ErrorCode};

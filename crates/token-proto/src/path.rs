@@ -11,18 +11,17 @@ pub const SOCKET_ENV: &str = "TOKEND_SOCKET";
 /// Never a directory in a shared place such as `/tmp`, which another user
 /// could create first.
 /// On Windows: `\\.\pipe\tokend-SID`, named after the user's SID (pipe
-/// names are global: a user name could be taken by someone else first).
-///
-/// `user` is the user's SID on Windows (unused elsewhere).
-pub fn default_socket_path(user: &str) -> PathBuf {
+/// names are global: a user name could be taken by someone else first; a
+/// SID that cannot be read leaves `tokend-`, and `TOKEND_SOCKET` must say).
+pub fn default_socket_path() -> PathBuf {
     if let Some(p) = std::env::var_os(SOCKET_ENV).filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    platform_default(user)
+    platform_default()
 }
 
 #[cfg(unix)]
-fn platform_default(_user: &str) -> PathBuf {
+fn platform_default() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
         return PathBuf::from(dir).join("tokend").join("tokend.sock");
     }
@@ -35,7 +34,8 @@ fn platform_default(_user: &str) -> PathBuf {
 }
 
 #[cfg(windows)]
-fn platform_default(sid: &str) -> PathBuf {
+fn platform_default() -> PathBuf {
+    let sid = crate::windows::current_user_sid().unwrap_or_default();
     PathBuf::from(format!(r"\\.\pipe\tokend-{sid}"))
 }
 

@@ -49,7 +49,7 @@ impl Conn {
             Err(ClientError::Daemon(body))
                 if body.code == ErrorCode::VersionMismatch && autostart_allowed() =>
             {
-                let path = default_socket_path(&platform::user_key());
+                let path = default_socket_path();
                 eprintln!(
                     "token: the running tokend speaks another protocol version; restarting it"
                 );
@@ -72,7 +72,7 @@ impl Conn {
     }
 
     fn connect(may_start: bool) -> Result<Conn, ClientError> {
-        let path = default_socket_path(&platform::user_key());
+        let path = default_socket_path();
         // Both checks come before anything is sent, and a failed one never
         // leads to starting a daemon over somebody else's socket.
         let not_ours = |m: String| {

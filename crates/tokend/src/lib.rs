@@ -189,7 +189,7 @@ async fn run(config: config::Config) -> ExitCode {
     let listener = match platform::from_activation() {
         Ok(Some(l)) => l,
         Ok(None) => {
-            let path = token_proto::default_socket_path(&platform::user_key());
+            let path = token_proto::default_socket_path();
             match platform::bind(&path) {
                 Ok(l) => l,
                 Err(BindError::AlreadyRunning(p)) => {

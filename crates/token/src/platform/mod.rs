@@ -10,5 +10,5 @@ mod os;
 
 pub use os::{
     check_peer, check_socket_dir, connect, detach, exec, in_git_push, is_not_running,
-    set_read_timeout, user_key, Stream,
+    set_read_timeout, Stream,
 };

@@ -24,10 +24,6 @@ pub fn is_not_running(e: &io::Error) -> bool {
 
 /// What names this user's default socket: nothing on Unix, where the
 /// socket's directory is already per user.
-pub fn user_key() -> String {
-    String::new()
-}
-
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }

@@ -8,14 +8,12 @@ use std::os::windows::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-use windows_sys::Win32::Foundation::{CloseHandle, LocalFree, HANDLE};
-use windows_sys::Win32::Security::Authorization::ConvertSidToStringSidW;
-use windows_sys::Win32::Security::{
-    EqualSid, GetTokenInformation, TokenUser, TOKEN_QUERY, TOKEN_USER,
-};
+use token_proto::windows::token_user;
+use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
+use windows_sys::Win32::Security::EqualSid;
 use windows_sys::Win32::System::Pipes::GetNamedPipeServerProcessId;
 use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION,
+    GetCurrentProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
 };
 
 pub type Stream = File;
@@ -39,32 +37,6 @@ pub fn connect(path: &Path) -> io::Result<Stream> {
 
 pub fn is_not_running(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound
-}
-
-/// The user's SID (`S-1-5-21-…`), which names the default pipe; empty if
-/// it cannot be read (then `TOKEND_SOCKET` must say).
-pub fn user_key() -> String {
-    // SAFETY: the current-process pseudo-handle is always valid.
-    let Ok(buf) = token_user(unsafe { GetCurrentProcess() }) else {
-        return String::new();
-    };
-    // SAFETY: the buffer starts with a TOKEN_USER whose SID points into it.
-    let user = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<TOKEN_USER>()) };
-    let mut wide: *mut u16 = std::ptr::null_mut();
-    // SAFETY: the SID is valid; `wide` receives a LocalAlloc'd string freed below.
-    if unsafe { ConvertSidToStringSidW(user.User.Sid, &mut wide) } == 0 {
-        return String::new();
-    }
-    // SAFETY: `wide` is NUL-terminated; we read up to the NUL, then free it.
-    unsafe {
-        let mut n = 0;
-        while *wide.add(n) != 0 {
-            n += 1;
-        }
-        let sid = String::from_utf16_lossy(std::slice::from_raw_parts(wide, n));
-        LocalFree(wide as _);
-        sid
-    }
 }
 
 pub fn detach(cmd: &mut Command) {
@@ -92,35 +64,6 @@ pub fn check_socket_dir(_socket: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The user SID in a process token, as bytes (compared with `EqualSid`).
-fn token_user(process: HANDLE) -> io::Result<Vec<u8>> {
-    let mut token: HANDLE = std::ptr::null_mut();
-    // SAFETY: `process` is a valid process handle; `token` receives a handle
-    // that is closed below.
-    if unsafe { OpenProcessToken(process, TOKEN_QUERY, &mut token) } == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut buf = vec![0u8; 256];
-    let mut len = 0u32;
-    // SAFETY: `buf` is writable for `buf.len()` bytes; `len` receives the size used.
-    let ok = unsafe {
-        GetTokenInformation(
-            token,
-            TokenUser,
-            buf.as_mut_ptr().cast(),
-            buf.len() as u32,
-            &mut len,
-        )
-    };
-    let err = io::Error::last_os_error();
-    // SAFETY: opened above, not used after this.
-    unsafe { CloseHandle(token) };
-    if ok == 0 {
-        return Err(err);
-    }
-    Ok(buf)
-}
-
 /// The pipe's server process must run as the user running this client: a
 /// pipe another user created first would receive our requests.
 pub fn check_peer(stream: &Stream) -> Result<(), String> {
@@ -140,22 +83,18 @@ pub fn check_peer(stream: &Stream) -> Result<(), String> {
             io::Error::last_os_error()
         ));
     }
-    let theirs = token_user(process);
+    // SAFETY: `process` was opened above with query access.
+    let theirs = unsafe { token_user(process) };
     // SAFETY: opened above, not used after this.
     unsafe { CloseHandle(process) };
     // SAFETY: the current-process pseudo-handle is always valid.
-    let ours = token_user(unsafe { GetCurrentProcess() });
+    let ours = unsafe { token_user(GetCurrentProcess()) };
     let (theirs, ours) = match (theirs, ours) {
         (Ok(t), Ok(o)) => (t, o),
         (Err(e), _) | (_, Err(e)) => return Err(format!("cannot check who serves the pipe: {e}")),
     };
-    // SAFETY: each buffer starts with a TOKEN_USER whose SID points into the
-    // same buffer, which outlives the comparison.
-    let same = unsafe {
-        let t = std::ptr::read_unaligned(theirs.as_ptr().cast::<TOKEN_USER>());
-        let o = std::ptr::read_unaligned(ours.as_ptr().cast::<TOKEN_USER>());
-        EqualSid(t.User.Sid, o.User.Sid) != 0
-    };
+    // SAFETY: both SIDs are valid while their buffers live.
+    let same = unsafe { EqualSid(theirs.sid(), ours.sid()) != 0 };
     if same {
         Ok(())
     } else {

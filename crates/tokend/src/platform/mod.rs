@@ -12,8 +12,7 @@ pub(crate) mod memory;
 
 pub(crate) use os::{
     bind, create_private_dir, create_private_file, from_activation, harden_process, lock_state,
-    open_private_log, sync_dir, user_key, writable_by_others, BindError, Listener, StateLock,
-    Stream,
+    open_private_log, sync_dir, writable_by_others, BindError, Listener, StateLock, Stream,
 };
 
 /// Who holds the state lock: what a second daemon tells its user.

@@ -350,8 +350,3 @@ pub(crate) fn writable_by_others(path: &Path) -> Option<String> {
         None
     }
 }
-
-/// What names this user's default socket: nothing on Unix (see token-proto).
-pub(crate) fn user_key() -> String {
-    String::new()
-}

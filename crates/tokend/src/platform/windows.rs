@@ -7,65 +7,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
-use windows_sys::Win32::Foundation::{CloseHandle, LocalFree, HANDLE};
+use windows_sys::Win32::Foundation::LocalFree;
 use windows_sys::Win32::Security::Authorization::{
-    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+    ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
 };
-use windows_sys::Win32::Security::{
-    GetTokenInformation, TokenUser, PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES, TOKEN_QUERY,
-    TOKEN_USER,
-};
-use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+use windows_sys::Win32::Security::{PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES};
 
 pub(crate) type Stream = NamedPipeServer;
-
-/// The current user's SID as a string (`S-1-5-21-…`).
-fn current_user_sid() -> io::Result<String> {
-    let mut token: HANDLE = std::ptr::null_mut();
-    // SAFETY: the pseudo-handle of the current process is always valid;
-    // `token` receives a handle we close below.
-    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut buf = vec![0u8; 256];
-    let mut len = 0u32;
-    // SAFETY: `buf` is writable for `buf.len()` bytes; `len` receives the size used.
-    let ok = unsafe {
-        GetTokenInformation(
-            token,
-            TokenUser,
-            buf.as_mut_ptr().cast(),
-            buf.len() as u32,
-            &mut len,
-        )
-    };
-    let err = io::Error::last_os_error();
-    // SAFETY: `token` was opened above and is not used after this.
-    unsafe { CloseHandle(token) };
-    if ok == 0 {
-        return Err(err);
-    }
-    // SAFETY: on success the buffer starts with a TOKEN_USER whose SID
-    // pointer points into the same buffer, which outlives its use here.
-    let user = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<TOKEN_USER>()) };
-    let mut wide: *mut u16 = std::ptr::null_mut();
-    // SAFETY: the SID is valid (see above); `wide` receives a LocalAlloc'd
-    // NUL-terminated string that we free below.
-    if unsafe { ConvertSidToStringSidW(user.User.Sid, &mut wide) } == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `wide` is NUL-terminated; we read up to the NUL.
-    let sid = unsafe {
-        let mut n = 0;
-        while *wide.add(n) != 0 {
-            n += 1;
-        }
-        String::from_utf16_lossy(std::slice::from_raw_parts(wide, n))
-    };
-    // SAFETY: allocated by ConvertSidToStringSidW, no longer used.
-    unsafe { LocalFree(wide as _) };
-    Ok(sid)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BindError {
@@ -111,7 +59,7 @@ fn create(name: &Path, first: bool) -> io::Result<NamedPipeServer> {
     // A protected DACL with one ACE: full access for the user running the
     // daemon (by SID, so an elevated owner such as Administrators is not
     // what decides), nothing for anyone else.
-    let sddl = format!("D:P(A;;GA;;;{})", current_user_sid()?);
+    let sddl = format!("D:P(A;;GA;;;{})", token_proto::windows::current_user_sid()?);
     let wide: Vec<u16> = sddl.encode_utf16().chain(Some(0)).collect();
     let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
     // SAFETY: `wide` is a NUL-terminated UTF-16 string; `sd` receives a
@@ -235,9 +183,4 @@ pub(crate) fn harden_process() {}
 /// Profile directories are private on Windows: nothing to refuse.
 pub(crate) fn writable_by_others(_path: &Path) -> Option<String> {
     None
-}
-
-/// The user's SID, which names the default pipe.
-pub(crate) fn user_key() -> String {
-    current_user_sid().unwrap_or_default()
 }
