@@ -172,11 +172,12 @@ fn an_unreachable_issuer_stays_in_status_and_points_at_the_issuer_key() {
 }
 
 /// A config with a thousand sites: the first `get` after a restart starts
-/// the daemon, serves the stored login, and wakes nothing else: no provider
-/// call for the site asked (its access token was kept) nor for the 999 it
-/// did not ask for. `status` still lists every site.
+/// the daemon and serves the stored access token, with no provider call for
+/// it or for the 999 other sites; `status` lists every site and calls
+/// nobody either. (That a site's task starts only when asked for is the
+/// daemon's unit test `a_sites_task_starts_when_the_site_is_first_asked_for`.)
 #[test]
-fn a_thousand_sites_cold_start_wakes_only_the_site_asked_for() {
+fn a_thousand_sites_cold_start_serves_the_stored_login_without_provider_calls() {
     let provider = Provider::start(3600);
     let mut env = Env::with_store("file");
     env.set("CC_SECRET", "cc-secret");
