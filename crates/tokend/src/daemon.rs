@@ -1,13 +1,8 @@
-//! The daemon's shared state: the config, the per-site token state, the
+//! The daemon's shared state: the config, the sites (`crate::sites`), the
 //! store, the HTTP client and the discovery cache.
-//!
-//! A site's actor is started the first time the site is asked for: a daemon
-//! with a thousand sites is ready as fast as one with one, and a site no
-//! program uses costs its config and nothing more.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use token_proto::{ErrorCode, ReloadReply};
@@ -17,6 +12,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::site::{Deps, SiteHandle};
+use crate::sites::Sites;
 use crate::store::Store;
 
 /// How long a login waits for the user unless `TOKEND_LOGIN_TIMEOUT` says otherwise.
@@ -29,24 +25,9 @@ const LOAD_AT_ONCE: usize = 8;
 pub(crate) struct Daemon {
     pub config_path: PathBuf,
     config: RwLock<Arc<Config>>,
-    sites: Mutex<HashMap<String, Slot>>,
-    /// Sites retired by a reload that may still be finishing a token call.
-    retired: Mutex<Vec<SiteHandle>>,
-    /// What every site's actor is given.
-    deps: Arc<Deps>,
+    sites: Arc<Sites>,
     shutdown: tokio::sync::watch::Sender<bool>,
     trimmer: crate::platform::memory::Trimmer,
-}
-
-/// A configured site: its settings, and its actor once it has been asked for.
-#[derive(Debug)]
-struct Slot {
-    config: Arc<crate::config::SiteConfig>,
-    actor: Option<SiteHandle>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Daemon {
@@ -89,9 +70,7 @@ impl Daemon {
         let daemon = Daemon {
             config: RwLock::new(Arc::new(Config::default())),
             config_path,
-            sites: Mutex::default(),
-            retired: Mutex::default(),
-            deps: Arc::new(deps),
+            sites: Sites::new(Arc::new(deps)),
             shutdown: tokio::sync::watch::channel(false).0,
             trimmer: crate::platform::memory::Trimmer::default(),
         };
@@ -100,15 +79,15 @@ impl Daemon {
     }
 
     pub(crate) fn store(&self) -> &Store {
-        &self.deps.store
+        &self.deps().store
     }
 
     pub(crate) fn http(&self) -> &Http {
-        &self.deps.http
+        &self.deps().http
     }
 
     pub(crate) fn deps(&self) -> &Deps {
-        &self.deps
+        self.sites.deps()
     }
 
     pub(crate) fn config(&self) -> Arc<Config> {
@@ -121,8 +100,8 @@ impl Daemon {
     /// The actor of a configured site (started now if it was not yet), or
     /// why there is none.
     pub(crate) fn site(&self, name: &str) -> Result<SiteHandle, ApiError> {
-        if let Some(slot) = lock(&self.sites).get_mut(name) {
-            return Ok(self.started(slot));
+        if let Some(site) = self.sites.get(name) {
+            return Ok(site);
         }
         let config = self.config();
         if let Some(msg) = config.site_error(name) {
@@ -144,30 +123,9 @@ impl Daemon {
         ))
     }
 
-    /// Every site's actor (starting those not yet asked for), by name.
+    /// Every site's actor (starting those that have none), by name.
     pub(crate) fn sites(&self) -> Vec<SiteHandle> {
-        let mut v: Vec<SiteHandle> = lock(&self.sites)
-            .values_mut()
-            .map(|slot| self.started(slot))
-            .collect();
-        v.sort_by(|a, b| a.name().cmp(b.name()));
-        v
-    }
-
-    /// The slot's actor, started if it has none: after the one it replaces,
-    /// if that one is still finishing.
-    fn started(&self, slot: &mut Slot) -> SiteHandle {
-        slot.actor
-            .get_or_insert_with(|| {
-                let name = slot.config.name.as_str();
-                let before = lock(&self.retired)
-                    .iter()
-                    .rev()
-                    .find(|r| r.name() == name && !r.is_finished())
-                    .cloned();
-                SiteHandle::spawn(slot.config.clone(), self.deps.clone(), before.as_ref())
-            })
-            .clone()
+        self.sites.all()
     }
 
     /// Re-reads the config file. A file that does not parse at all keeps the
@@ -233,76 +191,22 @@ impl Daemon {
         }
     }
 
-    /// Brings the running sites in line with `new`: a site whose provider,
-    /// client or scopes changed is retired (its task ends before its
-    /// successor touches the store), one with other changes gets its new
-    /// settings, and a changed issuer's discovery is done again.
+    /// Brings the sites in line with `new`, and has a changed issuer's
+    /// discovery done again.
     fn apply(&self, old: &Config, new: &Config) {
         for (name, cfg) in &old.sites {
             let changed = new.sites.get(name).is_none_or(|c| c != cfg);
             if let (true, Some(issuer)) = (changed, &cfg.issuer) {
-                self.deps.discovery.forget(issuer);
+                self.deps().discovery.forget(issuer);
             }
         }
-        let mut sites = lock(&self.sites);
-        let mut retired = lock(&self.retired);
-        retired.retain(|s| !s.is_finished());
-        for (name, cfg) in &new.sites {
-            let same = old
-                .sites
-                .get(name)
-                .is_some_and(|c| c.identity() == cfg.identity());
-            match sites.get_mut(name) {
-                Some(slot) if same => {
-                    if slot.config != *cfg {
-                        if let Some(actor) = &slot.actor {
-                            actor.set_config(cfg.clone());
-                        }
-                        slot.config = cfg.clone();
-                    }
-                }
-                before => {
-                    if before.is_some() {
-                        tracing::info!(site = %name, "site changed provider, client or scopes: its login is dropped");
-                    } else {
-                        tracing::info!(site = %name, "site configured");
-                    }
-                    if let Some(before) = before.and_then(|slot| slot.actor.take()) {
-                        before.stop();
-                        retired.push(before);
-                    }
-                    // Its actor starts when the site is first asked for.
-                    sites.insert(
-                        name.clone(),
-                        Slot {
-                            config: cfg.clone(),
-                            actor: None,
-                        },
-                    );
-                }
-            }
-        }
-        sites.retain(|name, slot| {
-            let keep = new.sites.contains_key(name);
-            if !keep {
-                tracing::info!(site = %name, "site removed: its login is dropped");
-                if let Some(actor) = slot.actor.take() {
-                    actor.stop();
-                    retired.push(actor);
-                }
-            }
-            keep
-        });
+        self.sites.apply(old, new);
     }
 
     /// Stops every site, letting token calls under way land and persist
     /// (up to `grace`).
     pub(crate) async fn stop_sites(&self, grace: Duration) {
-        let sites: Vec<SiteHandle> = lock(&self.sites)
-            .values()
-            .filter_map(|slot| slot.actor.clone())
-            .chain(lock(&self.retired).iter().cloned())
-            .collect();
+        let sites = self.sites.running();
         for s in &sites {
             s.stop();
         }

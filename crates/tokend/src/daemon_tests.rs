@@ -11,9 +11,9 @@ use std::time::Duration;
 use tokend_oauth::{Http, RawResponse};
 use tokio::time::Instant;
 
-use super::{lock, Daemon};
+use super::Daemon;
 use crate::clock::Clock;
-use crate::site::{Deps, Served};
+use crate::site::{Deps, Served, PARK_AFTER};
 use crate::store::{Record, Store};
 
 /// A provider for every issuer: discovery of `https://slow.example` takes
@@ -158,13 +158,7 @@ async fn a_sites_task_starts_when_the_site_is_first_asked_for() {
     let calls = Arc::new(AtomicU64::new(0));
     let config = site("a", "https://auth.example", "c") + &site("b", "https://auth.example", "c");
     let (d, _) = daemon(&dir, &config, &calls);
-    let running = |d: &Daemon| {
-        lock(&d.sites)
-            .iter()
-            .filter(|(_, slot)| slot.actor.is_some())
-            .map(|(name, _)| name.clone())
-            .collect::<Vec<_>>()
-    };
+    let running = |d: &Daemon| d.sites.running_names();
     assert!(running(&d).is_empty(), "no task before a site is asked for");
     // A settings change of a site nobody asked for starts nothing either,
     // and the site then runs with the new settings.
@@ -185,5 +179,93 @@ async fn a_sites_task_starts_when_the_site_is_first_asked_for() {
     assert_eq!(running(&d), ["b"], "asked again: the same task");
     assert_eq!(d.sites().len(), 2);
     assert_eq!(running(&d).len(), 2, "status starts every site");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+fn access_token(served: Served) -> String {
+    match served {
+        Served::Token(t) => t.access_token.clone(),
+        Served::NeedLogin => panic!("needs a login"),
+    }
+}
+
+/// A daemon over `config` (one site), whose site has served a token
+/// (returned) and parked since.
+async fn served_then_parked(config: String) -> (tempfile::TempDir, Arc<AtomicU64>, Daemon, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let (d, _) = daemon(&dir, &config, &calls);
+    let name = d.config().sites.keys().next().unwrap().clone();
+    let first = access_token(d.site(&name).unwrap().get(Vec::new(), None).await.unwrap());
+    tokio::time::sleep(PARK_AFTER * 2).await;
+    assert_eq!(d.sites.parked_names(), [name]);
+    (dir, calls, d, first)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_site_parks_and_its_next_caller_is_served_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let (d, store) = daemon(&dir, &site("a", "https://auth.example", "c"), &calls);
+    let first = d.site("a").unwrap();
+    let token = access_token(first.get(Vec::new(), None).await.unwrap());
+    assert_eq!(d.sites.running_names(), ["a"]);
+
+    tokio::time::sleep(PARK_AFTER * 2).await;
+    assert!(first.is_finished(), "the idle site's task ended");
+    assert!(d.sites.running_names().is_empty());
+    assert_eq!(d.sites.parked_names(), ["a"]);
+
+    // Its login is in memory: the store is not read again.
+    let Store::Memory(m) = &store else {
+        unreachable!()
+    };
+    m.lock().unwrap().clear();
+    // A handle from before it parked reaches the site's next actor.
+    let again = access_token(first.get(Vec::new(), None).await.unwrap());
+    assert_eq!(again, token);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "no provider call");
+    assert_eq!(d.sites.running_names(), ["a"]);
+    let status = d.site("a").unwrap().status().await.unwrap();
+    assert!(status.has_refresh_token);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_parked_site_is_refreshed_ahead_and_parks_again() {
+    let (_dir, calls, d, first) = served_then_parked(site("a", "https://auth.example", "c")).await;
+
+    // The one-hour token is renewed before it expires, with nobody asking.
+    tokio::time::sleep(Duration::from_secs(3590)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "refreshed ahead once");
+    assert_eq!(d.sites.parked_names(), ["a"], "parked again after it");
+    let asked = Instant::now();
+    let now = access_token(d.site("a").unwrap().get(Vec::new(), None).await.unwrap());
+    assert_ne!(now, first);
+    assert_eq!(asked.elapsed(), Duration::ZERO);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_drops_a_parked_login_only_when_the_client_changes() {
+    let (dir, calls, d, first) =
+        served_then_parked(site("corp", "https://auth.example", "c1")).await;
+
+    // Other settings: the login is kept.
+    let write = |config: String| std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    write(site("corp", "https://auth.example", "c1") + "refresh_before = \"5m\"\n");
+    d.reload();
+    let kept = access_token(d.site("corp").unwrap().get(Vec::new(), None).await.unwrap());
+    assert_eq!(kept, first);
+    tokio::time::sleep(PARK_AFTER * 2).await;
+    assert_eq!(d.sites.parked_names(), ["corp"]);
+
+    // Another client: the parked login is dropped with the site.
+    write(site("corp", "https://auth.example", "c2"));
+    d.reload();
+    assert!(d.sites.parked_names().is_empty());
+    assert!(matches!(
+        d.site("corp").unwrap().get(Vec::new(), None).await.unwrap(),
+        Served::NeedLogin
+    ));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }

@@ -20,6 +20,7 @@ mod platform;
 mod refresh;
 mod server;
 mod site;
+mod sites;
 mod store;
 mod watch;
 

@@ -8,7 +8,7 @@
 //! serve waits for the one token call under way (or starts it) and is
 //! answered from its result.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use token_proto::{LoginMode, SiteStatus, TokenReply};
@@ -19,6 +19,7 @@ use crate::clock::Clock;
 use crate::config::SiteConfig;
 use crate::discovery::Discovery;
 use crate::login::{Got, LoginTicket};
+use crate::sites::Sites;
 use crate::store::Store;
 
 mod actor;
@@ -31,6 +32,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use actor::Parked;
+#[cfg(test)]
+pub(crate) use actor::PARK_AFTER;
 pub(crate) use error::SiteError;
 
 /// What a site's actor is given at spawn: everything it talks to.
@@ -124,15 +128,32 @@ pub(crate) struct SiteHandle {
     /// Closed when the actor has ended (a semaphore with no permits: the
     /// lightest thing tokio has that many can wait on to close).
     finished: Arc<Semaphore>,
+    /// Where the site's next actor is found once this one has parked (none:
+    /// a site on its own, which never parks).
+    home: Weak<Sites>,
 }
 
 impl SiteHandle {
-    /// Starts the actor of `config`. With `after`, the handle of the site it
-    /// replaces: the new one touches the store only once that one has ended.
+    /// Starts the actor of `config`, on its own (it never parks). With
+    /// `after`, the handle of the site it replaces: the new one touches the
+    /// store only once that one has ended.
+    #[cfg(test)]
     pub(crate) fn spawn(
         config: Arc<SiteConfig>,
         deps: Arc<Deps>,
         after: Option<&SiteHandle>,
+    ) -> SiteHandle {
+        SiteHandle::start(config, deps, after, None, Weak::new())
+    }
+
+    /// Starts the actor of `config`: from `parked` state if it has some,
+    /// else from the store (after `after` has ended). It parks into `home`.
+    pub(crate) fn start(
+        config: Arc<SiteConfig>,
+        deps: Arc<Deps>,
+        after: Option<&SiteHandle>,
+        parked: Option<Box<Parked>>,
+        home: Weak<Sites>,
     ) -> SiteHandle {
         let (tx, rx) = mpsc::channel(64);
         let finished = Arc::new(Semaphore::new(0));
@@ -140,17 +161,27 @@ impl SiteHandle {
             name: Arc::from(config.name.as_str()),
             tx: tx.clone(),
             finished: finished.clone(),
+            home: home.clone(),
         };
         let predecessor = after.map(|h| h.finished.clone());
         tokio::spawn(actor::run(Box::new(actor::Actor::new(
             config,
             deps,
-            rx,
-            tx.downgrade(),
+            actor::Mailbox {
+                rx,
+                me: tx.downgrade(),
+                home,
+            },
             predecessor,
+            parked,
             actor::Ended(finished),
         ))));
         handle
+    }
+
+    /// Whether this is the handle of the actor that `finished` belongs to.
+    pub(crate) fn is(&self, finished: &Arc<Semaphore>) -> bool {
+        Arc::ptr_eq(&self.finished, finished)
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -166,11 +197,38 @@ impl SiteHandle {
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, SiteError> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Box::new(make(reply)))
-            .await
-            .map_err(|_| self.gone())?;
+        self.send(Box::new(make(reply))).await?;
         answer.await.map_err(|_| self.gone())
+    }
+
+    /// Sends to the site's actor: this handle's, or the one started since
+    /// it parked.
+    async fn send(&self, msg: Box<Msg>) -> Result<(), SiteError> {
+        let Err(mpsc::error::SendError(mut msg)) = self.tx.send(msg).await else {
+            return Ok(());
+        };
+        let mut tried = self.tx.clone();
+        // Each turn finds a newer actor; one that parks again lives
+        // PARK_AFTER first, so this ends at once in practice.
+        loop {
+            let next = self
+                .home
+                .upgrade()
+                .and_then(|home| home.get(&self.name))
+                .filter(|next| !next.tx.same_channel(&tried))
+                .ok_or_else(|| self.gone())?;
+            match next.tx.send(msg).await {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(back)) => msg = back,
+            }
+            tried = next.tx;
+        }
+    }
+
+    /// Hands a message that reached a parked actor's mailbox to the site's
+    /// next actor.
+    pub(crate) fn forward(self, msg: Box<Msg>) {
+        tokio::spawn(async move { self.send(msg).await });
     }
 
     /// A token for `scopes` (empty or all: the site's own) valid for at

@@ -15,7 +15,8 @@ mod flight;
 mod id;
 mod logins;
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use token_proto::SiteStatus;
 use tokend_oauth::{Dpop, OAuthSite};
@@ -29,7 +30,12 @@ use super::{Deps, LoggedOut, Msg, SiteError};
 use crate::clock::whole;
 use crate::config::SiteConfig;
 use crate::login;
+use crate::sites::Sites;
 use crate::store::Record;
+
+/// How long an actor with nothing under way waits for another message
+/// before it parks (a site in steady use keeps its task).
+pub(crate) const PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// Closes the actor's "finished" semaphore when the actor ends, however it ends.
 pub(super) struct Ended(pub(super) Arc<Semaphore>);
@@ -40,12 +46,43 @@ impl Drop for Ended {
     }
 }
 
+/// Where an actor's messages come from.
+pub(super) struct Mailbox {
+    pub(super) rx: mpsc::Receiver<Box<Msg>>,
+    /// For the actor's own login and flight tasks to write back.
+    pub(super) me: mpsc::WeakSender<Box<Msg>>,
+    /// Where it parks (none: it never does).
+    pub(super) home: Weak<Sites>,
+}
+
+/// A site's state while it has no actor: what its next actor starts from
+/// instead of the store. Nothing is under way when a site parks (no token
+/// call, no login, nobody waiting), so this is all there is.
+#[derive(Debug)]
+pub(crate) struct Parked {
+    st: TokenState,
+    dpop: Option<Arc<Dpop>>,
+    seq: u64,
+    logins: u64,
+    /// When its refresh-ahead is due.
+    pub(crate) wake: Option<tokio::time::Instant>,
+}
+
+impl Parked {
+    /// New settings with the same identity (as [`Msg::Config`] for a running site).
+    pub(crate) fn reconfigured(&mut self, site: &str) {
+        tracing::info!(site = %site, "site settings changed; its login is kept");
+        self.st.stalled = false;
+    }
+}
+
 pub(super) struct Actor {
     name: String,
     cfg: Arc<SiteConfig>,
     deps: Arc<Deps>,
     rx: mpsc::Receiver<Box<Msg>>,
     me: mpsc::WeakSender<Box<Msg>>,
+    home: Weak<Sites>,
     /// The actor this one replaces: it must end before this one touches the store.
     predecessor: Option<Arc<Semaphore>>,
     st: TokenState,
@@ -65,7 +102,7 @@ pub(super) struct Actor {
     logouts: Vec<oneshot::Sender<LoggedOut>>,
     stopping: bool,
     /// Dropped when the actor ends: what [`super::SiteHandle::finished`] waits for.
-    _finished: Ended,
+    finished: Ended,
 }
 
 /// What woke the actor. Small: it is kept in the actor's future, which an
@@ -74,6 +111,8 @@ enum Wake {
     Msg(Option<Box<Msg>>),
     Landed(Box<Result<Landed, tokio::task::JoinError>>),
     Timer,
+    /// Nothing happened for [`PARK_AFTER`].
+    Quiet,
 }
 
 /// The actor's life. It is given boxed: the future of an `async fn` keeps
@@ -84,14 +123,10 @@ pub(super) async fn run(mut a: Box<Actor>) {
         if a.stopping && a.flight.is_none() && a.exchange.is_none() {
             break;
         }
-        // No timer while a flight is under way: its landing re-plans.
-        let due = if a.stopping || a.flight.is_some() {
-            None
-        } else {
-            a.st.next_refresh(&a.cfg, a.deps.clock.now())
-                .filter(|_| a.loaded)
-                .map(|at| a.deps.clock.instant_at(at))
-        };
+        let due = a.due();
+        let park_at = a
+            .can_park()
+            .then(|| tokio::time::Instant::now() + PARK_AFTER);
         let wake = tokio::select! {
             m = a.rx.recv(), if !a.stopping => Wake::Msg(m),
             r = async { match a.flight.as_mut() {
@@ -102,6 +137,10 @@ pub(super) async fn run(mut a: Box<Actor>) {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             } } => Wake::Timer,
+            () = async { match park_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            } } => Wake::Quiet,
         };
         match wake {
             // Boxed: the work for one message is large and brief, and an
@@ -123,6 +162,11 @@ pub(super) async fn run(mut a: Box<Actor>) {
                 Box::pin(a.landed(flight, landed)).await;
             }
             Wake::Timer => a.refresh_ahead(),
+            Wake::Quiet => {
+                if a.park() {
+                    return;
+                }
+            }
         }
         a.fly();
     }
@@ -133,17 +177,18 @@ impl Actor {
     pub(super) fn new(
         cfg: Arc<SiteConfig>,
         deps: Arc<Deps>,
-        rx: mpsc::Receiver<Box<Msg>>,
-        me: mpsc::WeakSender<Box<Msg>>,
+        mailbox: Mailbox,
         predecessor: Option<Arc<Semaphore>>,
+        parked: Option<Box<Parked>>,
         finished: Ended,
     ) -> Actor {
-        Actor {
+        let mut a = Actor {
             name: cfg.name.clone(),
             cfg,
             deps,
-            rx,
-            me,
+            rx: mailbox.rx,
+            me: mailbox.me,
+            home: mailbox.home,
             predecessor,
             st: TokenState::default(),
             loaded: false,
@@ -157,8 +202,76 @@ impl Actor {
             logins: 0,
             logouts: Vec::new(),
             stopping: false,
-            _finished: finished,
+            finished,
+        };
+        if let Some(p) = parked {
+            let Parked {
+                st,
+                dpop,
+                seq,
+                logins,
+                wake: _,
+            } = *p;
+            a.st = st;
+            a.dpop = dpop;
+            a.seq = seq;
+            a.logins = logins;
+            a.loaded = true;
         }
+        a
+    }
+
+    /// When refresh-ahead is next due. No timer while a flight is under
+    /// way: its landing re-plans.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        if self.stopping || self.flight.is_some() || !self.loaded {
+            return None;
+        }
+        self.st
+            .next_refresh(&self.cfg, self.now())
+            .map(|at| self.deps.clock.instant_at(at))
+    }
+
+    /// Nothing is under way that the actor's task must see through.
+    fn can_park(&self) -> bool {
+        self.loaded
+            && !self.stopping
+            && self.flight.is_none()
+            && self.exchange.is_none()
+            && self.login.is_none()
+            && self.waiters.is_empty()
+            && self.logouts.is_empty()
+            && self.home.strong_count() > 0
+    }
+
+    /// Hands the site's state to its slot and lets the task end, if the
+    /// site is still this actor's and no message came in meanwhile.
+    fn park(&mut self) -> bool {
+        let Some(home) = self.home.upgrade().filter(|_| self.can_park()) else {
+            return false;
+        };
+        let wake = self.due();
+        let parked = home.park(&self.name, &self.finished.0, &mut self.rx, || {
+            Box::new(Parked {
+                st: std::mem::take(&mut self.st),
+                dpop: self.dpop.take(),
+                seq: self.seq,
+                logins: self.logins,
+                wake,
+            })
+        });
+        if !parked {
+            return false;
+        }
+        tracing::trace!(site = %self.name, "parked");
+        // Sent between the check for an empty mailbox and its close: for
+        // the site's next actor.
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Some(next) = home.get(&self.name) {
+                next.forward(msg);
+            }
+        }
+        true
     }
 
     fn now(&self) -> f64 {
