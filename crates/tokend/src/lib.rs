@@ -98,12 +98,13 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(configured: Option<&str>) {
+    use tracing_subscriber::layer::SubscriberExt;
+
     let filter = std::env::var("TOKEND_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| configured.unwrap_or("info").to_owned());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let (filter, bad) = log_filter(&filter);
+    let builder = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE);
     // TOKEND_LOG_FILE (launchd's plist sets it), else for an autostarted
     // daemon, which has no terminal: a private log file instead of stderr.
     let file = match std::env::var_os("TOKEND_LOG_FILE").filter(|f| !f.is_empty()) {
@@ -127,17 +128,39 @@ fn init_logging(configured: Option<&str>) {
     };
     if let Some((file, path)) = file {
         let _ = LOG_DESTINATION.set(path.display().to_string());
-        builder
+        let log = builder
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))
-            .init();
-        return;
+            .finish();
+        let _ = tracing::subscriber::set_global_default(log.with(filter));
+    } else {
+        use std::io::IsTerminal;
+        let log = builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(log.with(filter));
     }
-    use std::io::IsTerminal;
-    builder
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    if let Some(bad) = bad {
+        tracing::warn!("{bad}");
+    }
+}
+
+/// The log filter `text` says: `info`, `debug`, `tokend=debug,warn` (levels
+/// per target); one that does not parse logs at `info`, and says why.
+/// (Not tracing's EnvFilter: its regex engine would be much of the code a
+/// starting daemon touches, for span filters nobody needs here.)
+fn log_filter(text: &str) -> (tracing_subscriber::filter::Targets, Option<String>) {
+    use tracing_subscriber::filter::Targets;
+    match text.parse::<Targets>() {
+        Ok(targets) => (targets, None),
+        Err(e) => (
+            Targets::new().with_default(tracing::Level::INFO),
+            Some(format!(
+                "the log filter {text:?} is not valid ({e}); logging at info"
+            )),
+        ),
+    }
 }
 
 /// Where the log goes (a file), for `status`; stderr when unset.
@@ -310,4 +333,26 @@ async fn shutdown_signal() {
 #[cfg(windows)]
 async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use tracing::level_filters::LevelFilter;
+
+    #[test]
+    fn log_filters_are_levels_per_target() {
+        let (f, bad) = super::log_filter("tokend=debug,warn");
+        assert!(bad.is_none());
+        assert!(f.would_enable("tokend::site", &tracing::Level::DEBUG));
+        assert!(!f.would_enable("hyper", &tracing::Level::INFO));
+        assert!(f.would_enable("hyper", &tracing::Level::WARN));
+        let (f, bad) = super::log_filter("debug");
+        assert!(bad.is_none());
+        assert_eq!(f.default_level(), Some(LevelFilter::DEBUG));
+
+        let (f, bad) = super::log_filter("tokend=loud");
+        assert_eq!(f.default_level(), Some(LevelFilter::INFO));
+        assert!(bad.unwrap().contains("\"tokend=loud\" is not valid"));
+    }
 }
