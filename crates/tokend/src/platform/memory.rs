@@ -18,6 +18,11 @@ pub(crate) fn tune() {
     // policy, before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        // A fixed threshold (glibc raises its own after each large free):
+        // large, brief buffers (the file store's text with a thousand
+        // sites) are mapped and unmapped whole instead of being carved
+        // from the heap between small long-lived allocations.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
     }
 }
 
