@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::site::{Deps, SiteHandle};
-use crate::sites::Sites;
+use crate::sites::{Sites, Status};
 use crate::store::Store;
 
 /// How long a login waits for the user unless `TOKEND_LOGIN_TIMEOUT` says otherwise.
@@ -123,9 +123,17 @@ impl Daemon {
         ))
     }
 
-    /// Every site's actor (starting those that have none), by name.
-    pub(crate) fn sites(&self) -> Vec<SiteHandle> {
-        self.sites.all()
+    /// Every site's line in `status`, by name (see [`Sites::statuses`]).
+    pub(crate) fn statuses(&self) -> Vec<Status> {
+        self.sites.statuses()
+    }
+
+    /// The line in `status` of a configured site, or why there is none.
+    pub(crate) fn status_of(&self, name: &str) -> Result<Status, ApiError> {
+        match self.sites.status(name) {
+            Some(status) => Ok(status),
+            None => self.site(name).map(Status::Ask),
+        }
     }
 
     /// Re-reads the config file. A file that does not parse at all keeps the

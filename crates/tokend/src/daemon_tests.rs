@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::Daemon;
 use crate::clock::Clock;
 use crate::site::{Deps, Served, PARK_AFTER};
+use crate::sites::Status;
 use crate::store::{Record, Store};
 
 /// A provider for every issuer: discovery of `https://slow.example` takes
@@ -177,7 +178,7 @@ async fn a_sites_task_starts_when_the_site_is_first_asked_for() {
     assert_eq!(running(&d), ["b"]);
     assert_eq!(d.site("b").unwrap().name(), "b");
     assert_eq!(running(&d), ["b"], "asked again: the same task");
-    assert_eq!(d.sites().len(), 2);
+    assert_eq!(d.statuses().len(), 2);
     assert_eq!(running(&d).len(), 2, "status starts every site");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
@@ -228,6 +229,16 @@ async fn an_idle_site_parks_and_its_next_caller_is_served_from_memory() {
     assert_eq!(d.sites.running_names(), ["a"]);
     let status = d.site("a").unwrap().status().await.unwrap();
     assert!(status.has_refresh_token);
+
+    // `status` does not wake a parked site: its line is known.
+    tokio::time::sleep(PARK_AFTER * 2).await;
+    let Ok(Status::Known(status)) = d.status_of("a") else {
+        panic!("the parked site was asked")
+    };
+    assert!(status.has_refresh_token);
+    assert_eq!(status.state, "ready");
+    assert!(matches!(d.statuses()[..], [Status::Known(_)]));
+    assert!(d.sites.running_names().is_empty());
 }
 
 #[tokio::test(start_paused = true)]

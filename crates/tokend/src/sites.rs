@@ -53,6 +53,13 @@ enum Run {
     Parked(Box<Parked>),
 }
 
+/// A site's line in `status`: known here, or to be asked of its actor.
+#[derive(Debug)]
+pub(crate) enum Status {
+    Known(token_proto::SiteStatus),
+    Ask(SiteHandle),
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -83,15 +90,23 @@ impl Sites {
         lock(&self.inner).started(name, self)
     }
 
-    /// Every site's actor (starting those that have none), by name.
-    pub(crate) fn all(self: &Arc<Self>) -> Vec<SiteHandle> {
+    /// Every site's line in `status`, by name: a parked site's now, the
+    /// others' from their actor (started if it was not: its login is read
+    /// from the store first).
+    pub(crate) fn statuses(self: &Arc<Self>) -> Vec<Status> {
         let mut inner = lock(&self.inner);
         let mut names: Vec<String> = inner.slots.keys().cloned().collect();
         names.sort();
         names
             .iter()
-            .filter_map(|name| inner.started(name, self))
+            .filter_map(|name| inner.status(name, self))
             .collect()
+    }
+
+    /// The site's line in `status` (as [`Sites::statuses`]), or `None`
+    /// when no such site is configured.
+    pub(crate) fn status(self: &Arc<Self>, name: &str) -> Option<Status> {
+        lock(&self.inner).status(name, self)
     }
 
     /// Takes `state` into the slot of `name` if the actor parking is still
@@ -255,6 +270,16 @@ impl Drop for Sites {
 }
 
 impl Inner {
+    fn status(&mut self, name: &str, sites: &Arc<Sites>) -> Option<Status> {
+        let slot = self.slots.get(name)?;
+        if let Run::Parked(p) = &slot.run {
+            return Some(Status::Known(
+                p.status(&slot.config, sites.deps.clock.now()),
+            ));
+        }
+        self.started(name, sites).map(Status::Ask)
+    }
+
     /// The actor of the site `name`, started if it has none: from its
     /// parked state, or (first start) after the actor it replaces, if that
     /// one is still finishing. An actor that ended on its own (a panic) is

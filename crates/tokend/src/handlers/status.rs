@@ -6,21 +6,28 @@ use token_proto::{SiteState, SiteStatus, StatusReply};
 
 use crate::daemon::Daemon;
 use crate::error::ApiError;
+use crate::sites::Status;
 
 pub(super) async fn status(d: &Arc<Daemon>, only: Option<&str>) -> Result<StatusReply, ApiError> {
     let config = d.config();
     let sites = match only {
-        Some(name) => vec![d.site(name)?],
-        None => d.sites(),
+        Some(name) => vec![d.status_of(name)?],
+        None => d.statuses(),
     };
-    // Each site loads its login from the store first (a store failure
-    // shows as its error), so the answer is true after a restart; the
-    // sites answer at once, their loads limited daemon-wide.
+    // A site not started yet loads its login from the store first (a store
+    // failure shows as its error), so the answer is true after a restart;
+    // the sites answer at once, their loads limited daemon-wide. A parked
+    // site's line is known without waking it.
     let mut asked = tokio::task::JoinSet::new();
-    for (i, site) in sites.into_iter().enumerate() {
-        asked.spawn(async move { (i, site.status().await) });
-    }
     let mut answers = Vec::new();
+    for (i, site) in sites.into_iter().enumerate() {
+        match site {
+            Status::Known(status) => answers.push((i, status)),
+            Status::Ask(site) => {
+                asked.spawn(async move { (i, site.status().await) });
+            }
+        }
+    }
     while let Some(done) = asked.join_next().await {
         if let Ok((i, Ok(status))) = done {
             answers.push((i, status));

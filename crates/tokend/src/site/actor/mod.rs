@@ -74,6 +74,17 @@ impl Parked {
         tracing::info!(site = %site, "site settings changed; its login is kept");
         self.st.stalled = false;
     }
+
+    /// The site's line in `status`, at `now` (Unix s).
+    pub(crate) fn status(&self, cfg: &SiteConfig, now: f64) -> SiteStatus {
+        self.st.status(StatusView {
+            cfg,
+            now,
+            loaded: true,
+            login_pending: false,
+            refreshing: false,
+        })
+    }
 }
 
 pub(super) struct Actor {
