@@ -275,17 +275,24 @@ impl Fields<'_> {
     fn strings(&mut self, key: &str) -> Result<Vec<String>, ConfigError> {
         match self.table.remove(key) {
             None => Ok(Vec::new()),
-            Some((line, Value::Array(items))) => items
-                .into_iter()
-                .map(|v| match v {
-                    Value::String(s) => Ok(s),
-                    other => Err(self.err(
-                        line,
-                        key,
-                        format!("expected a list of strings, found a {}", other.type_str()),
-                    )),
-                })
-                .collect(),
+            Some((line, Value::Array(items))) => {
+                let mut strings = Vec::with_capacity(items.len());
+                for v in items {
+                    match v {
+                        Value::String(s) => strings.push(s),
+                        other => {
+                            return Err(self.err(
+                                line,
+                                key,
+                                format!("expected a list of strings, found a {}", other.type_str()),
+                            ))
+                        }
+                    }
+                }
+                // Sized to fit (a collect would reuse the larger array of
+                // TOML values): a thousand sites keep these.
+                Ok(strings)
+            }
             // `scopes = "a b"` is a common slip; accept it, split on spaces.
             Some((_, Value::String(s))) => Ok(s.split_whitespace().map(str::to_owned).collect()),
             Some((line, v)) => Err(self.err(

@@ -2,7 +2,7 @@
 //! token serves a caller, when refresh-ahead is due, what `status` shows.
 //! Only the site's actor owns a [`TokenState`].
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use token_proto::{SiteState, SiteStatus, TokenReply};
 use tokend_oauth::{AccessToken, RefreshToken, TokenResponse};
@@ -135,7 +135,7 @@ pub(crate) struct TokenState {
     /// The scopes of the login (those granted, else those configured).
     pub scopes: Vec<String>,
     /// Down-scoped access tokens by their sorted scope set.
-    pub narrowed: HashMap<Vec<String>, Current>,
+    pub narrowed: BTreeMap<Vec<String>, Current>,
     pub last_refresh: Option<f64>,
     pub last_error: Option<String>,
     /// After a failure that may pass: no token-endpoint call before this

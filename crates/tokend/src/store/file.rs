@@ -10,12 +10,16 @@ use tokio::sync::Mutex;
 
 use super::{Record, StoreError};
 
+/// The records by site. Boxed: a tree node holds eleven entries, most of
+/// them unused, and a thousand sites' records stay in memory.
+type Records = BTreeMap<String, Box<Record>>;
+
 #[derive(Debug)]
 pub(crate) struct FileStore {
     path: PathBuf,
     /// The file's content once read; writes go through this lock so two
     /// saves never interleave.
-    cache: Mutex<Option<BTreeMap<String, Record>>>,
+    cache: Mutex<Option<Records>>,
 }
 
 impl FileStore {
@@ -28,7 +32,11 @@ impl FileStore {
 
     pub(crate) async fn load(&self, site: &str) -> Result<Option<Record>, StoreError> {
         let mut cache = self.cache.lock().await;
-        Ok(self.read(&mut cache).await?.get(site).cloned())
+        Ok(self
+            .read(&mut cache)
+            .await?
+            .get(site)
+            .map(|r| (**r).clone()))
     }
 
     /// Changed in place, not on a copy (a thousand sites' records copied at
@@ -37,7 +45,7 @@ impl FileStore {
     pub(crate) async fn save(&self, site: &str, record: &Record) -> Result<(), StoreError> {
         let mut cache = self.cache.lock().await;
         let map = self.read(&mut cache).await?;
-        let before = map.insert(site.to_owned(), record.clone());
+        let before = map.insert(site.to_owned(), Box::new(record.clone()));
         self.write_or_undo(map, site, before).await
     }
 
@@ -54,9 +62,9 @@ impl FileStore {
     /// so the cache stays what the file holds.
     async fn write_or_undo(
         &self,
-        map: &mut BTreeMap<String, Record>,
+        map: &mut Records,
         site: &str,
-        before: Option<Record>,
+        before: Option<Box<Record>>,
     ) -> Result<(), StoreError> {
         let written = self.write(map).await;
         if written.is_err() {
@@ -70,8 +78,8 @@ impl FileStore {
 
     async fn read<'a>(
         &self,
-        cache: &'a mut Option<BTreeMap<String, Record>>,
-    ) -> Result<&'a mut BTreeMap<String, Record>, StoreError> {
+        cache: &'a mut Option<Records>,
+    ) -> Result<&'a mut Records, StoreError> {
         if cache.is_none() {
             let map = match tokio::fs::read(&self.path)
                 .await
@@ -95,7 +103,7 @@ impl FileStore {
         Ok(cache.get_or_insert_with(BTreeMap::new))
     }
 
-    async fn write(&self, map: &BTreeMap<String, Record>) -> Result<(), StoreError> {
+    async fn write(&self, map: &Records) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(map).map_err(|e| StoreError::Corrupt {
             path: self.path.clone(),
             message: e.to_string(),
