@@ -3,7 +3,7 @@
 //! the freshest token and a warning instead of a call per caller, a
 //! login whose caller went away does not block the next one, and callers
 //! of a short-lived token never wait on a refresh that refresh-ahead is
-//! there to make.
+//! there to make, even while the site sits parked between callers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -169,4 +169,29 @@ fn callers_of_a_short_lived_token_never_wait_on_its_refresh() {
         slow.is_empty(),
         "no get waits on the provider's 1.5 s refresh: {slow:?}"
     );
+}
+
+#[test]
+fn a_site_nobody_asks_for_is_refreshed_ahead_while_parked() {
+    // A site's task ends 100 ms after its last caller (the site parks);
+    // the daemon's one timer starts it again when its refresh is due.
+    // 6-second tokens: refresh-ahead at 60-63 % of the lifetime.
+    let (provider, env, _daemon) = serve_corp(6);
+    let token = |env: &Env| {
+        let out = env.token(&["get", "corp", "--format", "json"]);
+        out.ok();
+        let v = out.json();
+        assert!(v["expires_at"].as_u64().unwrap() > now_unix(), "{v}");
+        v["access_token"].as_str().unwrap().to_owned()
+    };
+    let first = token(&env);
+    provider.reset();
+    thread::sleep(Duration::from_secs(8));
+    let refreshes = provider.stats().grant("refresh_token");
+    eprintln!("refresh calls in 8 s with nobody asking: {refreshes}");
+    assert!(
+        (1..=3).contains(&refreshes),
+        "the idle site was renewed ahead, once per lifetime: {refreshes}"
+    );
+    assert_ne!(token(&env), first, "the caller gets the renewed token");
 }
