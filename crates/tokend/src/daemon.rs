@@ -214,7 +214,7 @@ impl Daemon {
     /// Stops every site, letting token calls under way land and persist
     /// (up to `grace`).
     pub(crate) async fn stop_sites(&self, grace: Duration) {
-        let sites = self.sites.running();
+        let sites = self.sites.stop();
         for s in &sites {
             s.stop();
         }

@@ -280,3 +280,14 @@ async fn a_reload_drops_a_parked_login_only_when_the_client_changes() {
     ));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stopping_daemon_wakes_no_parked_site() {
+    let (_dir, calls, d, _) = served_then_parked(site("a", "https://auth.example", "c")).await;
+    d.stop_sites(Duration::from_secs(5)).await;
+    // Its refresh falls due after the daemon began to stop: no call is
+    // started that the process would cut off halfway.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(d.sites.running_names().is_empty());
+}

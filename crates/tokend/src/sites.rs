@@ -36,6 +36,8 @@ struct Inner {
     /// When parked sites' refresh-ahead is due: one entry per parked site
     /// that has one.
     wakes: BTreeSet<(Instant, String)>,
+    /// The daemon is stopping: no site parks or is woken any more.
+    stopping: bool,
 }
 
 /// A configured site: its settings, and its actor or its parked state.
@@ -121,8 +123,13 @@ impl Sites {
         state: impl FnOnce() -> Box<Parked>,
     ) -> bool {
         let mut inner = lock(&self.inner);
-        let Inner { slots, wakes, .. } = &mut *inner;
-        let Some(slot) = slots.get_mut(name) else {
+        let Inner {
+            slots,
+            wakes,
+            stopping,
+            ..
+        } = &mut *inner;
+        let Some(slot) = slots.get_mut(name).filter(|_| !*stopping) else {
             return false;
         };
         match &slot.run {
@@ -167,6 +174,7 @@ impl Sites {
             slots,
             retired,
             wakes,
+            ..
         } = &mut *inner;
         retired.retain(|s| !s.is_finished());
         let mut replanned = Vec::new();
@@ -223,9 +231,13 @@ impl Sites {
         }
     }
 
-    /// The actors running now, and those retired and maybe still finishing.
-    pub(crate) fn running(&self) -> Vec<SiteHandle> {
-        let inner = lock(&self.inner);
+    /// Stops parking and waking sites (the daemon is stopping), and returns
+    /// the actors running now and those retired and maybe still finishing:
+    /// the ones to stop. A parked site has nothing under way.
+    pub(crate) fn stop(&self) -> Vec<SiteHandle> {
+        let mut inner = lock(&self.inner);
+        inner.stopping = true;
+        inner.wakes.clear();
         inner
             .slots
             .values()
