@@ -85,6 +85,10 @@ pub fn main() -> ExitCode {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(2));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
+        // Store and keyring calls run on blocking threads: a burst of them
+        // (a thousand sites asked one after another) leaves its threads,
+        // and their stacks, for 10 s by default.
+        .thread_keep_alive(std::time::Duration::from_secs(1))
         .enable_all()
         .build()
     {
