@@ -3,11 +3,11 @@
 //!
 //! A site's actor starts the first time the site is asked for: a daemon
 //! with a thousand sites is ready as fast as one with one. An actor with
-//! nothing under way for a moment parks: it hands its
-//! state to its slot here and ends, so an idle site costs its settings and
-//! its tokens, not a task and a mailbox. The next message starts it again
-//! from that state (no store read), and one timer for the whole daemon
-//! starts the parked sites whose refresh-ahead is due.
+//! nothing under way for a moment parks: it hands its state to its slot
+//! here and ends, so an idle site costs its settings and its tokens, not a
+//! task and a mailbox. The next message starts it again from that state
+//! (no store read), and one timer for the whole daemon starts the parked
+//! sites whose refresh-ahead is due.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
