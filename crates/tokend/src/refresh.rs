@@ -44,16 +44,24 @@ fn serve_margin(lifetime: f64, refresh_before: Option<u64>) -> f64 {
     (refresh_margin(lifetime, refresh_before, 0.0) / 2.0).min(30.0)
 }
 
-/// Whether a token with `remaining` seconds left of its `lifetime` serves a
-/// caller that asked for `min_ttl` (default: the serve margin).
-pub(crate) fn serves(
-    remaining: f64,
-    lifetime: f64,
-    min_ttl: Option<u64>,
-    refresh_before: Option<u64>,
-) -> bool {
-    let need = min_ttl.map_or_else(|| serve_margin(lifetime, refresh_before), |m| m as f64);
-    remaining > need
+/// A token held with its expiry: access and ID tokens serve callers by one
+/// rule.
+pub(crate) trait Expiring {
+    /// Seconds left at `now` (Unix s); infinite for a token that never expires.
+    fn remaining(&self, now: f64) -> f64;
+
+    /// The lifetime the provider gave it.
+    fn lifetime(&self) -> f64;
+
+    /// Good enough for a caller that asked for `min_ttl` (default: the
+    /// serve margin, below the refresh-ahead margin).
+    fn serves(&self, now: f64, min_ttl: Option<u64>, refresh_before: Option<u64>) -> bool {
+        let need = min_ttl.map_or_else(
+            || serve_margin(self.lifetime(), refresh_before),
+            |m| m as f64,
+        );
+        self.remaining(now) > need
+    }
 }
 
 /// The Unix time (fractional) at which a token obtained at `obtained_at`

@@ -9,7 +9,7 @@ use tokend_oauth::{IdToken, IdTokenError, OAuthSite};
 use super::Deps;
 use crate::clock::whole;
 use crate::config::SiteConfig;
-use crate::refresh;
+use crate::refresh::Expiring;
 
 /// A validated ID token.
 #[derive(Clone, Debug)]
@@ -21,31 +21,17 @@ pub(crate) struct HeldId {
     pub obtained_at: f64,
 }
 
-impl HeldId {
-    pub(crate) fn remaining(&self, now: f64) -> f64 {
+impl Expiring for HeldId {
+    fn remaining(&self, now: f64) -> f64 {
         self.expires_at as f64 - now
     }
 
-    pub(crate) fn lifetime(&self) -> f64 {
+    fn lifetime(&self) -> f64 {
         (self.expires_at as f64 - self.obtained_at).max(0.0)
     }
+}
 
-    /// Good enough for a caller that asked for `min_ttl` (default: the
-    /// serve margin, as for access tokens).
-    pub(crate) fn serves(
-        &self,
-        now: f64,
-        min_ttl: Option<u64>,
-        refresh_before: Option<u64>,
-    ) -> bool {
-        refresh::serves(
-            self.remaining(now),
-            self.lifetime(),
-            min_ttl,
-            refresh_before,
-        )
-    }
-
+impl HeldId {
     /// What a caller receives: the ID token in `access_token`, marked as
     /// such, `token_type` `N_A` (RFC 8693's word for "not an access token").
     pub(crate) fn reply(&self, scopes: &[String], api_key: Option<String>) -> TokenReply {

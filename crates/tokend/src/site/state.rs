@@ -10,7 +10,7 @@ use tokend_oauth::{AccessToken, RefreshToken, TokenResponse};
 use super::idtoken::HeldId;
 use crate::clock::whole;
 use crate::config::{Grant, SiteConfig};
-use crate::refresh::{self, Backoff};
+use crate::refresh::{self, Backoff, Expiring};
 
 impl Grant {
     /// Whether a new access token can be had without the user: client
@@ -40,6 +40,17 @@ pub(crate) struct Current {
     pub fell_short: bool,
 }
 
+impl Expiring for Current {
+    fn remaining(&self, now: f64) -> f64 {
+        self.expires_at.map_or(f64::INFINITY, |at| at - now)
+    }
+
+    fn lifetime(&self) -> f64 {
+        self.expires_at
+            .map_or(f64::INFINITY, |at| (at - self.obtained_at).max(0.0))
+    }
+}
+
 impl Current {
     /// A token from a token response just received; `token_type` is
     /// compared case-insensitively and handed out as `Bearer` when it is one.
@@ -61,33 +72,6 @@ impl Current {
             jitter: refresh::jitter(),
             fell_short: false,
         }
-    }
-
-    /// Seconds left, infinite for a token that never expires.
-    pub(crate) fn remaining(&self, now: f64) -> f64 {
-        self.expires_at.map_or(f64::INFINITY, |at| at - now)
-    }
-
-    /// The lifetime the provider gave it.
-    pub(crate) fn lifetime(&self) -> f64 {
-        self.expires_at
-            .map_or(f64::INFINITY, |at| (at - self.obtained_at).max(0.0))
-    }
-
-    /// Good enough for a caller that asked for `min_ttl` (default: the
-    /// serve margin, below the refresh-ahead margin).
-    pub(crate) fn serves(
-        &self,
-        now: f64,
-        min_ttl: Option<u64>,
-        refresh_before: Option<u64>,
-    ) -> bool {
-        refresh::serves(
-            self.remaining(now),
-            self.lifetime(),
-            min_ttl,
-            refresh_before,
-        )
     }
 
     /// A `min_ttl` no token from this provider can meet, and this token is

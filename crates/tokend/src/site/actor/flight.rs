@@ -13,6 +13,7 @@ use super::call::Call;
 use super::Actor;
 use crate::clock::whole;
 use crate::config::Grant;
+use crate::refresh::Expiring;
 use crate::site::idtoken::IdCheck;
 use crate::site::state::Current;
 use crate::site::{Served, SiteError};

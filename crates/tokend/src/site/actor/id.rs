@@ -6,6 +6,7 @@ use tokio::sync::oneshot;
 
 use super::flight::{bad_request, Need, Waiter};
 use super::Actor;
+use crate::refresh::Expiring;
 use crate::site::idtoken::IdCheck;
 use crate::site::{Served, SiteError};
 use token_proto::TokenReply;

@@ -30,6 +30,7 @@ use super::{Deps, LoggedOut, Msg, SiteError};
 use crate::clock::whole;
 use crate::config::SiteConfig;
 use crate::login;
+use crate::refresh::Expiring;
 use crate::sites::Sites;
 use crate::store::Record;
 
