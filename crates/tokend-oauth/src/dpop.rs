@@ -96,6 +96,11 @@ impl DpopKey {
         DpopKey::from_pkcs8(&der)
     }
 
+    /// The public key as a JWK (`kty`, `crv`, `x`, `y`).
+    pub fn public_jwk(&self) -> &serde_json::Value {
+        &self.jwk
+    }
+
     /// The JWK SHA-256 thumbprint (`jkt`), which a bound token names in `cnf`.
     pub fn thumbprint(&self) -> &str {
         &self.thumbprint

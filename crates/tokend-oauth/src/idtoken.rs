@@ -249,8 +249,6 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use jsonwebtoken::{EncodingKey, Header};
-    use ring::rand::SystemRandom;
-    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
     use serde_json::json;
 
     const NOW: u64 = 1_800_000_000;
@@ -258,16 +256,12 @@ mod tests {
 
     /// A P-256 signing key and its JWK set entry under `kid`.
     fn key(kid: &str) -> (EncodingKey, serde_json::Value) {
-        let rng = SystemRandom::new();
-        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref(), &rng).unwrap();
-        let p = pair.public_key().as_ref();
-        let jwk = json!({
-            "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
-            "x": URL_SAFE_NO_PAD.encode(&p[1..33]), "y": URL_SAFE_NO_PAD.encode(&p[33..65]),
-        });
-        (EncodingKey::from_ec_der(doc.as_ref()), jwk)
+        let key = crate::dpop::DpopKey::generate().unwrap();
+        let mut jwk = key.public_jwk().clone();
+        jwk["kid"] = json!(kid);
+        jwk["use"] = json!("sig");
+        jwk["alg"] = json!("ES256");
+        (EncodingKey::from_ec_der(key.pkcs8()), jwk)
     }
 
     fn set(keys: &[&serde_json::Value]) -> JwkSet {

@@ -9,11 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 use token_proto::{ErrorCode, Event, LoginMode, TokenKind};
 use tokend_oauth::{Http, RawResponse};
@@ -27,18 +23,14 @@ use crate::store::{Record, Store};
 const NOW: u64 = 1_800_000_000;
 const ISS: &str = "https://op.example";
 
-/// A P-256 key and its JWK.
+/// A P-256 key (the daemon's own key type makes it) and its JWK.
 fn key(kid: &str) -> (EncodingKey, Value) {
-    let rng = SystemRandom::new();
-    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let pair =
-        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref(), &rng).unwrap();
-    let p = pair.public_key().as_ref();
-    let jwk = json!({
-        "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
-        "x": URL_SAFE_NO_PAD.encode(&p[1..33]), "y": URL_SAFE_NO_PAD.encode(&p[33..65]),
-    });
-    (EncodingKey::from_ec_der(doc.as_ref()), jwk)
+    let key = tokend_oauth::DpopKey::generate().unwrap();
+    let mut jwk = key.public_jwk().clone();
+    jwk["kid"] = json!(kid);
+    jwk["use"] = json!("sig");
+    jwk["alg"] = json!("ES256");
+    (EncodingKey::from_ec_der(key.pkcs8()), jwk)
 }
 
 /// What the token endpoint's ID token says (the test edits it), signed
