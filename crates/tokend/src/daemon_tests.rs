@@ -57,8 +57,19 @@ fn site(name: &str, issuer: &str, client_id: &str) -> String {
     )
 }
 
+/// A daemon, with what a test looks at: its config file's directory, the
+/// provider's count of token calls, its store.
+struct Fixture {
+    dir: tempfile::TempDir,
+    calls: Arc<AtomicU64>,
+    d: Daemon,
+    store: Store,
+}
+
 /// A daemon over `config`, whose sites all hold a stored refresh token.
-fn daemon(dir: &tempfile::TempDir, config: &str, calls: &Arc<AtomicU64>) -> (Daemon, Store) {
+fn daemon(config: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
     let store = Store::Memory(Arc::default());
@@ -86,19 +97,25 @@ fn daemon(dir: &tempfile::TempDir, config: &str, calls: &Arc<AtomicU64>) -> (Dae
         load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
         keys: Arc::default(),
     };
-    (
-        Daemon::with_deps(path.clone(), crate::config::Config::load(&path), deps),
+    let d = Daemon::with_deps(path.clone(), crate::config::Config::load(&path), deps);
+    Fixture {
+        dir,
+        calls,
+        d,
         store,
-    )
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_issuer_does_not_hold_up_another_sites_discovery() {
-    let dir = tempfile::tempdir().unwrap();
-    let calls = Arc::new(AtomicU64::new(0));
     let config =
         site("slow", "https://slow.example", "c") + &site("fast", "https://fast.example", "c");
-    let (d, _) = daemon(&dir, &config, &calls);
+    let Fixture {
+        dir: _dir,
+        calls,
+        d,
+        ..
+    } = daemon(&config);
     let slow = d.site("slow").unwrap();
     let waiting = tokio::spawn(async move { slow.get(Vec::new(), None).await });
     tokio::task::yield_now().await;
@@ -117,9 +134,7 @@ async fn a_slow_issuer_does_not_hold_up_another_sites_discovery() {
 
 #[tokio::test(start_paused = true)]
 async fn a_reload_that_changes_the_client_retires_the_site_and_drops_its_login() {
-    let dir = tempfile::tempdir().unwrap();
-    let calls = Arc::new(AtomicU64::new(0));
-    let (d, _) = daemon(&dir, &site("corp", "https://auth.example", "c1"), &calls);
+    let Fixture { dir, d, .. } = daemon(&site("corp", "https://auth.example", "c1"));
     let before = d.site("corp").unwrap();
     assert!(matches!(
         before.get(Vec::new(), None).await.unwrap(),
@@ -155,10 +170,8 @@ async fn a_reload_that_changes_the_client_retires_the_site_and_drops_its_login()
 
 #[tokio::test(start_paused = true)]
 async fn a_sites_task_starts_when_the_site_is_first_asked_for() {
-    let dir = tempfile::tempdir().unwrap();
-    let calls = Arc::new(AtomicU64::new(0));
     let config = site("a", "https://auth.example", "c") + &site("b", "https://auth.example", "c");
-    let (d, _) = daemon(&dir, &config, &calls);
+    let Fixture { dir, calls, d, .. } = daemon(&config);
     let running = |d: &Daemon| d.sites.running_names();
     assert!(running(&d).is_empty(), "no task before a site is asked for");
     // A settings change of a site nobody asked for starts nothing either,
@@ -192,22 +205,24 @@ fn access_token(served: Served) -> String {
 
 /// A daemon over `config` (one site), whose site has served a token
 /// (returned) and parked since.
-async fn served_then_parked(config: String) -> (tempfile::TempDir, Arc<AtomicU64>, Daemon, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let calls = Arc::new(AtomicU64::new(0));
-    let (d, _) = daemon(&dir, &config, &calls);
+async fn served_then_parked(config: String) -> (Fixture, String) {
+    let fixture = daemon(&config);
+    let d = &fixture.d;
     let name = d.config().sites.keys().next().unwrap().clone();
     let first = access_token(d.site(&name).unwrap().get(Vec::new(), None).await.unwrap());
     tokio::time::sleep(PARK_AFTER * 2).await;
     assert_eq!(d.sites.parked_names(), [name]);
-    (dir, calls, d, first)
+    (fixture, first)
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_idle_site_parks_and_its_next_caller_is_served_from_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let calls = Arc::new(AtomicU64::new(0));
-    let (d, store) = daemon(&dir, &site("a", "https://auth.example", "c"), &calls);
+    let Fixture {
+        dir: _dir,
+        calls,
+        d,
+        store,
+    } = daemon(&site("a", "https://auth.example", "c"));
     let first = d.site("a").unwrap();
     let token = access_token(first.get(Vec::new(), None).await.unwrap());
     assert_eq!(d.sites.running_names(), ["a"]);
@@ -243,7 +258,15 @@ async fn an_idle_site_parks_and_its_next_caller_is_served_from_memory() {
 
 #[tokio::test(start_paused = true)]
 async fn a_parked_site_is_refreshed_ahead_and_parks_again() {
-    let (_dir, calls, d, first) = served_then_parked(site("a", "https://auth.example", "c")).await;
+    let (
+        Fixture {
+            calls,
+            d,
+            dir: _dir,
+            ..
+        },
+        first,
+    ) = served_then_parked(site("a", "https://auth.example", "c")).await;
 
     // The one-hour token is renewed before it expires, with nobody asking.
     tokio::time::sleep(Duration::from_secs(3590)).await;
@@ -258,7 +281,7 @@ async fn a_parked_site_is_refreshed_ahead_and_parks_again() {
 
 #[tokio::test(start_paused = true)]
 async fn a_reload_drops_a_parked_login_only_when_the_client_changes() {
-    let (dir, calls, d, first) =
+    let (Fixture { dir, calls, d, .. }, first) =
         served_then_parked(site("corp", "https://auth.example", "c1")).await;
 
     // Other settings: the login is kept.
@@ -283,7 +306,15 @@ async fn a_reload_drops_a_parked_login_only_when_the_client_changes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stopping_daemon_wakes_no_parked_site() {
-    let (_dir, calls, d, _) = served_then_parked(site("a", "https://auth.example", "c")).await;
+    let (
+        Fixture {
+            calls,
+            d,
+            dir: _dir,
+            ..
+        },
+        _,
+    ) = served_then_parked(site("a", "https://auth.example", "c")).await;
     d.stop_sites(Duration::from_secs(5)).await;
     // Its refresh falls due after the daemon began to stop: no call is
     // started that the process would cut off halfway.
