@@ -62,13 +62,13 @@ pub(super) struct Mailbox {
 
 /// A site's state while it has no actor: what its next actor starts from
 /// instead of the store. Nothing is under way when a site parks (no token
-/// call, no login, nobody waiting), so this is all there is.
+/// call, no login, nobody waiting), so this is all there is: the flight
+/// and login counters start again (a late login result from one of the
+/// old actor's tasks never reaches the next actor).
 #[derive(Debug)]
 pub(crate) struct Parked {
     st: TokenState,
     dpop: Option<Arc<Dpop>>,
-    seq: u64,
-    logins: u64,
     /// When its refresh-ahead is due.
     pub(crate) wake: Option<tokio::time::Instant>,
 }
@@ -221,17 +221,9 @@ impl Actor {
             finished,
         };
         if let Some(p) = parked {
-            let Parked {
-                st,
-                dpop,
-                seq,
-                logins,
-                wake: _,
-            } = *p;
+            let Parked { st, dpop, wake: _ } = *p;
             a.st = st;
             a.dpop = dpop;
-            a.seq = seq;
-            a.logins = logins;
             a.loaded = true;
         }
         a
@@ -271,8 +263,6 @@ impl Actor {
             Box::new(Parked {
                 st: std::mem::take(&mut self.st),
                 dpop: self.dpop.take(),
-                seq: self.seq,
-                logins: self.logins,
                 wake,
             })
         });
@@ -281,8 +271,13 @@ impl Actor {
         }
         tracing::trace!(site = %self.name, "parked");
         // Sent between the check for an empty mailbox and its close: for
-        // the site's next actor.
+        // the site's next actor. Not a login's result: no login was
+        // pending, so it is stale, and its number means nothing to the
+        // next actor, whose logins count from one again.
         while let Ok(msg) = self.rx.try_recv() {
+            if matches!(*msg, Msg::LoginGot { .. }) {
+                continue;
+            }
             if let Some(next) = home.get(&self.name) {
                 next.forward(msg);
             }
