@@ -65,7 +65,42 @@ pub struct Config {
     pub(crate) daemon: DaemonSettings,
 }
 
-type RawTable = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
+/// A TOML table's entries, in the order written. A list, not a map: a
+/// site has a handful of keys, and a thousand sites are parsed before the
+/// daemon is ready. (The TOML parser has already refused duplicate keys.)
+#[derive(Debug, Default)]
+struct RawTable(Vec<(Spanned<String>, Spanned<toml::Value>)>);
+
+impl<'de> Deserialize<'de> for RawTable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = RawTable;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawTable, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(RawTable(entries))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+impl IntoIterator for RawTable {
+    type Item = (Spanned<String>, Spanned<toml::Value>);
+    type IntoIter = std::vec::IntoIter<Self::Item>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

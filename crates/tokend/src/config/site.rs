@@ -1,7 +1,6 @@
 //! One `[site.NAME]` table, checked key by key so each problem carries the
 //! line of the key at fault.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Deref;
 use std::path::Path;
@@ -228,9 +227,10 @@ struct Fields<'a> {
     path: &'a Path,
     site: &'a str,
     header_line: usize,
-    table: BTreeMap<String, (usize, Value)>,
-    /// Lines of the keys as written, for errors found after a key is taken.
-    key_lines: BTreeMap<String, usize>,
+    /// The table's keys as written, their lines, and their values until
+    /// taken. A list: a site has a handful of keys, and a thousand sites
+    /// are parsed before the daemon is ready.
+    table: Vec<(String, usize, Option<Value>)>,
 }
 
 impl Fields<'_> {
@@ -245,7 +245,7 @@ impl Fields<'_> {
     }
 
     fn string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
-        match self.table.remove(key) {
+        match self.take(key) {
             None => Ok(None),
             Some((_, Value::String(s))) if !s.trim().is_empty() => Ok(Some(s)),
             Some((line, Value::String(_))) => Err(self.err(line, key, "must not be empty")),
@@ -257,9 +257,20 @@ impl Fields<'_> {
         }
     }
 
-    /// The line of `key` (before it is taken out of the table).
-    fn line_of_taken(&self, key: &str) -> usize {
-        self.key_lines.get(key).copied().unwrap_or(self.header_line)
+    /// The value of `key` and its line, taken out of the table.
+    fn take(&mut self, key: &str) -> Option<(usize, Value)> {
+        self.table
+            .iter_mut()
+            .find(|(k, _, _)| k == key)
+            .and_then(|(_, line, v)| Some((*line, v.take()?)))
+    }
+
+    /// The line of `key` (taken or not), else the table's header.
+    fn line_of(&self, key: &str) -> usize {
+        self.table
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map_or(self.header_line, |(_, line, _)| *line)
     }
 
     /// A [`WrittenUrl`], or a [`Url`] where the spelling does not matter.
@@ -269,11 +280,11 @@ impl Fields<'_> {
         };
         WrittenUrl::parse(&s)
             .map(|u| Some(T::from(u)))
-            .map_err(|message| self.err(self.line_of_taken(key), key, message))
+            .map_err(|message| self.err(self.line_of(key), key, message))
     }
 
     fn strings(&mut self, key: &str) -> Result<Vec<String>, ConfigError> {
-        match self.table.remove(key) {
+        match self.take(key) {
             None => Ok(Vec::new()),
             Some((line, Value::Array(items))) => {
                 let mut strings = Vec::with_capacity(items.len());
@@ -308,11 +319,7 @@ impl Fields<'_> {
         key: &str,
         options: &[(&str, T)],
     ) -> Result<Option<T>, ConfigError> {
-        let line = self
-            .table
-            .get(key)
-            .map(|(l, _)| *l)
-            .unwrap_or(self.header_line);
+        let line = self.line_of(key);
         let Some(s) = self.string(key)? else {
             return Ok(None);
         };
@@ -331,7 +338,7 @@ impl Fields<'_> {
     }
 
     fn duration(&mut self, key: &str) -> Result<Option<u64>, ConfigError> {
-        match self.table.remove(key) {
+        match self.take(key) {
             None => Ok(None),
             Some((line, Value::Integer(n))) => u64::try_from(n)
                 .map(Some)
@@ -352,7 +359,7 @@ impl Fields<'_> {
     }
 
     fn string_table(&mut self, key: &str) -> Result<Vec<(String, String)>, ConfigError> {
-        match self.table.remove(key) {
+        match self.take(key) {
             None => Ok(Vec::new()),
             Some((line, Value::Table(t))) => t
                 .into_iter()
@@ -406,23 +413,18 @@ pub(super) fn parse_site(
     header_line: usize,
     raw: RawTable,
 ) -> Result<SiteConfig, ConfigError> {
-    let table: BTreeMap<String, (usize, Value)> = raw
+    let table = raw
         .into_iter()
         .map(|(k, v)| {
             let line = lines.of(k.span().start);
-            (k.into_inner(), (line, Spanned::into_inner(v)))
+            (k.into_inner(), line, Some(Spanned::into_inner(v)))
         })
-        .collect();
-    let key_lines = table
-        .iter()
-        .map(|(k, (line, _))| (k.clone(), *line))
         .collect();
     let mut f = Fields {
         path,
         site: name,
         header_line,
         table,
-        key_lines,
     };
     if name.is_empty()
         || !name
@@ -437,7 +439,7 @@ pub(super) fn parse_site(
             message: "a site name may hold only [A-Za-z0-9._-]".to_owned(),
         });
     }
-    if let Some((key, (line, _))) = f.table.iter().find(|(k, _)| !KEYS.contains(&k.as_str())) {
+    if let Some((key, line, _)) = f.table.iter().find(|(k, _, _)| !KEYS.contains(&k.as_str())) {
         let hint = suggest(key).map_or(String::new(), |s| format!("; did you mean `{s}`?"));
         return Err(f.err(*line, key, format!("unknown key{hint}")));
     }
@@ -517,7 +519,7 @@ pub(super) fn parse_site(
             .unwrap_or_default(),
     };
     preset::apply(&mut site, separator_given).map_err(|e| {
-        let line = f.line_of_taken(e.key);
+        let line = f.line_of(e.key);
         f.err(line, e.key, e.message)
     })?;
     validate(&f, site)
@@ -526,11 +528,7 @@ pub(super) fn parse_site(
 impl Fields<'_> {
     /// `hosts = ["git.example.com", "git.example.com:8443"]`.
     fn hosts(&mut self, key: &str) -> Result<Vec<GitHost>, ConfigError> {
-        let line = self
-            .table
-            .get(key)
-            .map(|(l, _)| *l)
-            .unwrap_or(self.header_line);
+        let line = self.line_of(key);
         self.strings(key)?
             .iter()
             .map(|h| GitHost::parse(h).map_err(|m| self.err(line, key, m)))
@@ -538,7 +536,7 @@ impl Fields<'_> {
     }
 
     fn boolean(&mut self, key: &str) -> Result<Option<bool>, ConfigError> {
-        match self.table.remove(key) {
+        match self.take(key) {
             None => Ok(None),
             Some((_, Value::Boolean(b))) => Ok(Some(b)),
             Some((line, v)) => Err(self.err(
@@ -551,7 +549,7 @@ impl Fields<'_> {
 
     /// A string that may be only whitespace (the scope separator may be " ").
     fn string_raw(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
-        match self.table.remove(key) {
+        match self.take(key) {
             None => Ok(None),
             Some((line, Value::String(s))) if s.is_empty() => {
                 Err(self.err(line, key, "must not be empty"))
@@ -592,7 +590,7 @@ fn validate(f: &Fields<'_>, site: SiteConfig) -> Result<SiteConfig, ConfigError>
     }
     if site.kube_token == TokenKind::IdToken && !site.wants_id_token() {
         return Err(f.err(
-            f.line_of_taken("kube_token"),
+            f.line_of("kube_token"),
             "kube_token",
             "an ID token needs `openid` among the site's `scopes`",
         ));
