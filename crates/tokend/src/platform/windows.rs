@@ -1,5 +1,7 @@
 //! Windows: a named pipe whose DACL admits only the user running the daemon
 //! (by SID), rejecting remote clients; one pipe instance waits at a time.
+//! The pipe's name is claimed by a lock file in the state directory, as a
+//! Unix socket's is by the flock'd `.lock` beside it.
 
 use super::Holder;
 use std::fs::File;
@@ -23,6 +25,8 @@ pub(crate) enum BindError {
     Foreign(PathBuf),
     #[error("cannot create the pipe {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("cannot claim the pipe's name with {path}: {source}")]
+    Claim { path: PathBuf, source: io::Error },
 }
 
 pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
@@ -53,6 +57,8 @@ pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
 pub(crate) struct Listener {
     name: PathBuf,
     next: tokio::sync::Mutex<NamedPipeServer>,
+    /// This daemon's claim on `name`, held while it serves.
+    _claim: File,
 }
 
 fn create(name: &Path, first: bool) -> io::Result<NamedPipeServer> {
@@ -106,15 +112,68 @@ impl Listener {
     }
 }
 
+/// The claim file of pipe `name` in the state directory: `pipe-NAME.lock`,
+/// `NAME` without its `\\.\pipe\` prefix, every character but letters,
+/// digits, `-` and `.` written as `_HEX_` (so two names never share a file).
+fn claim_path(dir: &Path, name: &Path) -> PathBuf {
+    const PREFIX: &str = r"\\.\pipe\";
+    let name = name.to_string_lossy();
+    let short = name
+        .get(..PREFIX.len())
+        .filter(|p| p.eq_ignore_ascii_case(PREFIX))
+        .and_then(|_| name.get(PREFIX.len()..))
+        .unwrap_or(&name);
+    let mut file = String::from("pipe-");
+    for c in short.chars() {
+        if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+            file.push(c);
+        } else {
+            file.push_str(&format!("_{:x}_", u32::from(c)));
+        }
+    }
+    file.push_str(".lock");
+    dir.join(file)
+}
+
+/// Claims pipe `name` for this daemon: its claim file opened for writing
+/// with read sharing only (as the state lock), so a second daemon of this
+/// user cannot open it for writing while this one lives, and a reader (a
+/// virus scanner) does not turn a starting daemon away. The first-instance flag alone is no claim: Wine (8.0) ignores it
+/// and hands a second daemon a second instance of the same pipe, whose
+/// clients then wait on a daemon that is about to refuse the store.
+fn claim(name: &Path) -> Result<File, BindError> {
+    use std::os::windows::fs::OpenOptionsExt;
+    let dir = crate::paths::state_dir();
+    let path = claim_path(&dir, name);
+    let opened = create_private_dir(&dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .share_mode(FILE_SHARE_READ)
+            .open(&path)
+    });
+    match opened {
+        Ok(file) => Ok(file),
+        Err(e) if e.raw_os_error() == Some(ERROR_SHARING_VIOLATION) => {
+            Err(BindError::AlreadyRunning(name.to_owned()))
+        }
+        Err(source) => Err(BindError::Claim { path, source }),
+    }
+}
+
 pub(crate) fn bind(path: &Path) -> Result<Listener, BindError> {
+    let claim = claim(path)?;
     match create(path, true) {
         Ok(server) => Ok(Listener {
             name: path.to_owned(),
             next: tokio::sync::Mutex::new(server),
+            _claim: claim,
         }),
-        // The first instance exists. Ours (its DACL admits us): another
-        // tokend of this user serves it. Not ours: someone else created it
-        // first, and our clients will refuse it (they check the server's SID).
+        // The first instance exists although the name is ours to claim.
+        // Its DACL admits us: a tokend of this user with another state
+        // directory serves it. Not ours: someone else created it first, and
+        // our clients will refuse it (they check the server's SID).
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             match std::fs::OpenOptions::new()
                 .read(true)
