@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::Command;
 
 use token_proto::windows::token_user;
-use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
+use windows_sys::Win32::Foundation::{
+    CloseHandle, SetHandleInformation, HANDLE, HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE,
+};
 use windows_sys::Win32::Security::EqualSid;
 use windows_sys::Win32::System::Pipes::GetNamedPipeServerProcessId;
 use windows_sys::Win32::System::Threading::{
@@ -39,8 +41,30 @@ pub fn is_not_running(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound
 }
 
+/// Starts the daemon on its own, and without this process's standard
+/// handles: Windows hands a child every inheritable handle of its parent,
+/// whatever stdio the child is given, so a daemon started by
+/// `$(token get …)` would hold the caller's stdout pipe open and the caller
+/// would wait for the daemon to exit. Clearing their inherit flag keeps
+/// them out of every later child; one that is handed a stream on purpose
+/// (`token exec`) still gets it, as std duplicates an inherited stream
+/// for the child.
 pub fn detach(cmd: &mut Command) {
     cmd.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP);
+    let handles = [
+        std::io::stdin().as_raw_handle(),
+        std::io::stdout().as_raw_handle(),
+        std::io::stderr().as_raw_handle(),
+    ];
+    for handle in handles {
+        if !handle.is_null() && handle != INVALID_HANDLE_VALUE {
+            // SAFETY: the handle is one of this process's standard handles,
+            // open for its whole life; only its inherit flag changes. A
+            // handle that has no such flag (an old console pseudo-handle)
+            // makes the call fail, which changes nothing.
+            unsafe { SetHandleInformation(handle as HANDLE, HANDLE_FLAG_INHERIT, 0) };
+        }
+    }
 }
 
 /// Windows has no exec: run the command and pass its exit code on.
