@@ -14,7 +14,11 @@
 //   PROVIDER_DEBUG  1 = log every request to stderr
 //   DPOP_NONCE      1 = DPoP proofs must carry a server nonce (use_dpop_nonce
 //                   + DPoP-Nonce otherwise); DPoP itself is always on
+//
+// POST /__test/rt_pad?chars=N pads every refresh token issued from then on
+// to N more characters (0 = off; /__test/reset turns it off too).
 
+import { createHash } from 'node:crypto';
 import * as http from 'node:http';
 import * as querystring from 'node:querystring';
 
@@ -45,6 +49,7 @@ const stats = {
 };
 let faults = []; // queue of fault kinds for the next token calls
 let delays = []; // queue of delays (ms) for the next token calls
+let rtPad = 0; // chars of padding on every refresh token issued (0 = none)
 const FAULT_KINDS = new Set(['500', 'timeout', 'garbage', 'reset']);
 
 function resetStats() {
@@ -54,6 +59,29 @@ function resetStats() {
   stats.revoked = [];
   faults = [];
   delays = [];
+  rtPad = 0;
+}
+
+// Large refresh tokens (Microsoft Entra's are several KiB): with padding on,
+// a refresh token leaves as `TOKEN.PAD`, PAD derived from TOKEN, and comes
+// back checked: a torn or altered token (a store that split it and joined
+// it back wrong) is refused with invalid_grant, as a real provider would.
+function padFor(token, n) {
+  let pad = '';
+  for (let i = 0; pad.length < n; i += 1) {
+    pad += createHash('sha256').update(`${token}:${i}`).digest('base64url');
+  }
+  return pad.slice(0, n);
+}
+
+// The refresh token oidc-provider issued, or undefined when `value` is
+// padded and its padding does not match. (Its own tokens have no `.`.)
+function unpad(value) {
+  const dot = value.indexOf('.');
+  if (dot < 0) return value;
+  const token = value.slice(0, dot);
+  const pad = value.slice(dot + 1);
+  return pad.length > 0 && pad === padFor(token, pad.length) ? token : undefined;
 }
 
 // ---------------------------------------------------------------- the server
@@ -249,6 +277,12 @@ provider.use(async (ctx, next) => {
         for (let i = 0; i < count; i += 1) delays.push(ms);
         return sendJson(ctx, 200, { ok: true, pending: delays });
       }
+      if (path === '/__test/rt_pad' && method === 'POST') {
+        const chars = Number.parseInt(String(q.chars ?? '0'), 10);
+        if (!(chars >= 0)) return sendJson(ctx, 400, { error: 'chars >= 0' });
+        rtPad = chars;
+        return sendJson(ctx, 200, { ok: true, chars });
+      }
       return sendJson(ctx, 404, { error: 'unknown test-control endpoint' });
     }
 
@@ -260,6 +294,7 @@ provider.use(async (ctx, next) => {
       ctx.request.body = { ...form };
 
       if (path === revocationPath) {
+        if (typeof form.token === 'string') ctx.request.body.token = unpad(form.token) ?? form.token;
         stats.revocations += 1;
         stats.revoked.push(typeof form.token_type_hint === 'string' ? form.token_type_hint : null);
         return await next();
@@ -277,6 +312,13 @@ provider.use(async (ctx, next) => {
         : form.client_secret !== undefined ? 'client_secret_post' : undefined;
       if (registered && used && used !== registered) {
         return sendJson(ctx, 401, { error: 'invalid_client', error_description: `this client must authenticate with ${registered}` });
+      }
+      if (typeof form.refresh_token === 'string') {
+        const token = unpad(form.refresh_token);
+        if (token === undefined) {
+          return sendJson(ctx, 400, { error: 'invalid_grant', error_description: 'the refresh token is torn or altered (its padding does not match)' });
+        }
+        ctx.request.body.refresh_token = token;
       }
 
       const delay = delays.shift();
@@ -305,7 +347,11 @@ provider.use(async (ctx, next) => {
           ctx.respond = false;
           return undefined;
         default:
-          return await next();
+          await next();
+          if (rtPad > 0 && typeof ctx.body?.refresh_token === 'string') {
+            ctx.body.refresh_token += `.${padFor(ctx.body.refresh_token, rtPad)}`;
+          }
+          return undefined;
       }
     }
 

@@ -159,6 +159,13 @@ impl Provider {
         self.control("POST", &format!("/__test/delay?ms={ms}&count={count}"));
     }
 
+    /// Every refresh token issued from now on carries `chars` more
+    /// characters (0: none), checked when it comes back: a torn or altered
+    /// one is refused with `invalid_grant`.
+    pub fn pad_refresh_tokens(&self, chars: usize) {
+        self.control("POST", &format!("/__test/rt_pad?chars={chars}"));
+    }
+
     /// Waits until at least `at_least` token calls of `grant_type` were made.
     pub fn wait_grant(&self, grant_type: &str, at_least: u64, within: Duration) -> bool {
         wait_until(within, || self.stats().grant(grant_type) >= at_least)
