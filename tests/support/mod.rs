@@ -39,12 +39,14 @@ mod env;
 mod http;
 mod process;
 mod provider;
+mod wine;
 
 pub use daemon::Daemon;
 pub use env::*;
 pub use http::*;
 pub use process::*;
 pub use provider::*;
+pub use wine::{win, WinDaemon, Wine};
 
 /// The client's exit codes (DESIGN.md, "Client commands").
 pub mod exit {
