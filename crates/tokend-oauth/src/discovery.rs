@@ -47,7 +47,6 @@ struct Metadata {
     token_endpoint: Option<String>,
     revocation_endpoint: Option<String>,
     device_authorization_endpoint: Option<String>,
-    userinfo_endpoint: Option<String>,
     jwks_uri: Option<String>,
     #[serde(default)]
     authorization_response_iss_parameter_supported: bool,
@@ -113,7 +112,6 @@ pub fn parse_metadata(issuer: &str, body: &[u8]) -> Result<Provider, Error> {
             "device_authorization_endpoint",
             meta.device_authorization_endpoint,
         )?,
-        userinfo_url: url("userinfo_endpoint", meta.userinfo_endpoint)?,
         jwks_url: url("jwks_uri", meta.jwks_uri)?,
         iss_required: meta.authorization_response_iss_parameter_supported,
         pkce_methods,
@@ -232,10 +230,6 @@ mod tests {
         assert_eq!(
             p.device_url.unwrap().as_str(),
             "https://auth.example.com/device"
-        );
-        assert_eq!(
-            p.userinfo_url.unwrap().as_str(),
-            "https://auth.example.com/userinfo"
         );
         assert!(p.iss_required);
         assert_eq!(p.pkce_methods, ["plain", "S256"]);

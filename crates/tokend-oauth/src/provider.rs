@@ -12,7 +12,6 @@ pub struct Provider {
     pub token_url: Url,
     pub revoke_url: Option<Url>,
     pub device_url: Option<Url>,
-    pub userinfo_url: Option<Url>,
     /// Where the provider publishes its signing keys (for ID tokens).
     pub jwks_url: Option<Url>,
     /// `authorization_response_iss_parameter_supported`: a callback without
@@ -33,7 +32,6 @@ impl Provider {
             token_url,
             revoke_url: None,
             device_url: None,
-            userinfo_url: None,
             jwks_url: None,
             iss_required: false,
             pkce_methods: Vec::new(),

@@ -75,7 +75,7 @@ impl Actor {
             &self.st.scopes
         };
         if let Some(extra) = wanted.iter().find(|s| !grantable.contains(s)) {
-            return Err(bad_request(format!(
+            return Err(SiteError::BadRequest(format!(
                 "site {}: scope `{extra}` is not among the site's scopes ({}); add it to `scopes` in the config (then `token login {}`) to ask for it",
                 self.name,
                 grantable.join(" "),
@@ -84,7 +84,7 @@ impl Actor {
         }
         let renewable = self.cfg.grant.renews_alone(self.st.refresh.is_some());
         if !renewable && self.st.access.is_some() {
-            return Err(bad_request(format!(
+            return Err(SiteError::BadRequest(format!(
                 "site {}: the provider gave no refresh token, so tokend cannot ask for a narrower token; use `token get {}` without --scope",
                 self.name, self.name
             )));
@@ -423,8 +423,4 @@ impl Actor {
         self.take_id(id, now);
         self.persist(now).await;
     }
-}
-
-pub(super) fn bad_request(message: String) -> SiteError {
-    SiteError::BadRequest(message)
 }

@@ -4,7 +4,7 @@
 
 use tokio::sync::oneshot;
 
-use super::flight::{bad_request, Need, Waiter};
+use super::flight::{Need, Waiter};
 use super::Actor;
 use crate::refresh::Expiring;
 use crate::site::idtoken::IdCheck;
@@ -46,7 +46,7 @@ impl Actor {
         reply: oneshot::Sender<Result<Served, SiteError>>,
     ) {
         if !self.cfg.wants_id_token() {
-            let _ = reply.send(Err(bad_request(format!(
+            let _ = reply.send(Err(SiteError::BadRequest(format!(
                 "site {}: has no ID token: its `scopes` must include `openid` (then `token login {}`)",
                 self.name, self.name
             ))));
