@@ -13,7 +13,6 @@ mod error;
 mod frame;
 mod message;
 mod path;
-pub mod text;
 #[cfg(windows)]
 pub mod windows;
 
@@ -27,25 +26,6 @@ pub use message::{
     SiteStatus, StatusReply, StatusRequest, StopReply, TokenKind, TokenReply, DEFAULT_GIT_USERNAME,
 };
 pub use path::{config_path, default_socket_path, home_dir, state_dir, SOCKET_ENV};
-
-/// Seconds since the Unix epoch, the unit of every `expires_at` on the wire.
-/// The one place either binary reads the wall clock (clippy.toml forbids it
-/// elsewhere); waiting and scheduling use monotonic clocks.
-pub fn now_unix() -> u64 {
-    since_epoch().as_secs()
-}
-
-/// [`now_unix`] with sub-second precision, for planning short-lived tokens.
-pub fn now_unix_f64() -> f64 {
-    since_epoch().as_secs_f64()
-}
-
-#[allow(clippy::disallowed_methods)]
-fn since_epoch() -> std::time::Duration {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-}
 
 /// The protocol version carried in every request's `"v"`. Bumped by hand when
 /// a change would make an old daemon misread a new client or the reverse.

@@ -36,7 +36,7 @@ impl Request {
             Op::Reload => "reload".to_owned(),
             Op::Stop => "stop".to_owned(),
         };
-        crate::text::clean(&line, 200)
+        token_text::clean(&line, 200)
     }
 }
 

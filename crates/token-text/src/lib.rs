@@ -1,5 +1,7 @@
 //! Text from outside (a provider's `error_description`, a callback's
-//! parameters, a URL to open) made safe to show, log or hand to a browser.
+//! parameters, a URL to open) made safe to show, log or hand to a browser:
+//! the client, the protocol, the daemon and the OAuth crate all show such
+//! text, and none of them owns the others, so the rule lives here once.
 
 /// How many characters of outside text reach a terminal or a log.
 pub const MAX_SHOWN: usize = 300;

@@ -35,7 +35,7 @@ pub fn no_browser_here() -> bool {
 /// comes from the daemon and the provider, and an opener handed a path or a
 /// `file:` URL would run or show local things.
 pub fn open(url: &str) -> Result<(), String> {
-    if !token_proto::text::safe_to_open(url) {
+    if !token_text::safe_to_open(url) {
         return Err(
             "not opening this URL in a browser: only https (or http to this machine) URLs are \
              opened automatically"

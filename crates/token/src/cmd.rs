@@ -12,7 +12,7 @@ use crate::cli::{Command, Format, GetArgs, HELP};
 use crate::conn::Conn;
 use crate::time::{human_duration, now_unix, rfc3339};
 use crate::{browser, platform, ClientError};
-use token_proto::text::clean;
+use token_text::clean;
 
 pub fn run(cmd: Command) -> Result<u8, ClientError> {
     match cmd {

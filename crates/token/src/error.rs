@@ -3,8 +3,8 @@
 use std::fmt;
 use std::io::Write;
 
-use token_proto::text::clean;
 use token_proto::ErrorBody;
+use token_text::clean;
 
 /// Characters of a daemon message shown (it may quote a config path and a provider).
 const MAX_MESSAGE: usize = 2000;

@@ -116,7 +116,7 @@ pub(crate) fn str_field<'a>(map: &'a Fields, key: &str) -> Option<&'a str> {
 
 /// Provider text reaches logs and terminals: no control characters, clipped.
 pub(crate) fn clip(text: &str) -> String {
-    token_proto::text::clean(text, MAX_TEXT)
+    token_text::clean(text, MAX_TEXT)
 }
 
 #[cfg(test)]

@@ -33,17 +33,30 @@ pub struct OAuthSite {
 }
 
 /// A site's DPoP key and the last nonce its servers asked for.
-#[derive(Debug)]
+/// A site's DPoP key, the last nonce its servers asked for, and the clock
+/// its proofs are dated by (the caller's: this crate reads no clock).
 pub struct Dpop {
     pub key: DpopKey,
     nonce: std::sync::Mutex<Option<String>>,
+    now_unix: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for Dpop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dpop")
+            .field("key", &self.key)
+            .field("nonce", &self.nonce)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Dpop {
-    pub fn new(key: DpopKey) -> Dpop {
+    /// `now_unix`: Unix seconds, for each proof's `iat`.
+    pub fn new(key: DpopKey, now_unix: impl Fn() -> u64 + Send + Sync + 'static) -> Dpop {
         Dpop {
             key,
             nonce: std::sync::Mutex::new(None),
+            now_unix: Box::new(now_unix),
         }
     }
 
@@ -294,7 +307,7 @@ impl OAuthSite {
                 &request.url,
                 None,
                 dpop.nonce().as_deref(),
-                token_proto::now_unix(),
+                (dpop.now_unix)(),
             )?;
             signed.header("DPoP", &proof);
             let raw = http.send(&signed).await?;

@@ -338,6 +338,7 @@ async fn dpop_token_requests_carry_a_proof_and_retry_once_with_the_servers_nonce
     std::sync::Arc::make_mut(&mut site.provider).token_url = server.url("/token");
     site.dpop = Some(std::sync::Arc::new(Dpop::new(
         crate::dpop::DpopKey::generate().unwrap(),
+        || 1_700_000_000,
     )));
     let http = Http::new();
     let token = site

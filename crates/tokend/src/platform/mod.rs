@@ -30,7 +30,7 @@ impl Holder {
 
     /// A lock file's text, read back to be shown: two lines, clipped.
     fn parse(text: &str) -> Holder {
-        let mut lines = text.lines().map(|l| token_proto::text::clean(l, 300));
+        let mut lines = text.lines().map(|l| token_text::clean(l, 300));
         Holder {
             pid: lines
                 .next()

@@ -20,7 +20,7 @@ pub(crate) fn check(cfg: &SiteConfig, target: &DpopTarget) -> Result<(String, Ur
     if method.is_empty() || method.len() > 32 || !method.chars().all(token_char) {
         return Err(SiteError::BadRequest(format!(
             "site {site}: --dpop `{}` is not an HTTP method; use e.g. `--dpop GET https://api.example.com/me`",
-            token_proto::text::clean(&target.method, 40)
+            token_text::clean(&target.method, 40)
         )));
     }
     let url = Url::parse(&target.url)
@@ -29,7 +29,7 @@ pub(crate) fn check(cfg: &SiteConfig, target: &DpopTarget) -> Result<(String, Ur
         .ok_or_else(|| {
             SiteError::BadRequest(format!(
                 "site {site}: --dpop `{}` is not an absolute https URL",
-                token_proto::text::clean(&target.url, 200)
+                token_text::clean(&target.url, 200)
             ))
         })?;
     if !tokend_oauth::tls_or_loopback(&url) {

@@ -20,9 +20,11 @@ impl Actor {
         if !self.cfg.dpop {
             return None;
         }
+        let clock = self.deps.clock;
+        let dated = |key| Some(Arc::new(Dpop::new(key, move || whole(clock.now()))));
         if let Some(stored) = stored {
             match DpopKey::from_stored(stored) {
-                Ok(key) => return Some(Arc::new(Dpop::new(key))),
+                Ok(key) => return dated(key),
                 Err(e) => tracing::error!(
                     site = %self.name,
                     "the stored DPoP key is unusable ({e}); making a new one (tokens bound to the old one need a new login)"
@@ -32,7 +34,7 @@ impl Actor {
         match DpopKey::generate() {
             Ok(key) => {
                 tracing::info!(site = %self.name, jkt = key.thumbprint(), "new DPoP key");
-                Some(Arc::new(Dpop::new(key)))
+                dated(key)
             }
             Err(e) => {
                 let msg = format!("site {}: cannot make a DPoP key: {e}", self.name);
