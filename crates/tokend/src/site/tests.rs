@@ -401,3 +401,71 @@ async fn a_failing_provider_is_retried_with_backoff_before_expiry_while_the_toke
     assert_eq!(token(&site, None).await.access_token, "at5");
     assert_eq!(provider.calls(), 5);
 }
+
+/// Without a deadline on the store, these waits never end: bounded, so
+/// such a test fails instead of hanging.
+async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(120), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} never answered"))
+}
+
+/// A keyring that stops answering (an unlock prompt nobody sees) costs the
+/// site a store error after the deadline: the token call's result is
+/// served from memory, `status` answers meanwhile, and the next save,
+/// once the keyring is back, persists the newest login.
+#[tokio::test(start_paused = true)]
+async fn a_stuck_keyring_costs_a_store_error_not_a_stalled_site() {
+    let cfg = config("");
+    let provider = Provider::new(3600, Duration::from_millis(10));
+    let flaky = Arc::new(crate::store::Flaky::default());
+    flaky.records.lock().unwrap().insert(
+        "corp".into(),
+        Record::refresh_only(cfg.identity(), "rt0", cfg.scopes.clone(), 1_799_999_000),
+    );
+    let site = SiteHandle::spawn(cfg, deps(&provider, Store::Flaky(flaky.clone())), None);
+    let stored = || {
+        let records = flaky.records.lock().unwrap();
+        records["corp"]
+            .refresh_token
+            .as_ref()
+            .unwrap()
+            .expose()
+            .to_owned()
+    };
+    assert_eq!(bounded("get", token(&site, None)).await.access_token, "at1");
+    assert_eq!(stored(), "rt1");
+
+    flaky.stuck.store(true, Ordering::SeqCst);
+    let start = Instant::now();
+    let renewing = tokio::spawn({
+        let site = site.clone();
+        async move { site.renew().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = bounded("status", site.status()).await.unwrap();
+    let waited = start.elapsed();
+    assert!(
+        waited <= crate::store::DEADLINE + Duration::from_secs(1),
+        "status waited {waited:?}"
+    );
+    let error = status.last_error.unwrap_or_default();
+    assert!(error.contains("did not answer within 5 s"), "{error}");
+    match bounded("renew", renewing).await.unwrap().unwrap() {
+        Served::Token(t) => assert_eq!(t.access_token, "at2"),
+        Served::NeedLogin => panic!("a login was asked for"),
+    }
+    assert_eq!(stored(), "rt1", "the stuck keyring took no write");
+    // Memory keeps serving the newest token, without a provider call.
+    assert_eq!(bounded("get", token(&site, None)).await.access_token, "at2");
+    assert_eq!(provider.calls(), 2);
+
+    flaky.stuck.store(false, Ordering::SeqCst);
+    match bounded("renew", site.renew()).await.unwrap() {
+        Served::Token(t) => assert_eq!(t.access_token, "at3"),
+        Served::NeedLogin => panic!("a login was asked for"),
+    }
+    assert_eq!(stored(), "rt3");
+    let status = site.status().await.unwrap();
+    assert_eq!(status.last_error, None, "{status:?}");
+}

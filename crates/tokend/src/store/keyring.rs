@@ -9,6 +9,15 @@
 //! `tokend-chunks:GEN:N`, and entries `SITE#GEN.1`..`SITE#GEN.N` hold the
 //! parts. A new generation is written before the header that points to it,
 //! and the old one deleted after, so a crash never leaves a torn record.
+//!
+//! A call the daemon stopped waiting for (see `super::DEADLINE`) still runs
+//! on its blocking thread: calls of one site take turns on a lock, and a
+//! write that was overtaken by a newer one is skipped, so a keyring that
+//! wakes up late never puts an older record over a newer one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::{Record, StoreError};
 
@@ -74,7 +83,13 @@ fn part_name(site: &str, generation: u64, i: usize) -> String {
 pub(crate) struct KeyringStore {
     /// [`MAX_SECRET`], or less in tests of the split path.
     max_secret: usize,
+    /// Each site's turn, and the number of the last write it made.
+    turns: Arc<Mutex<HashMap<String, Turn>>>,
+    /// Numbers the writes in the order the daemon asked for them.
+    writes: Arc<AtomicU64>,
 }
+
+type Turn = Arc<Mutex<u64>>;
 
 fn get(user: &str) -> Result<Option<String>, keyring::Error> {
     match keyring::Entry::new(SERVICE, user)?.get_password() {
@@ -109,12 +124,44 @@ impl KeyringStore {
     pub(crate) fn new() -> KeyringStore {
         KeyringStore {
             max_secret: MAX_SECRET,
+            turns: Arc::default(),
+            writes: Arc::default(),
         }
     }
 
+    fn turn(&self, site: &str) -> Turn {
+        super::lock(&self.turns)
+            .entry(site.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Runs a write of `site` in its turn, unless a newer write of the
+    /// site has been made meanwhile (it was asked for later, so it wins).
+    async fn write(
+        &self,
+        site: &str,
+        f: impl FnOnce(&str) -> Result<(), keyring::Error> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let number = self.writes.fetch_add(1, Ordering::Relaxed) + 1;
+        let turn = self.turn(site);
+        let site = site.to_owned();
+        blocking(move || {
+            let mut last = super::lock(&turn);
+            if *last > number {
+                return Ok(());
+            }
+            *last = number;
+            f(&site)
+        })
+        .await
+    }
+
     pub(crate) async fn load(&self, site: &str) -> Result<Option<Record>, StoreError> {
+        let turn = self.turn(site);
         let site = site.to_owned();
         let text = blocking(move || {
+            let _turn = super::lock(&turn);
             let Some(first) = get(&site)? else {
                 return Ok(Ok(None));
             };
@@ -141,36 +188,34 @@ impl KeyringStore {
     }
 
     pub(crate) async fn save(&self, site: &str, record: &Record) -> Result<(), StoreError> {
-        let site = site.to_owned();
         let text = serde_json::to_string(record).map_err(|e| StoreError::Keyring(e.to_string()))?;
         let max = self.max_secret;
-        blocking(move || {
-            let old = get(&site)?;
+        self.write(site, move |site| {
+            let old = get(site)?;
             let old_generation = match old.as_deref().and_then(parse_header) {
                 Some(Ok((g, _))) => g,
                 _ => 0,
             };
             match layout(&text, max, old_generation + 1) {
-                Layout::Whole(text) => set(&site, &text)?,
+                Layout::Whole(text) => set(site, &text)?,
                 Layout::Split { header, parts } => {
                     for (i, part) in parts.iter().enumerate() {
-                        set(&part_name(&site, old_generation + 1, i + 1), part)?;
+                        set(&part_name(site, old_generation + 1, i + 1), part)?;
                     }
-                    set(&site, &header)?;
+                    set(site, &header)?;
                 }
             }
             // The old generation's parts are unreachable now.
-            remove_parts(&site, old.as_deref())
+            remove_parts(site, old.as_deref())
         })
         .await
     }
 
     pub(crate) async fn delete(&self, site: &str) -> Result<(), StoreError> {
-        let site = site.to_owned();
-        blocking(move || {
-            let old = get(&site)?;
-            remove(&site)?;
-            remove_parts(&site, old.as_deref())
+        self.write(site, |site| {
+            let old = get(site)?;
+            remove(site)?;
+            remove_parts(site, old.as_deref())
         })
         .await
     }
@@ -247,7 +292,10 @@ mod tests {
             eprintln!("SKIPPED a_split_record_round_trips_through_the_real_keyring: no keyring");
             return;
         }
-        let store = KeyringStore { max_secret: 1024 };
+        let store = KeyringStore {
+            max_secret: 1024,
+            ..KeyringStore::new()
+        };
         let site = format!("split-test-{}", std::process::id());
         let record = |rt: &str| Record::refresh_only("i".into(), rt, vec![], 1);
         let big = "r".repeat(2 * 1024);

@@ -1,7 +1,9 @@
 //! Where logins persist: the OS keyring (default), a 0600 file, or memory.
 //! The daemon keeps every secret it uses in memory and comes here only to
 //! load a site once and to persist a change, because keyring reads cost
-//! milliseconds.
+//! milliseconds. A keyring call has a deadline ([`DEADLINE`]): a keyring
+//! waiting to be unlocked, or a Secret Service that hangs, costs a site one
+//! store error, never a stalled `token status`.
 
 mod file;
 mod keyring;
@@ -9,6 +11,7 @@ mod keyring;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokend_oauth::{AccessToken, IdToken, RefreshToken, StoredDpopKey};
@@ -72,10 +75,17 @@ impl Record {
     }
 }
 
+/// How long the daemon waits for one keyring call. Past it the call is
+/// reported as failed (the site keeps what it holds in memory; the next
+/// load or save tries again) and left to finish on its own thread.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {
     #[error("the keyring failed: {0}")]
     Keyring(String),
+    #[error("the keyring did not answer within {} s (is it locked, waiting for a password?)", .0.as_secs())]
+    TimedOut(Duration),
     #[error("cannot {action} {path}: {source}")]
     File {
         action: &'static str,
@@ -94,6 +104,28 @@ pub(crate) enum Store {
     Keyring(keyring::KeyringStore),
     File(Arc<file::FileStore>),
     Memory(Arc<Mutex<HashMap<String, Record>>>),
+    /// A keyring for tests of the deadline: a memory store that, once
+    /// stuck, never answers.
+    #[cfg(test)]
+    Flaky(Arc<Flaky>),
+}
+
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Flaky {
+    pub records: Mutex<HashMap<String, Record>>,
+    pub stuck: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(test)]
+impl Flaky {
+    /// Pending forever while stuck.
+    async fn answer<T>(&self, f: impl FnOnce(&mut HashMap<String, Record>) -> T) -> T {
+        if self.stuck.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        f(&mut lock(&self.records))
+    }
 }
 
 /// Something every caller should hear once: the store fallback.
@@ -175,14 +207,18 @@ impl Store {
             Store::Keyring(_) => "keyring",
             Store::File(_) => "file",
             Store::Memory(_) => "memory",
+            #[cfg(test)]
+            Store::Flaky(_) => "keyring",
         }
     }
 
     pub(crate) async fn load(&self, site: &str) -> Result<Option<Record>, StoreError> {
         match self {
-            Store::Keyring(k) => k.load(site).await,
+            Store::Keyring(k) => in_time(k.load(site)).await,
             Store::File(f) => f.load(site).await,
             Store::Memory(m) => Ok(lock(m).get(site).cloned()),
+            #[cfg(test)]
+            Store::Flaky(f) => in_time(f.answer(|m| Ok(m.get(site).cloned()))).await,
         }
     }
 
@@ -190,25 +226,52 @@ impl Store {
     /// has answered.
     pub(crate) async fn save(&self, site: &str, record: &Record) -> Result<(), StoreError> {
         match self {
-            Store::Keyring(k) => k.save(site, record).await,
+            Store::Keyring(k) => in_time(k.save(site, record)).await,
             Store::File(f) => f.save(site, record).await,
             Store::Memory(m) => {
                 lock(m).insert(site.to_owned(), record.clone());
                 Ok(())
+            }
+            #[cfg(test)]
+            Store::Flaky(f) => {
+                in_time(f.answer(|m| {
+                    m.insert(site.to_owned(), record.clone());
+                    Ok(())
+                }))
+                .await
             }
         }
     }
 
     pub(crate) async fn delete(&self, site: &str) -> Result<(), StoreError> {
         match self {
-            Store::Keyring(k) => k.delete(site).await,
+            Store::Keyring(k) => in_time(k.delete(site)).await,
             Store::File(f) => f.delete(site).await,
             Store::Memory(m) => {
                 lock(m).remove(site);
                 Ok(())
             }
+            #[cfg(test)]
+            Store::Flaky(f) => {
+                in_time(f.answer(|m| {
+                    m.remove(site);
+                    Ok(())
+                }))
+                .await
+            }
         }
     }
+}
+
+/// A keyring call, or [`StoreError::TimedOut`] past [`DEADLINE`]. The file
+/// store gets none: its writes are a local disk's, and one cut off between
+/// its cache and its rename would leave the two apart.
+async fn in_time<T>(
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(DEADLINE, call)
+        .await
+        .unwrap_or(Err(StoreError::TimedOut(DEADLINE)))
 }
 
 /// A poisoned lock only means another thread panicked mid-update of a plain
