@@ -410,12 +410,9 @@ async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what} never answered"))
 }
 
-/// A keyring that stops answering (an unlock prompt nobody sees) costs the
-/// site a store error after the deadline: the token call's result is
-/// served from memory, `status` answers meanwhile, and the next save,
-/// once the keyring is back, persists the newest login.
-#[tokio::test(start_paused = true)]
-async fn a_stuck_keyring_costs_a_store_error_not_a_stalled_site() {
+/// A logged-in site (a refresh token stored) on a keyring that answers
+/// until the test makes it stuck. Its first message comes from the test.
+fn flaky_site() -> (SiteHandle, Arc<Provider>, Arc<crate::store::Flaky>) {
     let cfg = config("");
     let provider = Provider::new(3600, Duration::from_millis(10));
     let flaky = Arc::new(crate::store::Flaky::default());
@@ -424,6 +421,16 @@ async fn a_stuck_keyring_costs_a_store_error_not_a_stalled_site() {
         Record::refresh_only(cfg.identity(), "rt0", cfg.scopes.clone(), 1_799_999_000),
     );
     let site = SiteHandle::spawn(cfg, deps(&provider, Store::Flaky(flaky.clone())), None);
+    (site, provider, flaky)
+}
+
+/// A keyring that stops answering (an unlock prompt nobody sees) costs the
+/// site a store error after the deadline: the token call's result is
+/// served from memory, `status` answers meanwhile, and the next save,
+/// once the keyring is back, persists the newest login.
+#[tokio::test(start_paused = true)]
+async fn a_stuck_keyring_costs_a_store_error_not_a_stalled_site() {
+    let (site, provider, flaky) = flaky_site();
     let stored = || {
         let records = flaky.records.lock().unwrap();
         records["corp"]
@@ -468,4 +475,19 @@ async fn a_stuck_keyring_costs_a_store_error_not_a_stalled_site() {
     assert_eq!(stored(), "rt3");
     let status = site.status().await.unwrap();
     assert_eq!(status.last_error, None, "{status:?}");
+}
+
+/// A keyring that does not answer the first load is asked again by the
+/// next message: the login it holds is found once it answers.
+#[tokio::test(start_paused = true)]
+async fn a_load_past_the_deadline_is_tried_again() {
+    let (site, provider, flaky) = flaky_site();
+    flaky.stuck.store(true, Ordering::SeqCst);
+    let status = bounded("status", site.status()).await.unwrap();
+    let error = status.last_error.unwrap_or_default();
+    assert!(error.contains("did not answer within 5 s"), "{error}");
+
+    flaky.stuck.store(false, Ordering::SeqCst);
+    assert_eq!(bounded("get", token(&site, None)).await.access_token, "at1");
+    assert_eq!(provider.calls(), 1, "the stored refresh token was used");
 }

@@ -76,8 +76,9 @@ impl Record {
 }
 
 /// How long the daemon waits for one keyring call. Past it the call is
-/// reported as failed (the site keeps what it holds in memory; the next
-/// load or save tries again) and left to finish on its own thread.
+/// reported as failed (the site keeps what it holds in memory; the site's
+/// next message loads again, its next change saves again) and left to
+/// finish on its own thread.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]

@@ -32,7 +32,7 @@ use crate::config::SiteConfig;
 use crate::login;
 use crate::refresh::Expiring;
 use crate::sites::Sites;
-use crate::store::Record;
+use crate::store::{Record, StoreError};
 
 /// How long an actor with nothing under way waits for another message
 /// before it parks. Short: starting again from parked state costs a task
@@ -361,6 +361,12 @@ impl Actor {
         if self.loaded {
             return;
         }
+        if self.st.refresh.is_some() || self.st.access.is_some() {
+            // A login made since a keyring that did not answer: it is newer
+            // than whatever the keyring holds.
+            self.loaded = true;
+            return;
+        }
         if let Some(before) = self.predecessor.take() {
             // Closed when that actor has ended.
             let _ = before.acquire().await;
@@ -373,6 +379,9 @@ impl Actor {
         let record = match record {
             Ok(r) => r,
             Err(e) => {
+                // A keyring past its deadline may hold a login: asked again
+                // with the next message.
+                self.loaded = !matches!(e, StoreError::TimedOut(_));
                 let msg = format!(
                     "cannot read the {} store ({e}); logins will not survive a restart: fix it or set TOKEND_STORE=file",
                     self.deps.store.name()
