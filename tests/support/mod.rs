@@ -188,13 +188,27 @@ pub fn keyring_available() -> bool {
     std::env::var("TOKEND_TEST_KEYRING").is_ok_and(|v| v == "1")
 }
 
-/// Prints a skip notice (cargo shows it with --nocapture) and returns true
-/// when the condition for running is not met.
-pub fn skip_unless(cond: bool, test: &str, why: &str) -> bool {
-    if !cond {
-        eprintln!("SKIPPED {test}: {why}");
+/// The strict switch: `TOKEND_TEST_STRICT=1` (set by `.ci/run`, and by
+/// scripts/test when `CI` is set). Under it a test whose tool is missing
+/// fails instead of skipping.
+pub fn strict() -> bool {
+    std::env::var("TOKEND_TEST_STRICT").is_ok_and(|v| v == "1")
+}
+
+/// The one place a test decides to skip: true when what `test` needs is
+/// there (`have`), and the test runs. Otherwise it says `SKIPPED test:
+/// missing (to run it: install)` on stderr (cargo shows it with
+/// --nocapture) and returns false, so the test returns early; under the
+/// [`strict`] switch it fails with the install line instead.
+pub fn require(have: bool, test: &str, missing: &str, install: &str) -> bool {
+    if !have {
+        assert!(
+            !strict(),
+            "{test}: {missing}, and TOKEND_TEST_STRICT=1 runs every test: {install}"
+        );
+        eprintln!("SKIPPED {test}: {missing} (to run it: {install})");
     }
-    !cond
+    have
 }
 
 /// Unique per process and call, for names in shared places (the keyring).

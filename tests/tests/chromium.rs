@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokend_e2e::{serve_corp_with_store, skip_unless, tests_dir, wait_until, workspace_root};
+use tokend_e2e::{require, serve_corp_with_store, tests_dir, wait_until, workspace_root};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -25,17 +25,19 @@ fn artifact(name: &str) -> PathBuf {
 /// The BROWSER script, or `None` after printing why `test` is skipped.
 fn chromium_browser_or_skip(test: &str) -> Option<PathBuf> {
     let dir = tests_dir().join("chromium");
-    if skip_unless(
+    if !require(
         Path::new(CHROMIUM).is_file(),
         test,
-        "no /usr/bin/chromium (Debian's chromium package; scripts/test installs it where it can)",
-    ) || skip_unless(
+        "no /usr/bin/chromium",
+        "apt-get install -y chromium (scripts/test installs it where it can)",
+    ) || !require(
         dir.join("node_modules")
             .join("playwright-core")
             .join("package.json")
             .is_file(),
         test,
-        "no playwright-core in tests/chromium/node_modules (scripts/test runs npm ci there)",
+        "no playwright-core in tests/chromium/node_modules",
+        "cd tests/chromium && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci (scripts/test runs it)",
     ) {
         return None;
     }

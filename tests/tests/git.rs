@@ -15,8 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use tokend_e2e::{
-    bin, now_unix, ready_line, skip_unless, tests_dir, Daemon, Env, Output, Provider, TokenCmd,
-    Value,
+    bin, now_unix, ready_line, require, tests_dir, Daemon, Env, Output, Provider, TokenCmd, Value,
 };
 
 const GIT: &str = "/usr/local/bin/git";
@@ -38,8 +37,8 @@ fn git_path() -> Option<PathBuf> {
 /// The git to test with, or `None` after printing that `test` is skipped.
 fn git_or_skip(test: &str) -> Option<PathBuf> {
     let git = git_path();
-    if git.is_none() {
-        skip_unless(false, test, "no git");
+    if !require(git.is_some(), test, "no git", "apt-get install -y git") {
+        return None;
     }
     git
 }
@@ -391,10 +390,11 @@ fn bearer_sites_clone_with_bearer_and_push_3mb_with_a_raised_post_buffer() {
 #[test]
 fn old_git_clones_and_pushes_3mb_in_the_default_mode() {
     let old = PathBuf::from("/usr/bin/git");
-    if skip_unless(
+    if !require(
         old.is_file(),
         "old_git_clones_and_pushes_3mb_in_the_default_mode",
         "no /usr/bin/git",
+        "apt-get install -y git",
     ) {
         return;
     }

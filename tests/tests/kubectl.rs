@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use tokend_e2e::{bin, ready_line, serve_corp, skip_unless, tests_dir, tie_to_test, Env, Value};
+use tokend_e2e::{bin, ready_line, require, serve_corp, tests_dir, tie_to_test, Env, Value};
 
 fn on_path(cmd: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|p| {
@@ -135,10 +135,12 @@ current-context: corp
 #[test]
 fn kubectl_reaches_an_oidc_cluster_with_the_id_token() {
     let (kubectl, openssl, python) = (on_path("kubectl"), on_path("openssl"), on_path("python3"));
-    if skip_unless(
+    if !require(
         kubectl.is_some() && openssl.is_some() && python.is_some(),
         "kubectl_reaches_an_oidc_cluster_with_the_id_token",
         "needs kubectl, openssl and python3 on PATH",
+        "apt-get install -y kubectl openssl python3 (kubectl from Debian's kubernetes-client \
+         or the Kubernetes apt repository)",
     ) {
         return;
     }

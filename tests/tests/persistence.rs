@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use tokend_e2e::{
-    files_under, keyring_available, mode, serve_corp_with_store, skip_unless, unique, Env, Provider,
+    files_under, keyring_available, mode, require, serve_corp_with_store, unique, Env, Provider,
 };
 
 fn dirs_under(dir: &Path) -> Vec<PathBuf> {
@@ -108,10 +108,11 @@ fn secrets_never_reach_the_config_dir_or_the_log() {
 
 #[test]
 fn keyring_store_survives_a_restart() {
-    if skip_unless(
+    if !require(
         keyring_available(),
         "keyring_store_survives_a_restart",
-        "TOKEND_TEST_KEYRING=1 is not set (scripts/test sets it after unlocking gnome-keyring)",
+        "TOKEND_TEST_KEYRING=1 is not set",
+        "run the tests through scripts/test (it unlocks gnome-keyring on a private D-Bus session and sets it)",
     ) {
         return;
     }

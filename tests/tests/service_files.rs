@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 
-use tokend_e2e::{bin, skip_unless, wait_until, workspace_root, Env, Provider, Value};
+use tokend_e2e::{bin, require, wait_until, workspace_root, Env, Provider, Value};
 
 fn which(tool: &str) -> Option<PathBuf> {
     let out = Command::new("sh")
@@ -55,10 +55,11 @@ fn systemd_units_verify_and_listen_where_the_client_looks() {
     );
 
     let Some(analyze) = which("systemd-analyze") else {
-        skip_unless(
+        require(
             false,
             "systemd_units_verify_and_listen_where_the_client_looks (verify part)",
             "systemd-analyze is not installed",
+            "apt-get install -y systemd",
         );
         return;
     };
@@ -295,10 +296,11 @@ fn an_inherited_fd_that_is_not_a_stream_socket_is_refused() {
 #[test]
 fn tokend_under_systemd_socket_activate() {
     let Some(tool) = which("systemd-socket-activate") else {
-        skip_unless(
+        require(
             false,
             "tokend_under_systemd_socket_activate",
             "systemd-socket-activate is not installed",
+            "apt-get install -y systemd",
         );
         return;
     };

@@ -5,7 +5,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use tokend_e2e::{bin, exit, mode, serve_corp, skip_unless};
+use tokend_e2e::{bin, exit, mode, require, serve_corp};
 
 #[test]
 fn socket_dir_is_0700_and_socket_0600() {
@@ -21,20 +21,22 @@ fn socket_dir_is_0700_and_socket_0600() {
 fn a_foreign_uid_is_refused() {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if skip_unless(
+    if !require(
         root,
         "a_foreign_uid_is_refused",
         "needs root to run a client as nobody (setpriv)",
+        "run the suite as root (sudo scripts/test)",
     ) {
         return;
     }
-    if skip_unless(
+    if !require(
         std::process::Command::new("setpriv")
             .arg("--version")
             .output()
             .is_ok(),
         "a_foreign_uid_is_refused",
-        "setpriv (util-linux) is not installed",
+        "setpriv is not installed",
+        "apt-get install -y util-linux",
     ) {
         return;
     }

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokend_e2e::{
-    bin, exit, skip_unless, tie_to_test, wait_until, Daemon, Env, Output, Provider, TokenCmd,
+    bin, exit, require, tie_to_test, wait_until, Daemon, Env, Output, Provider, TokenCmd,
 };
 
 const SSHD: &str = "/usr/sbin/sshd";
@@ -72,10 +72,11 @@ impl Sshd {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-        if skip_unless(
+        if !require(
             Path::new(SSHD).is_file() && ssh_ok,
             test,
-            "no /usr/sbin/sshd or ssh (Debian's openssh-server; scripts/test installs it)",
+            "no /usr/sbin/sshd or ssh",
+            "apt-get install -y openssh-server openssh-client (scripts/test installs them)",
         ) {
             return None;
         }
@@ -206,12 +207,12 @@ impl Sshd {
         }
         let log = self.log();
         if log.contains("account is locked") || log.contains("not allowed because") {
-            skip_unless(
+            return require(
                 false,
                 test,
                 &format!("sshd refuses to log this account in: {}", log.trim()),
+                "run the suite as an account sshd lets log in with a key (not a locked one: passwd -u)",
             );
-            return false;
         }
         panic!(
             "ssh to the test sshd failed ({}): {}\n--- sshd log ---\n{log}",

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tokend_e2e::{exit, skip_unless, wait_until, Env, Provider};
+use tokend_e2e::{exit, require, wait_until, Env, Provider};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -38,10 +38,11 @@ fn private_dir(p: &Path) {
 
 #[test]
 fn the_client_refuses_a_daemon_run_by_another_user() {
-    if skip_unless(
+    if !require(
         is_root(),
         "the_client_refuses_a_daemon_run_by_another_user",
         "needs root to listen as another uid",
+        "run the suite as root (sudo scripts/test)",
     ) {
         return;
     }
