@@ -180,15 +180,15 @@ impl KeyringStore {
             Ok(Ok(Some(text)))
         })
         .await?
-        .map_err(StoreError::Keyring)?;
+        .map_err(StoreError::TornRecord)?;
         let Some(text) = text else { return Ok(None) };
         serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| StoreError::Keyring(format!("the entry is not a tokend record: {e}")))
+            .map_err(|source| StoreError::NotARecord { source })
     }
 
     pub(crate) async fn save(&self, site: &str, record: &Record) -> Result<(), StoreError> {
-        let text = serde_json::to_string(record).map_err(|e| StoreError::Keyring(e.to_string()))?;
+        let text = serde_json::to_string(record).map_err(|source| StoreError::Encode { source })?;
         let max = self.max_secret;
         self.write(site, move |site| {
             let old = get(site)?;
@@ -240,8 +240,8 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| StoreError::Keyring(format!("keyring task failed: {e}")))?
-        .map_err(|e| StoreError::Keyring(e.to_string()))
+        .map_err(|source| StoreError::Task { source })?
+        .map_err(|source| StoreError::Keyring { source })
 }
 
 #[cfg(test)]

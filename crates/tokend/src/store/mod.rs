@@ -83,8 +83,31 @@ pub(crate) const DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {
+    #[error("the keyring failed: {source}")]
+    Keyring {
+        #[source]
+        source: ::keyring::Error,
+    },
+    /// The entry is there but is not a record tokend wrote.
+    #[error("the keyring failed: the entry is not a tokend record: {source}")]
+    NotARecord {
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A split record whose header or parts do not hold together.
     #[error("the keyring failed: {0}")]
-    Keyring(String),
+    TornRecord(String),
+    #[error("the keyring failed: {source}")]
+    Encode {
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The blocking thread of a keyring call panicked or was cancelled.
+    #[error("the keyring failed: keyring task failed: {source}")]
+    Task {
+        #[source]
+        source: tokio::task::JoinError,
+    },
     #[error("the keyring did not answer within {} s (is it locked, waiting for a password?)", .0.as_secs())]
     TimedOut(Duration),
     #[error("cannot {action} {path}: {source}")]
