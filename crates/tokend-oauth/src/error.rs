@@ -29,8 +29,16 @@ pub enum Error {
     },
     #[error("timed out talking to {url}")]
     Timeout { url: String },
+    /// `message` is the cause chain on one line, as shown; `source` the
+    /// transport's error itself (its URL stripped: a query may hold a
+    /// secret), shared by every waiter the error answers.
     #[error("could not reach {url}: {message}")]
-    Network { url: String, message: String },
+    Network {
+        url: String,
+        message: String,
+        #[source]
+        source: Option<std::sync::Arc<reqwest::Error>>,
+    },
     #[error("discovery for issuer {issuer} failed: {message}")]
     Discovery { issuer: String, message: String },
     /// A configuration-shaped problem: a missing endpoint, a secret-less

@@ -311,6 +311,7 @@ fn transport_error(error: reqwest::Error, url: &str) -> Error {
     Error::Network {
         url: url.to_owned(),
         message: chain(&error),
+        source: Some(std::sync::Arc::new(error.without_url())),
     }
 }
 

@@ -70,9 +70,12 @@ fn hide_path(e: Error, shown: &str) -> Error {
         Error::Timeout { .. } => Error::Timeout {
             url: shown.to_owned(),
         },
-        Error::Network { message, .. } => Error::Network {
+        Error::Network {
+            message, source, ..
+        } => Error::Network {
             url: shown.to_owned(),
             message,
+            source,
         },
         Error::BadResponse { status, what, .. } => Error::BadResponse {
             status,
@@ -115,6 +118,7 @@ mod tests {
             Error::Network {
                 url: "https://x/2.3/access-tokens/SECRET/invalidate".into(),
                 message: "connection failed".into(),
+                source: None,
             },
             "https://x/2.3/access-tokens/…/invalidate",
         );

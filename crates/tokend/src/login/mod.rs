@@ -233,7 +233,7 @@ impl Login {
         // Aborting this task (logout, reload, stop) aborts the flow too.
         let _guard = AbortOnDrop(flow.abort_handle());
         let got = tokio::select! {
-            r = &mut flow => r.unwrap_or_else(|e| Err(SiteError::Internal(format!("site {name}: the login failed: {e}")))),
+            r = &mut flow => r.unwrap_or_else(|e| Err(SiteError::TaskFailed { site: name.clone(), what: "the login", source: Arc::new(e) })),
             () = self.progress.closed() => Err(cancelled(&name)),
         };
         let _ = self
@@ -312,7 +312,7 @@ impl Way {
 
 /// A PKCE pair for a login; a failing OS random source fails the login.
 fn fresh_pkce() -> Result<tokend_oauth::Pkce, SiteError> {
-    tokend_oauth::Pkce::try_new().map_err(|e| SiteError::Internal(e.to_string()))
+    tokend_oauth::Pkce::try_new().map_err(|source| SiteError::Random { source })
 }
 
 /// A nonce for a login whose site asks for an ID token (`openid` among its
@@ -333,17 +333,17 @@ async fn checked(
     way: Way,
 ) -> Result<Got, SiteError> {
     match idtoken::check(&ctx.deps, &ctx.cfg, oauth, resp.id_token.as_deref(), None).await {
-        IdCheck::Refused(why) => Err(SiteError::IdTokenRefused(format!(
-            "{why}; the login is refused: run `{}` to try again",
-            way.again(&ctx.cfg.name)
-        ))),
+        IdCheck::Refused(source) => Err(SiteError::IdTokenRefused {
+            again: way.again(&ctx.cfg.name),
+            source,
+        }),
         id => Ok(Got::Token(resp, id)),
     }
 }
 
 /// A `state` for a login; a failing OS random source fails the login.
 fn fresh_state() -> Result<String, SiteError> {
-    tokend_oauth::try_random_state().map_err(|e| SiteError::Internal(e.to_string()))
+    tokend_oauth::try_random_state().map_err(|source| SiteError::Random { source })
 }
 
 /// Nobody completed the login in time.

@@ -25,9 +25,14 @@ pub(crate) async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite
                 if source.is_transient() {
                     // It may pass, but a mistyped issuer looks just like this.
                     let source = match source {
-                        tokend_oauth::Error::Network { url, message } => {
+                        tokend_oauth::Error::Network {
+                            url,
+                            message,
+                            source,
+                        } => {
                             tokend_oauth::Error::Network {
                                 url,
+                                source,
                                 message: format!(
                                     "{message} (discovery at issuer {issuer}: if this persists, check `issuer` in the config)"
                                 ),
@@ -40,10 +45,11 @@ pub(crate) async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite
                         source,
                     }
                 } else {
-                    SiteError::config(
-                        name,
-                        format!("discovery at issuer {issuer} failed: {source}"),
-                    )
+                    SiteError::Discovery {
+                        site: name.clone(),
+                        issuer: issuer.to_string(),
+                        source: Arc::new(source),
+                    }
                 }
             })?,
         None => {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use token_proto::ErrorCode;
 
+use super::idtoken::IdRefusal;
 use crate::error::ApiError;
 use crate::login::Way;
 
@@ -15,6 +16,22 @@ pub(crate) enum SiteError {
     /// will not help until it changes.
     #[error("{0}")]
     Config(String),
+    /// Discovery at the configured issuer failed in a way that does not
+    /// pass (no metadata, metadata for another issuer, no S256).
+    #[error("site {site}: discovery at issuer {issuer} failed: {source}; fix the config")]
+    Discovery {
+        site: String,
+        issuer: String,
+        #[source]
+        source: Arc<tokend_oauth::Error>,
+    },
+    /// `client_secret_cmd` could not be run or read.
+    #[error("site {site}: client_secret_cmd could not run: {source}")]
+    SecretCmd {
+        site: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     /// The provider failed or answered garbage: may pass, retried with backoff.
     #[error("site {site}: {source}")]
     Provider {
@@ -30,8 +47,13 @@ pub(crate) enum SiteError {
         source: tokend_oauth::Error,
     },
     /// A login's ID token failed validation: the login fails, nothing is kept.
-    #[error("{0}")]
-    IdTokenRefused(String),
+    #[error("{source}; the login is refused: run `{again}` to try again")]
+    IdTokenRefused {
+        /// The command that tries again (`token login corp`).
+        again: String,
+        #[source]
+        source: IdRefusal,
+    },
     /// A login's callback was refused (consent denied, a forged or
     /// mismatched callback): the user may try again.
     #[error("site {site}: login failed: {source}; run `{}` to try again", .way.again(site))]
@@ -82,7 +104,29 @@ pub(crate) enum SiteError {
     /// The request cannot be served as asked (a scope the site lacks).
     #[error("{0}")]
     BadRequest(String),
-    /// The site's task failed or went away: a bug, or a stop under way.
+    /// A token request's or a login's task panicked or was cancelled.
+    #[error("site {site}: {what} failed: {source}")]
+    TaskFailed {
+        site: String,
+        /// `the token request`, `the login`.
+        what: &'static str,
+        #[source]
+        source: Arc<tokio::task::JoinError>,
+    },
+    /// The OS random source failed (a login's PKCE pair or `state`).
+    #[error("{source}")]
+    Random {
+        #[source]
+        source: tokend_oauth::Error,
+    },
+    /// A DPoP proof could not be signed.
+    #[error("site {site}: cannot sign a DPoP proof: {source}")]
+    Signing {
+        site: String,
+        #[source]
+        source: tokend_oauth::Error,
+    },
+    /// The site's task went away: a bug, or a stop under way.
     #[error("{0}")]
     Internal(String),
 }
@@ -107,13 +151,17 @@ impl SiteError {
     }
 }
 
-impl From<SiteError> for ApiError {
-    fn from(e: SiteError) -> ApiError {
-        let code = match &e {
-            SiteError::Config(_) => ErrorCode::ConfigError,
+impl SiteError {
+    /// The wire code, chosen here once; what the site does with an error
+    /// follows from it too ([`SiteError::needs_config_edit`]).
+    pub(crate) fn code(&self) -> ErrorCode {
+        match self {
+            SiteError::Config(_) | SiteError::Discovery { .. } | SiteError::SecretCmd { .. } => {
+                ErrorCode::ConfigError
+            }
             SiteError::Provider { .. } | SiteError::Refused { .. } => ErrorCode::ProviderError,
             SiteError::BadRequest(_) => ErrorCode::BadRequest,
-            SiteError::IdTokenRefused(_)
+            SiteError::IdTokenRefused { .. }
             | SiteError::CallbackRefused { .. }
             | SiteError::DeviceRefused { .. }
             | SiteError::NothingPasted { .. }
@@ -121,9 +169,23 @@ impl From<SiteError> for ApiError {
             SiteError::LoginCancelled { .. } | SiteError::LoginTimedOut { .. } => {
                 ErrorCode::LoginIncomplete
             }
-            SiteError::Listener { .. } | SiteError::Internal(_) => ErrorCode::Internal,
-        };
-        ApiError::new(code, e.shown())
+            SiteError::Listener { .. }
+            | SiteError::TaskFailed { .. }
+            | SiteError::Random { .. }
+            | SiteError::Signing { .. }
+            | SiteError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Retrying will not help until the config changes.
+    pub(crate) fn needs_config_edit(&self) -> bool {
+        self.code() == ErrorCode::ConfigError
+    }
+}
+
+impl From<SiteError> for ApiError {
+    fn from(e: SiteError) -> ApiError {
+        ApiError::new(e.code(), e.shown())
     }
 }
 

@@ -2,6 +2,8 @@
 //! is validated here ([`check`]) before the site keeps it, and only a
 //! validated one is ever served (`token get --id-token`, `token kube`).
 
+use std::sync::Arc;
+
 use token_proto::{TokenKind, TokenReply};
 use tokend_oauth::idtoken::Expected;
 use tokend_oauth::{IdToken, IdTokenError, OAuthSite};
@@ -48,6 +50,16 @@ impl HeldId {
     }
 }
 
+/// Why a site's ID token was refused, shared by every caller the refusal
+/// answers.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("site {site}: {source}")]
+pub(crate) struct IdRefusal {
+    pub site: String,
+    #[source]
+    pub source: Arc<IdTokenError>,
+}
+
 /// What became of a token response's ID token.
 #[derive(Clone, Debug)]
 pub(crate) enum IdCheck {
@@ -55,7 +67,7 @@ pub(crate) enum IdCheck {
     Absent,
     Valid(HeldId),
     /// It failed a check: never kept. The message names the check.
-    Refused(String),
+    Refused(IdRefusal),
     /// It could not be checked (no issuer configured, the provider's keys
     /// unreachable): not kept either, but no sign of foul play.
     Unchecked(String),
@@ -98,7 +110,10 @@ pub(crate) async fn check(
         Err(e @ IdTokenError::Keys(_)) => {
             IdCheck::Unchecked(format!("site {name}: the ID token is not kept: {e}"))
         }
-        Err(e) => IdCheck::Refused(format!("site {name}: {e}")),
+        Err(e) => IdCheck::Refused(IdRefusal {
+            site: name.clone(),
+            source: Arc::new(e),
+        }),
     }
 }
 

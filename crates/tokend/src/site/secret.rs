@@ -1,6 +1,8 @@
 //! The client secret: from the daemon's environment or a command, never
 //! from the config file itself.
 
+use std::sync::Arc;
+
 use tokend_oauth::ClientSecret;
 use tokio::io::AsyncReadExt;
 use zeroize::Zeroizing;
@@ -55,7 +57,10 @@ pub(super) async fn resolve_secret(
             let (status, out) = tokio::time::timeout(std::time::Duration::from_secs(30), run)
                 .await
                 .map_err(|_| cfg_err("client_secret_cmd did not finish in 30 s".to_owned()))?
-                .map_err(|e| cfg_err(format!("client_secret_cmd could not run: {e}")))?;
+                .map_err(|source| SiteError::SecretCmd {
+                    site: site.to_owned(),
+                    source: Arc::new(source),
+                })?;
             if !status.success() {
                 return Err(cfg_err(format!("client_secret_cmd failed ({status})")));
             }

@@ -74,12 +74,13 @@ impl Call {
             Ok(resp) => idtoken::check(&deps, &cfg, &oauth, resp.id_token.as_deref(), nonce).await,
             Err(_) => IdCheck::Absent,
         };
-        if let (Call::Code { .. }, IdCheck::Refused(why)) = (&self, &id) {
+        if let (Call::Code { .. }, IdCheck::Refused(source)) = (&self, &id) {
             return Landed {
                 oauth: Some(oauth),
-                result: Err(SiteError::IdTokenRefused(format!(
-                    "{why}; the login is refused: run `token login {site}` to try again"
-                ))),
+                result: Err(SiteError::IdTokenRefused {
+                    again: format!("token login {site}"),
+                    source: source.clone(),
+                }),
                 id: IdCheck::Absent,
             };
         }

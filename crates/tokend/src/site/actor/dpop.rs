@@ -81,8 +81,9 @@ impl Actor {
                 nonce.as_deref(),
                 whole(self.now()),
             )
-            .map_err(|e| {
-                SiteError::Internal(format!("site {}: cannot sign a DPoP proof: {e}", self.name))
+            .map_err(|source| SiteError::Signing {
+                site: self.name.clone(),
+                source,
             })
     }
 }

@@ -266,17 +266,13 @@ impl Actor {
                 self.answer(&Need::Own, flight.seq, None);
             }
             (Some(need), Err(e)) => {
-                match &e {
-                    SiteError::Config(m) => {
-                        // Retrying will not help until the config changes.
-                        self.st.last_error = Some(m.clone());
-                        self.st.stalled = true;
-                    }
-                    _ => {
-                        tracing::warn!(site = %self.name, "token request failed: {e}");
-                        if need == Need::Own {
-                            self.st.failed(e.to_string(), now);
-                        }
+                if e.needs_config_edit() {
+                    self.st.last_error = Some(e.to_string());
+                    self.st.stalled = true;
+                } else {
+                    tracing::warn!(site = %self.name, "token request failed: {e}");
+                    if need == Need::Own {
+                        self.st.failed(e.to_string(), now);
                     }
                 }
                 self.answer(&need, flight.seq, Some(e));

@@ -26,15 +26,19 @@ impl Actor {
             IdCheck::Absent => {
                 self.st.id_token = self.st.id_token.take().filter(|t| t.remaining(now) > 0.0);
             }
-            IdCheck::Refused(why) | IdCheck::Unchecked(why) => {
-                tracing::warn!(site = %self.name, "{why}");
-                self.st.id_token = None;
-                self.st.last_error = Some(format!(
-                    "{why}; the access token is served, the ID token is not: `token login {}` gets a new one",
-                    self.name
-                ));
-            }
+            IdCheck::Refused(refused) => self.lose_id(&refused.to_string()),
+            IdCheck::Unchecked(why) => self.lose_id(&why),
         }
+    }
+
+    /// The response's ID token is not kept, nor the one held before.
+    fn lose_id(&mut self, why: &str) {
+        tracing::warn!(site = %self.name, "{why}");
+        self.st.id_token = None;
+        self.st.last_error = Some(format!(
+            "{why}; the access token is served, the ID token is not: `token login {}` gets a new one",
+            self.name
+        ));
     }
 
     /// A caller wants the ID token: served from hand, or it waits for the

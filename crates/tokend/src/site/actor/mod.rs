@@ -169,10 +169,11 @@ pub(super) async fn run(mut a: Box<Actor>) {
                 };
                 let landed = (*r).unwrap_or_else(|e| Landed {
                     oauth: None,
-                    result: Err(SiteError::Internal(format!(
-                        "site {}: the token request failed: {e}",
-                        a.name
-                    ))),
+                    result: Err(SiteError::TaskFailed {
+                        site: a.name.clone(),
+                        what: "the token request",
+                        source: Arc::new(e),
+                    }),
                     id: crate::site::idtoken::IdCheck::Absent,
                 });
                 Box::pin(a.landed(flight, landed)).await;
