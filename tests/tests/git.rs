@@ -199,7 +199,12 @@ struct Forge {
 
 impl Forge {
     fn start(git: PathBuf, auth: ServerAuth, extra: &str) -> Forge {
-        let provider = Provider::start(3600);
+        Forge::start_ttl(git, auth, extra, 3600)
+    }
+
+    /// [`Forge::start`] with a provider that issues `at_ttl`-second tokens.
+    fn start_ttl(git: PathBuf, auth: ServerAuth, extra: &str, at_ttl: u64) -> Forge {
+        let provider = Provider::start(at_ttl);
         let mut env = Env::new();
         let root = make_repo(&git, env.root());
         let server = GitServer::start(
@@ -440,6 +445,46 @@ fn a_bearer_push_past_the_post_buffer_is_told_to_raise_it() {
     ]);
     assert_eq!(out.code, 0, "{out}");
     assert!(!out.stderr.contains("postBuffer"), "{out}");
+}
+
+/// git runs the helper for every command, and the helper asks for tokens
+/// with 60 s left (its own margin, so a command does not outlive its token).
+#[test]
+fn short_tokens_are_told_to_git_once_in_the_helpers_words() {
+    let Some(git) = git_or_skip("short_tokens_are_told_to_git_once_in_the_helpers_words") else {
+        return;
+    };
+    // Tokens as long as the margin: a fresh one is the best there is.
+    let forge = Forge::start_ttl(git.clone(), ServerAuth::Any, "", 60);
+    let work = forge.clone("clone");
+    let w = work.to_string_lossy();
+    for _ in 0..3 {
+        let out = forge.git(&["-C", &w, "fetch", "origin"]);
+        assert!(!out.stderr.contains("token:"), "nothing to say: {out}");
+        thread::sleep(Duration::from_millis(1500));
+    }
+    drop(forge);
+
+    // Shorter tokens: said once, without an option the user never passed.
+    let forge = Forge::start_ttl(git, ServerAuth::Any, "", 20);
+    let mut said = Vec::new();
+    for _ in 0..3 {
+        let out = forge.git_any(&["ls-remote", &forge.server.url()]);
+        assert_eq!(out.code, 0, "{out}");
+        said.extend(
+            out.stderr
+                .lines()
+                .filter(|l| l.starts_with("token:"))
+                .map(str::to_owned),
+        );
+        thread::sleep(Duration::from_millis(1500));
+    }
+    assert_eq!(said.len(), 1, "once per site and daemon: {said:?}");
+    assert!(
+        said[0].contains("valid for 20s, less than the 60s the git credential helper wants"),
+        "{said:?}"
+    );
+    assert!(!said[0].contains("--min-ttl"), "{said:?}");
 }
 
 #[test]

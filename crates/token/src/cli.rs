@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 
 use lexopt::prelude::*;
-use token_proto::{parse_duration, LoginMode};
+use token_proto::{parse_duration, LoginMode, Purpose};
 
 use crate::ClientError;
 
@@ -91,8 +91,9 @@ pub struct GetArgs {
     pub dpop: Option<(String, String)>,
     /// `--id-token`: the site's ID token instead of its access token.
     pub id_token: bool,
-    /// Asked by `token kube` (the daemon applies the site's `kube_token`).
-    pub kube: bool,
+    /// Asked by `token kube` (the daemon applies the site's `kube_token`)
+    /// or the git helper (its `min_ttl` is a built-in margin).
+    pub purpose: Option<Purpose>,
 }
 
 #[derive(Debug)]
@@ -197,7 +198,7 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
         no_login: false,
         dpop: None,
         id_token: false,
-        kube: cmd == "kube",
+        purpose: (cmd == "kube").then_some(Purpose::Kube),
     };
     while let Some(arg) = p.next().map_err(from_lexopt)? {
         match arg {
@@ -358,11 +359,11 @@ mod tests {
         assert_eq!(g.scopes, ["a", "b"]);
         assert_eq!(g.format, Format::Json);
         assert!(g.no_login);
-        assert!(!g.id_token && !g.kube);
+        assert!(!g.id_token && g.purpose.is_none());
         let Command::Kube { get } = parse_str("kube corp --id-token").unwrap() else {
             panic!()
         };
-        assert!(get.id_token && get.kube);
+        assert!(get.id_token && get.purpose == Some(Purpose::Kube));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 use token_proto::{
-    DpopTarget, Event, GetRequest, LoginMode, LoginPolicy, LoginRequest, Op, PasteRequest, Purpose,
+    DpopTarget, Event, GetRequest, LoginMode, LoginPolicy, LoginRequest, Op, PasteRequest,
     ReloadReply, SiteRequest, StatusReply, StatusRequest, TokenKind, TokenReply,
 };
 
@@ -148,7 +148,7 @@ pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
             .clone()
             .map(|(method, url)| DpopTarget { method, url }),
         token: args.id_token.then_some(TokenKind::IdToken),
-        purpose: args.kube.then_some(Purpose::Kube),
+        purpose: args.purpose,
     });
     let reply: TokenReply = from_reply(Conn::request(op, show_event)?)?;
     if args.dpop.is_some() && reply.dpop_proof.is_none() {
