@@ -28,7 +28,7 @@ COMMANDS:
                 --min-ttl DUR   the token must stay valid this long (300, 90s, 5m, 1h)
                 --scope S       a token for a subset of the site's scopes (repeatable)
                 --format F      raw (default) | header (`Authorization: Bearer ...`) |
-                                json (token, type, expires_at, scopes, api_key)
+                                json (access_token, token_type, expires_at, scopes, api_key)
                 --no-login      never start a login: exit 3 instead
                 --dpop METHOD URL  for `dpop = true` sites: also a DPoP proof for
                                 that one request, signed by tokend. raw prints the
