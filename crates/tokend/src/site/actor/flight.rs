@@ -76,12 +76,21 @@ impl Actor {
             &self.st.scopes
         };
         if let Some(extra) = wanted.iter().find(|s| !grantable.contains(s)) {
-            return Err(bad_request(format!(
-                "site {}: scope `{extra}` is not among the site's scopes ({}); add it to `scopes` in the config (then `token login {}`) to ask for it",
-                self.name,
-                grantable.join(" "),
-                self.name
-            )));
+            let name = &self.name;
+            return Err(bad_request(if self.cfg.scopes.contains(extra) {
+                // Configured, asked for at the login, and left out by the provider.
+                format!(
+                    "site {name}: the provider did not grant scope `{extra}` at the login (it granted {}); \
+                     it may not know the scope or not allow it for this client: check the client's \
+                     settings at the provider, then `token login {name}` to ask again",
+                    grantable.join(" ")
+                )
+            } else {
+                format!(
+                    "site {name}: scope `{extra}` is not among the site's scopes ({}); add it to `scopes` in the config (then `token login {name}`) to ask for it",
+                    grantable.join(" ")
+                )
+            }));
         }
         let renewable = self.cfg.grant.renews_alone(self.st.refresh.is_some());
         if !renewable && self.st.access.is_some() {
