@@ -4,7 +4,7 @@
 //! spelling, a name the config would refuse is not suggested.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use tokend_e2e::{exit, Env, Provider};
+use tokend_e2e::{exit, Daemon, Env, Provider};
 
 /// `[site.corp]` for the public client with `scopes`, of which the test
 /// provider grants only the ones it knows (openid, read).
@@ -15,16 +15,22 @@ fn corp_with_scopes(provider: &Provider, scopes: &str) -> String {
     )
 }
 
-#[test]
-fn a_configured_scope_the_provider_did_not_grant_is_said_to_be_the_providers() {
+/// corp configured with `admin`, which the provider leaves out, logged in.
+fn logged_in_without_admin() -> (Provider, Env, Daemon) {
     let provider = Provider::start(3600);
     let mut env = Env::new();
     env.write_config(&corp_with_scopes(
         &provider,
         r#"["openid", "read", "admin"]"#,
     ));
-    let _daemon = env.daemon();
+    let daemon = env.daemon();
     env.token(&["get", "corp"]).ok();
+    (provider, env, daemon)
+}
+
+#[test]
+fn a_configured_scope_the_provider_did_not_grant_is_said_to_be_the_providers() {
+    let (_provider, env, _daemon) = logged_in_without_admin();
 
     let out = env.token(&["get", "corp", "--scope", "admin"]);
     out.code(exit::USAGE);
@@ -42,4 +48,46 @@ fn a_configured_scope_the_provider_did_not_grant_is_said_to_be_the_providers() {
     let out = env.token(&["get", "corp", "--scope", "write"]);
     out.code(exit::USAGE);
     assert!(out.stderr.contains("add it to `scopes`"), "{out}");
+}
+
+/// The text of `column` in `row`, by the header's column positions.
+fn column<'a>(header: &str, row: &'a str, column: &str, next: Option<&str>) -> &'a str {
+    let start = header
+        .find(column)
+        .unwrap_or_else(|| panic!("{column} in {header}"));
+    let end = next.map_or(row.len(), |n| header.find(n).unwrap_or(row.len()));
+    row.get(start..end.min(row.len())).unwrap_or("").trim()
+}
+
+#[test]
+fn status_shows_notes_under_notes_and_only_errors_under_last_error() {
+    let (_provider, env, _daemon) = logged_in_without_admin();
+
+    let out = env.token(&["status"]);
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let header = lines
+        .iter()
+        .find(|l| l.starts_with("SITE"))
+        .unwrap_or_else(|| panic!("a header: {out}"));
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with("corp "))
+        .unwrap_or_else(|| panic!("a row for corp: {out}"));
+    assert_eq!(
+        column(header, row, "LAST ERROR", Some("NOTES")),
+        "-",
+        "a note is no error: {out}"
+    );
+    assert!(
+        column(header, row, "NOTES", None).contains("without admin"),
+        "{out}"
+    );
+    // The JSON says the same.
+    let site = env.site_status("corp");
+    assert!(site["last_error"].is_null(), "{site}");
+    assert!(
+        site["notes"].to_string().contains("without admin"),
+        "{site}"
+    );
 }

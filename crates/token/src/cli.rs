@@ -40,7 +40,7 @@ COMMANDS:
     login     Run consent for SITE now (browser + PKCE; --device shows a code to
               enter on another device; --paste reads the final URL from stdin).
     logout    Revoke SITE's tokens at the provider where possible; forget them here.
-    status    Every site (or one): state, expiry, scopes, last refresh, last error.
+    status    Every site (or one): state, expiry, scopes, last refresh, last error, notes.
     exec      Run COMMAND with the token in $VAR (default TOKEN); with --dpop METHOD
               URL also the proof for that request in $DPOP.
     kube      Print a Kubernetes ExecCredential (client.authentication.k8s.io/v1);

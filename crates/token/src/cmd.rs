@@ -412,6 +412,7 @@ fn status_table(reply: &StatusReply) -> String {
         "LAST REFRESH".to_owned(),
         "NEXT REFRESH".to_owned(),
         "LAST ERROR".to_owned(),
+        "NOTES".to_owned(),
     ]];
     for s in &reply.sites {
         let expires = match (s.has_access_token, s.expires_at) {
@@ -430,18 +431,17 @@ fn status_table(reply: &StatusReply) -> String {
         } else {
             s.scopes.join(" ")
         };
-        // Errors first, then what is worth knowing (not persisted, fewer
-        // scopes granted than configured).
-        let said: Vec<String> = s
+        // Errors in their column; what is worth knowing but went right (not
+        // persisted, fewer scopes granted than configured) in its own.
+        let error = s
             .last_error
-            .iter()
-            .chain(&s.notes)
-            .map(|t| clean(t, 500))
-            .collect();
-        let said = if said.is_empty() {
+            .as_deref()
+            .map_or("-".to_owned(), |e| clean(e, 500));
+        let notes: Vec<String> = s.notes.iter().map(|t| clean(t, 500)).collect();
+        let notes = if notes.is_empty() {
             "-".to_owned()
         } else {
-            said.join("; ")
+            notes.join("; ")
         };
         rows.push([
             s.site.clone(),
@@ -450,10 +450,11 @@ fn status_table(reply: &StatusReply) -> String {
             scopes,
             last,
             next,
-            said,
+            error,
+            notes,
         ]);
     }
-    let mut widths = [0usize; 7];
+    let mut widths = [0usize; 8];
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(c.chars().count());
@@ -488,7 +489,7 @@ fn status_table(reply: &StatusReply) -> String {
     for r in &rows {
         let mut line = String::new();
         for (i, (c, w)) in r.iter().zip(widths).enumerate() {
-            if i == 6 {
+            if i == widths.len() - 1 {
                 line.push_str(c);
             } else {
                 line.push_str(&format!("{c:<w$}  "));
