@@ -91,3 +91,60 @@ fn status_shows_notes_under_notes_and_only_errors_under_last_error() {
         "{site}"
     );
 }
+
+#[test]
+fn mistyped_names_get_the_right_spelling_and_impossible_ones_no_table_to_add() {
+    let provider = Provider::start(3600);
+    let mut env = Env::with_site("corp", &provider);
+    let _daemon = env.daemon();
+
+    let out = env.token(&["get", "bad name!"]);
+    out.code(exit::USAGE);
+    assert!(
+        !out.stderr.contains("[site.bad name!]"),
+        "the config refuses it: {out}"
+    );
+    assert!(out.stderr.contains("a site name holds only"), "{out}");
+    let out = env.token(&["get", "crop"]);
+    out.code(exit::USAGE);
+    assert!(out.stderr.contains("did you mean `corp`?"), "{out}");
+
+    let out = env.token(&["gett", "corp"]);
+    out.code(exit::USAGE);
+    assert!(out.stderr.contains("did you mean `get`?"), "{out}");
+    let out = env.token(&["get", "corp", "--formt", "json"]);
+    out.code(exit::USAGE);
+    assert!(out.stderr.contains("did you mean `--format`?"), "{out}");
+}
+
+#[test]
+fn exec_says_only_the_missing_double_dash_and_exits_127_for_a_missing_command() {
+    let provider = Provider::start(3600);
+    let mut env = Env::with_site("corp", &provider);
+    let _daemon = env.daemon();
+    let out = env.token(&["exec", "corp", "sh", "-c", "echo $TOKEN"]);
+    out.code(exit::USAGE);
+    assert!(
+        out.stderr
+            .contains("the `--` before the COMMAND is missing"),
+        "the command is there: {out}"
+    );
+    assert!(!out.stderr.contains("and COMMAND are missing"), "{out}");
+
+    let out = env.token(&["exec", "corp", "--", "/nonexistent"]);
+    assert_eq!(out.code, 127, "as shells do: {out}");
+    assert!(out.stderr.contains("could not run `/nonexistent`"), "{out}");
+}
+
+#[test]
+fn a_config_that_does_not_parse_is_not_also_no_sites() {
+    let mut env = Env::new();
+    env.write_config("[site.corp]\nissuer = \"https://a.example\nclient_id = \"x\"\n");
+    let _daemon = env.daemon();
+    let out = env.token(&["status"]);
+    assert!(out.stdout.contains("does not parse"), "{out}");
+    assert!(!out.stdout.contains("no sites configured"), "{out}");
+    let out = env.token(&["get", "corp"]);
+    out.code(exit::USAGE);
+    assert!(!out.stderr.contains("add a [site"), "{out}");
+}

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 
 use lexopt::prelude::*;
-use token_proto::{parse_duration, LoginMode, Purpose};
+use token_proto::{names, parse_duration, LoginMode, Purpose};
 
 use crate::ClientError;
 
@@ -71,6 +71,7 @@ EXIT CODES:
     0 ok   1 unexpected error   2 usage or config error   3 login required but not
     allowed   4 the provider refused   5 the daemon is unreachable (or not yours)
     6 the login did not complete (timed out or cancelled)
+    exec: COMMAND's own exit; 127 when it is not found, 126 when it cannot run
 ";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +133,44 @@ pub enum Command {
     Version,
 }
 
+/// The commands, for "did you mean".
+const COMMANDS: &[&str] = &[
+    "get",
+    "login",
+    "logout",
+    "status",
+    "exec",
+    "kube",
+    "credential",
+    "completions",
+    "reload",
+    "stop",
+    "help",
+];
+
+/// The options of `get`, `kube` and `exec` (without the dashes).
+fn get_options(cmd: &str) -> Vec<&'static str> {
+    let mut known = vec!["min-ttl", "scope", "no-login", "id-token", "help"];
+    match cmd {
+        "get" => known.extend(["format", "dpop"]),
+        "exec" => known.extend(["env", "dpop"]),
+        _ => {}
+    }
+    known
+}
+
+/// An argument no parse arm took; a mistyped option gets the closest of
+/// `known` (options without their dashes).
+fn unexpected(arg: lexopt::Arg<'_>, known: &[&str]) -> ClientError {
+    let hint = match &arg {
+        Long(name) => {
+            names::closest(name, known.iter().copied()).map(|k| format!("; did you mean `--{k}`?"))
+        }
+        Short(_) | Value(_) => None,
+    };
+    usage(format!("{}{}", arg.unexpected(), hint.unwrap_or_default()))
+}
+
 fn usage(msg: impl std::fmt::Display) -> ClientError {
     ClientError::Usage(format!("{msg} (see `token --help`)"))
 }
@@ -184,7 +223,12 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, ClientError> {
             })
         }
         "help" => Ok(Command::Help),
-        other => Err(usage(format!("unknown command `{other}`"))),
+        other => Err(usage(
+            match names::closest(other, COMMANDS.iter().copied()) {
+                Some(close) => format!("unknown command `{other}`; did you mean `{close}`?"),
+                None => format!("unknown command `{other}`"),
+            },
+        )),
     }
 }
 
@@ -252,7 +296,7 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
             Long("id-token") => args.id_token = true,
             Short('h') | Long("help") => return Err(ClientError::Help),
             Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
-            other => return Err(usage(other.unexpected())),
+            other => return Err(unexpected(other, &get_options(cmd))),
         }
     }
     args.site = site.ok_or_else(|| usage(format!("`token {cmd}` needs a SITE")))?;
@@ -261,9 +305,24 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
 
 fn parse_exec(args: Vec<OsString>) -> Result<Command, ClientError> {
     let Some(dash) = args.iter().position(|a| a == "--") else {
-        return Err(usage(
-            "`token exec SITE [--env VAR] -- COMMAND...`: the `--` and COMMAND are missing",
-        ));
+        return Err(usage(match command_start(&args) {
+            Some(i) => {
+                let (head, command) = args.split_at(i);
+                let show = |a: &[OsString]| {
+                    a.iter()
+                        .map(|w| w.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                format!(
+                    "`token exec SITE [--env VAR] -- COMMAND...`: the `--` before the COMMAND is missing: `token {} -- {}`",
+                    show(head),
+                    show(command)
+                )
+            }
+            None => "`token exec SITE [--env VAR] -- COMMAND...`: the `--` and COMMAND are missing"
+                .to_owned(),
+        }));
     };
     let mut before = args;
     let argv = before.split_off(dash + 1);
@@ -296,6 +355,30 @@ fn parse_exec(args: Vec<OsString>) -> Result<Command, ClientError> {
     Ok(Command::Exec { get, var, argv })
 }
 
+/// Where a COMMAND starts in `exec SITE [options] COMMAND...` written
+/// without the `--`: the second word that is neither an option nor an
+/// option's value.
+fn command_start(args: &[OsString]) -> Option<usize> {
+    let mut words = 0;
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        let values = match a.as_ref() {
+            "--min-ttl" | "--scope" | "--env" => 1,
+            "--dpop" => 2,
+            _ => 0,
+        };
+        if values == 0 && !a.starts_with('-') {
+            words += 1;
+            if words == 2 {
+                return Some(i);
+            }
+        }
+        i += 1 + values;
+    }
+    None
+}
+
 fn parse_login(p: &mut lexopt::Parser) -> Result<Command, ClientError> {
     let mut site = None;
     let mut mode = LoginMode::Browser;
@@ -305,7 +388,7 @@ fn parse_login(p: &mut lexopt::Parser) -> Result<Command, ClientError> {
             Long("paste") => mode = LoginMode::Paste,
             Short('h') | Long("help") => return Ok(Command::Help),
             Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
-            other => return Err(usage(other.unexpected())),
+            other => return Err(unexpected(other, &["device", "paste", "help"])),
         }
     }
     let site = site.ok_or_else(|| usage("`token login` needs a SITE"))?;
@@ -320,7 +403,7 @@ fn parse_status(p: &mut lexopt::Parser) -> Result<Command, ClientError> {
             Long("json") => json = true,
             Short('h') | Long("help") => return Ok(Command::Help),
             Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
-            other => return Err(usage(other.unexpected())),
+            other => return Err(unexpected(other, &["json", "help"])),
         }
     }
     Ok(Command::Status { site, json })
@@ -406,6 +489,36 @@ mod tests {
         ] {
             assert_eq!(parse_str(bad).unwrap_err().exit_code(), 2, "{bad}");
         }
+    }
+
+    fn usage_text(s: &str) -> String {
+        let e = parse_str(s).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{s}");
+        e.to_string()
+    }
+
+    #[test]
+    fn mistyped_commands_and_options_get_the_right_spelling() {
+        assert!(usage_text("gett corp").contains("did you mean `get`?"));
+        assert!(usage_text("get corp --formt json").contains("did you mean `--format`?"));
+        assert!(usage_text("status --jsn").contains("did you mean `--json`?"));
+        assert!(!usage_text("frobnicate").contains("did you mean"));
+    }
+
+    #[test]
+    fn exec_without_the_double_dash_says_only_that_it_is_missing() {
+        let e = usage_text("exec corp sh -c true");
+        assert!(
+            e.contains("the `--` before the COMMAND is missing: `token exec corp -- sh -c true`"),
+            "{e}"
+        );
+        let e = usage_text("exec corp --env GH --min-ttl 5m curl x");
+        assert!(
+            e.contains("`token exec corp --env GH --min-ttl 5m -- curl x`"),
+            "{e}"
+        );
+        let e = usage_text("exec corp --min-ttl 5m");
+        assert!(e.contains("the `--` and COMMAND are missing"), "{e}");
     }
 
     #[test]

@@ -36,11 +36,13 @@ pub fn run(cmd: Command) -> Result<u8, ClientError> {
             if let Some(proof) = &reply.dpop_proof {
                 cmd.env("DPOP", proof);
             }
-            platform::exec(cmd).map_err(|e| {
-                ClientError::Other(format!(
-                    "could not run `{}`: {e}",
-                    program.to_string_lossy()
-                ))
+            platform::exec(cmd).map_err(|e| ClientError::CannotRun {
+                code: if e.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                },
+                message: format!("could not run `{}`: {e}", program.to_string_lossy()),
             })
         }
         Command::Kube { get: args } => {
@@ -483,7 +485,10 @@ fn status_table(reply: &StatusReply) -> String {
         out.push_str(&format!("config error: {e}\n"));
     }
     if reply.sites.is_empty() {
-        out.push_str("no sites configured: add a [site.NAME] table to the config file\n");
+        // A file that does not parse has its error above, not "no sites".
+        if reply.config_errors.is_empty() {
+            out.push_str("no sites configured: add a [site.NAME] table to the config file\n");
+        }
         return out;
     }
     for r in &rows {
