@@ -148,3 +148,61 @@ fn a_config_that_does_not_parse_is_not_also_no_sites() {
     out.code(exit::USAGE);
     assert!(!out.stderr.contains("add a [site"), "{out}");
 }
+
+/// Lines `token` printed as warnings.
+fn warnings(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("token: warning:"))
+        .collect()
+}
+
+#[test]
+fn warnings_come_one_to_a_line_and_the_keyring_fallback_once_per_store_change() {
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    env.write_config(&corp_with_scopes(
+        &provider,
+        r#"["openid", "read", "admin"]"#,
+    ));
+    // The default store, and no session bus to find a Secret Service on.
+    env.unset("TOKEND_STORE");
+    env.set("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
+    let mut daemon = env.daemon();
+    let out = env.token(&["get", "corp"]);
+    out.ok();
+    let said = warnings(&out.stderr);
+    assert_eq!(said.len(), 2, "two warnings, two lines: {out}");
+    assert!(
+        said.iter().any(|l| l.contains("no keyring is reachable")),
+        "{out}"
+    );
+    assert!(said.iter().any(|l| l.contains("without admin")), "{out}");
+    daemon.stop();
+
+    // The next start has the same fallback: not news, but status says it.
+    let mut daemon = env.daemon();
+    let out = env.token(&["get", "corp", "--no-login"]);
+    out.ok();
+    assert!(
+        !out.stderr.contains("keyring"),
+        "once per store change: {out}"
+    );
+    let status = env.token(&["status"]);
+    assert!(
+        status.stdout.contains("no keyring is reachable"),
+        "{status}"
+    );
+    daemon.stop();
+
+    // A start with another store, then the fallback again: news again.
+    env.set("TOKEND_STORE", "file");
+    let mut daemon = env.daemon();
+    env.token(&["get", "corp", "--no-login"]).ok();
+    daemon.stop();
+    env.unset("TOKEND_STORE");
+    let _daemon = env.daemon();
+    let out = env.token(&["get", "corp", "--no-login"]);
+    out.ok();
+    assert!(out.stderr.contains("no keyring is reachable"), "{out}");
+}

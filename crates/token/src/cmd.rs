@@ -171,10 +171,10 @@ pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
     Ok(reply)
 }
 
-/// The daemon's warning about a token (shorter-lived than asked, not
-/// persisted, scopes narrower than configured), on stderr.
+/// The daemon's warnings about a token (shorter-lived than asked, not
+/// persisted, scopes narrower than configured), one a line on stderr.
 fn warn(reply: &TokenReply) {
-    if let Some(w) = &reply.warning {
+    for w in reply.warning.iter().flat_map(|w| w.lines()) {
         eprintln!("token: warning: {}", clean(w, 2000));
     }
 }

@@ -52,9 +52,12 @@ impl Daemon {
             config,
             Deps {
                 store: store.store,
-                store_notice: store
-                    .fallback
-                    .map(|f| Arc::new(crate::store::Notice::new(f))),
+                store_notice: store.fallback.map(|f| {
+                    Arc::new(crate::store::Notice::remembered(
+                        f,
+                        &crate::paths::state_dir(),
+                    ))
+                }),
                 http,
                 discovery: Arc::default(),
                 clock: Clock::System,

@@ -176,7 +176,8 @@ impl Actor {
         if std::mem::take(&mut self.st.tell_narrower) {
             notes.extend(self.st.narrower.clone());
         }
-        reply.warning = (!notes.is_empty()).then(|| notes.join("; "));
+        // One line each on the caller's stderr.
+        reply.warning = (!notes.is_empty()).then(|| notes.join("\n"));
         reply
     }
 
