@@ -206,3 +206,56 @@ fn warnings_come_one_to_a_line_and_the_keyring_fallback_once_per_store_change() 
     out.ok();
     assert!(out.stderr.contains("no keyring is reachable"), "{out}");
 }
+
+/// The client-credentials site `svc` (client_secret_env CC_SECRET), its
+/// daemon started with `secret` in CC_SECRET (or without CC_SECRET).
+fn svc_whose_daemon_has(secret: Option<&str>) -> (Provider, Env, Daemon) {
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    env.write_client_credentials_config(&provider);
+    match secret {
+        Some(s) => env.set("CC_SECRET", s),
+        None => env.unset("CC_SECRET"),
+    };
+    let daemon = env.daemon();
+    (provider, env, daemon)
+}
+
+/// `client_secret_env` is read from the daemon's environment: a daemon
+/// started without it says so in `status`, with the fix.
+#[test]
+fn a_secret_missing_from_the_daemons_environment_shows_in_status_with_the_fix() {
+    let (_provider, env, _daemon) = svc_whose_daemon_has(None);
+    let site = env.site_status("svc");
+    assert_eq!(site["state"], "error", "{site}");
+    let why = site["last_error"].as_str().unwrap_or_default().to_owned();
+    for fix in [
+        "needs its client secret",
+        "CC_SECRET",
+        "token stop",
+        "client_secret_cmd",
+        "Environment=CC_SECRET",
+    ] {
+        assert!(why.contains(fix), "{fix}: {why}");
+    }
+    // The caller that passes the variable to `token` hears the same.
+    let out = env.cmd(&["get", "svc"]).env("CC_SECRET", "cc-secret").run();
+    out.code(exit::USAGE);
+    assert!(out.stderr.contains("token stop"), "{out}");
+}
+
+#[test]
+fn invalid_client_names_the_client_settings_and_the_secrets_source() {
+    let (_provider, env, _daemon) = svc_whose_daemon_has(Some("not-the-secret"));
+    let out = env.token(&["get", "svc"]);
+    out.code(exit::PROVIDER);
+    for part in [
+        "invalid_client",
+        "client_id `cc-client`",
+        "client_auth `basic` (the default)",
+        "the secret from client_secret_env CC_SECRET",
+    ] {
+        assert!(out.stderr.contains(part), "{part}: {out}");
+    }
+    assert!(!out.stderr.contains("not-the-secret"), "no secret: {out}");
+}

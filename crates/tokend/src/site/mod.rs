@@ -27,7 +27,7 @@ pub(crate) mod client;
 pub(crate) mod error;
 pub(crate) mod idtoken;
 pub(crate) mod proof;
-mod secret;
+pub(crate) mod secret;
 mod state;
 #[cfg(test)]
 mod tests;
