@@ -163,6 +163,7 @@ pub fn in_git_push() -> bool {
 }
 
 /// What an ancestor's command line says about the git command running us.
+#[cfg(target_os = "linux")]
 #[derive(Debug, PartialEq, Eq)]
 enum GitStep {
     /// `git push`.
@@ -174,6 +175,7 @@ enum GitStep {
     Between,
 }
 
+#[cfg(target_os = "linux")]
 fn git_step(args: &[&[u8]]) -> GitStep {
     let Some((program, rest)) = args.split_first() else {
         return GitStep::Between;
