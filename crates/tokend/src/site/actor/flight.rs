@@ -105,7 +105,8 @@ impl Actor {
     pub(super) fn get(
         &mut self,
         need: Need,
-        (min_ttl, from): (Option<u64>, TtlFrom),
+        min_ttl: Option<u64>,
+        from: TtlFrom,
         fresh: bool,
         reply: oneshot::Sender<Result<Served, SiteError>>,
     ) {

@@ -300,7 +300,7 @@ impl Actor {
             } => {
                 self.load().await;
                 match self.need_for(scopes) {
-                    Ok(need) => self.get(need, (min_ttl, from), fresh, reply),
+                    Ok(need) => self.get(need, min_ttl, from, fresh, reply),
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
