@@ -310,7 +310,7 @@ fn parse_exec(args: Vec<OsString>) -> Result<Command, ClientError> {
                 let (head, command) = args.split_at(i);
                 let show = |a: &[OsString]| {
                     a.iter()
-                        .map(|w| w.to_string_lossy().into_owned())
+                        .map(|w| shell_word(&w.to_string_lossy()))
                         .collect::<Vec<_>>()
                         .join(" ")
                 };
@@ -353,6 +353,20 @@ fn parse_exec(args: Vec<OsString>) -> Result<Command, ClientError> {
     }
     let get = parse_get(&mut lexopt::Parser::from_args(rest), "exec")?;
     Ok(Command::Exec { get, var, argv })
+}
+
+/// `word` as a POSIX shell would need it typed: as is when it is plain,
+/// else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// Where a COMMAND starts in `exec SITE [options] COMMAND...` written
@@ -515,6 +529,17 @@ mod tests {
         let e = usage_text("exec corp --env GH --min-ttl 5m curl x");
         assert!(
             e.contains("`token exec corp --env GH --min-ttl 5m -- curl x`"),
+            "{e}"
+        );
+        let e = parse(
+            ["exec", "corp", "sh", "-c", "echo \"$TOKEN\" it's"]
+                .map(OsString::from)
+                .to_vec(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(r#"`token exec corp -- sh -c 'echo "$TOKEN" it'\''s'`"#),
             "{e}"
         );
         let e = usage_text("exec corp --min-ttl 5m");
