@@ -254,7 +254,7 @@ impl SiteHandle {
         self.get_for(scopes, min_ttl, TtlFrom::Caller).await
     }
 
-    /// [`SiteHandle::get`] with `min_ttl` set by `from`.
+    /// A token as `get` gives it, with `min_ttl` set by `from`.
     pub(crate) async fn get_for(
         &self,
         scopes: Vec<String>,
