@@ -1,7 +1,10 @@
 //! Story: what `token` says is true and says what to do: a scope the
 //! provider left out is its doing, not the config's; warnings come one to a
-//! line; notes are not errors; a mistyped command or name gets the right
-//! spelling, a name the config would refuse is not suggested.
+//! line, and the keyring fallback once per store change; notes are not
+//! errors; a mistyped command or name gets the right spelling, a name the
+//! config would refuse is not suggested; `exec` fails as shells do; a client
+//! secret the daemon cannot read, or the provider refuses, says which
+//! settings to look at.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use tokend_e2e::{exit, Daemon, Env, Provider};
