@@ -144,7 +144,9 @@ pub struct GetRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<TokenKind>,
     /// What the caller wants the token for, when that matters to the site's
-    /// config: `kube` applies the site's `kube_token` when `token` is absent.
+    /// config (`kube` applies the site's `kube_token` when `token` is
+    /// absent) or to its warnings (`git`: `min_ttl` is the git helper's own
+    /// margin, not an option the user gave).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<Purpose>,
 }
@@ -174,6 +176,8 @@ pub enum TokenKind {
 pub enum Purpose {
     /// A Kubernetes `ExecCredential` (`token kube`).
     Kube,
+    /// The git credential helper (`token credential get`).
+    Git,
     /// A purpose this build does not know: treated as none.
     #[serde(other)]
     Other,

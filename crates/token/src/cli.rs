@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 
 use lexopt::prelude::*;
-use token_proto::{parse_duration, LoginMode};
+use token_proto::{names, parse_duration, LoginMode, Purpose};
 
 use crate::ClientError;
 
@@ -28,7 +28,7 @@ COMMANDS:
                 --min-ttl DUR   the token must stay valid this long (300, 90s, 5m, 1h)
                 --scope S       a token for a subset of the site's scopes (repeatable)
                 --format F      raw (default) | header (`Authorization: Bearer ...`) |
-                                json (token, type, expires_at, scopes, api_key)
+                                json (access_token, token_type, expires_at, scopes, api_key)
                 --no-login      never start a login: exit 3 instead
                 --dpop METHOD URL  for `dpop = true` sites: also a DPoP proof for
                                 that one request, signed by tokend. raw prints the
@@ -40,7 +40,7 @@ COMMANDS:
     login     Run consent for SITE now (browser + PKCE; --device shows a code to
               enter on another device; --paste reads the final URL from stdin).
     logout    Revoke SITE's tokens at the provider where possible; forget them here.
-    status    Every site (or one): state, expiry, scopes, last refresh, last error.
+    status    Every site (or one): state, expiry, scopes, last refresh, last error, notes.
     exec      Run COMMAND with the token in $VAR (default TOKEN); with --dpop METHOD
               URL also the proof for that request in $DPOP.
     kube      Print a Kubernetes ExecCredential (client.authentication.k8s.io/v1);
@@ -71,6 +71,7 @@ EXIT CODES:
     0 ok   1 unexpected error   2 usage or config error   3 login required but not
     allowed   4 the provider refused   5 the daemon is unreachable (or not yours)
     6 the login did not complete (timed out or cancelled)
+    exec: COMMAND's own exit; 127 when it is not found, 126 when it cannot run
 ";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,8 +92,9 @@ pub struct GetArgs {
     pub dpop: Option<(String, String)>,
     /// `--id-token`: the site's ID token instead of its access token.
     pub id_token: bool,
-    /// Asked by `token kube` (the daemon applies the site's `kube_token`).
-    pub kube: bool,
+    /// Asked by `token kube` (the daemon applies the site's `kube_token`)
+    /// or the git helper (its `min_ttl` is a built-in margin).
+    pub purpose: Option<Purpose>,
 }
 
 #[derive(Debug)]
@@ -129,6 +131,44 @@ pub enum Command {
     Stop,
     Help,
     Version,
+}
+
+/// The commands, for "did you mean".
+const COMMANDS: &[&str] = &[
+    "get",
+    "login",
+    "logout",
+    "status",
+    "exec",
+    "kube",
+    "credential",
+    "completions",
+    "reload",
+    "stop",
+    "help",
+];
+
+/// The options of `get`, `kube` and `exec` (without the dashes).
+fn get_options(cmd: &str) -> Vec<&'static str> {
+    let mut known = vec!["min-ttl", "scope", "no-login", "id-token", "help"];
+    match cmd {
+        "get" => known.extend(["format", "dpop"]),
+        "exec" => known.extend(["env", "dpop"]),
+        _ => {}
+    }
+    known
+}
+
+/// An argument no parse arm took; a mistyped option gets the closest of
+/// `known` (options without their dashes).
+fn unexpected(arg: lexopt::Arg<'_>, known: &[&str]) -> ClientError {
+    let hint = match &arg {
+        Long(name) => {
+            names::closest(name, known.iter().copied()).map(|k| format!("; did you mean `--{k}`?"))
+        }
+        Short(_) | Value(_) => None,
+    };
+    usage(format!("{}{}", arg.unexpected(), hint.unwrap_or_default()))
 }
 
 fn usage(msg: impl std::fmt::Display) -> ClientError {
@@ -183,7 +223,12 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, ClientError> {
             })
         }
         "help" => Ok(Command::Help),
-        other => Err(usage(format!("unknown command `{other}`"))),
+        other => Err(usage(
+            match names::closest(other, COMMANDS.iter().copied()) {
+                Some(close) => format!("unknown command `{other}`; did you mean `{close}`?"),
+                None => format!("unknown command `{other}`"),
+            },
+        )),
     }
 }
 
@@ -197,7 +242,7 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
         no_login: false,
         dpop: None,
         id_token: false,
-        kube: cmd == "kube",
+        purpose: (cmd == "kube").then_some(Purpose::Kube),
     };
     while let Some(arg) = p.next().map_err(from_lexopt)? {
         match arg {
@@ -251,7 +296,7 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
             Long("id-token") => args.id_token = true,
             Short('h') | Long("help") => return Err(ClientError::Help),
             Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
-            other => return Err(usage(other.unexpected())),
+            other => return Err(unexpected(other, &get_options(cmd))),
         }
     }
     args.site = site.ok_or_else(|| usage(format!("`token {cmd}` needs a SITE")))?;
@@ -260,9 +305,24 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
 
 fn parse_exec(args: Vec<OsString>) -> Result<Command, ClientError> {
     let Some(dash) = args.iter().position(|a| a == "--") else {
-        return Err(usage(
-            "`token exec SITE [--env VAR] -- COMMAND...`: the `--` and COMMAND are missing",
-        ));
+        return Err(usage(match command_start(&args) {
+            Some(i) => {
+                let (head, command) = args.split_at(i);
+                let show = |a: &[OsString]| {
+                    a.iter()
+                        .map(|w| shell_word(&w.to_string_lossy()))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                format!(
+                    "`token exec SITE [--env VAR] -- COMMAND...`: the `--` before the COMMAND is missing: `token {} -- {}`",
+                    show(head),
+                    show(command)
+                )
+            }
+            None => "`token exec SITE [--env VAR] -- COMMAND...`: the `--` and COMMAND are missing"
+                .to_owned(),
+        }));
     };
     let mut before = args;
     let argv = before.split_off(dash + 1);
@@ -295,6 +355,44 @@ fn parse_exec(args: Vec<OsString>) -> Result<Command, ClientError> {
     Ok(Command::Exec { get, var, argv })
 }
 
+/// `word` as a POSIX shell would need it typed: as is when it is plain,
+/// else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// Where a COMMAND starts in `exec SITE [options] COMMAND...` written
+/// without the `--`: the second word that is neither an option nor an
+/// option's value.
+fn command_start(args: &[OsString]) -> Option<usize> {
+    let mut words = 0;
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        let values = match a.as_ref() {
+            "--min-ttl" | "--scope" | "--env" => 1,
+            "--dpop" => 2,
+            _ => 0,
+        };
+        if values == 0 && !a.starts_with('-') {
+            words += 1;
+            if words == 2 {
+                return Some(i);
+            }
+        }
+        i += 1 + values;
+    }
+    None
+}
+
 fn parse_login(p: &mut lexopt::Parser) -> Result<Command, ClientError> {
     let mut site = None;
     let mut mode = LoginMode::Browser;
@@ -304,7 +402,7 @@ fn parse_login(p: &mut lexopt::Parser) -> Result<Command, ClientError> {
             Long("paste") => mode = LoginMode::Paste,
             Short('h') | Long("help") => return Ok(Command::Help),
             Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
-            other => return Err(usage(other.unexpected())),
+            other => return Err(unexpected(other, &["device", "paste", "help"])),
         }
     }
     let site = site.ok_or_else(|| usage("`token login` needs a SITE"))?;
@@ -319,7 +417,7 @@ fn parse_status(p: &mut lexopt::Parser) -> Result<Command, ClientError> {
             Long("json") => json = true,
             Short('h') | Long("help") => return Ok(Command::Help),
             Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
-            other => return Err(usage(other.unexpected())),
+            other => return Err(unexpected(other, &["json", "help"])),
         }
     }
     Ok(Command::Status { site, json })
@@ -358,11 +456,11 @@ mod tests {
         assert_eq!(g.scopes, ["a", "b"]);
         assert_eq!(g.format, Format::Json);
         assert!(g.no_login);
-        assert!(!g.id_token && !g.kube);
+        assert!(!g.id_token && g.purpose.is_none());
         let Command::Kube { get } = parse_str("kube corp --id-token").unwrap() else {
             panic!()
         };
-        assert!(get.id_token && get.kube);
+        assert!(get.id_token && get.purpose == Some(Purpose::Kube));
     }
 
     #[test]
@@ -405,6 +503,47 @@ mod tests {
         ] {
             assert_eq!(parse_str(bad).unwrap_err().exit_code(), 2, "{bad}");
         }
+    }
+
+    fn usage_text(s: &str) -> String {
+        let e = parse_str(s).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{s}");
+        e.to_string()
+    }
+
+    #[test]
+    fn mistyped_commands_and_options_get_the_right_spelling() {
+        assert!(usage_text("gett corp").contains("did you mean `get`?"));
+        assert!(usage_text("get corp --formt json").contains("did you mean `--format`?"));
+        assert!(usage_text("status --jsn").contains("did you mean `--json`?"));
+        assert!(!usage_text("frobnicate").contains("did you mean"));
+    }
+
+    #[test]
+    fn exec_without_the_double_dash_says_only_that_it_is_missing() {
+        let e = usage_text("exec corp sh -c true");
+        assert!(
+            e.contains("the `--` before the COMMAND is missing: `token exec corp -- sh -c true`"),
+            "{e}"
+        );
+        let e = usage_text("exec corp --env GH --min-ttl 5m curl x");
+        assert!(
+            e.contains("`token exec corp --env GH --min-ttl 5m -- curl x`"),
+            "{e}"
+        );
+        let e = parse(
+            ["exec", "corp", "sh", "-c", "echo \"$TOKEN\" it's"]
+                .map(OsString::from)
+                .to_vec(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(r#"`token exec corp -- sh -c 'echo "$TOKEN" it'\''s'`"#),
+            "{e}"
+        );
+        let e = usage_text("exec corp --min-ttl 5m");
+        assert!(e.contains("the `--` and COMMAND are missing"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 use token_proto::{
-    DpopTarget, Event, GetRequest, LoginMode, LoginPolicy, LoginRequest, Op, PasteRequest, Purpose,
+    DpopTarget, Event, GetRequest, LoginMode, LoginPolicy, LoginRequest, Op, PasteRequest,
     ReloadReply, SiteRequest, StatusReply, StatusRequest, TokenKind, TokenReply,
 };
 
@@ -36,11 +36,13 @@ pub fn run(cmd: Command) -> Result<u8, ClientError> {
             if let Some(proof) = &reply.dpop_proof {
                 cmd.env("DPOP", proof);
             }
-            platform::exec(cmd).map_err(|e| {
-                ClientError::Other(format!(
-                    "could not run `{}`: {e}",
-                    program.to_string_lossy()
-                ))
+            platform::exec(cmd).map_err(|e| ClientError::CannotRun {
+                code: if e.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                },
+                message: format!("could not run `{}`: {e}", program.to_string_lossy()),
             })
         }
         Command::Kube { get: args } => {
@@ -148,7 +150,7 @@ pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
             .clone()
             .map(|(method, url)| DpopTarget { method, url }),
         token: args.id_token.then_some(TokenKind::IdToken),
-        purpose: args.kube.then_some(Purpose::Kube),
+        purpose: args.purpose,
     });
     let reply: TokenReply = from_reply(Conn::request(op, show_event)?)?;
     if args.dpop.is_some() && reply.dpop_proof.is_none() {
@@ -169,10 +171,10 @@ pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
     Ok(reply)
 }
 
-/// The daemon's warning about a token (shorter-lived than asked, not
-/// persisted, scopes narrower than configured), on stderr.
+/// The daemon's warnings about a token (shorter-lived than asked, not
+/// persisted, scopes narrower than configured), one a line on stderr.
 fn warn(reply: &TokenReply) {
-    if let Some(w) = &reply.warning {
+    for w in reply.warning.iter().flat_map(|w| w.lines()) {
         eprintln!("token: warning: {}", clean(w, 2000));
     }
 }
@@ -412,6 +414,7 @@ fn status_table(reply: &StatusReply) -> String {
         "LAST REFRESH".to_owned(),
         "NEXT REFRESH".to_owned(),
         "LAST ERROR".to_owned(),
+        "NOTES".to_owned(),
     ]];
     for s in &reply.sites {
         let expires = match (s.has_access_token, s.expires_at) {
@@ -430,18 +433,17 @@ fn status_table(reply: &StatusReply) -> String {
         } else {
             s.scopes.join(" ")
         };
-        // Errors first, then what is worth knowing (not persisted, fewer
-        // scopes granted than configured).
-        let said: Vec<String> = s
+        // Errors in their column; what is worth knowing but went right (not
+        // persisted, fewer scopes granted than configured) in its own.
+        let error = s
             .last_error
-            .iter()
-            .chain(&s.notes)
-            .map(|t| clean(t, 500))
-            .collect();
-        let said = if said.is_empty() {
+            .as_deref()
+            .map_or("-".to_owned(), |e| clean(e, 500));
+        let notes: Vec<String> = s.notes.iter().map(|t| clean(t, 500)).collect();
+        let notes = if notes.is_empty() {
             "-".to_owned()
         } else {
-            said.join("; ")
+            notes.join("; ")
         };
         rows.push([
             s.site.clone(),
@@ -450,10 +452,11 @@ fn status_table(reply: &StatusReply) -> String {
             scopes,
             last,
             next,
-            said,
+            error,
+            notes,
         ]);
     }
-    let mut widths = [0usize; 7];
+    let mut widths = [0usize; 8];
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(c.chars().count());
@@ -482,13 +485,16 @@ fn status_table(reply: &StatusReply) -> String {
         out.push_str(&format!("config error: {e}\n"));
     }
     if reply.sites.is_empty() {
-        out.push_str("no sites configured: add a [site.NAME] table to the config file\n");
+        // A file that does not parse has its error above, not "no sites".
+        if reply.config_errors.is_empty() {
+            out.push_str("no sites configured: add a [site.NAME] table to the config file\n");
+        }
         return out;
     }
     for r in &rows {
         let mut line = String::new();
         for (i, (c, w)) in r.iter().zip(widths).enumerate() {
-            if i == 6 {
+            if i == widths.len() - 1 {
                 line.push_str(c);
             } else {
                 line.push_str(&format!("{c:<w$}  "));

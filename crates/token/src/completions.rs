@@ -12,11 +12,7 @@ pub fn site_names(config: &str) -> Vec<String> {
             let line = line.trim();
             let inner = line.strip_prefix('[')?.split(']').next()?.trim();
             let name = inner.strip_prefix("site.")?.trim().trim_matches('"');
-            let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-            valid.then(|| name.to_owned())
+            token_proto::names::is_site_name(name).then(|| name.to_owned())
         })
         .collect();
     names.sort();

@@ -12,7 +12,7 @@
 
 use std::io::{BufRead, Write};
 
-use token_proto::{ErrorCode, GitAuth, LookupReply, LookupRequest, Op};
+use token_proto::{ErrorCode, GitAuth, LookupReply, LookupRequest, Op, Purpose};
 
 use crate::cli::{Format, GetArgs};
 use crate::conn::Conn;
@@ -91,7 +91,7 @@ pub fn run(action: &str) -> Result<u8, ClientError> {
         no_login: false,
         dpop: None,
         id_token: false,
-        kube: false,
+        purpose: Some(Purpose::Git),
     })?;
     let bearer = how.git_auth == GitAuth::Bearer;
     if bearer && !knows_authtype(&attrs) {

@@ -60,6 +60,12 @@ impl Error {
         matches!(self, Error::Provider { error, .. } if error == "invalid_grant")
     }
 
+    /// The provider refused the client's authentication (a wrong
+    /// `client_id`, secret or authentication method).
+    pub fn is_invalid_client(&self) -> bool {
+        matches!(self, Error::Provider { error, .. } if error == "invalid_client")
+    }
+
     /// Worth retrying later with backoff: 5xx, 429, timeouts, network trouble
     /// and garbage in place of a success. A 4xx that is not an OAuth error (say
     /// an HTML 404 page) is a configuration problem and retrying will not help.

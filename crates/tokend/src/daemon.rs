@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use token_proto::{ErrorCode, ReloadReply};
+use token_proto::{names, ErrorCode, ReloadReply};
 use tokend_oauth::Http;
 
 use crate::clock::Clock;
@@ -52,9 +52,12 @@ impl Daemon {
             config,
             Deps {
                 store: store.store,
-                store_notice: store
-                    .fallback
-                    .map(|f| Arc::new(crate::store::Notice::new(f))),
+                store_notice: store.fallback.map(|f| {
+                    Arc::new(crate::store::Notice::remembered(
+                        f,
+                        &crate::paths::state_dir(),
+                    ))
+                }),
                 http,
                 discovery: Arc::default(),
                 clock: Clock::System,
@@ -108,18 +111,31 @@ impl Daemon {
             return Err(ApiError::new(ErrorCode::ConfigError, msg));
         }
         let known: Vec<&str> = config.sites.keys().map(String::as_str).collect();
-        let hint = if known.is_empty() {
-            format!("add a [site.{name}] table to {}", config.path.display())
+        let path = config.path.display();
+        let hint = if !names::is_site_name(name) {
+            // Not a name the config could hold: nothing to add.
+            let sites = if known.is_empty() {
+                "no sites are configured yet".to_owned()
+            } else {
+                format!("the configured sites are {}", known.join(", "))
+            };
+            format!("a site name holds only letters, digits, `.`, `_` and `-`; {sites}")
+        } else if let Some(close) = names::closest(name, known.iter().copied()) {
+            format!(
+                "did you mean `{close}`? (the configured sites are {}; or add [site.{name}] to {path})",
+                known.join(", ")
+            )
+        } else if known.is_empty() {
+            format!("add a [site.{name}] table to {path}")
         } else {
             format!(
-                "the configured sites are {}; or add [site.{name}] to {}",
-                known.join(", "),
-                config.path.display()
+                "the configured sites are {}; or add [site.{name}] to {path}",
+                known.join(", ")
             )
         };
         Err(ApiError::new(
             ErrorCode::UnknownSite,
-            format!("no site named {name}: {hint}"),
+            format!("no site named `{name}`: {hint}"),
         ))
     }
 

@@ -386,24 +386,7 @@ impl Fields<'_> {
 
 /// Closest known key, for "did you mean".
 fn suggest(key: &str) -> Option<&'static str> {
-    fn distance(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut prev: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut cur = vec![i + 1];
-            for (j, cb) in b.iter().enumerate() {
-                let cost = usize::from(ca != *cb);
-                cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-            }
-            prev = cur;
-        }
-        prev[b.len()]
-    }
-    KEYS.iter()
-        .map(|k| (distance(key, k), *k))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, k)| k)
+    token_proto::names::closest(key, KEYS.iter().copied())
 }
 
 pub(super) fn parse_site(
@@ -426,11 +409,7 @@ pub(super) fn parse_site(
         header_line,
         table,
     };
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
+    if !token_proto::names::is_site_name(name) {
         return Err(ConfigError {
             path: path.to_owned(),
             line: Some(header_line),

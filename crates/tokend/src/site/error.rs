@@ -29,6 +29,16 @@ pub(crate) enum SiteError {
         #[source]
         source: tokend_oauth::Error,
     },
+    /// The provider refused the client itself (`invalid_client`): its id,
+    /// its authentication or its secret is wrong, which the config decides.
+    #[error("site {site}: {source}; the provider does not accept this client: check {client}")]
+    ClientRefused {
+        site: String,
+        /// The settings that identify the client, for the user to check.
+        client: String,
+        #[source]
+        source: Box<tokend_oauth::Error>,
+    },
     /// A login's ID token failed validation: the login fails, nothing is kept.
     #[error("{0}")]
     IdTokenRefused(String),
@@ -111,7 +121,9 @@ impl From<SiteError> for ApiError {
     fn from(e: SiteError) -> ApiError {
         let code = match &e {
             SiteError::Config(_) => ErrorCode::ConfigError,
-            SiteError::Provider { .. } | SiteError::Refused { .. } => ErrorCode::ProviderError,
+            SiteError::Provider { .. }
+            | SiteError::Refused { .. }
+            | SiteError::ClientRefused { .. } => ErrorCode::ProviderError,
             SiteError::BadRequest(_) => ErrorCode::BadRequest,
             SiteError::IdTokenRefused(_)
             | SiteError::CallbackRefused { .. }

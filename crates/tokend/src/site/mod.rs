@@ -27,7 +27,7 @@ pub(crate) mod client;
 pub(crate) mod error;
 pub(crate) mod idtoken;
 pub(crate) mod proof;
-mod secret;
+pub(crate) mod secret;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -51,6 +51,17 @@ pub(crate) struct Deps {
     pub store_notice: Option<Arc<crate::store::Notice>>,
     /// The providers' signing keys, for ID tokens: one cache for the daemon.
     pub keys: Arc<tokend_oauth::KeyCache>,
+}
+
+/// Who set a `get`'s `min_ttl`: the words of the warning when the
+/// provider's tokens are shorter, and how often it is said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TtlFrom {
+    /// The user (`--min-ttl`): told with every token that falls short.
+    Caller,
+    /// The git helper's built-in margin: told once per site, and only when
+    /// the provider's tokens are shorter than the margin.
+    GitHelper,
 }
 
 /// What a `get` came to.
@@ -79,6 +90,7 @@ pub(crate) enum Msg {
     Get {
         scopes: Vec<String>,
         min_ttl: Option<u64>,
+        from: TtlFrom,
         fresh: bool,
         reply: oneshot::Sender<Result<Served, SiteError>>,
     },
@@ -233,14 +245,26 @@ impl SiteHandle {
 
     /// A token for `scopes` (empty or all: the site's own) valid for at
     /// least `min_ttl`, without a login.
+    #[cfg(test)]
     pub(crate) async fn get(
         &self,
         scopes: Vec<String>,
         min_ttl: Option<u64>,
     ) -> Result<Served, SiteError> {
+        self.get_for(scopes, min_ttl, TtlFrom::Caller).await
+    }
+
+    /// A token as `get` gives it, with `min_ttl` set by `from`.
+    pub(crate) async fn get_for(
+        &self,
+        scopes: Vec<String>,
+        min_ttl: Option<u64>,
+        from: TtlFrom,
+    ) -> Result<Served, SiteError> {
         self.ask(|reply| Msg::Get {
             scopes,
             min_ttl,
+            from,
             fresh: false,
             reply,
         })
@@ -258,6 +282,7 @@ impl SiteHandle {
         self.ask(|reply| Msg::Get {
             scopes: Vec::new(),
             min_ttl: None,
+            from: TtlFrom::Caller,
             fresh: true,
             reply,
         })

@@ -8,6 +8,7 @@ use token_proto::{SiteState, SiteStatus, TokenReply};
 use tokend_oauth::{AccessToken, RefreshToken, TokenResponse};
 
 use super::idtoken::HeldId;
+use super::TtlFrom;
 use crate::clock::whole;
 use crate::config::{Grant, SiteConfig};
 use crate::refresh::{self, Backoff, Expiring};
@@ -101,13 +102,33 @@ impl Current {
         }
     }
 
-    /// The warning for a caller whose `min_ttl` this token does not meet.
-    pub(crate) fn short_warning(&self, site: &str, now: f64, min_ttl: u64) -> String {
-        format!(
-            "site {site}: the provider issues tokens valid for {}s, less than the --min-ttl of {min_ttl}s; this one expires in {}s",
-            whole(self.lifetime().min(1e12)),
-            whole(self.remaining(now).min(1e12)),
-        )
+    /// The warning for a caller whose `min_ttl` this token does not meet,
+    /// in the words of whoever set it. The git helper's margin is not the
+    /// user's to change: it says nothing when the provider's tokens are as
+    /// long as the margin (a fresh one is the best there is).
+    pub(crate) fn short_warning(
+        &self,
+        site: &str,
+        now: f64,
+        min_ttl: u64,
+        from: TtlFrom,
+    ) -> Option<String> {
+        let lifetime = whole(self.lifetime().min(1e12));
+        let left = whole(self.remaining(now).min(1e12));
+        let than = if lifetime < min_ttl {
+            "less than"
+        } else {
+            "no more than"
+        };
+        match from {
+            TtlFrom::Caller => Some(format!(
+                "site {site}: the provider issues tokens valid for {lifetime}s, {than} the --min-ttl of {min_ttl}s; this one expires in {left}s"
+            )),
+            TtlFrom::GitHelper if lifetime >= min_ttl => None,
+            TtlFrom::GitHelper => Some(format!(
+                "site {site}: the provider issues tokens valid for {lifetime}s, less than the {min_ttl}s the git credential helper wants left on a token for git; git gets them anyway (this one expires in {left}s), so a git command that runs longer may be refused halfway"
+            )),
+        }
     }
 }
 
@@ -142,9 +163,21 @@ pub(crate) struct TokenState {
     /// A caller asked for the ID token since the daemon started: refresh-ahead
     /// then keeps it fresh too.
     pub id_asked: bool,
+    /// The git helper was told that the provider's tokens are shorter than
+    /// its margin (once per site and daemon: git runs the helper for every
+    /// command).
+    pub told_git_short: bool,
 }
 
 impl TokenState {
+    /// Whether a short-token warning for a `min_ttl` from `from` is said now.
+    pub(crate) fn say_short(&mut self, from: TtlFrom) -> bool {
+        match from {
+            TtlFrom::Caller => true,
+            TtlFrom::GitHelper => !std::mem::replace(&mut self.told_git_short, true),
+        }
+    }
+
     /// Forgets the login (memory only).
     pub(crate) fn clear(&mut self, why: Option<String>) {
         self.access = None;

@@ -13,7 +13,7 @@ use token_proto::{ErrorCode, LoginMode};
 use tokend_oauth::{Http, RawResponse};
 use tokio::time::Instant;
 
-use super::{Deps, Served, SiteHandle};
+use super::{Deps, Served, SiteHandle, TtlFrom};
 use crate::clock::Clock;
 use crate::config::{Config, SiteConfig};
 use crate::error::ApiError;
@@ -195,6 +195,56 @@ async fn a_crowd_with_an_unmeetable_min_ttl_makes_one_call() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     token(&site, Some(590)).await;
     assert_eq!(provider.calls(), 1);
+}
+
+async fn git_token(site: &SiteHandle) -> token_proto::TokenReply {
+    match site
+        .get_for(Vec::new(), Some(60), TtlFrom::GitHelper)
+        .await
+        .unwrap()
+    {
+        Served::Token(t) => t,
+        Served::NeedLogin => panic!("a login was asked for"),
+    }
+}
+
+/// git runs the helper (min_ttl 60, its own margin) for every command.
+#[tokio::test(start_paused = true)]
+async fn the_git_helpers_margin_is_told_once_in_its_own_words() {
+    let (site, _, _) = site_with(30, Duration::from_millis(5));
+    let first = git_token(&site).await.warning.clone().unwrap_or_default();
+    assert!(
+        first.contains("valid for 30s, less than the 60s the git credential helper wants"),
+        "{first}"
+    );
+    assert!(
+        !first.contains("--min-ttl"),
+        "the user gave no option: {first}"
+    );
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(git_token(&site).await.warning, None, "said once");
+    }
+    // The user's own --min-ttl is still told every time.
+    let t = token(&site, Some(60)).await;
+    assert!(t
+        .warning
+        .as_deref()
+        .is_some_and(|w| w.contains("--min-ttl of 60s")));
+
+    // Tokens as long as the margin: nothing to say, ever.
+    let (site, _, _) = site_with(60, Duration::from_millis(5));
+    for _ in 0..3 {
+        assert_eq!(git_token(&site).await.warning, None);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // And 60 is not less than 60.
+    let t = token(&site, Some(60)).await;
+    let w = t.warning.clone().unwrap_or_default();
+    assert!(
+        w.contains("valid for 60s, no more than the --min-ttl of 60s"),
+        "{w}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

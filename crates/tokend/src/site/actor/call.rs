@@ -7,9 +7,9 @@ use std::sync::Arc;
 use tokend_oauth::{AuthCode, Dpop, OAuthSite, PkceVerifier, RefreshToken};
 
 use super::flight::Landed;
-use crate::config::SiteConfig;
+use crate::config::{ClientAuthKind, SiteConfig};
 use crate::site::idtoken::{self, IdCheck};
-use crate::site::{client, Deps, SiteError};
+use crate::site::{client, secret, Deps, SiteError};
 
 /// One token-endpoint call.
 pub(super) enum Call {
@@ -84,6 +84,11 @@ impl Call {
             };
         }
         let result = result.map_err(|source| match self {
+            _ if source.is_invalid_client() => SiteError::ClientRefused {
+                site,
+                client: client_settings(&cfg),
+                source: Box::new(source),
+            },
             Call::Refresh { .. } if source.is_invalid_grant() => {
                 SiteError::Refused { site, source }
             }
@@ -95,6 +100,33 @@ impl Call {
             id,
         }
     }
+}
+
+/// What identifies the site's client to the provider, for an
+/// `invalid_client`: `client_id`, `client_auth` and where the secret comes
+/// from (never the secret).
+fn client_settings(cfg: &SiteConfig) -> String {
+    let auth = match cfg.effective_client_auth() {
+        ClientAuthKind::None => "none",
+        ClientAuthKind::Basic => "basic",
+        ClientAuthKind::Post => "post",
+    };
+    let secret = cfg
+        .secret
+        .as_ref()
+        .map_or("no client secret".to_owned(), |s| {
+            format!("the secret from {}", secret::described(s))
+        });
+    format!(
+        "client_id `{}`, client_auth `{auth}`{} and {secret} in [site.{}]",
+        cfg.client_id,
+        if cfg.client_auth.is_none() {
+            " (the default)"
+        } else {
+            ""
+        },
+        cfg.name
+    )
 }
 
 /// The site's OAuth client: the one kept from the last call, or built now

@@ -16,7 +16,7 @@ use crate::config::Grant;
 use crate::refresh::Expiring;
 use crate::site::idtoken::IdCheck;
 use crate::site::state::Current;
-use crate::site::{Served, SiteError};
+use crate::site::{Served, SiteError, TtlFrom};
 
 /// What a token call fetches: the site's own token, or a down-scoped one
 /// for a sorted scope set.
@@ -48,6 +48,7 @@ pub(super) struct Waiter {
     /// Wants the site's ID token rather than the access token.
     pub(super) id_token: bool,
     pub(super) min_ttl: Option<u64>,
+    pub(super) from: TtlFrom,
     /// Answered by a flight numbered at least this.
     pub(super) from_seq: u64,
     pub(super) reply: oneshot::Sender<Result<Served, SiteError>>,
@@ -75,12 +76,21 @@ impl Actor {
             &self.st.scopes
         };
         if let Some(extra) = wanted.iter().find(|s| !grantable.contains(s)) {
-            return Err(bad_request(format!(
-                "site {}: scope `{extra}` is not among the site's scopes ({}); add it to `scopes` in the config (then `token login {}`) to ask for it",
-                self.name,
-                grantable.join(" "),
-                self.name
-            )));
+            let name = &self.name;
+            return Err(bad_request(if self.cfg.scopes.contains(extra) {
+                // Configured, asked for at the login, and left out by the provider.
+                format!(
+                    "site {name}: the provider did not grant scope `{extra}` at the login (it granted {}); \
+                     it may not know the scope or not allow it for this client: check the client's \
+                     settings at the provider, then `token login {name}` to ask again",
+                    grantable.join(" ")
+                )
+            } else {
+                format!(
+                    "site {name}: scope `{extra}` is not among the site's scopes ({}); add it to `scopes` in the config (then `token login {name}`) to ask for it",
+                    grantable.join(" ")
+                )
+            }));
         }
         let renewable = self.cfg.grant.renews_alone(self.st.refresh.is_some());
         if !renewable && self.st.access.is_some() {
@@ -96,11 +106,12 @@ impl Actor {
         &mut self,
         need: Need,
         min_ttl: Option<u64>,
+        from: TtlFrom,
         fresh: bool,
         reply: oneshot::Sender<Result<Served, SiteError>>,
     ) {
         if !fresh {
-            if let Some(token) = self.serve(&need, min_ttl) {
+            if let Some(token) = self.serve(&need, min_ttl, from) {
                 let _ = reply.send(Ok(Served::Token(token)));
                 return;
             }
@@ -116,13 +127,19 @@ impl Actor {
             need,
             id_token: false,
             min_ttl,
+            from,
             from_seq: running.unwrap_or(self.seq + 1),
             reply,
         });
     }
 
     /// The token in hand if it serves this caller.
-    pub(super) fn serve(&mut self, need: &Need, min_ttl: Option<u64>) -> Option<TokenReply> {
+    pub(super) fn serve(
+        &mut self,
+        need: &Need,
+        min_ttl: Option<u64>,
+        from: TtlFrom,
+    ) -> Option<TokenReply> {
         let now = self.now();
         let before = self.cfg.refresh_before;
         let cur = match need {
@@ -132,7 +149,7 @@ impl Actor {
         let warning = if cur.serves(now, min_ttl, before) {
             None
         } else if cur.best_there_is(now, min_ttl, before) {
-            min_ttl.map(|m| cur.short_warning(&self.name, now, m))
+            min_ttl.and_then(|m| cur.short_warning(&self.name, now, m, from))
         } else if *need == Need::Own && self.st.backing_off(now) && cur.remaining(now) > 0.0 {
             // The provider failed a moment ago and a retry is planned: serve
             // the still-valid token rather than hammer it.
@@ -140,7 +157,8 @@ impl Actor {
         } else {
             return None;
         };
-        let reply = cur.reply(self.cfg.api_key.clone(), warning);
+        let mut reply = cur.reply(self.cfg.api_key.clone(), None);
+        reply.warning = warning.filter(|_| self.st.say_short(from));
         self.st.last_used = now;
         Some(self.noted(reply))
     }
@@ -159,7 +177,8 @@ impl Actor {
         if std::mem::take(&mut self.st.tell_narrower) {
             notes.extend(self.st.narrower.clone());
         }
-        reply.warning = (!notes.is_empty()).then(|| notes.join("; "));
+        // One line each on the caller's stderr.
+        reply.warning = (!notes.is_empty()).then(|| notes.join("\n"));
         reply
     }
 
@@ -302,7 +321,7 @@ impl Actor {
                 let _ = w.reply.send(self.answer_id(w.min_ttl, error.as_ref()));
                 continue;
             }
-            let answer = if let Some(t) = self.serve(need, w.min_ttl) {
+            let answer = if let Some(t) = self.serve(need, w.min_ttl, w.from) {
                 Ok(Served::Token(t))
             } else if let Some(e) = &error {
                 // A still-valid token beats an error.
@@ -311,7 +330,7 @@ impl Actor {
                     .ok_or_else(|| e.clone())
             } else {
                 Ok(self
-                    .short(need, now, w.min_ttl)
+                    .short(need, now, w.min_ttl, w.from)
                     .map_or(Served::NeedLogin, Served::Token))
             };
             let _ = w.reply.send(answer);
@@ -338,6 +357,7 @@ impl Actor {
         need: &Need,
         now: f64,
         min_ttl: Option<u64>,
+        from: TtlFrom,
     ) -> Option<TokenReply> {
         let api_key = self.cfg.api_key.clone();
         let name = self.name.clone();
@@ -348,11 +368,12 @@ impl Actor {
         if cur.remaining(now) <= 0.0 {
             return None;
         }
-        let warning = min_ttl.map(|m| {
+        let warning = min_ttl.and_then(|m| {
             cur.fell_short = true;
-            cur.short_warning(&name, now, m)
+            cur.short_warning(&name, now, m, from)
         });
-        let reply = cur.reply(api_key, warning);
+        let mut reply = cur.reply(api_key, None);
+        reply.warning = warning.filter(|_| self.st.say_short(from));
         self.st.last_used = now;
         Some(self.noted(reply))
     }

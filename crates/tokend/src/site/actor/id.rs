@@ -8,7 +8,7 @@ use super::flight::{bad_request, Need, Waiter};
 use super::Actor;
 use crate::refresh::Expiring;
 use crate::site::idtoken::IdCheck;
-use crate::site::{Served, SiteError};
+use crate::site::{Served, SiteError, TtlFrom};
 use token_proto::TokenReply;
 
 impl Actor {
@@ -66,6 +66,7 @@ impl Actor {
             need: Need::Own,
             id_token: true,
             min_ttl,
+            from: TtlFrom::Caller,
             from_seq: running.unwrap_or(self.seq + 1),
             reply,
         });

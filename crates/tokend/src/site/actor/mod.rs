@@ -294,12 +294,13 @@ impl Actor {
             Msg::Get {
                 scopes,
                 min_ttl,
+                from,
                 fresh,
                 reply,
             } => {
                 self.load().await;
                 match self.need_for(scopes) {
-                    Ok(need) => self.get(need, min_ttl, fresh, reply),
+                    Ok(need) => self.get(need, min_ttl, from, fresh, reply),
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
