@@ -167,8 +167,16 @@ fn a_pending_login_shows_in_status_and_times_out_releasing_its_listener() {
     assert!(out.stderr.contains("token login corp --device"), "{out}");
     assert!(out.stderr.contains("token login corp --paste"), "{out}");
 
+    // A login is what the site needs, not a fault of its own; the timeout
+    // says why.
     let status = env.token(&["status", "--json"]).ok().json();
-    assert_ne!(status["sites"][0]["state"], "login_pending", "{status}");
+    assert_eq!(status["sites"][0]["state"], "login_required", "{status}");
+    assert!(
+        status["sites"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not completed in time")),
+        "{status}"
+    );
     assert!(
         wait_until(Duration::from_secs(5), || std::net::TcpStream::connect(
             &addr

@@ -237,13 +237,19 @@ impl TokenState {
             SiteState::NotLoaded
         } else if valid {
             SiteState::Ready
+        } else if self.stalled {
+            // A config problem: no login helps until the config is fixed.
+            SiteState::Error
+        } else if !view.cfg.grant.renews_alone(self.refresh.is_some()) {
+            // Only the user can get a token now, whatever ended the last
+            // try (a login that timed out, a refused refresh token): the
+            // error says why.
+            SiteState::LoginRequired
         } else if self.last_error.is_some() {
             SiteState::Error
-        } else if view.cfg.grant.renews_alone(self.refresh.is_some()) {
+        } else {
             // Expired, but renewable without the user.
             SiteState::Ready
-        } else {
-            SiteState::LoginRequired
         };
         SiteStatus {
             site: view.cfg.name.clone(),
