@@ -285,6 +285,12 @@ fn clean_event(ev: &Event) -> Event {
 
 fn show_event(ev: &Event) -> Result<(), ClientError> {
     let ev = &clean_event(ev);
+    if let Event::LoginUrl { site, .. }
+    | Event::DeviceCode { site, .. }
+    | Event::PasteUrl { site, .. } = ev
+    {
+        cancel_on_ctrl_c(site);
+    }
     if let Event::PasteUrl {
         site,
         url,
@@ -361,6 +367,24 @@ fn show_event(ev: &Event) -> Result<(), ClientError> {
         Event::Unknown => {}
     }
     Ok(())
+}
+
+/// While this caller waits for a login, Ctrl-C ends it as a cancelled
+/// login: one line, exit 6 (the daemon cancels it when we hang up).
+fn cancel_on_ctrl_c(site: &str) {
+    use std::io::IsTerminal;
+    // On a terminal, over the countdown line and the echoed `^C`.
+    let clear = if std::io::stderr().is_terminal() {
+        "\r\x1b[K"
+    } else {
+        ""
+    };
+    platform::exit_on_interrupt(
+        format!(
+            "{clear}token: site {site}: login cancelled (Ctrl-C); run `token login {site}` to try again\n"
+        ),
+        token_proto::ErrorCode::LoginIncomplete.exit_code(),
+    );
 }
 
 /// Paste-back: show the URL, read the final URL (or the code) from stdin,
