@@ -23,6 +23,12 @@ impl Grant {
 /// The shortest time between two refreshes ahead of the same site.
 const MIN_RENEWAL_GAP: f64 = 1.0;
 
+/// How old a token may be while it still counts as the best a provider
+/// gives for a `min_ttl` longer than its tokens live: a tenth of its
+/// lifetime, and at least this many seconds (so back-to-back callers of a
+/// short-lived token share one).
+const NEARLY_NEW_SECS: f64 = 2.0;
+
 /// An access token in hand.
 #[derive(Clone, Debug)]
 pub(crate) struct Current {
@@ -75,8 +81,10 @@ impl Current {
     }
 
     /// A `min_ttl` no token from this provider can meet, and this token is
-    /// the freshest it gave for such a request: asking again is pointless
-    /// until the token is due anyway.
+    /// the freshest it gave for such a request and still nearly as good as
+    /// a new one: asking again would gain the caller next to nothing. Once
+    /// it has aged more, the next such caller gets one refresh (and the
+    /// best token there is, with the warning).
     pub(crate) fn best_there_is(
         &self,
         now: f64,
@@ -84,7 +92,11 @@ impl Current {
         refresh_before: Option<u64>,
     ) -> bool {
         let Some(m) = min_ttl else { return false };
-        self.fell_short && m as f64 >= self.lifetime() && self.serves(now, None, refresh_before)
+        let lifetime = self.lifetime();
+        self.fell_short
+            && m as f64 >= lifetime
+            && now - self.obtained_at <= (lifetime / 10.0).max(NEARLY_NEW_SECS)
+            && self.serves(now, None, refresh_before)
     }
 
     /// What a caller receives.
@@ -322,5 +334,13 @@ mod tests {
             "a fresh token would meet it"
         );
         assert!(!c.best_there_is(now, None, None));
+        // 17 s left of a 30 s token: a fresh one is much better.
+        let (mut c, now) = current(Some(30.0), 13.0);
+        c.fell_short = true;
+        assert!(c.serves(now, None, None));
+        assert!(!c.best_there_is(now, Some(60), None));
+        let (mut c, now) = current(Some(30.0), 2.0);
+        c.fell_short = true;
+        assert!(c.best_there_is(now, Some(60), None), "nearly new");
     }
 }
