@@ -280,3 +280,41 @@ fn a_toml_syntax_error_keeps_every_site_running() {
     env.token(&["get", "b", "--no-login"]).ok();
     assert_eq!(env.browser_launches(), 2);
 }
+
+#[test]
+fn a_deleted_config_file_keeps_the_previous_settings_until_it_is_back() {
+    let provider = Provider::start(3600);
+    let mut env = Env::with_site("a", &provider);
+    let daemon = env.daemon();
+    env.token(&["get", "a"]).ok();
+
+    // An accidental `rm`, or an editor's delete-then-rename half done.
+    fs::remove_file(env.config_path()).unwrap();
+    let v = wait_status(&env, "the deletion noticed", |v| {
+        v["config_errors"]
+            .to_string()
+            .contains("the config file is gone")
+    });
+    assert!(site_of(&v, "a").is_some(), "site a still served: {v}");
+    assert!(
+        v["config_errors"]
+            .to_string()
+            .contains("keeps running the previous settings (1 site(s))"),
+        "{v}"
+    );
+    let table = env.token(&["status"]);
+    assert!(table.stdout.contains("the config file is gone"), "{table}");
+    env.token(&["get", "a", "--no-login"]).ok();
+    assert!(
+        daemon.log().contains("the config file is gone"),
+        "{}",
+        daemon.log()
+    );
+
+    // Back, with a second site: read at once, the first keeps its login.
+    env.write_config(&two_sites(&provider));
+    let v = wait_status(&env, "the file read again", |v| site_of(v, "b").is_some());
+    assert_eq!(v["config_errors"], Value::Array(vec![]), "{v}");
+    env.token(&["get", "a", "--no-login"]).ok();
+    assert_eq!(env.browser_launches(), 1);
+}

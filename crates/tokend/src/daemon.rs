@@ -136,9 +136,10 @@ impl Daemon {
         }
     }
 
-    /// Re-reads the config file. A file that does not parse at all keeps the
-    /// previous config running; a changed site keeps its login unless its
-    /// provider, client or scopes changed.
+    /// Re-reads the config file. A file that does not parse at all, or that
+    /// is gone (deleted, or an editor's delete-and-rename under way), keeps
+    /// the previous config running; a changed site keeps its login unless
+    /// its provider, client or scopes changed.
     pub(crate) fn reload(&self) -> ReloadReply {
         self.install(Config::load(&self.config_path))
     }
@@ -149,13 +150,24 @@ impl Daemon {
             && new.broken.is_empty()
             && new.errors.iter().any(|e| e.line.is_some());
         let old = self.config();
-        let kept_previous = whole_file_broken && !old.sites.is_empty();
+        let kept_previous = (whole_file_broken || new.missing) && !old.sites.is_empty();
         let new = if kept_previous {
-            for e in &new.errors {
+            let mut kept = (*old).clone();
+            kept.errors = if new.missing {
+                vec![crate::config::ConfigError::of_file(
+                    &new.path,
+                    format!(
+                        "the config file is gone: tokend keeps running the previous settings \
+                         ({} site(s)) and reads the file again as soon as it is back",
+                        old.sites.len()
+                    ),
+                )]
+            } else {
+                new.errors.clone()
+            };
+            for e in &kept.errors {
                 tracing::error!("config not reloaded, keeping the previous one: {e}");
             }
-            let mut kept = (*old).clone();
-            kept.errors = new.errors.clone();
             kept.broken.clear();
             kept
         } else {
