@@ -318,3 +318,45 @@ fn a_deleted_config_file_keeps_the_previous_settings_until_it_is_back() {
     env.token(&["get", "a", "--no-login"]).ok();
     assert_eq!(env.browser_launches(), 1);
 }
+
+#[test]
+fn daemon_settings_apply_on_reload_and_a_store_change_waits_for_the_next_start() {
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    // The [daemon] table decides, not the environment.
+    env.unset("TOKEND_STORE").unset("TOKEND_LOG");
+    env.set("BROWSER_MODE", "ignore");
+    let site = Env::site_config("corp", &provider);
+    env.write_config(&format!("{site}\n[daemon]\nstore = \"memory\"\n"));
+    let daemon = env.daemon();
+    env.token(&["status"]).ok();
+    assert!(!daemon.log().contains("request"), "info: {}", daemon.log());
+
+    rewrite_config_atomically(
+        &env,
+        &format!("{site}\n[daemon]\nstore = \"file\"\nlog = \"debug\"\nlogin_timeout = \"2s\"\n"),
+    );
+    let later = "[daemon] store = \"file\" takes effect at the next start (`token stop`)";
+    let v = wait_status(&env, "the store change said", |v| {
+        v["store_note"].as_str().is_some_and(|n| n.contains(later))
+    });
+    assert_eq!(v["store"], "memory", "{v}");
+    assert!(daemon.log().contains(later), "{}", daemon.log());
+    let table = env.token(&["status"]);
+    assert!(table.stdout.contains(later), "{table}");
+
+    // log: debug lines from now on.
+    env.token(&["status"]).ok();
+    assert!(
+        daemon.log().contains("request"),
+        "debug after the reload: {}",
+        daemon.log()
+    );
+    // login_timeout: the next login waits 2 s, not 5 min.
+    let out = env
+        .cmd(&["get", "corp"])
+        .timeout(Duration::from_secs(60))
+        .run();
+    out.code(exit::LOGIN_INCOMPLETE);
+    assert!(out.stderr.contains("waiting up to 2s"), "{out}");
+}
