@@ -149,6 +149,9 @@ pub(crate) struct TokenState {
     /// caller of the login and always in `status`.
     pub narrower: Option<String>,
     pub tell_narrower: bool,
+    /// The login brought no refresh token although the site asked for one
+    /// (`offline_access`): said to its caller, and in `status`.
+    pub no_refresh: Option<String>,
     /// The validated ID token of the login or the last refresh that sent one.
     pub id_token: Option<HeldId>,
     /// A caller asked for the ID token since the daemon started: refresh-ahead
@@ -166,6 +169,7 @@ impl TokenState {
         self.scopes.clear();
         self.narrower = None;
         self.tell_narrower = false;
+        self.no_refresh = None;
         self.last_error = why;
         self.retry_after = None;
         self.backoff.reset();
@@ -273,8 +277,23 @@ impl TokenState {
             last_refresh: self.last_refresh.map(whole),
             next_refresh: self.next_refresh(view.cfg, view.now).map(whole),
             last_error: self.last_error.clone(),
-            notes: self.unsaved.iter().chain(&self.narrower).cloned().collect(),
+            notes: (self.unsaved.iter())
+                .chain(&self.no_refresh)
+                .chain(&self.narrower)
+                .cloned()
+                .collect(),
         }
+    }
+}
+
+/// `secs` as a person says it: `1h`, `1h30m`, `5m`, `40s`.
+pub(crate) fn roughly(secs: f64) -> String {
+    let s = whole(secs.max(0.0));
+    match (s / 3600, s % 3600 / 60) {
+        (0, 0) => format!("{s}s"),
+        (0, m) => format!("{m}m"),
+        (h, 0) => format!("{h}h"),
+        (h, m) => format!("{h}h{m}m"),
     }
 }
 
@@ -321,6 +340,15 @@ mod tests {
         assert!(c.serves(now, None, None));
         let (c, now) = current(None, 99999.0);
         assert!(c.serves(now, Some(1 << 40), None));
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        let said: Vec<String> = [3599.6, 3600.0, 5400.0, 300.0, 40.0]
+            .into_iter()
+            .map(roughly)
+            .collect();
+        assert_eq!(said, ["59m", "1h", "1h30m", "5m", "40s"]);
     }
 
     #[test]

@@ -390,9 +390,12 @@ impl Actor {
             self.st.refresh = Some(rt);
         }
         self.st.scopes = cur.scopes.clone();
+        // A missing offline_access without a refresh token is said on its
+        // own (what it means: a login each time the token expires).
+        let said_alone = |s: &str| s == "offline_access" && self.st.refresh.is_none();
         let missing: Vec<&str> = requested
             .iter()
-            .filter(|s| !cur.scopes.contains(s))
+            .filter(|s| !cur.scopes.contains(s) && !said_alone(s))
             .map(String::as_str)
             .collect();
         let narrower = (!missing.is_empty()).then(|| {
