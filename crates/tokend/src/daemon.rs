@@ -42,6 +42,8 @@ pub(crate) struct Daemon {
     /// The `[daemon] store` the daemon started with (the store in use is
     /// chosen once: a change waits for the next start).
     started_store: Option<StoreKind>,
+    /// What this start moved from the previous store, if the store changed.
+    pub store_moved: Option<String>,
 }
 
 impl Daemon {
@@ -79,6 +81,7 @@ impl Daemon {
     pub(crate) fn with_deps(config_path: PathBuf, config: Config, deps: Deps) -> Daemon {
         let daemon = Daemon {
             started_store: config.daemon.store,
+            store_moved: None,
             config: RwLock::new(Arc::new(Config::default())),
             config_path,
             sites: Sites::new(Arc::new(deps)),

@@ -336,13 +336,22 @@ async fn run(config: config::Config) -> ExitCode {
     };
     let grace = http_timeout.unwrap_or(tokend_oauth::http::TOTAL_TIMEOUT)
         + std::time::Duration::from_secs(5);
-    let daemon = Arc::new(daemon::Daemon::new(
+    // A store other than the last start's: its logins come along.
+    let sites = config.sites.keys().chain(config.broken.keys());
+    let moved =
+        store::from_previous(&paths::state_dir(), &store.store, sites.map(String::as_str)).await;
+    if let Some(moved) = &moved {
+        tracing::warn!("{moved}");
+    }
+    let mut daemon = daemon::Daemon::new(
         paths::config_path(),
         config,
         store,
         http,
         settings.login_timeout,
-    ));
+    );
+    daemon.store_moved = moved;
+    let daemon = Arc::new(daemon);
     // What parsing the config freed goes back now, the rest after each burst.
     platform::memory::release();
     tokio::spawn({

@@ -63,6 +63,7 @@ pub(super) async fn status(d: &Arc<Daemon>, only: Option<&str>) -> Result<Status
             let notes: Vec<String> = (d.deps().store_notice.as_ref())
                 .map(|n| n.text().to_owned())
                 .into_iter()
+                .chain(d.store_moved.clone())
                 .chain(d.store_change())
                 .collect();
             (!notes.is_empty()).then(|| notes.join("; "))
