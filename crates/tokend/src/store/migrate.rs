@@ -37,11 +37,14 @@ pub(crate) async fn from_previous(
         None if now == StoreKind::Keyring && file.is_file() => StoreKind::File,
         None => now,
     };
-    let old = match before {
-        _ if before == now => None,
-        StoreKind::Keyring => Some(Store::Keyring(KeyringStore::new())),
-        StoreKind::File => Some(Store::File(Arc::new(FileStore::new(file)))),
-        StoreKind::Memory => None,
+    let old = if before == now {
+        None
+    } else {
+        match before {
+            StoreKind::Keyring => Some(Store::Keyring(KeyringStore::new())),
+            StoreKind::File => Some(Store::File(Arc::new(FileStore::new(file)))),
+            StoreKind::Memory => None,
+        }
     };
     let Some(old) = old else {
         note(state_dir, now);
