@@ -208,10 +208,15 @@ pub fn unique(prefix: &str) -> String {
 
 /// The wall clock in Unix seconds, to compare with the daemon's timestamps
 /// (`expires_at`, `next_refresh`, ...).
-#[allow(clippy::disallowed_methods)]
 pub fn now_unix() -> u64 {
+    now_unix_f64() as u64
+}
+
+/// [`now_unix`] with sub-second precision: how long a token has left.
+#[allow(clippy::disallowed_methods)]
+pub fn now_unix_f64() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
-        .as_secs()
+        .as_secs_f64()
 }

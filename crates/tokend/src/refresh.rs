@@ -44,6 +44,13 @@ fn serve_margin(lifetime: f64, refresh_before: Option<u64>) -> f64 {
     (refresh_margin(lifetime, refresh_before, 0.0) / 2.0).min(30.0)
 }
 
+/// The least a held token must have left to be served while the provider
+/// fails: the larger of 2 s and 5 % of its lifetime. A token closer to its
+/// end than that would fail the request the caller starts with it.
+fn outage_floor(lifetime: f64) -> f64 {
+    (lifetime * 0.05).max(2.0)
+}
+
 /// A token held with its expiry: access and ID tokens serve callers by one
 /// rule.
 pub(crate) trait Expiring {
@@ -61,6 +68,18 @@ pub(crate) trait Expiring {
             |m| m as f64,
         );
         self.remaining(now) > need
+    }
+
+    /// Good enough for a caller while the provider fails: at least the
+    /// outage floor left.
+    fn serves_through_outage(&self, now: f64) -> bool {
+        self.remaining(now) >= outage_floor(self.lifetime())
+    }
+
+    /// Its expiry (whole seconds, as on the wire) is still ahead: nothing
+    /// at all is served past it.
+    fn unexpired(&self, now: f64) -> bool {
+        self.remaining(now) > 0.0
     }
 }
 
