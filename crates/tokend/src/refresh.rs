@@ -70,10 +70,16 @@ pub(crate) trait Expiring {
         self.remaining(now) > need
     }
 
+    /// How much longer it serves callers while the provider fails: until
+    /// only the outage floor is left (negative: no longer).
+    fn outage_left(&self, now: f64) -> f64 {
+        self.remaining(now) - outage_floor(self.lifetime())
+    }
+
     /// Good enough for a caller while the provider fails: at least the
     /// outage floor left.
     fn serves_through_outage(&self, now: f64) -> bool {
-        self.remaining(now) >= outage_floor(self.lifetime())
+        self.outage_left(now) >= 0.0
     }
 
     /// Its expiry (whole seconds, as on the wire) is still ahead: nothing
@@ -103,7 +109,8 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     /// The wait before the next attempt, given the seconds the current token
-    /// still has (`None`: no token or already expired, nothing to protect).
+    /// still serves callers (`None`: no token, or it no longer serves:
+    /// nothing to protect).
     pub(crate) fn next(&mut self, remaining: Option<u64>, jitter: f64) -> Duration {
         let base = BACKOFF_MIN
             .saturating_mul(1u32 << self.failures.min(16))
@@ -111,7 +118,7 @@ impl Backoff {
         self.failures = self.failures.saturating_add(1);
         let wait = base.mul_f64(0.8 + 0.4 * jitter).max(Duration::from_secs(1));
         match remaining {
-            // Try once more just before expiry rather than after it.
+            // Try once more while the token still serves rather than after.
             Some(r) if r > 1 => wait.min(Duration::from_secs(r - 1)),
             _ => wait,
         }

@@ -180,13 +180,14 @@ impl TokenState {
 
     /// Records a failure that may pass, and when to try again.
     pub(crate) fn failed(&mut self, failure: &SiteError, now: f64) {
-        let remaining = self
+        // The retry comes before the token drops below the outage floor.
+        let serves_for = self
             .access
             .as_ref()
-            .map(|c| c.remaining(now))
+            .map(|c| c.outage_left(now))
             .filter(|r| *r > 0.0 && r.is_finite())
             .map(whole);
-        let wait = self.backoff.next(remaining, refresh::jitter());
+        let wait = self.backoff.next(serves_for, refresh::jitter());
         self.retry_after = Some(now + wait.as_secs_f64());
         self.last_error = Some(failure.to_string());
         self.failure = Some(failure.clone());

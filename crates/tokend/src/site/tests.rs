@@ -471,3 +471,20 @@ async fn a_token_that_expired_before_it_arrived_is_never_served() {
     assert_eq!(e.code, ErrorCode::ProviderError, "{e}");
     assert!(e.message.contains("expired before it arrived"), "{e}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn after_one_failure_the_retry_comes_while_the_token_still_serves() {
+    // 20 s tokens (19 s counted, floor 2 s); refresh-ahead's first attempt
+    // fails, its retry must land before the token drops below the floor,
+    // so no caller ever goes without.
+    let (site, provider, _) = site_with(20, Duration::ZERO);
+    token(&site, None).await;
+    provider.fail.store(1, Ordering::SeqCst);
+    for _ in 0..250 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Err(e) = site.get(Vec::new(), None).await {
+            panic!("a caller went without: {e}");
+        }
+    }
+    assert_eq!(provider.calls(), 3, "the first token, a failure, the retry");
+}
