@@ -42,18 +42,27 @@ const stats = {
   by_grant: {},
   revocations: 0,
   revoked: [],
+  dropped: 0,
 };
-let faults = []; // queue of fault kinds for the next token calls
+let faults = []; // queue of {kind, ms} for the next token calls
 let delays = []; // queue of delays (ms) for the next token calls
-const FAULT_KINDS = new Set(['500', 'timeout', 'garbage', 'reset']);
+const FAULT_KINDS = new Set(['500', '503', '429', 'timeout', 'garbage', 'truncated', 'reset', 'slow']);
+// Token calls being processed by oidc-provider right now (past the faults):
+// a client killed while one runs may lose the refresh token it rotates.
+let processing = 0;
+// While true, token calls wait before reaching oidc-provider; a call whose
+// client went away meanwhile is dropped unprocessed.
+let held = false;
 
 function resetStats() {
   stats.token_calls = 0;
   stats.by_grant = {};
   stats.revocations = 0;
   stats.revoked = [];
+  stats.dropped = 0;
   faults = [];
   delays = [];
+  held = false;
 }
 
 // ---------------------------------------------------------------- the server
@@ -217,6 +226,24 @@ function basicClientId(ctx) {
 
 const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 
+// Hands a token call to oidc-provider, after any hold; a call whose client
+// went away while it waited is dropped unprocessed (nobody would get what
+// it rotates).
+async function processed(ctx, next) {
+  while (held) await sleep(5);
+  if (ctx.req.socket.destroyed) {
+    stats.dropped += 1;
+    ctx.respond = false;
+    return undefined;
+  }
+  processing += 1;
+  try {
+    return await next();
+  } finally {
+    processing -= 1;
+  }
+}
+
 provider.use(async (ctx, next) => {
   const started = Date.now();
   try {
@@ -234,11 +261,19 @@ provider.use(async (ctx, next) => {
       if (path === '/__test/fault' && method === 'POST') {
         const kind = String(q.kind ?? '');
         const count = Number.parseInt(String(q.count ?? '1'), 10);
-        if (!FAULT_KINDS.has(kind) || !(count >= 0)) {
-          return sendJson(ctx, 400, { error: 'kind must be 500|timeout|garbage|reset, count >= 0' });
+        const ms = q.ms === undefined ? undefined : Number.parseInt(String(q.ms), 10);
+        if (!FAULT_KINDS.has(kind) || !(count >= 0) || (ms !== undefined && !(ms >= 0))) {
+          return sendJson(ctx, 400, { error: `kind must be one of ${[...FAULT_KINDS].join('|')}, count >= 0, ms >= 0` });
         }
-        for (let i = 0; i < count; i += 1) faults.push(kind);
-        return sendJson(ctx, 200, { ok: true, pending: faults });
+        for (let i = 0; i < count; i += 1) faults.push({ kind, ms });
+        return sendJson(ctx, 200, { ok: true, pending: faults.map((f) => f.kind) });
+      }
+      if (path === '/__test/hold' && method === 'POST') {
+        held = q.on !== '0';
+        return sendJson(ctx, 200, { ok: true, held, processing });
+      }
+      if (path === '/__test/processing' && method === 'GET') {
+        return sendJson(ctx, 200, { processing, held });
       }
       if (path === '/__test/delay' && method === 'POST') {
         const ms = Number.parseInt(String(q.ms ?? '0'), 10);
@@ -283,14 +318,23 @@ provider.use(async (ctx, next) => {
       if (delay) await sleep(delay);
 
       const fault = faults.shift();
-      switch (fault) {
+      switch (fault?.kind) {
         case '500':
           ctx.status = 500;
           ctx.type = 'html';
           ctx.body = '<!DOCTYPE html><html><body><h1>500 Internal Server Error</h1><p>injected fault</p></body></html>';
           return undefined;
+        case '503':
+          ctx.status = 503;
+          ctx.type = 'html';
+          ctx.set('Retry-After', '2');
+          ctx.body = '<!DOCTYPE html><html><body><h1>503 Service Unavailable</h1><p>injected fault</p></body></html>';
+          return undefined;
+        case '429':
+          ctx.set('Retry-After', '2');
+          return sendJson(ctx, 429, { error: 'too_many_requests', error_description: 'injected fault' });
         case 'timeout':
-          await sleep(60_000);
+          await sleep(fault.ms ?? 60_000);
           ctx.status = 504;
           ctx.type = 'html';
           ctx.body = '<html><body>gateway timeout (injected)</body></html>';
@@ -300,12 +344,21 @@ provider.use(async (ctx, next) => {
           ctx.type = 'application/json';
           ctx.body = 'this is not JSON {{{';
           return undefined;
+        case 'truncated':
+          ctx.status = 200;
+          ctx.type = 'application/json';
+          ctx.body = '{"access_token":"trunc';
+          return undefined;
         case 'reset':
           ctx.req.socket.destroy();
           ctx.respond = false;
           return undefined;
+        case 'slow':
+          // A real answer, late: the grant is processed after the wait.
+          await sleep(fault.ms ?? 1500);
+          return await processed(ctx, next);
         default:
-          return await next();
+          return await processed(ctx, next);
       }
     }
 
