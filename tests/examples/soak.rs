@@ -1,7 +1,7 @@
 //! The chaos soak (`scripts/soak SECONDS`): 30 logged-in sites with 20-s
 //! rotating tokens at the test provider, 8 callers on persistent
 //! connections sending `get` with `login: "never"` as fast as they can, a
-//! provider fault every 4 s (500, 503, 429, a 4-s hang against the daemon's
+//! provider fault every 4 s on average (500, 503, 429, a 4-s hang against the daemon's
 //! 3-s timeout, a reset, garbage, truncated JSON, a 1.5-s slow answer), and
 //! the daemon `kill -9`'d and restarted three times (file store).
 //!
@@ -13,8 +13,9 @@
 //! token was refused or served past its expiry, or a login was lost.
 //!
 //! The kills fall between token calls: the provider holds new calls, the
-//! soak waits until none is being processed, kills, and lets them go (the
-//! dead daemon's are dropped). A kill inside the milliseconds of an
+//! soak waits until none has been processed for 300 ms (the last answers
+//! have reached the daemon's store), kills, and lets them go (the dead
+//! daemon's are dropped). A kill inside the milliseconds of an
 //! exchange can lose a rotated refresh token (DESIGN.md says so); the soak
 //! measures the rest.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -34,7 +35,9 @@ use tokend_e2e::{http, now_unix_f64, wait_outputs, Env, Provider, Value};
 const SITES: usize = 30;
 const CALLERS: usize = 8;
 const TTL: &str = "20";
-const FAULT_EVERY: Duration = Duration::from_secs(4);
+/// A fault every 4 s on average, 3–5 s apart at random: at a fixed period
+/// a retry planned 4 s after a failure would meet the next fault every time.
+const FAULT_EVERY_MS: (u64, u64) = (3000, 5000);
 const KILLS: u32 = 3;
 /// (kind, ms): the daemon's HTTP timeout is 3 s.
 const FAULTS: [(&str, u64); 8] = [
@@ -121,8 +124,14 @@ fn main() -> ExitCode {
         drop(tx);
         s.spawn(|| {
             let mut next = Instant::now();
+            let mut rng = (now_unix_f64().to_bits() | 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             for (kind, ms) in FAULTS.iter().cycle() {
-                next += FAULT_EVERY;
+                // xorshift64
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let (lo, hi) = FAULT_EVERY_MS;
+                next += Duration::from_millis(lo + rng % (hi - lo + 1));
                 while Instant::now() < next {
                     if stop.load(Relaxed) {
                         return;
@@ -162,6 +171,18 @@ fn main() -> ExitCode {
         })
         .unwrap_or_default();
     let browser = env.browser_launches() - logins_before;
+    if std::env::var_os("SOAK_DEBUG").is_some() {
+        for e in std::fs::read_dir(env.root()).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("tokend-") {
+                for l in std::fs::read_to_string(e.path()).unwrap().lines() {
+                    if l.contains("WARN") || l.contains("new access token") {
+                        eprintln!("{name}: {l}");
+                    }
+                }
+            }
+        }
+    }
     report(&tally, secs, &lost, browser, &memory, &restarts, &stats);
     drop(daemon);
     let bad = tally.refused.load(Relaxed) > 0
@@ -276,7 +297,13 @@ fn check(rx: &Mutex<mpsc::Receiver<Sample>>, userinfo: &str, tally: &Tally) {
 fn restart(env: &mut Env, daemon: &mut tokend_e2e::Daemon, provider: &Provider) -> u128 {
     let t = Instant::now();
     provider.hold(true);
-    while provider.processing() > 0 && t.elapsed() < Duration::from_secs(10) {
+    // None processed for a while: the answers of the last ones have reached
+    // the daemon and their rotated refresh tokens its store.
+    let mut quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_millis(300) && t.elapsed() < Duration::from_secs(10) {
+        if provider.processing() > 0 {
+            quiet = Instant::now();
+        }
         thread::sleep(Duration::from_millis(2));
     }
     daemon.kill9();
