@@ -109,7 +109,7 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     /// The wait before the next attempt, given the seconds the current token
-    /// still serves callers (`None`: no token, or it no longer serves:
+    /// is still to be protected for (`None`: no token, or it has expired:
     /// nothing to protect).
     pub(crate) fn next(&mut self, remaining: Option<u64>, jitter: f64) -> Duration {
         let base = BACKOFF_MIN
@@ -118,7 +118,7 @@ impl Backoff {
         self.failures = self.failures.saturating_add(1);
         let wait = base.mul_f64(0.8 + 0.4 * jitter).max(Duration::from_secs(1));
         match remaining {
-            // Try once more while the token still serves rather than after.
+            // Try once more before that time rather than after it.
             Some(r) if r > 1 => wait.min(Duration::from_secs(r - 1)),
             _ => wait,
         }

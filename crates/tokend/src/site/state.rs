@@ -180,14 +180,15 @@ impl TokenState {
 
     /// Records a failure that may pass, and when to try again.
     pub(crate) fn failed(&mut self, failure: &SiteError, now: f64) {
-        // The retry comes before the token drops below the outage floor.
-        let serves_for = self
-            .access
-            .as_ref()
-            .map(|c| c.outage_left(now))
-            .filter(|r| *r > 0.0 && r.is_finite())
-            .map(whole);
-        let wait = self.backoff.next(serves_for, refresh::jitter());
+        // The retry comes before the token drops below the outage floor,
+        // or failing that, before it expires.
+        let secs = |r: f64| (r > 0.0 && r.is_finite()).then(|| whole(r));
+        let protect = self.access.as_ref().and_then(|c| {
+            secs(c.outage_left(now))
+                .filter(|s| *s > 1)
+                .or_else(|| secs(c.remaining(now)))
+        });
+        let wait = self.backoff.next(protect, refresh::jitter());
         self.retry_after = Some(now + wait.as_secs_f64());
         self.last_error = Some(failure.to_string());
         self.failure = Some(failure.clone());

@@ -488,3 +488,29 @@ async fn after_one_failure_the_retry_comes_while_the_token_still_serves() {
     }
     assert_eq!(provider.calls(), 3, "the first token, a failure, the retry");
 }
+
+#[tokio::test(start_paused = true)]
+async fn after_two_failures_one_more_try_comes_before_expiry() {
+    // The retry before the floor fails too: one more try before expiry,
+    // not the doubled backoff, so callers go without for about a second.
+    let (site, provider, _) = site_with(20, Duration::ZERO);
+    token(&site, None).await;
+    provider.fail.store(2, Ordering::SeqCst);
+    let mut without = 0;
+    for _ in 0..250 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Err(e) = site.get(Vec::new(), None).await {
+            retrying(e);
+            without += 1;
+        }
+    }
+    assert!(
+        without <= 12,
+        "callers went without for {without} tenths of a second"
+    );
+    assert_eq!(
+        provider.calls(),
+        4,
+        "the first token, two failures, the retry"
+    );
+}
