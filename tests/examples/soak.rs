@@ -61,8 +61,10 @@ struct Tally {
     reconnects: AtomicU64,
     checked: AtomicU64,
     refused: AtomicU64,
-    /// Checked only after its `expires_at` (the checker fell behind).
+    /// Checked only after its `expires_at` (served past it, or the checker
+    /// fell behind): a refusal then is no fault of tokend's count.
     late: AtomicU64,
+    late_refused: AtomicU64,
     samples_dropped: AtomicU64,
 }
 
@@ -272,22 +274,23 @@ fn call(n: usize, socket: &Path, tally: &Tally, stop: &AtomicBool, tx: &mpsc::Sy
     }
 }
 
-/// Asks the provider's userinfo about each sample while tokend still calls
-/// it valid: a 401 is a token the provider refused.
+/// Asks the provider's userinfo about each sample: a 401 while tokend
+/// still calls the token valid is a token the provider refused.
 fn check(rx: &Mutex<mpsc::Receiver<Sample>>, userinfo: &str, tally: &Tally) {
     loop {
         let Ok(s) = rx.lock().unwrap().recv() else {
             return;
         };
-        if now_unix_f64() >= s.expires_at {
-            tally.late.fetch_add(1, Relaxed);
-            continue;
-        }
+        let valid = now_unix_f64() < s.expires_at;
         let auth = format!("Bearer {}", s.token);
         let (status, _) = http("GET", userinfo, &[("Authorization", &auth)], None);
-        tally.checked.fetch_add(1, Relaxed);
-        if status == 401 {
-            tally.refused.fetch_add(1, Relaxed);
+        let refused = status == 401;
+        if valid {
+            tally.checked.fetch_add(1, Relaxed);
+            tally.refused.fetch_add(u64::from(refused), Relaxed);
+        } else {
+            tally.late.fetch_add(1, Relaxed);
+            tally.late_refused.fetch_add(u64::from(refused), Relaxed);
         }
     }
 }
@@ -361,10 +364,11 @@ fn report(
         tally.under_2s.load(Relaxed)
     );
     println!(
-        "refused by the provider: {} of {} checked at userinfo ({} checked too late to count, {} samples dropped)",
+        "refused by the provider: {} of {} checked at userinfo before their expires_at ({} more checked after it, {} of those refused; {} samples dropped)",
         tally.refused.load(Relaxed),
         tally.checked.load(Relaxed),
         tally.late.load(Relaxed),
+        tally.late_refused.load(Relaxed),
         tally.samples_dropped.load(Relaxed)
     );
     println!(
