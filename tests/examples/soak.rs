@@ -84,7 +84,9 @@ fn main() -> ExitCode {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let run = Duration::from_secs(secs);
-    let provider = Provider::start_with(&[("AT_TTL", TTL)]);
+    // Tokens refused the second they expire (oidc-provider accepts them 15 s
+    // longer by default).
+    let provider = Provider::start_with(&[("AT_TTL", TTL), ("CLOCK_TOLERANCE", "0")]);
     let mut env = Env::with_store("file");
     env.set("TOKEND_LOG", "info")
         .set("TOKEND_HTTP_TIMEOUT", "3");

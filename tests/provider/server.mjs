@@ -11,6 +11,9 @@
 //   PORT            listen port (default 0 = random)
 //   AT_TTL          access token lifetime in seconds (default 3600)
 //   RT_TTL          refresh token lifetime in seconds (default 14 days)
+//   CLOCK_TOLERANCE seconds past `exp` a token is still accepted (oidc-provider's
+//                   clockTolerance, default 15; the soak sets 0: a token is refused
+//                   the second it expires, as strict resource servers do)
 //   PROVIDER_DEBUG  1 = log every request to stderr
 //   DPOP_NONCE      1 = DPoP proofs must carry a server nonce (use_dpop_nonce
 //                   + DPoP-Nonce otherwise); DPoP itself is always on
@@ -31,6 +34,7 @@ const DEBUG = process.env.PROVIDER_DEBUG === '1';
 const PORT = Number.parseInt(process.env.PORT ?? '0', 10) || 0;
 const AT_TTL = Number.parseInt(process.env.AT_TTL ?? '3600', 10) || 3600;
 const DPOP_NONCE = process.env.DPOP_NONCE === '1';
+const CLOCK_TOLERANCE = Number.parseInt(process.env.CLOCK_TOLERANCE ?? '15', 10);
 const RT_TTL = Number.parseInt(process.env.RT_TTL ?? String(14 * 24 * 3600), 10) || 14 * 24 * 3600;
 
 const log = (...args) => { if (DEBUG) console.error('[provider]', ...args); };
@@ -118,6 +122,7 @@ const issuer = `http://127.0.0.1:${port}`;
 const provider = new Provider(issuer, {
   clients,
   findAccount,
+  clockTolerance: Number.isNaN(CLOCK_TOLERANCE) ? 15 : CLOCK_TOLERANCE,
   // Fixed cookie keys: tests never run long enough for rotation to matter.
   cookies: { keys: ['tokend-e2e-cookie-key-0123456789abcdef'] },
   scopes: ['openid', 'profile', 'email', 'offline_access', 'read', 'write'],
