@@ -75,8 +75,9 @@ fn every_expiry_shown_is_before_the_providers() {
 
 #[test]
 fn through_an_outage_a_token_is_served_only_while_the_floor_is_left() {
-    // 10 s tokens (9 s as tokend counts them): the floor is 2 s.
-    let provider = Provider::start(10);
+    // 10 s tokens (9 s as tokend counts them): the floor is 2 s. The
+    // provider refuses a token the second it expires.
+    let provider = Provider::start_with(&[("AT_TTL", "10"), ("CLOCK_TOLERANCE", "0")]);
     let mut env = Env::new();
     env.write_config(&Env::site_config("corp", &provider));
     let _daemon = env.daemon();
