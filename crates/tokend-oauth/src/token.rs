@@ -63,14 +63,21 @@ impl TokenResponse {
         self.token_type.eq_ignore_ascii_case("bearer")
     }
 
-    /// When the access token expires, in Unix seconds; `None` for never.
+    /// When the access token expires, in whole Unix seconds; `None` for never.
     ///
-    /// With no lifetime in the response: never if `no_expiry` was requested or
-    /// granted (Stack Exchange), else the JWT's `exp` if the token is a JWT,
-    /// else `now + DEFAULT_LIFETIME`.
-    pub fn expires_at(&self, now_unix: u64, requested_scopes: &[String]) -> Option<u64> {
+    /// Counted so that the provider never considers the token expired
+    /// before this: `expires_in` from `sent_at`, when the token request was
+    /// sent (the provider issued the token after that), less one second
+    /// (providers count `exp` in whole seconds), rounded down; a JWT's own
+    /// `exp` when that is earlier. With no lifetime in the response: never
+    /// if `no_expiry` was requested or granted (Stack Exchange), else the
+    /// JWT's `exp` if the token is a JWT, else [`DEFAULT_LIFETIME`] counted
+    /// the same way.
+    pub fn expires_at(&self, sent_at: f64, requested_scopes: &[String]) -> Option<u64> {
+        let counted = |secs: u64| whole(sent_at + secs as f64 - 1.0);
+        let exp = jwt::exp(self.access_token.expose());
         match self.lifetime {
-            Lifetime::Seconds(n) => Some(now_unix.saturating_add(n)),
+            Lifetime::Seconds(n) => Some(exp.map_or(counted(n), |exp| exp.min(counted(n)))),
             Lifetime::Never => None,
             Lifetime::Unknown => {
                 let granted = self.scopes.as_deref().unwrap_or(&[]);
@@ -81,11 +88,15 @@ impl TokenResponse {
                 {
                     return None;
                 }
-                jwt::exp(self.access_token.expose())
-                    .or(Some(now_unix.saturating_add(DEFAULT_LIFETIME)))
+                exp.or_else(|| Some(counted(DEFAULT_LIFETIME)))
             }
         }
     }
+}
+
+/// Whole Unix seconds, rounded down.
+fn whole(unix: f64) -> u64 {
+    unix.max(0.0) as u64
 }
 
 /// Parse a token endpoint's answer: JSON or `application/x-www-form-urlencoded`.
@@ -172,6 +183,8 @@ mod tests {
 
     const JSON: Option<&str> = Some("application/json");
     const NOW: u64 = 1_700_000_000;
+    /// When a token request was sent: a fraction into second NOW.
+    const SENT: f64 = 1_700_000_000.7;
 
     fn ok(body: &str) -> TokenResponse {
         parse_token_response(200, JSON, body.as_bytes()).unwrap()
@@ -189,7 +202,7 @@ mod tests {
         assert_eq!(t.access_token.expose(), "at");
         assert_eq!(t.refresh_token.as_ref().unwrap().expose(), "rt");
         assert_eq!(t.lifetime, Lifetime::Seconds(3599));
-        assert_eq!(t.expires_at(NOW, &[]), Some(NOW + 3599));
+        assert_eq!(t.expires_at(SENT, &[]), Some(NOW + 3598));
         assert_eq!(t.scopes, Some(scopes(&["read", "write"])));
         assert_eq!(t.id_token.as_deref(), Some("idt"));
         assert!(t.is_bearer());
@@ -236,19 +249,19 @@ mod tests {
         let t = ok(r#"{"access_token":"at"}"#);
         assert_eq!(t.lifetime, Lifetime::Unknown);
         assert_eq!(
-            t.expires_at(NOW, &scopes(&["write_access", "no_expiry"])),
+            t.expires_at(SENT, &scopes(&["write_access", "no_expiry"])),
             None
         );
         let t = ok(r#"{"access_token":"at","scope":"write_access,no_expiry"}"#);
         assert_eq!(t.lifetime, Lifetime::Never);
-        assert_eq!(t.expires_at(NOW, &[]), None);
+        assert_eq!(t.expires_at(SENT, &[]), None);
     }
 
     #[test]
     fn no_lifetime_jwt_exp() {
         let token = jwt::fake(r#"{"exp":1700000500}"#);
         let t = ok(&format!(r#"{{"access_token":"{token}"}}"#));
-        assert_eq!(t.expires_at(NOW, &[]), Some(1_700_000_500));
+        assert_eq!(t.expires_at(SENT, &[]), Some(1_700_000_500));
     }
 
     #[test]
@@ -256,9 +269,26 @@ mod tests {
         let t = ok(r#"{"access_token":"opaque","expires_in":0}"#);
         assert_eq!(t.lifetime, Lifetime::Unknown);
         assert_eq!(
-            t.expires_at(NOW, &scopes(&["read"])),
-            Some(NOW + DEFAULT_LIFETIME)
+            t.expires_at(SENT, &scopes(&["read"])),
+            Some(NOW + DEFAULT_LIFETIME - 1)
         );
+    }
+
+    #[test]
+    fn expiry_counts_from_the_request_less_a_second_and_takes_an_earlier_jwt_exp() {
+        // Sent at .7, 20 s: the provider's whole-second `exp` is at least
+        // NOW + 20, and NOW + 19 is the last whole second before it.
+        let t = ok(r#"{"access_token":"opaque","expires_in":20}"#);
+        assert_eq!(t.expires_at(SENT, &[]), Some(NOW + 19));
+        assert_eq!(t.expires_at(NOW as f64, &[]), Some(NOW + 19));
+        // A JWT whose own `exp` is earlier than the response says: its `exp`.
+        let early = jwt::fake(r#"{"exp":1700000010}"#);
+        let t = ok(&format!(r#"{{"access_token":"{early}","expires_in":20}}"#));
+        assert_eq!(t.expires_at(SENT, &[]), Some(NOW + 10));
+        // Later: the counted expiry.
+        let late = jwt::fake(r#"{"exp":1700000060}"#);
+        let t = ok(&format!(r#"{{"access_token":"{late}","expires_in":20}}"#));
+        assert_eq!(t.expires_at(SENT, &[]), Some(NOW + 19));
     }
 
     #[test]

@@ -72,11 +72,12 @@ async fn device_login(
         if tokio::time::Instant::now() >= deadline {
             return Err(timed_out(name));
         }
+        let sent_at = deps.clock.now();
         match oauth.device_poll(&deps.http, &dev).await {
             Ok(DevicePoll::Pending) => {}
             Ok(DevicePoll::SlowDown) => interval += 5,
             Ok(DevicePoll::Done(resp)) => {
-                return super::checked(&ctx, &oauth, resp, Way::Device).await;
+                return super::checked(&ctx, &oauth, resp, Way::Device, sent_at).await;
             }
             Err(e) if e.is_transient() => {
                 tracing::warn!(site = %name, "device poll failed, retrying: {e}");

@@ -39,8 +39,9 @@ pub(crate) enum Got {
         page: Option<oneshot::Sender<Page>>,
     },
     /// A token the flow received itself (device polling, the implicit
-    /// grant), its ID token already checked (see [`checked`]).
-    Token(TokenResponse, IdCheck),
+    /// grant), its ID token already checked (see [`checked`]), and when
+    /// the request that brought it was sent (its expiry counts from then).
+    Token(TokenResponse, IdCheck, f64),
 }
 
 /// Where a login is, as every caller waiting for it sees it.
@@ -331,13 +332,14 @@ async fn checked(
     oauth: &OAuthSite,
     resp: TokenResponse,
     way: Way,
+    sent_at: f64,
 ) -> Result<Got, SiteError> {
     match idtoken::check(&ctx.deps, &ctx.cfg, oauth, resp.id_token.as_deref(), None).await {
         IdCheck::Refused(why) => Err(SiteError::IdTokenRefused(format!(
             "{why}; the login is refused: run `{}` to try again",
             way.again(&ctx.cfg.name)
         ))),
-        id => Ok(Got::Token(resp, id)),
+        id => Ok(Got::Token(resp, id, sent_at)),
     }
 }
 

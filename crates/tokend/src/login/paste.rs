@@ -100,6 +100,9 @@ struct PasteLogin {
 }
 
 async fn paste_login(mut p: PasteLogin) -> Result<Got, SiteError> {
+    // An implicit grant's token was issued after the user was shown the
+    // URL: its expiry counts from then.
+    let shown_at = p.ctx.deps.clock.now();
     let name = p.name.clone();
     let failed = |source| SiteError::CallbackRefused {
         site: name.clone(),
@@ -117,7 +120,7 @@ async fn paste_login(mut p: PasteLogin) -> Result<Got, SiteError> {
     let pkce = match &p.flow {
         Flow::Implicit => {
             let resp = parse_implicit_fragment(input, &p.state).map_err(failed)?;
-            return super::checked(&p.ctx, &p.oauth, resp, Way::Paste).await;
+            return super::checked(&p.ctx, &p.oauth, resp, Way::Paste, shown_at).await;
         }
         Flow::Code(pkce) => pkce,
     };

@@ -22,6 +22,14 @@ pub(crate) enum SiteError {
         #[source]
         source: tokend_oauth::Error,
     },
+    /// The provider failed a moment ago, nothing in hand serves the caller,
+    /// and tokend tries again in `retry_in` seconds, not before: the
+    /// failure and when the next try is.
+    #[error("{failure}; tokend tries again in {retry_in}s")]
+    Retrying {
+        failure: Box<SiteError>,
+        retry_in: u64,
+    },
     /// The provider refused the refresh token: only a login helps.
     #[error("site {site}: {source}")]
     Refused {
@@ -123,7 +131,8 @@ impl From<SiteError> for ApiError {
             SiteError::Config(_) => ErrorCode::ConfigError,
             SiteError::Provider { .. }
             | SiteError::Refused { .. }
-            | SiteError::ClientRefused { .. } => ErrorCode::ProviderError,
+            | SiteError::ClientRefused { .. }
+            | SiteError::Retrying { .. } => ErrorCode::ProviderError,
             SiteError::BadRequest(_) => ErrorCode::BadRequest,
             SiteError::IdTokenRefused(_)
             | SiteError::CallbackRefused { .. }

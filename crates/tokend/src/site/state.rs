@@ -8,6 +8,7 @@ use token_proto::{SiteState, SiteStatus, TokenReply};
 use tokend_oauth::{AccessToken, RefreshToken, TokenResponse};
 
 use super::idtoken::HeldId;
+use super::SiteError;
 use super::TtlFrom;
 use crate::clock::whole;
 use crate::config::{Grant, SiteConfig};
@@ -30,13 +31,19 @@ const MIN_RENEWAL_GAP: f64 = 1.0;
 /// short-lived token share one).
 const NEARLY_NEW_SECS: f64 = 2.0;
 
+/// What the conservative expiry takes off a provider's `expires_in` at
+/// most, in whole seconds: the second it subtracts and the round trip.
+const CONSERVATIVE_SLACK: u64 = 2;
+
 /// An access token in hand.
 #[derive(Clone, Debug)]
 pub(crate) struct Current {
     pub token: AccessToken,
     pub token_type: String,
-    /// Unix seconds (fractional); `None`: never expires.
-    pub expires_at: Option<f64>,
+    /// Whole Unix seconds, as on the wire and in the store, counted
+    /// conservatively ([`TokenResponse::expires_at`]); `None`: never expires.
+    pub expires_at: Option<u64>,
+    /// When the request that brought it was sent (Unix s, fractional).
     pub obtained_at: f64,
     /// The scopes it carries.
     pub scopes: Vec<String>,
@@ -49,23 +56,20 @@ pub(crate) struct Current {
 
 impl Expiring for Current {
     fn remaining(&self, now: f64) -> f64 {
-        self.expires_at.map_or(f64::INFINITY, |at| at - now)
+        self.expires_at.map_or(f64::INFINITY, |at| at as f64 - now)
     }
 
     fn lifetime(&self) -> f64 {
         self.expires_at
-            .map_or(f64::INFINITY, |at| (at - self.obtained_at).max(0.0))
+            .map_or(f64::INFINITY, |at| (at as f64 - self.obtained_at).max(0.0))
     }
 }
 
 impl Current {
-    /// A token from a token response just received; `token_type` is
-    /// compared case-insensitively and handed out as `Bearer` when it is one.
-    pub(crate) fn obtained(resp: &TokenResponse, requested: &[String], now: f64) -> Current {
-        let expires_at = match resp.lifetime {
-            tokend_oauth::Lifetime::Seconds(n) => Some(now + n as f64),
-            _ => resp.expires_at(whole(now), requested).map(|at| at as f64),
-        };
+    /// A token from a token response to a request sent at `sent_at`;
+    /// `token_type` is compared case-insensitively and handed out as
+    /// `Bearer` when it is one.
+    pub(crate) fn obtained(resp: &TokenResponse, requested: &[String], sent_at: f64) -> Current {
         Current {
             token: resp.access_token.clone(),
             token_type: if resp.is_bearer() {
@@ -73,8 +77,8 @@ impl Current {
             } else {
                 resp.token_type.clone()
             },
-            expires_at,
-            obtained_at: now,
+            expires_at: resp.expires_at(sent_at, requested),
+            obtained_at: sent_at,
             scopes: resp.scopes.clone().unwrap_or_else(|| requested.to_vec()),
             jitter: refresh::jitter(),
             fell_short: false,
@@ -114,7 +118,7 @@ impl Current {
         TokenReply {
             access_token: self.token.expose().to_owned(),
             token_type: self.token_type.clone(),
-            expires_at: self.expires_at.map(whole),
+            expires_at: self.expires_at,
             scopes: self.scopes.clone(),
             api_key,
             warning,
@@ -126,7 +130,9 @@ impl Current {
     /// The warning for a caller whose `min_ttl` this token does not meet,
     /// in the words of whoever set it. The git helper's margin is not the
     /// user's to change: it says nothing when the provider's tokens are as
-    /// long as the margin (a fresh one is the best there is).
+    /// long as the margin (a fresh one is the best there is), counting the
+    /// second or two the conservative expiry takes off what the provider
+    /// said (a provider's 60-s tokens are 58-59 s here).
     pub(crate) fn short_warning(
         &self,
         site: &str,
@@ -145,7 +151,7 @@ impl Current {
             TtlFrom::Caller => Some(format!(
                 "site {site}: the provider issues tokens valid for {lifetime}s, {than} the --min-ttl of {min_ttl}s; this one expires in {left}s"
             )),
-            TtlFrom::GitHelper if lifetime >= min_ttl => None,
+            TtlFrom::GitHelper if lifetime + CONSERVATIVE_SLACK >= min_ttl => None,
             TtlFrom::GitHelper => Some(format!(
                 "site {site}: the provider issues tokens valid for {lifetime}s, less than the {min_ttl}s the git credential helper wants left on a token for git; git gets them anyway (this one expires in {left}s), so a git command that runs longer may be refused halfway"
             )),
@@ -167,6 +173,8 @@ pub(crate) struct TokenState {
     /// After a failure that may pass: no token-endpoint call before this
     /// (Unix s) while the current token is still valid.
     pub retry_after: Option<f64>,
+    /// The failure that set `retry_after`.
+    pub failure: Option<SiteError>,
     pub backoff: Backoff,
     /// A config problem stopped refresh-ahead until the config changes.
     pub stalled: bool,
@@ -214,6 +222,7 @@ impl TokenState {
         self.no_refresh = None;
         self.last_error = why;
         self.retry_after = None;
+        self.failure = None;
         self.backoff.reset();
     }
 
@@ -222,17 +231,31 @@ impl TokenState {
         self.retry_after.is_some_and(|t| t > now)
     }
 
+    /// The answer for a caller nothing in hand serves while the provider
+    /// is being left alone after a failure: that failure, and when the next
+    /// try is.
+    pub(crate) fn retrying(&self, now: f64) -> Option<SiteError> {
+        let at = self.retry_after.filter(|at| *at > now)?;
+        Some(SiteError::Retrying {
+            failure: Box::new(self.failure.clone()?),
+            retry_in: (at - now).ceil() as u64,
+        })
+    }
+
     /// Records a failure that may pass, and when to try again.
-    pub(crate) fn failed(&mut self, message: String, now: f64) {
-        let remaining = self
-            .access
-            .as_ref()
-            .map(|c| c.remaining(now))
-            .filter(|r| *r > 0.0 && r.is_finite())
-            .map(whole);
-        let wait = self.backoff.next(remaining, refresh::jitter());
+    pub(crate) fn failed(&mut self, failure: &SiteError, now: f64) {
+        // The retry comes before the token drops below the outage floor,
+        // or failing that, before it expires.
+        let secs = |r: f64| (r > 0.0 && r.is_finite()).then(|| whole(r));
+        let protect = self.access.as_ref().and_then(|c| {
+            secs(c.outage_left(now))
+                .filter(|s| *s > 1)
+                .or_else(|| secs(c.remaining(now)))
+        });
+        let wait = self.backoff.next(protect, refresh::jitter());
         self.retry_after = Some(now + wait.as_secs_f64());
-        self.last_error = Some(message);
+        self.last_error = Some(failure.to_string());
+        self.failure = Some(failure.clone());
     }
 
     /// When refresh-ahead should next renew the site's own token (Unix s).
@@ -253,8 +276,12 @@ impl TokenState {
             // Not used since it was fetched: let it lapse; the next get fetches.
             return None;
         }
-        let mut at =
-            refresh::refresh_at(cur.obtained_at, expires_at, cfg.refresh_before, cur.jitter);
+        let mut at = refresh::refresh_at(
+            cur.obtained_at,
+            expires_at as f64,
+            cfg.refresh_before,
+            cur.jitter,
+        );
         if let Some(id) = self.id_token_to_renew(cfg, cur) {
             // The earlier of the two expiries.
             let id_at = refresh::refresh_at(
@@ -312,7 +339,7 @@ impl TokenState {
         SiteStatus {
             site: view.cfg.name.clone(),
             state: state.as_str().to_owned(),
-            expires_at: self.access.as_ref().and_then(|c| c.expires_at).map(whole),
+            expires_at: self.access.as_ref().and_then(|c| c.expires_at),
             scopes: self.scopes.clone(),
             has_access_token: self.access.is_some(),
             has_refresh_token: self.refresh.is_some(),
@@ -331,6 +358,9 @@ impl TokenState {
 /// `secs` as a person says it: `1h`, `1h30m`, `5m`, `40s`.
 pub(crate) fn roughly(secs: f64) -> String {
     let s = whole(secs.max(0.0));
+    // Past a minute, to the nearest one: a provider's hour is 3598 s by
+    // the conservative count, and "59m" would read as some other lifetime.
+    let s = if s >= 60 { (s + 30) / 60 * 60 } else { s };
     match (s / 3600, s % 3600 / 60) {
         (0, 0) => format!("{s}s"),
         (0, m) => format!("{m}m"),
@@ -359,7 +389,7 @@ mod tests {
             Current {
                 token: AccessToken::new("t".into()),
                 token_type: "Bearer".into(),
-                expires_at: expires_in.map(|e| now - age + e),
+                expires_at: expires_in.map(|e| whole(now - age + e)),
                 obtained_at: now - age,
                 scopes: Vec::new(),
                 jitter: 0.5,
@@ -390,7 +420,7 @@ mod tests {
             .into_iter()
             .map(roughly)
             .collect();
-        assert_eq!(said, ["59m", "1h", "1h30m", "5m", "40s"]);
+        assert_eq!(said, ["1h", "1h", "1h30m", "5m", "40s"]);
     }
 
     #[test]

@@ -46,10 +46,13 @@ impl Call {
                     oauth: None,
                     result: Err(e),
                     id: IdCheck::Absent,
+                    sent_at: deps.clock.now(),
                 }
             }
         };
         let http = &deps.http;
+        // The token's expiry counts from here: the provider issues it later.
+        let sent_at = deps.clock.now();
         let result = match &self {
             Call::Refresh { refresh, scopes } => {
                 oauth.refresh(http, refresh, scopes.as_deref()).await
@@ -81,6 +84,7 @@ impl Call {
                     "{why}; the login is refused: run `token login {site}` to try again"
                 ))),
                 id: IdCheck::Absent,
+                sent_at,
             };
         }
         let result = result.map_err(|source| match self {
@@ -98,6 +102,7 @@ impl Call {
             oauth: Some(oauth),
             result,
             id,
+            sent_at,
         }
     }
 }

@@ -40,6 +40,8 @@ pub(super) struct Landed {
     pub(super) result: Result<TokenResponse, SiteError>,
     /// What became of the response's ID token.
     pub(super) id: IdCheck,
+    /// When the request was sent (Unix s): the token's expiry counts from then.
+    pub(super) sent_at: f64,
 }
 
 /// A caller waiting for a flight.
@@ -115,6 +117,12 @@ impl Actor {
                 let _ = reply.send(Ok(Served::Token(token)));
                 return;
             }
+            // The provider failed a moment ago: it is not asked again
+            // before the planned retry, whoever asks.
+            if let Some(e) = self.st.retrying(self.now()).filter(|_| need == Need::Own) {
+                let _ = reply.send(Err(e));
+                return;
+            }
         }
         // A flight for this need already under way answers it, unless the
         // caller wants a token fetched after it asked.
@@ -142,17 +150,15 @@ impl Actor {
     ) -> Option<TokenReply> {
         let now = self.now();
         let before = self.cfg.refresh_before;
-        let cur = match need {
-            Need::Own => self.st.access.as_ref()?,
-            Need::Narrow(key) => self.st.narrowed.get(key)?,
-        };
+        let cur = self.held(need)?;
         let warning = if cur.serves(now, min_ttl, before) {
             None
         } else if cur.best_there_is(now, min_ttl, before, from) {
             min_ttl.and_then(|m| cur.short_warning(&self.name, now, m, from))
-        } else if *need == Need::Own && self.st.backing_off(now) && cur.remaining(now) > 0.0 {
+        } else if *need == Need::Own && self.st.backing_off(now) && cur.serves_through_outage(now) {
             // The provider failed a moment ago and a retry is planned: serve
-            // the still-valid token rather than hammer it.
+            // the token in hand while it has the outage floor left, rather
+            // than hammer the provider.
             None
         } else {
             return None;
@@ -273,9 +279,9 @@ impl Actor {
         }
         let now = self.now();
         match (flight.need, landed.result) {
-            (None, result) => self.exchanged(result, landed.id).await,
+            (None, result) => self.exchanged(result, landed.id, landed.sent_at).await,
             (Some(need), Ok(resp)) => {
-                self.take(&need, resp, landed.id, now).await;
+                self.take(&need, resp, landed.id, landed.sent_at, now).await;
                 self.answer(&need, flight.seq, None);
             }
             (Some(Need::Own), Err(SiteError::Refused { site, source })) => {
@@ -294,10 +300,15 @@ impl Actor {
                     _ => {
                         tracing::warn!(site = %self.name, "token request failed: {e}");
                         if need == Need::Own {
-                            self.st.failed(e.to_string(), now);
+                            self.st.failed(&e, now);
                         }
                     }
                 }
+                // With when the next try is, when one is planned.
+                let e = match need {
+                    Need::Own => self.st.retrying(now).unwrap_or(e),
+                    Need::Narrow(_) => e,
+                };
                 self.answer(&need, flight.seq, Some(e));
             }
         }
@@ -324,27 +335,48 @@ impl Actor {
             let answer = if let Some(t) = self.serve(need, w.min_ttl, w.from) {
                 Ok(Served::Token(t))
             } else if let Some(e) = &error {
-                // A still-valid token beats an error.
-                self.still_valid(need, now)
+                // A token with the outage floor left beats an error.
+                self.lasting(need, now)
                     .map(Served::Token)
                     .ok_or_else(|| e.clone())
+            } else if let Some(t) = self.short(need, now, w.min_ttl, w.from) {
+                Ok(Served::Token(t))
+            } else if self.held(need).is_some() {
+                // The call brought a token, but it had expired by the time
+                // it arrived, as tokend counts it: no login helps.
+                Err(self.expired_on_arrival())
             } else {
-                Ok(self
-                    .short(need, now, w.min_ttl, w.from)
-                    .map_or(Served::NeedLogin, Served::Token))
+                Ok(Served::NeedLogin)
             };
             let _ = w.reply.send(answer);
         }
     }
 
-    /// The token in hand if it has not expired at all.
-    pub(super) fn still_valid(&mut self, need: &Need, now: f64) -> Option<TokenReply> {
-        let cur = match need {
-            Need::Own => self.st.access.as_ref()?,
-            Need::Narrow(key) => self.st.narrowed.get(key)?,
-        };
-        let reply =
-            (cur.remaining(now) > 0.0).then(|| cur.reply(self.cfg.api_key.clone(), None))?;
+    /// The token held for a need.
+    fn held(&self, need: &Need) -> Option<&Current> {
+        match need {
+            Need::Own => self.st.access.as_ref(),
+            Need::Narrow(key) => self.st.narrowed.get(key),
+        }
+    }
+
+    fn expired_on_arrival(&self) -> SiteError {
+        SiteError::Provider {
+            site: self.name.clone(),
+            source: tokend_oauth::Error::BadResponse {
+                status: 200,
+                what: "a token that expired before it arrived (its lifetime counts from the request, less a second)".to_owned(),
+                endpoint: "the token endpoint".to_owned(),
+            },
+        }
+    }
+
+    /// The token in hand if it has the outage floor left.
+    pub(super) fn lasting(&mut self, need: &Need, now: f64) -> Option<TokenReply> {
+        let cur = self.held(need)?;
+        let reply = cur
+            .serves_through_outage(now)
+            .then(|| cur.reply(self.cfg.api_key.clone(), None))?;
         self.st.last_used = now;
         Some(self.noted(reply))
     }
@@ -365,7 +397,7 @@ impl Actor {
             Need::Own => self.st.access.as_mut()?,
             Need::Narrow(key) => self.st.narrowed.get_mut(key)?,
         };
-        if cur.remaining(now) <= 0.0 {
+        if !cur.unexpired(now) {
             return None;
         }
         let warning = min_ttl.and_then(|m| {
@@ -378,17 +410,24 @@ impl Actor {
         Some(self.noted(reply))
     }
 
-    /// Takes a token response in: persists first (a rotated refresh token
-    /// must reach the store before the new access token is handed out),
-    /// then memory.
-    pub(super) async fn take(&mut self, need: &Need, resp: TokenResponse, id: IdCheck, now: f64) {
+    /// Takes a token response to a request sent at `sent_at` in: persists
+    /// first (a rotated refresh token must reach the store before the new
+    /// access token is handed out), then memory.
+    pub(super) async fn take(
+        &mut self,
+        need: &Need,
+        resp: TokenResponse,
+        id: IdCheck,
+        sent_at: f64,
+        now: f64,
+    ) {
         match need {
             Need::Own => {
                 let scopes = self.cfg.scopes.clone();
-                self.take_own(resp, &scopes, id, now).await;
+                self.take_own(resp, &scopes, id, sent_at, now).await;
             }
             Need::Narrow(key) => {
-                let cur = Current::obtained(&resp, key, now);
+                let cur = Current::obtained(&resp, key, sent_at);
                 if let Some(rt) = resp.refresh_token {
                     // The refresh rotated the site's refresh token.
                     self.st.refresh = Some(rt);
@@ -404,9 +443,10 @@ impl Actor {
         resp: TokenResponse,
         requested: &[String],
         id: IdCheck,
+        sent_at: f64,
         now: f64,
     ) {
-        let cur = Current::obtained(&resp, requested, now);
+        let cur = Current::obtained(&resp, requested, sent_at);
         if let Some(rt) = resp.refresh_token {
             self.st.refresh = Some(rt);
         }
@@ -434,7 +474,7 @@ impl Actor {
         self.st.narrower = narrower;
         match cur.expires_at {
             Some(at) => {
-                tracing::info!(site = %self.name, expires_in = whole(at - now), "new access token")
+                tracing::info!(site = %self.name, expires_in = whole(at as f64 - now), "new access token")
             }
             None => tracing::info!(site = %self.name, "new access token (does not expire)"),
         }
@@ -444,7 +484,7 @@ impl Actor {
         self.st.retry_after = None;
         self.st.stalled = false;
         self.st.backoff.reset();
-        self.take_id(id, now);
+        self.take_id(id, sent_at, now);
         self.persist(now).await;
     }
 }

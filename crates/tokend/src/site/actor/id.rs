@@ -12,19 +12,20 @@ use crate::site::{Served, SiteError, TtlFrom};
 use token_proto::TokenReply;
 
 impl Actor {
-    /// Keeps a response's ID token if it validated. A response without one
-    /// keeps the one in hand while it is valid; one that failed leaves the
-    /// site without an ID token, and `status` says why.
-    pub(super) fn take_id(&mut self, id: IdCheck, now: f64) {
+    /// Keeps a response's ID token if it validated (its `exp` is its
+    /// expiry). A response without one keeps the one in hand while it is
+    /// valid; one that failed leaves the site without an ID token, and
+    /// `status` says why.
+    pub(super) fn take_id(&mut self, id: IdCheck, sent_at: f64, now: f64) {
         match id {
             IdCheck::Valid(mut held) => {
                 // Obtained with the access token just taken (refresh-ahead
-                // compares the two).
-                held.obtained_at = now;
+                // compares the two), by the request sent at `sent_at`.
+                held.obtained_at = sent_at;
                 self.st.id_token = Some(held);
             }
             IdCheck::Absent => {
-                self.st.id_token = self.st.id_token.take().filter(|t| t.remaining(now) > 0.0);
+                self.st.id_token = self.st.id_token.take().filter(|t| t.unexpired(now));
             }
             IdCheck::Refused(why) | IdCheck::Unchecked(why) => {
                 tracing::warn!(site = %self.name, "{why}");
@@ -57,6 +58,13 @@ impl Actor {
             let _ = reply.send(Ok(Served::Token(t)));
             return;
         }
+        // The provider failed a moment ago: the ID token in hand while it
+        // has the outage floor left, else the failure and the next try.
+        let now = self.now();
+        if let Some(e) = self.st.retrying(now) {
+            let _ = reply.send(self.lasting_id().ok_or(e));
+            return;
+        }
         let running = self
             .flight
             .as_ref()
@@ -83,9 +91,23 @@ impl Actor {
         Some(id.reply(&self.st.scopes, self.cfg.api_key.clone()))
     }
 
+    /// The ID token in hand if it has the outage floor left.
+    fn lasting_id(&mut self) -> Option<Served> {
+        let now = self.now();
+        let id = self
+            .st
+            .id_token
+            .as_ref()
+            .filter(|t| t.serves_through_outage(now))?;
+        self.st.last_used = now;
+        Some(Served::Token(
+            id.reply(&self.st.scopes, self.cfg.api_key.clone()),
+        ))
+    }
+
     /// The answer to an ID-token waiter once the site's token call landed:
-    /// the ID token if it serves (or, after a failure, has not expired),
-    /// else a login is needed.
+    /// the ID token if it serves (or, after a failure, has the outage floor
+    /// left), else a login is needed.
     pub(super) fn answer_id(
         &mut self,
         min_ttl: Option<u64>,
@@ -94,17 +116,16 @@ impl Actor {
         if let Some(t) = self.serve_id(min_ttl) {
             return Ok(Served::Token(t));
         }
+        if let Some(e) = error {
+            return self.lasting_id().ok_or_else(|| e.clone());
+        }
         let now = self.now();
         let valid = self
             .st
             .id_token
             .as_ref()
-            .filter(|t| t.remaining(now) > 0.0)
+            .filter(|t| t.unexpired(now))
             .map(|t| t.reply(&self.st.scopes, self.cfg.api_key.clone()));
-        match (valid, error) {
-            (Some(t), _) => Ok(Served::Token(t)),
-            (None, Some(e)) => Err(e.clone()),
-            (None, None) => Ok(Served::NeedLogin),
-        }
+        Ok(valid.map_or(Served::NeedLogin, Served::Token))
     }
 }

@@ -13,6 +13,7 @@ use super::flight::Need;
 use super::Actor;
 use crate::login::{self, Got, Login, LoginTicket, OpenerSlot, Progress};
 use crate::loopback::Page;
+use crate::refresh::Expiring;
 use crate::site::idtoken::IdCheck;
 use crate::site::SiteError;
 
@@ -109,16 +110,20 @@ impl Actor {
                     page,
                 }));
             }
-            Ok(Got::Token(resp, checked)) => self.exchanged(Ok(resp), checked).await,
+            Ok(Got::Token(resp, checked, sent_at)) => {
+                self.exchanged(Ok(resp), checked, sent_at).await
+            }
             Err(e) => self.end_login(Err(e)),
         }
     }
 
-    /// The login's token (or why there is none) is in.
+    /// The login's token (or why there is none) is in, from a request sent
+    /// at `sent_at`.
     pub(super) async fn exchanged(
         &mut self,
         result: Result<TokenResponse, SiteError>,
         id: IdCheck,
+        sent_at: f64,
     ) {
         let now = self.now();
         match result {
@@ -127,7 +132,7 @@ impl Actor {
                 self.st.narrowed.clear();
                 // A new login's ID token, or none: never the last login's.
                 self.st.id_token = None;
-                self.take_own(resp, &scopes, id, now).await;
+                self.take_own(resp, &scopes, id, sent_at, now).await;
                 self.st.no_refresh = self.no_refresh_token(now);
                 if let Some(note) = &self.st.no_refresh {
                     tracing::warn!(site = %self.name, "{note}");
@@ -138,6 +143,7 @@ impl Actor {
                     .st
                     .access
                     .as_ref()
+                    .filter(|c| c.unexpired(now))
                     .map(|c| c.reply(self.cfg.api_key.clone(), self.st.no_refresh.clone()))
                     .map(|r| self.noted(r));
                 match reply {
@@ -167,7 +173,7 @@ impl Actor {
         Some(format!(
             "site {}: no refresh token: you will be asked to log in again when this token expires in {}; {why}; see `prompt` under Configuration in tokend's README",
             self.name,
-            crate::site::state::roughly(at - now),
+            crate::site::state::roughly(at as f64 - now),
         ))
     }
 

@@ -174,6 +174,7 @@ pub(super) async fn run(mut a: Box<Actor>) {
                         a.name
                     ))),
                     id: crate::site::idtoken::IdCheck::Absent,
+                    sent_at: a.now(),
                 });
                 Box::pin(a.landed(flight, landed)).await;
             }
@@ -400,7 +401,7 @@ impl Actor {
                 self.st.access = Some(Current {
                     token,
                     token_type: r.token_type.unwrap_or_else(|| self.token_type().to_owned()),
-                    expires_at: r.expires_at.map(|at| at as f64),
+                    expires_at: r.expires_at,
                     obtained_at: saved_at,
                     scopes: self.st.scopes.clone(),
                     jitter: crate::refresh::jitter(),
@@ -415,7 +416,7 @@ impl Actor {
                     expires_at,
                     obtained_at: saved_at,
                 })
-                .filter(|t| t.remaining(self.deps.clock.now()) > 0.0);
+                .filter(|t| t.unexpired(self.deps.clock.now()));
             tracing::debug!(site = %self.name, "login loaded from the store");
         }
     }
@@ -430,7 +431,7 @@ impl Actor {
             identity: self.cfg.identity(),
             access_token: access.map(|c| c.token.clone()),
             token_type: access.map(|c| c.token_type.clone()),
-            expires_at: access.and_then(|c| c.expires_at).map(whole),
+            expires_at: access.and_then(|c| c.expires_at),
             refresh_token: refresh,
             scopes: self.st.scopes.clone(),
             saved_at: whole(now),
