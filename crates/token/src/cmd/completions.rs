@@ -4,6 +4,24 @@
 
 use std::path::Path;
 
+use super::print;
+use crate::ClientError;
+
+pub fn run(shell: &str) -> Result<u8, ClientError> {
+    match script(shell) {
+        Some(script) => print(script),
+        None => Err(ClientError::Usage(format!(
+            "no completions for `{shell}`: use bash, zsh or fish"
+        ))),
+    }
+}
+
+/// `token sites`: the configured site names, one a line.
+pub fn sites() -> Result<u8, ClientError> {
+    let names = sites_in(&token_proto::config_path());
+    print(&names.iter().map(|n| format!("{n}\n")).collect::<String>())
+}
+
 /// Site names in a config file's text: the `[site.NAME]` table headers.
 pub fn site_names(config: &str) -> Vec<String> {
     let mut names: Vec<String> = config
