@@ -19,13 +19,13 @@ use std::io::Write;
 use serde_json::Value;
 use token_proto::TokenReply;
 
-use crate::cli::{Command, HELP};
+use crate::cli::{help, Command};
 use crate::ClientError;
 use token_proto::text::clean;
 
 pub fn run(cmd: Command) -> Result<u8, ClientError> {
     match cmd {
-        Command::Help => print(HELP),
+        Command::Help => print(&help()),
         Command::Version => print(&format!("token {}\n", env!("CARGO_PKG_VERSION"))),
         Command::Get(args) => get::run(args),
         Command::Exec {
@@ -35,7 +35,7 @@ pub fn run(cmd: Command) -> Result<u8, ClientError> {
         } => exec::run(args, var, argv),
         Command::Kube { get: args } => kube::run(args),
         Command::Credential { action } => credential::run(&action),
-        Command::Completions { shell } => completions::run(&shell),
+        Command::Completions { shell } => completions::run(shell),
         Command::Sites => completions::sites(),
         Command::Login { site, mode } => login::run(site, mode),
         Command::Logout { site } => logout::run(site),
