@@ -35,6 +35,7 @@ const DEBUG = process.env.PROVIDER_DEBUG === '1';
 const PORT = Number.parseInt(process.env.PORT ?? '0', 10) || 0;
 const AT_TTL = Number.parseInt(process.env.AT_TTL ?? '3600', 10) || 3600;
 const DPOP_NONCE = process.env.DPOP_NONCE === '1';
+const RT_POLICY_STOCK = process.env.RT_POLICY === 'stock';
 const RT_TTL = Number.parseInt(process.env.RT_TTL ?? String(14 * 24 * 3600), 10) || 14 * 24 * 3600;
 
 const log = (...args) => { if (DEBUG) console.error('[provider]', ...args); };
@@ -171,8 +172,12 @@ const provider = new Provider(issuer, {
     required: () => true,
   },
   // A refresh token on every code / device_code grant for clients allowed the
-  // refresh_token grant, without the offline_access dance.
-  issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+  // refresh_token grant, without the offline_access dance; RT_POLICY=stock
+  // keeps oidc-provider's own policy (OIDC Core §11): a refresh token only
+  // when offline_access was granted, which needs prompt=consent.
+  ...(RT_POLICY_STOCK ? {} : {
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+  }),
   // Rotation on for every client: a reused rotated RT revokes the grant.
   rotateRefreshToken: () => true,
   // Tokens should not die with the (browser) session.

@@ -46,7 +46,7 @@ impl Provider {
     }
 
     /// Starts the provider with extra environment (`AT_TTL`, `RT_TTL`, `PORT`,
-    /// `PROVIDER_DEBUG`).
+    /// `PROVIDER_DEBUG`, `RT_POLICY=stock`).
     pub fn start_with(env: &[(&str, &str)]) -> Provider {
         let dir = tests_dir().join("provider");
         assert!(

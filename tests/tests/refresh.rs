@@ -81,6 +81,40 @@ fn min_ttl_forces_a_refresh_of_a_still_valid_token() {
 }
 
 #[test]
+fn a_min_ttl_beyond_the_lifetime_refreshes_an_aged_token_once_and_serves_the_fresh_one() {
+    // 20 s tokens, refreshed ahead at 12-12.7 s; --min-ttl 60 can never be met.
+    let (provider, env, _daemon) = serve_corp(20);
+    let json = |out: &tokend_e2e::Output| out.ok().json();
+    env.token(&["get", "corp"]).ok();
+    let first = json(&env.token(&["get", "corp", "--min-ttl", "60", "--format", "json"]));
+    let issued = Instant::now();
+    let refreshes = provider.stats().grant("refresh_token");
+    assert_eq!(refreshes, 1, "the login's token falls short: one refresh");
+
+    // 13 s of 20 left: a fresh token is much better than this one.
+    thread::sleep(Duration::from_secs(7).saturating_sub(issued.elapsed()));
+    let out = env.token(&["get", "corp", "--min-ttl", "60", "--format", "json"]);
+    let second = json(&out);
+    assert!(
+        out.stderr.contains("less than the --min-ttl of 60s"),
+        "the warning stays: {out}"
+    );
+    assert_ne!(second["access_token"], first["access_token"], "{out}");
+    let left = second["expires_at"].as_u64().unwrap() - tokend_e2e::now_unix();
+    assert!(left >= 17, "the best token there is: {left} s left ({out})");
+    assert_eq!(
+        provider.stats().grant("refresh_token"),
+        refreshes + 1,
+        "one refresh for it"
+    );
+
+    // Asked again at once: that token is the best there is, no new call.
+    let third = json(&env.token(&["get", "corp", "--min-ttl", "60", "--format", "json"]));
+    assert_eq!(third["access_token"], second["access_token"]);
+    assert_eq!(provider.stats().grant("refresh_token"), refreshes + 1);
+}
+
+#[test]
 fn concurrent_gets_of_an_expired_token_share_one_refresh() {
     let (provider, mut env, old) = expired_after_restart();
     // Whatever refresh comes next is slow, so every caller overlaps with it.

@@ -280,3 +280,83 @@ fn a_toml_syntax_error_keeps_every_site_running() {
     env.token(&["get", "b", "--no-login"]).ok();
     assert_eq!(env.browser_launches(), 2);
 }
+
+#[test]
+fn a_deleted_config_file_keeps_the_previous_settings_until_it_is_back() {
+    let provider = Provider::start(3600);
+    let mut env = Env::with_site("a", &provider);
+    let daemon = env.daemon();
+    env.token(&["get", "a"]).ok();
+
+    // An accidental `rm`, or an editor's delete-then-rename half done.
+    fs::remove_file(env.config_path()).unwrap();
+    let v = wait_status(&env, "the deletion noticed", |v| {
+        v["config_errors"]
+            .to_string()
+            .contains("the config file is gone")
+    });
+    assert!(site_of(&v, "a").is_some(), "site a still served: {v}");
+    assert!(
+        v["config_errors"]
+            .to_string()
+            .contains("keeps running the previous settings (1 site(s))"),
+        "{v}"
+    );
+    let table = env.token(&["status"]);
+    assert!(table.stdout.contains("the config file is gone"), "{table}");
+    env.token(&["get", "a", "--no-login"]).ok();
+    assert!(
+        daemon.log().contains("the config file is gone"),
+        "{}",
+        daemon.log()
+    );
+
+    // Back, with a second site: read at once, the first keeps its login.
+    env.write_config(&two_sites(&provider));
+    let v = wait_status(&env, "the file read again", |v| site_of(v, "b").is_some());
+    assert_eq!(v["config_errors"], Value::Array(vec![]), "{v}");
+    env.token(&["get", "a", "--no-login"]).ok();
+    assert_eq!(env.browser_launches(), 1);
+}
+
+#[test]
+fn daemon_settings_apply_on_reload_and_a_store_change_waits_for_the_next_start() {
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    // The [daemon] table decides, not the environment.
+    env.unset("TOKEND_STORE").unset("TOKEND_LOG");
+    env.set("BROWSER_MODE", "ignore");
+    let site = Env::site_config("corp", &provider);
+    env.write_config(&format!("{site}\n[daemon]\nstore = \"memory\"\n"));
+    let daemon = env.daemon();
+    env.token(&["status"]).ok();
+    assert!(!daemon.log().contains("request"), "info: {}", daemon.log());
+
+    rewrite_config_atomically(
+        &env,
+        &format!("{site}\n[daemon]\nstore = \"file\"\nlog = \"debug\"\nlogin_timeout = \"2s\"\n"),
+    );
+    let later = "[daemon] store = \"file\" takes effect at the next start (`token stop`)";
+    let v = wait_status(&env, "the store change said", |v| {
+        v["store_note"].as_str().is_some_and(|n| n.contains(later))
+    });
+    assert_eq!(v["store"], "memory", "{v}");
+    assert!(daemon.log().contains(later), "{}", daemon.log());
+    let table = env.token(&["status"]);
+    assert!(table.stdout.contains(later), "{table}");
+
+    // log: debug lines from now on.
+    env.token(&["status"]).ok();
+    assert!(
+        daemon.log().contains("request"),
+        "debug after the reload: {}",
+        daemon.log()
+    );
+    // login_timeout: the next login waits 2 s, not 5 min.
+    let out = env
+        .cmd(&["get", "corp"])
+        .timeout(Duration::from_secs(60))
+        .run();
+    out.code(exit::LOGIN_INCOMPLETE);
+    assert!(out.stderr.contains("waiting up to 2s"), "{out}");
+}

@@ -291,7 +291,9 @@ pub struct StatusReply {
     /// The store in use: `keyring`, `file` or `memory`.
     #[serde(default)]
     pub store: String,
-    /// Why the store is not the keyring that was the default, if so.
+    /// What to know about the store, if anything: why it is not the keyring
+    /// that was the default, the logins this start moved from the previous
+    /// store, a `[daemon] store` edit that waits for the next start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_note: Option<String>,
     /// Where the daemon logs: a file path, or `stderr`.

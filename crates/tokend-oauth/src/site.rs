@@ -30,6 +30,9 @@ pub struct OAuthSite {
     pub extra_params: Vec<(String, String)>,
     /// Sender-constrained tokens (RFC 9449): token requests carry a proof.
     pub dpop: Option<std::sync::Arc<Dpop>>,
+    /// `prompt` on the authorization request (`consent`, so that an OIDC
+    /// provider grants `offline_access`, OIDC Core §11).
+    pub prompt: Option<String>,
 }
 
 /// A site's DPoP key and the last nonce its servers asked for.
@@ -69,6 +72,7 @@ impl OAuthSite {
             scope_separator: " ".into(),
             extra_params: Vec::new(),
             dpop: None,
+            prompt: None,
         }
     }
 
@@ -93,6 +97,9 @@ impl OAuthSite {
             params.push(("scope", &scope));
         }
         params.push(("state", state));
+        if let Some(prompt) = &self.prompt {
+            params.push(("prompt", prompt));
+        }
         if let Some(pkce) = pkce {
             params.push(("code_challenge", &pkce.challenge));
             params.push(("code_challenge_method", "S256"));

@@ -10,13 +10,24 @@ use tokend_oauth::Http;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::config::StoreKind;
 use crate::error::ApiError;
-use crate::site::{Deps, SiteHandle};
+use crate::site::{Deps, LoginTimeout, SiteHandle};
 use crate::sites::{Sites, Status};
 use crate::store::Store;
 
 /// How long a login waits for the user unless `TOKEND_LOGIN_TIMEOUT` says otherwise.
 pub(crate) const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a login waits: `TOKEND_LOGIN_TIMEOUT`, else the `[daemon]`
+/// table's `configured` (seconds), else the default.
+fn effective_login_timeout(configured: Option<u64>) -> Duration {
+    std::env::var("TOKEND_LOGIN_TIMEOUT")
+        .ok()
+        .and_then(|s| crate::config::parse_duration(&s))
+        .or(configured)
+        .map_or(DEFAULT_LOGIN_TIMEOUT, Duration::from_secs)
+}
 
 /// Sites loading their login from the store at once.
 const LOAD_AT_ONCE: usize = 8;
@@ -28,6 +39,11 @@ pub(crate) struct Daemon {
     sites: Arc<Sites>,
     shutdown: tokio::sync::watch::Sender<bool>,
     trimmer: crate::platform::memory::Trimmer,
+    /// The `[daemon] store` the daemon started with (the store in use is
+    /// chosen once: a change waits for the next start).
+    started_store: Option<StoreKind>,
+    /// What this start moved from the previous store, if the store changed.
+    pub store_moved: Option<String>,
 }
 
 impl Daemon {
@@ -42,11 +58,7 @@ impl Daemon {
         http: Http,
         login_timeout: Option<u64>,
     ) -> Daemon {
-        let login_timeout = std::env::var("TOKEND_LOGIN_TIMEOUT")
-            .ok()
-            .and_then(|s| crate::config::parse_duration(&s))
-            .or(login_timeout)
-            .map_or(DEFAULT_LOGIN_TIMEOUT, Duration::from_secs);
+        let login_timeout = LoginTimeout::new(effective_login_timeout(login_timeout));
         Daemon::with_deps(
             config_path,
             config,
@@ -71,6 +83,8 @@ impl Daemon {
     /// A daemon whose sites get `deps` (tests give a scripted HTTP and tokio's clock).
     pub(crate) fn with_deps(config_path: PathBuf, config: Config, deps: Deps) -> Daemon {
         let daemon = Daemon {
+            started_store: config.daemon.store,
+            store_moved: None,
             config: RwLock::new(Arc::new(Config::default())),
             config_path,
             sites: Sites::new(Arc::new(deps)),
@@ -152,11 +166,50 @@ impl Daemon {
         }
     }
 
-    /// Re-reads the config file. A file that does not parse at all keeps the
-    /// previous config running; a changed site keeps its login unless its
-    /// provider, client or scopes changed.
+    /// Re-reads the config file. A file that does not parse at all, or that
+    /// is gone (deleted, or an editor's delete-and-rename under way), keeps
+    /// the previous config running; a changed site keeps its login unless
+    /// its provider, client or scopes changed.
     pub(crate) fn reload(&self) -> ReloadReply {
-        self.install(Config::load(&self.config_path))
+        let reply = self.install(Config::load(&self.config_path));
+        self.apply_daemon_settings();
+        reply
+    }
+
+    /// The `[daemon]` table as it now reads: `login_timeout` and `log` apply
+    /// from now on (the environment still wins); a `store` change is said,
+    /// since it waits for the next start.
+    fn apply_daemon_settings(&self) {
+        let settings = self.config().daemon.clone();
+        let timeout = effective_login_timeout(settings.login_timeout);
+        if self.deps().login_timeout.set(timeout) {
+            tracing::info!(
+                "config: logins starting from now wait up to {}s (login_timeout)",
+                timeout.as_secs()
+            );
+        }
+        crate::set_log_filter(settings.log.as_deref());
+        if let Some(note) = self.store_change() {
+            tracing::warn!("config: {note}");
+        }
+    }
+
+    /// A `[daemon] store` edited since the start, when it names another
+    /// store than the one in use (`TOKEND_STORE` wins over the table).
+    pub(crate) fn store_change(&self) -> Option<String> {
+        if std::env::var_os("TOKEND_STORE").is_some_and(|s| !s.is_empty()) {
+            return None;
+        }
+        let wanted = self.config().daemon.store;
+        let would = wanted.unwrap_or(StoreKind::Keyring);
+        let in_use = self.store().name();
+        (wanted != self.started_store && would.name() != in_use).then(|| {
+            format!(
+                "[daemon] store = \"{}\" takes effect at the next start (`token stop`); \
+                 until then logins stay in the {in_use} store",
+                would.name()
+            )
+        })
     }
 
     /// Serves `new` (just read from the config file) from now on.
@@ -165,13 +218,24 @@ impl Daemon {
             && new.broken.is_empty()
             && new.errors.iter().any(|e| e.line.is_some());
         let old = self.config();
-        let kept_previous = whole_file_broken && !old.sites.is_empty();
+        let kept_previous = (whole_file_broken || new.missing) && !old.sites.is_empty();
         let new = if kept_previous {
-            for e in &new.errors {
+            let mut kept = (*old).clone();
+            kept.errors = if new.missing {
+                vec![crate::config::ConfigError::of_file(
+                    &new.path,
+                    format!(
+                        "the config file is gone: tokend keeps running the previous settings \
+                         ({} site(s)) and reads the file again as soon as it is back",
+                        old.sites.len()
+                    ),
+                )]
+            } else {
+                new.errors.clone()
+            };
+            for e in &kept.errors {
                 tracing::error!("config not reloaded, keeping the previous one: {e}");
             }
-            let mut kept = (*old).clone();
-            kept.errors = new.errors.clone();
             kept.broken.clear();
             kept
         } else {

@@ -7,7 +7,7 @@ use token_proto::{Event, Op, PasteRequest};
 
 use crate::conn::Conn;
 use crate::time::human_duration;
-use crate::{browser, ClientError};
+use crate::{browser, platform, ClientError};
 use token_proto::text::clean;
 
 /// Shows what the daemon says while the caller waits (a login URL, a device
@@ -66,6 +66,12 @@ fn clean_event(ev: &Event) -> Event {
 
 pub(crate) fn show_event(ev: &Event) -> Result<(), ClientError> {
     let ev = &clean_event(ev);
+    if let Event::LoginUrl { site, .. }
+    | Event::DeviceCode { site, .. }
+    | Event::PasteUrl { site, .. } = ev
+    {
+        cancel_on_ctrl_c(site);
+    }
     if let Event::PasteUrl {
         site,
         url,
@@ -88,13 +94,21 @@ pub(crate) fn show_event(ev: &Event) -> Result<(), ClientError> {
                     err,
                     "token: site {site} needs a login; opening your browser. If it does not open, visit:\n\n    {url}\n"
                 );
-                if let Err(e) = browser::open(url) {
-                    let _ = writeln!(
-                        err,
-                        "token: {e}.\n       Open the URL above by hand, or set BROWSER to a command that opens URLs, \
-                         or log in without a browser here: `token login {site} --device` (where the provider \
-                         offers device login) or `token login {site} --paste`"
-                    );
+                match browser::open(url) {
+                    Ok(opener) => {
+                        // Said the moment the opener fails, not after the
+                        // login's whole timeout.
+                        let site = site.clone();
+                        std::thread::spawn(move || {
+                            if let Some(why) = opener.failure() {
+                                let mut err = std::io::stderr().lock();
+                                let _ = writeln!(err, "{}", no_browser(&site, &why));
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        let _ = writeln!(err, "{}", no_browser(site, &e));
+                    }
                 }
             } else {
                 let _ = writeln!(
@@ -142,6 +156,39 @@ pub(crate) fn show_event(ev: &Event) -> Result<(), ClientError> {
         Event::Unknown => {}
     }
     Ok(())
+}
+
+/// What a caller whose browser cannot open can do instead.
+fn no_browser(site: &str, why: &str) -> String {
+    format!(
+        "{}token: {why}.\n       Open the URL above by hand, or set BROWSER to a command that opens URLs, \
+         or log in without a browser here: `token login {site} --device` (where the provider \
+         offers device login) or `token login {site} --paste`",
+        fresh_line()
+    )
+}
+
+/// What starts a line of ours on stderr: on a terminal, a return and an
+/// erase over the countdown line (and an echoed `^C`) it may interrupt.
+fn fresh_line() -> &'static str {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        "\r\x1b[K"
+    } else {
+        ""
+    }
+}
+
+/// While this caller waits for a login, Ctrl-C ends it as a cancelled
+/// login: one line, exit 6 (the daemon cancels it when we hang up).
+fn cancel_on_ctrl_c(site: &str) {
+    platform::exit_on_interrupt(
+        format!(
+            "{}token: site {site}: login cancelled (Ctrl-C); run `token login {site}` to try again\n",
+            fresh_line()
+        ),
+        token_proto::ErrorCode::LoginIncomplete.exit_code(),
+    );
 }
 
 /// Paste-back: show the URL, read the final URL (or the code) from stdin,

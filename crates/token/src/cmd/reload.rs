@@ -15,7 +15,7 @@ pub fn run() -> Result<u8, ClientError> {
     }
     if reply.kept_previous {
         eprintln!(
-            "token: tokend kept its previous settings ({} site(s)) until the config file parses",
+            "token: tokend kept its previous settings ({} site(s)) until the config file is there and parses",
             reply.sites
         );
     } else {

@@ -220,6 +220,39 @@ pub fn in_git_push() -> bool {
     false
 }
 
+/// The line a Ctrl-C prints while a login waits, and the exit code it ends
+/// with (see [`exit_on_interrupt`]).
+static INTERRUPTED: std::sync::OnceLock<(Vec<u8>, u8)> = std::sync::OnceLock::new();
+
+/// From now on SIGINT (Ctrl-C) writes `line` to stderr and exits with
+/// `code` at once: a login the user gave up on is a result of its own, not
+/// a kill (the daemon cancels the login when the connection closes). The
+/// first call's line stays: a process waits for one login.
+pub fn exit_on_interrupt(line: String, code: u8) {
+    extern "C" fn on_sigint(_: libc::c_int) {
+        // Only async-signal-safe calls here: write(2) and _exit(2).
+        if let Some((line, code)) = INTERRUPTED.get() {
+            // SAFETY: the buffer is valid for its length and lives for the
+            // whole process (a static set before the handler was installed).
+            unsafe {
+                libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), line.len());
+                libc::_exit(libc::c_int::from(*code));
+            }
+        }
+        // SAFETY: _exit has no preconditions.
+        unsafe { libc::_exit(130) }
+    }
+    if INTERRUPTED.set((line.into_bytes(), code)).is_err() {
+        return;
+    }
+    let handler: extern "C" fn(libc::c_int) = on_sigint;
+    // SAFETY: the handler only makes async-signal-safe calls, and reads a
+    // static that is fully set before it is installed.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::{git_step, GitStep};

@@ -50,6 +50,19 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    /// A problem of the file as a whole (no line, site or key).
+    pub(crate) fn of_file(path: &Path, message: String) -> ConfigError {
+        ConfigError {
+            path: path.to_owned(),
+            line: None,
+            site: None,
+            key: None,
+            message,
+        }
+    }
+}
+
 /// The parsed file: the good sites, and what was wrong with the others.
 #[derive(Clone, Debug, Default)]
 pub struct Config {
@@ -63,6 +76,8 @@ pub struct Config {
     pub(crate) unparsable: Option<ConfigError>,
     /// The `[daemon]` table.
     pub(crate) daemon: DaemonSettings,
+    /// There is no config file (not yet, or no longer).
+    pub(crate) missing: bool,
 }
 
 /// A TOML table's entries, in the order written. A list, not a map: a
@@ -150,13 +165,8 @@ impl Config {
                 };
                 Config {
                     path: path.to_owned(),
-                    errors: vec![ConfigError {
-                        path: path.to_owned(),
-                        line: None,
-                        site: None,
-                        key: None,
-                        message,
-                    }],
+                    missing: e.kind() == std::io::ErrorKind::NotFound,
+                    errors: vec![ConfigError::of_file(path, message)],
                     ..Default::default()
                 }
             }

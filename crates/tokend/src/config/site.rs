@@ -154,12 +154,33 @@ pub struct SiteConfig {
     /// Which token `token kube` serves: the access token unless
     /// `kube_token = "id_token"` (clusters that authenticate with OIDC).
     pub(crate) kube_token: TokenKind,
+    /// `prompt` as written (`""`: send none); `None`: the default.
+    pub(crate) prompt: Option<String>,
 }
 
 impl SiteConfig {
     /// Whether the provider is asked for an OpenID Connect ID token.
     pub(crate) fn wants_id_token(&self) -> bool {
         self.scopes.iter().any(|s| s == "openid")
+    }
+
+    /// Whether a login should bring a refresh token: `offline_access` asks
+    /// for one by name.
+    pub(crate) fn expects_refresh_token(&self) -> bool {
+        self.scopes.iter().any(|s| s == "offline_access")
+    }
+
+    /// The `prompt` of the authorization request: as configured, else
+    /// `consent` for an OpenID Connect login that asks for
+    /// `offline_access` (OIDC Core §11: without it, providers that follow
+    /// the spec drop `offline_access` and issue no refresh token), unless
+    /// `extra_params` sets one.
+    pub(crate) fn effective_prompt(&self) -> Option<&str> {
+        match &self.prompt {
+            Some(p) => Some(p.as_str()).filter(|p| !p.is_empty()),
+            None if self.extra_params.iter().any(|(k, _)| k == "prompt") => None,
+            None => (self.wants_id_token() && self.expects_refresh_token()).then_some("consent"),
+        }
     }
 }
 
@@ -220,6 +241,7 @@ const KEYS: &[&str] = &[
     "api_base",
     "dpop",
     "kube_token",
+    "prompt",
 ];
 
 /// Takes keys out of one site table, remembering where each one was.
@@ -496,6 +518,7 @@ pub(super) fn parse_site(
                 ],
             )?
             .unwrap_or_default(),
+        prompt: f.string_or_empty("prompt")?,
     };
     preset::apply(&mut site, separator_given).map_err(|e| {
         let line = f.line_of(e.key);
@@ -527,6 +550,19 @@ impl Fields<'_> {
     }
 
     /// A string that may be only whitespace (the scope separator may be " ").
+    /// A string that may be empty (`prompt = ""`: none).
+    fn string_or_empty(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some((_, Value::String(s))) => Ok(Some(s.trim().to_owned())),
+            Some((line, v)) => Err(self.err(
+                line,
+                key,
+                format!("expected a string, found {}", v.type_str()),
+            )),
+        }
+    }
+
     fn string_raw(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
         match self.take(key) {
             None => Ok(None),
@@ -622,6 +658,29 @@ mod tests {
         assert_eq!(e.line, Some(4));
         let e = parse("dpop = true\ngrant = \"implicit\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("dpop"));
+    }
+
+    #[test]
+    fn offline_access_at_an_oidc_provider_asks_for_consent_unless_told_otherwise() {
+        let prompt = |body: &str| parse(body).unwrap().effective_prompt().map(str::to_owned);
+        let offline = "scopes = [\"openid\", \"offline_access\"]\n";
+        assert_eq!(prompt(offline).as_deref(), Some("consent"));
+        assert_eq!(prompt("scopes = [\"offline_access\"]\n"), None, "not OIDC");
+        assert_eq!(prompt("scopes = [\"openid\"]\n"), None);
+        assert_eq!(prompt(&format!("{offline}prompt = \"\"\n")), None);
+        assert_eq!(
+            prompt(&format!("{offline}prompt = \"login consent\"\n")).as_deref(),
+            Some("login consent")
+        );
+        assert_eq!(
+            prompt(&format!(
+                "{offline}extra_params = {{ prompt = \"none\" }}\n"
+            )),
+            None,
+            "extra_params carries its own"
+        );
+        let e = parse("prompt = 1\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("prompt"));
     }
 
     fn parse_file(text: &str) -> super::super::Config {

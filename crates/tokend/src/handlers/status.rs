@@ -64,7 +64,15 @@ pub(super) async fn status(d: &Arc<Daemon>, only: Option<&str>) -> Result<Status
         config: config.path.display().to_string(),
         config_errors: config.errors.iter().map(ToString::to_string).collect(),
         store: d.deps().store.name().to_owned(),
-        store_note: d.deps().store_notice.as_ref().map(|n| n.text().to_owned()),
+        store_note: {
+            let notes: Vec<String> = (d.deps().store_notice.as_ref())
+                .map(|n| n.text().to_owned())
+                .into_iter()
+                .chain(d.store_moved.clone())
+                .chain(d.store_change())
+                .collect();
+            (!notes.is_empty()).then(|| notes.join("; "))
+        },
         log: crate::log_destination(),
         sites: out,
     })

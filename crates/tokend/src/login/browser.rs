@@ -14,7 +14,7 @@ use crate::site::SiteError;
 
 pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, SiteError> {
     let cfg = &ctx.cfg;
-    let timeout = ctx.deps.login_timeout;
+    let timeout = ctx.deps.login_timeout.get();
     let state = fresh_state()?;
     let lb = Loopback::bind(cfg.redirect_uri.as_ref().map(WrittenUrl::url), &state)
         .await

@@ -11,7 +11,7 @@ use crate::site::SiteError;
 
 pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, SiteError> {
     let cfg = &ctx.cfg;
-    let timeout = ctx.deps.login_timeout;
+    let timeout = ctx.deps.login_timeout.get();
     let dev = oauth
         .device_start(&ctx.deps.http, &cfg.scopes)
         .await
@@ -63,6 +63,7 @@ async fn device_login(
     let (name, deps) = (&ctx.cfg.name, &ctx.deps);
     let limit = deps
         .login_timeout
+        .get()
         .min(std::time::Duration::from_secs(dev.expires_in.max(1)));
     let deadline = tokio::time::Instant::now() + limit;
     let mut interval = dev.interval.max(1);

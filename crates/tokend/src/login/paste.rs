@@ -24,7 +24,7 @@ pub(super) fn start(
     input: mpsc::Receiver<String>,
 ) -> Result<Started, SiteError> {
     let cfg = &ctx.cfg;
-    let timeout = ctx.deps.login_timeout;
+    let timeout = ctx.deps.login_timeout.get();
     let redirect = cfg
         .redirect_uri
         .as_deref()

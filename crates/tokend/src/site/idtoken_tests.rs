@@ -128,7 +128,7 @@ fn site(op: &Arc<Op>, store: Store) -> SiteHandle {
         http: op.http(),
         discovery: Arc::default(),
         clock: Clock::tokio_at(NOW as f64),
-        login_timeout: Duration::from_secs(300),
+        login_timeout: crate::site::LoginTimeout::new(Duration::from_secs(300)),
         load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
         store_notice: None,
         keys: Arc::default(),

@@ -44,7 +44,7 @@ pub(crate) struct Deps {
     pub http: Http,
     pub discovery: Arc<Discovery>,
     pub clock: Clock,
-    pub login_timeout: Duration,
+    pub login_timeout: LoginTimeout,
     /// Store loads at once across sites (keyring reads cost milliseconds).
     pub load_slots: Arc<Semaphore>,
     /// The store fallback, told to the first caller (and always in `status`).
@@ -62,6 +62,28 @@ pub(crate) enum TtlFrom {
     /// The git helper's built-in margin: told once per site, and only when
     /// the provider's tokens are shorter than the margin.
     GitHelper,
+}
+
+/// How long a login waits for the user: the daemon's one setting, which a
+/// config reload may change while sites hold it.
+#[derive(Clone, Debug)]
+pub(crate) struct LoginTimeout(Arc<std::sync::atomic::AtomicU64>);
+
+impl LoginTimeout {
+    pub(crate) fn new(t: Duration) -> LoginTimeout {
+        LoginTimeout(Arc::new(t.as_secs().into()))
+    }
+
+    pub(crate) fn get(&self) -> Duration {
+        Duration::from_secs(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Sets it for the logins that start from now on; whether it changed.
+    pub(crate) fn set(&self, t: Duration) -> bool {
+        self.0
+            .swap(t.as_secs(), std::sync::atomic::Ordering::Relaxed)
+            != t.as_secs()
+    }
 }
 
 /// What a `get` came to.

@@ -24,6 +24,12 @@ impl Grant {
 /// The shortest time between two refreshes ahead of the same site.
 const MIN_RENEWAL_GAP: f64 = 1.0;
 
+/// How old a token may be while it still counts as the best a provider
+/// gives for a `min_ttl` longer than its tokens live: a tenth of its
+/// lifetime, and at least this many seconds (so back-to-back callers of a
+/// short-lived token share one).
+const NEARLY_NEW_SECS: f64 = 2.0;
+
 /// An access token in hand.
 #[derive(Clone, Debug)]
 pub(crate) struct Current {
@@ -76,16 +82,31 @@ impl Current {
     }
 
     /// A `min_ttl` no token from this provider can meet, and this token is
-    /// the freshest it gave for such a request: asking again is pointless
-    /// until the token is due anyway.
+    /// the freshest it gave for such a request and still nearly as good as
+    /// a new one: asking again would gain the caller next to nothing. Once
+    /// it has aged more, the next such caller gets one refresh (and the
+    /// best token there is, with the warning).
+    ///
+    /// The git helper's margin is its own, not the user's: a token that
+    /// fell short of it serves git until refresh-ahead replaces it (a
+    /// refresh per git command would gain git nothing it asked for).
     pub(crate) fn best_there_is(
         &self,
         now: f64,
         min_ttl: Option<u64>,
         refresh_before: Option<u64>,
+        from: TtlFrom,
     ) -> bool {
         let Some(m) = min_ttl else { return false };
-        self.fell_short && m as f64 >= self.lifetime() && self.serves(now, None, refresh_before)
+        let lifetime = self.lifetime();
+        let fresh_enough = match from {
+            TtlFrom::Caller => now - self.obtained_at <= (lifetime / 10.0).max(NEARLY_NEW_SECS),
+            TtlFrom::GitHelper => true,
+        };
+        self.fell_short
+            && m as f64 >= lifetime
+            && fresh_enough
+            && self.serves(now, None, refresh_before)
     }
 
     /// What a caller receives.
@@ -158,6 +179,9 @@ pub(crate) struct TokenState {
     /// caller of the login and always in `status`.
     pub narrower: Option<String>,
     pub tell_narrower: bool,
+    /// The login brought no refresh token although the site asked for one
+    /// (`offline_access`): said to its caller, and in `status`.
+    pub no_refresh: Option<String>,
     /// The validated ID token of the login or the last refresh that sent one.
     pub id_token: Option<HeldId>,
     /// A caller asked for the ID token since the daemon started: refresh-ahead
@@ -187,6 +211,7 @@ impl TokenState {
         self.scopes.clear();
         self.narrower = None;
         self.tell_narrower = false;
+        self.no_refresh = None;
         self.last_error = why;
         self.retry_after = None;
         self.backoff.reset();
@@ -270,13 +295,19 @@ impl TokenState {
             SiteState::NotLoaded
         } else if valid {
             SiteState::Ready
+        } else if self.stalled {
+            // A config problem: no login helps until the config is fixed.
+            SiteState::Error
+        } else if !view.cfg.grant.renews_alone(self.refresh.is_some()) {
+            // Only the user can get a token now, whatever ended the last
+            // try (a login that timed out, a refused refresh token): the
+            // error says why.
+            SiteState::LoginRequired
         } else if self.last_error.is_some() {
             SiteState::Error
-        } else if view.cfg.grant.renews_alone(self.refresh.is_some()) {
+        } else {
             // Expired, but renewable without the user.
             SiteState::Ready
-        } else {
-            SiteState::LoginRequired
         };
         SiteStatus {
             site: view.cfg.name.clone(),
@@ -288,8 +319,23 @@ impl TokenState {
             last_refresh: self.last_refresh.map(whole),
             next_refresh: self.next_refresh(view.cfg, view.now).map(whole),
             last_error: self.last_error.clone(),
-            notes: self.unsaved.iter().chain(&self.narrower).cloned().collect(),
+            notes: (self.unsaved.iter())
+                .chain(&self.no_refresh)
+                .chain(&self.narrower)
+                .cloned()
+                .collect(),
         }
+    }
+}
+
+/// `secs` as a person says it: `1h`, `1h30m`, `5m`, `40s`.
+pub(crate) fn roughly(secs: f64) -> String {
+    let s = whole(secs.max(0.0));
+    match (s / 3600, s % 3600 / 60) {
+        (0, 0) => format!("{s}s"),
+        (0, m) => format!("{m}m"),
+        (h, 0) => format!("{h}h"),
+        (h, m) => format!("{h}h{m}m"),
     }
 }
 
@@ -339,15 +385,42 @@ mod tests {
     }
 
     #[test]
+    fn durations_read_as_people_say_them() {
+        let said: Vec<String> = [3599.6, 3600.0, 5400.0, 300.0, 40.0]
+            .into_iter()
+            .map(roughly)
+            .collect();
+        assert_eq!(said, ["59m", "1h", "1h30m", "5m", "40s"]);
+    }
+
+    #[test]
     fn an_unmeetable_min_ttl_is_served_by_the_freshest_token() {
         let (mut c, now) = current(Some(3600.0), 10.0);
-        assert!(!c.best_there_is(now, Some(7200), None), "not asked for yet");
-        c.fell_short = true;
-        assert!(c.best_there_is(now, Some(7200), None));
         assert!(
-            !c.best_there_is(now, Some(3595), None),
+            !c.best_there_is(now, Some(7200), None, TtlFrom::Caller),
+            "not asked for yet"
+        );
+        c.fell_short = true;
+        assert!(c.best_there_is(now, Some(7200), None, TtlFrom::Caller));
+        assert!(
+            !c.best_there_is(now, Some(3595), None, TtlFrom::Caller),
             "a fresh token would meet it"
         );
-        assert!(!c.best_there_is(now, None, None));
+        assert!(!c.best_there_is(now, None, None, TtlFrom::Caller));
+        // 17 s left of a 30 s token: a fresh one is much better.
+        let (mut c, now) = current(Some(30.0), 13.0);
+        c.fell_short = true;
+        assert!(c.serves(now, None, None));
+        assert!(!c.best_there_is(now, Some(60), None, TtlFrom::Caller));
+        let (mut c, now) = current(Some(30.0), 2.0);
+        c.fell_short = true;
+        assert!(
+            c.best_there_is(now, Some(60), None, TtlFrom::Caller),
+            "nearly new"
+        );
+        // The git helper's own margin: git is served what there is.
+        let (mut c, now) = current(Some(30.0), 13.0);
+        c.fell_short = true;
+        assert!(c.best_there_is(now, Some(60), None, TtlFrom::GitHelper));
     }
 }

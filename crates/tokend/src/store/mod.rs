@@ -5,6 +5,9 @@
 
 mod file;
 mod keyring;
+mod migrate;
+
+pub(crate) use migrate::from_previous;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -148,7 +148,7 @@ impl Actor {
         };
         let warning = if cur.serves(now, min_ttl, before) {
             None
-        } else if cur.best_there_is(now, min_ttl, before) {
+        } else if cur.best_there_is(now, min_ttl, before, from) {
             min_ttl.and_then(|m| cur.short_warning(&self.name, now, m, from))
         } else if *need == Need::Own && self.st.backing_off(now) && cur.remaining(now) > 0.0 {
             // The provider failed a moment ago and a retry is planned: serve
@@ -411,9 +411,12 @@ impl Actor {
             self.st.refresh = Some(rt);
         }
         self.st.scopes = cur.scopes.clone();
+        // A missing offline_access without a refresh token is said on its
+        // own (what it means: a login each time the token expires).
+        let said_alone = |s: &str| s == "offline_access" && self.st.refresh.is_none();
         let missing: Vec<&str> = requested
             .iter()
-            .filter(|s| !cur.scopes.contains(s))
+            .filter(|s| !cur.scopes.contains(s) && !said_alone(s))
             .map(String::as_str)
             .collect();
         let narrower = (!missing.is_empty()).then(|| {

@@ -128,13 +128,17 @@ impl Actor {
                 // A new login's ID token, or none: never the last login's.
                 self.st.id_token = None;
                 self.take_own(resp, &scopes, id, now).await;
+                self.st.no_refresh = self.no_refresh_token(now);
+                if let Some(note) = &self.st.no_refresh {
+                    tracing::warn!(site = %self.name, "{note}");
+                }
                 // Whoever waits for the site's own token is served by this one.
                 self.answer(&Need::Own, u64::MAX, None);
                 let reply = self
                     .st
                     .access
                     .as_ref()
-                    .map(|c| c.reply(self.cfg.api_key.clone(), None))
+                    .map(|c| c.reply(self.cfg.api_key.clone(), self.st.no_refresh.clone()))
                     .map(|r| self.noted(r));
                 match reply {
                     Some(t) => self.end_login(Ok(t)),
@@ -146,6 +150,25 @@ impl Actor {
             }
             Err(e) => self.end_login(Err(e)),
         }
+    }
+
+    /// What to tell the user when a login that asked for a refresh token
+    /// (`offline_access`) brought none: the next login comes when the
+    /// token expires.
+    fn no_refresh_token(&self, now: f64) -> Option<String> {
+        if self.st.refresh.is_some() || !self.cfg.expects_refresh_token() {
+            return None;
+        }
+        let at = self.st.access.as_ref()?.expires_at?;
+        let why = match self.cfg.effective_prompt() {
+            Some("consent") => "the provider did not grant offline_access, although the login asked with prompt=consent",
+            _ => "the provider did not grant offline_access; OpenID Connect providers grant it only with prompt = \"consent\" (the default for such sites)",
+        };
+        Some(format!(
+            "site {}: no refresh token: you will be asked to log in again when this token expires in {}; {why}; see `prompt` under Configuration in tokend's README",
+            self.name,
+            crate::site::state::roughly(at - now),
+        ))
     }
 
     /// Publishes a login's outcome to every caller waiting for it, and
