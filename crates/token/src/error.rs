@@ -42,7 +42,7 @@ impl ClientError {
     /// Prints the one error line. A failing stderr is ignored: nowhere left to say it.
     pub fn report(&self) {
         if let ClientError::Help = self {
-            let _ = std::io::stdout().write_all(crate::cli::HELP.as_bytes());
+            let _ = std::io::stdout().write_all(crate::cli::help().as_bytes());
             return;
         }
         let _ = writeln!(std::io::stderr().lock(), "token: {self}");

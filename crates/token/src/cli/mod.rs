@@ -1,4 +1,7 @@
-//! Command-line parsing (lexopt) and the help text.
+//! Command-line parsing (lexopt), by the names in `table`.
+
+mod help;
+pub mod table;
 
 use std::ffi::OsString;
 
@@ -6,79 +9,12 @@ use lexopt::prelude::*;
 use token_proto::{names, parse_duration, LoginMode, Purpose};
 
 use crate::ClientError;
+use table::{Cmd, CmdId, OptId, Words};
+pub use table::{Format, Shell};
 
-pub const HELP: &str = "\
-token — print fresh OAuth access tokens, kept fresh by the tokend daemon
-
-USAGE:
-    token get SITE [--min-ttl DUR] [--scope S]... [--format raw|header|json] [--no-login] [--id-token]
-              [--dpop METHOD URL]
-    token login SITE [--device | --paste]
-    token logout SITE
-    token status [SITE] [--json]
-    token exec SITE [--env VAR] [--dpop METHOD URL] -- COMMAND [ARGS]...
-    token kube SITE [--id-token]
-    token credential get|store|erase      (git credential helper; also git-credential-token)
-    token completions bash|zsh|fish
-    token reload | token stop
-
-COMMANDS:
-    get       Print a valid access token for SITE on stdout and nothing else.
-              Logs in through your browser first if the site needs consent.
-                --min-ttl DUR   the token must stay valid this long (300, 90s, 5m, 1h)
-                --scope S       a token for a subset of the site's scopes (repeatable)
-                --format F      raw (default) | header (`Authorization: Bearer ...`) |
-                                json (access_token, token_type, expires_at, scopes, api_key)
-                --no-login      never start a login: exit 3 instead
-                --dpop METHOD URL  for `dpop = true` sites: also a DPoP proof for
-                                that one request, signed by tokend. raw prints the
-                                token on line 1 and the proof on line 2; header
-                                prints `Authorization: DPoP ...` and `DPoP: ...`;
-                                json adds dpop_proof
-                --id-token      the site's validated OpenID Connect ID token instead
-                                (the site's scopes must include openid)
-    login     Run consent for SITE now (browser + PKCE; --device shows a code to
-              enter on another device; --paste reads the final URL from stdin).
-    logout    Revoke SITE's tokens at the provider where possible; forget them here.
-    status    Every site (or one): state, expiry, scopes, last refresh, last error, notes.
-    exec      Run COMMAND with the token in $VAR (default TOKEN); with --dpop METHOD
-              URL also the proof for that request in $DPOP.
-    kube      Print a Kubernetes ExecCredential (client.authentication.k8s.io/v1);
-              --id-token (or the site key kube_token = \"id_token\") puts the ID token
-              in it, for clusters that authenticate users with OIDC.
-    credential  The git credential helper: git config credential.helper token
-              (the site is the one whose `hosts` lists the remote's host).
-    completions  Print a completion script that also completes site names:
-              bash: source <(token completions bash)   (e.g. in ~/.bashrc)
-              zsh:  source <(token completions zsh)    fish: token completions fish | source
-    reload    Re-read the config file now (tokend also watches it).
-    stop      Ask the daemon to exit.
-
-EXAMPLES:
-    curl -H \"Authorization: Bearer $(token get corp)\" https://api.example.com/me
-    curl -H \"$(token get corp --format header)\" https://api.example.com/me
-    token exec corp -- terraform plan
-    token exec corp --dpop GET https://api.example.com/me -- \
-        sh -c 'curl -H \"Authorization: DPoP $TOKEN\" -H \"DPoP: $DPOP\" https://api.example.com/me'
-
-ENVIRONMENT:
-    TOKEND_SOCKET        socket path (default $XDG_RUNTIME_DIR/tokend/tokend.sock)
-    TOKEND_CONFIG        config file (default: the platform config dir, tokend/config.toml)
-    TOKEND_NO_AUTOSTART  1: never start tokend when none answers
-    BROWSER              the command that opens login URLs
-
-EXIT CODES:
-    0 ok   1 unexpected error   2 usage or config error   3 login required but not
-    allowed   4 the provider refused   5 the daemon is unreachable (or not yours)
-    6 the login did not complete (timed out or cancelled)
-    exec: COMMAND's own exit; 127 when it is not found, 126 when it cannot run
-";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Raw,
-    Header,
-    Json,
+/// `token --help`.
+pub fn help() -> String {
+    help::text()
 }
 
 #[derive(Debug)]
@@ -123,7 +59,7 @@ pub enum Command {
         action: String,
     },
     Completions {
-        shell: String,
+        shell: Shell,
     },
     /// The configured site names, one a line (for completion scripts).
     Sites,
@@ -133,39 +69,12 @@ pub enum Command {
     Version,
 }
 
-/// The commands, for "did you mean".
-const COMMANDS: &[&str] = &[
-    "get",
-    "login",
-    "logout",
-    "status",
-    "exec",
-    "kube",
-    "credential",
-    "completions",
-    "reload",
-    "stop",
-    "help",
-];
-
-/// The options of `get`, `kube` and `exec` (without the dashes).
-fn get_options(cmd: &str) -> Vec<&'static str> {
-    let mut known = vec!["min-ttl", "scope", "no-login", "id-token", "help"];
-    match cmd {
-        "get" => known.extend(["format", "dpop"]),
-        "exec" => known.extend(["env", "dpop"]),
-        _ => {}
-    }
-    known
-}
-
 /// An argument no parse arm took; a mistyped option gets the closest of
-/// `known` (options without their dashes).
-fn unexpected(arg: lexopt::Arg<'_>, known: &[&str]) -> ClientError {
+/// `cmd`'s options.
+fn unexpected(arg: lexopt::Arg<'_>, cmd: &Cmd) -> ClientError {
     let hint = match &arg {
-        Long(name) => {
-            names::closest(name, known.iter().copied()).map(|k| format!("; did you mean `--{k}`?"))
-        }
+        Long(name) => names::closest(name, cmd.opts.iter().map(|o| o.name).chain(["help"]))
+            .map(|k| format!("; did you mean `--{k}`?")),
         Short(_) | Value(_) => None,
     };
     usage(format!("{}{}", arg.unexpected(), hint.unwrap_or_default()))
@@ -180,9 +89,6 @@ fn from_lexopt(e: lexopt::Error) -> ClientError {
 }
 
 pub fn parse(args: Vec<OsString>) -> Result<Command, ClientError> {
-    if args.first().is_some_and(|a| a == "exec") {
-        return parse_exec(args);
-    }
     let mut p = lexopt::Parser::from_args(args);
     let sub = match p.next().map_err(from_lexopt)? {
         Some(Short('h') | Long("help")) | None => return Ok(Command::Help),
@@ -190,49 +96,70 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, ClientError> {
         Some(Value(v)) => v.string().map_err(from_lexopt)?,
         Some(other) => return Err(usage(other.unexpected())),
     };
-    match sub.as_str() {
-        "get" => Ok(Command::Get(parse_get(&mut p, "get")?)),
-        "kube" => Ok(Command::Kube {
-            get: parse_get(&mut p, "kube")?,
+    let Some(cmd) = table::command(&sub) else {
+        return Err(usage(match names::closest(&sub, Words::Commands.names()) {
+            Some(close) => format!("unknown command `{sub}`; did you mean `{close}`?"),
+            None => format!("unknown command `{sub}`"),
+        }));
+    };
+    let p = &mut p;
+    match cmd.id {
+        CmdId::Get => Ok(Command::Get(parse_get(p, cmd, None)?)),
+        CmdId::Kube => Ok(Command::Kube {
+            get: parse_get(p, cmd, Some(Purpose::Kube))?,
         }),
-        "login" => parse_login(&mut p),
-        "credential" => {
-            let action = only_site(&mut p, "credential")?;
-            Ok(Command::Credential { action })
+        // exec splits its words at `--` itself.
+        CmdId::Exec => {
+            let rest = p.raw_args().map_err(from_lexopt)?;
+            parse_exec(std::iter::once(sub.into()).chain(rest).collect(), cmd)
         }
-        "completions" => Ok(Command::Completions {
-            shell: only_site(&mut p, "completions")
-                .map_err(|_| usage("`token completions` needs a shell: bash, zsh or fish"))?,
+        CmdId::Login => parse_login(p, cmd),
+        CmdId::Status => parse_status(p, cmd),
+        CmdId::Logout => Ok(Command::Logout {
+            site: only_operand(p, cmd)?.ok_or_else(|| needs(cmd, "a SITE"))?,
         }),
-        "sites" => Ok(Command::Sites),
-        "logout" => Ok(Command::Logout {
-            site: only_site(&mut p, "logout")?,
+        // Any action: git asks helpers to ignore the ones they do not know.
+        CmdId::Credential => Ok(Command::Credential {
+            action: only_operand(p, cmd)?
+                .ok_or_else(|| needs(cmd, "an action: get, store or erase"))?,
         }),
-        "status" => parse_status(&mut p),
-        "reload" | "stop" => {
-            if let Some(arg) = p.next().map_err(from_lexopt)? {
-                if matches!(arg, Short('h') | Long("help")) {
-                    return Ok(Command::Help);
-                }
-                return Err(usage(arg.unexpected()));
+        CmdId::Completions => {
+            let shell = only_operand(p, cmd)?
+                .ok_or_else(|| needs(cmd, &format!("a shell: {}", Words::Shells.or_list())))?;
+            match table::SHELLS.iter().find(|w| w.name == shell) {
+                Some(w) => Ok(Command::Completions { shell: w.value }),
+                None => Err(usage(format!(
+                    "no completions for `{shell}`: use {}",
+                    Words::Shells.or_list()
+                ))),
             }
-            Ok(if sub == "reload" {
-                Command::Reload
-            } else {
-                Command::Stop
-            })
         }
-        "help" => Ok(Command::Help),
-        other => Err(usage(
-            match names::closest(other, COMMANDS.iter().copied()) {
-                Some(close) => format!("unknown command `{other}`; did you mean `{close}`?"),
-                None => format!("unknown command `{other}`"),
-            },
-        )),
+        CmdId::Sites => none(p, cmd, Command::Sites),
+        CmdId::Reload => none(p, cmd, Command::Reload),
+        CmdId::Stop => none(p, cmd, Command::Stop),
+        // `token help get` is the same text.
+        CmdId::Help => Ok(Command::Help),
     }
 }
 
-fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> {
+/// "`token CMD` needs WHAT".
+fn needs(cmd: &Cmd, what: &str) -> ClientError {
+    usage(format!("`token {}` needs {what}", cmd.name))
+}
+
+/// A command that takes no arguments (but `--help`).
+fn none(p: &mut lexopt::Parser, cmd: &Cmd, done: Command) -> Result<Command, ClientError> {
+    match only_operand(p, cmd)? {
+        Some(v) => Err(usage(format!("unexpected argument `{v}`"))),
+        None => Ok(done),
+    }
+}
+
+fn parse_get(
+    p: &mut lexopt::Parser,
+    cmd: &'static Cmd,
+    purpose: Option<Purpose>,
+) -> Result<GetArgs, ClientError> {
     let mut site = None;
     let mut args = GetArgs {
         site: String::new(),
@@ -242,11 +169,11 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
         no_login: false,
         dpop: None,
         id_token: false,
-        purpose: (cmd == "kube").then_some(Purpose::Kube),
+        purpose,
     };
-    while let Some(arg) = p.next().map_err(from_lexopt)? {
-        match arg {
-            Long("min-ttl") => {
+    while let Some(id) = next_option(p, cmd, &mut site)? {
+        match id {
+            OptId::MinTtl => {
                 let v = p
                     .value()
                     .map_err(from_lexopt)?
@@ -258,7 +185,7 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
                     ))
                 })?);
             }
-            Long("scope") => {
+            OptId::Scope => {
                 let v = p
                     .value()
                     .map_err(from_lexopt)?
@@ -266,21 +193,24 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
                     .map_err(from_lexopt)?;
                 args.scopes.push(v);
             }
-            Long("format") if cmd == "get" => {
+            OptId::Format => {
                 let v = p
                     .value()
                     .map_err(from_lexopt)?
                     .string()
                     .map_err(from_lexopt)?;
-                args.format = match v.as_str() {
-                    "raw" => Format::Raw,
-                    "header" => Format::Header,
-                    "json" => Format::Json,
-                    _ => return Err(usage(format!("--format `{v}`: use raw, header or json"))),
+                args.format = match table::FORMATS.iter().find(|w| w.name == v) {
+                    Some(w) => w.value,
+                    None => {
+                        return Err(usage(format!(
+                            "--format `{v}`: use {}",
+                            Words::Formats.or_list()
+                        )))
+                    }
                 };
             }
-            Long("no-login") => args.no_login = true,
-            Long("dpop") if cmd != "kube" => {
+            OptId::NoLogin => args.no_login = true,
+            OptId::Dpop => {
                 let mut next = |what: &str| -> Result<String, ClientError> {
                     match p.value() {
                         Ok(v) => v.string().map_err(from_lexopt),
@@ -293,19 +223,25 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
                 let url = next("URL")?;
                 args.dpop = Some((method, url));
             }
-            Long("id-token") => args.id_token = true,
-            Short('h') | Long("help") => return Err(ClientError::Help),
-            Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
-            other => return Err(unexpected(other, &get_options(cmd))),
+            OptId::IdToken => args.id_token = true,
+            // exec takes --env out before; the others are not get's.
+            OptId::Env | OptId::Device | OptId::Paste | OptId::Json => {
+                return Err(not_taken(cmd, id))
+            }
         }
     }
-    args.site = site.ok_or_else(|| usage(format!("`token {cmd}` needs a SITE")))?;
+    args.site = site.ok_or_else(|| needs(cmd, "a SITE"))?;
     Ok(args)
 }
 
-fn parse_exec(args: Vec<OsString>) -> Result<Command, ClientError> {
+fn parse_exec(args: Vec<OsString>, cmd: &'static Cmd) -> Result<Command, ClientError> {
+    // `token exec --help` asks for the help, not for a missing `--`.
+    let options = args.iter().take_while(|a| *a != "--");
+    if options.into_iter().any(|a| a == "--help" || a == "-h") {
+        return Err(ClientError::Help);
+    }
     let Some(dash) = args.iter().position(|a| a == "--") else {
-        return Err(usage(match command_start(&args) {
+        return Err(usage(match command_start(&args, cmd) {
             Some(i) => {
                 let (head, command) = args.split_at(i);
                 let show = |a: &[OsString]| {
@@ -337,7 +273,7 @@ fn parse_exec(args: Vec<OsString>) -> Result<Command, ClientError> {
     let mut rest = Vec::new();
     let mut it = before.into_iter().skip(1);
     while let Some(a) = it.next() {
-        if a == "--env" {
+        if is_env(&a, cmd) {
             let v = it
                 .next()
                 .ok_or_else(|| usage("--env needs a variable name"))?;
@@ -351,8 +287,33 @@ fn parse_exec(args: Vec<OsString>) -> Result<Command, ClientError> {
             rest.push(a);
         }
     }
-    let get = parse_get(&mut lexopt::Parser::from_args(rest), "exec")?;
+    let get = parse_get(&mut lexopt::Parser::from_args(rest), cmd, None)?;
     Ok(Command::Exec { get, var, argv })
+}
+
+/// The option `--NAME` that `arg` spells, if `cmd` has it.
+fn opt_of(arg: &str, cmd: &Cmd) -> Option<&'static table::Opt> {
+    arg.strip_prefix("--").and_then(|name| cmd.opt(name))
+}
+
+/// Whether `arg` is exec's `--env`.
+fn is_env(arg: &OsString, cmd: &Cmd) -> bool {
+    let id = arg.to_str().and_then(|a| opt_of(a, cmd)).map(|o| o.id);
+    match id {
+        Some(OptId::Env) => true,
+        Some(
+            OptId::MinTtl
+            | OptId::Scope
+            | OptId::Format
+            | OptId::NoLogin
+            | OptId::IdToken
+            | OptId::Dpop
+            | OptId::Device
+            | OptId::Paste
+            | OptId::Json,
+        )
+        | None => false,
+    }
 }
 
 /// `word` as a POSIX shell would need it typed: as is when it is plain,
@@ -372,16 +333,12 @@ fn shell_word(word: &str) -> String {
 /// Where a COMMAND starts in `exec SITE [options] COMMAND...` written
 /// without the `--`: the second word that is neither an option nor an
 /// option's value.
-fn command_start(args: &[OsString]) -> Option<usize> {
+fn command_start(args: &[OsString], cmd: &Cmd) -> Option<usize> {
     let mut words = 0;
     let mut i = 1;
     while i < args.len() {
         let a = args[i].to_string_lossy();
-        let values = match a.as_ref() {
-            "--min-ttl" | "--scope" | "--env" => 1,
-            "--dpop" => 2,
-            _ => 0,
-        };
+        let values = opt_of(&a, cmd).map_or(0, |o| o.values.len());
         if values == 0 && !a.starts_with('-') {
             words += 1;
             if words == 2 {
@@ -393,45 +350,96 @@ fn command_start(args: &[OsString]) -> Option<usize> {
     None
 }
 
-fn parse_login(p: &mut lexopt::Parser) -> Result<Command, ClientError> {
+fn parse_login(p: &mut lexopt::Parser, cmd: &Cmd) -> Result<Command, ClientError> {
     let mut site = None;
     let mut mode = LoginMode::Browser;
-    while let Some(arg) = p.next().map_err(from_lexopt)? {
-        match arg {
-            Long("device") => mode = LoginMode::Device,
-            Long("paste") => mode = LoginMode::Paste,
-            Short('h') | Long("help") => return Ok(Command::Help),
-            Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
-            other => return Err(unexpected(other, &["device", "paste", "help"])),
+    while let Some(id) = next_option(p, cmd, &mut site)? {
+        match id {
+            OptId::Device => mode = LoginMode::Device,
+            OptId::Paste => mode = LoginMode::Paste,
+            OptId::MinTtl
+            | OptId::Scope
+            | OptId::Format
+            | OptId::NoLogin
+            | OptId::IdToken
+            | OptId::Dpop
+            | OptId::Env
+            | OptId::Json => return Err(not_taken(cmd, id)),
         }
     }
-    let site = site.ok_or_else(|| usage("`token login` needs a SITE"))?;
+    let site = site.ok_or_else(|| needs(cmd, "a SITE"))?;
     Ok(Command::Login { site, mode })
 }
 
-fn parse_status(p: &mut lexopt::Parser) -> Result<Command, ClientError> {
+fn parse_status(p: &mut lexopt::Parser, cmd: &Cmd) -> Result<Command, ClientError> {
     let mut site = None;
     let mut json = false;
-    while let Some(arg) = p.next().map_err(from_lexopt)? {
-        match arg {
-            Long("json") => json = true,
-            Short('h') | Long("help") => return Ok(Command::Help),
-            Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
-            other => return Err(unexpected(other, &["json", "help"])),
+    while let Some(id) = next_option(p, cmd, &mut site)? {
+        match id {
+            OptId::Json => json = true,
+            OptId::MinTtl
+            | OptId::Scope
+            | OptId::Format
+            | OptId::NoLogin
+            | OptId::IdToken
+            | OptId::Dpop
+            | OptId::Env
+            | OptId::Device
+            | OptId::Paste => return Err(not_taken(cmd, id)),
         }
     }
     Ok(Command::Status { site, json })
 }
 
-fn only_site(p: &mut lexopt::Parser, cmd: &str) -> Result<String, ClientError> {
-    let mut site = None;
+/// The next option of a command that takes a SITE and options, or None at
+/// the end. The first word is the SITE; `--help` asks for the help; an
+/// option the command does not have is an error with the closest it has.
+fn next_option(
+    p: &mut lexopt::Parser,
+    cmd: &Cmd,
+    site: &mut Option<String>,
+) -> Result<Option<OptId>, ClientError> {
+    while let Some(arg) = p.next().map_err(from_lexopt)? {
+        let id = match &arg {
+            Short('h') | Long("help") => return Err(ClientError::Help),
+            Long(name) => cmd.opt(name).map(|o| o.id),
+            Value(_) if site.is_none() => {
+                if let Value(v) = arg {
+                    *site = Some(v.string().map_err(from_lexopt)?);
+                }
+                continue;
+            }
+            Short(_) | Value(_) => None,
+        };
+        return match id {
+            Some(id) => Ok(Some(id)),
+            None => Err(unexpected(arg, cmd)),
+        };
+    }
+    Ok(None)
+}
+
+/// An option in `cmd`'s row of the table that its parser does not take:
+/// the table and the parser disagree.
+fn not_taken(cmd: &Cmd, id: OptId) -> ClientError {
+    ClientError::Other(format!(
+        "`token {}` lists the option {id:?} but does not parse it",
+        cmd.name
+    ))
+}
+
+/// The one word a command without options takes, if given; `--help`
+/// prints the help, as after any command.
+fn only_operand(p: &mut lexopt::Parser, cmd: &Cmd) -> Result<Option<String>, ClientError> {
+    let mut word = None;
     while let Some(arg) = p.next().map_err(from_lexopt)? {
         match arg {
-            Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
-            other => return Err(usage(other.unexpected())),
+            Short('h') | Long("help") => return Err(ClientError::Help),
+            Value(v) if word.is_none() => word = Some(v.string().map_err(from_lexopt)?),
+            other => return Err(unexpected(other, cmd)),
         }
     }
-    site.ok_or_else(|| usage(format!("`token {cmd}` needs a SITE")))
+    Ok(word)
 }
 
 #[cfg(test)]
@@ -556,5 +564,44 @@ mod tests {
         assert_eq!(get.site, "corp");
         assert_eq!(var, "GH");
         assert_eq!(argv, ["curl", "-H", "x"]);
+    }
+
+    /// Each command takes each of its options from the table, and `--help`.
+    #[test]
+    fn every_option_in_the_table_parses() {
+        for c in table::listed() {
+            let mut base = vec![c.name.to_owned()];
+            match c.operand {
+                table::Operand::Site | table::Operand::MaybeSite => base.push("corp".to_owned()),
+                table::Operand::Word(w) | table::Operand::MaybeWord(w) => {
+                    base.extend(w.names().first().map(|n| (*n).to_owned()))
+                }
+                table::Operand::Nothing => {}
+            }
+            let tail: &[&str] = match c.id {
+                CmdId::Exec => &["--", "true"],
+                _ => &[],
+            };
+            let help = [base.clone(), vec!["--help".to_owned()]].concat();
+            let e = parse(help.iter().map(OsString::from).collect());
+            assert!(
+                matches!(e, Ok(Command::Help) | Err(ClientError::Help)),
+                "{help:?}"
+            );
+            for o in c.opts {
+                let mut args = base.clone();
+                args.push(format!("--{}", o.name));
+                for _ in o.values {
+                    args.push(match (o.words, o.id) {
+                        (Some(w), _) => w.names()[0].to_owned(),
+                        (None, OptId::MinTtl) => "5m".to_owned(),
+                        (None, _) => "X".to_owned(),
+                    });
+                }
+                args.extend(tail.iter().map(|s| (*s).to_owned()));
+                let parsed = parse(args.iter().map(OsString::from).collect());
+                assert!(parsed.is_ok(), "{args:?}: {:?}", parsed.err());
+            }
+        }
     }
 }

@@ -83,7 +83,7 @@ pub fn run(action: &str) -> Result<u8, ClientError> {
         Err(ClientError::Daemon(body)) if body.code == ErrorCode::UnknownSite => return Ok(0),
         Err(e) => return Err(e),
     };
-    let reply = crate::cmd::get(&GetArgs {
+    let reply = super::get::get(&GetArgs {
         site: how.site.clone(),
         min_ttl: Some(60),
         scopes: Vec::new(),
