@@ -332,6 +332,14 @@ async fn checked(
     resp: TokenResponse,
     way: Way,
 ) -> Result<Got, SiteError> {
+    // The invariant of a `dpop` site, whatever the flow: an unbound token is
+    // refused here too, not only where the token endpoint answered.
+    let resp = oauth
+        .require_bound(resp)
+        .map_err(|source| SiteError::Provider {
+            site: ctx.cfg.name.clone(),
+            source,
+        })?;
     match idtoken::check(&ctx.deps, &ctx.cfg, oauth, resp.id_token.as_deref(), None).await {
         IdCheck::Refused(why) => Err(SiteError::IdTokenRefused(format!(
             "{why}; the login is refused: run `{}` to try again",
