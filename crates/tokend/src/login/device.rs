@@ -37,6 +37,7 @@ pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, S
         task: Box::pin(task),
         first: ev.clone(),
         joined: ev,
+        links: None,
     })
 }
 

@@ -25,6 +25,15 @@ pub(crate) enum BindError {
     Io { path: PathBuf, source: io::Error },
 }
 
+/// Every loopback connection is admitted on Windows (the login's `state` and
+/// one-time start link still guard it); the TCP owner table is not read.
+pub(crate) fn loopback_peer_is_ours(
+    _local: std::net::SocketAddr,
+    _peer: std::net::SocketAddr,
+) -> bool {
+    true
+}
+
 pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     // The per-user profile directories are already private on Windows.
     std::fs::create_dir_all(dir)
