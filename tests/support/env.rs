@@ -262,6 +262,18 @@ impl Env {
     }
 
     /// A `token` invocation to configure before running.
+    /// `python3 -c SCRIPT` in this environment; as uid 65534 (through
+    /// `setpriv`, which needs root) when `as_nobody`.
+    pub fn python(&self, as_nobody: bool, script: &str) -> TokenCmd<'_> {
+        let mut args: Vec<&str> = Vec::new();
+        if as_nobody {
+            args.extend(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        }
+        args.extend(["/usr/bin/python3", "-c", script]);
+        self.cmd(&args)
+            .program(if as_nobody { "setpriv" } else { "env" })
+    }
+
     pub fn cmd(&self, args: &[&str]) -> TokenCmd<'_> {
         TokenCmd {
             env: self,

@@ -10,17 +10,7 @@
 use std::process::Child;
 use std::time::Duration;
 
-use tokend_e2e::{skip_unless, wait_output, Daemon, Env, Provider};
-
-/// A query parameter of `url`.
-fn param(url: &str, name: &str) -> String {
-    url::Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| panic!("no {name} in {url}"))
-}
+use tokend_e2e::{query_param, skip_unless, wait_output, Daemon, Env, Provider};
 
 /// A raw HTTP GET of `path` on 127.0.0.1:`port` by python3, run as
 /// `as_nobody` uid 65534 or as us; prints what came back (nothing when the
@@ -40,13 +30,7 @@ fn raw_get(env: &Env, as_nobody: bool, port: u16, path: &str) -> String {
          \x20 pass\n\
          sys.stdout.write(out.decode('latin-1'))\n"
     );
-    let mut args: Vec<&str> = Vec::new();
-    if as_nobody {
-        args.extend(["--reuid=65534", "--regid=65534", "--clear-groups"]);
-    }
-    args.extend(["/usr/bin/python3", "-c", &script]);
-    let program = if as_nobody { "setpriv" } else { "env" };
-    let out = env.cmd(&args).program(program).run();
+    let out = env.python(as_nobody, &script).run();
     assert_eq!(out.code, 0, "raw client: {out}");
     out.stdout
 }
@@ -86,7 +70,7 @@ fn the_openers_command_line_carries_no_secret_of_the_login() {
     // The link led the browser to the provider's authorization URL.
     let urls = env.browser_urls();
     assert!(urls[0].starts_with(provider.issuer()), "{urls:?}");
-    assert!(!param(&urls[0], "state").is_empty());
+    assert!(!query_param(&urls[0], "state").is_empty());
 }
 
 #[test]
@@ -117,9 +101,9 @@ fn another_user_cannot_use_the_callback_port() {
     }
     let (provider, env, _daemon, waiting) = pending_login();
     let url = env.browser_urls().pop().unwrap();
-    let redirect = url::Url::parse(&param(&url, "redirect_uri")).unwrap();
+    let redirect = url::Url::parse(&query_param(&url, "redirect_uri")).unwrap();
     let port = redirect.port().unwrap();
-    let state = param(&url, "state");
+    let state = query_param(&url, "state");
 
     // Even knowing the state, another user gets no answer, and its forged
     // error does not end the login.

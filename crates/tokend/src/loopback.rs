@@ -11,7 +11,8 @@
 //! unanswered. A request on another path, or without the login's `state` (a
 //! forged `error=` among them), is answered and ignored: it neither takes the
 //! one slot nor ends the login. A connection must send its request head
-//! within a few seconds.
+//! within a few seconds, and at most 16 are open at once (a new one closes
+//! the oldest).
 //!
 //! The browser is not given the authorization URL itself (its `state`, PKCE
 //! challenge and nonce would sit on the opener's command line, which other
@@ -43,6 +44,11 @@ pub(crate) enum Page {
 
 /// How long a connection may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// At most this many connections are open at once; a new one closes the
+/// one open longest, so a flood of idle sockets holds few descriptors and
+/// cannot keep the browser's callback out.
+const MAX_CONNECTIONS: usize = 16;
 
 /// One callback: its query string and where to send the page for the browser.
 #[derive(Debug)]
@@ -84,6 +90,37 @@ struct Gate {
     /// Set by the first request with the right `state`: the one callback.
     taken: AtomicBool,
     tx: mpsc::Sender<Arrival>,
+    /// The open connections, oldest first, with what closes each.
+    open: std::sync::Mutex<Open>,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    next: u64,
+    conns: std::collections::VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+impl Gate {
+    /// Registers a connection, closing the oldest when at the cap; gives
+    /// its id and what tells it to close.
+    fn join(&self) -> (u64, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.conns.len() >= MAX_CONNECTIONS {
+            if let Some((_, close)) = open.conns.pop_front() {
+                let _ = close.send(());
+            }
+        }
+        let id = open.next;
+        open.next += 1;
+        open.conns.push_back((id, tx));
+        (id, rx)
+    }
+
+    fn leave(&self, id: u64) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.conns.retain(|(i, _)| *i != id);
+    }
 }
 
 /// Is this redirect URI one we can listen on ourselves?
@@ -130,6 +167,7 @@ impl Loopback {
             authorize: OnceLock::new(),
             taken: AtomicBool::new(false),
             tx,
+            open: std::sync::Mutex::new(Open::default()),
         });
         let mut accepts = JoinSet::new();
         for l in listeners {
@@ -218,28 +256,40 @@ async fn bind_addresses(
 
 async fn accept_loop(listener: TcpListener, gate: Arc<Gate>) {
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("loopback: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Another user's connection is closed unanswered, before it takes a
+        // place. One check at a time: a flood queues in the kernel's
+        // backlog, not in tasks and descriptors of ours.
+        let Ok(local) = stream.local_addr() else {
             continue;
         };
+        let ours = tokio::task::spawn_blocking(move || {
+            crate::platform::loopback_peer_is_ours(local, peer)
+        })
+        .await
+        .unwrap_or(false);
+        if !ours {
+            tracing::debug!("loopback: closed a connection from another user's process");
+            continue;
+        }
         let gate = gate.clone();
         tokio::spawn(async move {
-            // Another user's connection is closed unanswered.
-            let Ok(local) = stream.local_addr() else {
-                return;
-            };
-            let ours = tokio::task::spawn_blocking(move || {
-                crate::platform::loopback_peer_is_ours(local, peer)
-            })
-            .await
-            .unwrap_or(false);
-            if !ours {
-                tracing::warn!("loopback: closed a connection from another user's process");
-                return;
-            }
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (id, close) = gate.join();
+            let service = {
                 let gate = gate.clone();
-                async move { Ok::<_, Infallible>(handle(req, &gate).await) }
-            });
+                hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let gate = gate.clone();
+                    async move { Ok::<_, Infallible>(handle(req, &gate).await) }
+                })
+            };
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
@@ -247,7 +297,11 @@ async fn accept_loop(listener: TcpListener, gate: Arc<Gate>) {
                 .serve_connection(TokioIo::new(stream), service);
             // The one real callback waits for the login's outcome (up to 60 s);
             // nothing else may hold a task for long.
-            let _ = tokio::time::timeout(Duration::from_secs(90), conn).await;
+            tokio::select! {
+                _ = tokio::time::timeout(Duration::from_secs(90), conn) => {}
+                _ = close => tracing::debug!("loopback: closed the oldest connection"),
+            }
+            gate.leave(id);
         });
     }
 }

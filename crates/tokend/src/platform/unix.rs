@@ -334,7 +334,8 @@ pub(crate) fn lock_state(dir: &Path, socket: &str) -> Result<StateLock, Result<H
 }
 
 /// No core dumps (they would hold every token in memory) and, on Linux, no
-/// ptrace attach or /proc/PID/mem from other processes of the user.
+/// ptrace attach or /proc/PID/mem from other processes of the user; and
+/// as many descriptors as the hard limit allows.
 pub(crate) fn harden_process() {
     let zero = libc::rlimit {
         rlim_cur: 0,
@@ -342,11 +343,43 @@ pub(crate) fn harden_process() {
     };
     // SAFETY: setrlimit reads the struct we pass; failure changes nothing.
     unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
+    raise_fd_limit();
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_DUMPABLE takes plain integers and touches no memory of ours.
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
+}
+
+/// Raises the soft limit on open descriptors to the hard one, so a flood of
+/// connections (the loopback listener is open to every local process)
+/// needs far more than the usual 1024 to starve the daemon. macOS refuses
+/// an unlimited soft limit: there the kernel's per-process maximum is used.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+        || lim.rlim_cur >= lim.rlim_max
+    {
+        return;
+    }
+    let wanted = libc::rlimit {
+        rlim_cur: lim.rlim_max,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct we pass; failure changes nothing.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
+        return;
+    }
+    let capped = libc::rlimit {
+        rlim_cur: lim.rlim_max.min(10240),
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: as above.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &capped) };
 }
 
 /// Why another user could change `path` (a file or a directory), if they
