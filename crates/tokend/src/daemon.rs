@@ -136,8 +136,8 @@ impl Daemon {
         }
     }
 
-    /// Re-reads the config file. A file that does not parse at all keeps the
-    /// previous config running; a changed site keeps its login unless its
+    /// Re-reads the config file. A file that does not parse at all, or that
+    /// others could have written, keeps the previous config running; a changed site keeps its login unless its
     /// provider, client or scopes changed.
     pub(crate) fn reload(&self) -> ReloadReply {
         self.install(Config::load(&self.config_path))
@@ -145,9 +145,10 @@ impl Daemon {
 
     /// Serves `new` (just read from the config file) from now on.
     fn install(&self, new: Config) -> ReloadReply {
-        let whole_file_broken = new.sites.is_empty()
-            && new.broken.is_empty()
-            && new.errors.iter().any(|e| e.line.is_some());
+        let whole_file_broken = new.untrusted
+            || (new.sites.is_empty()
+                && new.broken.is_empty()
+                && new.errors.iter().any(|e| e.line.is_some()));
         let old = self.config();
         let kept_previous = whole_file_broken && !old.sites.is_empty();
         let new = if kept_previous {

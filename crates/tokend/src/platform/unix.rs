@@ -384,14 +384,27 @@ fn raise_fd_limit() {
 
 /// Why another user could change `path` (a file or a directory), if they
 /// could: it is owned by someone other than us or root, or writable by
-/// group or others. `client_secret_cmd` runs only from a config that no one
-/// else can edit, as ssh treats its config.
+/// group or others (a sticky directory of ours or root's excepted: there
+/// only an entry's owner may replace it). A config that others can edit is
+/// refused, as ssh treats its config.
 pub(crate) fn writable_by_others(path: &Path) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
+    judge(&meta, path)
+}
+
+/// [`writable_by_others`] for a file already open (fstat: the file that is
+/// read is the one judged).
+pub(crate) fn opened_writable_by_others(file: &File, shown: &Path) -> Option<String> {
+    let meta = file.metadata().ok()?;
+    judge(&meta, shown)
+}
+
+fn judge(meta: &std::fs::Metadata, path: &Path) -> Option<String> {
     let mode = meta.permissions().mode() & 0o7777;
-    if meta.uid() != euid() && meta.uid() != 0 {
+    let trusted_owner = meta.uid() == euid() || meta.uid() == 0;
+    if !trusted_owner {
         Some(format!("{} belongs to uid {}", path.display(), meta.uid()))
-    } else if mode & 0o022 != 0 && !(meta.is_dir() && mode & 0o1000 != 0 && meta.uid() == euid()) {
+    } else if mode & 0o022 != 0 && !(meta.is_dir() && mode & 0o1000 != 0) {
         Some(format!(
             "{} is writable by group or others (mode {:o}); run `chmod go-w {}`",
             path.display(),

@@ -193,3 +193,8 @@ pub(crate) fn harden_process() {}
 pub(crate) fn writable_by_others(_path: &Path) -> Option<String> {
     None
 }
+
+/// Profile directories are private on Windows: nothing to refuse.
+pub(crate) fn opened_writable_by_others(_file: &File, _shown: &Path) -> Option<String> {
+    None
+}
