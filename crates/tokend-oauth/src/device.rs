@@ -119,9 +119,9 @@ pub fn parse_device_poll(raw: &RawResponse) -> Result<DevicePoll, Error> {
     ) {
         Ok(fields) => token::from_fields(&fields)
             .map(DevicePoll::Done)
-            .ok_or_else(|| Error::BadResponse {
+            .map_err(|what| Error::BadResponse {
                 status: raw.status,
-                what: "a response without access_token".into(),
+                what: what.into(),
                 endpoint: "the token endpoint".into(),
             }),
         Err(Error::Provider { error, .. }) if error == "authorization_pending" => {
