@@ -229,6 +229,11 @@ pub(crate) fn from_activation() -> io::Result<Option<Listener>> {
     std::env::remove_var("LISTEN_FDS");
     std::env::remove_var("LISTEN_FDNAMES");
     const SD_LISTEN_FDS_START: i32 = 3;
+    // Only the first is used: any others (a unit with more sockets) must not
+    // reach the programs tokend runs, so they are marked close-on-exec.
+    for extra in SD_LISTEN_FDS_START + 1..SD_LISTEN_FDS_START.saturating_add(fds) {
+        set_cloexec(extra);
+    }
     check_activated_fd(SD_LISTEN_FDS_START)?;
     // SAFETY: systemd hands us fd 3, checked above to be a Unix stream
     // socket, owned by this process from now on; nothing else uses it.
@@ -248,6 +253,19 @@ pub(crate) fn from_activation() -> io::Result<Option<Listener>> {
         inherited,
         _lock: None,
     }))
+}
+
+/// Marks an inherited descriptor close-on-exec; one that is not open is
+/// left alone.
+fn set_cloexec(fd: i32) {
+    // SAFETY: F_GETFD/F_SETFD take and return plain integers; on a closed
+    // descriptor they fail with EBADF, which changes nothing.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
 }
 
 /// An inherited fd must be a stream socket, and must not leak into the
@@ -413,5 +431,29 @@ fn judge(meta: &std::fs::Metadata, path: &Path) -> Option<String> {
         ))
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_activated_descriptors_are_made_close_on_exec() {
+        let file = tempfile::tempfile().unwrap();
+        // SAFETY: dup of a descriptor we own; the copy is closed below.
+        let fd = unsafe { libc::dup(file.as_raw_fd()) };
+        assert!(fd >= 0);
+        // SAFETY: F_GETFD on our own descriptor.
+        let before = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_eq!(before & libc::FD_CLOEXEC, 0, "dup clears close-on-exec");
+        set_cloexec(fd);
+        // SAFETY: as above.
+        let after = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_ne!(after & libc::FD_CLOEXEC, 0);
+        // SAFETY: closes the copy we made.
+        unsafe { libc::close(fd) };
+        set_cloexec(fd); // closed: nothing happens
     }
 }
