@@ -98,21 +98,25 @@ pub(super) fn check_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Creates (or truncates) a file readable by its owner only.
+/// Creates a new file readable by its owner only.
 pub(crate) fn create_private_file(path: &Path) -> io::Result<File> {
+    // A new file only (O_EXCL), never through a symlink (O_NOFOLLOW): what
+    // is written is never redirected to a file someone planted.
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(path)
 }
 
-/// Opens a log file for appending, readable by its owner only.
+/// Opens a log file for appending, readable by its owner only; a symlink
+/// at its path is refused (O_NOFOLLOW), not followed.
 pub(crate) fn open_private_log(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(path)
 }
@@ -438,6 +442,26 @@ fn judge(meta: &std::fs::Metadata, path: &Path) -> Option<String> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_files_are_new_and_never_reached_through_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::write(&elsewhere, "keep").unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        assert!(create_private_file(&link).is_err());
+        assert!(open_private_log(&link).is_err());
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "keep");
+        let new = tmp.path().join("new");
+        create_private_file(&new).unwrap();
+        assert!(create_private_file(&new).is_err(), "never an existing file");
+        assert_eq!(mode_of(&new), 0o600);
+    }
+
+    fn mode_of(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
 
     #[test]
     fn extra_activated_descriptors_are_made_close_on_exec() {

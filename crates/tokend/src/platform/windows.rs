@@ -42,8 +42,7 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
 pub(crate) fn create_private_file(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .open(path)
 }
 
