@@ -467,6 +467,11 @@ impl Actor {
             oauth: self.oauth.clone(),
         };
         self.forget(None).await;
+        // A new login gets a new key: nothing bound to the old one (a token
+        // copied elsewhere, a proof kept) outlives the logout.
+        if self.dpop.is_some() {
+            self.dpop = self.load_dpop_key(None);
+        }
         out
     }
 
