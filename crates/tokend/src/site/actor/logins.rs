@@ -126,7 +126,9 @@ impl Actor {
                 let scopes = self.cfg.scopes.clone();
                 self.st.narrowed.clear();
                 // A new login's ID token, or none: never the last login's.
+                // A new login may be another user's: its ID token sets the subject.
                 self.st.id_token = None;
+                self.st.subject = None;
                 self.take_own(resp, &scopes, id, now).await;
                 // Whoever waits for the site's own token is served by this one.
                 self.answer(&Need::Own, u64::MAX, None);

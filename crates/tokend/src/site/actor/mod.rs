@@ -410,10 +410,22 @@ impl Actor {
                 .id_token
                 .zip(r.id_token_expires_at)
                 .map(|(token, expires_at)| HeldId {
+                    // Checked when it was taken; only its `sub` is read here.
+                    subject: tokend_oauth::unverified_subject(token.expose()).unwrap_or_default(),
                     token,
                     expires_at,
                     obtained_at: saved_at,
-                })
+                });
+            self.st.subject = self
+                .st
+                .id_token
+                .as_ref()
+                .map(|t| t.subject.clone())
+                .filter(|s| !s.is_empty());
+            self.st.id_token = self
+                .st
+                .id_token
+                .take()
                 .filter(|t| t.remaining(self.deps.clock.now()) > 0.0);
             tracing::debug!(site = %self.name, "login loaded from the store");
         }
