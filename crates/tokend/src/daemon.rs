@@ -201,12 +201,16 @@ impl Daemon {
     }
 
     /// Brings the sites in line with `new`, and has a changed issuer's
-    /// discovery done again.
+    /// discovery (and key set) fetched again.
     fn apply(&self, old: &Config, new: &Config) {
         for (name, cfg) in &old.sites {
             let changed = new.sites.get(name).is_none_or(|c| c != cfg);
             if let (true, Some(issuer)) = (changed, &cfg.issuer) {
-                self.deps().discovery.forget(issuer);
+                // Its keys go with its metadata: a changed site trusts no
+                // key fetched for the old settings.
+                if let Some(jwks) = self.deps().discovery.forget(issuer) {
+                    self.deps().keys.forget(&jwks);
+                }
             }
         }
         self.sites.apply(old, new);
