@@ -309,6 +309,28 @@ fn a_symlinked_dotfile_config_in_a_directory_others_can_write_is_refused() {
     }
 }
 
+/// Without HOME the daemon would read its config and keep its tokens under
+/// whatever directory it was started in: it refuses to start instead.
+#[test]
+fn without_home_the_daemon_refuses_to_start() {
+    let env = Env::new();
+    let out = env
+        .cmd(&[])
+        .program(tokend_e2e::bin("tokend"))
+        .env_remove("HOME")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("TOKEND_CONFIG")
+        .timeout(Duration::from_secs(10))
+        .run();
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("HOME is not set"), "{out}");
+    assert!(
+        !env.root().join(".local").exists(),
+        "nothing made under the working directory"
+    );
+}
+
 #[test]
 fn plain_http_endpoints_are_refused() {
     let env = Env::new();
