@@ -335,3 +335,20 @@ fn a_logout_replaces_the_dpop_key() {
     let intro = provider.introspect(&token);
     assert_eq!(intro["cnf"]["jkt"], jkt_of(&after), "{intro}");
 }
+
+/// A resource server that demands a nonce (RFC 9449 §9) answers with
+/// `DPoP-Nonce`; `--dpop-nonce` puts it in the proof. One that is not a
+/// nonce is refused before any token is fetched.
+#[test]
+fn a_resource_servers_nonce_goes_into_the_proof() {
+    let (_provider, env, _daemon, me) = dpop_corp(3600);
+    let (_, proof) = get_bound(&env, "corp", &me, &["--dpop-nonce", "rs-nonce-1"]);
+    assert_eq!(part(&proof, 1)["nonce"], "rs-nonce-1");
+    let (_, plain) = get_bound(&env, "corp", &me, &[]);
+    assert!(part(&plain, 1).get("nonce").is_none(), "only when asked");
+    let out = env.token(&["get", "corp", "--dpop", "GET", &me, "--dpop-nonce", "a\"b"]);
+    out.code(exit::USAGE);
+    assert!(out.stderr.contains("--dpop-nonce"), "{out}");
+    let out = env.token(&["get", "corp", "--dpop-nonce", "n"]);
+    out.code(exit::USAGE);
+}

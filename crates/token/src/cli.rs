@@ -12,7 +12,7 @@ token — print fresh OAuth access tokens, kept fresh by the tokend daemon
 
 USAGE:
     token get SITE [--min-ttl DUR] [--scope S]... [--format raw|header|json] [--no-login] [--id-token]
-              [--dpop METHOD URL]
+              [--dpop METHOD URL [--dpop-nonce NONCE]]
     token login SITE [--device | --paste]
     token logout SITE
     token status [SITE] [--json]
@@ -35,6 +35,8 @@ COMMANDS:
                                 token on line 1 and the proof on line 2; header
                                 prints `Authorization: DPoP ...` and `DPoP: ...`;
                                 json adds dpop_proof
+                --dpop-nonce NONCE  the nonce the resource server asked for in
+                                its DPoP-Nonce header, for that proof
                 --id-token      the site's validated OpenID Connect ID token instead
                                 (the site's scopes must include openid)
     login     Run consent for SITE now (browser + PKCE; --device shows a code to
@@ -89,6 +91,8 @@ pub struct GetArgs {
     pub no_login: bool,
     /// `--dpop METHOD URL`: also a DPoP proof for that request.
     pub dpop: Option<(String, String)>,
+    /// `--dpop-nonce NONCE`: the resource server's nonce for that proof.
+    pub dpop_nonce: Option<String>,
     /// `--id-token`: the site's ID token instead of its access token.
     pub id_token: bool,
     /// Asked by `token kube` (the daemon applies the site's `kube_token`).
@@ -196,6 +200,7 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
         format: Format::Raw,
         no_login: false,
         dpop: None,
+        dpop_nonce: None,
         id_token: false,
         kube: cmd == "kube",
     };
@@ -248,6 +253,18 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
                 let url = next("URL")?;
                 args.dpop = Some((method, url));
             }
+            Long("dpop-nonce") if cmd != "kube" => {
+                let nonce = p
+                    .value()
+                    .map_err(|_| {
+                        usage(
+                            "--dpop-nonce needs the NONCE the server sent in DPoP-Nonce".to_owned(),
+                        )
+                    })?
+                    .string()
+                    .map_err(from_lexopt)?;
+                args.dpop_nonce = Some(nonce);
+            }
             Long("id-token") => args.id_token = true,
             Short('h') | Long("help") => return Err(ClientError::Help),
             Value(v) if site.is_none() => site = Some(v.string().map_err(from_lexopt)?),
@@ -255,6 +272,11 @@ fn parse_get(p: &mut lexopt::Parser, cmd: &str) -> Result<GetArgs, ClientError> 
         }
     }
     args.site = site.ok_or_else(|| usage(format!("`token {cmd}` needs a SITE")))?;
+    if args.dpop_nonce.is_some() && args.dpop.is_none() {
+        return Err(usage(
+            "--dpop-nonce goes with --dpop METHOD URL (the proof it is for)".to_owned(),
+        ));
+    }
     Ok(args)
 }
 

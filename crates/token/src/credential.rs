@@ -95,6 +95,7 @@ pub fn run(action: &str) -> Result<u8, ClientError> {
         format: Format::Raw,
         no_login: false,
         dpop: None,
+        dpop_nonce: None,
         id_token: false,
         kube: false,
     })?;

@@ -345,10 +345,11 @@ impl Actor {
                 method,
                 url,
                 token,
+                nonce,
                 reply,
             } => {
                 self.load().await;
-                let _ = reply.send(self.proof(&method, &url, &token));
+                let _ = reply.send(self.proof(&method, &url, &token, nonce));
             }
             Msg::Stop => self.begin_stop(),
         }
