@@ -360,3 +360,40 @@ fn daemon_settings_apply_on_reload_and_a_store_change_waits_for_the_next_start()
     out.code(exit::LOGIN_INCOMPLETE);
     assert!(out.stderr.contains("waiting up to 2s"), "{out}");
 }
+
+/// A config edit that points a logged-in site's tokens somewhere else (an
+/// overriding `token_url` or `revoke_url`, a new client authentication or
+/// secret variable) drops the login instead of sending the refresh token
+/// there, even for a token that is still valid.
+#[test]
+fn redirecting_a_sites_endpoints_drops_the_login_unsent() {
+    let provider = Provider::start(3600);
+    let elsewhere = Provider::start(3600);
+    let base = Env::site_config("a", &provider);
+    let edits = [
+        format!("token_url = \"{}/token\"\n", elsewhere.issuer()),
+        format!("revoke_url = \"{}/token/revocation\"\n", elsewhere.issuer()),
+        "client_secret_env = \"HOME\"\nclient_auth = \"post\"\n".to_owned(),
+    ];
+    let mut env = Env::with_site("a", &provider);
+    let _daemon = env.daemon();
+    for (n, edit) in edits.iter().enumerate() {
+        if n > 0 {
+            // Back to the provider's own endpoints, reloaded before the login.
+            rewrite_config_atomically(&env, &base);
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        env.token(&["get", "a"]).ok();
+        wait_status(&env, "logged in", |v| {
+            site_of(v, "a").is_some_and(|s| s["has_refresh_token"] == true)
+        });
+        rewrite_config_atomically(&env, &format!("{base}{edit}"));
+        wait_status(&env, &format!("the login dropped after {edit}"), |v| {
+            site_of(v, "a").is_some_and(|s| s["has_refresh_token"] == false)
+        });
+        env.token(&["get", "a", "--no-login"])
+            .code(exit::LOGIN_REQUIRED);
+    }
+    assert_eq!(elsewhere.stats().token_calls, 0, "nothing sent elsewhere");
+    assert_eq!(provider.stats().grant("refresh_token"), 0);
+}

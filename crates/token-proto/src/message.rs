@@ -157,6 +157,10 @@ pub struct GetRequest {
 pub struct DpopTarget {
     pub method: String,
     pub url: String,
+    /// The `DPoP-Nonce` the resource server answered with (RFC 9449 §9),
+    /// for the proof's `nonce` claim; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 /// Which of a site's tokens a `get` asks for (and a reply carries).
@@ -671,6 +675,7 @@ mod tests {
             dpop: Some(DpopTarget {
                 method: "GET".into(),
                 url: "https://api.example/me".into(),
+                nonce: None,
             }),
             ..Default::default()
         })));

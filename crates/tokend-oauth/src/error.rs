@@ -27,6 +27,13 @@ pub enum Error {
         /// not know the URL say `the token endpoint`; the flows fill it in.
         endpoint: String,
     },
+    /// A `dpop` site got a token that is not DPoP-bound (RFC 9449): refused
+    /// at once, never retried or stored.
+    #[error("{endpoint} answered a `{token_type}` token where a DPoP-bound one was asked for (the provider may not support DPoP for this grant)")]
+    NotBound {
+        token_type: String,
+        endpoint: String,
+    },
     #[error("timed out talking to {url}")]
     Timeout { url: String },
     #[error("could not reach {url}: {message}")]
@@ -81,17 +88,22 @@ impl Error {
             Error::BadResponse { status, .. } => {
                 *status >= 500 || *status == 408 || *status == 429 || (200..300).contains(status)
             }
-            Error::Discovery { .. } | Error::Invalid(_) => false,
+            Error::Discovery { .. } | Error::Invalid(_) | Error::NotBound { .. } => false,
         }
     }
 
-    /// Name the endpoint that produced a [`Error::BadResponse`]; other
+    /// Name the endpoint that produced a [`Error::BadResponse`] or
+    /// [`Error::NotBound`]; other
     /// variants pass through unchanged.
     pub(crate) fn at(self, endpoint: String) -> Error {
         match self {
             Error::BadResponse { status, what, .. } => Error::BadResponse {
                 status,
                 what,
+                endpoint,
+            },
+            Error::NotBound { token_type, .. } => Error::NotBound {
+                token_type,
                 endpoint,
             },
             other => other,

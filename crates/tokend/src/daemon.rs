@@ -167,9 +167,10 @@ impl Daemon {
     }
 
     /// Re-reads the config file. A file that does not parse at all, or that
-    /// is gone (deleted, or an editor's delete-and-rename under way), keeps
-    /// the previous config running; a changed site keeps its login unless
-    /// its provider, client or scopes changed.
+    /// is gone (deleted, or an editor's delete-and-rename under way), or
+    /// that others could have written, keeps the previous config running; a
+    /// changed site keeps its login unless its provider, client or scopes
+    /// changed.
     pub(crate) fn reload(&self) -> ReloadReply {
         let reply = self.install(Config::load(&self.config_path));
         self.apply_daemon_settings();
@@ -214,9 +215,10 @@ impl Daemon {
 
     /// Serves `new` (just read from the config file) from now on.
     fn install(&self, new: Config) -> ReloadReply {
-        let whole_file_broken = new.sites.is_empty()
-            && new.broken.is_empty()
-            && new.errors.iter().any(|e| e.line.is_some());
+        let whole_file_broken = new.untrusted
+            || (new.sites.is_empty()
+                && new.broken.is_empty()
+                && new.errors.iter().any(|e| e.line.is_some()));
         let old = self.config();
         let kept_previous = (whole_file_broken || new.missing) && !old.sites.is_empty();
         let new = if kept_previous {
@@ -280,12 +282,16 @@ impl Daemon {
     }
 
     /// Brings the sites in line with `new`, and has a changed issuer's
-    /// discovery done again.
+    /// discovery (and key set) fetched again.
     fn apply(&self, old: &Config, new: &Config) {
         for (name, cfg) in &old.sites {
             let changed = new.sites.get(name).is_none_or(|c| c != cfg);
             if let (true, Some(issuer)) = (changed, &cfg.issuer) {
-                self.deps().discovery.forget(issuer);
+                // Its keys go with its metadata: a changed site trusts no
+                // key fetched for the old settings.
+                if let Some(jwks) = self.deps().discovery.forget(issuer) {
+                    self.deps().keys.forget(&jwks);
+                }
             }
         }
         self.sites.apply(old, new);

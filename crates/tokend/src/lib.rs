@@ -74,6 +74,10 @@ pub fn main() -> ExitCode {
         }
         None => {}
     }
+    if let Some(message) = homeless() {
+        eprintln!("tokend: {message}");
+        return ExitCode::FAILURE;
+    }
     platform::harden_process();
     platform::memory::tune();
     // The daemon's own settings come from the config's [daemon] table
@@ -100,6 +104,24 @@ pub fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(config))
+}
+
+/// Without `$HOME` the config and state paths would be made from `.`: the
+/// daemon would read a config, and keep tokens, wherever it was started.
+/// That is refused, naming what to set.
+fn homeless() -> Option<String> {
+    let home = token_proto::home_dir();
+    if home.is_absolute() {
+        return None;
+    }
+    let config =
+        std::env::var_os("TOKEND_CONFIG").is_none() && paths::config_path().starts_with(&home);
+    let state = paths::state_dir().starts_with(&home);
+    (config || state).then(|| {
+        "HOME is not set (or not an absolute path), so there is no place for the config and the \
+         tokens but the current directory; set HOME (or XDG_CONFIG_HOME and XDG_STATE_HOME)"
+            .to_owned()
+    })
 }
 
 fn init_logging(configured: Option<&str>) {

@@ -26,6 +26,8 @@ pub struct GetArgs {
     pub no_login: bool,
     /// `--dpop METHOD URL`: also a DPoP proof for that request.
     pub dpop: Option<(String, String)>,
+    /// `--dpop-nonce NONCE`: the resource server's nonce for that proof.
+    pub dpop_nonce: Option<String>,
     /// `--id-token`: the site's ID token instead of its access token.
     pub id_token: bool,
     /// Asked by `token kube` (the daemon applies the site's `kube_token`)
@@ -168,6 +170,7 @@ fn parse_get(
         format: Format::Raw,
         no_login: false,
         dpop: None,
+        dpop_nonce: None,
         id_token: false,
         purpose,
     };
@@ -223,6 +226,18 @@ fn parse_get(
                 let url = next("URL")?;
                 args.dpop = Some((method, url));
             }
+            OptId::DpopNonce => {
+                let nonce = p
+                    .value()
+                    .map_err(|_| {
+                        usage(
+                            "--dpop-nonce needs the NONCE the server sent in DPoP-Nonce".to_owned(),
+                        )
+                    })?
+                    .string()
+                    .map_err(from_lexopt)?;
+                args.dpop_nonce = Some(nonce);
+            }
             OptId::IdToken => args.id_token = true,
             // exec takes --env out before; the others are not get's.
             OptId::Env | OptId::Device | OptId::Paste | OptId::Json => {
@@ -231,6 +246,11 @@ fn parse_get(
         }
     }
     args.site = site.ok_or_else(|| needs(cmd, "a SITE"))?;
+    if args.dpop_nonce.is_some() && args.dpop.is_none() {
+        return Err(usage(
+            "--dpop-nonce goes with --dpop METHOD URL (the proof it is for)".to_owned(),
+        ));
+    }
     Ok(args)
 }
 
@@ -308,6 +328,7 @@ fn is_env(arg: &OsString, cmd: &Cmd) -> bool {
             | OptId::NoLogin
             | OptId::IdToken
             | OptId::Dpop
+            | OptId::DpopNonce
             | OptId::Device
             | OptId::Paste
             | OptId::Json,
@@ -363,6 +384,7 @@ fn parse_login(p: &mut lexopt::Parser, cmd: &Cmd) -> Result<Command, ClientError
             | OptId::NoLogin
             | OptId::IdToken
             | OptId::Dpop
+            | OptId::DpopNonce
             | OptId::Env
             | OptId::Json => return Err(not_taken(cmd, id)),
         }
@@ -383,6 +405,7 @@ fn parse_status(p: &mut lexopt::Parser, cmd: &Cmd) -> Result<Command, ClientErro
             | OptId::NoLogin
             | OptId::IdToken
             | OptId::Dpop
+            | OptId::DpopNonce
             | OptId::Env
             | OptId::Device
             | OptId::Paste => return Err(not_taken(cmd, id)),
@@ -590,6 +613,12 @@ mod tests {
             );
             for o in c.opts {
                 let mut args = base.clone();
+                // An option that goes with another is tried beside it.
+                let with: &[&str] = match o.id {
+                    OptId::DpopNonce => &["--dpop", "GET", "https://a.example/"],
+                    _ => &[],
+                };
+                args.extend(with.iter().map(|s| (*s).to_owned()));
                 args.push(format!("--{}", o.name));
                 for _ in o.values {
                     args.push(match (o.words, o.id) {

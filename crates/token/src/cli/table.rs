@@ -30,6 +30,7 @@ pub enum OptId {
     NoLogin,
     IdToken,
     Dpop,
+    DpopNonce,
     Env,
     Device,
     Paste,
@@ -196,6 +197,15 @@ pub static DPOP: Opt = Opt {
         "for `dpop = true` sites: also a DPoP proof for that one request",
     )
 };
+pub static DPOP_NONCE: Opt = Opt {
+    values: &["NONCE"],
+    more: "(with --dpop; RFC 9449 §9)",
+    ..opt(
+        OptId::DpopNonce,
+        "dpop-nonce",
+        "the nonce the resource server sent in its DPoP-Nonce header, for that proof",
+    )
+};
 pub static ENV: Opt = Opt {
     values: &["VAR"],
     ..opt(
@@ -288,7 +298,15 @@ const fn cmd(id: CmdId, name: &'static str, operand: Operand, help: &'static str
 /// The commands in the order HELP and the scripts show them.
 pub static COMMANDS: [Cmd; 12] = [
     Cmd {
-        opts: &[&MIN_TTL, &SCOPE, &FORMAT, &NO_LOGIN, &ID_TOKEN, &DPOP],
+        opts: &[
+            &MIN_TTL,
+            &SCOPE,
+            &FORMAT,
+            &NO_LOGIN,
+            &ID_TOKEN,
+            &DPOP,
+            &DPOP_NONCE,
+        ],
         more: "Logs in through your browser first if the site needs consent.",
         ..cmd(
             CmdId::Get,
@@ -323,7 +341,15 @@ pub static COMMANDS: [Cmd; 12] = [
         )
     },
     Cmd {
-        opts: &[&ENV, &MIN_TTL, &SCOPE, &NO_LOGIN, &ID_TOKEN, &DPOP],
+        opts: &[
+            &ENV,
+            &MIN_TTL,
+            &SCOPE,
+            &NO_LOGIN,
+            &ID_TOKEN,
+            &DPOP,
+            &DPOP_NONCE,
+        ],
         tail: "-- COMMAND [ARGS]...",
         more: "With --dpop METHOD URL, also the proof for that request in $DPOP; \
                the other options are get's.",

@@ -25,10 +25,11 @@ pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
         scopes: args.scopes.clone(),
         login,
         no_browser: browser::no_browser_here(),
-        dpop: args
-            .dpop
-            .clone()
-            .map(|(method, url)| DpopTarget { method, url }),
+        dpop: args.dpop.clone().map(|(method, url)| DpopTarget {
+            method,
+            url,
+            nonce: args.dpop_nonce.clone(),
+        }),
         token: args.id_token.then_some(TokenKind::IdToken),
         purpose: args.purpose,
     });

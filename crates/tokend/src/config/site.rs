@@ -156,6 +156,11 @@ pub struct SiteConfig {
     pub(crate) kube_token: TokenKind,
     /// `prompt` as written (`""`: send none); `None`: the default.
     pub(crate) prompt: Option<String>,
+    /// The rest of [`SiteConfig::identity`]: the endpoints that receive the
+    /// login (or its tokens) and the client authentication, as written in
+    /// the config (a preset's own endpoints follow from its other keys).
+    /// Empty when none is written, so existing identities stay the same.
+    pub(crate) pinned: String,
 }
 
 impl SiteConfig {
@@ -198,11 +203,42 @@ impl SiteConfig {
         let id = format!("{provider}|{}|{}", self.client_id, scopes.join(" "));
         // A Bearer login does not become a DPoP one (or back): turning
         // `dpop` on or off asks for a new login. Unchanged for other sites.
-        if self.dpop {
-            format!("{id}|dpop")
-        } else {
-            id
+        let id = if self.dpop { format!("{id}|dpop") } else { id };
+        // A refresh token is never sent to an endpoint, or with a client
+        // authentication, other than the ones it was obtained with.
+        format!("{id}{}", self.pinned)
+    }
+
+    /// What [`SiteConfig::identity`] pins beyond the provider, client and
+    /// scopes, from the keys as written (before a preset fills any in).
+    fn pin_written(&self) -> String {
+        let mut pinned = String::new();
+        let mut pin = |key: &str, value: Option<&str>| {
+            if let Some(v) = value {
+                pinned.push_str(&format!("|{key}={v}"));
+            }
+        };
+        // Without an issuer (or preset) the token URL is the provider itself.
+        if self.issuer.is_some() || self.preset.is_some() {
+            pin("token_url", self.token_url.as_deref());
         }
+        pin("revoke_url", self.revoke_url.as_deref().map(Url::as_str));
+        pin("device_url", self.device_url.as_deref().map(Url::as_str));
+        pin("api_base", self.api_base.as_deref().map(Url::as_str));
+        pin(
+            "client_auth",
+            self.client_auth.map(|a| match a {
+                ClientAuthKind::None => "none",
+                ClientAuthKind::Basic => "basic",
+                ClientAuthKind::Post => "post",
+            }),
+        );
+        let env = match &self.secret {
+            Some(SecretSource::Env(name)) => Some(name.as_str()),
+            Some(SecretSource::Cmd(_)) | None => None,
+        };
+        pin("client_secret_env", env);
+        pinned
     }
 
     pub fn effective_client_auth(&self) -> ClientAuthKind {
@@ -519,7 +555,9 @@ pub(super) fn parse_site(
             )?
             .unwrap_or_default(),
         prompt: f.string_or_empty("prompt")?,
+        pinned: String::new(),
     };
+    site.pinned = site.pin_written();
     preset::apply(&mut site, separator_given).map_err(|e| {
         let line = f.line_of(e.key);
         f.err(line, e.key, e.message)
@@ -715,6 +753,42 @@ mod tests {
                 "https://acme.stackenterprise.co/oauth/access_token/json|t|",
                 "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0|m|",
             ]
+        );
+    }
+
+    /// A login is kept across an edit only while everything that receives it
+    /// stays: each of these edits gives the site a new identity, so its
+    /// stored login is dropped, never sent to the new endpoint.
+    #[test]
+    fn endpoints_and_client_authentication_are_part_of_the_identity() {
+        let base = "[site.a]\nissuer = \"https://auth.example\"\nclient_id = \"c\"\n";
+        let id = |extra: &str| {
+            let c = parse_file(&format!("{base}{extra}"));
+            assert!(c.errors.is_empty(), "{:?}", c.errors);
+            c.sites["a"].identity()
+        };
+        let plain = id("");
+        assert_eq!(
+            plain, "https://auth.example|c|",
+            "unchanged without the keys"
+        );
+        let edits = [
+            "token_url = \"https://evil.example/token\"\n",
+            "revoke_url = \"https://evil.example/revoke\"\n",
+            "device_url = \"https://evil.example/device\"\n",
+            "api_base = \"https://evil.example/api\"\n",
+            "client_auth = \"post\"\nclient_secret_env = \"S\"\n",
+            "client_secret_env = \"AWS_SECRET_ACCESS_KEY\"\n",
+        ];
+        let mut seen = vec![plain];
+        for edit in edits {
+            let edited = id(edit);
+            assert!(!seen.contains(&edited), "{edit}: {edited}");
+            seen.push(edited);
+        }
+        assert_ne!(
+            id("token_url = \"https://a.example/token\"\n"),
+            id("token_url = \"https://b.example/token\"\n")
         );
     }
 

@@ -24,7 +24,7 @@ pub(super) async fn get(
     };
     let site = d.site(&req.site)?;
     let mut token = token(d, req, events).await?;
-    if let Some((method, url)) = target {
+    if let Some((method, url, nonce)) = target {
         if !token.token_type.eq_ignore_ascii_case("dpop") {
             return Err(ApiError::internal(format!(
                 "site {}: the token in hand is a {} token, not DPoP-bound; run `token login {}`",
@@ -34,7 +34,7 @@ pub(super) async fn get(
             )));
         }
         let bound = AccessToken::new(token.access_token.clone());
-        token.dpop_proof = Some(site.proof(method, url, bound).await?);
+        token.dpop_proof = Some(site.proof(method, url, bound, nonce).await?);
     }
     Ok(token)
 }

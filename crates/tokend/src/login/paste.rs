@@ -75,6 +75,7 @@ pub(super) fn start(
         task: Box::pin(task),
         first: ev(true),
         joined: ev(false),
+        links: None,
     })
 }
 

@@ -68,6 +68,12 @@ pub(crate) enum SiteError {
         #[source]
         source: tokend_oauth::Error,
     },
+    /// A browser login's one-time start link was opened twice: another
+    /// program may have raced the browser to it, so the login ended.
+    #[error(
+        "site {site}: login failed: its one-time login link was opened twice (another program may have raced your browser to it); run `token login {site}` to try again"
+    )]
+    StartReused { site: String },
     /// A paste-back login got an empty paste.
     #[error(
         "site {site}: login failed: nothing was pasted; run `token login {site} --paste` to try again"
@@ -138,6 +144,7 @@ impl From<SiteError> for ApiError {
             | SiteError::CallbackRefused { .. }
             | SiteError::DeviceRefused { .. }
             | SiteError::NothingPasted { .. }
+            | SiteError::StartReused { .. }
             | SiteError::LoginInterrupted { .. } => ErrorCode::LoginFailed,
             SiteError::LoginCancelled { .. } | SiteError::LoginTimedOut { .. } => {
                 ErrorCode::LoginIncomplete

@@ -146,6 +146,8 @@ pub(crate) enum Msg {
         method: String,
         url: url::Url,
         token: AccessToken,
+        /// The resource server's `DPoP-Nonce`, when the caller has one.
+        nonce: Option<String>,
         reply: oneshot::Sender<Result<String, SiteError>>,
     },
     /// New settings with the same identity.
@@ -317,11 +319,13 @@ impl SiteHandle {
         method: String,
         url: url::Url,
         token: AccessToken,
+        nonce: Option<String>,
     ) -> Result<String, SiteError> {
         self.ask(|reply| Msg::Proof {
             method,
             url,
             token,
+            nonce,
             reply,
         })
         .await?

@@ -192,6 +192,9 @@ pub(crate) struct TokenState {
     pub no_refresh: Option<String>,
     /// The validated ID token of the login or the last refresh that sent one.
     pub id_token: Option<HeldId>,
+    /// The `sub` of the login's first ID token: every later one (a refresh
+    /// brings a new one) must name the same user (OIDC Core §12.2).
+    pub subject: Option<String>,
     /// A caller asked for the ID token since the daemon started: refresh-ahead
     /// then keeps it fresh too.
     pub id_asked: bool,
@@ -215,6 +218,7 @@ impl TokenState {
         self.access = None;
         self.refresh = None;
         self.id_token = None;
+        self.subject = None;
         self.narrowed.clear();
         self.scopes.clear();
         self.narrower = None;

@@ -18,10 +18,24 @@ impl Actor {
     /// `status` says why.
     pub(super) fn take_id(&mut self, id: IdCheck, sent_at: f64, now: f64) {
         match id {
+            IdCheck::Valid(held)
+                if self.st.subject.as_ref().is_some_and(|s| *s != held.subject) =>
+            {
+                // `iss` is the configured issuer's in every one already.
+                self.take_id(
+                    IdCheck::Refused(format!(
+                        "site {}: the provider's new ID token is for another user than the login's (its `sub` changed), so it is refused",
+                        self.name
+                    )),
+                    sent_at,
+                    now,
+                );
+            }
             IdCheck::Valid(mut held) => {
                 // Obtained with the access token just taken (refresh-ahead
                 // compares the two), by the request sent at `sent_at`.
                 held.obtained_at = sent_at;
+                self.st.subject = Some(held.subject.clone());
                 self.st.id_token = Some(held);
             }
             IdCheck::Absent => {

@@ -131,7 +131,9 @@ impl Actor {
                 let scopes = self.cfg.scopes.clone();
                 self.st.narrowed.clear();
                 // A new login's ID token, or none: never the last login's.
+                // A new login may be another user's: its ID token sets the subject.
                 self.st.id_token = None;
+                self.st.subject = None;
                 self.take_own(resp, &scopes, id, sent_at, now).await;
                 self.st.no_refresh = self.no_refresh_token(now);
                 if let Some(note) = &self.st.no_refresh {

@@ -347,10 +347,11 @@ impl Actor {
                 method,
                 url,
                 token,
+                nonce,
                 reply,
             } => {
                 self.load().await;
-                let _ = reply.send(self.proof(&method, &url, &token));
+                let _ = reply.send(self.proof(&method, &url, &token, nonce));
             }
             Msg::Stop => self.begin_stop(),
         }
@@ -412,10 +413,22 @@ impl Actor {
                 .id_token
                 .zip(r.id_token_expires_at)
                 .map(|(token, expires_at)| HeldId {
+                    // Checked when it was taken; only its `sub` is read here.
+                    subject: tokend_oauth::unverified_subject(token.expose()).unwrap_or_default(),
                     token,
                     expires_at,
                     obtained_at: saved_at,
-                })
+                });
+            self.st.subject = self
+                .st
+                .id_token
+                .as_ref()
+                .map(|t| t.subject.clone())
+                .filter(|s| !s.is_empty());
+            self.st.id_token = self
+                .st
+                .id_token
+                .take()
                 .filter(|t| t.unexpired(self.deps.clock.now()));
             tracing::debug!(site = %self.name, "login loaded from the store");
         }
@@ -469,6 +482,11 @@ impl Actor {
             oauth: self.oauth.clone(),
         };
         self.forget(None).await;
+        // A new login gets a new key: nothing bound to the old one (a token
+        // copied elsewhere, a proof kept) outlives the logout.
+        if self.dpop.is_some() {
+            self.dpop = self.load_dpop_key(None);
+        }
         out
     }
 
