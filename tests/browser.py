@@ -27,7 +27,12 @@ Environment:
                                      and with a wrong state; a wrong path)
                         ignore:      only record the launch
     BROWSER_LOG         append a log of what was done to this file
-    BROWSER_COUNT_FILE  append one line per launch to this file
+    BROWSER_COUNT_FILE  append one line per launch to this file: the URL, or
+                        for tokend's one-time loopback start link
+                        (http://127.0.0.1:PORT/start/...) where it redirects
+    BROWSER_ARGV_FILE   append the launch's argv to this file (one line, NUL
+                        between arguments): what other users could read in
+                        /proc/PID/cmdline
     BROWSER_LOGIN       the login to use (default: tester)
     BROWSER_FOREGROUND  1: do the work before returning (exit code = outcome)
 
@@ -65,6 +70,29 @@ def log(msg):
             sys.stderr.write(line)
         except (OSError, ValueError):
             pass
+
+
+def record_argv(argv):
+    path = os.environ.get("BROWSER_ARGV_FILE")
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, ("\0".join(argv) + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+def resolve_start(url):
+    """tokend opens a one-time loopback link that redirects to the provider:
+    follow that one hop now (it works once), so the launch is recorded with
+    the authorization URL and the worker starts at the provider."""
+    u = urllib.parse.urlsplit(url)
+    if u.scheme != "http" or u.hostname != ALLOWED_HOST or not u.path.startswith("/start/"):
+        return url
+    status, location, _ = Browser().request(url)
+    if status not in (302, 303) or not location:
+        raise Fail("the start link answered %d without a redirect" % status)
+    return urllib.parse.urljoin(url, location)
 
 
 def record_launch(what):
@@ -380,6 +408,13 @@ def main(argv):
         sys.stderr.write("usage: browser.py URL | browser.py --device VERIFICATION_URI USER_CODE\n")
         return 2
     url = argv[-1]
+    record_argv(sys.argv)
+    try:
+        url = resolve_start(url)
+    except Exception as e:  # noqa: BLE001 - report whatever went wrong
+        log("start link failed: %s" % e)
+        record_launch(url)
+        return 1
     record_launch(url)
     log("launch mode=%s url=%s" % (mode, redact(url)))
     if mode == "ignore":

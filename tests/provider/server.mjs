@@ -11,6 +11,9 @@
 //   PORT            listen port (default 0 = random)
 //   AT_TTL          access token lifetime in seconds (default 3600)
 //   RT_TTL          refresh token lifetime in seconds (default 14 days)
+//   CLOCK_TOLERANCE seconds past `exp` a token is still accepted (oidc-provider's
+//                   clockTolerance, default 15; the soak sets 0: a token is refused
+//                   the second it expires, as strict resource servers do)
 //   PROVIDER_DEBUG  1 = log every request to stderr
 //   DPOP_NONCE      1 = DPoP proofs must carry a server nonce (use_dpop_nonce
 //                   + DPoP-Nonce otherwise); DPoP itself is always on
@@ -35,6 +38,8 @@ const DEBUG = process.env.PROVIDER_DEBUG === '1';
 const PORT = Number.parseInt(process.env.PORT ?? '0', 10) || 0;
 const AT_TTL = Number.parseInt(process.env.AT_TTL ?? '3600', 10) || 3600;
 const DPOP_NONCE = process.env.DPOP_NONCE === '1';
+const RT_POLICY_STOCK = process.env.RT_POLICY === 'stock';
+const CLOCK_TOLERANCE = Number.parseInt(process.env.CLOCK_TOLERANCE ?? '15', 10);
 const RT_TTL = Number.parseInt(process.env.RT_TTL ?? String(14 * 24 * 3600), 10) || 14 * 24 * 3600;
 
 const log = (...args) => { if (DEBUG) console.error('[provider]', ...args); };
@@ -46,19 +51,28 @@ const stats = {
   by_grant: {},
   revocations: 0,
   revoked: [],
+  dropped: 0,
 };
-let faults = []; // queue of fault kinds for the next token calls
+let faults = []; // queue of {kind, ms} for the next token calls
 let delays = []; // queue of delays (ms) for the next token calls
 let rtPad = 0; // chars of padding on every refresh token issued (0 = none)
-const FAULT_KINDS = new Set(['500', 'timeout', 'garbage', 'reset']);
+const FAULT_KINDS = new Set(['500', '503', '429', 'timeout', 'garbage', 'truncated', 'reset', 'slow']);
+// Token calls being processed by oidc-provider right now (past the faults):
+// a client killed while one runs may lose the refresh token it rotates.
+let processing = 0;
+// While true, token calls wait before reaching oidc-provider; a call whose
+// client went away meanwhile is dropped unprocessed.
+let held = false;
 
 function resetStats() {
   stats.token_calls = 0;
   stats.by_grant = {};
   stats.revocations = 0;
   stats.revoked = [];
+  stats.dropped = 0;
   faults = [];
   delays = [];
+  held = false;
   rtPad = 0;
 }
 
@@ -137,6 +151,7 @@ const issuer = `http://127.0.0.1:${port}`;
 const provider = new Provider(issuer, {
   clients,
   findAccount,
+  clockTolerance: Number.isNaN(CLOCK_TOLERANCE) ? 15 : CLOCK_TOLERANCE,
   // Fixed cookie keys: tests never run long enough for rotation to matter.
   cookies: { keys: ['tokend-e2e-cookie-key-0123456789abcdef'] },
   scopes: ['openid', 'profile', 'email', 'offline_access', 'read', 'write'],
@@ -171,8 +186,12 @@ const provider = new Provider(issuer, {
     required: () => true,
   },
   // A refresh token on every code / device_code grant for clients allowed the
-  // refresh_token grant, without the offline_access dance.
-  issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+  // refresh_token grant, without the offline_access dance; RT_POLICY=stock
+  // keeps oidc-provider's own policy (OIDC Core §11): a refresh token only
+  // when offline_access was granted, which needs prompt=consent.
+  ...(RT_POLICY_STOCK ? {} : {
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+  }),
   // Rotation on for every client: a reused rotated RT revokes the grant.
   rotateRefreshToken: () => true,
   // Tokens should not die with the (browser) session.
@@ -245,6 +264,24 @@ function basicClientId(ctx) {
 
 const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 
+// Hands a token call to oidc-provider, after any hold; a call whose client
+// went away while it waited is dropped unprocessed (nobody would get what
+// it rotates).
+async function processed(ctx, next) {
+  while (held) await sleep(5);
+  if (ctx.req.socket.destroyed) {
+    stats.dropped += 1;
+    ctx.respond = false;
+    return undefined;
+  }
+  processing += 1;
+  try {
+    return await next();
+  } finally {
+    processing -= 1;
+  }
+}
+
 provider.use(async (ctx, next) => {
   const started = Date.now();
   try {
@@ -262,11 +299,19 @@ provider.use(async (ctx, next) => {
       if (path === '/__test/fault' && method === 'POST') {
         const kind = String(q.kind ?? '');
         const count = Number.parseInt(String(q.count ?? '1'), 10);
-        if (!FAULT_KINDS.has(kind) || !(count >= 0)) {
-          return sendJson(ctx, 400, { error: 'kind must be 500|timeout|garbage|reset, count >= 0' });
+        const ms = q.ms === undefined ? undefined : Number.parseInt(String(q.ms), 10);
+        if (!FAULT_KINDS.has(kind) || !(count >= 0) || (ms !== undefined && !(ms >= 0))) {
+          return sendJson(ctx, 400, { error: `kind must be one of ${[...FAULT_KINDS].join('|')}, count >= 0, ms >= 0` });
         }
-        for (let i = 0; i < count; i += 1) faults.push(kind);
-        return sendJson(ctx, 200, { ok: true, pending: faults });
+        for (let i = 0; i < count; i += 1) faults.push({ kind, ms });
+        return sendJson(ctx, 200, { ok: true, pending: faults.map((f) => f.kind) });
+      }
+      if (path === '/__test/hold' && method === 'POST') {
+        held = q.on !== '0';
+        return sendJson(ctx, 200, { ok: true, held, processing });
+      }
+      if (path === '/__test/processing' && method === 'GET') {
+        return sendJson(ctx, 200, { processing, held });
       }
       if (path === '/__test/delay' && method === 'POST') {
         const ms = Number.parseInt(String(q.ms ?? '0'), 10);
@@ -325,14 +370,23 @@ provider.use(async (ctx, next) => {
       if (delay) await sleep(delay);
 
       const fault = faults.shift();
-      switch (fault) {
+      switch (fault?.kind) {
         case '500':
           ctx.status = 500;
           ctx.type = 'html';
           ctx.body = '<!DOCTYPE html><html><body><h1>500 Internal Server Error</h1><p>injected fault</p></body></html>';
           return undefined;
+        case '503':
+          ctx.status = 503;
+          ctx.type = 'html';
+          ctx.set('Retry-After', '2');
+          ctx.body = '<!DOCTYPE html><html><body><h1>503 Service Unavailable</h1><p>injected fault</p></body></html>';
+          return undefined;
+        case '429':
+          ctx.set('Retry-After', '2');
+          return sendJson(ctx, 429, { error: 'too_many_requests', error_description: 'injected fault' });
         case 'timeout':
-          await sleep(60_000);
+          await sleep(fault.ms ?? 60_000);
           ctx.status = 504;
           ctx.type = 'html';
           ctx.body = '<html><body>gateway timeout (injected)</body></html>';
@@ -342,12 +396,21 @@ provider.use(async (ctx, next) => {
           ctx.type = 'application/json';
           ctx.body = 'this is not JSON {{{';
           return undefined;
+        case 'truncated':
+          ctx.status = 200;
+          ctx.type = 'application/json';
+          ctx.body = '{"access_token":"trunc';
+          return undefined;
         case 'reset':
           ctx.req.socket.destroy();
           ctx.respond = false;
           return undefined;
+        case 'slow':
+          // A real answer, late: the grant is processed after the wait.
+          await sleep(fault.ms ?? 1500);
+          return await processed(ctx, next);
         default:
-          await next();
+          await processed(ctx, next);
           if (rtPad > 0 && typeof ctx.body?.refresh_token === 'string') {
             ctx.body.refresh_token += `.${padFor(ctx.body.refresh_token, rtPad)}`;
           }

@@ -16,7 +16,8 @@ Like xdg-open it returns at once and does the work in a detached child
 Environment:
     BROWSER_MODE        approve (default) | deny | ignore
     BROWSER_LOG         append what was done to this file
-    BROWSER_COUNT_FILE  append "PID URL" per launch (like tests/browser.py)
+    BROWSER_COUNT_FILE  append "PID URL" per launch (like tests/browser.py; for
+                        tokend's one-time loopback start link, where it leads)
     SE_PASTE_FILE       where the final paste-mode URL goes
 
 Only http://127.0.0.1 and http://localhost are ever fetched.
@@ -108,6 +109,20 @@ def run(url):
     return 0 if status < 400 else 1
 
 
+def resolve_start(url):
+    """tokend opens a one-time loopback link that redirects to the provider:
+    follow that one hop (it works once), so the launch is recorded with the
+    authorization URL, as tests/browser.py does."""
+    split = urllib.parse.urlsplit(url)
+    if split.hostname not in ALLOWED or not split.path.startswith("/start/"):
+        return url
+    status, headers, _ = fetch(url)
+    location = headers.get("Location")
+    if status not in (302, 303) or not location:
+        raise RuntimeError("the start link answered %d without a redirect" % status)
+    return urllib.parse.urljoin(url, location)
+
+
 def record_launch(url):
     path = os.environ.get("BROWSER_COUNT_FILE")
     if path:
@@ -123,6 +138,12 @@ def main():
         sys.stderr.write("usage: browser.py URL\n")
         return 2
     url = sys.argv[1]
+    try:
+        url = resolve_start(url)
+    except Exception as e:  # noqa: BLE001 - report whatever went wrong
+        log("start link failed: %r" % e)
+        record_launch(url)
+        return 1
     record_launch(url)
     if os.environ.get("SE_BROWSER_FOREGROUND") == "1":
         return run(url)

@@ -33,6 +33,7 @@ const SCRUB: &[&str] = &[
     "BROWSER_MODE",
     "BROWSER_LOG",
     "BROWSER_COUNT_FILE",
+    "BROWSER_ARGV_FILE",
     "DISPLAY",
     "WAYLAND_DISPLAY",
     "XDG_RUNTIME_DIR",
@@ -84,6 +85,7 @@ impl Env {
         );
         vars.insert("BROWSER_LOG".into(), p("browser.log"));
         vars.insert("BROWSER_COUNT_FILE".into(), p("browser-launches"));
+        vars.insert("BROWSER_ARGV_FILE".into(), p("browser-argv"));
         Env {
             dir,
             vars,
@@ -260,6 +262,18 @@ impl Env {
     }
 
     /// A `token` invocation to configure before running.
+    /// `python3 -c SCRIPT` in this environment; as uid 65534 (through
+    /// `setpriv`, which needs root) when `as_nobody`.
+    pub fn python(&self, as_nobody: bool, script: &str) -> TokenCmd<'_> {
+        let mut args: Vec<&str> = Vec::new();
+        if as_nobody {
+            args.extend(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        }
+        args.extend(["/usr/bin/python3", "-c", script]);
+        self.cmd(&args)
+            .program(if as_nobody { "setpriv" } else { "env" })
+    }
+
     pub fn cmd(&self, args: &[&str]) -> TokenCmd<'_> {
         TokenCmd {
             env: self,
@@ -339,6 +353,17 @@ impl Env {
             .map(|s| {
                 s.lines()
                     .filter_map(|l| l.split_once(' ').map(|(_, u)| u.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The argv of each browser launch (what `/proc/PID/cmdline` shows).
+    pub fn browser_argvs(&self) -> Vec<Vec<String>> {
+        fs::read_to_string(self.root().join("browser-argv"))
+            .map(|s| {
+                s.lines()
+                    .map(|l| l.split('\0').map(str::to_owned).collect())
                     .collect()
             })
             .unwrap_or_default()

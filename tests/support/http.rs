@@ -85,3 +85,13 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// The query parameter `name` of `url`; panics without one.
+pub fn query_param(url: &str, name: &str) -> String {
+    url::Url::parse(url)
+        .unwrap_or_else(|e| panic!("not a URL ({e}): {url}"))
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no {name} in {url}"))
+}

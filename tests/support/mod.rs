@@ -76,7 +76,7 @@ pub fn tests_dir() -> PathBuf {
 
 /// The directory holding the `token` and `tokend` binaries built for this
 /// test run: `$TOKEND_E2E_BIN_DIR` when set (to test an installed build), else
-/// the parent of `deps/` where the test executable lives (so the profile
+/// the parent of `deps/` (or `examples/`) where the executable lives (so the profile
 /// matches), else `$CARGO_TARGET_DIR/debug`, else `target/debug`.
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("TOKEND_E2E_BIN_DIR").filter(|d| !d.is_empty()) {
@@ -85,7 +85,10 @@ pub fn bin_dir() -> PathBuf {
     let mut candidates = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
         if let Some(deps) = exe.parent() {
-            if deps.file_name().is_some_and(|n| n == "deps") {
+            if deps
+                .file_name()
+                .is_some_and(|n| n == "deps" || n == "examples")
+            {
                 if let Some(profile) = deps.parent() {
                     candidates.push(profile.to_path_buf());
                 }
@@ -224,10 +227,15 @@ pub fn unique(prefix: &str) -> String {
 
 /// The wall clock in Unix seconds, to compare with the daemon's timestamps
 /// (`expires_at`, `next_refresh`, ...).
-#[allow(clippy::disallowed_methods)]
 pub fn now_unix() -> u64 {
+    now_unix_f64() as u64
+}
+
+/// [`now_unix`] with sub-second precision: how long a token has left.
+#[allow(clippy::disallowed_methods)]
+pub fn now_unix_f64() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
-        .as_secs()
+        .as_secs_f64()
 }

@@ -11,6 +11,9 @@ pub struct Stats {
     pub revocations: u64,
     /// `token_type_hint` of each revocation call (None when absent).
     pub revoked: Vec<Option<String>>,
+    /// Token calls held (see [`Provider::hold`]) whose client went away:
+    /// dropped unprocessed.
+    pub dropped: u64,
 }
 
 impl Stats {
@@ -46,7 +49,7 @@ impl Provider {
     }
 
     /// Starts the provider with extra environment (`AT_TTL`, `RT_TTL`, `PORT`,
-    /// `PROVIDER_DEBUG`).
+    /// `PROVIDER_DEBUG`, `RT_POLICY=stock`).
     pub fn start_with(env: &[(&str, &str)]) -> Provider {
         let dir = tests_dir().join("provider");
         assert!(
@@ -140,6 +143,7 @@ impl Provider {
                 .as_array()
                 .map(|a| a.iter().map(|h| h.as_str().map(str::to_owned)).collect())
                 .unwrap_or_default(),
+            dropped: v["dropped"].as_u64().unwrap_or(0),
         }
     }
 
@@ -148,10 +152,36 @@ impl Provider {
         self.control("POST", "/__test/reset");
     }
 
-    /// The next `count` token-endpoint calls fail: `"500"` (HTML body),
-    /// `"timeout"` (held 60 s), `"garbage"` (200, not JSON), `"reset"` (socket destroyed).
+    /// The next `count` token-endpoint calls fail: `"500"` / `"503"` (HTML
+    /// body), `"429"` (JSON error, `Retry-After`), `"timeout"` (held 60 s),
+    /// `"garbage"` (200, not JSON), `"truncated"` (200, JSON cut short),
+    /// `"reset"` (socket destroyed), `"slow"` (a real answer 1.5 s late).
     pub fn fault(&self, kind: &str, count: u32) {
         self.control("POST", &format!("/__test/fault?kind={kind}&count={count}"));
+    }
+
+    /// The next token-endpoint call fails as `kind` with a duration: a
+    /// `"timeout"` held `ms` (then 504), or a `"slow"` answer, real but `ms` late.
+    pub fn fault_for(&self, kind: &str, ms: u64) {
+        self.control(
+            "POST",
+            &format!("/__test/fault?kind={kind}&count=1&ms={ms}"),
+        );
+    }
+
+    /// Holds token calls before oidc-provider processes them (`on`), or lets
+    /// them go on; one whose client went away meanwhile is dropped. Answers
+    /// how many calls oidc-provider is processing now.
+    pub fn hold(&self, on: bool) -> u64 {
+        let v = self.control("POST", &format!("/__test/hold?on={}", u8::from(on)));
+        v["processing"].as_u64().unwrap_or(0)
+    }
+
+    /// How many token calls oidc-provider is processing now (past any hold).
+    pub fn processing(&self) -> u64 {
+        self.control("GET", "/__test/processing")["processing"]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// The next `count` token-endpoint calls are held `ms` milliseconds first.

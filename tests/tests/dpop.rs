@@ -15,7 +15,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
-use tokend_e2e::{exit, now_unix, Env, Provider, Value};
+use tokend_e2e::{exit, now_unix, Daemon, Env, Provider, Value};
 
 /// Part `n` (0: header, 1: claims) of a compact JWS, decoded.
 fn part(jws: &str, n: usize) -> Value {
@@ -267,16 +267,23 @@ fn server_nonces_a_refresh_and_a_restart_keep_the_binding() {
     eprintln!("measured: {:?}", provider.stats());
 }
 
-#[test]
-fn refresh_ahead_and_down_scoped_tokens_are_bound_too() {
-    let provider = Provider::start(10);
+/// A provider (access tokens of `at_ttl` s), `[site.corp]` with `dpop =
+/// true`, its daemon, and the userinfo URL.
+fn dpop_corp(at_ttl: u64) -> (Provider, Env, Daemon, String) {
+    let provider = Provider::start(at_ttl);
     let mut env = Env::new();
     env.write_config(&format!(
         "{}dpop = true\n",
         Env::site_config("corp", &provider)
     ));
-    let _daemon = env.daemon();
+    let daemon = env.daemon();
     let me = provider.userinfo_url();
+    (provider, env, daemon, me)
+}
+
+#[test]
+fn refresh_ahead_and_down_scoped_tokens_are_bound_too() {
+    let (provider, env, _daemon, me) = dpop_corp(10);
     let (first, proof) = get_bound(&env, "corp", &me, &[]);
     let jkt = jkt_of(&proof);
 
@@ -309,4 +316,39 @@ fn refresh_ahead_and_down_scoped_tokens_are_bound_too() {
     assert_eq!(status, 200, "down-scoped: {body}");
     let (status, _) = provider.userinfo(&narrow);
     assert_eq!(status, 401, "the down-scoped token without a proof");
+}
+
+/// A logout replaces the site's DPoP key: the next login's tokens are
+/// bound to a new key, not to the one a logged-out token was bound to.
+#[test]
+fn a_logout_replaces_the_dpop_key() {
+    let (provider, env, _daemon, me) = dpop_corp(3600);
+    let (_, before) = get_bound(&env, "corp", &me, &[]);
+    env.token(&["logout", "corp"]).ok();
+    let (token, after) = get_bound(&env, "corp", &me, &[]);
+    assert_eq!(env.browser_launches(), 2, "a new login");
+    assert_ne!(
+        jkt_of(&before),
+        jkt_of(&after),
+        "a new key after the logout"
+    );
+    let intro = provider.introspect(&token);
+    assert_eq!(intro["cnf"]["jkt"], jkt_of(&after), "{intro}");
+}
+
+/// A resource server that demands a nonce (RFC 9449 §9) answers with
+/// `DPoP-Nonce`; `--dpop-nonce` puts it in the proof. One that is not a
+/// nonce is refused before any token is fetched.
+#[test]
+fn a_resource_servers_nonce_goes_into_the_proof() {
+    let (_provider, env, _daemon, me) = dpop_corp(3600);
+    let (_, proof) = get_bound(&env, "corp", &me, &["--dpop-nonce", "rs-nonce-1"]);
+    assert_eq!(part(&proof, 1)["nonce"], "rs-nonce-1");
+    let (_, plain) = get_bound(&env, "corp", &me, &[]);
+    assert!(part(&plain, 1).get("nonce").is_none(), "only when asked");
+    let out = env.token(&["get", "corp", "--dpop", "GET", &me, "--dpop-nonce", "a\"b"]);
+    out.code(exit::USAGE);
+    assert!(out.stderr.contains("--dpop-nonce"), "{out}");
+    let out = env.token(&["get", "corp", "--dpop-nonce", "n"]);
+    out.code(exit::USAGE);
 }

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use tokend_e2e::{exit, Daemon, Env, Provider};
 
-/// A provider with 2 s access tokens, a world with `[site.corp]` logged in
-/// and its daemon, which gives up on the provider after 3 s.
+/// A provider with 3 s access tokens (2 s as tokend counts them, renewed
+/// ahead about every second), a world with `[site.corp]` logged in and its
+/// daemon, which gives up on the provider after 3 s.
 fn logged_in_with_short_timeouts() -> (Provider, Env, Daemon) {
-    let provider = Provider::start(2);
+    let provider = Provider::start(3);
     let mut env = Env::new();
     // A short HTTP timeout so the timeout fault costs seconds, not 30.
     env.set("TOKEND_HTTP_TIMEOUT", "3");
@@ -25,11 +26,17 @@ fn faults_during_refresh_keep_the_daemon_and_the_login() {
     let (provider, env, mut daemon) = logged_in_with_short_timeouts();
 
     for kind in ["500", "garbage", "reset"] {
-        thread::sleep(Duration::from_millis(2500)); // the token is expired now
+        // Each fault meets a site that has recovered from the last one.
+        recovered(&env);
+        let calls = provider.stats().token_calls;
         provider.fault(kind, 1);
-        // Refresh-ahead may have renewed the token before the fault: then it
-        // is served (exit 0). Otherwise the provider's failure is reported
-        // (exit 4) naming the site. Never a crash, a hang, or a login.
+        assert!(
+            provider.wait_token_calls_above(calls, Duration::from_secs(10)),
+            "refresh-ahead met the {kind} fault"
+        );
+        // The token may still be served (exit 0). Otherwise the provider's
+        // failure is reported (exit 4) naming the site, and when tokend
+        // tries again. Never a crash, a hang, or a login.
         let out = env
             .cmd(&["get", "corp", "--no-login"])
             .timeout(Duration::from_secs(45))
@@ -45,6 +52,7 @@ fn faults_during_refresh_keep_the_daemon_and_the_login() {
         );
         if out.code == exit::PROVIDER {
             assert!(out.stderr.contains("site corp"), "{kind}: {out}");
+            assert!(out.stderr.contains("tries again in"), "{kind}: {out}");
         }
         assert_ne!(
             out.code,
@@ -55,7 +63,7 @@ fn faults_during_refresh_keep_the_daemon_and_the_login() {
     }
 
     // Faults are used up: the refresh token still works, no new login.
-    thread::sleep(Duration::from_millis(2500));
+    recovered(&env);
     let out = env
         .cmd(&["get", "corp", "--no-login"])
         .timeout(Duration::from_secs(45))
@@ -69,6 +77,16 @@ fn faults_during_refresh_keep_the_daemon_and_the_login() {
         "no new login after transient faults"
     );
     assert_eq!(provider.stats().grant("authorization_code"), 1);
+}
+
+/// The backoff retry after a fault has succeeded.
+fn recovered(env: &Env) {
+    env.wait_site_status(
+        "corp",
+        Duration::from_secs(30),
+        "recovery from the last fault",
+        |s| s["last_error"].is_null(),
+    );
 }
 
 #[test]

@@ -21,6 +21,52 @@ fn without_a_browser_the_login_says_what_to_do_instead() {
 }
 
 #[test]
+fn a_browser_opener_that_fails_is_reported_at_once_with_the_other_ways() {
+    use std::io::BufRead;
+    use std::time::{Duration, Instant};
+
+    let provider = Provider::start(3600);
+    let mut env = Env::with_site("corp", &provider);
+    // What xdg-open does with no display to open in: exits non-zero at once.
+    env.set("BROWSER", "false");
+    env.set("TOKEND_LOGIN_TIMEOUT", "120");
+    let _daemon = env.daemon();
+    let started = Instant::now();
+    let mut login = env.cmd(&["login", "corp"]).spawn();
+    let stderr = login.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = started + Duration::from_secs(20);
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("token login corp --paste"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no word of the failed browser within 20 s: {seen:#?}"),
+        }
+    }
+    let _ = login.kill();
+    let _ = login.wait();
+    let said = seen.join("\n");
+    assert!(
+        said.contains("the browser did not open: `false` exited with status 1"),
+        "{said}"
+    );
+    assert!(said.contains("Open the URL above by hand"), "{said}");
+    assert!(said.contains("token login corp --device"), "{said}");
+}
+
+#[test]
 fn without_a_keyring_logins_go_to_the_file_store_and_survive_a_restart() {
     let provider = Provider::start(3600);
     let mut env = Env::with_site("corp", &provider);

@@ -198,7 +198,12 @@ struct Forge {
 
 impl Forge {
     fn start(git: PathBuf, auth: ServerAuth, extra: &str) -> Forge {
-        let provider = Provider::start(3600);
+        Forge::start_ttl(git, auth, extra, 3600)
+    }
+
+    /// [`Forge::start`] with a provider that issues `at_ttl`-second tokens.
+    fn start_ttl(git: PathBuf, auth: ServerAuth, extra: &str, at_ttl: u64) -> Forge {
+        let provider = Provider::start(at_ttl);
         let mut env = Env::new();
         let root = make_repo(&git, env.root());
         let server = GitServer::start(
@@ -220,14 +225,20 @@ impl Forge {
         }
     }
 
-    /// `git -c credential.helper=token ARGS`, with the helper on PATH.
-    fn git(&self, args: &[&str]) -> Output {
+    /// `git -c credential.helper=token ARGS`, with the helper on PATH,
+    /// whatever its exit.
+    fn git_any(&self, args: &[&str]) -> Output {
         let mut all = vec!["-c", "credential.helper=", "-c", "credential.helper=token"];
         all.extend_from_slice(args);
-        let out = git_cmd(&self.env, &self.git, &all)
+        git_cmd(&self.env, &self.git, &all)
             .env("PATH", &path_with_build())
             .timeout(Duration::from_secs(90))
-            .run();
+            .run()
+    }
+
+    /// [`Forge::git_any`], which must succeed.
+    fn git(&self, args: &[&str]) -> Output {
+        let out = self.git_any(args);
         assert_eq!(
             out.code,
             0,
@@ -249,6 +260,23 @@ impl Forge {
     /// Commits 3 MB of incompressible bytes in `work` and pushes them:
     /// a pack larger than git's default http.postBuffer (1 MiB).
     fn push_3mb(&self, work: &Path, git_args: &[&str]) {
+        let out = self.try_push_3mb(work, git_args);
+        assert_eq!(
+            out.code,
+            0,
+            "git push: {out}\nserver log:\n{}",
+            self.server.log()
+        );
+        let log = self.server.log();
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with("POST /repo.git/git-receive-pack") && l.ends_with("-> 200")),
+            "the push reached receive-pack: {log}"
+        );
+    }
+
+    /// The commit of [`Forge::push_3mb`] and git's push, whatever its exit.
+    fn try_push_3mb(&self, work: &Path, git_args: &[&str]) -> Output {
         let mut data = vec![0u8; 3 * 1024 * 1024];
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id());
         for b in data.iter_mut() {
@@ -267,13 +295,7 @@ impl Forge {
         self.git(&commit);
         let mut push: Vec<&str> = git_args.to_vec();
         push.extend_from_slice(&["-C", &w, "push", "origin", "main"]);
-        self.git(&push);
-        let log = self.server.log();
-        assert!(
-            log.lines()
-                .any(|l| l.starts_with("POST /repo.git/git-receive-pack") && l.ends_with("-> 200")),
-            "the push reached receive-pack: {log}"
-        );
+        self.git_any(&push)
     }
 }
 
@@ -385,6 +407,83 @@ fn bearer_sites_clone_with_bearer_and_push_3mb_with_a_raised_post_buffer() {
     let log = forge.server.log();
     assert!(forge.server.saw("auth=Bearer -> 200"), "{log}");
     assert!(!forge.server.saw("auth=Basic"), "{log}");
+}
+
+#[test]
+fn a_bearer_push_past_the_post_buffer_is_told_to_raise_it() {
+    let Some(git) = git_or_skip("a_bearer_push_past_the_post_buffer_is_told_to_raise_it") else {
+        return;
+    };
+    let forge = Forge::start(git, ServerAuth::BearerOnly, "git_auth = \"bearer\"\n");
+    let work = forge.clone("clone");
+    let fetch = forge.git(&["-C", &work.to_string_lossy(), "fetch", "origin"]);
+    assert!(
+        !fetch.stderr.contains("postBuffer"),
+        "a fetch is not told about pushes: {fetch}"
+    );
+    // git sends the probe of a 3 MB push without the Bearer header: refused.
+    let out = forge.try_push_3mb(&work, &[]);
+    assert_ne!(
+        out.code, 0,
+        "the server wants Bearer on every request: {out}"
+    );
+    assert!(
+        out.stderr.contains("git config http.postBuffer 67108864"),
+        "the helper says how to make the push work: {out}"
+    );
+    // With the buffer raised, it says nothing and the push goes through.
+    let w = work.to_string_lossy();
+    let out = forge.git_any(&[
+        "-c",
+        "http.postBuffer=67108864",
+        "-C",
+        &w,
+        "push",
+        "origin",
+        "main",
+    ]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!out.stderr.contains("postBuffer"), "{out}");
+}
+
+/// git runs the helper for every command, and the helper asks for tokens
+/// with 60 s left (its own margin, so a command does not outlive its token).
+#[test]
+fn short_tokens_are_told_to_git_once_in_the_helpers_words() {
+    let Some(git) = git_or_skip("short_tokens_are_told_to_git_once_in_the_helpers_words") else {
+        return;
+    };
+    // Tokens as long as the margin: a fresh one is the best there is.
+    let forge = Forge::start_ttl(git.clone(), ServerAuth::Any, "", 60);
+    let work = forge.clone("clone");
+    let w = work.to_string_lossy();
+    for _ in 0..3 {
+        let out = forge.git(&["-C", &w, "fetch", "origin"]);
+        assert!(!out.stderr.contains("token:"), "nothing to say: {out}");
+        thread::sleep(Duration::from_millis(1500));
+    }
+    drop(forge);
+
+    // Shorter tokens: said once, without an option the user never passed.
+    let forge = Forge::start_ttl(git, ServerAuth::Any, "", 20);
+    let mut said = Vec::new();
+    for _ in 0..3 {
+        let out = forge.git_any(&["ls-remote", &forge.server.url()]);
+        assert_eq!(out.code, 0, "{out}");
+        said.extend(
+            out.stderr
+                .lines()
+                .filter(|l| l.starts_with("token:"))
+                .map(str::to_owned),
+        );
+        thread::sleep(Duration::from_millis(1500));
+    }
+    assert_eq!(said.len(), 1, "once per site and daemon: {said:?}");
+    assert!(
+        said[0].contains("s, less than the 60s the git credential helper wants"),
+        "{said:?}"
+    );
+    assert!(!said[0].contains("--min-ttl"), "{said:?}");
 }
 
 #[test]

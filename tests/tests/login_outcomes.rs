@@ -13,6 +13,16 @@ fn env_with_mode(provider: &Provider, mode: &str) -> Env {
     env
 }
 
+/// A `token get corp` whose login's browser has been launched.
+fn a_get_waiting_for_its_login(env: &Env) -> std::process::Child {
+    let child = env.cmd(&["get", "corp"]).spawn();
+    assert!(
+        env.wait_browser_launches(1, Duration::from_secs(10)),
+        "the browser opens"
+    );
+    child
+}
+
 #[test]
 fn denied_consent_fails_with_the_providers_error() {
     let provider = Provider::start(3600);
@@ -97,11 +107,7 @@ fn a_pending_login_prints_the_url_and_a_second_caller_joins_it() {
     let mut env = env_with_mode(&provider, "ignore");
     let _daemon = env.daemon();
 
-    let first = env.cmd(&["get", "corp"]).spawn();
-    assert!(
-        env.wait_browser_launches(1, Duration::from_secs(10)),
-        "the browser opens"
-    );
+    let first = a_get_waiting_for_its_login(&env);
     let second = env.cmd(&["get", "corp"]).spawn();
     // The second caller waits on the same login: no second browser.
     std::thread::sleep(Duration::from_millis(500));
@@ -133,11 +139,7 @@ fn a_pending_login_shows_in_status_and_times_out_releasing_its_listener() {
     env.set("TOKEND_LOGIN_TIMEOUT", "3");
     let _daemon = env.daemon();
 
-    let waiting = env.cmd(&["get", "corp"]).spawn();
-    assert!(
-        env.wait_browser_launches(1, Duration::from_secs(10)),
-        "the browser opens"
-    );
+    let waiting = a_get_waiting_for_its_login(&env);
     let status = env.token(&["status", "--json"]).ok().json();
     assert_eq!(status["sites"][0]["state"], "login_pending", "{status}");
 
@@ -167,14 +169,57 @@ fn a_pending_login_shows_in_status_and_times_out_releasing_its_listener() {
     assert!(out.stderr.contains("token login corp --device"), "{out}");
     assert!(out.stderr.contains("token login corp --paste"), "{out}");
 
+    // A login is what the site needs, not a fault of its own; the timeout
+    // says why.
     let status = env.token(&["status", "--json"]).ok().json();
-    assert_ne!(status["sites"][0]["state"], "login_pending", "{status}");
+    assert_eq!(status["sites"][0]["state"], "login_required", "{status}");
+    assert!(
+        status["sites"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not completed in time")),
+        "{status}"
+    );
     assert!(
         wait_until(Duration::from_secs(5), || std::net::TcpStream::connect(
             &addr
         )
         .is_err()),
         "the listener on {addr} is closed after the timeout"
+    );
+    assert_eq!(provider.stats().token_calls, 0);
+}
+
+#[test]
+fn ctrl_c_during_a_login_says_so_in_one_line_and_exits_6() {
+    let provider = Provider::start(3600);
+    let mut env = env_with_mode(&provider, "ignore");
+    let _daemon = env.daemon();
+
+    let waiting = a_get_waiting_for_its_login(&env);
+    // What the terminal's Ctrl-C sends.
+    // SAFETY: a plain kill(2) of our own child.
+    assert_eq!(
+        unsafe { libc::kill(waiting.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let out = tokend_e2e::wait_output(waiting, Duration::from_secs(10), "interrupted get");
+    out.code(tokend_e2e::exit::LOGIN_INCOMPLETE);
+    let said: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("cancelled"))
+        .collect();
+    assert_eq!(
+        said,
+        ["token: site corp: login cancelled (Ctrl-C); run `token login corp` to try again"],
+        "{out}"
+    );
+    // The daemon hears the hang-up and drops the login.
+    assert!(
+        wait_until(Duration::from_secs(10), || env.site_status("corp")["state"]
+            != "login_pending"),
+        "{}",
+        env.site_status("corp")
     );
     assert_eq!(provider.stats().token_calls, 0);
 }

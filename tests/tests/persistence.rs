@@ -135,3 +135,84 @@ fn keyring_store_survives_a_restart() {
     }
     let _ = env.token(&["logout", &site]);
 }
+
+/// Logs in to a fresh site (`env` as `before` sets it up) with the file
+/// store, then starts a daemon whose store is the keyring (`after`): the
+/// login must come along.
+fn moves_from_the_file_store_to_the_keyring(
+    test: &str,
+    before: impl FnOnce(&mut Env),
+    after: impl FnOnce(&mut Env),
+) {
+    if !require(
+        keyring_available(),
+        test,
+        "TOKEND_TEST_KEYRING=1 is not set",
+        "run it under scripts/test, which unlocks gnome-keyring and sets it",
+    ) {
+        return;
+    }
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    before(&mut env);
+    // The keyring is shared by every test of the session: a unique site name.
+    let site = unique("corp").replace('-', "_");
+    env.write_config(&Env::site_config(&site, &provider));
+    let mut daemon = env.daemon();
+    env.token(&["get", &site]).ok();
+    daemon.stop();
+    drop(daemon);
+    let file = env.state_dir().join("tokens.json");
+    assert!(fs::read_to_string(&file).unwrap().contains(&site));
+
+    // file -> keyring: the login comes along, no new login.
+    after(&mut env);
+    let mut daemon = env.daemon();
+    env.token(&["get", &site, "--no-login"]).ok();
+    assert_eq!(env.browser_launches(), 1, "no new login");
+    let moved = format!("the store changed from file to keyring: moved the logins of {site}");
+    assert!(daemon.log().contains(&moved), "{}", daemon.log());
+    let status = env.token(&["status"]);
+    assert!(status.stdout.contains(&moved), "{status}");
+    assert!(
+        !fs::read_to_string(&file).unwrap().contains(&site),
+        "removed from the file store"
+    );
+    daemon.stop();
+    drop(daemon);
+
+    // A restart with the same store moves nothing again.
+    let daemon = env.daemon();
+    env.token(&["get", &site, "--no-login"]).ok();
+    assert!(!daemon.log().contains("store changed"), "{}", daemon.log());
+    let _ = env.token(&["logout", &site]);
+}
+
+#[test]
+fn a_store_change_moves_the_logins_to_the_new_store() {
+    moves_from_the_file_store_to_the_keyring(
+        "a_store_change_moves_the_logins_to_the_new_store",
+        |env| {
+            env.set("TOKEND_STORE", "file");
+        },
+        |env| {
+            env.set("TOKEND_STORE", "keyring");
+        },
+    );
+}
+
+#[test]
+fn logins_of_the_fallback_file_store_move_to_a_keyring_that_appeared() {
+    let bus = std::env::var("DBUS_SESSION_BUS_ADDRESS").unwrap_or_default();
+    moves_from_the_file_store_to_the_keyring(
+        "logins_of_the_fallback_file_store_move_to_a_keyring_that_appeared",
+        // The default store, and no session bus to find a Secret Service on.
+        |env| {
+            env.unset("TOKEND_STORE");
+            env.set("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
+        },
+        |env| {
+            env.set("DBUS_SESSION_BUS_ADDRESS", &bus);
+        },
+    );
+}

@@ -280,3 +280,120 @@ fn a_toml_syntax_error_keeps_every_site_running() {
     env.token(&["get", "b", "--no-login"]).ok();
     assert_eq!(env.browser_launches(), 2);
 }
+
+#[test]
+fn a_deleted_config_file_keeps_the_previous_settings_until_it_is_back() {
+    let provider = Provider::start(3600);
+    let mut env = Env::with_site("a", &provider);
+    let daemon = env.daemon();
+    env.token(&["get", "a"]).ok();
+
+    // An accidental `rm`, or an editor's delete-then-rename half done.
+    fs::remove_file(env.config_path()).unwrap();
+    let v = wait_status(&env, "the deletion noticed", |v| {
+        v["config_errors"]
+            .to_string()
+            .contains("the config file is gone")
+    });
+    assert!(site_of(&v, "a").is_some(), "site a still served: {v}");
+    assert!(
+        v["config_errors"]
+            .to_string()
+            .contains("keeps running the previous settings (1 site(s))"),
+        "{v}"
+    );
+    let table = env.token(&["status"]);
+    assert!(table.stdout.contains("the config file is gone"), "{table}");
+    env.token(&["get", "a", "--no-login"]).ok();
+    assert!(
+        daemon.log().contains("the config file is gone"),
+        "{}",
+        daemon.log()
+    );
+
+    // Back, with a second site: read at once, the first keeps its login.
+    env.write_config(&two_sites(&provider));
+    let v = wait_status(&env, "the file read again", |v| site_of(v, "b").is_some());
+    assert_eq!(v["config_errors"], Value::Array(vec![]), "{v}");
+    env.token(&["get", "a", "--no-login"]).ok();
+    assert_eq!(env.browser_launches(), 1);
+}
+
+#[test]
+fn daemon_settings_apply_on_reload_and_a_store_change_waits_for_the_next_start() {
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    // The [daemon] table decides, not the environment.
+    env.unset("TOKEND_STORE").unset("TOKEND_LOG");
+    env.set("BROWSER_MODE", "ignore");
+    let site = Env::site_config("corp", &provider);
+    env.write_config(&format!("{site}\n[daemon]\nstore = \"memory\"\n"));
+    let daemon = env.daemon();
+    env.token(&["status"]).ok();
+    assert!(!daemon.log().contains("request"), "info: {}", daemon.log());
+
+    rewrite_config_atomically(
+        &env,
+        &format!("{site}\n[daemon]\nstore = \"file\"\nlog = \"debug\"\nlogin_timeout = \"2s\"\n"),
+    );
+    let later = "[daemon] store = \"file\" takes effect at the next start (`token stop`)";
+    let v = wait_status(&env, "the store change said", |v| {
+        v["store_note"].as_str().is_some_and(|n| n.contains(later))
+    });
+    assert_eq!(v["store"], "memory", "{v}");
+    assert!(daemon.log().contains(later), "{}", daemon.log());
+    let table = env.token(&["status"]);
+    assert!(table.stdout.contains(later), "{table}");
+
+    // log: debug lines from now on.
+    env.token(&["status"]).ok();
+    assert!(
+        daemon.log().contains("request"),
+        "debug after the reload: {}",
+        daemon.log()
+    );
+    // login_timeout: the next login waits 2 s, not 5 min.
+    let out = env
+        .cmd(&["get", "corp"])
+        .timeout(Duration::from_secs(60))
+        .run();
+    out.code(exit::LOGIN_INCOMPLETE);
+    assert!(out.stderr.contains("waiting up to 2s"), "{out}");
+}
+
+/// A config edit that points a logged-in site's tokens somewhere else (an
+/// overriding `token_url` or `revoke_url`, a new client authentication or
+/// secret variable) drops the login instead of sending the refresh token
+/// there, even for a token that is still valid.
+#[test]
+fn redirecting_a_sites_endpoints_drops_the_login_unsent() {
+    let provider = Provider::start(3600);
+    let elsewhere = Provider::start(3600);
+    let base = Env::site_config("a", &provider);
+    let edits = [
+        format!("token_url = \"{}/token\"\n", elsewhere.issuer()),
+        format!("revoke_url = \"{}/token/revocation\"\n", elsewhere.issuer()),
+        "client_secret_env = \"HOME\"\nclient_auth = \"post\"\n".to_owned(),
+    ];
+    let mut env = Env::with_site("a", &provider);
+    let _daemon = env.daemon();
+    for (n, edit) in edits.iter().enumerate() {
+        if n > 0 {
+            // Back to the provider's own endpoints, reloaded before the login.
+            rewrite_config_atomically(&env, &base);
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        env.token(&["get", "a"]).ok();
+        wait_status(&env, "logged in", |v| {
+            site_of(v, "a").is_some_and(|s| s["has_refresh_token"] == true)
+        });
+        rewrite_config_atomically(&env, &format!("{base}{edit}"));
+        wait_status(&env, &format!("the login dropped after {edit}"), |v| {
+            site_of(v, "a").is_some_and(|s| s["has_refresh_token"] == false)
+        });
+        env.token(&["get", "a", "--no-login"])
+            .code(exit::LOGIN_REQUIRED);
+    }
+    assert_eq!(elsewhere.stats().token_calls, 0, "nothing sent elsewhere");
+    assert_eq!(provider.stats().grant("refresh_token"), 0);
+}

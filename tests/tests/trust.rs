@@ -272,6 +272,66 @@ fn a_config_that_others_can_edit_does_not_run_commands() {
     env.token(&["get", "svc"]).ok();
 }
 
+/// A dotfiles setup: the config is a symlink into `~/dotfiles`. When the
+/// directory it points into, or one above the link, is open to others, the
+/// whole config is refused (no site served, no login started), with the
+/// `chmod` to run; fixed, it is served again.
+#[test]
+fn a_symlinked_dotfile_config_in_a_directory_others_can_write_is_refused() {
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    let dots = env.root().join("home/dotfiles");
+    fs::create_dir_all(&dots).unwrap();
+    let target = dots.join("tokend.toml");
+    fs::write(&target, Env::site_config("corp", &provider)).unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(env.config_path()).ok();
+    std::os::unix::fs::symlink(&target, env.config_path()).unwrap();
+    let link_dir = env.config_path().parent().unwrap().to_owned();
+
+    for open in [&dots, &link_dir] {
+        fs::set_permissions(open, fs::Permissions::from_mode(0o777)).unwrap();
+        let mut daemon = env.daemon();
+        let out = env.token(&["get", "corp"]);
+        out.code(exit::USAGE);
+        assert!(
+            out.stderr.contains("refused as a whole")
+                && out
+                    .stderr
+                    .contains(&format!("run `chmod go-w {}`", open.display())),
+            "names the directory and what to run: {out}"
+        );
+        assert_eq!(env.browser_launches(), 0, "no login from a refused config");
+        fs::set_permissions(open, fs::Permissions::from_mode(0o755)).unwrap();
+        env.token(&["reload"]).ok();
+        env.token(&["get", "corp", "--no-login"])
+            .code(exit::LOGIN_REQUIRED);
+        daemon.stop();
+    }
+}
+
+/// Without HOME the daemon would read its config and keep its tokens under
+/// whatever directory it was started in: it refuses to start instead.
+#[test]
+fn without_home_the_daemon_refuses_to_start() {
+    let env = Env::new();
+    let out = env
+        .cmd(&[])
+        .program(tokend_e2e::bin("tokend"))
+        .env_remove("HOME")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("TOKEND_CONFIG")
+        .timeout(Duration::from_secs(10))
+        .run();
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("HOME is not set"), "{out}");
+    assert!(
+        !env.root().join(".local").exists(),
+        "nothing made under the working directory"
+    );
+}
+
 #[test]
 fn plain_http_endpoints_are_refused() {
     let env = Env::new();

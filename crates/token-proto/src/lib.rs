@@ -12,6 +12,7 @@ mod duration;
 mod error;
 mod frame;
 mod message;
+pub mod names;
 mod path;
 #[cfg(windows)]
 pub mod windows;

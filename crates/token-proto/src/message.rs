@@ -144,7 +144,9 @@ pub struct GetRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<TokenKind>,
     /// What the caller wants the token for, when that matters to the site's
-    /// config: `kube` applies the site's `kube_token` when `token` is absent.
+    /// config (`kube` applies the site's `kube_token` when `token` is
+    /// absent) or to its warnings (`git`: `min_ttl` is the git helper's own
+    /// margin, not an option the user gave).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<Purpose>,
 }
@@ -155,6 +157,10 @@ pub struct GetRequest {
 pub struct DpopTarget {
     pub method: String,
     pub url: String,
+    /// The `DPoP-Nonce` the resource server answered with (RFC 9449 §9),
+    /// for the proof's `nonce` claim; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 /// Which of a site's tokens a `get` asks for (and a reply carries).
@@ -174,6 +180,8 @@ pub enum TokenKind {
 pub enum Purpose {
     /// A Kubernetes `ExecCredential` (`token kube`).
     Kube,
+    /// The git credential helper (`token credential get`).
+    Git,
     /// A purpose this build does not know: treated as none.
     #[serde(other)]
     Other,
@@ -287,7 +295,9 @@ pub struct StatusReply {
     /// The store in use: `keyring`, `file` or `memory`.
     #[serde(default)]
     pub store: String,
-    /// Why the store is not the keyring that was the default, if so.
+    /// What to know about the store, if anything: why it is not the keyring
+    /// that was the default, the logins this start moved from the previous
+    /// store, a `[daemon] store` edit that waits for the next start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_note: Option<String>,
     /// Where the daemon logs: a file path, or `stderr`.
@@ -665,6 +675,7 @@ mod tests {
             dpop: Some(DpopTarget {
                 method: "GET".into(),
                 url: "https://api.example/me".into(),
+                nonce: None,
             }),
             ..Default::default()
         })));

@@ -29,12 +29,32 @@ pub fn no_browser_here() -> bool {
             .any(|v| set(v))
 }
 
+/// A browser opener started on a URL.
+pub struct Opener {
+    child: std::process::Child,
+    program: String,
+}
+
+impl Opener {
+    /// Waits for the opener to end; why it failed when it exited non-zero
+    /// (`false`, or `xdg-open` with nothing to open with: exit 3). An opener
+    /// that is the browser itself ends when the user closes it.
+    pub fn failure(mut self) -> Option<String> {
+        let status = self.child.wait().ok()?;
+        let code = status.code().filter(|&c| c != 0)?;
+        Some(format!(
+            "the browser did not open: `{}` exited with status {code}",
+            self.program
+        ))
+    }
+}
+
 /// Starts the browser on `url` without waiting for it. `BROWSER` wins on every
 /// platform (split on whitespace, `%s` replaced, else the URL appended).
 /// Only `https` URLs, or `http` to a loopback address, are opened: the URL
 /// comes from the daemon and the provider, and an opener handed a path or a
 /// `file:` URL would run or show local things.
-pub fn open(url: &str) -> Result<(), String> {
+pub fn open(url: &str) -> Result<Opener, String> {
     if !token_text::safe_to_open(url) {
         return Err(
             "not opening this URL in a browser: only https (or http to this machine) URLs are \
@@ -70,13 +90,14 @@ pub fn open(url: &str) -> Result<(), String> {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let program = cmd.get_program().to_string_lossy().into_owned();
-    cmd.spawn().map(drop).map_err(|e| {
+    let child = cmd.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             format!("no browser here: `{program}` is not installed")
         } else {
             format!("could not start the browser (`{program}`): {e}")
         }
-    })
+    })?;
+    Ok(Opener { child, program })
 }
 
 #[cfg(target_os = "macos")]

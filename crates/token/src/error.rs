@@ -20,6 +20,9 @@ pub enum ClientError {
     Daemon(ErrorBody),
     /// Anything else (exit 1).
     Other(String),
+    /// `token exec`'s COMMAND could not be run: 127 when it is not found,
+    /// 126 when it cannot be executed, as shells do.
+    CannotRun { code: u8, message: String },
     /// `--help` inside a subcommand: print the help, exit 0.
     Help,
 }
@@ -31,6 +34,7 @@ impl ClientError {
             ClientError::Unreachable(_) => 5,
             ClientError::Daemon(body) => body.code.exit_code(),
             ClientError::Other(_) => 1,
+            ClientError::CannotRun { code, .. } => *code,
             ClientError::Help => 0,
         }
     }
@@ -38,7 +42,7 @@ impl ClientError {
     /// Prints the one error line. A failing stderr is ignored: nowhere left to say it.
     pub fn report(&self) {
         if let ClientError::Help = self {
-            let _ = std::io::stdout().write_all(crate::cli::HELP.as_bytes());
+            let _ = std::io::stdout().write_all(crate::cli::help().as_bytes());
             return;
         }
         let _ = writeln!(std::io::stderr().lock(), "token: {self}");
@@ -48,9 +52,10 @@ impl ClientError {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::Usage(m) | ClientError::Unreachable(m) | ClientError::Other(m) => {
-                f.write_str(m)
-            }
+            ClientError::Usage(m)
+            | ClientError::Unreachable(m)
+            | ClientError::Other(m)
+            | ClientError::CannotRun { message: m, .. } => f.write_str(m),
             // The daemon's messages may quote a provider: no control characters.
             ClientError::Daemon(body) => f.write_str(&clean(&body.message, MAX_MESSAGE)),
             ClientError::Help => f.write_str("help"),

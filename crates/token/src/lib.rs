@@ -5,9 +5,7 @@
 mod browser;
 mod cli;
 mod cmd;
-mod completions;
 mod conn;
-mod credential;
 mod error;
 mod platform;
 mod time;
@@ -21,7 +19,7 @@ pub use error::ClientError;
 pub mod fuzzing {
     /// The git credential helper's reading of what git writes on its stdin.
     pub fn git_credential_input(data: &[u8]) -> Vec<(String, String)> {
-        crate::credential::read_attributes(data)
+        crate::cmd::credential::read_attributes(data)
     }
 }
 

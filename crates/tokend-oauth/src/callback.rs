@@ -25,8 +25,8 @@ pub enum CallbackError {
     IssMissing,
     #[error("the callback has no authorization code")]
     NoCode,
-    #[error("the callback has no access token")]
-    NoAccessToken,
+    #[error("the callback has {what}")]
+    BadToken { what: &'static str },
     /// RFC 6749 §3.1: parameters must not be repeated.
     #[error("the callback repeats the {param} parameter; refusing it")]
     Duplicate { param: String },
@@ -73,7 +73,7 @@ pub fn parse_implicit_fragment(
         .iter()
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
         .collect();
-    let mut token = token::from_fields(&fields).ok_or(CallbackError::NoAccessToken)?;
+    let mut token = token::from_fields(&fields).map_err(|what| CallbackError::BadToken { what })?;
     token.refresh_token = None;
     Ok(token)
 }
@@ -306,8 +306,14 @@ mod tests {
         );
         assert_eq!(
             parse_implicit_fragment("#state=s", "s").unwrap_err(),
-            CallbackError::NoAccessToken
+            CallbackError::BadToken {
+                what: "a response without access_token"
+            }
         );
+        assert!(matches!(
+            parse_implicit_fragment("#access_token=a%0Aurl%3Dx&state=s", "s"),
+            Err(CallbackError::BadToken { .. })
+        ));
         assert!(matches!(
             parse_implicit_fragment("https://x/cb#error=access_denied&state=s", "s"),
             Err(CallbackError::Denied { .. })

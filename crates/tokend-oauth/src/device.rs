@@ -72,9 +72,14 @@ impl OAuthSite {
         device: &DeviceAuthorization,
     ) -> Result<DevicePoll, Error> {
         let request = self.device_poll_request(device)?;
-        let raw = http.send(&request).await?;
-        parse_device_poll(&raw)
-            .map_err(|e| e.at(format!("token endpoint {}", loggable_url(&request.url))))
+        // The same path as every other grant: a DPoP proof (and nonce) when
+        // the site has a key, and a Bearer answer refused for a DPoP site.
+        let raw = self.token_send(http, &request).await?;
+        let poll = match parse_device_poll(&raw) {
+            Ok(DevicePoll::Done(token)) => self.require_bound(token).map(DevicePoll::Done),
+            other => other,
+        };
+        poll.map_err(|e| e.at(format!("token endpoint {}", loggable_url(&request.url))))
     }
 }
 
@@ -114,9 +119,9 @@ pub fn parse_device_poll(raw: &RawResponse) -> Result<DevicePoll, Error> {
     ) {
         Ok(fields) => token::from_fields(&fields)
             .map(DevicePoll::Done)
-            .ok_or_else(|| Error::BadResponse {
+            .map_err(|what| Error::BadResponse {
                 status: raw.status,
-                what: "a response without access_token".into(),
+                what: what.into(),
                 endpoint: "the token endpoint".into(),
             }),
         Err(Error::Provider { error, .. }) if error == "authorization_pending" => {

@@ -27,6 +27,13 @@ pub enum Error {
         /// not know the URL say `the token endpoint`; the flows fill it in.
         endpoint: String,
     },
+    /// A `dpop` site got a token that is not DPoP-bound (RFC 9449): refused
+    /// at once, never retried or stored.
+    #[error("{endpoint} answered a `{token_type}` token where a DPoP-bound one was asked for (the provider may not support DPoP for this grant)")]
+    NotBound {
+        token_type: String,
+        endpoint: String,
+    },
     #[error("timed out talking to {url}")]
     Timeout { url: String },
     /// `message` is the cause chain on one line, as shown; `source` the
@@ -68,6 +75,12 @@ impl Error {
         matches!(self, Error::Provider { error, .. } if error == "invalid_grant")
     }
 
+    /// The provider refused the client's authentication (a wrong
+    /// `client_id`, secret or authentication method).
+    pub fn is_invalid_client(&self) -> bool {
+        matches!(self, Error::Provider { error, .. } if error == "invalid_client")
+    }
+
     /// Worth retrying later with backoff: 5xx, 429, timeouts, network trouble
     /// and garbage in place of a success. A 4xx that is not an OAuth error (say
     /// an HTML 404 page) is a configuration problem and retrying will not help.
@@ -83,17 +96,22 @@ impl Error {
             Error::BadResponse { status, .. } => {
                 *status >= 500 || *status == 408 || *status == 429 || (200..300).contains(status)
             }
-            Error::Discovery { .. } | Error::Invalid(_) => false,
+            Error::Discovery { .. } | Error::Invalid(_) | Error::NotBound { .. } => false,
         }
     }
 
-    /// Name the endpoint that produced a [`Error::BadResponse`]; other
+    /// Name the endpoint that produced a [`Error::BadResponse`] or
+    /// [`Error::NotBound`]; other
     /// variants pass through unchanged.
     pub(crate) fn at(self, endpoint: String) -> Error {
         match self {
             Error::BadResponse { status, what, .. } => Error::BadResponse {
                 status,
                 what,
+                endpoint,
+            },
+            Error::NotBound { token_type, .. } => Error::NotBound {
+                token_type,
                 endpoint,
             },
             other => other,

@@ -142,6 +142,21 @@ impl Drop for RawResponse {
     }
 }
 
+/// Appends `chunk` to a body that may hold secrets. Where `Vec` would grow
+/// by reallocating and free the old buffer as it was, the old buffer is
+/// wiped once copied: no copy of a token is left behind in freed memory.
+fn push_wiped(body: &mut Vec<u8>, chunk: &[u8]) {
+    let needed = body.len() + chunk.len();
+    if needed > body.capacity() {
+        let mut grown =
+            Vec::with_capacity(needed.max(body.capacity() * 2).min(MAX_BODY).max(needed));
+        grown.extend_from_slice(body);
+        body.zeroize();
+        *body = grown;
+    }
+    body.extend_from_slice(chunk);
+}
+
 /// An HTTP client that never follows redirects: a token request that gets
 /// redirected would replay credentials to wherever the redirect points.
 /// A stand-in for the network, for tests that run flows in-process: it is
@@ -284,7 +299,7 @@ impl Http {
                     endpoint: url,
                 });
             }
-            body.extend_from_slice(&chunk);
+            push_wiped(&mut body, &chunk);
         }
         Ok(RawResponse {
             status,
@@ -354,6 +369,19 @@ fn error_kind(error: &reqwest::Error) -> &'static str {
 mod tests {
     use super::*;
     use crate::testserver::{closed_port, serve};
+
+    #[test]
+    fn a_growing_body_keeps_every_byte_in_order() {
+        let mut body = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..200u8 {
+            let chunk = vec![i; usize::from(i) + 1];
+            push_wiped(&mut body, &chunk);
+            want.extend_from_slice(&chunk);
+        }
+        assert_eq!(body, want);
+        assert!(body.capacity() <= MAX_BODY);
+    }
 
     #[test]
     fn debug_hides_values() {

@@ -50,6 +50,12 @@ pub enum IdTokenError {
         "the ID token is signed with {0}, which tokend does not accept (only RS*, PS* and ES* are)"
     )]
     Algorithm(String),
+    /// The key the token names is published for encryption or for another
+    /// algorithm than the token's.
+    #[error(
+        "the ID token names key `{0}`, which its provider publishes for another use or algorithm"
+    )]
+    KeyMisuse(String),
     #[error("no key in the provider's JWKS matches the ID token (kid {0})")]
     UnknownKey(String),
     #[error("the ID token's signature does not verify against the provider's keys")]
@@ -66,6 +72,10 @@ pub enum IdTokenError {
     Future(u64),
     #[error("the ID token's nonce does not match the login's")]
     Nonce,
+    /// A refreshed ID token names another user than the login's first
+    /// (OIDC Core §12.2: `sub` stays the same).
+    #[error("the provider's new ID token is for another user than the login's (its `sub` changed), so it is refused")]
+    SubjectChanged,
     #[error("cannot get the provider's keys: {0}")]
     Keys(String),
 }
@@ -106,6 +116,21 @@ fn key_for<'a>(set: &'a JwkSet, kid: Option<&str>) -> Option<&'a Jwk> {
     }
 }
 
+/// A key published for signing with `alg`: its `use`, when given, is `sig`,
+/// and its `alg`, when given, is the token's (RFC 7517 §4.2, §4.4).
+fn signs_with(jwk: &Jwk, alg: Algorithm) -> bool {
+    let use_ok = jwk
+        .common
+        .public_key_use
+        .as_ref()
+        .is_none_or(|u| *u == jsonwebtoken::jwk::PublicKeyUse::Signature);
+    let alg_ok = jwk
+        .common
+        .key_algorithm
+        .is_none_or(|a| format!("{a:?}") == format!("{alg:?}"));
+    use_ok && alg_ok
+}
+
 /// Checks `token` against the keys in `set` and `expected`.
 pub fn validate(
     token: &str,
@@ -119,6 +144,11 @@ pub fn validate(
     }
     let jwk = key_for(set, header.kid.as_deref())
         .ok_or_else(|| IdTokenError::UnknownKey(header.kid.clone().unwrap_or_default()))?;
+    if !signs_with(jwk, header.alg) {
+        return Err(IdTokenError::KeyMisuse(
+            header.kid.clone().unwrap_or_default(),
+        ));
+    }
     let key = DecodingKey::from_jwk(jwk).map_err(|_| IdTokenError::Signature)?;
     // The library checks the signature and the algorithm; the claims are
     // checked below, against an injected clock and with precise messages.
@@ -178,20 +208,33 @@ pub fn validate(
     })
 }
 
-/// The providers' key sets, by `jwks_uri`: fetched once, fetched again once
-/// when a token names a key the cached set lacks (the provider rotated).
-/// No lock is held across the network.
+/// The providers' key sets, by `jwks_uri`: fetched once and kept for a day
+/// (a key the provider withdrew stops being trusted), fetched again when a
+/// token names a key the cached set lacks (the provider rotated), at most
+/// once a minute so tokens naming made-up keys cannot make us hammer the
+/// provider. No lock is held across the network.
 #[derive(Debug, Default)]
 pub struct KeyCache {
-    sets: std::sync::Mutex<HashMap<Url, Arc<JwkSet>>>,
+    sets: std::sync::Mutex<HashMap<Url, (Arc<JwkSet>, u64)>>,
 }
 
+/// How long a fetched key set is trusted, in seconds.
+pub const KEYS_LIFETIME: u64 = 24 * 3600;
+/// The least time between two fetches of one key set for unknown keys.
+pub const UNKNOWN_KEY_REFETCH: u64 = 60;
+
 impl KeyCache {
-    fn cached(&self, uri: &Url) -> Option<Arc<JwkSet>> {
-        self.sets.lock().ok()?.get(uri).cloned()
+    /// The set at `uri` and when it was fetched (Unix s), while it lives.
+    fn cached(&self, uri: &Url, now: u64) -> Option<(Arc<JwkSet>, u64)> {
+        self.sets
+            .lock()
+            .ok()?
+            .get(uri)
+            .filter(|(_, at)| now.saturating_sub(*at) < KEYS_LIFETIME)
+            .cloned()
     }
 
-    async fn fetch(&self, http: &Http, uri: &Url) -> Result<Arc<JwkSet>, IdTokenError> {
+    async fn fetch(&self, http: &Http, uri: &Url, now: u64) -> Result<Arc<JwkSet>, IdTokenError> {
         let keys = |m: String| IdTokenError::Keys(m);
         let raw = http
             .send(&FormRequest::get(uri.clone()))
@@ -208,7 +251,7 @@ impl KeyCache {
             .map_err(|e| keys(format!("{} is not a JWK set: {e}", loggable_url(uri))))?;
         let set = Arc::new(set);
         if let Ok(mut sets) = self.sets.lock() {
-            sets.insert(uri.clone(), set.clone());
+            sets.insert(uri.clone(), (set.clone(), now));
         }
         Ok(set)
     }
@@ -221,13 +264,16 @@ impl KeyCache {
         token: &str,
         expected: &Expected<'_>,
     ) -> Result<IdClaims, IdTokenError> {
-        let set = match self.cached(jwks_uri) {
-            Some(set) => set,
-            None => self.fetch(http, jwks_uri).await?,
+        let now = expected.now;
+        let (set, fetched_at) = match self.cached(jwks_uri, now) {
+            Some(cached) => cached,
+            None => (self.fetch(http, jwks_uri, now).await?, now),
         };
         match validate(token, &set, expected) {
-            Err(IdTokenError::UnknownKey(_)) => {
-                let fresh = self.fetch(http, jwks_uri).await?;
+            Err(IdTokenError::UnknownKey(_))
+                if now.saturating_sub(fetched_at) >= UNKNOWN_KEY_REFETCH =>
+            {
+                let fresh = self.fetch(http, jwks_uri, now).await?;
                 validate(token, &fresh, expected)
             }
             other => other,
@@ -285,6 +331,92 @@ mod tests {
             nonce: Some("n0"),
             now: NOW,
         }
+    }
+
+    /// A key set server whose keys the test swaps; counts its fetches.
+    fn jwks_server(
+        keys: Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+        fetches: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Http {
+        Http::scripted(Arc::new(move |_req| {
+            fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = json!({ "keys": *keys.lock().unwrap() }).to_string();
+            Box::pin(async move {
+                Ok(crate::http::RawResponse {
+                    status: 200,
+                    content_type: Some("application/json".into()),
+                    location: None,
+                    dpop_nonce: None,
+                    body: body.into_bytes(),
+                })
+            })
+        }))
+    }
+
+    /// Keys live a day; a token naming an unknown key fetches the set again
+    /// at most once a minute; `forget` drops the set at once.
+    #[tokio::test]
+    async fn key_sets_expire_and_unknown_keys_refetch_at_most_once_a_minute() {
+        let (enc1, jwk1) = key("k1");
+        let (enc2, jwk2) = key("k2");
+        let keys = Arc::new(std::sync::Mutex::new(vec![jwk1]));
+        let fetches = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let http = jwks_server(keys.clone(), fetches.clone());
+        let count = || fetches.load(std::sync::atomic::Ordering::SeqCst);
+        let uri = Url::parse("https://op.example/jwks").unwrap();
+        let cache = KeyCache::default();
+        let at = |now: u64| Expected { now, ..expected() };
+        let mut c = claims();
+        c["exp"] = json!(NOW + 10 * KEYS_LIFETIME);
+        let t1 = sign(&enc1, "k1", &c);
+        let t2 = sign(&enc2, "k2", &c);
+
+        cache.validate(&http, &uri, &t1, &at(NOW)).await.unwrap();
+        cache
+            .validate(&http, &uri, &t1, &at(NOW + 10))
+            .await
+            .unwrap();
+        assert_eq!(count(), 1, "cached");
+        // A made-up key, within the minute: no fetch.
+        assert!(cache
+            .validate(&http, &uri, &t2, &at(NOW + 20))
+            .await
+            .is_err());
+        assert_eq!(count(), 1, "no fetch within a minute of the last");
+        // The provider rotates; after the minute the new key is fetched.
+        keys.lock().unwrap().push(jwk2);
+        cache
+            .validate(&http, &uri, &t2, &at(NOW + 61))
+            .await
+            .unwrap();
+        assert_eq!(count(), 2);
+        // A day later the set is fetched again: a withdrawn key is not trusted.
+        keys.lock().unwrap().remove(0);
+        let later = NOW + 61 + KEYS_LIFETIME;
+        assert!(cache.validate(&http, &uri, &t1, &at(later)).await.is_err());
+        assert_eq!(count(), 3);
+        cache.forget(&uri);
+        cache
+            .validate(&http, &uri, &t2, &at(later + 1))
+            .await
+            .unwrap();
+        assert_eq!(count(), 4, "forgotten: fetched again");
+    }
+
+    #[test]
+    fn a_key_published_for_encryption_or_another_algorithm_is_not_used() {
+        let (enc, mut jwk) = key("k1");
+        let token = sign(&enc, "k1", &claims());
+        jwk["use"] = json!("enc");
+        let err = validate(&token, &set(&[&jwk]), &expected()).unwrap_err();
+        assert!(matches!(err, IdTokenError::KeyMisuse(_)), "{err}");
+        jwk["use"] = json!("sig");
+        jwk["alg"] = json!("ES384");
+        let err = validate(&token, &set(&[&jwk]), &expected()).unwrap_err();
+        assert!(matches!(err, IdTokenError::KeyMisuse(_)), "{err}");
+        jwk.as_object_mut().unwrap().remove("alg");
+        jwk.as_object_mut().unwrap().remove("use");
+        validate(&token, &set(&[&jwk]), &expected()).unwrap();
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct OAuthSite {
     pub extra_params: Vec<(String, String)>,
     /// Sender-constrained tokens (RFC 9449): token requests carry a proof.
     pub dpop: Option<std::sync::Arc<Dpop>>,
+    /// `prompt` on the authorization request (`consent`, so that an OIDC
+    /// provider grants `offline_access`, OIDC Core §11).
+    pub prompt: Option<String>,
 }
 
 /// A site's DPoP key and the last nonce its servers asked for.
@@ -82,6 +85,7 @@ impl OAuthSite {
             scope_separator: " ".into(),
             extra_params: Vec::new(),
             dpop: None,
+            prompt: None,
         }
     }
 
@@ -106,6 +110,9 @@ impl OAuthSite {
             params.push(("scope", &scope));
         }
         params.push(("state", state));
+        if let Some(prompt) = &self.prompt {
+            params.push(("prompt", prompt));
+        }
         if let Some(pkce) = pkce {
             params.push(("code_challenge", &pkce.challenge));
             params.push(("code_challenge_method", "S256"));
@@ -286,19 +293,32 @@ impl OAuthSite {
         Ok(request)
     }
 
+    /// A call to the token endpoint (every grant, device polls included) that
+    /// yields a token: sent with a DPoP proof when the site has a key, and its
+    /// answer held to [`OAuthSite::require_bound`].
     pub(crate) async fn token_call(
         &self,
         http: &Http,
         request: &FormRequest,
     ) -> Result<TokenResponse, Error> {
         let at = || format!("token endpoint {}", loggable_url(&request.url));
+        let raw = self.token_send(http, request).await?;
+        parse_token_response(raw.status, raw.content_type.as_deref(), &raw.body)
+            .and_then(|token| self.require_bound(token))
+            .map_err(|e| e.at(at()))
+    }
+
+    /// Sends a request to the token endpoint. With DPoP: a proof on each try;
+    /// a server that wants a nonce says `use_dpop_nonce` and sends one, and
+    /// gets one retry with it. The answer is left to the caller to read.
+    pub(crate) async fn token_send(
+        &self,
+        http: &Http,
+        request: &FormRequest,
+    ) -> Result<RawResponse, Error> {
         let Some(dpop) = &self.dpop else {
-            let raw = http.send(request).await?;
-            return parse_token_response(raw.status, raw.content_type.as_deref(), &raw.body)
-                .map_err(|e| e.at(at()));
+            return http.send(request).await;
         };
-        // With DPoP: a proof on each try; a server that wants a nonce says
-        // `use_dpop_nonce` and sends one, and gets one retry with it.
         let mut retried = false;
         loop {
             let mut signed = request.clone();
@@ -312,26 +332,34 @@ impl OAuthSite {
             signed.header("DPoP", &proof);
             let raw = http.send(&signed).await?;
             dpop.remember(raw.dpop_nonce.as_deref());
-            match parse_token_response(raw.status, raw.content_type.as_deref(), &raw.body) {
-                Err(Error::Provider { ref error, .. })
-                    if error == "use_dpop_nonce" && raw.dpop_nonce.is_some() && !retried =>
-                {
-                    retried = true;
-                }
-                Ok(token) if !token.token_type.eq_ignore_ascii_case("dpop") => {
-                    return Err(Error::BadResponse {
-                        status: raw.status,
-                        what: format!(
-                            "a `{}` token where a DPoP-bound one was asked for (the provider may not support DPoP)",
-                            crate::response::clip(&token.token_type)
-                        ),
-                        endpoint: at(),
-                    })
-                }
-                other => return other.map_err(|e| e.at(at())),
+            if !retried && raw.dpop_nonce.is_some() && asks_for_nonce(&raw) {
+                retried = true;
+                continue;
             }
+            return Ok(raw);
         }
     }
+
+    /// The invariant of a `dpop` site: every token it takes is DPoP-bound,
+    /// whatever the grant or login. A Bearer answer (a provider without
+    /// DPoP, or a flow that could send no proof) is refused, never stored.
+    pub fn require_bound(&self, token: TokenResponse) -> Result<TokenResponse, Error> {
+        if self.dpop.is_none() || token.token_type.eq_ignore_ascii_case("dpop") {
+            return Ok(token);
+        }
+        Err(Error::NotBound {
+            token_type: crate::response::clip(&token.token_type),
+            endpoint: "the token endpoint".into(),
+        })
+    }
+}
+
+/// The answer is `use_dpop_nonce` (RFC 9449 §8): try again with its nonce.
+fn asks_for_nonce(raw: &RawResponse) -> bool {
+    matches!(
+        response::fields(raw.status, raw.content_type.as_deref(), &raw.body, "the token endpoint"),
+        Err(Error::Provider { ref error, .. }) if error == "use_dpop_nonce"
+    )
 }
 
 /// RFC 7009 §2.2: any 2xx is success, whatever the body, unless the body is

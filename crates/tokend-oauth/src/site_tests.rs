@@ -322,6 +322,17 @@ fn dpop_claims(request: &str) -> serde_json::Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
+/// A site with a fresh DPoP key whose token endpoint is `server`.
+fn dpop_site(auth: ClientAuth, server: &crate::testserver::TestServer) -> OAuthSite {
+    let mut site = site(auth);
+    std::sync::Arc::make_mut(&mut site.provider).token_url = server.url("/token");
+    site.dpop = Some(std::sync::Arc::new(Dpop::new(
+        crate::dpop::DpopKey::generate().unwrap(),
+        || 1_700_000_000,
+    )));
+    site
+}
+
 #[tokio::test]
 async fn dpop_token_requests_carry_a_proof_and_retry_once_with_the_servers_nonce() {
     let nonce_please = Some(
@@ -334,12 +345,7 @@ async fn dpop_token_requests_carry_a_proof_and_retry_once_with_the_servers_nonce
         json_ok(r#"{"access_token":"plain","token_type":"Bearer","expires_in":60}"#),
     ])
     .await;
-    let mut site = site(ClientAuth::Post);
-    std::sync::Arc::make_mut(&mut site.provider).token_url = server.url("/token");
-    site.dpop = Some(std::sync::Arc::new(Dpop::new(
-        crate::dpop::DpopKey::generate().unwrap(),
-        || 1_700_000_000,
-    )));
+    let site = dpop_site(ClientAuth::Post, &server);
     let http = Http::new();
     let token = site
         .client_credentials(&http, &scopes(&["read"]))
@@ -362,4 +368,35 @@ async fn dpop_token_requests_carry_a_proof_and_retry_once_with_the_servers_nonce
         .await
         .unwrap_err();
     assert!(err.to_string().contains("DPoP"), "{err}");
+}
+
+#[tokio::test]
+async fn dpop_device_polls_carry_a_proof_and_refuse_an_unbound_token() {
+    let server = serve(vec![
+        json_ok(r#"{"error":"authorization_pending"}"#),
+        json_ok(r#"{"access_token":"plain","token_type":"Bearer","expires_in":60}"#),
+    ])
+    .await;
+    let site = dpop_site(ClientAuth::None, &server);
+    let device = crate::device::DeviceAuthorization {
+        device_code: crate::secret::DeviceCode::new("dc".into()),
+        user_code: "ABCD-EFGH".into(),
+        verification_uri: "https://x/device".into(),
+        verification_uri_complete: None,
+        expires_in: 60,
+        interval: 5,
+    };
+    let http = Http::new();
+    assert!(matches!(
+        site.device_poll(&http, &device).await,
+        Ok(crate::device::DevicePoll::Pending)
+    ));
+    let err = site.device_poll(&http, &device).await.unwrap_err();
+    assert!(matches!(err, Error::NotBound { .. }), "{err}");
+    assert!(!err.is_transient(), "a Bearer answer is not retried: {err}");
+    let seen = server.requests().await;
+    assert_eq!(seen.len(), 2);
+    for request in &seen {
+        assert_eq!(dpop_claims(request)["htm"], "POST");
+    }
 }

@@ -63,14 +63,21 @@ impl TokenResponse {
         self.token_type.eq_ignore_ascii_case("bearer")
     }
 
-    /// When the access token expires, in Unix seconds; `None` for never.
+    /// When the access token expires, in whole Unix seconds; `None` for never.
     ///
-    /// With no lifetime in the response: never if `no_expiry` was requested or
-    /// granted (Stack Exchange), else the JWT's `exp` if the token is a JWT,
-    /// else `now + DEFAULT_LIFETIME`.
-    pub fn expires_at(&self, now_unix: u64, requested_scopes: &[String]) -> Option<u64> {
+    /// Counted so that the provider never considers the token expired
+    /// before this: `expires_in` from `sent_at`, when the token request was
+    /// sent (the provider issued the token after that), less one second
+    /// (providers count `exp` in whole seconds), rounded down; a JWT's own
+    /// `exp` when that is earlier. With no lifetime in the response: never
+    /// if `no_expiry` was requested or granted (Stack Exchange), else the
+    /// JWT's `exp` if the token is a JWT, else [`DEFAULT_LIFETIME`] counted
+    /// the same way.
+    pub fn expires_at(&self, sent_at: f64, requested_scopes: &[String]) -> Option<u64> {
+        let counted = |secs: u64| whole(sent_at + secs as f64 - 1.0);
+        let exp = jwt::exp(self.access_token.expose());
         match self.lifetime {
-            Lifetime::Seconds(n) => Some(now_unix.saturating_add(n)),
+            Lifetime::Seconds(n) => Some(exp.map_or(counted(n), |exp| exp.min(counted(n)))),
             Lifetime::Never => None,
             Lifetime::Unknown => {
                 let granted = self.scopes.as_deref().unwrap_or(&[]);
@@ -81,11 +88,15 @@ impl TokenResponse {
                 {
                     return None;
                 }
-                jwt::exp(self.access_token.expose())
-                    .or(Some(now_unix.saturating_add(DEFAULT_LIFETIME)))
+                exp.or_else(|| Some(counted(DEFAULT_LIFETIME)))
             }
         }
     }
+}
+
+/// Whole Unix seconds, rounded down.
+fn whole(unix: f64) -> u64 {
+    unix.max(0.0) as u64
 }
 
 /// Parse a token endpoint's answer: JSON or `application/x-www-form-urlencoded`.
@@ -97,17 +108,36 @@ pub fn parse_token_response(
     body: &[u8],
 ) -> Result<TokenResponse, Error> {
     let fields = response::fields(status, content_type, body, "the token endpoint")?;
-    from_fields(&fields).ok_or_else(|| Error::BadResponse {
+    from_fields(&fields).map_err(|what| Error::BadResponse {
         status,
-        what: "a response without access_token".into(),
+        what: what.into(),
         endpoint: "the token endpoint".into(),
     })
 }
 
 /// A token response from already-decoded fields (also used for the implicit
-/// flow's fragment); `None` without an access token.
-pub(crate) fn from_fields(fields: &Fields) -> Option<TokenResponse> {
-    let access_token = AccessToken::new(str_field(fields, "access_token")?.to_owned());
+/// flow's fragment and device polls). Refused, with what was wrong: no
+/// access token, a token with characters no token may hold (they would
+/// reach HTTP headers, git's credential protocol and terminals), or a token
+/// type other than Bearer and DPoP (the only ones tokend can present).
+pub(crate) fn from_fields(fields: &Fields) -> Result<TokenResponse, &'static str> {
+    let access = str_field(fields, "access_token").ok_or("a response without access_token")?;
+    if !is_token_text(access) {
+        return Err("an access_token with characters outside RFC 6749's VSCHAR set");
+    }
+    let refresh = str_field(fields, "refresh_token");
+    if refresh.is_some_and(|r| !is_token_text(r)) {
+        return Err("a refresh_token with characters outside RFC 6749's VSCHAR set");
+    }
+    let id_token = str_field(fields, "id_token");
+    if id_token.is_some_and(|t| !is_token_text(t)) {
+        return Err("an id_token with characters no JWT holds");
+    }
+    let token_type = str_field(fields, "token_type").unwrap_or("Bearer");
+    if !token_type.eq_ignore_ascii_case("bearer") && !token_type.eq_ignore_ascii_case("dpop") {
+        return Err("a token_type other than Bearer or DPoP");
+    }
+    let access_token = AccessToken::new(access.to_owned());
     let scopes = fields.get("scope").and_then(split_scope);
     let lifetime =
         match seconds(fields.get("expires_in")).or_else(|| seconds(fields.get("expires"))) {
@@ -120,16 +150,29 @@ pub(crate) fn from_fields(fields: &Fields) -> Option<TokenResponse> {
             }
             None => Lifetime::Unknown,
         };
-    Some(TokenResponse {
+    Ok(TokenResponse {
         access_token,
-        token_type: str_field(fields, "token_type")
-            .unwrap_or("Bearer")
-            .to_owned(),
+        token_type: token_type.to_owned(),
         lifetime,
-        refresh_token: str_field(fields, "refresh_token").map(|s| RefreshToken::new(s.to_owned())),
+        refresh_token: refresh.map(|s| RefreshToken::new(s.to_owned())),
         scopes,
-        id_token: str_field(fields, "id_token").map(str::to_owned),
+        id_token: id_token.map(str::to_owned),
     })
+}
+
+/// A token as RFC 6749 allows one (Appendix A: `1*VSCHAR`), less the space,
+/// which would split an `Authorization` header: visible ASCII only. Stack
+/// Exchange's `))`-ended tokens pass; a newline never does.
+fn is_token_text(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+/// A scope token as RFC 6749 §3.3 allows (NQCHAR: visible ASCII but `"`
+/// and `\\`); others are dropped, so no provider text with control
+/// characters reaches `token status` or a terminal.
+fn is_scope_text(s: &str) -> bool {
+    s.bytes()
+        .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
 }
 
 /// A positive number of seconds, sent as a JSON number or a string. Zero is
@@ -152,12 +195,13 @@ fn split_scope(value: &Value) -> Option<Vec<String>> {
     let scopes: Vec<String> = match value {
         Value::String(s) => s
             .split([' ', ','])
-            .filter(|s| !s.is_empty())
+            .filter(|s| !s.is_empty() && is_scope_text(s))
             .map(str::to_owned)
             .collect(),
         Value::Array(items) => items
             .iter()
             .filter_map(Value::as_str)
+            .filter(|s| !s.is_empty() && is_scope_text(s))
             .map(str::to_owned)
             .collect(),
         _ => return None,
@@ -172,6 +216,8 @@ mod tests {
 
     const JSON: Option<&str> = Some("application/json");
     const NOW: u64 = 1_700_000_000;
+    /// When a token request was sent: a fraction into second NOW.
+    const SENT: f64 = 1_700_000_000.7;
 
     fn ok(body: &str) -> TokenResponse {
         parse_token_response(200, JSON, body.as_bytes()).unwrap()
@@ -189,7 +235,7 @@ mod tests {
         assert_eq!(t.access_token.expose(), "at");
         assert_eq!(t.refresh_token.as_ref().unwrap().expose(), "rt");
         assert_eq!(t.lifetime, Lifetime::Seconds(3599));
-        assert_eq!(t.expires_at(NOW, &[]), Some(NOW + 3599));
+        assert_eq!(t.expires_at(SENT, &[]), Some(NOW + 3598));
         assert_eq!(t.scopes, Some(scopes(&["read", "write"])));
         assert_eq!(t.id_token.as_deref(), Some("idt"));
         assert!(t.is_bearer());
@@ -206,10 +252,43 @@ mod tests {
     #[test]
     fn token_type_is_case_insensitive_and_kept() {
         assert!(ok(r#"{"access_token":"a","token_type":"BEARER"}"#).is_bearer());
-        let mac = ok(r#"{"access_token":"a","token_type":"mac"}"#);
-        assert!(!mac.is_bearer());
-        assert_eq!(mac.token_type, "mac");
+        let dpop = ok(r#"{"access_token":"a","token_type":"dpop"}"#);
+        assert!(!dpop.is_bearer());
+        let err = parse_token_response(200, JSON, br#"{"access_token":"a","token_type":"mac"}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("Bearer or DPoP"), "{err}");
+        assert_eq!(dpop.token_type, "dpop");
         assert!(ok(r#"{"access_token":"a"}"#).is_bearer());
+    }
+
+    /// A newline in a token would inject attributes into git's credential
+    /// output (`password=…\nurl=…`) or headers: refused, as are spaces and
+    /// non-ASCII; Stack Exchange's `))` tokens pass. Scopes with control
+    /// characters are dropped.
+    #[test]
+    fn tokens_outside_vschar_are_refused_and_scopes_cleaned() {
+        for bad in [
+            r#"{"access_token":"at\nurl=https://evil.example","token_type":"Bearer"}"#,
+            r#"{"access_token":"a t"}"#,
+            r#"{"access_token":"é"}"#,
+            r#"{"access_token":""}"#,
+            r#"{"access_token":"at","refresh_token":"rt\r\nx"}"#,
+            r#"{"access_token":"at","id_token":"a.b\n.c"}"#,
+        ] {
+            let err = parse_token_response(200, JSON, bad.as_bytes()).unwrap_err();
+            assert!(
+                err.to_string().contains("answered HTTP 200 with a"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(
+            ok(r#"{"access_token":"Ab1_-.~+/=))"}"#)
+                .access_token
+                .expose(),
+            "Ab1_-.~+/=))"
+        );
+        let t = ok(r#"{"access_token":"a","scope":"read \u001b[31mred write"}"#);
+        assert_eq!(t.scopes, Some(scopes(&["read", "write"])));
     }
 
     #[test]
@@ -236,19 +315,19 @@ mod tests {
         let t = ok(r#"{"access_token":"at"}"#);
         assert_eq!(t.lifetime, Lifetime::Unknown);
         assert_eq!(
-            t.expires_at(NOW, &scopes(&["write_access", "no_expiry"])),
+            t.expires_at(SENT, &scopes(&["write_access", "no_expiry"])),
             None
         );
         let t = ok(r#"{"access_token":"at","scope":"write_access,no_expiry"}"#);
         assert_eq!(t.lifetime, Lifetime::Never);
-        assert_eq!(t.expires_at(NOW, &[]), None);
+        assert_eq!(t.expires_at(SENT, &[]), None);
     }
 
     #[test]
     fn no_lifetime_jwt_exp() {
         let token = jwt::fake(r#"{"exp":1700000500}"#);
         let t = ok(&format!(r#"{{"access_token":"{token}"}}"#));
-        assert_eq!(t.expires_at(NOW, &[]), Some(1_700_000_500));
+        assert_eq!(t.expires_at(SENT, &[]), Some(1_700_000_500));
     }
 
     #[test]
@@ -256,9 +335,26 @@ mod tests {
         let t = ok(r#"{"access_token":"opaque","expires_in":0}"#);
         assert_eq!(t.lifetime, Lifetime::Unknown);
         assert_eq!(
-            t.expires_at(NOW, &scopes(&["read"])),
-            Some(NOW + DEFAULT_LIFETIME)
+            t.expires_at(SENT, &scopes(&["read"])),
+            Some(NOW + DEFAULT_LIFETIME - 1)
         );
+    }
+
+    #[test]
+    fn expiry_counts_from_the_request_less_a_second_and_takes_an_earlier_jwt_exp() {
+        // Sent at .7, 20 s: the provider's whole-second `exp` is at least
+        // NOW + 20, and NOW + 19 is the last whole second before it.
+        let t = ok(r#"{"access_token":"opaque","expires_in":20}"#);
+        assert_eq!(t.expires_at(SENT, &[]), Some(NOW + 19));
+        assert_eq!(t.expires_at(NOW as f64, &[]), Some(NOW + 19));
+        // A JWT whose own `exp` is earlier than the response says: its `exp`.
+        let early = jwt::fake(r#"{"exp":1700000010}"#);
+        let t = ok(&format!(r#"{{"access_token":"{early}","expires_in":20}}"#));
+        assert_eq!(t.expires_at(SENT, &[]), Some(NOW + 10));
+        // Later: the counted expiry.
+        let late = jwt::fake(r#"{"exp":1700000060}"#);
+        let t = ok(&format!(r#"{{"access_token":"{late}","expires_in":20}}"#));
+        assert_eq!(t.expires_at(SENT, &[]), Some(NOW + 19));
     }
 
     #[test]

@@ -5,18 +5,29 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use token_proto::{ErrorCode, ReloadReply};
+use token_proto::{names, ErrorCode, ReloadReply};
 use tokend_oauth::Http;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::config::StoreKind;
 use crate::error::ApiError;
-use crate::site::{Deps, SiteHandle};
+use crate::site::{Deps, LoginTimeout, SiteHandle};
 use crate::sites::{Sites, Status};
 use crate::store::Store;
 
 /// How long a login waits for the user unless `TOKEND_LOGIN_TIMEOUT` says otherwise.
 pub(crate) const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a login waits: `TOKEND_LOGIN_TIMEOUT`, else the `[daemon]`
+/// table's `configured` (seconds), else the default.
+fn effective_login_timeout(configured: Option<u64>) -> Duration {
+    std::env::var("TOKEND_LOGIN_TIMEOUT")
+        .ok()
+        .and_then(|s| crate::config::parse_duration(&s))
+        .or(configured)
+        .map_or(DEFAULT_LOGIN_TIMEOUT, Duration::from_secs)
+}
 
 /// Sites loading their login from the store at once.
 const LOAD_AT_ONCE: usize = 8;
@@ -28,6 +39,11 @@ pub(crate) struct Daemon {
     sites: Arc<Sites>,
     shutdown: tokio::sync::watch::Sender<bool>,
     trimmer: crate::platform::memory::Trimmer,
+    /// The `[daemon] store` the daemon started with (the store in use is
+    /// chosen once: a change waits for the next start).
+    started_store: Option<StoreKind>,
+    /// What this start moved from the previous store, if the store changed.
+    pub store_moved: Option<String>,
 }
 
 impl Daemon {
@@ -42,19 +58,18 @@ impl Daemon {
         http: Http,
         login_timeout: Option<u64>,
     ) -> Daemon {
-        let login_timeout = std::env::var("TOKEND_LOGIN_TIMEOUT")
-            .ok()
-            .and_then(|s| crate::config::parse_duration(&s))
-            .or(login_timeout)
-            .map_or(DEFAULT_LOGIN_TIMEOUT, Duration::from_secs);
+        let login_timeout = LoginTimeout::new(effective_login_timeout(login_timeout));
         Daemon::with_deps(
             config_path,
             config,
             Deps {
                 store: store.store,
-                store_notice: store
-                    .fallback
-                    .map(|f| Arc::new(crate::store::Notice::new(f))),
+                store_notice: store.fallback.map(|f| {
+                    Arc::new(crate::store::Notice::remembered(
+                        f,
+                        &crate::paths::state_dir(),
+                    ))
+                }),
                 http,
                 discovery: Arc::default(),
                 clock: Clock::System,
@@ -68,6 +83,8 @@ impl Daemon {
     /// A daemon whose sites get `deps` (tests give a scripted HTTP and tokio's clock).
     pub(crate) fn with_deps(config_path: PathBuf, config: Config, deps: Deps) -> Daemon {
         let daemon = Daemon {
+            started_store: config.daemon.store,
+            store_moved: None,
             config: RwLock::new(Arc::new(Config::default())),
             config_path,
             sites: Sites::new(Arc::new(deps)),
@@ -108,18 +125,31 @@ impl Daemon {
             return Err(ApiError::new(ErrorCode::ConfigError, msg));
         }
         let known: Vec<&str> = config.sites.keys().map(String::as_str).collect();
-        let hint = if known.is_empty() {
-            format!("add a [site.{name}] table to {}", config.path.display())
+        let path = config.path.display();
+        let hint = if !names::is_site_name(name) {
+            // Not a name the config could hold: nothing to add.
+            let sites = if known.is_empty() {
+                "no sites are configured yet".to_owned()
+            } else {
+                format!("the configured sites are {}", known.join(", "))
+            };
+            format!("a site name holds only letters, digits, `.`, `_` and `-`; {sites}")
+        } else if let Some(close) = names::closest(name, known.iter().copied()) {
+            format!(
+                "did you mean `{close}`? (the configured sites are {}; or add [site.{name}] to {path})",
+                known.join(", ")
+            )
+        } else if known.is_empty() {
+            format!("add a [site.{name}] table to {path}")
         } else {
             format!(
-                "the configured sites are {}; or add [site.{name}] to {}",
-                known.join(", "),
-                config.path.display()
+                "the configured sites are {}; or add [site.{name}] to {path}",
+                known.join(", ")
             )
         };
         Err(ApiError::new(
             ErrorCode::UnknownSite,
-            format!("no site named {name}: {hint}"),
+            format!("no site named `{name}`: {hint}"),
         ))
     }
 
@@ -136,26 +166,78 @@ impl Daemon {
         }
     }
 
-    /// Re-reads the config file. A file that does not parse at all keeps the
-    /// previous config running; a changed site keeps its login unless its
-    /// provider, client or scopes changed.
+    /// Re-reads the config file. A file that does not parse at all, or that
+    /// is gone (deleted, or an editor's delete-and-rename under way), or
+    /// that others could have written, keeps the previous config running; a
+    /// changed site keeps its login unless its provider, client or scopes
+    /// changed.
     pub(crate) fn reload(&self) -> ReloadReply {
-        self.install(Config::load(&self.config_path))
+        let reply = self.install(Config::load(&self.config_path));
+        self.apply_daemon_settings();
+        reply
+    }
+
+    /// The `[daemon]` table as it now reads: `login_timeout` and `log` apply
+    /// from now on (the environment still wins); a `store` change is said,
+    /// since it waits for the next start.
+    fn apply_daemon_settings(&self) {
+        let settings = self.config().daemon.clone();
+        let timeout = effective_login_timeout(settings.login_timeout);
+        if self.deps().login_timeout.set(timeout) {
+            tracing::info!(
+                "config: logins starting from now wait up to {}s (login_timeout)",
+                timeout.as_secs()
+            );
+        }
+        crate::set_log_filter(settings.log.as_deref());
+        if let Some(note) = self.store_change() {
+            tracing::warn!("config: {note}");
+        }
+    }
+
+    /// A `[daemon] store` edited since the start, when it names another
+    /// store than the one in use (`TOKEND_STORE` wins over the table).
+    pub(crate) fn store_change(&self) -> Option<String> {
+        if std::env::var_os("TOKEND_STORE").is_some_and(|s| !s.is_empty()) {
+            return None;
+        }
+        let wanted = self.config().daemon.store;
+        let would = wanted.unwrap_or(StoreKind::Keyring);
+        let in_use = self.store().name();
+        (wanted != self.started_store && would.name() != in_use).then(|| {
+            format!(
+                "[daemon] store = \"{}\" takes effect at the next start (`token stop`); \
+                 until then logins stay in the {in_use} store",
+                would.name()
+            )
+        })
     }
 
     /// Serves `new` (just read from the config file) from now on.
     fn install(&self, new: Config) -> ReloadReply {
-        let whole_file_broken = new.sites.is_empty()
-            && new.broken.is_empty()
-            && new.errors.iter().any(|e| e.line.is_some());
+        let whole_file_broken = new.untrusted
+            || (new.sites.is_empty()
+                && new.broken.is_empty()
+                && new.errors.iter().any(|e| e.line.is_some()));
         let old = self.config();
-        let kept_previous = whole_file_broken && !old.sites.is_empty();
+        let kept_previous = (whole_file_broken || new.missing) && !old.sites.is_empty();
         let new = if kept_previous {
-            for e in &new.errors {
+            let mut kept = (*old).clone();
+            kept.errors = if new.missing {
+                vec![crate::config::ConfigError::of_file(
+                    &new.path,
+                    format!(
+                        "the config file is gone: tokend keeps running the previous settings \
+                         ({} site(s)) and reads the file again as soon as it is back",
+                        old.sites.len()
+                    ),
+                )]
+            } else {
+                new.errors.clone()
+            };
+            for e in &kept.errors {
                 tracing::error!("config not reloaded, keeping the previous one: {e}");
             }
-            let mut kept = (*old).clone();
-            kept.errors = new.errors.clone();
             kept.broken.clear();
             kept
         } else {
@@ -200,12 +282,16 @@ impl Daemon {
     }
 
     /// Brings the sites in line with `new`, and has a changed issuer's
-    /// discovery done again.
+    /// discovery (and key set) fetched again.
     fn apply(&self, old: &Config, new: &Config) {
         for (name, cfg) in &old.sites {
             let changed = new.sites.get(name).is_none_or(|c| c != cfg);
             if let (true, Some(issuer)) = (changed, &cfg.issuer) {
-                self.deps().discovery.forget(issuer);
+                // Its keys go with its metadata: a changed site trusts no
+                // key fetched for the old settings.
+                if let Some(jwks) = self.deps().discovery.forget(issuer) {
+                    self.deps().keys.forget(&jwks);
+                }
             }
         }
         self.sites.apply(old, new);

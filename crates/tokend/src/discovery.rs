@@ -28,9 +28,11 @@ impl Discovery {
             .cloned()
     }
 
-    /// Drops what is known about `issuer` (its site's config changed).
-    pub(crate) fn forget(&self, issuer: &str) {
-        self.lock().remove(issuer);
+    /// Drops what is known about `issuer` (its site's config changed); gives
+    /// the key set URL it had, for the key cache to forget too.
+    pub(crate) fn forget(&self, issuer: &str) -> Option<url::Url> {
+        let cell = self.lock().remove(issuer)?;
+        cell.get().and_then(|p| p.jwks_url.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OnceCell<Arc<Provider>>>>> {

@@ -42,7 +42,8 @@ Under systemd, tokend.socket passes the socket in (LISTEN_FDS).
 
 CONFIG:
     A [daemon] table in the config file sets store, log and login_timeout
-    whoever starts tokend; the environment variables below win.
+    whoever starts tokend; the environment variables below win. Edits to log
+    and login_timeout apply at once, to store at the next start.
 
 ENVIRONMENT:
     TOKEND_CONFIG   config file (default: the platform config dir, tokend/config.toml)
@@ -73,6 +74,10 @@ pub fn main() -> ExitCode {
         }
         None => {}
     }
+    if let Some(message) = homeless() {
+        eprintln!("tokend: {message}");
+        return ExitCode::FAILURE;
+    }
     platform::harden_process();
     platform::memory::tune();
     // The daemon's own settings come from the config's [daemon] table
@@ -101,13 +106,28 @@ pub fn main() -> ExitCode {
     runtime.block_on(run(config))
 }
 
-fn init_logging(configured: Option<&str>) {
-    use tracing_subscriber::layer::SubscriberExt;
+/// Without `$HOME` the config and state paths would be made from `.`: the
+/// daemon would read a config, and keep tokens, wherever it was started.
+/// That is refused, naming what to set.
+fn homeless() -> Option<String> {
+    let home = token_proto::home_dir();
+    if home.is_absolute() {
+        return None;
+    }
+    let config =
+        std::env::var_os("TOKEND_CONFIG").is_none() && paths::config_path().starts_with(&home);
+    let state = paths::state_dir().starts_with(&home);
+    (config || state).then(|| {
+        "HOME is not set (or not an absolute path), so there is no place for the config and the \
+         tokens but the current directory; set HOME (or XDG_CONFIG_HOME and XDG_STATE_HOME)"
+            .to_owned()
+    })
+}
 
-    let filter = std::env::var("TOKEND_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| configured.unwrap_or("info").to_owned());
-    let (filter, bad) = log_filter(&filter);
+fn init_logging(configured: Option<&str>) {
+    let text = env_log_filter().unwrap_or_else(|| configured.unwrap_or("info").to_owned());
+    let (filter, bad) = log_filter(&text);
+    let _ = LOG_FILTER_TEXT.set(std::sync::Mutex::new(text));
     let builder = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE);
     // TOKEND_LOG_FILE (launchd's plist sets it), else for an autostarted
     // daemon, which has no terminal: a private log file instead of stderr.
@@ -136,17 +156,70 @@ fn init_logging(configured: Option<&str>) {
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))
             .finish();
-        let _ = tracing::subscriber::set_global_default(log.with(filter));
+        set_global_log(log, filter);
     } else {
         use std::io::IsTerminal;
         let log = builder
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .finish();
-        let _ = tracing::subscriber::set_global_default(log.with(filter));
+        set_global_log(log, filter);
     }
     if let Some(bad) = bad {
         tracing::warn!("{bad}");
+    }
+}
+
+/// Logs through `log` from now on, filtered by `filter`, which a config
+/// reload may replace (`[daemon] log`).
+fn set_global_log<S>(log: S, filter: tracing_subscriber::filter::Targets)
+where
+    S: tracing::Subscriber + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let _ = LOG_FILTER.set(Box::new(move |f| {
+        let _ = handle.reload(f);
+    }));
+    let _ = tracing::subscriber::set_global_default(log.with(filter));
+}
+
+/// `TOKEND_LOG`, else `RUST_LOG`: these win over `[daemon] log`.
+fn env_log_filter() -> Option<String> {
+    std::env::var("TOKEND_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+}
+
+/// Replaces the log filter in force (set once, by `init_logging`).
+type SetFilter = Box<dyn Fn(tracing_subscriber::filter::Targets) + Send + Sync>;
+static LOG_FILTER: std::sync::OnceLock<SetFilter> = std::sync::OnceLock::new();
+/// The text of the filter in force.
+static LOG_FILTER_TEXT: std::sync::OnceLock<std::sync::Mutex<String>> = std::sync::OnceLock::new();
+
+/// A config reload's `[daemon] log` (`None`: the default, info), applied at
+/// once unless `TOKEND_LOG`/`RUST_LOG` decide.
+pub(crate) fn set_log_filter(configured: Option<&str>) {
+    let (Some(set), Some(text)) = (LOG_FILTER.get(), LOG_FILTER_TEXT.get()) else {
+        return;
+    };
+    if env_log_filter().is_some() {
+        return;
+    }
+    let wanted = configured.unwrap_or("info");
+    let mut in_force = text
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *in_force == wanted {
+        return;
+    }
+    let (filter, bad) = log_filter(wanted);
+    set(filter);
+    *in_force = wanted.to_owned();
+    drop(in_force);
+    match bad {
+        Some(bad) => tracing::warn!("config: {bad}"),
+        None => tracing::info!("config: logging with the filter {wanted:?} from now on (log)"),
     }
 }
 
@@ -285,13 +358,22 @@ async fn run(config: config::Config) -> ExitCode {
     };
     let grace = http_timeout.unwrap_or(tokend_oauth::http::TOTAL_TIMEOUT)
         + std::time::Duration::from_secs(5);
-    let daemon = Arc::new(daemon::Daemon::new(
+    // A store other than the last start's: its logins come along.
+    let sites = config.sites.keys().chain(config.broken.keys());
+    let moved =
+        store::from_previous(&paths::state_dir(), &store.store, sites.map(String::as_str)).await;
+    if let Some(moved) = &moved {
+        tracing::warn!("{moved}");
+    }
+    let mut daemon = daemon::Daemon::new(
         paths::config_path(),
         config,
         store,
         http,
         settings.login_timeout,
-    ));
+    );
+    daemon.store_moved = moved;
+    let daemon = Arc::new(daemon);
     // What parsing the config freed goes back now, the rest after each burst.
     platform::memory::release();
     tokio::spawn({

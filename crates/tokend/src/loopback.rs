@@ -5,14 +5,25 @@
 //! to the login, answers the browser with the login's outcome, and closes
 //! when the login ends.
 //!
-//! Anyone on the machine can connect to a loopback port. A request on
-//! another path, or without the login's `state` (a forged `error=` among
-//! them), is answered and ignored: it neither takes the one slot nor ends the
-//! login. A connection must send its request head within a few seconds.
+//! Anyone on the machine can connect to a loopback port. On Linux only
+//! connections from processes of our own uid are admitted (the kernel's
+//! socket table says who owns the other end); any other is closed
+//! unanswered. A request on another path, or without the login's `state` (a
+//! forged `error=` among them), is answered and ignored: it neither takes the
+//! one slot nor ends the login. A connection must send its request head
+//! within a few seconds, and at most 16 are open at once (a new one closes
+//! the oldest).
+//!
+//! The browser is not given the authorization URL itself (its `state`, PKCE
+//! challenge and nonce would sit on the opener's command line, which other
+//! users can read): each caller shown the login gets a one-time
+//! `/start/<nonce>` link on this listener that redirects there. A second use
+//! of a link ends the login loudly, so a racer who used it first cannot
+//! quietly take the login over.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,6 +45,11 @@ pub(crate) enum Page {
 /// How long a connection may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// At most this many connections are open at once; a new one closes the
+/// one open longest, so a flood of idle sockets holds few descriptors and
+/// cannot keep the browser's callback out.
+const MAX_CONNECTIONS: usize = 16;
+
 /// One callback: its query string and where to send the page for the browser.
 #[derive(Debug)]
 pub(crate) struct Callback {
@@ -41,10 +57,21 @@ pub(crate) struct Callback {
     pub reply: oneshot::Sender<Page>,
 }
 
+/// What reaches the login through the listener.
+#[derive(Debug)]
+pub(crate) enum Arrival {
+    /// The callback with the login's `state`.
+    Callback(Callback),
+    /// The one-time start link was opened a second time: someone else may
+    /// have raced the browser to it, so the login ends.
+    StartReused,
+}
+
 #[derive(Debug)]
 pub(crate) struct Loopback {
     pub redirect_uri: String,
-    rx: mpsc::Receiver<Callback>,
+    links: Arc<StartLinks>,
+    rx: mpsc::Receiver<Arrival>,
     /// The accept loops; dropping the set closes the listeners, so no
     /// callback is accepted after the login ends.
     _accepts: JoinSet<()>,
@@ -55,9 +82,45 @@ pub(crate) struct Loopback {
 struct Gate {
     path: String,
     state: String,
+    /// The one-time start links handed out so far: their nonces, and
+    /// whether each was used. Each URL shown to a caller is its own link.
+    starts: std::sync::Mutex<Vec<(String, bool)>>,
+    /// Where a start link redirects: the authorization URL.
+    authorize: OnceLock<String>,
     /// Set by the first request with the right `state`: the one callback.
     taken: AtomicBool,
-    tx: mpsc::Sender<Callback>,
+    tx: mpsc::Sender<Arrival>,
+    /// The open connections, oldest first, with what closes each.
+    open: std::sync::Mutex<Open>,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    next: u64,
+    conns: std::collections::VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+impl Gate {
+    /// Registers a connection, closing the oldest when at the cap; gives
+    /// its id and what tells it to close.
+    fn join(&self) -> (u64, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.conns.len() >= MAX_CONNECTIONS {
+            if let Some((_, close)) = open.conns.pop_front() {
+                let _ = close.send(());
+            }
+        }
+        let id = open.next;
+        open.next += 1;
+        open.conns.push_back((id, tx));
+        (id, rx)
+    }
+
+    fn leave(&self, id: u64) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.conns.retain(|(i, _)| *i != id);
+    }
 }
 
 /// Is this redirect URI one we can listen on ourselves?
@@ -94,12 +157,17 @@ impl Loopback {
         let (listeners, port) = bind_addresses(host, port, localhost).await?;
         let shown_host = if localhost { "localhost" } else { host };
         let redirect_uri = format!("http://{shown_host}:{port}{path}");
+        // The start link names the address itself, even for `localhost`.
+        let origin = format!("http://{host}:{port}");
         let (tx, rx) = mpsc::channel(1);
         let gate = Arc::new(Gate {
             path,
             state: state.to_owned(),
+            starts: std::sync::Mutex::new(Vec::new()),
+            authorize: OnceLock::new(),
             taken: AtomicBool::new(false),
             tx,
+            open: std::sync::Mutex::new(Open::default()),
         });
         let mut accepts = JoinSet::new();
         for l in listeners {
@@ -107,14 +175,54 @@ impl Loopback {
         }
         Ok(Loopback {
             redirect_uri,
+            links: Arc::new(StartLinks { origin, gate }),
             rx,
             _accepts: accepts,
         })
     }
 
-    /// The first callback on the redirect path with the login's `state`.
-    pub(crate) async fn next(&mut self) -> Option<Callback> {
+    /// Where the start links redirect, once the URL is built; the links
+    /// are what callers are shown and openers open.
+    pub(crate) fn start_links(&self, authorize: &url::Url) -> Arc<StartLinks> {
+        let _ = self.links.gate.authorize.set(authorize.to_string());
+        self.links.clone()
+    }
+
+    /// The first callback on the redirect path with the login's `state`, or
+    /// the start link's second use.
+    pub(crate) async fn next(&mut self) -> Option<Arrival> {
         self.rx.recv().await
+    }
+}
+
+/// Mints the one-time start links of a login: each caller shown the login
+/// gets a link of its own, so none is ever opened twice in good faith.
+#[derive(Debug)]
+pub(crate) struct StartLinks {
+    /// `http://ADDRESS:PORT` of the listener.
+    origin: String,
+    gate: Arc<Gate>,
+}
+
+/// A login hands out at most this many start links (callers joining it).
+const MAX_START_LINKS: usize = 64;
+
+impl StartLinks {
+    /// A fresh link, or `None` when the OS random source fails or too many
+    /// were handed out.
+    pub(crate) fn mint(&self) -> Option<String> {
+        let nonce = tokend_oauth::try_random_state().ok()?;
+        let mut starts = self
+            .gate
+            .starts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if starts.len() >= MAX_START_LINKS {
+            return None;
+        }
+        let url = format!("{}/start/{nonce}", self.origin);
+        starts.push((nonce, false));
+        Some(url)
     }
 }
 
@@ -148,15 +256,40 @@ async fn bind_addresses(
 
 async fn accept_loop(listener: TcpListener, gate: Arc<Gate>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("loopback: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Another user's connection is closed unanswered, before it takes a
+        // place. One check at a time: a flood queues in the kernel's
+        // backlog, not in tasks and descriptors of ours.
+        let Ok(local) = stream.local_addr() else {
             continue;
         };
+        let ours = tokio::task::spawn_blocking(move || {
+            crate::platform::loopback_peer_is_ours(local, peer)
+        })
+        .await
+        .unwrap_or(false);
+        if !ours {
+            tracing::debug!("loopback: closed a connection from another user's process");
+            continue;
+        }
         let gate = gate.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (id, close) = gate.join();
+            let service = {
                 let gate = gate.clone();
-                async move { Ok::<_, Infallible>(handle(req, &gate).await) }
-            });
+                hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let gate = gate.clone();
+                    async move { Ok::<_, Infallible>(handle(req, &gate).await) }
+                })
+            };
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
@@ -164,7 +297,11 @@ async fn accept_loop(listener: TcpListener, gate: Arc<Gate>) {
                 .serve_connection(TokioIo::new(stream), service);
             // The one real callback waits for the login's outcome (up to 60 s);
             // nothing else may hold a task for long.
-            let _ = tokio::time::timeout(Duration::from_secs(90), conn).await;
+            tokio::select! {
+                _ = tokio::time::timeout(Duration::from_secs(90), conn) => {}
+                _ = close => tracing::debug!("loopback: closed the oldest connection"),
+            }
+            gate.leave(id);
         });
     }
 }
@@ -177,7 +314,11 @@ fn state_of(query: &str) -> Option<String> {
 }
 
 async fn handle(req: Request<Incoming>, gate: &Gate) -> Response<Full<Bytes>> {
-    if req.uri().path() != gate.path {
+    let path = req.uri().path();
+    if let Some(nonce) = path.strip_prefix("/start/") {
+        return start(gate, nonce);
+    }
+    if path != gate.path {
         return page(
             StatusCode::NOT_FOUND,
             "Not found",
@@ -207,7 +348,7 @@ async fn handle(req: Request<Incoming>, gate: &Gate) -> Response<Full<Bytes>> {
         query: query.to_owned(),
         reply,
     };
-    if gate.tx.send(callback).await.is_err() {
+    if gate.tx.send(Arrival::Callback(callback)).await.is_err() {
         return page(
             StatusCode::GONE,
             "Login over",
@@ -225,6 +366,49 @@ async fn handle(req: Request<Incoming>, gate: &Gate) -> Response<Full<Bytes>> {
             StatusCode::GATEWAY_TIMEOUT,
             "Login state unknown",
             "tokend did not finish the login in time; check `token status`.",
+        ),
+    }
+}
+
+/// A start link: its first use redirects to the authorization URL; a
+/// second ends the login (someone else had it); an unknown one is not ours.
+fn start(gate: &Gate, nonce: &str) -> Response<Full<Bytes>> {
+    let first_use = {
+        let mut starts = gate.starts.lock().unwrap_or_else(PoisonError::into_inner);
+        starts
+            .iter_mut()
+            .find(|(n, _)| tokend_oauth::constant_time_eq(n.as_bytes(), nonce.as_bytes()))
+            .map(|(_, used)| !std::mem::replace(used, true))
+    };
+    let (Some(first_use), Some(authorize)) = (first_use, gate.authorize.get()) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "This is tokend's login listener.",
+        );
+    };
+    if !first_use {
+        tracing::warn!(
+            "loopback: a start link of the login was opened a second time; the login ends"
+        );
+        let _ = gate.tx.try_send(Arrival::StartReused);
+        return page(
+            StatusCode::CONFLICT,
+            "Login ended",
+            "This login link was already used, maybe by another program racing your browser, \
+             so the login was ended. Run `token login` again.",
+        );
+    }
+    let mut resp = page(StatusCode::SEE_OTHER, "Login", "Continue to your provider.");
+    match hyper::header::HeaderValue::from_str(authorize) {
+        Ok(location) => {
+            resp.headers_mut().insert(hyper::header::LOCATION, location);
+            resp
+        }
+        Err(_) => page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Login failed",
+            "The authorization URL cannot be sent to the browser.",
         ),
     }
 }

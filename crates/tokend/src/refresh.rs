@@ -44,6 +44,13 @@ fn serve_margin(lifetime: f64, refresh_before: Option<u64>) -> f64 {
     (refresh_margin(lifetime, refresh_before, 0.0) / 2.0).min(30.0)
 }
 
+/// The least a held token must have left to be served while the provider
+/// fails: the larger of 2 s and 5 % of its lifetime. A token closer to its
+/// end than that would fail the request the caller starts with it.
+fn outage_floor(lifetime: f64) -> f64 {
+    (lifetime * 0.05).max(2.0)
+}
+
 /// A token held with its expiry: access and ID tokens serve callers by one
 /// rule.
 pub(crate) trait Expiring {
@@ -61,6 +68,24 @@ pub(crate) trait Expiring {
             |m| m as f64,
         );
         self.remaining(now) > need
+    }
+
+    /// How much longer it serves callers while the provider fails: until
+    /// only the outage floor is left (negative: no longer).
+    fn outage_left(&self, now: f64) -> f64 {
+        self.remaining(now) - outage_floor(self.lifetime())
+    }
+
+    /// Good enough for a caller while the provider fails: at least the
+    /// outage floor left.
+    fn serves_through_outage(&self, now: f64) -> bool {
+        self.outage_left(now) >= 0.0
+    }
+
+    /// Its expiry (whole seconds, as on the wire) is still ahead: nothing
+    /// at all is served past it.
+    fn unexpired(&self, now: f64) -> bool {
+        self.remaining(now) > 0.0
     }
 }
 
@@ -84,7 +109,8 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     /// The wait before the next attempt, given the seconds the current token
-    /// still has (`None`: no token or already expired, nothing to protect).
+    /// is still to be protected for (`None`: no token, or it has expired:
+    /// nothing to protect).
     pub(crate) fn next(&mut self, remaining: Option<u64>, jitter: f64) -> Duration {
         let base = BACKOFF_MIN
             .saturating_mul(1u32 << self.failures.min(16))
@@ -92,7 +118,7 @@ impl Backoff {
         self.failures = self.failures.saturating_add(1);
         let wait = base.mul_f64(0.8 + 0.4 * jitter).max(Duration::from_secs(1));
         match remaining {
-            // Try once more just before expiry rather than after it.
+            // Try once more before that time rather than after it.
             Some(r) if r > 1 => wait.min(Duration::from_secs(r - 1)),
             _ => wait,
         }

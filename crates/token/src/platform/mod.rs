@@ -9,6 +9,6 @@ compile_error!("tokend supports Unix-like systems and Windows only");
 mod os;
 
 pub use os::{
-    check_peer, check_socket_dir, connect, detach, exec, in_git_push, is_not_running,
-    set_read_timeout, Stream,
+    check_peer, check_socket_dir, connect, detach, exec, exit_on_interrupt, in_git_push,
+    is_not_running, set_read_timeout, Stream,
 };

@@ -139,28 +139,70 @@ pub fn set_read_timeout(stream: &Stream, timeout: Option<std::time::Duration>) {
     let _ = stream.set_read_timeout(timeout);
 }
 
-/// Whether a `git push` is among our nearest ancestors (git runs helpers
-/// from `git-remote-https`, which `git push` runs): a hint for advice, read
+/// Whether this helper serves a `git push`: the first git command among our
+/// ancestors that is not one of git's own plumbing steps. git runs a helper
+/// as `sh -c 'git credential-NAME get'` from `git-remote-http`, itself run
+/// by `git remote-http` under the `git push` (five generations up). Read
 /// from /proc on Linux; elsewhere always false.
 #[cfg(target_os = "linux")]
 pub fn in_git_push() -> bool {
     let mut pid = std::process::id();
-    for _ in 0..4 {
+    for _ in 0..8 {
         let Some(parent) = parent_of(pid) else {
             return false;
         };
         let cmdline = std::fs::read(format!("/proc/{parent}/cmdline")).unwrap_or_default();
-        let mut args = cmdline.split(|&b| b == 0);
-        let is_git = args
-            .next()
-            .and_then(|a| a.rsplit(|&b| b == b'/').next())
-            .is_some_and(|name| name == b"git");
-        if is_git && args.any(|a| a == b"push") {
-            return true;
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        match git_step(&args) {
+            GitStep::Push => return true,
+            GitStep::Other => return false,
+            GitStep::Between => pid = parent,
         }
-        pid = parent;
     }
     false
+}
+
+/// What an ancestor's command line says about the git command running us.
+#[cfg(target_os = "linux")]
+#[derive(Debug, PartialEq, Eq)]
+enum GitStep {
+    /// `git push`.
+    Push,
+    /// Another git command (`fetch`, `clone`, …).
+    Other,
+    /// Not a git command of its own: a shell, `git-remote-http`,
+    /// `git remote-https`, `git credential-token`.
+    Between,
+}
+
+#[cfg(target_os = "linux")]
+fn git_step(args: &[&[u8]]) -> GitStep {
+    let Some((program, rest)) = args.split_first() else {
+        return GitStep::Between;
+    };
+    if program.rsplit(|&b| b == b'/').next() != Some(b"git".as_slice()) {
+        return GitStep::Between;
+    }
+    // The subcommand: the first word after git's own options (`-c K=V` and
+    // `-C DIR` take a value).
+    let mut words = rest.iter();
+    let sub = loop {
+        match words.next() {
+            Some(&(b"-c" | b"-C")) => {
+                words.next();
+            }
+            Some(w) if w.starts_with(b"-") => {}
+            Some(w) => break *w,
+            None => return GitStep::Between,
+        }
+    };
+    if sub == b"push" {
+        GitStep::Push
+    } else if sub.starts_with(b"remote-") || sub.starts_with(b"credential") {
+        GitStep::Between
+    } else {
+        GitStep::Other
+    }
 }
 
 /// The parent pid from /proc/PID/stat (after the `(comm)` field, which may
@@ -176,4 +218,66 @@ fn parent_of(pid: u32) -> Option<u32> {
 #[cfg(not(target_os = "linux"))]
 pub fn in_git_push() -> bool {
     false
+}
+
+/// The line a Ctrl-C prints while a login waits, and the exit code it ends
+/// with (see [`exit_on_interrupt`]).
+static INTERRUPTED: std::sync::OnceLock<(Vec<u8>, u8)> = std::sync::OnceLock::new();
+
+/// From now on SIGINT (Ctrl-C) writes `line` to stderr and exits with
+/// `code` at once: a login the user gave up on is a result of its own, not
+/// a kill (the daemon cancels the login when the connection closes). The
+/// first call's line stays: a process waits for one login.
+pub fn exit_on_interrupt(line: String, code: u8) {
+    extern "C" fn on_sigint(_: libc::c_int) {
+        // Only async-signal-safe calls here: write(2) and _exit(2).
+        if let Some((line, code)) = INTERRUPTED.get() {
+            // SAFETY: the buffer is valid for its length and lives for the
+            // whole process (a static set before the handler was installed).
+            unsafe {
+                libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), line.len());
+                libc::_exit(libc::c_int::from(*code));
+            }
+        }
+        // SAFETY: _exit has no preconditions.
+        unsafe { libc::_exit(130) }
+    }
+    if INTERRUPTED.set((line.into_bytes(), code)).is_err() {
+        return;
+    }
+    let handler: extern "C" fn(libc::c_int) = on_sigint;
+    // SAFETY: the handler only makes async-signal-safe calls, and reads a
+    // static that is fully set before it is installed.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::{git_step, GitStep};
+
+    fn step(line: &str) -> GitStep {
+        let args: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+        git_step(&args)
+    }
+
+    /// The chain git 2.47 runs a helper from during a push, nearest first.
+    #[test]
+    fn a_push_is_found_above_gits_own_steps() {
+        for between in [
+            "git credential-token get",
+            "/bin/sh -c git credential-token get git credential-token get",
+            "/usr/local/libexec/git-core/git-remote-http origin http://h/r.git",
+            "/usr/local/libexec/git-core/git remote-http origin http://h/r.git",
+        ] {
+            assert_eq!(step(between), GitStep::Between, "{between}");
+        }
+        assert_eq!(
+            step("/usr/local/bin/git -c credential.helper=token -C /w push origin main"),
+            GitStep::Push
+        );
+        assert_eq!(step("git -C /w fetch origin push"), GitStep::Other);
+        assert_eq!(step("git clone http://h/push.git"), GitStep::Other);
+    }
 }

@@ -128,3 +128,28 @@ pub fn check_peer(stream: &Stream) -> Result<(), String> {
         ))
     }
 }
+
+/// The line a Ctrl-C prints while a login waits, and the exit code it ends
+/// with (see [`exit_on_interrupt`]).
+static INTERRUPTED: std::sync::OnceLock<(String, u8)> = std::sync::OnceLock::new();
+
+/// From now on Ctrl-C (or Ctrl-Break) writes `line` to stderr and exits with
+/// `code`: a login the user gave up on is a result of its own, not a kill.
+pub fn exit_on_interrupt(line: String, code: u8) {
+    unsafe extern "system" fn on_ctrl(_: u32) -> windows_sys::Win32::Foundation::BOOL {
+        // Windows runs the handler on a thread of its own: std is fine here.
+        if let Some((line, code)) = INTERRUPTED.get() {
+            use std::io::Write;
+            let _ = std::io::stderr().write_all(line.as_bytes());
+            std::process::exit(i32::from(*code));
+        }
+        0
+    }
+    if INTERRUPTED.set((line, code)).is_err() {
+        return;
+    }
+    // SAFETY: the handler is a plain function that lives for the process.
+    unsafe {
+        windows_sys::Win32::System::Console::SetConsoleCtrlHandler(Some(on_ctrl), 1);
+    }
+}

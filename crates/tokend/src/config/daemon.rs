@@ -26,6 +26,14 @@ impl StoreKind {
             _ => None,
         }
     }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            StoreKind::Keyring => "keyring",
+            StoreKind::File => "file",
+            StoreKind::Memory => "memory",
+        }
+    }
 }
 
 /// `[daemon]`, as written; `None` fields fall back to the environment or

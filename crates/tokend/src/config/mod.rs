@@ -6,6 +6,7 @@ mod daemon;
 mod git;
 mod preset;
 mod site;
+mod trust;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -50,6 +51,19 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    /// A problem of the file as a whole (no line, site or key).
+    pub(crate) fn of_file(path: &Path, message: String) -> ConfigError {
+        ConfigError {
+            path: path.to_owned(),
+            line: None,
+            site: None,
+            key: None,
+            message,
+        }
+    }
+}
+
 /// The parsed file: the good sites, and what was wrong with the others.
 #[derive(Clone, Debug, Default)]
 pub struct Config {
@@ -59,10 +73,15 @@ pub struct Config {
     pub errors: Vec<ConfigError>,
     /// Sites present in the file but invalid, with their error (for `get`).
     pub broken: BTreeMap<String, ConfigError>,
-    /// The file is not TOML: no site in it can be trusted (for `get`).
+    /// The file is not TOML, or others could write it: no site in it can
+    /// be trusted (for `get`).
     pub(crate) unparsable: Option<ConfigError>,
+    /// Another user could write the file: refused as a whole.
+    pub(crate) untrusted: bool,
     /// The `[daemon]` table.
     pub(crate) daemon: DaemonSettings,
+    /// There is no config file (not yet, or no longer).
+    pub(crate) missing: bool,
 }
 
 /// A TOML table's entries, in the order written. A list, not a map: a
@@ -133,33 +152,38 @@ impl Lines {
 
 impl Config {
     /// Reads and parses the file. A missing file is an empty config (with a
-    /// hint in `errors`), not a failure: the daemon still starts.
+    /// hint in `errors`), not a failure: the daemon still starts. A file
+    /// that another user could have written is refused as a whole.
     pub(crate) fn load(path: &Path) -> Config {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let mut config = Config::parse(path, &text);
-                config.refuse_commands_if_editable();
-                config
-            }
-            Err(e) => {
-                let message = if e.kind() == std::io::ErrorKind::NotFound {
-                    "no config file yet: create it with a [site.NAME] table (see the README)"
-                        .to_owned()
-                } else {
-                    format!("cannot read the config file: {e}")
-                };
-                Config {
+        let (message, missing) = match trust::read_trusted(path) {
+            Ok(text) => return Config::parse(path, &text),
+            Err(trust::Refusal::Untrusted(why)) => {
+                let error = ConfigError::of_file(
+                    path,
+                    format!(
+                        "refused as a whole: another user could change where your tokens go, because {why}"
+                    ),
+                );
+                return Config {
                     path: path.to_owned(),
-                    errors: vec![ConfigError {
-                        path: path.to_owned(),
-                        line: None,
-                        site: None,
-                        key: None,
-                        message,
-                    }],
+                    errors: vec![error.clone()],
+                    unparsable: Some(error),
+                    untrusted: true,
                     ..Default::default()
-                }
+                };
             }
+            Err(trust::Refusal::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => (
+                "no config file yet: create it with a [site.NAME] table (see the README)"
+                    .to_owned(),
+                true,
+            ),
+            Err(trust::Refusal::Io(e)) => (format!("cannot read the config file: {e}"), false),
+        };
+        Config {
+            path: path.to_owned(),
+            missing,
+            errors: vec![ConfigError::of_file(path, message)],
+            ..Default::default()
         }
     }
 
@@ -205,39 +229,6 @@ impl Config {
             }
         }
         config
-    }
-
-    /// Sites with `client_secret_cmd` make tokend run a command: refuse them
-    /// when another user could edit the config file or its directory.
-    fn refuse_commands_if_editable(&mut self) {
-        let runs_commands = |s: &SiteConfig| matches!(s.secret, Some(SecretSource::Cmd(_)));
-        if !self.sites.values().any(|s| runs_commands(s)) {
-            return;
-        }
-        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
-        let Some(why) = crate::platform::writable_by_others(&self.path)
-            .or_else(|| dir.and_then(crate::platform::writable_by_others))
-        else {
-            return;
-        };
-        let refused: Vec<String> = self
-            .sites
-            .iter()
-            .filter(|(_, s)| runs_commands(s))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in refused {
-            self.sites.remove(&name);
-            let e = ConfigError {
-                path: self.path.clone(),
-                line: None,
-                site: Some(name.clone()),
-                key: Some("client_secret_cmd".to_owned()),
-                message: format!("refused: another user could change this command, because {why}"),
-            };
-            self.broken.insert(name, e.clone());
-            self.errors.push(e);
-        }
     }
 
     /// The message for a `get` of a site that is not served.

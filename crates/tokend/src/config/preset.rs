@@ -40,6 +40,9 @@ struct Preset {
     /// How a site with a client secret authenticates unless `client_auth`
     /// says otherwise (`None`: the usual default, basic).
     secret_auth: Option<ClientAuthKind>,
+    /// The authorization request's `prompt` unless the site sets one
+    /// (`Some("")`: none, where `consent` would be the default).
+    prompt: Option<&'static str>,
 }
 
 const NONE: Preset = Preset {
@@ -55,6 +58,7 @@ const NONE: Preset = Preset {
     scope_separator: None,
     api_base: None,
     secret_auth: None,
+    prompt: None,
 };
 
 fn always(_: &str) -> bool {
@@ -165,6 +169,10 @@ static PRESETS: &[Preset] = &[
         authorize_url: Some("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize"),
         token_url: Some("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"),
         device_url: Some("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode"),
+        // Entra ID issues refresh tokens for offline_access without a
+        // consent prompt, and a tenant that restricts user consent would
+        // turn prompt=consent into "needs admin approval".
+        prompt: Some(""),
         ..NONE
     },
 ];
@@ -299,6 +307,9 @@ pub(super) fn apply(site: &mut SiteConfig, separator_given: bool) -> Result<(), 
     }
     if site.secret.is_some() && site.client_auth.is_none() {
         site.client_auth = preset.secret_auth;
+    }
+    if site.prompt.is_none() {
+        site.prompt = preset.prompt.map(str::to_owned);
     }
     Ok(())
 }
@@ -461,7 +472,8 @@ mod tests {
 
     #[test]
     fn microsoft() {
-        let s = site("preset = \"microsoft\"\n");
+        let s = site("preset = \"microsoft\"\nscopes = [\"openid\", \"offline_access\"]\n");
+        assert_eq!(s.effective_prompt(), None, "no consent prompt at Entra ID");
         assert_eq!(s.issuer, None, "common cannot be discovered");
         assert_eq!(
             s.authorize_url.as_deref().map(Url::as_str),

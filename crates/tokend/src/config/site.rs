@@ -154,12 +154,38 @@ pub struct SiteConfig {
     /// Which token `token kube` serves: the access token unless
     /// `kube_token = "id_token"` (clusters that authenticate with OIDC).
     pub(crate) kube_token: TokenKind,
+    /// `prompt` as written (`""`: send none); `None`: the default.
+    pub(crate) prompt: Option<String>,
+    /// The rest of [`SiteConfig::identity`]: the endpoints that receive the
+    /// login (or its tokens) and the client authentication, as written in
+    /// the config (a preset's own endpoints follow from its other keys).
+    /// Empty when none is written, so existing identities stay the same.
+    pub(crate) pinned: String,
 }
 
 impl SiteConfig {
     /// Whether the provider is asked for an OpenID Connect ID token.
     pub(crate) fn wants_id_token(&self) -> bool {
         self.scopes.iter().any(|s| s == "openid")
+    }
+
+    /// Whether a login should bring a refresh token: `offline_access` asks
+    /// for one by name.
+    pub(crate) fn expects_refresh_token(&self) -> bool {
+        self.scopes.iter().any(|s| s == "offline_access")
+    }
+
+    /// The `prompt` of the authorization request: as configured, else
+    /// `consent` for an OpenID Connect login that asks for
+    /// `offline_access` (OIDC Core §11: without it, providers that follow
+    /// the spec drop `offline_access` and issue no refresh token), unless
+    /// `extra_params` sets one.
+    pub(crate) fn effective_prompt(&self) -> Option<&str> {
+        match &self.prompt {
+            Some(p) => Some(p.as_str()).filter(|p| !p.is_empty()),
+            None if self.extra_params.iter().any(|(k, _)| k == "prompt") => None,
+            None => (self.wants_id_token() && self.expects_refresh_token()).then_some("consent"),
+        }
     }
 }
 
@@ -177,11 +203,42 @@ impl SiteConfig {
         let id = format!("{provider}|{}|{}", self.client_id, scopes.join(" "));
         // A Bearer login does not become a DPoP one (or back): turning
         // `dpop` on or off asks for a new login. Unchanged for other sites.
-        if self.dpop {
-            format!("{id}|dpop")
-        } else {
-            id
+        let id = if self.dpop { format!("{id}|dpop") } else { id };
+        // A refresh token is never sent to an endpoint, or with a client
+        // authentication, other than the ones it was obtained with.
+        format!("{id}{}", self.pinned)
+    }
+
+    /// What [`SiteConfig::identity`] pins beyond the provider, client and
+    /// scopes, from the keys as written (before a preset fills any in).
+    fn pin_written(&self) -> String {
+        let mut pinned = String::new();
+        let mut pin = |key: &str, value: Option<&str>| {
+            if let Some(v) = value {
+                pinned.push_str(&format!("|{key}={v}"));
+            }
+        };
+        // Without an issuer (or preset) the token URL is the provider itself.
+        if self.issuer.is_some() || self.preset.is_some() {
+            pin("token_url", self.token_url.as_deref());
         }
+        pin("revoke_url", self.revoke_url.as_deref().map(Url::as_str));
+        pin("device_url", self.device_url.as_deref().map(Url::as_str));
+        pin("api_base", self.api_base.as_deref().map(Url::as_str));
+        pin(
+            "client_auth",
+            self.client_auth.map(|a| match a {
+                ClientAuthKind::None => "none",
+                ClientAuthKind::Basic => "basic",
+                ClientAuthKind::Post => "post",
+            }),
+        );
+        let env = match &self.secret {
+            Some(SecretSource::Env(name)) => Some(name.as_str()),
+            Some(SecretSource::Cmd(_)) | None => None,
+        };
+        pin("client_secret_env", env);
+        pinned
     }
 
     pub fn effective_client_auth(&self) -> ClientAuthKind {
@@ -220,6 +277,7 @@ const KEYS: &[&str] = &[
     "api_base",
     "dpop",
     "kube_token",
+    "prompt",
 ];
 
 /// Takes keys out of one site table, remembering where each one was.
@@ -386,24 +444,7 @@ impl Fields<'_> {
 
 /// Closest known key, for "did you mean".
 fn suggest(key: &str) -> Option<&'static str> {
-    fn distance(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut prev: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut cur = vec![i + 1];
-            for (j, cb) in b.iter().enumerate() {
-                let cost = usize::from(ca != *cb);
-                cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-            }
-            prev = cur;
-        }
-        prev[b.len()]
-    }
-    KEYS.iter()
-        .map(|k| (distance(key, k), *k))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, k)| k)
+    token_proto::names::closest(key, KEYS.iter().copied())
 }
 
 pub(super) fn parse_site(
@@ -426,11 +467,7 @@ pub(super) fn parse_site(
         header_line,
         table,
     };
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
+    if !token_proto::names::is_site_name(name) {
         return Err(ConfigError {
             path: path.to_owned(),
             line: Some(header_line),
@@ -517,7 +554,10 @@ pub(super) fn parse_site(
                 ],
             )?
             .unwrap_or_default(),
+        prompt: f.string_or_empty("prompt")?,
+        pinned: String::new(),
     };
+    site.pinned = site.pin_written();
     preset::apply(&mut site, separator_given).map_err(|e| {
         let line = f.line_of(e.key);
         f.err(line, e.key, e.message)
@@ -548,6 +588,19 @@ impl Fields<'_> {
     }
 
     /// A string that may be only whitespace (the scope separator may be " ").
+    /// A string that may be empty (`prompt = ""`: none).
+    fn string_or_empty(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some((_, Value::String(s))) => Ok(Some(s.trim().to_owned())),
+            Some((line, v)) => Err(self.err(
+                line,
+                key,
+                format!("expected a string, found {}", v.type_str()),
+            )),
+        }
+    }
+
     fn string_raw(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
         match self.take(key) {
             None => Ok(None),
@@ -645,6 +698,29 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("dpop"));
     }
 
+    #[test]
+    fn offline_access_at_an_oidc_provider_asks_for_consent_unless_told_otherwise() {
+        let prompt = |body: &str| parse(body).unwrap().effective_prompt().map(str::to_owned);
+        let offline = "scopes = [\"openid\", \"offline_access\"]\n";
+        assert_eq!(prompt(offline).as_deref(), Some("consent"));
+        assert_eq!(prompt("scopes = [\"offline_access\"]\n"), None, "not OIDC");
+        assert_eq!(prompt("scopes = [\"openid\"]\n"), None);
+        assert_eq!(prompt(&format!("{offline}prompt = \"\"\n")), None);
+        assert_eq!(
+            prompt(&format!("{offline}prompt = \"login consent\"\n")).as_deref(),
+            Some("login consent")
+        );
+        assert_eq!(
+            prompt(&format!(
+                "{offline}extra_params = {{ prompt = \"none\" }}\n"
+            )),
+            None,
+            "extra_params carries its own"
+        );
+        let e = parse("prompt = 1\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("prompt"));
+    }
+
     fn parse_file(text: &str) -> super::super::Config {
         super::super::Config::parse(Path::new("/c.toml"), text)
     }
@@ -677,6 +753,42 @@ mod tests {
                 "https://acme.stackenterprise.co/oauth/access_token/json|t|",
                 "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0|m|",
             ]
+        );
+    }
+
+    /// A login is kept across an edit only while everything that receives it
+    /// stays: each of these edits gives the site a new identity, so its
+    /// stored login is dropped, never sent to the new endpoint.
+    #[test]
+    fn endpoints_and_client_authentication_are_part_of_the_identity() {
+        let base = "[site.a]\nissuer = \"https://auth.example\"\nclient_id = \"c\"\n";
+        let id = |extra: &str| {
+            let c = parse_file(&format!("{base}{extra}"));
+            assert!(c.errors.is_empty(), "{:?}", c.errors);
+            c.sites["a"].identity()
+        };
+        let plain = id("");
+        assert_eq!(
+            plain, "https://auth.example|c|",
+            "unchanged without the keys"
+        );
+        let edits = [
+            "token_url = \"https://evil.example/token\"\n",
+            "revoke_url = \"https://evil.example/revoke\"\n",
+            "device_url = \"https://evil.example/device\"\n",
+            "api_base = \"https://evil.example/api\"\n",
+            "client_auth = \"post\"\nclient_secret_env = \"S\"\n",
+            "client_secret_env = \"AWS_SECRET_ACCESS_KEY\"\n",
+        ];
+        let mut seen = vec![plain];
+        for edit in edits {
+            let edited = id(edit);
+            assert!(!seen.contains(&edited), "{edit}: {edited}");
+            seen.push(edited);
+        }
+        assert_ne!(
+            id("token_url = \"https://a.example/token\"\n"),
+            id("token_url = \"https://b.example/token\"\n")
         );
     }
 

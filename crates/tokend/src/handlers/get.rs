@@ -9,7 +9,7 @@ use token_proto::{GetRequest, LoginMode, LoginPolicy, Purpose, TokenKind, TokenR
 use super::Events;
 use crate::daemon::Daemon;
 use crate::error::ApiError;
-use crate::site::{proof, Served};
+use crate::site::{proof, Served, TtlFrom};
 use tokend_oauth::AccessToken;
 
 pub(super) async fn get(
@@ -24,7 +24,7 @@ pub(super) async fn get(
     };
     let site = d.site(&req.site)?;
     let mut token = token(d, req, events).await?;
-    if let Some((method, url)) = target {
+    if let Some((method, url, nonce)) = target {
         if !token.token_type.eq_ignore_ascii_case("dpop") {
             return Err(ApiError::internal(format!(
                 "site {}: the token in hand is a {} token, not DPoP-bound; run `token login {}`",
@@ -34,7 +34,7 @@ pub(super) async fn get(
             )));
         }
         let bound = AccessToken::new(token.access_token.clone());
-        token.dpop_proof = Some(site.proof(method, url, bound).await?);
+        token.dpop_proof = Some(site.proof(method, url, bound, nonce).await?);
     }
     Ok(token)
 }
@@ -48,7 +48,11 @@ async fn token(
     if wants_id_token(d, &req) {
         return get_id_token(site, req, events).await;
     }
-    if let Served::Token(t) = site.get(req.scopes.clone(), req.min_ttl).await? {
+    let from = match req.purpose {
+        Some(Purpose::Git) => TtlFrom::GitHelper,
+        Some(Purpose::Kube | Purpose::Other) | None => TtlFrom::Caller,
+    };
+    if let Served::Token(t) = site.get_for(req.scopes.clone(), req.min_ttl, from).await? {
         return Ok(t);
     }
     if req.login == LoginPolicy::Never {
@@ -63,7 +67,7 @@ async fn token(
         return Ok(token);
     }
     // A down-scoped token, now that there is a login to narrow.
-    match site.get(req.scopes, req.min_ttl).await? {
+    match site.get_for(req.scopes, req.min_ttl, from).await? {
         Served::Token(t) => Ok(t),
         Served::NeedLogin => Err(ApiError::internal(format!(
             "site {}: no token after the login",

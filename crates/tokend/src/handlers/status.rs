@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use token_proto::{SiteState, SiteStatus, StatusReply};
 
+use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::error::ApiError;
+use crate::site::secret;
 use crate::sites::Status;
 
 pub(super) async fn status(d: &Arc<Daemon>, only: Option<&str>) -> Result<StatusReply, ApiError> {
@@ -35,6 +37,9 @@ pub(super) async fn status(d: &Arc<Daemon>, only: Option<&str>) -> Result<Status
     }
     answers.sort_by_key(|(i, _)| *i);
     let mut out: Vec<SiteStatus> = answers.into_iter().map(|(_, s)| s).collect();
+    for s in &mut out {
+        needs_secret(s, &config);
+    }
     if only.is_none() {
         for (name, err) in &config.broken {
             if let Some(running) = out.iter_mut().find(|s| &s.site == name) {
@@ -59,8 +64,36 @@ pub(super) async fn status(d: &Arc<Daemon>, only: Option<&str>) -> Result<Status
         config: config.path.display().to_string(),
         config_errors: config.errors.iter().map(ToString::to_string).collect(),
         store: d.deps().store.name().to_owned(),
-        store_note: d.deps().store_notice.as_ref().map(|n| n.text().to_owned()),
+        store_note: {
+            let notes: Vec<String> = (d.deps().store_notice.as_ref())
+                .map(|n| n.text().to_owned())
+                .into_iter()
+                .chain(d.store_moved.clone())
+                .chain(d.store_change())
+                .collect();
+            (!notes.is_empty()).then(|| notes.join("; "))
+        },
         log: crate::log_destination(),
         sites: out,
     })
+}
+
+/// A site whose `client_secret_env` is not set in the daemon's environment
+/// cannot make a token call: without a valid token in hand it is in error,
+/// and either way its line says how to give the daemon the secret.
+fn needs_secret(s: &mut SiteStatus, config: &Config) {
+    let Some(why) = config
+        .sites
+        .get(&s.site)
+        .and_then(|cfg| cfg.secret.as_ref())
+        .and_then(|src| secret::missing_env_secret(&s.site, src))
+    else {
+        return;
+    };
+    let now = crate::clock::whole(crate::clock::Clock::System.now());
+    let valid = s.has_access_token && s.expires_at.is_none_or(|at| at > now);
+    if !valid {
+        s.state = SiteState::Error.as_str().to_owned();
+    }
+    s.last_error = Some(why);
 }

@@ -9,12 +9,12 @@ use tokend_oauth::{check_callback, OAuthSite, Pkce};
 
 use super::{fresh_nonce, fresh_pkce, fresh_state, timed_out, Ctx, Got, Started, Way};
 use crate::config::WrittenUrl;
-use crate::loopback::{Loopback, Page};
+use crate::loopback::{Arrival, Loopback, Page};
 use crate::site::SiteError;
 
 pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, SiteError> {
     let cfg = &ctx.cfg;
-    let timeout = ctx.deps.login_timeout;
+    let timeout = ctx.deps.login_timeout.get();
     let state = fresh_state()?;
     let lb = Loopback::bind(cfg.redirect_uri.as_ref().map(WrittenUrl::url), &state)
         .await
@@ -34,9 +34,12 @@ pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, S
         site: cfg.name.clone(),
         source,
     })?;
+    // Callers are shown one-time start links (minted as each is shown), not
+    // the URL with the login's state in it.
+    let links = lb.start_links(&url);
     let ev = |open_browser| Event::LoginUrl {
         site: cfg.name.clone(),
-        url: url.to_string(),
+        url: String::new(),
         open_browser,
         timeout: timeout.as_secs(),
     };
@@ -46,6 +49,7 @@ pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, S
         task: Box::pin(task),
         first,
         joined,
+        links: Some(links),
     })
 }
 
@@ -59,7 +63,8 @@ async fn browser_login(
     nonce: Option<String>,
 ) -> Result<Got, SiteError> {
     let cb = match tokio::time::timeout(timeout, lb.next()).await {
-        Ok(Some(cb)) => cb,
+        Ok(Some(Arrival::Callback(cb))) => cb,
+        Ok(Some(Arrival::StartReused)) => return Err(SiteError::StartReused { site: name }),
         _ => return Err(timed_out(&name)),
     };
     match check_callback(&cb.query, &state, &oauth.provider) {

@@ -11,7 +11,7 @@ use crate::site::SiteError;
 
 pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, SiteError> {
     let cfg = &ctx.cfg;
-    let timeout = ctx.deps.login_timeout;
+    let timeout = ctx.deps.login_timeout.get();
     let dev = oauth
         .device_start(&ctx.deps.http, &cfg.scopes)
         .await
@@ -37,6 +37,7 @@ pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, S
         task: Box::pin(task),
         first: ev.clone(),
         joined: ev,
+        links: None,
     })
 }
 
@@ -63,19 +64,24 @@ async fn device_login(
     let (name, deps) = (&ctx.cfg.name, &ctx.deps);
     let limit = deps
         .login_timeout
+        .get()
         .min(std::time::Duration::from_secs(dev.expires_in.max(1)));
     let deadline = tokio::time::Instant::now() + limit;
-    let mut interval = dev.interval.max(1);
+    let mut interval = clamp_interval(dev.interval);
     loop {
-        tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
+        let Some(wait) = next_wait(interval, tokio::time::Instant::now(), deadline) else {
+            return Err(timed_out(name));
+        };
+        tokio::time::sleep(wait).await;
         if tokio::time::Instant::now() >= deadline {
             return Err(timed_out(name));
         }
+        let sent_at = deps.clock.now();
         match oauth.device_poll(&deps.http, &dev).await {
             Ok(DevicePoll::Pending) => {}
-            Ok(DevicePoll::SlowDown) => interval += 5,
+            Ok(DevicePoll::SlowDown) => interval = clamp_interval(interval + 5),
             Ok(DevicePoll::Done(resp)) => {
-                return super::checked(&ctx, &oauth, resp, Way::Device).await;
+                return super::checked(&ctx, &oauth, resp, Way::Device, sent_at).await;
             }
             Err(e) if e.is_transient() => {
                 tracing::warn!(site = %name, "device poll failed, retrying: {e}");
@@ -90,9 +96,45 @@ async fn device_login(
     }
 }
 
+/// The longest wait between polls, whatever the provider says (its
+/// `interval`, or `slow_down` after `slow_down`): a login must not sit
+/// asleep for hours after the user approved.
+const MAX_INTERVAL: u64 = 60;
+
+fn clamp_interval(seconds: u64) -> u64 {
+    seconds.clamp(1, MAX_INTERVAL)
+}
+
+/// How long to sleep before the next poll: the interval, cut short at the
+/// login's deadline; `None` once the deadline has passed.
+fn next_wait(
+    interval: u64,
+    now: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+) -> Option<std::time::Duration> {
+    let left = deadline
+        .checked_duration_since(now)
+        .filter(|d| !d.is_zero())?;
+    Some(std::time::Duration::from_secs(interval).min(left))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn polls_wait_at_most_a_minute_and_never_past_the_deadline() {
+        assert_eq!(clamp_interval(0), 1);
+        assert_eq!(clamp_interval(5), 5);
+        assert_eq!(clamp_interval(86_400), MAX_INTERVAL);
+        assert_eq!(clamp_interval(u64::MAX - 1), MAX_INTERVAL);
+        let now = tokio::time::Instant::now();
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(next_wait(5, now, now + secs(300)), Some(secs(5)));
+        assert_eq!(next_wait(60, now, now + secs(7)), Some(secs(7)));
+        assert_eq!(next_wait(5, now, now), None);
+        assert_eq!(next_wait(5, now + secs(1), now), None);
+    }
     #[test]
     fn a_qr_code_is_square_text() {
         let qr = qr_text("https://auth.example.com/device?user_code=WDJB-MJHT").unwrap_or_default();

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Grant, SiteConfig};
 use crate::handlers::Events;
-use crate::loopback::{is_loopback, Page};
+use crate::loopback::{is_loopback, Page, StartLinks};
 use crate::site::idtoken::{self, IdCheck};
 use crate::site::{client, Deps, Msg, SiteError};
 
@@ -39,8 +39,9 @@ pub(crate) enum Got {
         page: Option<oneshot::Sender<Page>>,
     },
     /// A token the flow received itself (device polling, the implicit
-    /// grant), its ID token already checked (see [`checked`]).
-    Token(TokenResponse, IdCheck),
+    /// grant), its ID token already checked (see [`checked`]), and when
+    /// the request that brought it was sent (its expiry counts from then).
+    Token(TokenResponse, IdCheck, f64),
 }
 
 /// Where a login is, as every caller waiting for it sees it.
@@ -52,6 +53,9 @@ pub(crate) enum Progress {
     Waiting {
         first: Event,
         joined: Event,
+        /// A browser login's one-time start links: each event shown gets a
+        /// fresh one as its URL.
+        links: Option<Arc<StartLinks>>,
     },
     Done(Result<TokenReply, SiteError>),
 }
@@ -124,17 +128,21 @@ impl LoginTicket {
             let now = self.progress.borrow_and_update().clone();
             match now {
                 Progress::Starting => {}
-                Progress::Waiting { first, joined } => {
+                Progress::Waiting {
+                    first,
+                    joined,
+                    links,
+                } => {
                     if !shown {
                         let event = if self.opener.is_some() {
                             &first
                         } else {
                             &joined
                         };
-                        events.send(event).await;
+                        events.send(&with_link(event, links.as_deref())).await;
                         shown = true;
                     } else if self.take_over() {
-                        events.send(&first).await;
+                        events.send(&with_link(&first, links.as_deref())).await;
                     }
                 }
                 Progress::Done(result) => return result,
@@ -154,6 +162,38 @@ impl LoginTicket {
                 )));
             }
         }
+    }
+}
+
+/// `event` as one caller is shown it: a browser login's URL is a start link
+/// of its own, good once.
+fn with_link(event: &Event, links: Option<&StartLinks>) -> Event {
+    match (event, links) {
+        (
+            Event::LoginUrl {
+                site,
+                open_browser,
+                timeout,
+                ..
+            },
+            Some(links),
+        ) => match links.mint() {
+            Some(url) => Event::LoginUrl {
+                site: site.clone(),
+                url,
+                open_browser: *open_browser,
+                timeout: *timeout,
+            },
+            // Nothing to open: the link could not be made (too many callers,
+            // or no OS randomness).
+            None => Event::LoginUrl {
+                site: site.clone(),
+                url: "(no login link left: run `token login` again)".into(),
+                open_browser: false,
+                timeout: *timeout,
+            },
+        },
+        _ => event.clone(),
     }
 }
 
@@ -279,6 +319,7 @@ async fn flow(
     progress.send_replace(Progress::Waiting {
         first: started.first,
         joined: started.joined,
+        links: started.links,
     });
     started.task.await
 }
@@ -331,13 +372,22 @@ async fn checked(
     oauth: &OAuthSite,
     resp: TokenResponse,
     way: Way,
+    sent_at: f64,
 ) -> Result<Got, SiteError> {
+    // The invariant of a `dpop` site, whatever the flow: an unbound token is
+    // refused here too, not only where the token endpoint answered.
+    let resp = oauth
+        .require_bound(resp)
+        .map_err(|source| SiteError::Provider {
+            site: ctx.cfg.name.clone(),
+            source,
+        })?;
     match idtoken::check(&ctx.deps, &ctx.cfg, oauth, resp.id_token.as_deref(), None).await {
         IdCheck::Refused(source) => Err(SiteError::IdTokenRefused {
             again: way.again(&ctx.cfg.name),
             source,
         }),
-        id => Ok(Got::Token(resp, id)),
+        id => Ok(Got::Token(resp, id, sent_at)),
     }
 }
 
@@ -363,4 +413,5 @@ struct Started {
     task: Task,
     first: Event,
     joined: Event,
+    links: Option<Arc<StartLinks>>,
 }

@@ -24,7 +24,7 @@ pub(super) fn start(
     input: mpsc::Receiver<String>,
 ) -> Result<Started, SiteError> {
     let cfg = &ctx.cfg;
-    let timeout = ctx.deps.login_timeout;
+    let timeout = ctx.deps.login_timeout.get();
     let redirect = cfg
         .redirect_uri
         .as_deref()
@@ -75,6 +75,7 @@ pub(super) fn start(
         task: Box::pin(task),
         first: ev(true),
         joined: ev(false),
+        links: None,
     })
 }
 
@@ -100,6 +101,9 @@ struct PasteLogin {
 }
 
 async fn paste_login(mut p: PasteLogin) -> Result<Got, SiteError> {
+    // An implicit grant's token was issued after the user was shown the
+    // URL: its expiry counts from then.
+    let shown_at = p.ctx.deps.clock.now();
     let name = p.name.clone();
     let failed = |source| SiteError::CallbackRefused {
         site: name.clone(),
@@ -117,7 +121,7 @@ async fn paste_login(mut p: PasteLogin) -> Result<Got, SiteError> {
     let pkce = match &p.flow {
         Flow::Implicit => {
             let resp = parse_implicit_fragment(input, &p.state).map_err(failed)?;
-            return super::checked(&p.ctx, &p.oauth, resp, Way::Paste).await;
+            return super::checked(&p.ctx, &p.oauth, resp, Way::Paste, shown_at).await;
         }
         Flow::Code(pkce) => pkce,
     };

@@ -9,10 +9,13 @@ compile_error!("tokend supports Unix-like systems and Windows only");
 mod os;
 
 pub(crate) mod memory;
+#[cfg(target_os = "linux")]
+mod procnet;
 
 pub(crate) use os::{
     bind, create_private_dir, create_private_file, from_activation, harden_process, lock_state,
-    open_private_log, sync_dir, writable_by_others, BindError, Listener, StateLock, Stream,
+    loopback_peer_is_ours, open_private_log, opened_writable_by_others, sync_dir,
+    writable_by_others, BindError, Listener, StateLock, Stream,
 };
 
 /// Who holds the state lock: what a second daemon tells its user.

@@ -26,6 +26,25 @@ fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Does the loopback TCP connection from `peer` to our `local` address come
+/// from a process of our uid? On Linux the kernel's socket table says;
+/// elsewhere there is no cheap way to ask, and every connection is admitted
+/// (the login's `state` and one-time start link still guard it).
+pub(crate) fn loopback_peer_is_ours(
+    local: std::net::SocketAddr,
+    peer: std::net::SocketAddr,
+) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        super::procnet::peer_uid(local, peer) == Some(euid())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (local, peer);
+        true
+    }
+}
+
 /// Creates `dir` 0700 (its parents with the default mode), or checks that an
 /// existing one is private: ours, 0700, and not a symlink. An existing
 /// directory is never re-moded, since tokend did not create it (it may be
@@ -79,21 +98,25 @@ pub(super) fn check_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Creates (or truncates) a file readable by its owner only.
+/// Creates a new file readable by its owner only.
 pub(crate) fn create_private_file(path: &Path) -> io::Result<File> {
+    // A new file only (O_EXCL), never through a symlink (O_NOFOLLOW): what
+    // is written is never redirected to a file someone planted.
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(path)
 }
 
-/// Opens a log file for appending, readable by its owner only.
+/// Opens a log file for appending, readable by its owner only; a symlink
+/// at its path is refused (O_NOFOLLOW), not followed.
 pub(crate) fn open_private_log(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(path)
 }
@@ -210,6 +233,11 @@ pub(crate) fn from_activation() -> io::Result<Option<Listener>> {
     std::env::remove_var("LISTEN_FDS");
     std::env::remove_var("LISTEN_FDNAMES");
     const SD_LISTEN_FDS_START: i32 = 3;
+    // Only the first is used: any others (a unit with more sockets) must not
+    // reach the programs tokend runs, so they are marked close-on-exec.
+    for extra in SD_LISTEN_FDS_START + 1..SD_LISTEN_FDS_START.saturating_add(fds) {
+        set_cloexec(extra);
+    }
     check_activated_fd(SD_LISTEN_FDS_START)?;
     // SAFETY: systemd hands us fd 3, checked above to be a Unix stream
     // socket, owned by this process from now on; nothing else uses it.
@@ -229,6 +257,19 @@ pub(crate) fn from_activation() -> io::Result<Option<Listener>> {
         inherited,
         _lock: None,
     }))
+}
+
+/// Marks an inherited descriptor close-on-exec; one that is not open is
+/// left alone.
+fn set_cloexec(fd: i32) {
+    // SAFETY: F_GETFD/F_SETFD take and return plain integers; on a closed
+    // descriptor they fail with EBADF, which changes nothing.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
 }
 
 /// An inherited fd must be a stream socket, and must not leak into the
@@ -315,7 +356,8 @@ pub(crate) fn lock_state(dir: &Path, socket: &str) -> Result<StateLock, Result<H
 }
 
 /// No core dumps (they would hold every token in memory) and, on Linux, no
-/// ptrace attach or /proc/PID/mem from other processes of the user.
+/// ptrace attach or /proc/PID/mem from other processes of the user; and
+/// as many descriptors as the hard limit allows.
 pub(crate) fn harden_process() {
     let zero = libc::rlimit {
         rlim_cur: 0,
@@ -323,6 +365,7 @@ pub(crate) fn harden_process() {
     };
     // SAFETY: setrlimit reads the struct we pass; failure changes nothing.
     unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
+    raise_fd_limit();
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_DUMPABLE takes plain integers and touches no memory of ours.
     unsafe {
@@ -330,16 +373,60 @@ pub(crate) fn harden_process() {
     }
 }
 
+/// Raises the soft limit on open descriptors to the hard one, so a flood of
+/// connections (the loopback listener is open to every local process)
+/// needs far more than the usual 1024 to starve the daemon. macOS refuses
+/// an unlimited soft limit: there the kernel's per-process maximum is used.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+        || lim.rlim_cur >= lim.rlim_max
+    {
+        return;
+    }
+    let wanted = libc::rlimit {
+        rlim_cur: lim.rlim_max,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct we pass; failure changes nothing.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
+        return;
+    }
+    let capped = libc::rlimit {
+        rlim_cur: lim.rlim_max.min(10240),
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: as above.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &capped) };
+}
+
 /// Why another user could change `path` (a file or a directory), if they
 /// could: it is owned by someone other than us or root, or writable by
-/// group or others. `client_secret_cmd` runs only from a config that no one
-/// else can edit, as ssh treats its config.
+/// group or others (a sticky directory of ours or root's excepted: there
+/// only an entry's owner may replace it). A config that others can edit is
+/// refused, as ssh treats its config.
 pub(crate) fn writable_by_others(path: &Path) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
+    judge(&meta, path)
+}
+
+/// [`writable_by_others`] for a file already open (fstat: the file that is
+/// read is the one judged).
+pub(crate) fn opened_writable_by_others(file: &File, shown: &Path) -> Option<String> {
+    let meta = file.metadata().ok()?;
+    judge(&meta, shown)
+}
+
+fn judge(meta: &std::fs::Metadata, path: &Path) -> Option<String> {
     let mode = meta.permissions().mode() & 0o7777;
-    if meta.uid() != euid() && meta.uid() != 0 {
+    let trusted_owner = meta.uid() == euid() || meta.uid() == 0;
+    if !trusted_owner {
         Some(format!("{} belongs to uid {}", path.display(), meta.uid()))
-    } else if mode & 0o022 != 0 && !(meta.is_dir() && mode & 0o1000 != 0 && meta.uid() == euid()) {
+    } else if mode & 0o022 != 0 && !(meta.is_dir() && mode & 0o1000 != 0) {
         Some(format!(
             "{} is writable by group or others (mode {:o}); run `chmod go-w {}`",
             path.display(),
@@ -348,5 +435,49 @@ pub(crate) fn writable_by_others(path: &Path) -> Option<String> {
         ))
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_files_are_new_and_never_reached_through_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::write(&elsewhere, "keep").unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        assert!(create_private_file(&link).is_err());
+        assert!(open_private_log(&link).is_err());
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "keep");
+        let new = tmp.path().join("new");
+        create_private_file(&new).unwrap();
+        assert!(create_private_file(&new).is_err(), "never an existing file");
+        assert_eq!(mode_of(&new), 0o600);
+    }
+
+    fn mode_of(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn extra_activated_descriptors_are_made_close_on_exec() {
+        let file = tempfile::tempfile().unwrap();
+        // SAFETY: dup of a descriptor we own; the copy is closed below.
+        let fd = unsafe { libc::dup(file.as_raw_fd()) };
+        assert!(fd >= 0);
+        // SAFETY: F_GETFD on our own descriptor.
+        let before = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_eq!(before & libc::FD_CLOEXEC, 0, "dup clears close-on-exec");
+        set_cloexec(fd);
+        // SAFETY: as above.
+        let after = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_ne!(after & libc::FD_CLOEXEC, 0);
+        // SAFETY: closes the copy we made.
+        unsafe { libc::close(fd) };
+        set_cloexec(fd); // closed: nothing happens
     }
 }

@@ -29,6 +29,15 @@ pub(crate) enum BindError {
     Claim { path: PathBuf, source: io::Error },
 }
 
+/// Every loopback connection is admitted on Windows (the login's `state` and
+/// one-time start link still guard it); the TCP owner table is not read.
+pub(crate) fn loopback_peer_is_ours(
+    _local: std::net::SocketAddr,
+    _peer: std::net::SocketAddr,
+) -> bool {
+    true
+}
+
 pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     // The per-user profile directories are already private on Windows.
     std::fs::create_dir_all(dir)
@@ -37,8 +46,7 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
 pub(crate) fn create_private_file(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .open(path)
 }
 
@@ -241,5 +249,10 @@ pub(crate) fn harden_process() {}
 
 /// Profile directories are private on Windows: nothing to refuse.
 pub(crate) fn writable_by_others(_path: &Path) -> Option<String> {
+    None
+}
+
+/// Profile directories are private on Windows: nothing to refuse.
+pub(crate) fn opened_writable_by_others(_file: &File, _shown: &Path) -> Option<String> {
     None
 }

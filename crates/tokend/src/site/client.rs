@@ -90,6 +90,7 @@ pub(crate) async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite
     let mut site = OAuthSite::new(provider, client);
     site.scope_separator = cfg.scope_separator.clone();
     site.extra_params = cfg.extra_params.clone();
+    site.prompt = cfg.effective_prompt().map(str::to_owned);
     Ok(Arc::new(site))
 }
 

@@ -39,12 +39,30 @@ pub(crate) enum SiteError {
         #[source]
         source: tokend_oauth::Error,
     },
+    /// The provider failed a moment ago, nothing in hand serves the caller,
+    /// and tokend tries again in `retry_in` seconds, not before: the
+    /// failure and when the next try is.
+    #[error("{failure}; tokend tries again in {retry_in}s")]
+    Retrying {
+        failure: Box<SiteError>,
+        retry_in: u64,
+    },
     /// The provider refused the refresh token: only a login helps.
     #[error("site {site}: {source}")]
     Refused {
         site: String,
         #[source]
         source: tokend_oauth::Error,
+    },
+    /// The provider refused the client itself (`invalid_client`): its id,
+    /// its authentication or its secret is wrong, which the config decides.
+    #[error("site {site}: {source}; the provider does not accept this client: check {client}")]
+    ClientRefused {
+        site: String,
+        /// The settings that identify the client, for the user to check.
+        client: String,
+        #[source]
+        source: Box<tokend_oauth::Error>,
     },
     /// A login's ID token failed validation: the login fails, nothing is kept.
     #[error("{source}; the login is refused: run `{again}` to try again")]
@@ -72,6 +90,12 @@ pub(crate) enum SiteError {
         #[source]
         source: tokend_oauth::Error,
     },
+    /// A browser login's one-time start link was opened twice: another
+    /// program may have raced the browser to it, so the login ended.
+    #[error(
+        "site {site}: login failed: its one-time login link was opened twice (another program may have raced your browser to it); run `token login {site}` to try again"
+    )]
+    StartReused { site: String },
     /// A paste-back login got an empty paste.
     #[error(
         "site {site}: login failed: nothing was pasted; run `token login {site} --paste` to try again"
@@ -159,12 +183,16 @@ impl SiteError {
             SiteError::Config(_) | SiteError::Discovery { .. } | SiteError::SecretCmd { .. } => {
                 ErrorCode::ConfigError
             }
-            SiteError::Provider { .. } | SiteError::Refused { .. } => ErrorCode::ProviderError,
+            SiteError::Provider { .. }
+            | SiteError::Refused { .. }
+            | SiteError::ClientRefused { .. }
+            | SiteError::Retrying { .. } => ErrorCode::ProviderError,
             SiteError::BadRequest(_) => ErrorCode::BadRequest,
             SiteError::IdTokenRefused { .. }
             | SiteError::CallbackRefused { .. }
             | SiteError::DeviceRefused { .. }
             | SiteError::NothingPasted { .. }
+            | SiteError::StartReused { .. }
             | SiteError::LoginInterrupted { .. } => ErrorCode::LoginFailed,
             SiteError::LoginCancelled { .. } | SiteError::LoginTimedOut { .. } => {
                 ErrorCode::LoginIncomplete

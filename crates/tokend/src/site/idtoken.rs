@@ -21,6 +21,8 @@ pub(crate) struct HeldId {
     pub expires_at: u64,
     /// When the site received it (Unix s, fractional).
     pub obtained_at: f64,
+    /// Its `sub`: the user it names.
+    pub subject: String,
 }
 
 impl Expiring for HeldId {
@@ -106,6 +108,7 @@ pub(crate) async fn check(
             token: IdToken::new(raw.to_owned()),
             expires_at: claims.expires_at,
             obtained_at: now,
+            subject: claims.subject,
         }),
         Err(e @ IdTokenError::Keys(_)) => {
             IdCheck::Unchecked(format!("site {name}: the ID token is not kept: {e}"))

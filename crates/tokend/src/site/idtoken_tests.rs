@@ -128,7 +128,7 @@ fn site(op: &Arc<Op>, store: Store) -> SiteHandle {
         http: op.http(),
         discovery: Arc::default(),
         clock: Clock::tokio_at(NOW as f64),
-        login_timeout: Duration::from_secs(300),
+        login_timeout: crate::site::LoginTimeout::new(Duration::from_secs(300)),
         load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
         store_notice: None,
         keys: Arc::default(),
@@ -278,4 +278,28 @@ async fn a_refresh_whose_id_token_fails_keeps_the_access_token_without_an_id_tok
         next < NOW + 600,
         "refresh-ahead before the ID token's exp, not the access token's: {next}"
     );
+}
+
+/// OIDC Core §12.2: a refreshed ID token must name the login's user. One
+/// for another `sub` is refused; the access token is still served.
+#[tokio::test(start_paused = true)]
+async fn a_refreshed_id_token_for_another_user_is_refused() {
+    let op = Op::new();
+    let site = site(&op, Store::Memory(Arc::default()));
+    let done = login(&site, &op, |op, nonce| op.set("nonce", json!(nonce))).await;
+    assert!(matches!(done, Progress::Done(Ok(_))), "{done:?}");
+    assert!(matches!(
+        site.get_id_token(None).await.unwrap(),
+        Served::Token(_)
+    ));
+    op.set("sub", json!("mallory"));
+    // More life than the held ID token has: a refresh brings a new one.
+    let got = site.get_id_token(Some(3000)).await.unwrap();
+    assert!(!matches!(got, Served::Token(_)), "{got:?}");
+    let why = site.status().await.unwrap().last_error.unwrap_or_default();
+    assert!(why.contains("another user"), "{why}");
+    assert!(matches!(
+        site.get(Vec::new(), None).await.unwrap(),
+        Served::Token(_)
+    ));
 }

@@ -27,7 +27,7 @@ pub(crate) mod client;
 pub(crate) mod error;
 pub(crate) mod idtoken;
 pub(crate) mod proof;
-mod secret;
+pub(crate) mod secret;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -44,13 +44,46 @@ pub(crate) struct Deps {
     pub http: Http,
     pub discovery: Arc<Discovery>,
     pub clock: Clock,
-    pub login_timeout: Duration,
+    pub login_timeout: LoginTimeout,
     /// Store loads at once across sites (keyring reads cost milliseconds).
     pub load_slots: Arc<Semaphore>,
     /// The store fallback, told to the first caller (and always in `status`).
     pub store_notice: Option<Arc<crate::store::Notice>>,
     /// The providers' signing keys, for ID tokens: one cache for the daemon.
     pub keys: Arc<tokend_oauth::KeyCache>,
+}
+
+/// Who set a `get`'s `min_ttl`: the words of the warning when the
+/// provider's tokens are shorter, and how often it is said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TtlFrom {
+    /// The user (`--min-ttl`): told with every token that falls short.
+    Caller,
+    /// The git helper's built-in margin: told once per site, and only when
+    /// the provider's tokens are shorter than the margin.
+    GitHelper,
+}
+
+/// How long a login waits for the user: the daemon's one setting, which a
+/// config reload may change while sites hold it.
+#[derive(Clone, Debug)]
+pub(crate) struct LoginTimeout(Arc<std::sync::atomic::AtomicU64>);
+
+impl LoginTimeout {
+    pub(crate) fn new(t: Duration) -> LoginTimeout {
+        LoginTimeout(Arc::new(t.as_secs().into()))
+    }
+
+    pub(crate) fn get(&self) -> Duration {
+        Duration::from_secs(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Sets it for the logins that start from now on; whether it changed.
+    pub(crate) fn set(&self, t: Duration) -> bool {
+        self.0
+            .swap(t.as_secs(), std::sync::atomic::Ordering::Relaxed)
+            != t.as_secs()
+    }
 }
 
 /// What a `get` came to.
@@ -79,6 +112,7 @@ pub(crate) enum Msg {
     Get {
         scopes: Vec<String>,
         min_ttl: Option<u64>,
+        from: TtlFrom,
         fresh: bool,
         reply: oneshot::Sender<Result<Served, SiteError>>,
     },
@@ -112,6 +146,8 @@ pub(crate) enum Msg {
         method: String,
         url: url::Url,
         token: AccessToken,
+        /// The resource server's `DPoP-Nonce`, when the caller has one.
+        nonce: Option<String>,
         reply: oneshot::Sender<Result<String, SiteError>>,
     },
     /// New settings with the same identity.
@@ -233,14 +269,26 @@ impl SiteHandle {
 
     /// A token for `scopes` (empty or all: the site's own) valid for at
     /// least `min_ttl`, without a login.
+    #[cfg(test)]
     pub(crate) async fn get(
         &self,
         scopes: Vec<String>,
         min_ttl: Option<u64>,
     ) -> Result<Served, SiteError> {
+        self.get_for(scopes, min_ttl, TtlFrom::Caller).await
+    }
+
+    /// A token as `get` gives it, with `min_ttl` set by `from`.
+    pub(crate) async fn get_for(
+        &self,
+        scopes: Vec<String>,
+        min_ttl: Option<u64>,
+        from: TtlFrom,
+    ) -> Result<Served, SiteError> {
         self.ask(|reply| Msg::Get {
             scopes,
             min_ttl,
+            from,
             fresh: false,
             reply,
         })
@@ -258,6 +306,7 @@ impl SiteHandle {
         self.ask(|reply| Msg::Get {
             scopes: Vec::new(),
             min_ttl: None,
+            from: TtlFrom::Caller,
             fresh: true,
             reply,
         })
@@ -270,11 +319,13 @@ impl SiteHandle {
         method: String,
         url: url::Url,
         token: AccessToken,
+        nonce: Option<String>,
     ) -> Result<String, SiteError> {
         self.ask(|reply| Msg::Proof {
             method,
             url,
             token,
+            nonce,
             reply,
         })
         .await?

@@ -7,8 +7,12 @@ use url::Url;
 use super::SiteError;
 use crate::config::SiteConfig;
 
-/// The method (upper-cased) and URL of a proof request for `cfg`'s site.
-pub(crate) fn check(cfg: &SiteConfig, target: &DpopTarget) -> Result<(String, Url), SiteError> {
+/// A proof request for `cfg`'s site: its method (upper-cased), URL, and the
+/// resource server's nonce when one was given.
+pub(crate) fn check(
+    cfg: &SiteConfig,
+    target: &DpopTarget,
+) -> Result<(String, Url, Option<String>), SiteError> {
     let site = &cfg.name;
     if !cfg.dpop {
         return Err(SiteError::Config(format!(
@@ -37,7 +41,17 @@ pub(crate) fn check(cfg: &SiteConfig, target: &DpopTarget) -> Result<(String, Ur
             "site {site}: --dpop {url}: the token goes only over TLS; use https (plain http only to a loopback host)"
         )));
     }
-    Ok((method, url))
+    // RFC 9449 §8.1: a nonce is 1*NQCHAR (visible ASCII but `"` and `\`).
+    let nonce_char = |b: u8| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\';
+    if let Some(n) = &target.nonce {
+        if n.is_empty() || n.len() > 512 || !n.bytes().all(nonce_char) {
+            return Err(SiteError::BadRequest(format!(
+                "site {site}: --dpop-nonce `{}` is not a DPoP nonce (visible ASCII, no quotes or backslashes)",
+                token_text::clean(n, 80)
+            )));
+        }
+    }
+    Ok((method, url, target.nonce.clone()))
 }
 
 #[cfg(test)]
@@ -57,12 +71,13 @@ mod tests {
         DpopTarget {
             method: method.into(),
             url: url.into(),
+            nonce: None,
         }
     }
 
     #[test]
     fn only_dpop_sites_get_proofs_for_http_methods_on_tls_urls() {
-        let (m, u) = check(&site(true), &target("post", "https://api.example/v1?x=1")).unwrap();
+        let (m, u, _) = check(&site(true), &target("post", "https://api.example/v1?x=1")).unwrap();
         assert_eq!(m, "POST");
         assert_eq!(u.as_str(), "https://api.example/v1?x=1");
         assert!(check(&site(true), &target("GET", "http://127.0.0.1:8/me")).is_ok());
@@ -80,6 +95,20 @@ mod tests {
         ] {
             let e = check(&site(true), &target(m, u)).unwrap_err();
             assert!(matches!(e, SiteError::BadRequest(_)), "{m} {u}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_resource_servers_nonce_is_passed_when_it_is_one() {
+        let with = |n: &str| DpopTarget {
+            nonce: Some(n.into()),
+            ..target("GET", "https://api.example/")
+        };
+        let (_, _, nonce) = check(&site(true), &with("eyJ7S_zG.9-~")).unwrap();
+        assert_eq!(nonce.as_deref(), Some("eyJ7S_zG.9-~"));
+        for bad in ["", "a b", "a\"b", "a\nb", "é"] {
+            let e = check(&site(true), &with(bad)).unwrap_err();
+            assert!(matches!(e, SiteError::BadRequest(_)), "{bad:?}: {e}");
         }
     }
 }

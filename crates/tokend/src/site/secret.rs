@@ -13,6 +13,32 @@ use crate::config::SecretSource;
 /// The most a `client_secret_cmd` may print; its output is wiped after use.
 const MAX_SECRET_OUTPUT: u64 = 64 * 1024;
 
+/// Why a `client_secret_env` site has no secret, with the fix, when its
+/// variable is not set in the daemon's environment (which is where tokend
+/// started, not the shell of the `token` that asks).
+pub(crate) fn missing_env_secret(site: &str, src: &SecretSource) -> Option<String> {
+    let SecretSource::Env(var) = src else {
+        return None;
+    };
+    let set = std::env::var_os(var).is_some_and(|v| !v.is_empty());
+    (!set).then(|| {
+        format!(
+            "site {site}: needs its client secret: client_secret_env names {var}, which is not set \
+             in tokend's environment (tokend reads it where it started, not where `token` runs); \
+             run `token stop`, then any `token` command from a shell where {var} is set, or use \
+             client_secret_cmd, or under systemd set Environment={var}=… in the unit"
+        )
+    })
+}
+
+/// Where the client secret comes from, for messages (never the secret).
+pub(crate) fn described(src: &SecretSource) -> String {
+    match src {
+        SecretSource::Env(var) => format!("client_secret_env {var}"),
+        SecretSource::Cmd(cmd) => format!("client_secret_cmd `{cmd}`"),
+    }
+}
+
 /// Reads the client secret from the daemon's environment or a command.
 pub(super) async fn resolve_secret(
     site: &str,
@@ -25,9 +51,9 @@ pub(super) async fn resolve_secret(
             .filter(|v| !v.is_empty())
             .map(ClientSecret::new)
             .ok_or_else(|| {
-                cfg_err(format!(
-                    "client_secret_env names {var}, which is not set in tokend's environment; set it where tokend starts, or use client_secret_cmd"
-                ))
+                SiteError::Config(missing_env_secret(site, src).unwrap_or_else(|| {
+                    format!("site {site}: client_secret_env {var} is not readable")
+                }))
             }),
         SecretSource::Cmd(cmd) => {
             let mut command = if cfg!(windows) {
@@ -49,7 +75,10 @@ pub(super) async fn resolve_secret(
                 let mut out = Vec::new();
                 if let Some(stdout) = child.stdout.take() {
                     // One byte past the cap tells a command that prints too much.
-                    stdout.take(MAX_SECRET_OUTPUT + 1).read_to_end(&mut out).await?;
+                    stdout
+                        .take(MAX_SECRET_OUTPUT + 1)
+                        .read_to_end(&mut out)
+                        .await?;
                 }
                 let status = child.wait().await?;
                 Ok::<_, std::io::Error>((status, Zeroizing::new(out)))

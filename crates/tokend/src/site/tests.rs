@@ -13,7 +13,7 @@ use token_proto::{ErrorCode, LoginMode};
 use tokend_oauth::{Http, RawResponse};
 use tokio::time::Instant;
 
-use super::{Deps, Served, SiteHandle};
+use super::{Deps, Served, SiteHandle, TtlFrom};
 use crate::clock::Clock;
 use crate::config::{Config, SiteConfig};
 use crate::error::ApiError;
@@ -112,7 +112,7 @@ fn deps(provider: &Arc<Provider>, store: Store) -> Arc<Deps> {
         http: provider.http(),
         discovery: Arc::default(),
         clock: Clock::tokio_at(1_800_000_000.0),
-        login_timeout: Duration::from_secs(300),
+        login_timeout: crate::site::LoginTimeout::new(Duration::from_secs(300)),
         load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
         keys: Arc::default(),
     })
@@ -160,8 +160,9 @@ async fn token(site: &SiteHandle, min_ttl: Option<u64>) -> token_proto::TokenRep
 }
 
 #[tokio::test(start_paused = true)]
-async fn after_a_restart_two_second_tokens_cause_one_refresh() {
-    let (site, provider, _) = site_with(2, Duration::from_millis(5));
+async fn after_a_restart_three_second_tokens_cause_one_refresh() {
+    // Counted conservatively, a 3 s token lives 2 s here.
+    let (site, provider, _) = site_with(3, Duration::from_millis(5));
     token(&site, None).await;
     assert_eq!(provider.calls(), 1);
     // The new token's renewal is planned ~1.3 s after it was obtained, not "now".
@@ -187,7 +188,8 @@ async fn a_crowd_with_an_unmeetable_min_ttl_makes_one_call() {
     while let Some(t) = crowd.join_next().await {
         let t = t.unwrap();
         assert_eq!(t.access_token, "at1");
-        warned += usize::from(t.warning.as_deref().is_some_and(|w| w.contains("9s")));
+        // 9 s counted from the request, less a second: 8 s.
+        warned += usize::from(t.warning.as_deref().is_some_and(|w| w.contains("8s")));
     }
     assert_eq!(provider.calls(), 1, "one call for the whole crowd");
     assert_eq!(warned, 100, "every caller is told the provider's lifetime");
@@ -195,6 +197,57 @@ async fn a_crowd_with_an_unmeetable_min_ttl_makes_one_call() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     token(&site, Some(590)).await;
     assert_eq!(provider.calls(), 1);
+}
+
+async fn git_token(site: &SiteHandle) -> token_proto::TokenReply {
+    match site
+        .get_for(Vec::new(), Some(60), TtlFrom::GitHelper)
+        .await
+        .unwrap()
+    {
+        Served::Token(t) => t,
+        Served::NeedLogin => panic!("a login was asked for"),
+    }
+}
+
+/// git runs the helper (min_ttl 60, its own margin) for every command.
+#[tokio::test(start_paused = true)]
+async fn the_git_helpers_margin_is_told_once_in_its_own_words() {
+    let (site, _, _) = site_with(30, Duration::from_millis(5));
+    let first = git_token(&site).await.warning.clone().unwrap_or_default();
+    assert!(
+        first.contains("valid for 29s, less than the 60s the git credential helper wants"),
+        "{first}"
+    );
+    assert!(
+        !first.contains("--min-ttl"),
+        "the user gave no option: {first}"
+    );
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(git_token(&site).await.warning, None, "said once");
+    }
+    // The user's own --min-ttl is still told every time.
+    let t = token(&site, Some(60)).await;
+    assert!(t
+        .warning
+        .as_deref()
+        .is_some_and(|w| w.contains("--min-ttl of 60s")));
+
+    // Tokens as long as the margin: nothing to say, ever.
+    let (site, _, _) = site_with(60, Duration::from_millis(5));
+    for _ in 0..3 {
+        assert_eq!(git_token(&site).await.warning, None);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // The user's own --min-ttl is measured against the conservative
+    // expiry: a provider's 60-s token is 59 s here.
+    let t = token(&site, Some(60)).await;
+    let w = t.warning.clone().unwrap_or_default();
+    assert!(
+        w.contains("valid for 59s, less than the --min-ttl of 60s"),
+        "{w}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -206,7 +259,7 @@ async fn sequential_gets_past_the_lifetime_make_one_call_and_warn() {
         let t = token(&site, Some(7200)).await;
         let warning = t.warning.clone().unwrap_or_default();
         assert!(
-            warning.contains("3600s") && warning.contains("7200s"),
+            warning.contains("valid for 3598s") && warning.contains("7200s"),
             "{warning}"
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -490,4 +543,115 @@ async fn a_load_past_the_deadline_is_tried_again() {
     flaky.stuck.store(false, Ordering::SeqCst);
     assert_eq!(bounded("get", token(&site, None)).await.access_token, "at1");
     assert_eq!(provider.calls(), 1, "the stored refresh token was used");
+}
+
+#[tokio::test(start_paused = true)]
+async fn expiry_counts_from_when_the_request_was_sent_less_a_second() {
+    // 20 s tokens that take 1.5 s to arrive: the provider's `exp` is at
+    // least 20 s after the request was sent, so tokend says 19 s from then.
+    let (site, _, _) = site_with(20, Duration::from_millis(1500));
+    let t = token(&site, None).await;
+    assert_eq!(t.expires_at, Some(1_800_000_019));
+    let status = site.status().await.unwrap();
+    assert_eq!(status.expires_at, Some(1_800_000_019));
+}
+
+fn retrying(e: super::SiteError) -> String {
+    let e = ApiError::from(e);
+    assert_eq!(e.code, ErrorCode::ProviderError, "{e}");
+    assert!(e.message.contains("503"), "the provider's failure: {e}");
+    assert!(e.message.contains("tries again in"), "the next try: {e}");
+    e.message
+}
+
+#[tokio::test(start_paused = true)]
+async fn through_an_outage_a_token_is_served_only_while_the_floor_is_left() {
+    // 20 s tokens live 19 s as tokend counts them; the floor is 2 s.
+    let (site, provider, _) = site_with(20, Duration::ZERO);
+    assert_eq!(token(&site, None).await.access_token, "at1");
+    provider.fail.store(1000, Ordering::SeqCst);
+    // Refresh-ahead (due 11.4–12 s in) fails and backs off.
+    tokio::time::sleep(Duration::from_millis(16_500)).await;
+    assert!(provider.calls() >= 2, "refresh-ahead ran");
+    let calls = provider.calls();
+    assert_eq!(token(&site, None).await.access_token, "at1", "2.5 s left");
+    assert_eq!(provider.calls(), calls, "no call of the caller's own");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // 1.5 s left: below the floor, the caller hears why and when, at once.
+    let calls = provider.calls();
+    let e = site.get(Vec::new(), None).await.unwrap_err();
+    retrying(e);
+    assert_eq!(provider.calls(), calls, "no call of the caller's own");
+    // Past expiry: the same answer.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    retrying(site.get(Vec::new(), None).await.unwrap_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_nothing_held_a_failing_provider_is_asked_once_and_callers_hear_when_next() {
+    let (site, provider, _) = site_with(20, Duration::ZERO);
+    provider.fail.store(1000, Ordering::SeqCst);
+    let first = retrying(site.get(Vec::new(), None).await.unwrap_err());
+    assert_eq!(provider.calls(), 1);
+    let second = retrying(site.get(Vec::new(), None).await.unwrap_err());
+    assert_eq!(
+        provider.calls(),
+        1,
+        "the provider is left alone until the retry"
+    );
+    assert_eq!(first, second);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_that_expired_before_it_arrived_is_never_served() {
+    // 2 s tokens that take 1.5 s: counted from the request less a second,
+    // expired on arrival. The caller hears it from the provider's side, no
+    // login (a refresh token is in hand).
+    let (site, _, _) = site_with(2, Duration::from_millis(1500));
+    let e = ApiError::from(site.get(Vec::new(), None).await.unwrap_err());
+    assert_eq!(e.code, ErrorCode::ProviderError, "{e}");
+    assert!(e.message.contains("expired before it arrived"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_one_failure_the_retry_comes_while_the_token_still_serves() {
+    // 20 s tokens (19 s counted, floor 2 s); refresh-ahead's first attempt
+    // fails, its retry must land before the token drops below the floor,
+    // so no caller ever goes without.
+    let (site, provider, _) = site_with(20, Duration::ZERO);
+    token(&site, None).await;
+    provider.fail.store(1, Ordering::SeqCst);
+    for _ in 0..250 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Err(e) = site.get(Vec::new(), None).await {
+            panic!("a caller went without: {e}");
+        }
+    }
+    assert_eq!(provider.calls(), 3, "the first token, a failure, the retry");
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_two_failures_one_more_try_comes_before_expiry() {
+    // The retry before the floor fails too: one more try before expiry,
+    // not the doubled backoff, so callers go without for about a second.
+    let (site, provider, _) = site_with(20, Duration::ZERO);
+    token(&site, None).await;
+    provider.fail.store(2, Ordering::SeqCst);
+    let mut without = 0;
+    for _ in 0..250 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Err(e) = site.get(Vec::new(), None).await {
+            retrying(e);
+            without += 1;
+        }
+    }
+    assert!(
+        without <= 12,
+        "callers went without for {without} tenths of a second"
+    );
+    assert_eq!(
+        provider.calls(),
+        4,
+        "the first token, two failures, the retry"
+    );
 }

@@ -139,6 +139,12 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), StoreErr
             .unwrap_or("tokens"),
         std::process::id()
     ));
+    // A temp file a crash left behind (or anything planted at its name,
+    // a symlink included) goes first: the temp file is always a new one.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err("remove", &tmp)(e)),
+        _ => {}
+    }
     let mut file = crate::platform::create_private_file(&tmp).map_err(err("create", &tmp))?;
     file.write_all(bytes).map_err(err("write", &tmp))?;
     file.sync_all().map_err(err("sync", &tmp))?;

@@ -7,6 +7,9 @@
 
 mod file;
 mod keyring;
+mod migrate;
+
+pub(crate) use migrate::from_previous;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -152,24 +155,45 @@ impl Flaky {
     }
 }
 
-/// Something every caller should hear once: the store fallback.
+/// Something a caller should hear once: the store fallback. Once per
+/// change of store, not per daemon start: a marker file in the state
+/// directory remembers that it was told, and a start with the store asked
+/// for (no fallback) removes it.
 #[derive(Debug)]
 pub(crate) struct Notice {
     text: String,
     told: std::sync::atomic::AtomicBool,
+    /// Present while the fallback has been told (its content: the text).
+    marker: PathBuf,
+}
+
+/// The marker of a told [`Notice`], in the state directory.
+fn notice_marker(state_dir: &Path) -> PathBuf {
+    state_dir.join("store-fallback-told")
 }
 
 impl Notice {
-    pub(crate) fn new(text: String) -> Notice {
+    /// A notice already told if an earlier daemon told this same text.
+    pub(crate) fn remembered(text: String, state_dir: &Path) -> Notice {
+        let marker = notice_marker(state_dir);
+        let told = std::fs::read_to_string(&marker).is_ok_and(|t| t == text);
         Notice {
             text,
-            told: std::sync::atomic::AtomicBool::new(false),
+            told: std::sync::atomic::AtomicBool::new(told),
+            marker,
         }
     }
 
     /// The text, the first time only.
     pub(crate) fn take(&self) -> Option<String> {
-        (!self.told.swap(true, std::sync::atomic::Ordering::Relaxed)).then(|| self.text.clone())
+        if self.told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        // Best effort: at worst the next daemon tells it again.
+        if let Err(e) = std::fs::write(&self.marker, &self.text) {
+            tracing::debug!("cannot write {}: {e}", self.marker.display());
+        }
+        Some(self.text.clone())
     }
 
     pub(crate) fn text(&self) -> &str {
@@ -204,9 +228,13 @@ impl Store {
                 state_dir.join("tokens.json"),
             )))
         };
-        let chosen = |store| Chosen {
-            store,
-            fallback: None,
+        let chosen = |store| {
+            // The store asked for: a later fallback is news again.
+            let _ = std::fs::remove_file(notice_marker(state_dir));
+            Chosen {
+                store,
+                fallback: None,
+            }
         };
         Ok(match explicit {
             Some(StoreKind::Keyring) => chosen(Store::Keyring(keyring::KeyringStore::new())),

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use tokend_oauth::{AuthCode, Dpop, OAuthSite, PkceVerifier, RefreshToken};
 
 use super::flight::Landed;
-use crate::config::SiteConfig;
+use crate::config::{ClientAuthKind, SiteConfig};
 use crate::site::idtoken::{self, IdCheck};
-use crate::site::{client, Deps, SiteError};
+use crate::site::{client, secret, Deps, SiteError};
 
 /// One token-endpoint call.
 pub(super) enum Call {
@@ -46,10 +46,13 @@ impl Call {
                     oauth: None,
                     result: Err(e),
                     id: IdCheck::Absent,
+                    sent_at: deps.clock.now(),
                 }
             }
         };
         let http = &deps.http;
+        // The token's expiry counts from here: the provider issues it later.
+        let sent_at = deps.clock.now();
         let result = match &self {
             Call::Refresh { refresh, scopes } => {
                 oauth.refresh(http, refresh, scopes.as_deref()).await
@@ -82,9 +85,15 @@ impl Call {
                     source: source.clone(),
                 }),
                 id: IdCheck::Absent,
+                sent_at,
             };
         }
         let result = result.map_err(|source| match self {
+            _ if source.is_invalid_client() => SiteError::ClientRefused {
+                site,
+                client: client_settings(&cfg),
+                source: Box::new(source),
+            },
             Call::Refresh { .. } if source.is_invalid_grant() => {
                 SiteError::Refused { site, source }
             }
@@ -94,8 +103,36 @@ impl Call {
             oauth: Some(oauth),
             result,
             id,
+            sent_at,
         }
     }
+}
+
+/// What identifies the site's client to the provider, for an
+/// `invalid_client`: `client_id`, `client_auth` and where the secret comes
+/// from (never the secret).
+fn client_settings(cfg: &SiteConfig) -> String {
+    let auth = match cfg.effective_client_auth() {
+        ClientAuthKind::None => "none",
+        ClientAuthKind::Basic => "basic",
+        ClientAuthKind::Post => "post",
+    };
+    let secret = cfg
+        .secret
+        .as_ref()
+        .map_or("no client secret".to_owned(), |s| {
+            format!("the secret from {}", secret::described(s))
+        });
+    format!(
+        "client_id `{}`, client_auth `{auth}`{} and {secret} in [site.{}]",
+        cfg.client_id,
+        if cfg.client_auth.is_none() {
+            " (the default)"
+        } else {
+            ""
+        },
+        cfg.name
+    )
 }
 
 /// The site's OAuth client: the one kept from the last call, or built now

@@ -61,6 +61,7 @@ impl Actor {
         method: &str,
         url: &Url,
         token: &AccessToken,
+        given: Option<String>,
     ) -> Result<String, SiteError> {
         let Some(dpop) = &self.dpop else {
             return Err(SiteError::Config(format!(
@@ -68,11 +69,14 @@ impl Actor {
                 self.name, self.name
             )));
         };
-        let nonce = self
-            .oauth
-            .as_ref()
-            .filter(|o| o.provider.token_url.origin() == url.origin())
-            .and_then(|_| dpop.nonce());
+        // The resource server's own nonce when the caller has it; else the
+        // token endpoint's, for a request to its origin.
+        let nonce = given.or_else(|| {
+            self.oauth
+                .as_ref()
+                .filter(|o| o.provider.token_url.origin() == url.origin())
+                .and_then(|_| dpop.nonce())
+        });
         dpop.key
             .proof(
                 method,

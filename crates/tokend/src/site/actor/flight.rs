@@ -16,7 +16,7 @@ use crate::config::Grant;
 use crate::refresh::Expiring;
 use crate::site::idtoken::IdCheck;
 use crate::site::state::Current;
-use crate::site::{Served, SiteError};
+use crate::site::{Served, SiteError, TtlFrom};
 
 /// What a token call fetches: the site's own token, or a down-scoped one
 /// for a sorted scope set.
@@ -40,6 +40,8 @@ pub(super) struct Landed {
     pub(super) result: Result<TokenResponse, SiteError>,
     /// What became of the response's ID token.
     pub(super) id: IdCheck,
+    /// When the request was sent (Unix s): the token's expiry counts from then.
+    pub(super) sent_at: f64,
 }
 
 /// A caller waiting for a flight.
@@ -48,6 +50,7 @@ pub(super) struct Waiter {
     /// Wants the site's ID token rather than the access token.
     pub(super) id_token: bool,
     pub(super) min_ttl: Option<u64>,
+    pub(super) from: TtlFrom,
     /// Answered by a flight numbered at least this.
     pub(super) from_seq: u64,
     pub(super) reply: oneshot::Sender<Result<Served, SiteError>>,
@@ -75,12 +78,21 @@ impl Actor {
             &self.st.scopes
         };
         if let Some(extra) = wanted.iter().find(|s| !grantable.contains(s)) {
-            return Err(SiteError::BadRequest(format!(
-                "site {}: scope `{extra}` is not among the site's scopes ({}); add it to `scopes` in the config (then `token login {}`) to ask for it",
-                self.name,
-                grantable.join(" "),
-                self.name
-            )));
+            let name = &self.name;
+            return Err(SiteError::BadRequest(if self.cfg.scopes.contains(extra) {
+                // Configured, asked for at the login, and left out by the provider.
+                format!(
+                    "site {name}: the provider did not grant scope `{extra}` at the login (it granted {}); \
+                     it may not know the scope or not allow it for this client: check the client's \
+                     settings at the provider, then `token login {name}` to ask again",
+                    grantable.join(" ")
+                )
+            } else {
+                format!(
+                    "site {name}: scope `{extra}` is not among the site's scopes ({}); add it to `scopes` in the config (then `token login {name}`) to ask for it",
+                    grantable.join(" ")
+                )
+            }));
         }
         let renewable = self.cfg.grant.renews_alone(self.st.refresh.is_some());
         if !renewable && self.st.access.is_some() {
@@ -96,12 +108,19 @@ impl Actor {
         &mut self,
         need: Need,
         min_ttl: Option<u64>,
+        from: TtlFrom,
         fresh: bool,
         reply: oneshot::Sender<Result<Served, SiteError>>,
     ) {
         if !fresh {
-            if let Some(token) = self.serve(&need, min_ttl) {
+            if let Some(token) = self.serve(&need, min_ttl, from) {
                 let _ = reply.send(Ok(Served::Token(token)));
+                return;
+            }
+            // The provider failed a moment ago: it is not asked again
+            // before the planned retry, whoever asks.
+            if let Some(e) = self.st.retrying(self.now()).filter(|_| need == Need::Own) {
+                let _ = reply.send(Err(e));
                 return;
             }
         }
@@ -116,31 +135,36 @@ impl Actor {
             need,
             id_token: false,
             min_ttl,
+            from,
             from_seq: running.unwrap_or(self.seq + 1),
             reply,
         });
     }
 
     /// The token in hand if it serves this caller.
-    pub(super) fn serve(&mut self, need: &Need, min_ttl: Option<u64>) -> Option<TokenReply> {
+    pub(super) fn serve(
+        &mut self,
+        need: &Need,
+        min_ttl: Option<u64>,
+        from: TtlFrom,
+    ) -> Option<TokenReply> {
         let now = self.now();
         let before = self.cfg.refresh_before;
-        let cur = match need {
-            Need::Own => self.st.access.as_ref()?,
-            Need::Narrow(key) => self.st.narrowed.get(key)?,
-        };
+        let cur = self.held(need)?;
         let warning = if cur.serves(now, min_ttl, before) {
             None
-        } else if cur.best_there_is(now, min_ttl, before) {
-            min_ttl.map(|m| cur.short_warning(&self.name, now, m))
-        } else if *need == Need::Own && self.st.backing_off(now) && cur.remaining(now) > 0.0 {
+        } else if cur.best_there_is(now, min_ttl, before, from) {
+            min_ttl.and_then(|m| cur.short_warning(&self.name, now, m, from))
+        } else if *need == Need::Own && self.st.backing_off(now) && cur.serves_through_outage(now) {
             // The provider failed a moment ago and a retry is planned: serve
-            // the still-valid token rather than hammer it.
+            // the token in hand while it has the outage floor left, rather
+            // than hammer the provider.
             None
         } else {
             return None;
         };
-        let reply = cur.reply(self.cfg.api_key.clone(), warning);
+        let mut reply = cur.reply(self.cfg.api_key.clone(), None);
+        reply.warning = warning.filter(|_| self.st.say_short(from));
         self.st.last_used = now;
         Some(self.noted(reply))
     }
@@ -159,7 +183,8 @@ impl Actor {
         if std::mem::take(&mut self.st.tell_narrower) {
             notes.extend(self.st.narrower.clone());
         }
-        reply.warning = (!notes.is_empty()).then(|| notes.join("; "));
+        // One line each on the caller's stderr.
+        reply.warning = (!notes.is_empty()).then(|| notes.join("\n"));
         reply
     }
 
@@ -254,9 +279,9 @@ impl Actor {
         }
         let now = self.now();
         match (flight.need, landed.result) {
-            (None, result) => self.exchanged(result, landed.id).await,
+            (None, result) => self.exchanged(result, landed.id, landed.sent_at).await,
             (Some(need), Ok(resp)) => {
-                self.take(&need, resp, landed.id, now).await;
+                self.take(&need, resp, landed.id, landed.sent_at, now).await;
                 self.answer(&need, flight.seq, None);
             }
             (Some(Need::Own), Err(SiteError::Refused { site, source })) => {
@@ -272,9 +297,14 @@ impl Actor {
                 } else {
                     tracing::warn!(site = %self.name, "token request failed: {e}");
                     if need == Need::Own {
-                        self.st.failed(e.to_string(), now);
+                        self.st.failed(&e, now);
                     }
                 }
+                // With when the next try is, when one is planned.
+                let e = match need {
+                    Need::Own => self.st.retrying(now).unwrap_or(e),
+                    Need::Narrow(_) => e,
+                };
                 self.answer(&need, flight.seq, Some(e));
             }
         }
@@ -298,30 +328,51 @@ impl Actor {
                 let _ = w.reply.send(self.answer_id(w.min_ttl, error.as_ref()));
                 continue;
             }
-            let answer = if let Some(t) = self.serve(need, w.min_ttl) {
+            let answer = if let Some(t) = self.serve(need, w.min_ttl, w.from) {
                 Ok(Served::Token(t))
             } else if let Some(e) = &error {
-                // A still-valid token beats an error.
-                self.still_valid(need, now)
+                // A token with the outage floor left beats an error.
+                self.lasting(need, now)
                     .map(Served::Token)
                     .ok_or_else(|| e.clone())
+            } else if let Some(t) = self.short(need, now, w.min_ttl, w.from) {
+                Ok(Served::Token(t))
+            } else if self.held(need).is_some() {
+                // The call brought a token, but it had expired by the time
+                // it arrived, as tokend counts it: no login helps.
+                Err(self.expired_on_arrival())
             } else {
-                Ok(self
-                    .short(need, now, w.min_ttl)
-                    .map_or(Served::NeedLogin, Served::Token))
+                Ok(Served::NeedLogin)
             };
             let _ = w.reply.send(answer);
         }
     }
 
-    /// The token in hand if it has not expired at all.
-    pub(super) fn still_valid(&mut self, need: &Need, now: f64) -> Option<TokenReply> {
-        let cur = match need {
-            Need::Own => self.st.access.as_ref()?,
-            Need::Narrow(key) => self.st.narrowed.get(key)?,
-        };
-        let reply =
-            (cur.remaining(now) > 0.0).then(|| cur.reply(self.cfg.api_key.clone(), None))?;
+    /// The token held for a need.
+    fn held(&self, need: &Need) -> Option<&Current> {
+        match need {
+            Need::Own => self.st.access.as_ref(),
+            Need::Narrow(key) => self.st.narrowed.get(key),
+        }
+    }
+
+    fn expired_on_arrival(&self) -> SiteError {
+        SiteError::Provider {
+            site: self.name.clone(),
+            source: tokend_oauth::Error::BadResponse {
+                status: 200,
+                what: "a token that expired before it arrived (its lifetime counts from the request, less a second)".to_owned(),
+                endpoint: "the token endpoint".to_owned(),
+            },
+        }
+    }
+
+    /// The token in hand if it has the outage floor left.
+    pub(super) fn lasting(&mut self, need: &Need, now: f64) -> Option<TokenReply> {
+        let cur = self.held(need)?;
+        let reply = cur
+            .serves_through_outage(now)
+            .then(|| cur.reply(self.cfg.api_key.clone(), None))?;
         self.st.last_used = now;
         Some(self.noted(reply))
     }
@@ -334,6 +385,7 @@ impl Actor {
         need: &Need,
         now: f64,
         min_ttl: Option<u64>,
+        from: TtlFrom,
     ) -> Option<TokenReply> {
         let api_key = self.cfg.api_key.clone();
         let name = self.name.clone();
@@ -341,29 +393,37 @@ impl Actor {
             Need::Own => self.st.access.as_mut()?,
             Need::Narrow(key) => self.st.narrowed.get_mut(key)?,
         };
-        if cur.remaining(now) <= 0.0 {
+        if !cur.unexpired(now) {
             return None;
         }
-        let warning = min_ttl.map(|m| {
+        let warning = min_ttl.and_then(|m| {
             cur.fell_short = true;
-            cur.short_warning(&name, now, m)
+            cur.short_warning(&name, now, m, from)
         });
-        let reply = cur.reply(api_key, warning);
+        let mut reply = cur.reply(api_key, None);
+        reply.warning = warning.filter(|_| self.st.say_short(from));
         self.st.last_used = now;
         Some(self.noted(reply))
     }
 
-    /// Takes a token response in: persists first (a rotated refresh token
-    /// must reach the store before the new access token is handed out),
-    /// then memory.
-    pub(super) async fn take(&mut self, need: &Need, resp: TokenResponse, id: IdCheck, now: f64) {
+    /// Takes a token response to a request sent at `sent_at` in: persists
+    /// first (a rotated refresh token must reach the store before the new
+    /// access token is handed out), then memory.
+    pub(super) async fn take(
+        &mut self,
+        need: &Need,
+        resp: TokenResponse,
+        id: IdCheck,
+        sent_at: f64,
+        now: f64,
+    ) {
         match need {
             Need::Own => {
                 let scopes = self.cfg.scopes.clone();
-                self.take_own(resp, &scopes, id, now).await;
+                self.take_own(resp, &scopes, id, sent_at, now).await;
             }
             Need::Narrow(key) => {
-                let cur = Current::obtained(&resp, key, now);
+                let cur = Current::obtained(&resp, key, sent_at);
                 if let Some(rt) = resp.refresh_token {
                     // The refresh rotated the site's refresh token.
                     self.st.refresh = Some(rt);
@@ -379,16 +439,20 @@ impl Actor {
         resp: TokenResponse,
         requested: &[String],
         id: IdCheck,
+        sent_at: f64,
         now: f64,
     ) {
-        let cur = Current::obtained(&resp, requested, now);
+        let cur = Current::obtained(&resp, requested, sent_at);
         if let Some(rt) = resp.refresh_token {
             self.st.refresh = Some(rt);
         }
         self.st.scopes = cur.scopes.clone();
+        // A missing offline_access without a refresh token is said on its
+        // own (what it means: a login each time the token expires).
+        let said_alone = |s: &str| s == "offline_access" && self.st.refresh.is_none();
         let missing: Vec<&str> = requested
             .iter()
-            .filter(|s| !cur.scopes.contains(s))
+            .filter(|s| !cur.scopes.contains(s) && !said_alone(s))
             .map(String::as_str)
             .collect();
         let narrower = (!missing.is_empty()).then(|| {
@@ -406,7 +470,7 @@ impl Actor {
         self.st.narrower = narrower;
         match cur.expires_at {
             Some(at) => {
-                tracing::info!(site = %self.name, expires_in = whole(at - now), "new access token")
+                tracing::info!(site = %self.name, expires_in = whole(at as f64 - now), "new access token")
             }
             None => tracing::info!(site = %self.name, "new access token (does not expire)"),
         }
@@ -416,7 +480,7 @@ impl Actor {
         self.st.retry_after = None;
         self.st.stalled = false;
         self.st.backoff.reset();
-        self.take_id(id, now);
+        self.take_id(id, sent_at, now);
         self.persist(now).await;
     }
 }

@@ -13,6 +13,7 @@ use super::flight::Need;
 use super::Actor;
 use crate::login::{self, Got, Login, LoginTicket, OpenerSlot, Progress};
 use crate::loopback::Page;
+use crate::refresh::Expiring;
 use crate::site::idtoken::IdCheck;
 use crate::site::SiteError;
 
@@ -109,16 +110,20 @@ impl Actor {
                     page,
                 }));
             }
-            Ok(Got::Token(resp, checked)) => self.exchanged(Ok(resp), checked).await,
+            Ok(Got::Token(resp, checked, sent_at)) => {
+                self.exchanged(Ok(resp), checked, sent_at).await
+            }
             Err(e) => self.end_login(Err(e)),
         }
     }
 
-    /// The login's token (or why there is none) is in.
+    /// The login's token (or why there is none) is in, from a request sent
+    /// at `sent_at`.
     pub(super) async fn exchanged(
         &mut self,
         result: Result<TokenResponse, SiteError>,
         id: IdCheck,
+        sent_at: f64,
     ) {
         let now = self.now();
         match result {
@@ -126,15 +131,22 @@ impl Actor {
                 let scopes = self.cfg.scopes.clone();
                 self.st.narrowed.clear();
                 // A new login's ID token, or none: never the last login's.
+                // A new login may be another user's: its ID token sets the subject.
                 self.st.id_token = None;
-                self.take_own(resp, &scopes, id, now).await;
+                self.st.subject = None;
+                self.take_own(resp, &scopes, id, sent_at, now).await;
+                self.st.no_refresh = self.no_refresh_token(now);
+                if let Some(note) = &self.st.no_refresh {
+                    tracing::warn!(site = %self.name, "{note}");
+                }
                 // Whoever waits for the site's own token is served by this one.
                 self.answer(&Need::Own, u64::MAX, None);
                 let reply = self
                     .st
                     .access
                     .as_ref()
-                    .map(|c| c.reply(self.cfg.api_key.clone(), None))
+                    .filter(|c| c.unexpired(now))
+                    .map(|c| c.reply(self.cfg.api_key.clone(), self.st.no_refresh.clone()))
                     .map(|r| self.noted(r));
                 match reply {
                     Some(t) => self.end_login(Ok(t)),
@@ -146,6 +158,25 @@ impl Actor {
             }
             Err(e) => self.end_login(Err(e)),
         }
+    }
+
+    /// What to tell the user when a login that asked for a refresh token
+    /// (`offline_access`) brought none: the next login comes when the
+    /// token expires.
+    fn no_refresh_token(&self, now: f64) -> Option<String> {
+        if self.st.refresh.is_some() || !self.cfg.expects_refresh_token() {
+            return None;
+        }
+        let at = self.st.access.as_ref()?.expires_at?;
+        let why = match self.cfg.effective_prompt() {
+            Some("consent") => "the provider did not grant offline_access, although the login asked with prompt=consent",
+            _ => "the provider did not grant offline_access; OpenID Connect providers grant it only with prompt = \"consent\" (the default for such sites)",
+        };
+        Some(format!(
+            "site {}: no refresh token: you will be asked to log in again when this token expires in {}; {why}; see `prompt` under Configuration in tokend's README",
+            self.name,
+            crate::site::state::roughly(at as f64 - now),
+        ))
     }
 
     /// Publishes a login's outcome to every caller waiting for it, and

@@ -175,6 +175,7 @@ pub(super) async fn run(mut a: Box<Actor>) {
                         source: Arc::new(e),
                     }),
                     id: crate::site::idtoken::IdCheck::Absent,
+                    sent_at: a.now(),
                 });
                 Box::pin(a.landed(flight, landed)).await;
             }
@@ -295,12 +296,13 @@ impl Actor {
             Msg::Get {
                 scopes,
                 min_ttl,
+                from,
                 fresh,
                 reply,
             } => {
                 self.load().await;
                 match self.need_for(scopes) {
-                    Ok(need) => self.get(need, min_ttl, fresh, reply),
+                    Ok(need) => self.get(need, min_ttl, from, fresh, reply),
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -346,10 +348,11 @@ impl Actor {
                 method,
                 url,
                 token,
+                nonce,
                 reply,
             } => {
                 self.load().await;
-                let _ = reply.send(self.proof(&method, &url, &token));
+                let _ = reply.send(self.proof(&method, &url, &token, nonce));
             }
             Msg::Stop => self.begin_stop(),
         }
@@ -409,7 +412,7 @@ impl Actor {
                 self.st.access = Some(Current {
                     token,
                     token_type: r.token_type.unwrap_or_else(|| self.token_type().to_owned()),
-                    expires_at: r.expires_at.map(|at| at as f64),
+                    expires_at: r.expires_at,
                     obtained_at: saved_at,
                     scopes: self.st.scopes.clone(),
                     jitter: crate::refresh::jitter(),
@@ -420,11 +423,23 @@ impl Actor {
                 .id_token
                 .zip(r.id_token_expires_at)
                 .map(|(token, expires_at)| HeldId {
+                    // Checked when it was taken; only its `sub` is read here.
+                    subject: tokend_oauth::unverified_subject(token.expose()).unwrap_or_default(),
                     token,
                     expires_at,
                     obtained_at: saved_at,
-                })
-                .filter(|t| t.remaining(self.deps.clock.now()) > 0.0);
+                });
+            self.st.subject = self
+                .st
+                .id_token
+                .as_ref()
+                .map(|t| t.subject.clone())
+                .filter(|s| !s.is_empty());
+            self.st.id_token = self
+                .st
+                .id_token
+                .take()
+                .filter(|t| t.unexpired(self.deps.clock.now()));
             tracing::debug!(site = %self.name, "login loaded from the store");
         }
     }
@@ -439,7 +454,7 @@ impl Actor {
             identity: self.cfg.identity(),
             access_token: access.map(|c| c.token.clone()),
             token_type: access.map(|c| c.token_type.clone()),
-            expires_at: access.and_then(|c| c.expires_at).map(whole),
+            expires_at: access.and_then(|c| c.expires_at),
             refresh_token: refresh,
             scopes: self.st.scopes.clone(),
             saved_at: whole(now),
@@ -477,6 +492,11 @@ impl Actor {
             oauth: self.oauth.clone(),
         };
         self.forget(None).await;
+        // A new login gets a new key: nothing bound to the old one (a token
+        // copied elsewhere, a proof kept) outlives the logout.
+        if self.dpop.is_some() {
+            self.dpop = self.load_dpop_key(None);
+        }
         out
     }
 

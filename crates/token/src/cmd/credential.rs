@@ -12,7 +12,7 @@
 
 use std::io::{BufRead, Write};
 
-use token_proto::{ErrorCode, GitAuth, LookupReply, LookupRequest, Op};
+use token_proto::{ErrorCode, GitAuth, LookupReply, LookupRequest, Op, Purpose};
 
 use crate::cli::{Format, GetArgs};
 use crate::conn::Conn;
@@ -45,6 +45,11 @@ fn knows_authtype(attrs: &[(String, String)]) -> bool {
     attrs
         .iter()
         .any(|(k, v)| k == "capability[]" && v == "authtype")
+}
+
+/// Whether `value` can be one attribute of git's credential protocol.
+fn fit_for_git(value: &str) -> bool {
+    !value.contains(['\n', '\r', '\0'])
 }
 
 /// What to print for git.
@@ -83,15 +88,16 @@ pub fn run(action: &str) -> Result<u8, ClientError> {
         Err(ClientError::Daemon(body)) if body.code == ErrorCode::UnknownSite => return Ok(0),
         Err(e) => return Err(e),
     };
-    let reply = crate::cmd::get(&GetArgs {
+    let reply = super::get::get(&GetArgs {
         site: how.site.clone(),
         min_ttl: Some(60),
         scopes: Vec::new(),
         format: Format::Raw,
         no_login: false,
         dpop: None,
+        dpop_nonce: None,
         id_token: false,
-        kube: false,
+        purpose: Some(Purpose::Git),
     })?;
     let bearer = how.git_auth == GitAuth::Bearer;
     if bearer && !knows_authtype(&attrs) {
@@ -107,6 +113,15 @@ pub fn run(action: &str) -> Result<u8, ClientError> {
              `git config http.postBuffer 67108864` (or use git_auth = \"basic\")",
             how.site
         );
+    }
+    // git's credential protocol is one `key=value` a line: a value with a
+    // line break (or NUL) would add attributes of its own. The daemon
+    // refuses such tokens; this holds even for one that got through.
+    if !fit_for_git(&reply.access_token) || !fit_for_git(&how.username) {
+        return Err(ClientError::Other(format!(
+            "site {}: the token or user name holds a line break or NUL, so it is not given to git; run `token logout {}` and log in again",
+            how.site, how.site
+        )));
     }
     let text = answer(
         &how,
@@ -134,6 +149,14 @@ fn post_buffer_raised() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_with_a_line_break_is_not_fit_for_git() {
+        assert!(fit_for_git("gho_abc))"));
+        for bad in ["t\nurl=https://evil.example", "t\r", "t\0"] {
+            assert!(!fit_for_git(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn reads_until_the_blank_line() {
