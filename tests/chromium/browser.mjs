@@ -112,9 +112,11 @@ async function authorize(url) {
     page.on('framenavigated', (f) => {
       if (f === page.mainFrame()) log(`at ${redact(f.url())}`);
     });
-    const provider = new URL(url).origin;
     const login = process.env.BROWSER_LOGIN || 'tester';
     await page.goto(url, { waitUntil: 'load', timeout: 60_000 });
+    // tokend hands the browser a one-time loopback /start link that
+    // redirects to the provider: the provider is where that landed.
+    const provider = new URL(page.url()).origin;
     for (let step = 0; ; step++) {
       if (step >= MAX_STEPS) throw new Error('too many steps');
       if (new URL(page.url()).origin !== provider) break;
