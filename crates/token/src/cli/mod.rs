@@ -35,6 +35,23 @@ pub struct GetArgs {
     pub purpose: Option<Purpose>,
 }
 
+impl GetArgs {
+    /// A `get` of `site` as the command line gives it with no options.
+    pub fn plain(site: String, purpose: Option<Purpose>) -> GetArgs {
+        GetArgs {
+            site,
+            min_ttl: None,
+            scopes: Vec::new(),
+            format: Format::Raw,
+            no_login: false,
+            dpop: None,
+            dpop_nonce: None,
+            id_token: false,
+            purpose,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum Command {
     Get(GetArgs),
@@ -163,17 +180,7 @@ fn parse_get(
     purpose: Option<Purpose>,
 ) -> Result<GetArgs, ClientError> {
     let mut site = None;
-    let mut args = GetArgs {
-        site: String::new(),
-        min_ttl: None,
-        scopes: Vec::new(),
-        format: Format::Raw,
-        no_login: false,
-        dpop: None,
-        dpop_nonce: None,
-        id_token: false,
-        purpose,
-    };
+    let mut args = GetArgs::plain(String::new(), purpose);
     while let Some(id) = next_option(p, cmd, &mut site)? {
         match id {
             OptId::MinTtl => {

@@ -14,7 +14,7 @@ use std::io::{BufRead, Write};
 
 use token_proto::{ErrorCode, GitAuth, LookupReply, LookupRequest, Op, Purpose};
 
-use crate::cli::{Format, GetArgs};
+use crate::cli::GetArgs;
 use crate::conn::Conn;
 use crate::{platform, ClientError};
 
@@ -89,15 +89,8 @@ pub fn run(action: &str) -> Result<u8, ClientError> {
         Err(e) => return Err(e),
     };
     let reply = super::get::get(&GetArgs {
-        site: how.site.clone(),
         min_ttl: Some(60),
-        scopes: Vec::new(),
-        format: Format::Raw,
-        no_login: false,
-        dpop: None,
-        dpop_nonce: None,
-        id_token: false,
-        purpose: Some(Purpose::Git),
+        ..GetArgs::plain(how.site.clone(), Some(Purpose::Git))
     })?;
     let bearer = how.git_auth == GitAuth::Bearer;
     if bearer && !knows_authtype(&attrs) {

@@ -189,9 +189,17 @@ impl Notice {
         if self.told.swap(true, std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
-        // Best effort: at worst the next daemon tells it again.
-        if let Err(e) = std::fs::write(&self.marker, &self.text) {
-            tracing::debug!("cannot write {}: {e}", self.marker.display());
+        // Best effort: at worst the next daemon tells it again. Written off
+        // the runtime: this is a caller's `get`.
+        let (marker, text) = (self.marker.clone(), self.text.clone());
+        let write = move || {
+            if let Err(e) = std::fs::write(&marker, &text) {
+                tracing::debug!("cannot write {}: {e}", marker.display());
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(write)),
+            Err(_) => write(),
         }
         Some(self.text.clone())
     }
