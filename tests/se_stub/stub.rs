@@ -1,7 +1,7 @@
 //! The Stack Exchange / Teams stub (`tests/se_stub/server.py`) seen from a
 //! test: start it, point a site and the browser at it, read its counters,
-//! call its API and approve a login with plain HTTP. Included by the test
-//! files that need it with `#[path = "../se_stub/stub.rs"] mod stub;`.
+//! call its API and approve a login with plain HTTP. Declared once in the
+//! end-to-end binary (tests/tests/main.rs) for the stories that need it.
 #![allow(dead_code)]
 
 use std::fs;

@@ -4,8 +4,7 @@
 //! out through its own `/api/2.3`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../se_stub/stub.rs"]
-mod stub;
+use crate::stub;
 
 use stub::SeStub;
 use tokend_e2e::{exit, Daemon, Env, Output};

@@ -7,8 +7,7 @@
 #![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../se_stub/stub.rs"]
-mod stub;
+use crate::stub;
 
 use std::time::Duration;
 
