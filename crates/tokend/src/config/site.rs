@@ -639,10 +639,22 @@ fn validate(f: &Fields<'_>, site: SiteConfig) -> Result<SiteConfig, ConfigError>
         ));
     }
     if site.dpop && site.grant.token_from_browser() {
+        let bound: Vec<String> = Grant::all()
+            .filter(|g| !g.token_from_browser())
+            .map(|g| format!("\"{}\"", g.name()))
+            .collect();
+        let bound = match bound.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, init)) => format!("{} or {last}", init.join(", ")),
+            None => String::new(),
+        };
         return Err(f.err(
             at,
             "dpop",
-            "the implicit grant's token comes from the browser, unbound: DPoP needs grant = \"authorization_code\", \"device_code\" or \"client_credentials\"",
+            format!(
+                "the {} grant's token comes from the browser, unbound: DPoP needs grant = {bound}",
+                site.grant.name()
+            ),
         ));
     }
     Ok(site)
@@ -679,6 +691,13 @@ mod tests {
         assert_eq!(e.line, Some(4));
         let e = parse("dpop = true\ngrant = \"implicit\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("dpop"));
+        assert!(
+            e.message.ends_with(
+                "the implicit grant's token comes from the browser, unbound: DPoP needs grant = \
+             \"authorization_code\", \"client_credentials\" or \"device_code\""
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -809,6 +828,49 @@ mod tests {
         assert_eq!(
             s.redirect_uri.as_ref().map(ToString::to_string).as_deref(),
             Some("http://localhost:8400")
+        );
+    }
+
+    /// `grant` and `client_auth` parse into the types the daemon uses, with
+    /// the same names, defaults and errors (each at its line) as before.
+    #[test]
+    fn grant_and_client_auth_keep_their_names_defaults_and_errors() {
+        let s = parse("").unwrap();
+        assert_eq!(s.grant.name(), "authorization_code");
+        assert_eq!(s.client_auth, None);
+        assert_eq!(s.effective_client_auth(), ClientAuth::None);
+        let s = parse("client_secret_env = \"S\"\n").unwrap();
+        assert_eq!(s.effective_client_auth(), ClientAuth::Basic);
+        let s = parse("client_secret_env = \"S\"\nclient_auth = \"post\"\n").unwrap();
+        assert_eq!(s.client_auth, Some(ClientAuth::Post));
+        for g in Grant::all() {
+            let secret = if g.needs_secret() {
+                "client_secret_cmd = \"pass corp\"\n"
+            } else {
+                ""
+            };
+            let s = parse(&format!("grant = \"{}\"\n{secret}", g.name())).unwrap();
+            assert_eq!(s.grant.name(), g.name());
+        }
+        let shown = |body: &str| parse(body).unwrap_err().to_string();
+        assert_eq!(
+            shown("scopes = []\ngrant = \"password\"\n"),
+            "/c.toml:5: site corp: key `grant`: `password` is not one of \"authorization_code\", \
+             \"client_credentials\", \"device_code\", \"implicit\""
+        );
+        assert_eq!(
+            shown("client_auth = \"jwt\"\n"),
+            "/c.toml:4: site corp: key `client_auth`: `jwt` is not one of \"none\", \"basic\", \"post\""
+        );
+        assert_eq!(
+            shown("grant = \"client_credentials\"\n"),
+            "/c.toml:1: site corp: key `grant`: client_credentials needs a client secret: \
+             add client_secret_env or client_secret_cmd"
+        );
+        assert_eq!(
+            shown("client_auth = \"basic\"\n"),
+            "/c.toml:1: site corp: key `client_auth`: basic and post need a client secret: \
+             add client_secret_env or client_secret_cmd"
         );
     }
 
