@@ -35,12 +35,13 @@ pub(crate) enum LoginBy {
     Fragment,
 }
 
-/// The token call that renews a site's token without the user.
+/// The token call that renews a site's token without the user: a grant
+/// that needs no user names its own call here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Renewal {
-    /// The grant itself, asked again (client credentials): nothing kept
-    /// between calls.
-    Grant,
+    /// The client-credentials grant, asked again: nothing kept between
+    /// calls.
+    ClientCredentials,
     /// The refresh token the last login brought, if it brought one.
     RefreshToken,
 }
@@ -83,7 +84,7 @@ impl Grant {
     /// What token call renews the site's token without the user.
     pub(crate) fn renewal(self) -> Renewal {
         match self {
-            Grant::ClientCredentials => Renewal::Grant,
+            Grant::ClientCredentials => Renewal::ClientCredentials,
             // The implicit grant never brings a refresh token (RFC 6749
             // §4.2.2); a provider's stray one is used all the same.
             Grant::AuthorizationCode | Grant::DeviceCode | Grant::Implicit => Renewal::RefreshToken,
@@ -94,7 +95,7 @@ impl Grant {
     /// credentials always, the other grants only with a refresh token.
     pub(crate) fn renews_alone(self, has_refresh_token: bool) -> bool {
         match self.renewal() {
-            Renewal::Grant => true,
+            Renewal::ClientCredentials => true,
             Renewal::RefreshToken => has_refresh_token,
         }
     }
@@ -187,7 +188,7 @@ mod tests {
             assert_eq!(
                 g.renewal(),
                 if matches!(g, Grant::ClientCredentials) {
-                    Renewal::Grant
+                    Renewal::ClientCredentials
                 } else {
                     Renewal::RefreshToken
                 }

@@ -236,7 +236,7 @@ impl Actor {
             Need::Narrow(key) => Some(key.clone()),
         };
         match self.cfg.grant.renewal() {
-            Renewal::Grant => Some(Call::ClientCredentials {
+            Renewal::ClientCredentials => Some(Call::ClientCredentials {
                 scopes: scopes.unwrap_or_else(|| self.cfg.scopes.clone()),
             }),
             Renewal::RefreshToken => {
