@@ -100,7 +100,7 @@ impl How {
     /// How a login asked for as `asked` runs for `cfg`: the grant's way,
     /// paste-back for redirects tokend cannot listen on. A login that takes
     /// a paste also gives where the `paste` request delivers the input.
-    pub(crate) fn plan(
+    pub(crate) fn new(
         cfg: &SiteConfig,
         asked: LoginMode,
     ) -> Result<(How, Option<mpsc::Sender<String>>), SiteError> {

@@ -53,7 +53,7 @@ impl Actor {
             Some(p) => return Ok(LoginTicket::joiner(&p.opener, p.progress.subscribe())),
             None => {}
         }
-        let (how, paste) = login::How::plan(&self.cfg, mode)?;
+        let (how, paste) = login::How::new(&self.cfg, mode)?;
         self.logins += 1;
         let id = self.logins;
         let (progress, rx) = watch::channel(Progress::Starting);
