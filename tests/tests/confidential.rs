@@ -81,4 +81,10 @@ fn client_credentials_grant() {
     again.ok();
     assert_eq!(again.line(), out.line(), "served from memory");
     assert_eq!(provider.stats().grant("client_credentials"), 1);
+    // Nobody to ask: a login is a fresh token call, whichever way is asked.
+    for args in [&["login", "svc"][..], &["login", "svc", "--device"]] {
+        env.token(args).ok();
+    }
+    assert_eq!(provider.stats().grant("client_credentials"), 3);
+    assert_eq!(env.browser_launches(), 0);
 }

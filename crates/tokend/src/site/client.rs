@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use tokend_oauth::{Client, ClientAuth, Dpop, OAuthSite, Provider};
+use tokend_oauth::{Client, Dpop, OAuthSite, Provider};
 use url::Url;
 
 use super::error::SiteError;
 use super::secret::resolve_secret;
 use super::Deps;
-use crate::config::{ClientAuthKind, SiteConfig};
+use crate::config::SiteConfig;
 
 /// Builds the OAuth client for `cfg`. Discovery that cannot succeed (an
 /// issuer with a query, metadata for another issuer) is a config error;
@@ -81,11 +81,7 @@ pub(crate) async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite
     let client = Client {
         id: cfg.client_id.clone(),
         secret,
-        auth: match cfg.effective_client_auth() {
-            ClientAuthKind::None => ClientAuth::None,
-            ClientAuthKind::Basic => ClientAuth::Basic,
-            ClientAuthKind::Post => ClientAuth::Post,
-        },
+        auth: cfg.effective_client_auth(),
     };
     let mut site = OAuthSite::new(provider, client);
     site.scope_separator = cfg.scope_separator.clone();

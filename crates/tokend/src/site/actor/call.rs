@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokend_oauth::{AuthCode, Dpop, OAuthSite, PkceVerifier, RefreshToken};
 
 use super::flight::Landed;
-use crate::config::{ClientAuthKind, SiteConfig};
+use crate::config::{client_auth, SiteConfig};
 use crate::site::idtoken::{self, IdCheck};
 use crate::site::{client, secret, Deps, SiteError};
 
@@ -71,7 +71,7 @@ impl Call {
         // without one (refused, only the ID token is dropped).
         let nonce = match &self {
             Call::Code { nonce, .. } => nonce.as_deref(),
-            _ => None,
+            Call::Refresh { .. } | Call::ClientCredentials { .. } => None,
         };
         let id = match &result {
             Ok(resp) => idtoken::check(&deps, &cfg, &oauth, resp.id_token.as_deref(), nonce).await,
@@ -94,10 +94,13 @@ impl Call {
                 client: client_settings(&cfg),
                 source: Box::new(source),
             },
+            // The refresh token is refused: only a login helps.
             Call::Refresh { .. } if source.is_invalid_grant() => {
                 SiteError::Refused { site, source }
             }
-            _ => SiteError::Provider { site, source },
+            Call::Refresh { .. } | Call::ClientCredentials { .. } | Call::Code { .. } => {
+                SiteError::Provider { site, source }
+            }
         });
         Landed {
             oauth: Some(oauth),
@@ -112,11 +115,7 @@ impl Call {
 /// `invalid_client`: `client_id`, `client_auth` and where the secret comes
 /// from (never the secret).
 fn client_settings(cfg: &SiteConfig) -> String {
-    let auth = match cfg.effective_client_auth() {
-        ClientAuthKind::None => "none",
-        ClientAuthKind::Basic => "basic",
-        ClientAuthKind::Post => "post",
-    };
+    let auth = client_auth::name(cfg.effective_client_auth());
     let secret = cfg
         .secret
         .as_ref()
