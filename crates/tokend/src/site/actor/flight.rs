@@ -201,7 +201,7 @@ impl Actor {
                 verifier: x.verifier,
                 nonce: x.nonce,
             };
-            if let Some(p) = self.login.as_mut().filter(|p| p.id == x.login) {
+            if let Some(p) = self.login.as_mut() {
                 p.page = x.page;
             }
             self.launch(None, call);

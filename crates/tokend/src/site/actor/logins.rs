@@ -19,7 +19,6 @@ use crate::site::SiteError;
 
 /// A code a login got, waiting for its exchange.
 pub(super) struct Exchange {
-    pub(super) login: u64,
     pub(super) code: AuthCode,
     pub(super) redirect: String,
     pub(super) verifier: PkceVerifier,
@@ -30,12 +29,13 @@ pub(super) struct Exchange {
 
 /// The login in progress.
 pub(super) struct Pending {
-    pub(super) id: u64,
     pub(super) progress: Arc<watch::Sender<Progress>>,
     /// Which caller's client opens the browser.
     pub(super) opener: OpenerSlot,
     pub(super) paste: Option<mpsc::Sender<String>>,
-    pub(super) task: JoinHandle<()>,
+    /// The flow, until it hands back what it got: its join result comes
+    /// to the actor's own loop.
+    pub(super) task: Option<JoinHandle<Result<Got, SiteError>>>,
     /// Where the browser's page goes once the exchange is done.
     pub(super) page: Option<oneshot::Sender<Page>>,
 }
@@ -47,50 +47,43 @@ impl Actor {
             // Nobody waits for it any more (its end may be on its way):
             // this caller starts afresh and opens the browser.
             Some(p) if p.progress.receiver_count() == 0 && self.exchange.is_none() => {
-                p.task.abort();
+                if let Some(task) = &p.task {
+                    task.abort();
+                }
                 self.login = None;
             }
             Some(p) => return LoginTicket::joiner(&p.opener, p.progress.subscribe()),
             None => {}
         }
-        self.logins += 1;
-        let id = self.logins;
         let (how, paste) = login::How::plan(&self.cfg, mode);
         let (progress, rx) = watch::channel(Progress::Starting);
         let progress = Arc::new(progress);
-        let task = match self.me.upgrade() {
-            Some(site) => tokio::spawn(
-                Login {
-                    id,
-                    how,
-                    ctx: login::Ctx {
-                        cfg: self.cfg.clone(),
-                        deps: self.deps.clone(),
-                        dpop: self.dpop.clone(),
-                    },
-                    progress: progress.clone(),
-                    site,
-                }
-                .run(),
-            ),
-            // The site is going away; the login would have nowhere to report.
-            None => tokio::spawn(async {}),
-        };
+        let task = tokio::spawn(
+            Login {
+                how,
+                ctx: login::Ctx {
+                    cfg: self.cfg.clone(),
+                    deps: self.deps.clone(),
+                    dpop: self.dpop.clone(),
+                },
+                progress: progress.clone(),
+            }
+            .run(),
+        );
         let ticket = LoginTicket::opener(rx);
         self.login = Some(Pending {
-            id,
             progress,
             opener: ticket.slot().clone(),
             paste,
-            task,
+            task: Some(task),
             page: None,
         });
         ticket
     }
 
     /// A login flow ended: a code to exchange, a token to keep, or a failure.
-    pub(super) async fn login_got(&mut self, id: u64, got: Result<Got, SiteError>) {
-        if self.login.as_ref().is_none_or(|p| p.id != id) {
+    pub(super) async fn login_got(&mut self, got: Result<Got, SiteError>) {
+        if self.login.is_none() {
             return;
         }
         match got {
@@ -102,7 +95,6 @@ impl Actor {
                 page,
             }) => {
                 self.exchange = Some(Box::new(Exchange {
-                    login: id,
                     code,
                     redirect,
                     verifier,
@@ -206,8 +198,9 @@ impl Actor {
 
     /// Ends the login under way (logout, reload, stop) with `why`.
     pub(super) fn cancel_login(&mut self, why: SiteError) {
-        if let Some(p) = &self.login {
-            p.task.abort();
+        if let Some(task) = self.login.as_mut().and_then(|p| p.task.take()) {
+            // Aborted: its join result is not waited for.
+            task.abort();
         }
         if self.exchange.is_none() {
             self.end_login(Err(why));

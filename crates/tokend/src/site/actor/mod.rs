@@ -15,23 +15,22 @@ mod flight;
 mod id;
 mod logins;
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use token_proto::SiteStatus;
 use tokend_oauth::{Dpop, OAuthSite};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
 use self::flight::{Flight, Landed, Waiter};
 use self::logins::{Exchange, Pending};
 use super::idtoken::HeldId;
 use super::state::{Current, StatusView, TokenState};
-use super::{Deps, LoggedOut, Msg, SiteError};
+use super::{Deps, LoggedOut, Mailbox, Msg, SiteError};
 use crate::clock::whole;
 use crate::config::SiteConfig;
 use crate::login;
 use crate::refresh::Expiring;
-use crate::sites::Sites;
 use crate::store::{Record, StoreError};
 
 /// How long an actor with nothing under way waits for another message
@@ -51,33 +50,40 @@ impl Drop for Ended {
     }
 }
 
-/// Where an actor's messages come from.
-pub(super) struct Mailbox {
-    pub(super) rx: mpsc::Receiver<Box<Msg>>,
-    /// For the actor's own login and flight tasks to write back.
-    pub(super) me: mpsc::WeakSender<Box<Msg>>,
-    /// Where it parks (none: it never does).
-    pub(super) home: Weak<Sites>,
+/// How an actor's task ends.
+#[derive(Debug)]
+pub(crate) enum Exit {
+    /// Nothing under way: its state (with its OAuth client) and its mailbox,
+    /// for the registry to keep until the next message.
+    Parked(Box<Parked>, Mailbox),
+    /// Stopped (or retired): nothing to keep.
+    Ended,
 }
 
 /// A site's state while it has no actor: what its next actor starts from
 /// instead of the store. Nothing is under way when a site parks (no token
 /// call, no login, nobody waiting), so this is all there is: the flight
-/// and login counters start again (a late login result from one of the
-/// old actor's tasks never reaches the next actor).
+/// counter starts again.
 #[derive(Debug)]
 pub(crate) struct Parked {
     st: TokenState,
     dpop: Option<Arc<Dpop>>,
+    /// The OAuth client, kept: a wake does not run discovery or the
+    /// `client_secret_cmd` again.
+    oauth: Option<Arc<OAuthSite>>,
     /// When its refresh-ahead is due.
     pub(crate) wake: Option<tokio::time::Instant>,
 }
 
 impl Parked {
-    /// New settings with the same identity (as [`Msg::Config`] for a running site).
-    pub(crate) fn reconfigured(&mut self, site: &str) {
-        tracing::info!(site = %site, "site settings changed; its login is kept");
+    /// New settings with the same identity (as [`Msg::Config`] for a
+    /// running site): the client is built again with them, and the
+    /// refresh-ahead planned again.
+    pub(crate) fn reconfigured(&mut self, cfg: &SiteConfig, clock: &crate::clock::Clock) {
+        tracing::info!(site = %cfg.name, "site settings changed; its login is kept");
         self.st.stalled = false;
+        self.oauth = None;
+        self.wake = planned(&self.st, cfg, clock);
     }
 
     /// The site's line in `status`, at `now` (Unix s).
@@ -92,13 +98,24 @@ impl Parked {
     }
 }
 
+/// When refresh-ahead of `st` is due, as the actor plans it.
+fn planned(
+    st: &TokenState,
+    cfg: &SiteConfig,
+    clock: &crate::clock::Clock,
+) -> Option<tokio::time::Instant> {
+    st.next_refresh(cfg, clock.now())
+        .map(|at| clock.instant_at(at))
+}
+
 pub(super) struct Actor {
     name: String,
     cfg: Arc<SiteConfig>,
     deps: Arc<Deps>,
-    rx: mpsc::Receiver<Box<Msg>>,
-    me: mpsc::WeakSender<Box<Msg>>,
-    home: Weak<Sites>,
+    rx: Mailbox,
+    /// Whether it parks when idle (a site in a registry), or runs until
+    /// stopped (a site on its own, in tests).
+    parks: bool,
     /// The actor this one replaces: it must end before this one touches the store.
     predecessor: Option<Arc<Semaphore>>,
     st: TokenState,
@@ -113,12 +130,11 @@ pub(super) struct Actor {
     /// Boxed: rare, and an idle site should not carry its space.
     exchange: Option<Box<Exchange>>,
     login: Option<Pending>,
-    logins: u64,
     /// Logouts waiting for the flight under way to land.
     logouts: Vec<oneshot::Sender<LoggedOut>>,
     stopping: bool,
-    /// Dropped when the actor ends: what [`super::SiteHandle::finished`] waits for.
-    finished: Ended,
+    /// Dropped when the actor ends (kept for that): what a successor waits for.
+    _ended: Ended,
 }
 
 /// What woke the actor. Small: it is kept in the actor's future, which an
@@ -126,6 +142,8 @@ pub(super) struct Actor {
 enum Wake {
     Msg(Option<Box<Msg>>),
     Landed(Box<Result<Landed, tokio::task::JoinError>>),
+    /// The login's task ended.
+    Login(Box<Result<Result<login::Got, SiteError>, tokio::task::JoinError>>),
     Timer,
     /// Nothing happened for [`PARK_AFTER`].
     Quiet,
@@ -134,7 +152,11 @@ enum Wake {
 /// The actor's life. It is given boxed: the future of an `async fn` keeps
 /// its argument beside its locals, and an idle site (most of a thousand)
 /// should carry one copy of its state, not two.
-pub(super) async fn run(mut a: Box<Actor>) {
+pub(super) async fn run(mut a: Box<Actor>, first: Option<Box<Msg>>) -> Exit {
+    if let Some(msg) = first {
+        Box::pin(a.handle(*msg)).await;
+        a.fly();
+    }
     loop {
         if a.stopping && a.flight.is_none() && a.exchange.is_none() {
             break;
@@ -149,6 +171,10 @@ pub(super) async fn run(mut a: Box<Actor>) {
                 Some(f) => (&mut f.task).await,
                 None => std::future::pending().await,
             } } => Wake::Landed(Box::new(r)),
+            r = async { match a.login.as_mut().and_then(|p| p.task.as_mut()) {
+                Some(task) => task.await,
+                None => std::future::pending().await,
+            } } => Wake::Login(Box::new(r)),
             () = async { match due {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
@@ -179,34 +205,56 @@ pub(super) async fn run(mut a: Box<Actor>) {
                 });
                 Box::pin(a.landed(flight, landed)).await;
             }
+            Wake::Login(r) => {
+                if let Some(p) = a.login.as_mut() {
+                    p.task = None;
+                }
+                let got = (*r).unwrap_or_else(|e| {
+                    Err(SiteError::TaskFailed {
+                        site: a.name.clone(),
+                        what: "the login",
+                        source: Arc::new(e),
+                    })
+                });
+                Box::pin(a.login_got(got)).await;
+            }
             Wake::Timer => a.refresh_ahead(),
             Wake::Quiet => {
-                if a.park() {
-                    return;
+                if a.parks && a.can_park() && a.rx.is_empty() {
+                    let wake = a.due();
+                    let a = *a;
+                    let parked = Parked {
+                        st: a.st,
+                        dpop: a.dpop,
+                        oauth: a.oauth,
+                        wake,
+                    };
+                    return Exit::Parked(Box::new(parked), a.rx);
                 }
             }
         }
         a.fly();
     }
     (*a).finish();
+    Exit::Ended
 }
 
 impl Actor {
     pub(super) fn new(
         cfg: Arc<SiteConfig>,
         deps: Arc<Deps>,
-        mailbox: Mailbox,
+        rx: Mailbox,
         predecessor: Option<Arc<Semaphore>>,
         parked: Option<Box<Parked>>,
         finished: Ended,
+        parks: bool,
     ) -> Actor {
         let mut a = Actor {
             name: cfg.name.clone(),
             cfg,
             deps,
-            rx: mailbox.rx,
-            me: mailbox.me,
-            home: mailbox.home,
+            rx,
+            parks,
             predecessor,
             st: TokenState::default(),
             loaded: false,
@@ -217,15 +265,20 @@ impl Actor {
             waiters: Vec::new(),
             exchange: None,
             login: None,
-            logins: 0,
             logouts: Vec::new(),
             stopping: false,
-            finished,
+            _ended: finished,
         };
         if let Some(p) = parked {
-            let Parked { st, dpop, wake: _ } = *p;
+            let Parked {
+                st,
+                dpop,
+                oauth,
+                wake: _,
+            } = *p;
             a.st = st;
             a.dpop = dpop;
+            a.oauth = oauth;
             a.loaded = true;
         }
         a
@@ -237,9 +290,7 @@ impl Actor {
         if self.stopping || self.flight.is_some() || !self.loaded {
             return None;
         }
-        self.st
-            .next_refresh(&self.cfg, self.now())
-            .map(|at| self.deps.clock.instant_at(at))
+        planned(&self.st, &self.cfg, &self.deps.clock)
     }
 
     /// Nothing is under way that the actor's task must see through.
@@ -251,40 +302,6 @@ impl Actor {
             && self.login.is_none()
             && self.waiters.is_empty()
             && self.logouts.is_empty()
-            && self.home.strong_count() > 0
-    }
-
-    /// Hands the site's state to its slot and lets the task end, if the
-    /// site is still this actor's and no message came in meanwhile.
-    fn park(&mut self) -> bool {
-        let Some(home) = self.home.upgrade().filter(|_| self.can_park()) else {
-            return false;
-        };
-        let wake = self.due();
-        let parked = home.park(&self.name, &self.finished.0, &mut self.rx, || {
-            Box::new(Parked {
-                st: std::mem::take(&mut self.st),
-                dpop: self.dpop.take(),
-                wake,
-            })
-        });
-        if !parked {
-            return false;
-        }
-        tracing::trace!(site = %self.name, "parked");
-        // Sent between the check for an empty mailbox and its close: for
-        // the site's next actor. Not a login's result: no login was
-        // pending, so it is stale, and its number means nothing to the
-        // next actor, whose logins count from one again.
-        while let Ok(msg) = self.rx.try_recv() {
-            if matches!(*msg, Msg::LoginGot { .. }) {
-                continue;
-            }
-            if let Some(next) = home.get(&self.name) {
-                next.forward(msg);
-            }
-        }
-        true
     }
 
     fn now(&self) -> f64 {
@@ -316,7 +333,6 @@ impl Actor {
                 self.load().await;
                 let _ = reply.send(Ok(self.join_login(mode)));
             }
-            Msg::LoginGot { id, got } => self.login_got(id, got).await,
             Msg::Paste { reply } => {
                 let _ = reply.send(self.login.as_ref().and_then(|p| p.paste.clone()));
             }
@@ -355,6 +371,7 @@ impl Actor {
                 let _ = reply.send(self.proof(&method, &url, &token, nonce));
             }
             Msg::Stop => self.begin_stop(),
+            Msg::Wake => {}
         }
     }
 
