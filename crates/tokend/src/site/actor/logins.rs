@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::flight::Need;
+use super::save::Then;
 use super::Actor;
 use crate::login::{self, Got, Login, LoginTicket, OpenerSlot, Progress};
 use crate::loopback::Page;
@@ -82,7 +83,7 @@ impl Actor {
     }
 
     /// A login flow ended: a code to exchange, a token to keep, or a failure.
-    pub(super) async fn login_got(&mut self, got: Result<Got, SiteError>) {
+    pub(super) fn login_got(&mut self, got: Result<Got, SiteError>) {
         if self.login.is_none() {
             return;
         }
@@ -102,16 +103,14 @@ impl Actor {
                     page,
                 }));
             }
-            Ok(Got::Token(resp, checked, sent_at)) => {
-                self.exchanged(Ok(resp), checked, sent_at).await
-            }
+            Ok(Got::Token(resp, checked, sent_at)) => self.exchanged(Ok(resp), checked, sent_at),
             Err(e) => self.end_login(Err(e)),
         }
     }
 
     /// The login's token (or why there is none) is in, from a request sent
-    /// at `sent_at`.
-    pub(super) async fn exchanged(
+    /// at `sent_at`. Its callers are answered once it is saved.
+    pub(super) fn exchanged(
         &mut self,
         result: Result<TokenResponse, SiteError>,
         id: IdCheck,
@@ -120,35 +119,43 @@ impl Actor {
         let now = self.now();
         match result {
             Ok(resp) => {
+                let before = self.st.access.clone();
                 let scopes = self.cfg.scopes.clone();
                 self.st.narrowed.clear();
                 // A new login's ID token, or none: never the last login's.
                 // A new login may be another user's: its ID token sets the subject.
                 self.st.id_token = None;
                 self.st.subject = None;
-                self.take_own(resp, &scopes, id, sent_at, now).await;
+                let save = self.take_own(resp, &scopes, id, sent_at, now);
                 self.st.no_refresh = self.no_refresh_token(now);
                 if let Some(note) = &self.st.no_refresh {
                     tracing::warn!(site = %self.name, "{note}");
                 }
-                // Whoever waits for the site's own token is served by this one.
-                self.answer(&Need::Own, u64::MAX, None);
-                let reply = self
-                    .st
-                    .access
-                    .as_ref()
-                    .filter(|c| c.unexpired(now))
-                    .map(|c| c.reply(self.cfg.api_key.clone(), self.st.no_refresh.clone()))
-                    .map(|r| self.noted(r));
-                match reply {
-                    Some(t) => self.end_login(Ok(t)),
-                    None => self.end_login(Err(SiteError::Internal(format!(
-                        "site {}: login finished without a token",
-                        self.name
-                    )))),
-                }
+                self.withhold(Need::Own, before, save, Then::Login);
             }
             Err(e) => self.end_login(Err(e)),
+        }
+    }
+
+    /// A login's token is saved (or the save failed): it goes to every
+    /// caller waiting for the login, and to those waiting for the site's
+    /// own token.
+    pub(super) fn login_done(&mut self) {
+        self.answer(&Need::Own, u64::MAX, None);
+        let now = self.now();
+        let reply = self
+            .st
+            .access
+            .as_ref()
+            .filter(|c| c.unexpired(now))
+            .map(|c| c.reply(self.cfg.api_key.clone(), self.st.no_refresh.clone()))
+            .map(|r| self.noted(r));
+        match reply {
+            Some(t) => self.end_login(Ok(t)),
+            None => self.end_login(Err(SiteError::Internal(format!(
+                "site {}: login finished without a token",
+                self.name
+            )))),
         }
     }
 

@@ -5,15 +5,18 @@
 //! runs in a child task while the actor keeps answering; a `get` that the
 //! tokens in hand do not serve waits for that flight (or starts one) and
 //! is answered from its result: one call per need, never one per caller.
-//! Store reads and writes are awaited in the actor, in order, so a rotated
-//! refresh token reaches the store before any caller sees the new access
-//! token, and a logout's delete cannot be overtaken by an older save.
+//! Saves run off the actor too (`save`), one at a time and in order: a
+//! result that brought a rotated refresh token is handed out only once its
+//! save has answered (or missed the store's deadline), while `status` and
+//! the tokens in hand keep being served; a logout's delete waits for the
+//! save under way. The one store read, the first load, is awaited here.
 
 mod call;
 mod dpop;
 mod flight;
 mod id;
 mod logins;
+mod save;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,11 +30,10 @@ use self::logins::{Exchange, Pending};
 use super::idtoken::HeldId;
 use super::state::{Current, StatusView, TokenState};
 use super::{Deps, LoggedOut, Mailbox, Msg, SiteError};
-use crate::clock::whole;
 use crate::config::SiteConfig;
 use crate::login;
 use crate::refresh::Expiring;
-use crate::store::{Record, StoreError};
+use crate::store::StoreError;
 
 /// How long an actor with nothing under way waits for another message
 /// before it parks. Short: starting again from parked state costs a task
@@ -130,8 +132,18 @@ pub(super) struct Actor {
     /// Boxed: rare, and an idle site should not carry its space.
     exchange: Option<Box<Exchange>>,
     login: Option<Pending>,
-    /// Logouts waiting for the flight under way to land.
+    /// Logouts waiting for the flight under way to land (and its save).
     logouts: Vec<oneshot::Sender<LoggedOut>>,
+    /// The save under way, off the actor.
+    saving: Option<save::Saving>,
+    /// Saves started so far.
+    saves: u64,
+    /// The login changed during the save under way: saved again after it.
+    save_again: bool,
+    /// When a failed save is tried again.
+    save_retry: Option<tokio::time::Instant>,
+    /// A token call's result waiting for its save before it is handed out.
+    withheld: Option<Box<save::Withheld>>,
     stopping: bool,
     /// Dropped when the actor ends (kept for that): what a successor waits for.
     _ended: Ended,
@@ -144,6 +156,10 @@ enum Wake {
     Landed(Box<Result<Landed, tokio::task::JoinError>>),
     /// The login's task ended.
     Login(Box<Result<Result<login::Got, SiteError>, tokio::task::JoinError>>),
+    /// The save under way answered.
+    Saved(Box<Result<Result<(), StoreError>, tokio::task::JoinError>>),
+    /// A failed save is to be tried again.
+    SaveRetry,
     Timer,
     /// Nothing happened for [`PARK_AFTER`].
     Quiet,
@@ -158,9 +174,10 @@ pub(super) async fn run(mut a: Box<Actor>, first: Option<Box<Msg>>) -> Exit {
         a.fly();
     }
     loop {
-        if a.stopping && a.flight.is_none() && a.exchange.is_none() {
+        if a.stopping && a.flight.is_none() && a.exchange.is_none() && a.saving.is_none() {
             break;
         }
+        let retry = a.save_retry.filter(|_| !a.stopping);
         let due = a.due();
         let park_at = a
             .can_park()
@@ -175,10 +192,18 @@ pub(super) async fn run(mut a: Box<Actor>, first: Option<Box<Msg>>) -> Exit {
                 Some(task) => task.await,
                 None => std::future::pending().await,
             } } => Wake::Login(Box::new(r)),
+            r = async { match a.saving.as_mut() {
+                Some(s) => (&mut s.task).await,
+                None => std::future::pending().await,
+            } } => Wake::Saved(Box::new(r)),
             () = async { match due {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             } } => Wake::Timer,
+            () = async { match retry {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            } } => Wake::SaveRetry,
             () = async { match park_at {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
@@ -216,8 +241,10 @@ pub(super) async fn run(mut a: Box<Actor>, first: Option<Box<Msg>>) -> Exit {
                         source: Arc::new(e),
                     })
                 });
-                Box::pin(a.login_got(got)).await;
+                a.login_got(got);
             }
+            Wake::Saved(r) => Box::pin(a.saved(*r)).await,
+            Wake::SaveRetry => a.save_retry_due(),
             Wake::Timer => a.refresh_ahead(),
             Wake::Quiet => {
                 if a.parks && a.can_park() && a.rx.is_empty() {
@@ -266,6 +293,11 @@ impl Actor {
             exchange: None,
             login: None,
             logouts: Vec::new(),
+            saving: None,
+            saves: 0,
+            save_again: false,
+            save_retry: None,
+            withheld: None,
             stopping: false,
             _ended: finished,
         };
@@ -287,7 +319,7 @@ impl Actor {
     /// When refresh-ahead is next due. No timer while a flight is under
     /// way: its landing re-plans.
     fn due(&self) -> Option<tokio::time::Instant> {
-        if self.stopping || self.flight.is_some() || !self.loaded {
+        if self.stopping || self.flight.is_some() || self.withheld.is_some() || !self.loaded {
             return None;
         }
         planned(&self.st, &self.cfg, &self.deps.clock)
@@ -302,6 +334,9 @@ impl Actor {
             && self.login.is_none()
             && self.waiters.is_empty()
             && self.logouts.is_empty()
+            && self.saving.is_none()
+            && self.save_retry.is_none()
+            && self.withheld.is_none()
     }
 
     fn now(&self) -> f64 {
@@ -340,13 +375,10 @@ impl Actor {
                 // A store we cannot read still gets its entry deleted.
                 self.load().await;
                 self.cancel_login(login::cancelled(&self.name));
-                if self.flight.is_some() || self.exchange.is_some() {
-                    // Revoke what that call brings, not what it replaces.
-                    self.logouts.push(reply);
-                } else {
-                    let out = self.logout().await;
-                    let _ = reply.send(out);
-                }
+                // Revoke what a call under way brings, not what it
+                // replaces; delete after the save under way.
+                self.logouts.push(reply);
+                self.settle_logouts().await;
             }
             Msg::Status { reply } => {
                 self.load().await;
@@ -461,43 +493,28 @@ impl Actor {
         }
     }
 
-    /// Writes the login to the store. A failure is logged and kept as the
-    /// site's error: memory still has the login, a restart would lose it.
-    async fn persist(&mut self, now: f64) {
-        let refresh = self.st.refresh.clone();
-        // The access token too, so a restart serves it without a provider call.
-        let access = self.st.access.as_ref();
-        let record = Record {
-            identity: self.cfg.identity(),
-            access_token: access.map(|c| c.token.clone()),
-            token_type: access.map(|c| c.token_type.clone()),
-            expires_at: access.and_then(|c| c.expires_at),
-            refresh_token: refresh,
-            scopes: self.st.scopes.clone(),
-            saved_at: whole(now),
-            dpop_key: self.dpop.as_ref().map(|d| d.key.to_stored()),
-            id_token: self.st.id_token.as_ref().map(|t| t.token.clone()),
-            id_token_expires_at: self.st.id_token.as_ref().map(|t| t.expires_at),
-        };
-        match self.deps.store.save(&self.name, &record).await {
-            Ok(()) => self.st.unsaved = None,
-            Err(e) => {
-                let msg = format!(
-                    "cannot persist the login to the {} store: {e}",
-                    self.deps.store.name()
-                );
-                tracing::error!(site = %self.name, "{msg}");
-                self.st.last_error = Some(msg.clone());
-                self.st.unsaved = Some(msg);
-            }
-        }
-    }
-
     /// Drops the login, memory and store.
     async fn forget(&mut self, why: Option<String>) {
         self.st.clear(why);
+        self.save_done().await;
         if let Err(e) = self.deps.store.delete(&self.name).await {
             tracing::error!(site = %self.name, "cannot remove the login from the store: {e}");
+        }
+    }
+
+    /// Answers the logouts waiting, once nothing under way would write the
+    /// store after them.
+    async fn settle_logouts(&mut self) {
+        if self.flight.is_some()
+            || self.exchange.is_some()
+            || self.withheld.is_some()
+            || self.saving.is_some()
+        {
+            return;
+        }
+        for reply in std::mem::take(&mut self.logouts) {
+            let out = self.logout().await;
+            let _ = reply.send(out);
         }
     }
 
