@@ -13,9 +13,11 @@ use tokend_oauth::{AuthCode, OAuthSite, PkceVerifier, TokenResponse};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Grant, SiteConfig};
+use crate::deps::Deps;
+use crate::error::SiteError;
 use crate::loopback::{is_loopback, Page, StartLinks};
-use crate::site::idtoken::{self, IdCheck};
-use crate::site::{client, Deps, SiteError};
+use crate::provider::client;
+use crate::provider::idtoken::{self, IdCheck};
 
 mod browser;
 mod device;

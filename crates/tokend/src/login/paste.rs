@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::{fresh_nonce, fresh_pkce, fresh_state, timed_out, Ctx, Got, Started, Way};
 use crate::config::Grant;
-use crate::site::SiteError;
+use crate::error::SiteError;
 
 /// Where a paste-back login without a configured redirect_uri sends the
 /// browser: nothing listens there, the user copies the URL from the address bar.

@@ -9,48 +9,26 @@
 //! answered from its result.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use token_proto::{LoginMode, SiteStatus, TokenReply};
-use tokend_oauth::{AccessToken, Http, OAuthSite, RefreshToken};
+use tokend_oauth::{AccessToken, OAuthSite, RefreshToken};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::clock::Clock;
 use crate::config::SiteConfig;
-use crate::discovery::Discovery;
 use crate::login::LoginTicket;
-use crate::store::Store;
 
 mod actor;
-pub(crate) mod client;
-pub(crate) mod error;
-pub(crate) mod idtoken;
 pub(crate) mod proof;
-pub(crate) mod secret;
 mod state;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use crate::deps::{Deps, LoginTimeout};
+pub(crate) use crate::error::SiteError;
+pub(crate) use crate::provider::{client, idtoken, secret};
 #[cfg(test)]
 pub(crate) use actor::PARK_AFTER;
 pub(crate) use actor::{Exit, Parked};
-pub(crate) use error::SiteError;
-
-/// What a site's actor is given at spawn: everything it talks to.
-#[derive(Clone, Debug)]
-pub(crate) struct Deps {
-    pub store: Store,
-    pub http: Http,
-    pub discovery: Arc<Discovery>,
-    pub clock: Clock,
-    pub login_timeout: LoginTimeout,
-    /// Store loads at once across sites (keyring reads cost milliseconds).
-    pub load_slots: Arc<Semaphore>,
-    /// The store fallback, told to the first caller (and always in `status`).
-    pub store_notice: Option<Arc<crate::store::Notice>>,
-    /// The providers' signing keys, for ID tokens: one cache for the daemon.
-    pub keys: Arc<tokend_oauth::KeyCache>,
-}
 
 /// Who set a `get`'s `min_ttl`: the words of the warning when the
 /// provider's tokens are shorter, and how often it is said.
@@ -61,28 +39,6 @@ pub(crate) enum TtlFrom {
     /// The git helper's built-in margin: told once per site, and only when
     /// the provider's tokens are shorter than the margin.
     GitHelper,
-}
-
-/// How long a login waits for the user: the daemon's one setting, which a
-/// config reload may change while sites hold it.
-#[derive(Clone, Debug)]
-pub(crate) struct LoginTimeout(Arc<std::sync::atomic::AtomicU64>);
-
-impl LoginTimeout {
-    pub(crate) fn new(t: Duration) -> LoginTimeout {
-        LoginTimeout(Arc::new(t.as_secs().into()))
-    }
-
-    pub(crate) fn get(&self) -> Duration {
-        Duration::from_secs(self.0.load(std::sync::atomic::Ordering::Relaxed))
-    }
-
-    /// Sets it for the logins that start from now on; whether it changed.
-    pub(crate) fn set(&self, t: Duration) -> bool {
-        self.0
-            .swap(t.as_secs(), std::sync::atomic::Ordering::Relaxed)
-            != t.as_secs()
-    }
 }
 
 /// What a `get` came to.
