@@ -73,6 +73,8 @@ pub(crate) struct Parked {
     /// The OAuth client, kept: a wake does not run discovery or the
     /// `client_secret_cmd` again.
     oauth: Option<Arc<OAuthSite>>,
+    /// The settings it parked with (and its client was built with).
+    cfg: Arc<SiteConfig>,
     /// When its refresh-ahead is due.
     pub(crate) wake: Option<tokio::time::Instant>,
 }
@@ -81,10 +83,11 @@ impl Parked {
     /// New settings with the same identity (as [`Msg::Config`] for a
     /// running site): the client is built again with them, and the
     /// refresh-ahead planned again.
-    pub(crate) fn reconfigured(&mut self, cfg: &SiteConfig, clock: &crate::clock::Clock) {
+    pub(crate) fn reconfigured(&mut self, cfg: &Arc<SiteConfig>, clock: &crate::clock::Clock) {
         tracing::info!(site = %cfg.name, "site settings changed; its login is kept");
         self.st.stalled = false;
         self.oauth = None;
+        self.cfg = cfg.clone();
         self.wake = planned(&self.st, cfg, clock);
     }
 
@@ -254,6 +257,7 @@ pub(super) async fn run(mut a: Box<Actor>, first: Option<Box<Msg>>) -> Exit {
                         st: a.st,
                         dpop: a.dpop,
                         oauth: a.oauth,
+                        cfg: a.cfg,
                         wake,
                     };
                     return Exit::Parked(Box::new(parked), a.rx);
@@ -306,11 +310,18 @@ impl Actor {
                 st,
                 dpop,
                 oauth,
+                cfg,
                 wake: _,
             } = *p;
             a.st = st;
             a.dpop = dpop;
-            a.oauth = oauth;
+            if Arc::ptr_eq(&cfg, &a.cfg) || cfg == a.cfg {
+                a.oauth = oauth;
+            } else {
+                // Settings changed while it was parking (as a reload sends
+                // a running site): its client is built again with them.
+                a.st.stalled = false;
+            }
             a.loaded = true;
         }
         a
