@@ -250,7 +250,7 @@ pub(super) async fn run(mut a: Box<Actor>, first: Option<Box<Msg>>) -> Exit {
             Wake::SaveRetry => a.save_retry_due(),
             Wake::Timer => a.refresh_ahead(),
             Wake::Quiet => {
-                if a.parks && a.can_park() && a.rx.is_empty() {
+                if a.can_park() && a.rx.is_empty() {
                     let wake = a.due();
                     let a = *a;
                     let parked = Parked {
@@ -336,9 +336,11 @@ impl Actor {
         planned(&self.st, &self.cfg, &self.deps.clock)
     }
 
-    /// Nothing is under way that the actor's task must see through.
+    /// It parks when idle, and nothing is under way that the actor's task
+    /// must see through.
     fn can_park(&self) -> bool {
-        self.loaded
+        self.parks
+            && self.loaded
             && !self.stopping
             && self.flight.is_none()
             && self.exchange.is_none()
