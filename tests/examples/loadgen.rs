@@ -83,13 +83,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn caller(socket: &Path, request: &str, done: &AtomicBool, count: &AtomicU64) -> Result<(), String> {
+fn caller(
+    socket: &Path,
+    request: &str,
+    done: &AtomicBool,
+    count: &AtomicU64,
+) -> Result<(), String> {
     let stream = UnixStream::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     while !done.load(Relaxed) {
-        writer.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        writer
+            .write_all(request.as_bytes())
+            .map_err(|e| e.to_string())?;
         line.clear();
         reader.read_line(&mut line).map_err(|e| e.to_string())?;
         if !line.starts_with(r#"{"ok":true"#) {

@@ -36,7 +36,7 @@ const LOAD_AT_ONCE: usize = 8;
 pub(crate) struct Daemon {
     pub config_path: PathBuf,
     config: RwLock<Arc<Config>>,
-    sites: Arc<Sites>,
+    sites: Sites,
     shutdown: tokio::sync::watch::Sender<bool>,
     trimmer: crate::platform::memory::Trimmer,
     /// The `[daemon] store` the daemon started with (the store in use is
@@ -163,13 +163,13 @@ impl Daemon {
     }
 
     /// Every site's line in `status`, by name (see [`Sites::statuses`]).
-    pub(crate) fn statuses(&self) -> Vec<Status> {
-        self.sites.statuses()
+    pub(crate) async fn statuses(&self) -> Vec<Status> {
+        self.sites.statuses().await
     }
 
     /// The line in `status` of a configured site, or why there is none.
-    pub(crate) fn status_of(&self, name: &str) -> Result<Status, ApiError> {
-        match self.sites.status(name) {
+    pub(crate) async fn status_of(&self, name: &str) -> Result<Status, ApiError> {
+        match self.sites.status(name).await {
             Some(status) => Ok(status),
             None => self.site(name).map(Status::Ask),
         }
@@ -309,16 +309,10 @@ impl Daemon {
     /// Stops every site, letting token calls under way land and persist
     /// (up to `grace`).
     pub(crate) async fn stop_sites(&self, grace: Duration) {
-        let sites = self.sites.stop();
-        for s in &sites {
-            s.stop();
-        }
-        let all = async {
-            for s in &sites {
-                s.finished().await;
-            }
-        };
-        if tokio::time::timeout(grace, all).await.is_err() {
+        if tokio::time::timeout(grace, self.sites.stop())
+            .await
+            .is_err()
+        {
             tracing::warn!("a site's token call did not finish in time; stopping anyway");
         }
     }

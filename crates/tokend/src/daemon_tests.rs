@@ -147,7 +147,6 @@ async fn a_reload_that_changes_the_client_retires_the_site_and_drops_its_login()
     )
     .unwrap();
     d.reload();
-    before.finished().await;
     let after = d.site("corp").unwrap();
     let status = after.status().await.unwrap();
     assert!(
@@ -172,8 +171,10 @@ async fn a_reload_that_changes_the_client_retires_the_site_and_drops_its_login()
 async fn a_sites_task_starts_when_the_site_is_first_asked_for() {
     let config = site("a", "https://auth.example", "c") + &site("b", "https://auth.example", "c");
     let Fixture { dir, calls, d, .. } = daemon(&config);
-    let running = |d: &Daemon| d.sites.running_names();
-    assert!(running(&d).is_empty(), "no task before a site is asked for");
+    assert!(
+        d.sites.running_names().await.is_empty(),
+        "no task before a site is asked for"
+    );
     // A settings change of a site nobody asked for starts nothing either,
     // and the site then runs with the new settings.
     std::fs::write(
@@ -182,18 +183,34 @@ async fn a_sites_task_starts_when_the_site_is_first_asked_for() {
     )
     .unwrap();
     d.reload();
-    assert!(running(&d).is_empty());
+    assert!(d.sites.running_names().await.is_empty());
     let b = d.site("b").unwrap();
     assert!(matches!(
         b.get(Vec::new(), None).await.unwrap(),
         Served::Token(_)
     ));
-    assert_eq!(running(&d), ["b"]);
+    assert_eq!(d.sites.running_names().await, ["b"]);
     assert_eq!(d.site("b").unwrap().name(), "b");
-    assert_eq!(running(&d), ["b"], "asked again: the same task");
-    assert_eq!(d.statuses().len(), 2);
-    assert_eq!(running(&d).len(), 2, "status starts every site");
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        d.sites.running_names().await,
+        ["b"],
+        "asked again: the same task"
+    );
+    let lines = d.statuses().await;
+    assert_eq!(lines.len(), 2);
+    for line in lines {
+        if let Status::Ask(site) = line {
+            site.status().await.unwrap();
+        }
+    }
+    assert_eq!(
+        d.sites.running_names().await.len(),
+        2,
+        "status starts every site"
+    );
+    // `a`, loaded for its status, renews at once: a refresh token and no
+    // access token in hand (as after a restart).
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
 fn access_token(served: Served) -> String {
@@ -211,7 +228,7 @@ async fn served_then_parked(config: String) -> (Fixture, String) {
     let name = d.config().sites.keys().next().unwrap().clone();
     let first = access_token(d.site(&name).unwrap().get(Vec::new(), None).await.unwrap());
     tokio::time::sleep(PARK_AFTER * 2).await;
-    assert_eq!(d.sites.parked_names(), [name]);
+    assert_eq!(d.sites.parked_names().await, [name]);
     (fixture, first)
 }
 
@@ -225,12 +242,11 @@ async fn an_idle_site_parks_and_its_next_caller_is_served_from_memory() {
     } = daemon(&site("a", "https://auth.example", "c"));
     let first = d.site("a").unwrap();
     let token = access_token(first.get(Vec::new(), None).await.unwrap());
-    assert_eq!(d.sites.running_names(), ["a"]);
+    assert_eq!(d.sites.running_names().await, ["a"]);
 
     tokio::time::sleep(PARK_AFTER * 2).await;
-    assert!(first.is_finished(), "the idle site's task ended");
-    assert!(d.sites.running_names().is_empty());
-    assert_eq!(d.sites.parked_names(), ["a"]);
+    assert!(d.sites.running_names().await.is_empty());
+    assert_eq!(d.sites.parked_names().await, ["a"]);
 
     // Its login is in memory: the store is not read again.
     let Store::Memory(m) = &store else {
@@ -241,19 +257,19 @@ async fn an_idle_site_parks_and_its_next_caller_is_served_from_memory() {
     let again = access_token(first.get(Vec::new(), None).await.unwrap());
     assert_eq!(again, token);
     assert_eq!(calls.load(Ordering::SeqCst), 1, "no provider call");
-    assert_eq!(d.sites.running_names(), ["a"]);
+    assert_eq!(d.sites.running_names().await, ["a"]);
     let status = d.site("a").unwrap().status().await.unwrap();
     assert!(status.has_refresh_token);
 
     // `status` does not wake a parked site: its line is known.
     tokio::time::sleep(PARK_AFTER * 2).await;
-    let Ok(Status::Known(status)) = d.status_of("a") else {
+    let Ok(Status::Known(status)) = d.status_of("a").await else {
         panic!("the parked site was asked")
     };
     assert!(status.has_refresh_token);
     assert_eq!(status.state, "ready");
-    assert!(matches!(d.statuses()[..], [Status::Known(_)]));
-    assert!(d.sites.running_names().is_empty());
+    assert!(matches!(d.statuses().await[..], [Status::Known(_)]));
+    assert!(d.sites.running_names().await.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -271,7 +287,7 @@ async fn a_parked_site_is_refreshed_ahead_and_parks_again() {
     // The one-hour token is renewed before it expires, with nobody asking.
     tokio::time::sleep(Duration::from_secs(3590)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 2, "refreshed ahead once");
-    assert_eq!(d.sites.parked_names(), ["a"], "parked again after it");
+    assert_eq!(d.sites.parked_names().await, ["a"], "parked again after it");
     let asked = Instant::now();
     let now = access_token(d.site("a").unwrap().get(Vec::new(), None).await.unwrap());
     assert_ne!(now, first);
@@ -291,12 +307,12 @@ async fn a_reload_drops_a_parked_login_only_when_the_client_changes() {
     let kept = access_token(d.site("corp").unwrap().get(Vec::new(), None).await.unwrap());
     assert_eq!(kept, first);
     tokio::time::sleep(PARK_AFTER * 2).await;
-    assert_eq!(d.sites.parked_names(), ["corp"]);
+    assert_eq!(d.sites.parked_names().await, ["corp"]);
 
     // Another client: the parked login is dropped with the site.
     write(site("corp", "https://auth.example", "c2"));
     d.reload();
-    assert!(d.sites.parked_names().is_empty());
+    assert!(d.sites.parked_names().await.is_empty());
     assert!(matches!(
         d.site("corp").unwrap().get(Vec::new(), None).await.unwrap(),
         Served::NeedLogin
@@ -320,7 +336,85 @@ async fn a_stopping_daemon_wakes_no_parked_site() {
     // started that the process would cut off halfway.
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert!(d.sites.running_names().is_empty());
+    assert!(d.sites.running_names().await.is_empty());
+}
+
+/// The stop hole: a `get` that arrives while the daemon waits for a token
+/// call to land (the stop grace) starts no site that nobody would stop.
+#[tokio::test(start_paused = true)]
+async fn a_get_during_the_stop_grace_starts_no_site() {
+    let config =
+        site("slow", "https://slow.example", "c") + &site("idle", "https://fast.example", "c");
+    let Fixture {
+        dir: _dir,
+        calls,
+        d,
+        ..
+    } = daemon(&config);
+    let d = Arc::new(d);
+    // A token call under way (its discovery takes 20 s) holds the grace.
+    let slow = d.site("slow").unwrap();
+    let refreshing = tokio::spawn(async move { slow.get(Vec::new(), None).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let stopping = tokio::spawn({
+        let d = d.clone();
+        async move { d.stop_sites(Duration::from_secs(60)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(
+        !stopping.is_finished(),
+        "the grace waits for the token call"
+    );
+    let during = tokio::time::timeout(
+        Duration::from_secs(1),
+        d.site("idle").unwrap().get(Vec::new(), None),
+    )
+    .await
+    .expect("a get during the stop grace was not answered");
+    assert!(
+        during.is_err(),
+        "a site started during the stop: {during:?}"
+    );
+    assert_eq!(d.sites.running_names().await, ["slow"]);
+    stopping.await.unwrap();
+    assert!(matches!(refreshing.await.unwrap(), Ok(Served::Token(_))));
+    assert!(d.sites.running_names().await.is_empty());
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "only the slow site's call");
+}
+
+/// A parked site keeps its OAuth client: its `client_secret_cmd` runs once,
+/// not once per wake. (On tokio's real clock: the command is a process.)
+#[tokio::test]
+async fn a_parked_site_keeps_its_client_and_does_not_run_its_secret_command_again() {
+    let runs = tempfile::tempdir().unwrap();
+    let counter = runs.path().join("runs");
+    let config = site("conf", "https://auth.example", "c")
+        + &format!(
+            "client_secret_cmd = \"echo run >> '{}'; echo s3cret\"\n",
+            counter.display()
+        );
+    let Fixture {
+        dir: _dir,
+        calls,
+        d,
+        ..
+    } = daemon(&config);
+    let ran = || {
+        std::fs::read_to_string(&counter)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let site = d.site("conf").unwrap();
+    assert!(matches!(site.renew().await.unwrap(), Served::Token(_)));
+    assert_eq!(ran(), 1);
+    for _ in 0..2 {
+        tokio::time::sleep(PARK_AFTER * 3).await;
+        assert_eq!(d.sites.parked_names().await, ["conf"]);
+        assert!(matches!(site.renew().await.unwrap(), Served::Token(_)));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(ran(), 1, "the secret command ran again after a wake");
 }
 
 /// A reload hands a site its new settings before it replaces the daemon's

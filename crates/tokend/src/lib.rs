@@ -10,6 +10,7 @@
 mod clock;
 pub mod config;
 mod daemon;
+mod deps;
 mod discovery;
 mod error;
 mod handlers;
@@ -17,6 +18,7 @@ mod login;
 mod loopback;
 mod paths;
 mod platform;
+mod provider;
 mod refresh;
 mod server;
 mod site;

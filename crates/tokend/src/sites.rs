@@ -1,58 +1,45 @@
-//! The configured sites by name: each one's settings, and its actor while
-//! it runs, or its state while it is parked.
+//! The configured sites: a registry task that owns every site's slot, its
+//! settings and its mailbox, with its actor while it runs, or its parked
+//! state while it does not.
 //!
-//! A site's actor starts the first time the site is asked for: a daemon
-//! with a thousand sites is ready as fast as one with one. An actor with
-//! nothing under way for a moment parks: it hands its state to its slot
-//! here and ends, so an idle site costs its settings and its tokens, not a
-//! task and a mailbox. The next message starts it again from that state
-//! (no store read), and one timer for the whole daemon starts the parked
-//! sites whose refresh-ahead is due.
+//! A site's mailbox is made when the site is configured and lives as long
+//! as the site: a [`SiteHandle`] is its sender and nothing else. While no
+//! actor runs, the mailbox waits here; the first message that arrives on it
+//! starts the site's actor (from the store the first time, from its parked
+//! state after that), which takes the mailbox with the message. A daemon
+//! with a thousand sites is ready as fast as one with one.
+//!
+//! An actor with nothing under way for a moment parks: its task ends and
+//! hands the registry its state, its OAuth client and its mailbox
+//! ([`Exit::Parked`]); an idle site costs its settings, its tokens and an
+//! empty mailbox, not a task. The registry keeps the parked sites' wake
+//! times and starts each one whose refresh-ahead is due. Once the daemon is
+//! stopping it starts nothing: the waiting mailboxes are dropped, so their
+//! callers hear that the daemon is stopping.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
 
-use tokio::sync::Notify;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{Config, SiteConfig};
-use crate::site::{Deps, Msg, Parked, SiteHandle};
+use crate::site::{self, Deps, Exit, Mailbox, Msg, Parked, SiteHandle};
 
+/// The daemon's side of the registry: the sites' mailboxes by name, and the
+/// registry task's command channel.
 #[derive(Debug)]
 pub(crate) struct Sites {
-    inner: Mutex<Inner>,
+    /// Each configured site's handle (the same for the site's whole life,
+    /// parked or running) and the settings installed with it.
+    handles: Arc<RwLock<Directory>>,
+    commands: mpsc::UnboundedSender<Command>,
     /// What every site's actor is given.
     deps: Arc<Deps>,
-    /// Told when a parked site's wake time is the new earliest, and when
-    /// the sites are dropped (the timer task then ends).
-    wakes_changed: Arc<Notify>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    slots: HashMap<String, Slot>,
-    /// Sites retired by a reload that may still be finishing a token call.
-    retired: Vec<SiteHandle>,
-    /// When parked sites' refresh-ahead is due: one entry per parked site
-    /// that has one.
-    wakes: BTreeSet<(Instant, String)>,
-    /// The daemon is stopping: no site parks or is woken any more.
-    stopping: bool,
-}
-
-/// A configured site: its settings, and its actor or its parked state.
-#[derive(Debug)]
-struct Slot {
-    config: Arc<SiteConfig>,
-    run: Run,
-}
-
-#[derive(Debug)]
-enum Run {
-    /// Not asked for since it was configured: its login is in the store.
-    Unstarted,
-    Running(SiteHandle),
-    Parked(Box<Parked>),
 }
 
 /// A site's line in `status`: known here, or to be asked of its actor.
@@ -62,322 +49,564 @@ pub(crate) enum Status {
     Ask(SiteHandle),
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// What the registry task is asked to do.
+#[derive(Debug)]
+enum Command {
+    /// A reload's changes, in order.
+    Apply(Vec<Change>),
+    /// The `status` lines of one site, or of every site (by name).
+    Status {
+        only: Option<String>,
+        reply: oneshot::Sender<Vec<Status>>,
+    },
+    /// Start nothing from now on; answered once every actor has ended.
+    Stop(oneshot::Sender<()>),
+    /// The names of the running (or parked) sites (tests).
+    #[cfg(test)]
+    Names {
+        parked: bool,
+        reply: oneshot::Sender<Vec<String>>,
+    },
+}
+
+/// One site's change in a reload.
+#[derive(Debug)]
+enum Change {
+    /// A site new to the registry (or one whose provider, client or scopes
+    /// changed: the one it replaces is retired), with its mailbox.
+    New {
+        config: Arc<SiteConfig>,
+        handle: SiteHandle,
+        mailbox: Mailbox,
+    },
+    /// New settings that keep the site's identity.
+    Settings(Arc<SiteConfig>),
+    Removed(String),
+}
+
+/// The sites' handles by name, each with the settings installed with it:
+/// changed together, under one lock, by [`Sites::apply`].
+type Directory = HashMap<String, (SiteHandle, Arc<SiteConfig>)>;
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Sites {
-    /// No sites yet ([`Sites::apply`] brings them), and the timer task that
-    /// wakes parked ones: call from within the tokio runtime.
-    pub(crate) fn new(deps: Arc<Deps>) -> Arc<Sites> {
-        let sites = Arc::new(Sites {
-            inner: Mutex::default(),
+    /// No sites yet ([`Sites::apply`] brings them), and the registry task:
+    /// call from within the tokio runtime. The task ends when the `Sites`
+    /// are dropped.
+    pub(crate) fn new(deps: Arc<Deps>) -> Sites {
+        let handles = Arc::new(RwLock::new(HashMap::new()));
+        let (commands, rx) = mpsc::unbounded_channel();
+        let registry = Registry {
+            deps: deps.clone(),
+            handles: handles.clone(),
+            slots: HashMap::new(),
+            running: JoinSet::new(),
+            actors: HashMap::new(),
+            waiting: FuturesUnordered::new(),
+            wakes: BTreeSet::new(),
+            generation: 0,
+            stopping: None,
+        };
+        tokio::spawn(registry.run(rx));
+        Sites {
+            handles,
+            commands,
             deps,
-            wakes_changed: Arc::default(),
-        });
-        tokio::spawn(wake_parked(
-            Arc::downgrade(&sites),
-            sites.wakes_changed.clone(),
-        ));
-        sites
+        }
     }
 
     pub(crate) fn deps(&self) -> &Deps {
         &self.deps
     }
 
-    /// The actor of the site `name` (started now if it has none), or
-    /// `None` when no such site is configured.
-    pub(crate) fn get(self: &Arc<Self>, name: &str) -> Option<SiteHandle> {
-        lock(&self.inner).started(name, self)
-    }
-
-    /// The actor of the site `name` (as [`Sites::get`]) and the settings
-    /// installed with it: what a request decides on (grant, `kube_token`,
+    /// The handle of the site `name` (its actor starts with the first
+    /// message it is sent), or `None` when no such site is configured, and
+    /// the settings installed with it: what a request decides on (grant, `kube_token`,
     /// `dpop`) is the site's own, never the rest of the config's, which a
     /// reload replaces after the sites.
-    pub(crate) fn get_with_settings(
-        self: &Arc<Self>,
-        name: &str,
-    ) -> Option<(SiteHandle, Arc<SiteConfig>)> {
-        let mut inner = lock(&self.inner);
-        let handle = inner.started(name, self)?;
-        let settings = inner.slots.get(name)?.config.clone();
-        Some((handle, settings))
+    pub(crate) fn get_with_settings(&self, name: &str) -> Option<(SiteHandle, Arc<SiteConfig>)> {
+        read(&self.handles).get(name).cloned()
     }
 
     /// Every site's line in `status`, by name: a parked site's now, the
     /// others' from their actor (started if it was not: its login is read
     /// from the store first).
-    pub(crate) fn statuses(self: &Arc<Self>) -> Vec<Status> {
-        let mut inner = lock(&self.inner);
-        let mut names: Vec<String> = inner.slots.keys().cloned().collect();
-        names.sort();
-        names
-            .iter()
-            .filter_map(|name| inner.status(name, self))
-            .collect()
+    pub(crate) async fn statuses(&self) -> Vec<Status> {
+        self.ask_status(None).await
     }
 
     /// The site's line in `status` (as [`Sites::statuses`]), or `None`
     /// when no such site is configured.
-    pub(crate) fn status(self: &Arc<Self>, name: &str) -> Option<Status> {
-        lock(&self.inner).status(name, self)
+    pub(crate) async fn status(&self, name: &str) -> Option<Status> {
+        self.ask_status(Some(name.to_owned())).await.pop()
     }
 
-    /// Takes `state` into the slot of `name` if the actor parking is still
-    /// the slot's (`actor`: its end signal) and its mailbox is empty. The
-    /// mailbox is closed: a sender that finds it closed asks here again,
-    /// and the parked actor hands on what was sent before the close.
-    pub(crate) fn park(
-        &self,
-        name: &str,
-        actor: &Arc<tokio::sync::Semaphore>,
-        rx: &mut tokio::sync::mpsc::Receiver<Box<Msg>>,
-        state: impl FnOnce() -> Box<Parked>,
-    ) -> bool {
-        let mut inner = lock(&self.inner);
-        let Inner {
-            slots,
-            wakes,
-            stopping,
-            ..
-        } = &mut *inner;
-        let Some(slot) = slots.get_mut(name).filter(|_| !*stopping) else {
-            return false;
-        };
-        match &slot.run {
-            Run::Running(h) if h.is(actor) && rx.is_empty() => {}
-            _ => return false,
+    async fn ask_status(&self, only: Option<String>) -> Vec<Status> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Status { only, reply }).is_err() {
+            return Vec::new();
         }
-        rx.close();
-        let parked = state();
-        if let Some(at) = parked.wake {
-            if wakes.first().is_none_or(|(first, _)| at < *first) {
-                self.wakes_changed.notify_one();
-            }
-            wakes.insert((at, name.to_owned()));
-        }
-        slot.run = Run::Parked(parked);
-        true
-    }
-
-    /// Starts the parked sites whose refresh-ahead is due; returns when the
-    /// next one is.
-    fn wake_due(self: &Arc<Self>) -> Option<Instant> {
-        let mut inner = lock(&self.inner);
-        let now = Instant::now();
-        while let Some((at, name)) = inner.wakes.first().cloned() {
-            if at > now {
-                return Some(at);
-            }
-            inner.wakes.pop_first();
-            // Its actor sees the refresh due and makes it.
-            inner.started(&name, self);
-        }
-        None
+        answer.await.unwrap_or_default()
     }
 
     /// Brings the sites in line with `new` (replacing `old`): a site whose
-    /// provider, client or scopes changed is retired (its task ends before
-    /// its successor touches the store), one with other changes gets its
-    /// new settings.
-    pub(crate) fn apply(self: &Arc<Self>, old: &Config, new: &Config) {
-        let mut inner = lock(&self.inner);
-        let Inner {
-            slots,
-            retired,
-            wakes,
-            ..
-        } = &mut *inner;
-        retired.retain(|s| !s.is_finished());
-        let mut replanned = Vec::new();
+    /// provider, client or scopes changed is retired (its actor ends before
+    /// its successor touches the store) and gets a new mailbox; one with
+    /// other changes gets its new settings. The handles change at once;
+    /// the registry takes the rest in order.
+    pub(crate) fn apply(&self, old: &Config, new: &Config) {
+        let mut handles = write(&self.handles);
+        let mut changes = Vec::new();
         for (name, cfg) in &new.sites {
-            let same = old
-                .sites
-                .get(name)
-                .is_some_and(|c| c.identity() == cfg.identity());
-            match slots.get_mut(name) {
-                Some(slot) if same => {
-                    if slot.config != *cfg {
-                        slot.config = cfg.clone();
-                        match &mut slot.run {
-                            Run::Running(actor) => actor.set_config(cfg.clone()),
-                            Run::Parked(parked) => {
-                                // Woken, to plan its refresh with the new settings.
-                                parked.reconfigured(name);
-                                replanned.push(name);
-                            }
-                            Run::Unstarted => {}
+            let before = old.sites.get(name).filter(|_| handles.contains_key(name));
+            match before {
+                Some(c) if c.identity() == cfg.identity() => {
+                    if c != cfg {
+                        if let Some((_, settings)) = handles.get_mut(name) {
+                            *settings = cfg.clone();
                         }
+                        changes.push(Change::Settings(cfg.clone()));
                     }
                 }
-                before => {
+                _ => {
                     if before.is_some() {
                         tracing::info!(site = %name, "site changed provider, client or scopes: its login is dropped");
                     } else {
                         tracing::info!(site = %name, "site configured");
                     }
-                    if let Some(slot) = before {
-                        retire(slot, retired, wakes);
-                    }
-                    // Its actor starts when the site is first asked for.
-                    slots.insert(
-                        name.clone(),
-                        Slot {
-                            config: cfg.clone(),
-                            run: Run::Unstarted,
-                        },
-                    );
+                    let (handle, mailbox) = site::mailbox(name);
+                    handles.insert(name.clone(), (handle.clone(), cfg.clone()));
+                    changes.push(Change::New {
+                        config: cfg.clone(),
+                        handle,
+                        mailbox,
+                    });
                 }
             }
         }
-        slots.retain(|name, slot| {
+        handles.retain(|name, _| {
             let keep = new.sites.contains_key(name);
             if !keep {
                 tracing::info!(site = %name, "site removed: its login is dropped");
-                retire(slot, retired, wakes);
+                changes.push(Change::Removed(name.clone()));
             }
             keep
         });
-        for name in replanned {
-            inner.started(name, self);
+        if !changes.is_empty() {
+            // The registry ends only when `self` is dropped.
+            let _ = self.commands.send(Command::Apply(changes));
         }
     }
 
-    /// Stops parking and waking sites (the daemon is stopping), and returns
-    /// the actors running now and those retired and maybe still finishing:
-    /// the ones to stop. A parked site has nothing under way.
-    pub(crate) fn stop(&self) -> Vec<SiteHandle> {
-        let mut inner = lock(&self.inner);
-        inner.stopping = true;
-        inner.wakes.clear();
-        inner
-            .slots
-            .values()
-            .filter_map(|slot| match &slot.run {
-                Run::Running(h) => Some(h.clone()),
-                _ => None,
-            })
-            .chain(inner.retired.iter().cloned())
-            .collect()
+    /// Stops every site: from now on the registry starts none, parked
+    /// sites stay parked, running ones finish their token call under way
+    /// (it lands and persists). Returns once every actor has ended.
+    pub(crate) async fn stop(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.commands.send(Command::Stop(reply)).is_ok() {
+            let _ = done.await;
+        }
     }
 
     /// The names of the sites whose actor is running (tests).
     #[cfg(test)]
-    pub(crate) fn running_names(&self) -> Vec<String> {
-        self.names(|run| matches!(run, Run::Running(_)))
+    pub(crate) async fn running_names(&self) -> Vec<String> {
+        self.names(false).await
     }
 
     /// The names of the parked sites (tests).
     #[cfg(test)]
-    pub(crate) fn parked_names(&self) -> Vec<String> {
-        self.names(|run| matches!(run, Run::Parked(_)))
+    pub(crate) async fn parked_names(&self) -> Vec<String> {
+        self.names(true).await
     }
 
     #[cfg(test)]
-    fn names(&self, which: impl Fn(&Run) -> bool) -> Vec<String> {
-        let mut v: Vec<String> = lock(&self.inner)
-            .slots
-            .iter()
-            .filter(|(_, slot)| which(&slot.run))
-            .map(|(name, _)| name.clone())
-            .collect();
-        v.sort();
-        v
+    async fn names(&self, parked: bool) -> Vec<String> {
+        let (reply, answer) = oneshot::channel();
+        let _ = self.commands.send(Command::Names { parked, reply });
+        answer.await.unwrap_or_default()
     }
 }
 
-impl Drop for Sites {
-    fn drop(&mut self) {
-        // The timer task sees the sites gone and ends.
-        self.wakes_changed.notify_one();
-    }
+/// A configured site.
+#[derive(Debug)]
+struct Slot {
+    /// Which configuration of the site this is: an actor or a mailbox of
+    /// an earlier one (retired by a reload) is told apart by it.
+    generation: u64,
+    config: Arc<SiteConfig>,
+    handle: SiteHandle,
+    run: Run,
 }
 
-impl Inner {
-    fn status(&mut self, name: &str, sites: &Arc<Sites>) -> Option<Status> {
-        let slot = self.slots.get(name)?;
-        if let Run::Parked(p) = &slot.run {
-            return Some(Status::Known(
-                p.status(&slot.config, sites.deps.clock.now()),
-            ));
+#[derive(Debug)]
+enum Run {
+    /// Not asked for since it was configured: its login is in the store.
+    /// Its mailbox waits in [`Registry::waiting`].
+    Unstarted,
+    Running,
+    /// Its mailbox waits in [`Registry::waiting`].
+    Parked(Box<Parked>),
+}
+
+/// An actor the registry runs.
+#[derive(Debug)]
+struct Actor {
+    name: String,
+    generation: u64,
+    /// Closed when it has ended: what a successor waits for before it
+    /// touches the store.
+    ended: Arc<Semaphore>,
+}
+
+/// A message that arrived on a waiting mailbox.
+struct Arrived {
+    name: String,
+    generation: u64,
+    mailbox: Mailbox,
+    msg: Option<Box<Msg>>,
+}
+
+type Waiting = Pin<Box<dyn Future<Output = Arrived> + Send>>;
+
+/// Waits for the first message on a site's mailbox while no actor runs.
+fn waiting(name: String, generation: u64, mut mailbox: Mailbox) -> Waiting {
+    Box::pin(async move {
+        let msg = mailbox.recv().await;
+        Arrived {
+            name,
+            generation,
+            mailbox,
+            msg,
         }
-        self.started(name, sites).map(Status::Ask)
+    })
+}
+
+/// The registry task's state: the only owner of the slots.
+struct Registry {
+    deps: Arc<Deps>,
+    handles: Arc<RwLock<Directory>>,
+    slots: HashMap<String, Slot>,
+    /// The running actors, current and retired.
+    running: JoinSet<Exit>,
+    actors: HashMap<tokio::task::Id, Actor>,
+    /// The mailboxes of the sites with no actor.
+    waiting: FuturesUnordered<Waiting>,
+    /// When parked sites' refresh-ahead is due: one entry per parked site
+    /// that has one.
+    wakes: BTreeSet<(Instant, String)>,
+    generation: u64,
+    /// The daemon is stopping: who waits for every actor to end.
+    stopping: Option<Vec<oneshot::Sender<()>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("slots", &self.slots.len())
+            .field("running", &self.running.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        loop {
+            let wake = self.wakes.first().map(|(at, _)| *at);
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command),
+                    // The daemon is gone; so are the actors (the set aborts them).
+                    None => return,
+                },
+                Some(done) = self.running.join_next_with_id() => self.exited(done),
+                Some(arrived) = self.waiting.next() => self.arrived(arrived),
+                () = async { match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                } } => self.wake_due(),
+            }
+        }
     }
 
-    /// The actor of the site `name`, started if it has none: from its
-    /// parked state, or (first start) after the actor it replaces, if that
-    /// one is still finishing. An actor that ended on its own (a panic) is
-    /// started again.
-    fn started(&mut self, name: &str, sites: &Arc<Sites>) -> Option<SiteHandle> {
-        let slot = self.slots.get_mut(name)?;
-        let parked = match std::mem::replace(&mut slot.run, Run::Unstarted) {
-            Run::Running(h) if !h.is_finished() => {
-                slot.run = Run::Running(h.clone());
-                return Some(h);
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Apply(changes) => {
+                for change in changes {
+                    self.change(change);
+                }
             }
-            Run::Running(_) | Run::Unstarted => None,
+            Command::Status { only, reply } => {
+                let mut names: Vec<&String> = match &only {
+                    Some(name) => self
+                        .slots
+                        .get_key_value(name)
+                        .map(|(k, _)| k)
+                        .into_iter()
+                        .collect(),
+                    None => self.slots.keys().collect(),
+                };
+                names.sort();
+                let now = self.deps.clock.now();
+                let lines = names
+                    .into_iter()
+                    .map(|name| {
+                        let slot = &self.slots[name];
+                        match &slot.run {
+                            Run::Parked(p) => Status::Known(p.status(&slot.config, now)),
+                            Run::Unstarted | Run::Running => Status::Ask(slot.handle.clone()),
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(lines);
+            }
+            Command::Stop(reply) => {
+                let waiters = self.stopping.get_or_insert_with(Vec::new);
+                waiters.push(reply);
+                self.wakes.clear();
+                // Their callers hear that the daemon is stopping.
+                self.waiting = FuturesUnordered::new();
+                for (name, slot) in &self.slots {
+                    if matches!(slot.run, Run::Running) {
+                        tell(name, &slot.handle, Msg::Stop);
+                    }
+                }
+                self.stopped();
+            }
+            #[cfg(test)]
+            Command::Names { parked, reply } => {
+                let mut names: Vec<String> = self
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| match s.run {
+                        Run::Parked(_) => parked,
+                        Run::Running => !parked,
+                        Run::Unstarted => false,
+                    })
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                names.sort();
+                let _ = reply.send(names);
+            }
+        }
+    }
+
+    fn change(&mut self, change: Change) {
+        match change {
+            Change::New {
+                config,
+                handle,
+                mailbox,
+            } => {
+                let name = config.name.clone();
+                if let Some(before) = self.slots.remove(&name) {
+                    self.retire(&name, before);
+                }
+                if self.stopping.is_some() {
+                    // Its mailbox goes: its callers hear the daemon is stopping.
+                    return;
+                }
+                self.generation += 1;
+                self.waiting
+                    .push(waiting(name.clone(), self.generation, mailbox));
+                self.slots.insert(
+                    name,
+                    Slot {
+                        generation: self.generation,
+                        config,
+                        handle,
+                        run: Run::Unstarted,
+                    },
+                );
+            }
+            Change::Settings(config) => {
+                let name = config.name.clone();
+                let Some(slot) = self.slots.get_mut(&name) else {
+                    return;
+                };
+                slot.config = config.clone();
+                match &mut slot.run {
+                    Run::Running => tell(&name, &slot.handle, Msg::Config(config)),
+                    Run::Parked(parked) => {
+                        if let Some(at) = parked.wake {
+                            self.wakes.remove(&(at, name.clone()));
+                        }
+                        parked.reconfigured(&config, &self.deps.clock);
+                        if let (Some(at), None) = (parked.wake, &self.stopping) {
+                            self.wakes.insert((at, name));
+                        }
+                    }
+                    Run::Unstarted => {}
+                }
+            }
+            Change::Removed(name) => {
+                if let Some(before) = self.slots.remove(&name) {
+                    self.retire(&name, before);
+                }
+            }
+        }
+    }
+
+    /// Ends a slot's life: its actor is stopped (it finishes its token call
+    /// under way first), its parked state dropped, its waiting mailbox told
+    /// to let go (the message finds no slot of its generation: the mailbox
+    /// is dropped, and its callers hear the site was reloaded).
+    fn retire(&mut self, name: &str, slot: Slot) {
+        if let Run::Parked(p) = &slot.run {
+            if let Some(at) = p.wake {
+                self.wakes.remove(&(at, name.to_owned()));
+            }
+        }
+        tell(name, &slot.handle, Msg::Stop);
+    }
+
+    /// A message arrived on the mailbox of a site with no actor: its actor
+    /// starts with it (from the parked state, or from the store after the
+    /// actor it replaces has ended).
+    fn arrived(&mut self, arrived: Arrived) {
+        let Arrived {
+            name,
+            generation,
+            mailbox,
+            msg,
+        } = arrived;
+        let Some(slot) = self
+            .slots
+            .get_mut(&name)
+            .filter(|s| s.generation == generation)
+        else {
+            // A retired site's: dropped with whatever else is in it.
+            return;
+        };
+        // No message: every sender is gone, which the slot's own handle
+        // rules out; a stopping daemon has dropped the waiting mailboxes.
+        let (Some(msg), None) = (msg, &self.stopping) else {
+            return;
+        };
+        let parked = match std::mem::replace(&mut slot.run, Run::Running) {
             Run::Parked(p) => {
                 if let Some(at) = p.wake {
-                    self.wakes.remove(&(at, name.to_owned()));
+                    self.wakes.remove(&(at, name.clone()));
                 }
                 Some(p)
             }
+            Run::Unstarted | Run::Running => None,
         };
-        let before = match parked {
+        let after = match parked {
             Some(_) => None,
             None => self
-                .retired
-                .iter()
-                .rev()
-                .find(|r| r.name() == name && !r.is_finished())
-                .cloned(),
+                .actors
+                .values()
+                .find(|a| a.name == name && a.generation != generation)
+                .map(|a| a.ended.clone()),
         };
-        let h = SiteHandle::start(
-            slot.config.clone(),
-            sites.deps.clone(),
-            before.as_ref(),
+        let ended = Arc::new(Semaphore::new(0));
+        let task = self.running.spawn(site::run(site::Start {
+            config: slot.config.clone(),
+            deps: self.deps.clone(),
+            mailbox,
+            first: msg,
             parked,
-            Arc::downgrade(sites),
+            after,
+            ended: ended.clone(),
+        }));
+        self.actors.insert(
+            task.id(),
+            Actor {
+                name,
+                generation,
+                ended,
+            },
         );
-        slot.run = Run::Running(h.clone());
-        Some(h)
     }
-}
 
-/// Ends a slot's life: its actor is stopped (and kept in `retired` until it
-/// has ended), its parked state dropped.
-fn retire(slot: &mut Slot, retired: &mut Vec<SiteHandle>, wakes: &mut BTreeSet<(Instant, String)>) {
-    match std::mem::replace(&mut slot.run, Run::Unstarted) {
-        Run::Running(actor) => {
-            actor.stop();
-            retired.push(actor);
-        }
-        Run::Parked(p) => {
-            if let Some(at) = p.wake {
-                wakes.remove(&(at, slot.config.name.clone()));
-            }
-        }
-        Run::Unstarted => {}
-    }
-}
-
-/// The daemon's one timer for parked sites: starts each when its
-/// refresh-ahead is due. Holds the sites only while it works on them.
-async fn wake_parked(sites: Weak<Sites>, changed: Arc<Notify>) {
-    loop {
-        let Some(next) = sites.upgrade().map(|s| s.wake_due()) else {
+    /// An actor ended: parked (its slot takes its state, the mailbox waits
+    /// again), or for good (stopped, retired, or a panic: then its site gets
+    /// a new mailbox and starts from the store again).
+    fn exited(&mut self, done: Result<(tokio::task::Id, Exit), tokio::task::JoinError>) {
+        let (id, exit) = match done {
+            Ok((id, exit)) => (id, Some(exit)),
+            Err(e) => (e.id(), None),
+        };
+        let Some(actor) = self.actors.remove(&id) else {
             return;
         };
-        match next {
-            Some(at) => {
-                tokio::select! {
-                    () = tokio::time::sleep_until(at) => {}
-                    () = changed.notified() => {}
-                }
+        let Actor {
+            name, generation, ..
+        } = actor;
+        let stopping = self.stopping.is_some();
+        let slot = self
+            .slots
+            .get_mut(&name)
+            .filter(|s| s.generation == generation);
+        match (slot, exit) {
+            (Some(slot), _) if stopping => {
+                // Gone with its mailbox: nothing starts it again.
+                slot.run = Run::Unstarted;
             }
-            None => changed.notified().await,
+            (Some(slot), Some(Exit::Parked(state, mailbox))) => {
+                tracing::trace!(site = %name, "parked");
+                if let Some(at) = state.wake {
+                    self.wakes.insert((at, name.clone()));
+                }
+                slot.run = Run::Parked(state);
+                self.waiting.push(waiting(name, generation, mailbox));
+            }
+            (Some(slot), _) => {
+                tracing::error!(site = %name, "the site's task ended unexpectedly; it starts again from the store with the next request");
+                let (handle, mailbox) = site::mailbox(&name);
+                write(&self.handles).insert(name.clone(), (handle.clone(), slot.config.clone()));
+                slot.handle = handle;
+                slot.run = Run::Unstarted;
+                self.waiting.push(waiting(name, generation, mailbox));
+            }
+            // Retired, or the daemon is stopping: gone with its mailbox.
+            (None, _) => {}
         }
+        self.stopped();
+    }
+
+    /// Answers who waits for the stop once no actor runs.
+    fn stopped(&mut self) {
+        if self.running.is_empty() {
+            for reply in self
+                .stopping
+                .as_mut()
+                .map(std::mem::take)
+                .unwrap_or_default()
+            {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Starts the parked sites whose refresh-ahead is due: each is sent a
+    /// wake-up, which starts its actor as any message does.
+    fn wake_due(&mut self) {
+        let now = Instant::now();
+        while let Some((at, name)) = self.wakes.first().cloned() {
+            if at > now {
+                return;
+            }
+            self.wakes.pop_first();
+            if let Some(slot) = self.slots.get(&name) {
+                // A full mailbox starts the actor anyway.
+                let _ = slot.handle.try_post(Msg::Wake);
+            }
+        }
+    }
+}
+
+/// Sends `msg` to a site, saying so when the site's actor has ended.
+fn tell(name: &str, handle: &SiteHandle, msg: Msg) {
+    if handle.post(msg).is_err() {
+        tracing::debug!(site = %name, "the site's actor has ended: nothing to tell it");
     }
 }

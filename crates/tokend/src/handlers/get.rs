@@ -61,11 +61,7 @@ async fn token(
     if req.login == LoginPolicy::Never {
         return Err(ApiError::login_required(&req.site, ""));
     }
-    let token = site
-        .login(login_mode(&req))
-        .await?
-        .wait(&req.site, events)
-        .await?;
+    let token = super::login::wait(site.login(login_mode(&req)).await?, &req.site, events).await?;
     if req.scopes.is_empty() {
         return Ok(token);
     }
@@ -125,10 +121,7 @@ async fn get_id_token(
     if req.login == LoginPolicy::Never {
         return Err(ApiError::login_required(&req.site, ""));
     }
-    site.login(login_mode(&req))
-        .await?
-        .wait(&req.site, events)
-        .await?;
+    super::login::wait(site.login(login_mode(&req)).await?, &req.site, events).await?;
     match site.get_id_token(req.min_ttl).await? {
         Served::Token(t) => Ok(t),
         Served::NeedLogin => Err(ApiError::new(

@@ -13,8 +13,8 @@ use crate::sites::Status;
 pub(super) async fn status(d: &Arc<Daemon>, only: Option<&str>) -> Result<StatusReply, ApiError> {
     let config = d.config();
     let sites = match only {
-        Some(name) => vec![d.status_of(name)?],
-        None => d.statuses(),
+        Some(name) => vec![d.status_of(name).await?],
+        None => d.statuses().await,
     };
     // A site not started yet loads its login from the store first (a store
     // failure shows as its error), so the answer is true after a restart;

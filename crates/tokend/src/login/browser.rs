@@ -9,8 +9,8 @@ use tokend_oauth::{check_callback, OAuthSite, Pkce};
 
 use super::{fresh_nonce, fresh_pkce, fresh_state, timed_out, Ctx, Got, Started, Way};
 use crate::config::WrittenUrl;
+use crate::error::SiteError;
 use crate::loopback::{Arrival, Loopback, Page};
-use crate::site::SiteError;
 
 pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, SiteError> {
     let cfg = &ctx.cfg;

@@ -7,7 +7,7 @@ use token_proto::Event;
 use tokend_oauth::{DevicePoll, OAuthSite};
 
 use super::{timed_out, Ctx, Got, Started, Way};
-use crate::site::SiteError;
+use crate::error::SiteError;
 
 pub(super) async fn start(ctx: &Ctx, oauth: Arc<OAuthSite>) -> Result<Started, SiteError> {
     let cfg = &ctx.cfg;

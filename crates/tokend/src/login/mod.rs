@@ -10,13 +10,14 @@ use std::sync::Arc;
 
 use token_proto::{Event, TokenReply};
 use tokend_oauth::{AuthCode, OAuthSite, PkceVerifier, TokenResponse};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::config::SiteConfig;
-use crate::handlers::Events;
+use crate::deps::Deps;
+use crate::error::SiteError;
 use crate::loopback::{Page, StartLinks};
-use crate::site::idtoken::{self, IdCheck};
-use crate::site::{client, Deps, Msg, SiteError};
+use crate::provider::client;
+use crate::provider::idtoken::{self, IdCheck};
 
 mod browser;
 mod device;
@@ -24,9 +25,6 @@ mod paste;
 mod way;
 
 pub(crate) use way::{How, Way};
-
-/// How often a caller waiting on a login is checked for having gone away.
-const CALLER_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a login flow got from the user.
 #[derive(Debug)]
@@ -102,7 +100,7 @@ impl LoginTicket {
     }
 
     /// Becomes the opener if the one there was has gone away.
-    fn take_over(&mut self) -> bool {
+    pub(crate) fn take_over(&mut self) -> bool {
         let mut slot = self
             .slot
             .lock()
@@ -115,89 +113,6 @@ impl LoginTicket {
         self.opener = Some(me);
         true
     }
-
-    /// Shows the caller the login's URL or code, then waits for its end.
-    /// A caller that goes away meanwhile gives up its place: the login is
-    /// cancelled when nobody else waits for it, and another waiting caller
-    /// opens the browser when the one that did has gone.
-    pub(crate) async fn wait(
-        mut self,
-        site: &str,
-        events: &mut Events<'_>,
-    ) -> Result<TokenReply, SiteError> {
-        let mut shown = false;
-        let mut probe = tokio::time::interval(CALLER_PROBE);
-        loop {
-            let now = self.progress.borrow_and_update().clone();
-            match now {
-                Progress::Starting => {}
-                Progress::Waiting {
-                    first,
-                    joined,
-                    links,
-                } => {
-                    if !shown {
-                        let event = if self.opener.is_some() {
-                            &first
-                        } else {
-                            &joined
-                        };
-                        events.send(&with_link(event, links.as_deref())).await;
-                        shown = true;
-                    } else if self.take_over() {
-                        events.send(&with_link(&first, links.as_deref())).await;
-                    }
-                }
-                Progress::Done(result) => return result,
-            }
-            let changed = tokio::select! {
-                changed = self.progress.changed() => changed,
-                _ = probe.tick() => {
-                    if events.caller_gone().await {
-                        return Err(cancelled(site));
-                    }
-                    continue;
-                }
-            };
-            if changed.is_err() {
-                return Err(SiteError::Internal(format!(
-                    "site {site}: the login ended without an answer; run `token login {site}`"
-                )));
-            }
-        }
-    }
-}
-
-/// `event` as one caller is shown it: a browser login's URL is a start link
-/// of its own, good once.
-fn with_link(event: &Event, links: Option<&StartLinks>) -> Event {
-    match (event, links) {
-        (
-            Event::LoginUrl {
-                site,
-                open_browser,
-                timeout,
-                ..
-            },
-            Some(links),
-        ) => match links.mint() {
-            Some(url) => Event::LoginUrl {
-                site: site.clone(),
-                url,
-                open_browser: *open_browser,
-                timeout: *timeout,
-            },
-            // Nothing to open: the link could not be made (too many callers,
-            // or no OS randomness).
-            None => Event::LoginUrl {
-                site: site.clone(),
-                url: "(no login link left: run `token login` again)".into(),
-                open_browser: false,
-                timeout: *timeout,
-            },
-        },
-        _ => event.clone(),
-    }
 }
 
 /// What a flow needs.
@@ -209,34 +124,28 @@ pub(crate) struct Ctx {
     pub dpop: Option<Arc<tokend_oauth::Dpop>>,
 }
 
-/// One login, run by the site's actor in a task of its own.
+/// One login, run by the site's actor in a task of its own: the task's
+/// result is what the login got.
 #[derive(Debug)]
 pub(crate) struct Login {
-    pub id: u64,
     pub how: How,
     pub ctx: Ctx,
     pub progress: Arc<watch::Sender<Progress>>,
-    /// The site's mailbox, for the result.
-    pub site: mpsc::Sender<Box<Msg>>,
 }
 
 impl Login {
-    /// Runs the flow; hands its result to the site. When every caller has
-    /// gone away first, the flow is cancelled. A flow that panics fails the
+    /// Runs the flow and returns what it got. When every caller has gone
+    /// away first, the flow is cancelled. A flow that panics fails the
     /// login instead of leaving it pending.
-    pub(crate) async fn run(self) {
+    pub(crate) async fn run(self) -> Result<Got, SiteError> {
         let name = self.ctx.cfg.name.clone();
         let mut flow = tokio::spawn(flow(self.ctx, self.how, self.progress.clone()));
         // Aborting this task (logout, reload, stop) aborts the flow too.
         let _guard = AbortOnDrop(flow.abort_handle());
-        let got = tokio::select! {
+        tokio::select! {
             r = &mut flow => r.unwrap_or_else(|e| Err(SiteError::TaskFailed { site: name.clone(), what: "the login", source: Arc::new(e) })),
             () = self.progress.closed() => Err(cancelled(&name)),
-        };
-        let _ = self
-            .site
-            .send(Box::new(Msg::LoginGot { id: self.id, got }))
-            .await;
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use tokend_oauth::{check_callback, parse_implicit_fragment, AuthCode, OAuthSite,
 use tokio::sync::mpsc;
 
 use super::{fresh_nonce, fresh_pkce, fresh_state, timed_out, Ctx, Got, Started, Way};
-use crate::site::SiteError;
+use crate::error::SiteError;
 
 /// Where a paste-back login without a configured redirect_uri sends the
 /// browser: nothing listens there, the user copies the URL from the address bar.

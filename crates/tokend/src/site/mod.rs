@@ -8,50 +8,27 @@
 //! serve waits for the one token call under way (or starts it) and is
 //! answered from its result.
 
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use token_proto::{LoginMode, SiteStatus, TokenReply};
-use tokend_oauth::{AccessToken, Http, OAuthSite, RefreshToken};
+use tokend_oauth::{AccessToken, OAuthSite, RefreshToken};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::clock::Clock;
 use crate::config::SiteConfig;
-use crate::discovery::Discovery;
-use crate::login::{Got, LoginTicket};
-use crate::sites::Sites;
-use crate::store::Store;
+use crate::login::LoginTicket;
 
 mod actor;
-pub(crate) mod client;
-pub(crate) mod error;
-pub(crate) mod idtoken;
 pub(crate) mod proof;
-pub(crate) mod secret;
 mod state;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use actor::Parked;
+pub(crate) use crate::deps::{Deps, LoginTimeout};
+pub(crate) use crate::error::SiteError;
+pub(crate) use crate::provider::{client, idtoken, secret};
 #[cfg(test)]
 pub(crate) use actor::PARK_AFTER;
-pub(crate) use error::SiteError;
-
-/// What a site's actor is given at spawn: everything it talks to.
-#[derive(Clone, Debug)]
-pub(crate) struct Deps {
-    pub store: Store,
-    pub http: Http,
-    pub discovery: Arc<Discovery>,
-    pub clock: Clock,
-    pub login_timeout: LoginTimeout,
-    /// Store loads at once across sites (keyring reads cost milliseconds).
-    pub load_slots: Arc<Semaphore>,
-    /// The store fallback, told to the first caller (and always in `status`).
-    pub store_notice: Option<Arc<crate::store::Notice>>,
-    /// The providers' signing keys, for ID tokens: one cache for the daemon.
-    pub keys: Arc<tokend_oauth::KeyCache>,
-}
+pub(crate) use actor::{Exit, Parked};
 
 /// Who set a `get`'s `min_ttl`: the words of the warning when the
 /// provider's tokens are shorter, and how often it is said.
@@ -62,28 +39,6 @@ pub(crate) enum TtlFrom {
     /// The git helper's built-in margin: told once per site, and only when
     /// the provider's tokens are shorter than the margin.
     GitHelper,
-}
-
-/// How long a login waits for the user: the daemon's one setting, which a
-/// config reload may change while sites hold it.
-#[derive(Clone, Debug)]
-pub(crate) struct LoginTimeout(Arc<std::sync::atomic::AtomicU64>);
-
-impl LoginTimeout {
-    pub(crate) fn new(t: Duration) -> LoginTimeout {
-        LoginTimeout(Arc::new(t.as_secs().into()))
-    }
-
-    pub(crate) fn get(&self) -> Duration {
-        Duration::from_secs(self.0.load(std::sync::atomic::Ordering::Relaxed))
-    }
-
-    /// Sets it for the logins that start from now on; whether it changed.
-    pub(crate) fn set(&self, t: Duration) -> bool {
-        self.0
-            .swap(t.as_secs(), std::sync::atomic::Ordering::Relaxed)
-            != t.as_secs()
-    }
 }
 
 /// What a `get` came to.
@@ -126,11 +81,6 @@ pub(crate) enum Msg {
         mode: LoginMode,
         reply: oneshot::Sender<Result<LoginTicket, SiteError>>,
     },
-    /// A login flow's result (from its task).
-    LoginGot {
-        id: u64,
-        got: Result<Got, SiteError>,
-    },
     /// Where a pending paste-back login takes its input.
     Paste {
         reply: oneshot::Sender<Option<mpsc::Sender<String>>>,
@@ -154,70 +104,142 @@ pub(crate) enum Msg {
     Config(Arc<SiteConfig>),
     /// Finish the token call under way, cancel the login, end.
     Stop,
+    /// Nothing to answer: the registry starts a parked site whose
+    /// refresh-ahead is due with it.
+    Wake,
 }
 
-/// How the rest of the daemon reaches a site.
+/// A site's mailbox, on the receiving end: its actor's while one runs, the
+/// registry's while none does.
+pub(crate) type Mailbox = mpsc::Receiver<Box<Msg>>;
+
+/// How many messages a site's mailbox holds before senders wait.
+const MAILBOX: usize = 64;
+
+/// A new mailbox for the site `name`, and its handle.
+pub(crate) fn mailbox(name: &str) -> (SiteHandle, Mailbox) {
+    let (tx, rx) = mpsc::channel(MAILBOX);
+    (
+        SiteHandle {
+            name: Arc::from(name),
+            tx,
+        },
+        rx,
+    )
+}
+
+/// What the registry starts a site's actor with.
+#[derive(Debug)]
+pub(crate) struct Start {
+    pub config: Arc<SiteConfig>,
+    pub deps: Arc<Deps>,
+    pub mailbox: Mailbox,
+    /// The message that arrived on the mailbox while no actor ran.
+    pub first: Box<Msg>,
+    /// Where the last actor left off; `None`: the login is in the store.
+    pub parked: Option<Box<Parked>>,
+    /// Closed when the actor this one replaces (a reload retired it) has
+    /// ended: this one touches the store only after that.
+    pub after: Option<Arc<Semaphore>>,
+    /// Closed when this actor has ended.
+    pub ended: Arc<Semaphore>,
+}
+
+/// A site's actor, from its first message until it parks or ends.
+pub(crate) fn run(start: Start) -> impl std::future::Future<Output = Exit> + Send {
+    let Start {
+        config,
+        deps,
+        mailbox,
+        first,
+        parked,
+        after,
+        ended,
+    } = start;
+    actor::run(
+        Box::new(actor::Actor::new(
+            config,
+            deps,
+            mailbox,
+            after,
+            parked,
+            actor::Ended(ended),
+            true,
+        )),
+        Some(first),
+    )
+}
+
+/// How the rest of the daemon reaches a site: its mailbox's sender, and
+/// nothing else. The mailbox lives as long as the site's configuration,
+/// whether an actor runs or the site is parked.
 #[derive(Clone, Debug)]
 pub(crate) struct SiteHandle {
     name: Arc<str>,
     tx: mpsc::Sender<Box<Msg>>,
-    /// Closed when the actor has ended (a semaphore with no permits: the
-    /// lightest thing tokio has that many can wait on to close).
-    finished: Arc<Semaphore>,
-    /// Where the site's next actor is found once this one has parked (none:
-    /// a site on its own, which never parks).
-    home: Weak<Sites>,
+}
+
+/// A site's actor run on its own, outside a registry: it never parks
+/// (tests).
+#[cfg(test)]
+#[derive(Clone, Debug)]
+pub(crate) struct Standalone {
+    site: SiteHandle,
+    ended: Arc<Semaphore>,
+}
+
+#[cfg(test)]
+impl std::ops::Deref for Standalone {
+    type Target = SiteHandle;
+    fn deref(&self) -> &SiteHandle {
+        &self.site
+    }
+}
+
+#[cfg(test)]
+impl Standalone {
+    /// The handle alone (the actor runs on).
+    pub(crate) fn clone_handle(&self) -> SiteHandle {
+        self.site.clone()
+    }
+
+    /// Whether the actor has ended.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.ended.is_closed()
+    }
+
+    /// Resolves when the actor has ended.
+    pub(crate) async fn finished(&self) {
+        // No permit is ever added: this returns when the actor closes it.
+        let _ = self.ended.acquire().await;
+    }
 }
 
 impl SiteHandle {
-    /// Starts the actor of `config`, on its own (it never parks). With
-    /// `after`, the handle of the site it replaces: the new one touches the
-    /// store only once that one has ended.
+    /// Starts the actor of `config` on its own (it never parks). With
+    /// `after`, the site it replaces: the new one touches the store only
+    /// once that one has ended.
     #[cfg(test)]
     pub(crate) fn spawn(
         config: Arc<SiteConfig>,
         deps: Arc<Deps>,
-        after: Option<&SiteHandle>,
-    ) -> SiteHandle {
-        SiteHandle::start(config, deps, after, None, Weak::new())
-    }
-
-    /// Starts the actor of `config`: from `parked` state if it has some,
-    /// else from the store (after `after` has ended). It parks into `home`.
-    pub(crate) fn start(
-        config: Arc<SiteConfig>,
-        deps: Arc<Deps>,
-        after: Option<&SiteHandle>,
-        parked: Option<Box<Parked>>,
-        home: Weak<Sites>,
-    ) -> SiteHandle {
-        let (tx, rx) = mpsc::channel(64);
-        let finished = Arc::new(Semaphore::new(0));
-        let handle = SiteHandle {
-            name: Arc::from(config.name.as_str()),
-            tx: tx.clone(),
-            finished: finished.clone(),
-            home: home.clone(),
-        };
-        let predecessor = after.map(|h| h.finished.clone());
-        tokio::spawn(actor::run(Box::new(actor::Actor::new(
-            config,
-            deps,
-            actor::Mailbox {
+        after: Option<&Standalone>,
+    ) -> Standalone {
+        let (site, rx) = mailbox(&config.name);
+        let ended = Arc::new(Semaphore::new(0));
+        tokio::spawn(actor::run(
+            Box::new(actor::Actor::new(
+                config,
+                deps,
                 rx,
-                me: tx.downgrade(),
-                home,
-            },
-            predecessor,
-            parked,
-            actor::Ended(finished),
-        ))));
-        handle
-    }
-
-    /// Whether this is the handle of the actor that `finished` belongs to.
-    pub(crate) fn is(&self, finished: &Arc<Semaphore>) -> bool {
-        Arc::ptr_eq(&self.finished, finished)
+                after.map(|a| a.ended.clone()),
+                None,
+                actor::Ended(ended.clone()),
+                false,
+            )),
+            None,
+        ));
+        Standalone { site, ended }
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -233,38 +255,11 @@ impl SiteHandle {
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, SiteError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Box::new(make(reply))).await?;
+        self.tx
+            .send(Box::new(make(reply)))
+            .await
+            .map_err(|_| self.gone())?;
         answer.await.map_err(|_| self.gone())
-    }
-
-    /// Sends to the site's actor: this handle's, or the one started since
-    /// it parked.
-    async fn send(&self, msg: Box<Msg>) -> Result<(), SiteError> {
-        let Err(mpsc::error::SendError(mut msg)) = self.tx.send(msg).await else {
-            return Ok(());
-        };
-        let mut tried = self.tx.clone();
-        // Each turn finds a newer actor; one that parks again lives
-        // PARK_AFTER first, so this ends at once in practice.
-        loop {
-            let next = self
-                .home
-                .upgrade()
-                .and_then(|home| home.get(&self.name))
-                .filter(|next| !next.tx.same_channel(&tried))
-                .ok_or_else(|| self.gone())?;
-            match next.tx.send(msg).await {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(back)) => msg = back,
-            }
-            tried = next.tx;
-        }
-    }
-
-    /// Hands a message that reached a parked actor's mailbox to the site's
-    /// next actor.
-    pub(crate) fn forward(self, msg: Box<Msg>) {
-        tokio::spawn(async move { self.send(msg).await });
     }
 
     /// A token for `scopes` (empty or all: the site's own) valid for at
@@ -350,34 +345,29 @@ impl SiteHandle {
         self.ask(|reply| Msg::Status { reply }).await
     }
 
-    /// New settings that keep the site's identity (endpoints, secrets):
-    /// they apply from the next token call on.
-    pub(crate) fn set_config(&self, config: Arc<SiteConfig>) {
-        self.post(Msg::Config(config));
-    }
-
     /// Asks the actor to end (it finishes a token call under way first).
-    pub(crate) fn stop(&self) {
-        self.post(Msg::Stop);
+    #[cfg(test)]
+    pub(crate) fn stop(&self) -> Result<(), SiteError> {
+        self.post(Msg::Stop)
     }
 
-    /// Sends without waiting (from the reload, which is not async).
-    fn post(&self, msg: Msg) {
-        if let Err(mpsc::error::TrySendError::Full(msg)) = self.tx.try_send(Box::new(msg)) {
-            // A full mailbox: deliver it as soon as there is room.
-            let tx = self.tx.clone();
-            tokio::spawn(async move { tx.send(msg).await });
+    /// Sends without waiting (from the registry, which does not wait on a
+    /// site): a full mailbox gets it as soon as there is room. An error when
+    /// the mailbox is closed: the actor has ended or is ending.
+    pub(crate) fn post(&self, msg: Msg) -> Result<(), SiteError> {
+        match self.tx.try_send(Box::new(msg)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move { tx.send(msg).await });
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(self.gone()),
         }
     }
 
-    /// Whether the actor has ended.
-    pub(crate) fn is_finished(&self) -> bool {
-        self.finished.is_closed()
-    }
-
-    /// Resolves when the actor has ended.
-    pub(crate) async fn finished(&self) {
-        // No permit is ever added: this returns when the actor closes it.
-        let _ = self.finished.acquire().await;
+    /// Sends if the mailbox has room, else says why not.
+    pub(crate) fn try_post(&self, msg: Msg) -> Result<(), mpsc::error::TrySendError<Box<Msg>>> {
+        self.tx.try_send(Box::new(msg))
     }
 }

@@ -13,7 +13,7 @@ use token_proto::{ErrorCode, LoginMode};
 use tokend_oauth::{Http, RawResponse};
 use tokio::time::Instant;
 
-use super::{Deps, Served, SiteHandle, TtlFrom};
+use super::{Deps, Served, SiteHandle, Standalone, TtlFrom};
 use crate::clock::Clock;
 use crate::config::{Config, SiteConfig};
 use crate::error::ApiError;
@@ -144,7 +144,7 @@ fn stored_refresh(store: &Store) -> Option<String> {
 
 /// A logged-in site (after a restart: a refresh token in the store) whose
 /// provider issues `lifetime`-second tokens, taking `delay` for each.
-fn site_with(lifetime: u64, delay: Duration) -> (SiteHandle, Arc<Provider>, Store) {
+fn site_with(lifetime: u64, delay: Duration) -> (Standalone, Arc<Provider>, Store) {
     let cfg = config("");
     let provider = Provider::new(lifetime, delay);
     let store = logged_in(&cfg);
@@ -377,7 +377,7 @@ async fn logout_cancels_a_pending_login() {
 /// A logged-in site whose provider takes 20 s a refresh, 1 s into a `get`'s
 /// refresh: the site, its store and the waiting `get`.
 async fn refreshing() -> (
-    SiteHandle,
+    Standalone,
     Store,
     tokio::task::JoinHandle<Result<Served, super::SiteError>>,
 ) {
@@ -394,7 +394,7 @@ async fn refreshing() -> (
 #[tokio::test(start_paused = true)]
 async fn stop_lets_a_running_refresh_land_and_persist() {
     let (site, store, waiting) = refreshing().await;
-    site.stop();
+    site.stop().unwrap();
     site.finished().await;
     assert_eq!(
         stored_refresh(&store).as_deref(),
@@ -411,7 +411,7 @@ async fn stop_lets_a_running_refresh_land_and_persist() {
 #[tokio::test(start_paused = true)]
 async fn a_retired_site_ends_before_its_successor_reads_the_store() {
     let (old, store, _waiting) = refreshing().await;
-    old.stop();
+    old.stop().unwrap();
     let provider = Provider::new(3600, Duration::ZERO);
     let new = SiteHandle::spawn(config(""), deps(&provider, store.clone()), Some(&old));
     let status = new.status().await.unwrap();
@@ -465,7 +465,7 @@ async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 
 /// A logged-in site (a refresh token stored) on a keyring that answers
 /// until the test makes it stuck. Its first message comes from the test.
-fn flaky_site() -> (SiteHandle, Arc<Provider>, Arc<crate::store::Flaky>) {
+fn flaky_site() -> (Standalone, Arc<Provider>, Arc<crate::store::Flaky>) {
     let cfg = config("");
     let provider = Provider::new(3600, Duration::from_millis(10));
     let flaky = Arc::new(crate::store::Flaky::default());
@@ -477,6 +477,17 @@ fn flaky_site() -> (SiteHandle, Arc<Provider>, Arc<crate::store::Flaky>) {
     (site, provider, flaky)
 }
 
+/// The refresh token a flaky keyring holds for the site.
+fn flaky_refresh(flaky: &crate::store::Flaky) -> String {
+    let records = flaky.records.lock().unwrap();
+    records["corp"]
+        .refresh_token
+        .as_ref()
+        .unwrap()
+        .expose()
+        .to_owned()
+}
+
 /// A keyring that stops answering (an unlock prompt nobody sees) costs the
 /// site a store error after the deadline: the token call's result is
 /// served from memory, `status` answers meanwhile, and the next save,
@@ -484,15 +495,7 @@ fn flaky_site() -> (SiteHandle, Arc<Provider>, Arc<crate::store::Flaky>) {
 #[tokio::test(start_paused = true)]
 async fn a_stuck_keyring_costs_a_store_error_not_a_stalled_site() {
     let (site, provider, flaky) = flaky_site();
-    let stored = || {
-        let records = flaky.records.lock().unwrap();
-        records["corp"]
-            .refresh_token
-            .as_ref()
-            .unwrap()
-            .expose()
-            .to_owned()
-    };
+    let stored = || flaky_refresh(&flaky);
     assert_eq!(bounded("get", token(&site, None)).await.access_token, "at1");
     assert_eq!(stored(), "rt1");
 
@@ -503,18 +506,18 @@ async fn a_stuck_keyring_costs_a_store_error_not_a_stalled_site() {
         async move { site.renew().await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let status = bounded("status", site.status()).await.unwrap();
-    let waited = start.elapsed();
-    assert!(
-        waited <= crate::store::DEADLINE + Duration::from_secs(1),
-        "status waited {waited:?}"
-    );
-    let error = status.last_error.unwrap_or_default();
-    assert!(error.contains("did not answer within 5 s"), "{error}");
     match bounded("renew", renewing).await.unwrap().unwrap() {
         Served::Token(t) => assert_eq!(t.access_token, "at2"),
         Served::NeedLogin => panic!("a login was asked for"),
     }
+    let waited = start.elapsed();
+    assert!(
+        waited <= crate::store::DEADLINE + Duration::from_secs(1),
+        "the renewal waited {waited:?}"
+    );
+    let status = bounded("status", site.status()).await.unwrap();
+    let error = status.last_error.unwrap_or_default();
+    assert!(error.contains("did not answer within 5 s"), "{error}");
     assert_eq!(stored(), "rt1", "the stuck keyring took no write");
     // Memory keeps serving the newest token, without a provider call.
     assert_eq!(bounded("get", token(&site, None)).await.access_token, "at2");
@@ -528,6 +531,54 @@ async fn a_stuck_keyring_costs_a_store_error_not_a_stalled_site() {
     assert_eq!(stored(), "rt3");
     let status = site.status().await.unwrap();
     assert_eq!(status.last_error, None, "{status:?}");
+}
+
+/// A save that the keyring does not answer stalls nothing: while it waits
+/// (up to the deadline), `status` answers and the token in hand is served
+/// at once; the rotated refresh token is not handed out unsaved before the
+/// deadline; past it the site says so and tries the save again by itself.
+#[tokio::test(start_paused = true)]
+async fn a_slow_save_stalls_neither_status_nor_a_held_token() {
+    let (site, provider, flaky) = flaky_site();
+    let stored = || flaky_refresh(&flaky);
+    assert_eq!(bounded("get", token(&site, None)).await.access_token, "at1");
+    flaky.stuck.store(true, Ordering::SeqCst);
+    let renewing = tokio::spawn({
+        let site = site.clone();
+        async move { site.renew().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(provider.calls(), 2, "the renewal's call landed");
+    let quick = Duration::from_secs(1);
+    let status = tokio::time::timeout(quick, site.status())
+        .await
+        .expect("status waited for the save")
+        .unwrap();
+    assert!(status.has_refresh_token);
+    let held = tokio::time::timeout(quick, token(&site, None))
+        .await
+        .expect("a held token waited for the save");
+    assert_eq!(
+        held.access_token, "at1",
+        "served before its refresh token was saved"
+    );
+    assert!(!renewing.is_finished(), "the renewal waits for its save");
+    match bounded("renew", renewing).await.unwrap().unwrap() {
+        Served::Token(t) => {
+            assert_eq!(t.access_token, "at2");
+            let w = t.warning.clone().unwrap_or_default();
+            assert!(w.contains("will not survive a restart"), "{w}");
+        }
+        Served::NeedLogin => panic!("a login was asked for"),
+    }
+    let error = site.status().await.unwrap().last_error.unwrap_or_default();
+    assert!(error.contains("did not answer within 5 s"), "{error}");
+    // The keyring is back: the site saves again on its own.
+    flaky.stuck.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(stored(), "rt2");
+    assert_eq!(site.status().await.unwrap().last_error, None);
+    assert_eq!(provider.calls(), 2);
 }
 
 /// A keyring that does not answer the first load is asked again by the

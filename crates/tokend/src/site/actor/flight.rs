@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::call::Call;
+use super::save::Then;
 use super::Actor;
 use crate::clock::whole;
 use crate::config::grant::Renewal;
@@ -130,7 +131,18 @@ impl Actor {
             .flight
             .as_ref()
             .filter(|f| f.need.as_ref() == Some(&need) && !fresh)
-            .map(|f| f.seq);
+            .map(|f| f.seq)
+            .or_else(|| {
+                // As does one landed and waiting for its save.
+                let w = self
+                    .withheld
+                    .as_ref()
+                    .filter(|w| w.need == need && !fresh)?;
+                match w.then {
+                    Then::Answer(seq) => Some(seq),
+                    Then::Login => Some(u64::MAX),
+                }
+            });
         self.waiters.push(Waiter {
             need,
             id_token: false,
@@ -191,7 +203,9 @@ impl Actor {
     /// Starts the next token call if none is under way and one is needed:
     /// a login's code first, then the oldest waiter's need.
     pub(super) fn fly(&mut self) {
-        if self.flight.is_some() {
+        // A result waiting for its save is handed out first: the refresh
+        // token it brought is not used before it is stored.
+        if self.flight.is_some() || self.withheld.is_some() {
             return;
         }
         if let Some(x) = self.exchange.take() {
@@ -201,7 +215,7 @@ impl Actor {
                 verifier: x.verifier,
                 nonce: x.nonce,
             };
-            if let Some(p) = self.login.as_mut().filter(|p| p.id == x.login) {
+            if let Some(p) = self.login.as_mut() {
                 p.page = x.page;
             }
             self.launch(None, call);
@@ -281,10 +295,13 @@ impl Actor {
         }
         let now = self.now();
         match (flight.need, landed.result) {
-            (None, result) => self.exchanged(result, landed.id, landed.sent_at).await,
+            (None, result) => self.exchanged(result, landed.id, landed.sent_at),
             (Some(need), Ok(resp)) => {
-                self.take(&need, resp, landed.id, landed.sent_at, now).await;
-                self.answer(&need, flight.seq, None);
+                let before = self.held(&need).cloned();
+                match self.take(&need, resp, landed.id, landed.sent_at, now) {
+                    Some(save) => self.withhold(need, before, save, Then::Answer(flight.seq)),
+                    None => self.answer(&need, flight.seq, None),
+                }
             }
             (Some(Need::Own), Err(SiteError::Refused { site, source })) => {
                 tracing::warn!(site = %self.name, "the provider refused the refresh token ({source}); a login is needed");
@@ -310,10 +327,7 @@ impl Actor {
                 self.answer(&need, flight.seq, Some(e));
             }
         }
-        for reply in std::mem::take(&mut self.logouts) {
-            let out = self.logout().await;
-            let _ = reply.send(out);
-        }
+        self.settle_logouts().await;
     }
 
     /// Answers the waiters a flight of `need` numbered `seq` covers: from the
@@ -352,6 +366,10 @@ impl Actor {
 
     /// The token held for a need.
     fn held(&self, need: &Need) -> Option<&Current> {
+        if let Some(w) = self.withheld.as_ref().filter(|w| w.need == *need) {
+            // The token from before the call that waits for its save.
+            return w.before.as_ref();
+        }
         match need {
             Need::Own => self.st.access.as_ref(),
             Need::Narrow(key) => self.st.narrowed.get(key),
@@ -408,42 +426,44 @@ impl Actor {
         Some(self.noted(reply))
     }
 
-    /// Takes a token response to a request sent at `sent_at` in: persists
-    /// first (a rotated refresh token must reach the store before the new
-    /// access token is handed out), then memory.
-    pub(super) async fn take(
+    /// Takes a token response to a request sent at `sent_at` in, and has
+    /// it saved: the number of the save, when the result must wait for it
+    /// before it is handed out (a rotated refresh token reaches the store
+    /// before the new access token leaves the daemon).
+    pub(super) fn take(
         &mut self,
         need: &Need,
         resp: TokenResponse,
         id: IdCheck,
         sent_at: f64,
         now: f64,
-    ) {
+    ) -> Option<u64> {
         match need {
             Need::Own => {
                 let scopes = self.cfg.scopes.clone();
-                self.take_own(resp, &scopes, id, sent_at, now).await;
+                Some(self.take_own(resp, &scopes, id, sent_at, now))
             }
             Need::Narrow(key) => {
                 let cur = Current::obtained(&resp, key, sent_at);
-                if let Some(rt) = resp.refresh_token {
-                    // The refresh rotated the site's refresh token.
-                    self.st.refresh = Some(rt);
-                    self.persist(now).await;
-                }
                 self.st.narrowed.insert(key.clone(), cur);
+                // The refresh rotated the site's refresh token.
+                let rt = resp.refresh_token?;
+                self.st.refresh = Some(rt);
+                Some(self.persist())
             }
         }
     }
 
-    pub(super) async fn take_own(
+    /// The site's own token from a response, in memory; returns the number
+    /// of the save that carries it.
+    pub(super) fn take_own(
         &mut self,
         resp: TokenResponse,
         requested: &[String],
         id: IdCheck,
         sent_at: f64,
         now: f64,
-    ) {
+    ) -> u64 {
         let cur = Current::obtained(&resp, requested, sent_at);
         if let Some(rt) = resp.refresh_token {
             self.st.refresh = Some(rt);
@@ -483,6 +503,6 @@ impl Actor {
         self.st.stalled = false;
         self.st.backoff.reset();
         self.take_id(id, sent_at, now);
-        self.persist(now).await;
+        self.persist()
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::flight::Need;
+use super::save::Then;
 use super::Actor;
 use crate::login::{self, Got, Login, LoginTicket, OpenerSlot, Progress};
 use crate::loopback::Page;
@@ -19,7 +20,6 @@ use crate::site::SiteError;
 
 /// A code a login got, waiting for its exchange.
 pub(super) struct Exchange {
-    pub(super) login: u64,
     pub(super) code: AuthCode,
     pub(super) redirect: String,
     pub(super) verifier: PkceVerifier,
@@ -30,12 +30,13 @@ pub(super) struct Exchange {
 
 /// The login in progress.
 pub(super) struct Pending {
-    pub(super) id: u64,
     pub(super) progress: Arc<watch::Sender<Progress>>,
     /// Which caller's client opens the browser.
     pub(super) opener: OpenerSlot,
     pub(super) paste: Option<mpsc::Sender<String>>,
-    pub(super) task: JoinHandle<()>,
+    /// The flow, until it hands back what it got: its join result comes
+    /// to the actor's own loop.
+    pub(super) task: Option<JoinHandle<Result<Got, SiteError>>>,
     /// Where the browser's page goes once the exchange is done.
     pub(super) page: Option<oneshot::Sender<Page>>,
 }
@@ -47,50 +48,43 @@ impl Actor {
             // Nobody waits for it any more (its end may be on its way):
             // this caller starts afresh and opens the browser.
             Some(p) if p.progress.receiver_count() == 0 && self.exchange.is_none() => {
-                p.task.abort();
+                if let Some(task) = &p.task {
+                    task.abort();
+                }
                 self.login = None;
             }
             Some(p) => return Ok(LoginTicket::joiner(&p.opener, p.progress.subscribe())),
             None => {}
         }
         let (how, paste) = login::How::new(&self.cfg, mode)?;
-        self.logins += 1;
-        let id = self.logins;
         let (progress, rx) = watch::channel(Progress::Starting);
         let progress = Arc::new(progress);
-        let task = match self.me.upgrade() {
-            Some(site) => tokio::spawn(
-                Login {
-                    id,
-                    how,
-                    ctx: login::Ctx {
-                        cfg: self.cfg.clone(),
-                        deps: self.deps.clone(),
-                        dpop: self.dpop.clone(),
-                    },
-                    progress: progress.clone(),
-                    site,
-                }
-                .run(),
-            ),
-            // The site is going away; the login would have nowhere to report.
-            None => tokio::spawn(async {}),
-        };
+        let task = tokio::spawn(
+            Login {
+                how,
+                ctx: login::Ctx {
+                    cfg: self.cfg.clone(),
+                    deps: self.deps.clone(),
+                    dpop: self.dpop.clone(),
+                },
+                progress: progress.clone(),
+            }
+            .run(),
+        );
         let ticket = LoginTicket::opener(rx);
         self.login = Some(Pending {
-            id,
             progress,
             opener: ticket.slot().clone(),
             paste,
-            task,
+            task: Some(task),
             page: None,
         });
         Ok(ticket)
     }
 
     /// A login flow ended: a code to exchange, a token to keep, or a failure.
-    pub(super) async fn login_got(&mut self, id: u64, got: Result<Got, SiteError>) {
-        if self.login.as_ref().is_none_or(|p| p.id != id) {
+    pub(super) fn login_got(&mut self, got: Result<Got, SiteError>) {
+        if self.login.is_none() {
             return;
         }
         match got {
@@ -102,7 +96,6 @@ impl Actor {
                 page,
             }) => {
                 self.exchange = Some(Box::new(Exchange {
-                    login: id,
                     code,
                     redirect,
                     verifier,
@@ -110,16 +103,14 @@ impl Actor {
                     page,
                 }));
             }
-            Ok(Got::Token(resp, checked, sent_at)) => {
-                self.exchanged(Ok(resp), checked, sent_at).await
-            }
+            Ok(Got::Token(resp, checked, sent_at)) => self.exchanged(Ok(resp), checked, sent_at),
             Err(e) => self.end_login(Err(e)),
         }
     }
 
     /// The login's token (or why there is none) is in, from a request sent
-    /// at `sent_at`.
-    pub(super) async fn exchanged(
+    /// at `sent_at`. Its callers are answered once it is saved.
+    pub(super) fn exchanged(
         &mut self,
         result: Result<TokenResponse, SiteError>,
         id: IdCheck,
@@ -128,35 +119,43 @@ impl Actor {
         let now = self.now();
         match result {
             Ok(resp) => {
+                let before = self.st.access.clone();
                 let scopes = self.cfg.scopes.clone();
                 self.st.narrowed.clear();
                 // A new login's ID token, or none: never the last login's.
                 // A new login may be another user's: its ID token sets the subject.
                 self.st.id_token = None;
                 self.st.subject = None;
-                self.take_own(resp, &scopes, id, sent_at, now).await;
+                let save = self.take_own(resp, &scopes, id, sent_at, now);
                 self.st.no_refresh = self.no_refresh_token(now);
                 if let Some(note) = &self.st.no_refresh {
                     tracing::warn!(site = %self.name, "{note}");
                 }
-                // Whoever waits for the site's own token is served by this one.
-                self.answer(&Need::Own, u64::MAX, None);
-                let reply = self
-                    .st
-                    .access
-                    .as_ref()
-                    .filter(|c| c.unexpired(now))
-                    .map(|c| c.reply(self.cfg.api_key.clone(), self.st.no_refresh.clone()))
-                    .map(|r| self.noted(r));
-                match reply {
-                    Some(t) => self.end_login(Ok(t)),
-                    None => self.end_login(Err(SiteError::Internal(format!(
-                        "site {}: login finished without a token",
-                        self.name
-                    )))),
-                }
+                self.withhold(Need::Own, before, save, Then::Login);
             }
             Err(e) => self.end_login(Err(e)),
+        }
+    }
+
+    /// A login's token is saved (or the save failed): it goes to every
+    /// caller waiting for the login, and to those waiting for the site's
+    /// own token.
+    pub(super) fn login_done(&mut self) {
+        self.answer(&Need::Own, u64::MAX, None);
+        let now = self.now();
+        let reply = self
+            .st
+            .access
+            .as_ref()
+            .filter(|c| c.unexpired(now))
+            .map(|c| c.reply(self.cfg.api_key.clone(), self.st.no_refresh.clone()))
+            .map(|r| self.noted(r));
+        match reply {
+            Some(t) => self.end_login(Ok(t)),
+            None => self.end_login(Err(SiteError::Internal(format!(
+                "site {}: login finished without a token",
+                self.name
+            )))),
         }
     }
 
@@ -206,8 +205,9 @@ impl Actor {
 
     /// Ends the login under way (logout, reload, stop) with `why`.
     pub(super) fn cancel_login(&mut self, why: SiteError) {
-        if let Some(p) = &self.login {
-            p.task.abort();
+        if let Some(task) = self.login.as_mut().and_then(|p| p.task.take()) {
+            // Aborted: its join result is not waited for.
+            task.abort();
         }
         if self.exchange.is_none() {
             self.end_login(Err(why));

@@ -5,34 +5,35 @@
 //! runs in a child task while the actor keeps answering; a `get` that the
 //! tokens in hand do not serve waits for that flight (or starts one) and
 //! is answered from its result: one call per need, never one per caller.
-//! Store reads and writes are awaited in the actor, in order, so a rotated
-//! refresh token reaches the store before any caller sees the new access
-//! token, and a logout's delete cannot be overtaken by an older save.
+//! Saves run off the actor too (`save`), one at a time and in order: a
+//! result that brought a rotated refresh token is handed out only once its
+//! save has answered (or missed the store's deadline), while `status` and
+//! the tokens in hand keep being served; a logout's delete waits for the
+//! save under way. The one store read, the first load, is awaited here.
 
 mod call;
 mod dpop;
 mod flight;
 mod id;
 mod logins;
+mod save;
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use token_proto::SiteStatus;
 use tokend_oauth::{Dpop, OAuthSite};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
 use self::flight::{Flight, Landed, Waiter};
 use self::logins::{Exchange, Pending};
 use super::idtoken::HeldId;
 use super::state::{Current, StatusView, TokenState};
-use super::{Deps, LoggedOut, Msg, SiteError};
-use crate::clock::whole;
+use super::{Deps, LoggedOut, Mailbox, Msg, SiteError};
 use crate::config::SiteConfig;
 use crate::login;
 use crate::refresh::Expiring;
-use crate::sites::Sites;
-use crate::store::{Record, StoreError};
+use crate::store::StoreError;
 
 /// How long an actor with nothing under way waits for another message
 /// before it parks. Short: starting again from parked state costs a task
@@ -51,33 +52,43 @@ impl Drop for Ended {
     }
 }
 
-/// Where an actor's messages come from.
-pub(super) struct Mailbox {
-    pub(super) rx: mpsc::Receiver<Box<Msg>>,
-    /// For the actor's own login and flight tasks to write back.
-    pub(super) me: mpsc::WeakSender<Box<Msg>>,
-    /// Where it parks (none: it never does).
-    pub(super) home: Weak<Sites>,
+/// How an actor's task ends.
+#[derive(Debug)]
+pub(crate) enum Exit {
+    /// Nothing under way: its state (with its OAuth client) and its mailbox,
+    /// for the registry to keep until the next message.
+    Parked(Box<Parked>, Mailbox),
+    /// Stopped (or retired): nothing to keep.
+    Ended,
 }
 
 /// A site's state while it has no actor: what its next actor starts from
 /// instead of the store. Nothing is under way when a site parks (no token
 /// call, no login, nobody waiting), so this is all there is: the flight
-/// and login counters start again (a late login result from one of the
-/// old actor's tasks never reaches the next actor).
+/// counter starts again.
 #[derive(Debug)]
 pub(crate) struct Parked {
     st: TokenState,
     dpop: Option<Arc<Dpop>>,
+    /// The OAuth client, kept: a wake does not run discovery or the
+    /// `client_secret_cmd` again.
+    oauth: Option<Arc<OAuthSite>>,
+    /// The settings it parked with (and its client was built with).
+    cfg: Arc<SiteConfig>,
     /// When its refresh-ahead is due.
     pub(crate) wake: Option<tokio::time::Instant>,
 }
 
 impl Parked {
-    /// New settings with the same identity (as [`Msg::Config`] for a running site).
-    pub(crate) fn reconfigured(&mut self, site: &str) {
-        tracing::info!(site = %site, "site settings changed; its login is kept");
+    /// New settings with the same identity (as [`Msg::Config`] for a
+    /// running site): the client is built again with them, and the
+    /// refresh-ahead planned again.
+    pub(crate) fn reconfigured(&mut self, cfg: &Arc<SiteConfig>, clock: &crate::clock::Clock) {
+        tracing::info!(site = %cfg.name, "site settings changed; its login is kept");
         self.st.stalled = false;
+        self.oauth = None;
+        self.cfg = cfg.clone();
+        self.wake = planned(&self.st, cfg, clock);
     }
 
     /// The site's line in `status`, at `now` (Unix s).
@@ -92,13 +103,24 @@ impl Parked {
     }
 }
 
+/// When refresh-ahead of `st` is due, as the actor plans it.
+fn planned(
+    st: &TokenState,
+    cfg: &SiteConfig,
+    clock: &crate::clock::Clock,
+) -> Option<tokio::time::Instant> {
+    st.next_refresh(cfg, clock.now())
+        .map(|at| clock.instant_at(at))
+}
+
 pub(super) struct Actor {
     name: String,
     cfg: Arc<SiteConfig>,
     deps: Arc<Deps>,
-    rx: mpsc::Receiver<Box<Msg>>,
-    me: mpsc::WeakSender<Box<Msg>>,
-    home: Weak<Sites>,
+    rx: Mailbox,
+    /// Whether it parks when idle (a site in a registry), or runs until
+    /// stopped (a site on its own, in tests).
+    parks: bool,
     /// The actor this one replaces: it must end before this one touches the store.
     predecessor: Option<Arc<Semaphore>>,
     st: TokenState,
@@ -113,12 +135,21 @@ pub(super) struct Actor {
     /// Boxed: rare, and an idle site should not carry its space.
     exchange: Option<Box<Exchange>>,
     login: Option<Pending>,
-    logins: u64,
-    /// Logouts waiting for the flight under way to land.
+    /// Logouts waiting for the flight under way to land (and its save).
     logouts: Vec<oneshot::Sender<LoggedOut>>,
+    /// The save under way, off the actor.
+    saving: Option<save::Saving>,
+    /// Saves started so far.
+    saves: u64,
+    /// The login changed during the save under way: saved again after it.
+    save_again: bool,
+    /// When a failed save is tried again.
+    save_retry: Option<tokio::time::Instant>,
+    /// A token call's result waiting for its save before it is handed out.
+    withheld: Option<Box<save::Withheld>>,
     stopping: bool,
-    /// Dropped when the actor ends: what [`super::SiteHandle::finished`] waits for.
-    finished: Ended,
+    /// Dropped when the actor ends (kept for that): what a successor waits for.
+    _ended: Ended,
 }
 
 /// What woke the actor. Small: it is kept in the actor's future, which an
@@ -126,6 +157,12 @@ pub(super) struct Actor {
 enum Wake {
     Msg(Option<Box<Msg>>),
     Landed(Box<Result<Landed, tokio::task::JoinError>>),
+    /// The login's task ended.
+    Login(Box<Result<Result<login::Got, SiteError>, tokio::task::JoinError>>),
+    /// The save under way answered.
+    Saved(Box<Result<Result<(), StoreError>, tokio::task::JoinError>>),
+    /// A failed save is to be tried again.
+    SaveRetry,
     Timer,
     /// Nothing happened for [`PARK_AFTER`].
     Quiet,
@@ -134,11 +171,16 @@ enum Wake {
 /// The actor's life. It is given boxed: the future of an `async fn` keeps
 /// its argument beside its locals, and an idle site (most of a thousand)
 /// should carry one copy of its state, not two.
-pub(super) async fn run(mut a: Box<Actor>) {
+pub(super) async fn run(mut a: Box<Actor>, first: Option<Box<Msg>>) -> Exit {
+    if let Some(msg) = first {
+        Box::pin(a.handle(*msg)).await;
+        a.fly();
+    }
     loop {
-        if a.stopping && a.flight.is_none() && a.exchange.is_none() {
+        if a.stopping && a.flight.is_none() && a.exchange.is_none() && a.saving.is_none() {
             break;
         }
+        let retry = a.save_retry.filter(|_| !a.stopping);
         let due = a.due();
         let park_at = a
             .can_park()
@@ -149,10 +191,22 @@ pub(super) async fn run(mut a: Box<Actor>) {
                 Some(f) => (&mut f.task).await,
                 None => std::future::pending().await,
             } } => Wake::Landed(Box::new(r)),
+            r = async { match a.login.as_mut().and_then(|p| p.task.as_mut()) {
+                Some(task) => task.await,
+                None => std::future::pending().await,
+            } } => Wake::Login(Box::new(r)),
+            r = async { match a.saving.as_mut() {
+                Some(s) => (&mut s.task).await,
+                None => std::future::pending().await,
+            } } => Wake::Saved(Box::new(r)),
             () = async { match due {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             } } => Wake::Timer,
+            () = async { match retry {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            } } => Wake::SaveRetry,
             () = async { match park_at {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
@@ -179,34 +233,59 @@ pub(super) async fn run(mut a: Box<Actor>) {
                 });
                 Box::pin(a.landed(flight, landed)).await;
             }
+            Wake::Login(r) => {
+                if let Some(p) = a.login.as_mut() {
+                    p.task = None;
+                }
+                let got = (*r).unwrap_or_else(|e| {
+                    Err(SiteError::TaskFailed {
+                        site: a.name.clone(),
+                        what: "the login",
+                        source: Arc::new(e),
+                    })
+                });
+                a.login_got(got);
+            }
+            Wake::Saved(r) => Box::pin(a.saved(*r)).await,
+            Wake::SaveRetry => a.save_retry_due(),
             Wake::Timer => a.refresh_ahead(),
             Wake::Quiet => {
-                if a.park() {
-                    return;
+                if a.can_park() && a.rx.is_empty() {
+                    let wake = a.due();
+                    let a = *a;
+                    let parked = Parked {
+                        st: a.st,
+                        dpop: a.dpop,
+                        oauth: a.oauth,
+                        cfg: a.cfg,
+                        wake,
+                    };
+                    return Exit::Parked(Box::new(parked), a.rx);
                 }
             }
         }
         a.fly();
     }
     (*a).finish();
+    Exit::Ended
 }
 
 impl Actor {
     pub(super) fn new(
         cfg: Arc<SiteConfig>,
         deps: Arc<Deps>,
-        mailbox: Mailbox,
+        rx: Mailbox,
         predecessor: Option<Arc<Semaphore>>,
         parked: Option<Box<Parked>>,
         finished: Ended,
+        parks: bool,
     ) -> Actor {
         let mut a = Actor {
             name: cfg.name.clone(),
             cfg,
             deps,
-            rx: mailbox.rx,
-            me: mailbox.me,
-            home: mailbox.home,
+            rx,
+            parks,
             predecessor,
             st: TokenState::default(),
             loaded: false,
@@ -217,15 +296,32 @@ impl Actor {
             waiters: Vec::new(),
             exchange: None,
             login: None,
-            logins: 0,
             logouts: Vec::new(),
+            saving: None,
+            saves: 0,
+            save_again: false,
+            save_retry: None,
+            withheld: None,
             stopping: false,
-            finished,
+            _ended: finished,
         };
         if let Some(p) = parked {
-            let Parked { st, dpop, wake: _ } = *p;
+            let Parked {
+                st,
+                dpop,
+                oauth,
+                cfg,
+                wake: _,
+            } = *p;
             a.st = st;
             a.dpop = dpop;
+            if Arc::ptr_eq(&cfg, &a.cfg) || cfg == a.cfg {
+                a.oauth = oauth;
+            } else {
+                // Settings changed while it was parking (as a reload sends
+                // a running site): its client is built again with them.
+                a.st.stalled = false;
+            }
             a.loaded = true;
         }
         a
@@ -234,57 +330,26 @@ impl Actor {
     /// When refresh-ahead is next due. No timer while a flight is under
     /// way: its landing re-plans.
     fn due(&self) -> Option<tokio::time::Instant> {
-        if self.stopping || self.flight.is_some() || !self.loaded {
+        if self.stopping || self.flight.is_some() || self.withheld.is_some() || !self.loaded {
             return None;
         }
-        self.st
-            .next_refresh(&self.cfg, self.now())
-            .map(|at| self.deps.clock.instant_at(at))
+        planned(&self.st, &self.cfg, &self.deps.clock)
     }
 
-    /// Nothing is under way that the actor's task must see through.
+    /// It parks when idle, and nothing is under way that the actor's task
+    /// must see through.
     fn can_park(&self) -> bool {
-        self.loaded
+        self.parks
+            && self.loaded
             && !self.stopping
             && self.flight.is_none()
             && self.exchange.is_none()
             && self.login.is_none()
             && self.waiters.is_empty()
             && self.logouts.is_empty()
-            && self.home.strong_count() > 0
-    }
-
-    /// Hands the site's state to its slot and lets the task end, if the
-    /// site is still this actor's and no message came in meanwhile.
-    fn park(&mut self) -> bool {
-        let Some(home) = self.home.upgrade().filter(|_| self.can_park()) else {
-            return false;
-        };
-        let wake = self.due();
-        let parked = home.park(&self.name, &self.finished.0, &mut self.rx, || {
-            Box::new(Parked {
-                st: std::mem::take(&mut self.st),
-                dpop: self.dpop.take(),
-                wake,
-            })
-        });
-        if !parked {
-            return false;
-        }
-        tracing::trace!(site = %self.name, "parked");
-        // Sent between the check for an empty mailbox and its close: for
-        // the site's next actor. Not a login's result: no login was
-        // pending, so it is stale, and its number means nothing to the
-        // next actor, whose logins count from one again.
-        while let Ok(msg) = self.rx.try_recv() {
-            if matches!(*msg, Msg::LoginGot { .. }) {
-                continue;
-            }
-            if let Some(next) = home.get(&self.name) {
-                next.forward(msg);
-            }
-        }
-        true
+            && self.saving.is_none()
+            && self.save_retry.is_none()
+            && self.withheld.is_none()
     }
 
     fn now(&self) -> f64 {
@@ -316,7 +381,6 @@ impl Actor {
                 self.load().await;
                 let _ = reply.send(self.join_login(mode));
             }
-            Msg::LoginGot { id, got } => self.login_got(id, got).await,
             Msg::Paste { reply } => {
                 let _ = reply.send(self.login.as_ref().and_then(|p| p.paste.clone()));
             }
@@ -324,13 +388,10 @@ impl Actor {
                 // A store we cannot read still gets its entry deleted.
                 self.load().await;
                 self.cancel_login(login::cancelled(&self.name));
-                if self.flight.is_some() || self.exchange.is_some() {
-                    // Revoke what that call brings, not what it replaces.
-                    self.logouts.push(reply);
-                } else {
-                    let out = self.logout().await;
-                    let _ = reply.send(out);
-                }
+                // Revoke what a call under way brings, not what it
+                // replaces; delete after the save under way.
+                self.logouts.push(reply);
+                self.settle_logouts().await;
             }
             Msg::Status { reply } => {
                 self.load().await;
@@ -355,6 +416,7 @@ impl Actor {
                 let _ = reply.send(self.proof(&method, &url, &token, nonce));
             }
             Msg::Stop => self.begin_stop(),
+            Msg::Wake => {}
         }
     }
 
@@ -444,43 +506,28 @@ impl Actor {
         }
     }
 
-    /// Writes the login to the store. A failure is logged and kept as the
-    /// site's error: memory still has the login, a restart would lose it.
-    async fn persist(&mut self, now: f64) {
-        let refresh = self.st.refresh.clone();
-        // The access token too, so a restart serves it without a provider call.
-        let access = self.st.access.as_ref();
-        let record = Record {
-            identity: self.cfg.identity(),
-            access_token: access.map(|c| c.token.clone()),
-            token_type: access.map(|c| c.token_type.clone()),
-            expires_at: access.and_then(|c| c.expires_at),
-            refresh_token: refresh,
-            scopes: self.st.scopes.clone(),
-            saved_at: whole(now),
-            dpop_key: self.dpop.as_ref().map(|d| d.key.to_stored()),
-            id_token: self.st.id_token.as_ref().map(|t| t.token.clone()),
-            id_token_expires_at: self.st.id_token.as_ref().map(|t| t.expires_at),
-        };
-        match self.deps.store.save(&self.name, &record).await {
-            Ok(()) => self.st.unsaved = None,
-            Err(e) => {
-                let msg = format!(
-                    "cannot persist the login to the {} store: {e}",
-                    self.deps.store.name()
-                );
-                tracing::error!(site = %self.name, "{msg}");
-                self.st.last_error = Some(msg.clone());
-                self.st.unsaved = Some(msg);
-            }
-        }
-    }
-
     /// Drops the login, memory and store.
     async fn forget(&mut self, why: Option<String>) {
         self.st.clear(why);
+        self.save_done().await;
         if let Err(e) = self.deps.store.delete(&self.name).await {
             tracing::error!(site = %self.name, "cannot remove the login from the store: {e}");
+        }
+    }
+
+    /// Answers the logouts waiting, once nothing under way would write the
+    /// store after them.
+    async fn settle_logouts(&mut self) {
+        if self.flight.is_some()
+            || self.exchange.is_some()
+            || self.withheld.is_some()
+            || self.saving.is_some()
+        {
+            return;
+        }
+        for reply in std::mem::take(&mut self.logouts) {
+            let out = self.logout().await;
+            let _ = reply.send(out);
         }
     }
 

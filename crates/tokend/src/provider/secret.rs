@@ -7,8 +7,8 @@ use tokend_oauth::ClientSecret;
 use tokio::io::AsyncReadExt;
 use zeroize::Zeroizing;
 
-use super::error::SiteError;
 use crate::config::SecretSource;
+use crate::error::SiteError;
 
 /// The most a `client_secret_cmd` may print; its output is wiped after use.
 const MAX_SECRET_OUTPUT: u64 = 64 * 1024;

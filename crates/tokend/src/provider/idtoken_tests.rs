@@ -133,7 +133,7 @@ fn site(op: &Arc<Op>, store: Store) -> SiteHandle {
         store_notice: None,
         keys: Arc::default(),
     };
-    SiteHandle::spawn(config(), Arc::new(deps), None)
+    SiteHandle::spawn(config(), Arc::new(deps), None).clone_handle()
 }
 
 /// A paste-back login to its end: the user pastes a bare code. `shape`

@@ -3,6 +3,10 @@
 
 use token_proto::{ErrorBody, ErrorCode};
 
+mod site;
+
+pub(crate) use site::SiteError;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ApiError {
     pub code: ErrorCode,

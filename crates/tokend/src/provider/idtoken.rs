@@ -8,9 +8,9 @@ use token_proto::{TokenKind, TokenReply};
 use tokend_oauth::idtoken::Expected;
 use tokend_oauth::{IdToken, IdTokenError, OAuthSite};
 
-use super::Deps;
 use crate::clock::whole;
 use crate::config::SiteConfig;
+use crate::deps::Deps;
 use crate::refresh::Expiring;
 
 /// A validated ID token.

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use token_proto::ErrorCode;
 
-use super::idtoken::IdRefusal;
-use crate::error::ApiError;
+use super::ApiError;
 use crate::login::Way;
+use crate::provider::idtoken::IdRefusal;
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub(crate) enum SiteError {

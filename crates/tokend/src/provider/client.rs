@@ -6,10 +6,10 @@ use std::sync::Arc;
 use tokend_oauth::{Client, Dpop, OAuthSite, Provider};
 use url::Url;
 
-use super::error::SiteError;
 use super::secret::resolve_secret;
-use super::Deps;
 use crate::config::SiteConfig;
+use crate::deps::Deps;
+use crate::error::SiteError;
 
 /// Builds the OAuth client for `cfg`. Discovery that cannot succeed (an
 /// issuer with a query, metadata for another issuer) is a config error;
