@@ -2,12 +2,19 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use zeroize::Zeroizing;
 
+use std::sync::Arc;
+
+use url::Url;
+
+use crate::assertion::AssertionSource;
+use crate::client_key::{ClientKey, JWT_BEARER_ASSERTION};
 use crate::error::Error;
-use crate::http::FormRequest;
+use crate::http::{FormRequest, Http};
 use crate::secret::ClientSecret;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum ClientAuth {
     /// A public client: `client_id` in the body, no secret.
     None,
@@ -15,6 +22,26 @@ pub enum ClientAuth {
     Basic,
     /// `client_secret_post`: `client_id` and `client_secret` in the body.
     Post,
+    /// `private_key_jwt` (RFC 7523 §2.2): a fresh assertion signed with the
+    /// client's own key on every call.
+    PrivateKeyJwt(Arc<ClientKey>),
+    /// A federated client assertion (RFC 7521 §4.2): a token someone else
+    /// issued for this client (a projected service-account token, a CI
+    /// job's OIDC token), fetched afresh for every call.
+    Assertion(Arc<AssertionSource>),
+}
+
+impl ClientAuth {
+    /// The `client_auth` config value that names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientAuth::None => "none",
+            ClientAuth::Basic => "basic",
+            ClientAuth::Post => "post",
+            ClientAuth::PrivateKeyJwt(_) => "private_key_jwt",
+            ClientAuth::Assertion(_) => "client_assertion",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -37,8 +64,12 @@ impl Client {
     /// Add this client's credentials to a request to the token, revocation
     /// or device endpoint.
     pub fn authenticate(&self, request: &mut FormRequest) -> Result<(), Error> {
-        match self.auth {
-            ClientAuth::None => request.param("client_id", &self.id),
+        match &self.auth {
+            // The assertion is added by [`Client::sign`] just before each
+            // send: a retried request must not repeat its `jti`.
+            ClientAuth::None | ClientAuth::PrivateKeyJwt(_) | ClientAuth::Assertion(_) => {
+                request.param("client_id", &self.id)
+            }
             ClientAuth::Basic => {
                 let header = basic_header(&self.id, self.secret_for("basic")?);
                 request.header("Authorization", &header);
@@ -49,6 +80,30 @@ impl Client {
                 request.param("client_secret", secret.expose());
             }
         }
+        Ok(())
+    }
+
+    /// Adds a fresh client assertion to `request` (for `private_key_jwt`
+    /// and federated assertions; nothing for the other methods), just before
+    /// it is sent. `audience`: the token endpoint.
+    pub async fn sign(
+        &self,
+        http: &Http,
+        request: &mut FormRequest,
+        audience: &Url,
+    ) -> Result<(), Error> {
+        let assertion = match &self.auth {
+            ClientAuth::PrivateKeyJwt(key) => Zeroizing::new(key.assertion(&self.id, audience)?),
+            ClientAuth::Assertion(source) => {
+                Zeroizing::new(source.fetch(http).await?.expose().to_owned())
+            }
+            ClientAuth::None | ClientAuth::Basic | ClientAuth::Post => return Ok(()),
+        };
+        request
+            .form
+            .retain(|(k, _)| k != "client_assertion" && k != "client_assertion_type");
+        request.param("client_assertion_type", JWT_BEARER_ASSERTION);
+        request.param("client_assertion", &assertion);
         Ok(())
     }
 

@@ -25,13 +25,6 @@ pub(crate) enum SiteError {
         #[source]
         source: Arc<tokend_oauth::Error>,
     },
-    /// `client_secret_cmd` could not be run or read.
-    #[error("site {site}: client_secret_cmd could not run: {source}")]
-    SecretCmd {
-        site: String,
-        #[source]
-        source: Arc<std::io::Error>,
-    },
     /// The provider failed or answered garbage: may pass, retried with backoff.
     #[error("site {site}: {source}")]
     Provider {
@@ -180,9 +173,7 @@ impl SiteError {
     /// follows from it too ([`SiteError::needs_config_edit`]).
     pub(crate) fn code(&self) -> ErrorCode {
         match self {
-            SiteError::Config(_) | SiteError::Discovery { .. } | SiteError::SecretCmd { .. } => {
-                ErrorCode::ConfigError
-            }
+            SiteError::Config(_) | SiteError::Discovery { .. } => ErrorCode::ConfigError,
             SiteError::Provider { .. }
             | SiteError::Refused { .. }
             | SiteError::ClientRefused { .. }
