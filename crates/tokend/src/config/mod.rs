@@ -19,7 +19,7 @@ use toml::Spanned;
 pub(crate) use daemon::{DaemonSettings, StoreKind};
 pub use git::{GitHost, Refusal, Remote};
 pub use site::{ClientAuthKind, SiteConfig, WrittenUrl};
-pub(crate) use site::{Grant, SecretSource};
+pub(crate) use site::{Grant, SecretSource, Subject};
 pub(crate) use token_proto::parse_duration;
 
 /// One problem in the config file.

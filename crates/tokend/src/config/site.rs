@@ -12,6 +12,9 @@ use url::Url;
 use super::git::GitHost;
 use super::{preset, ConfigError, Lines, RawTable};
 
+mod workload;
+pub(crate) use workload::{Subject, Workload};
+
 /// How the client secret is obtained; the secret itself never sits in the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum SecretSource {
@@ -26,6 +29,22 @@ pub enum ClientAuthKind {
     None,
     Basic,
     Post,
+    /// `private_key_jwt`: assertions signed with `client_key_file`.
+    PrivateKeyJwt,
+    /// A federated client assertion (`client_assertion_file`, `_cmd`, `_source`).
+    Assertion,
+}
+
+impl ClientAuthKind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ClientAuthKind::None => "none",
+            ClientAuthKind::Basic => "basic",
+            ClientAuthKind::Post => "post",
+            ClientAuthKind::PrivateKeyJwt => "private_key_jwt",
+            ClientAuthKind::Assertion => "client_assertion",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +53,21 @@ pub(crate) enum Grant {
     ClientCredentials,
     DeviceCode,
     Implicit,
+    /// RFC 7523 §2.1: a signed assertion is the grant.
+    JwtBearer,
+    /// RFC 8693: another token is exchanged for this site's.
+    TokenExchange,
+}
+
+impl Grant {
+    /// The grants with no user: a token is had from the token endpoint
+    /// alone, never by a login.
+    pub(crate) fn is_machine(self) -> bool {
+        matches!(
+            self,
+            Grant::ClientCredentials | Grant::JwtBearer | Grant::TokenExchange
+        )
+    }
 }
 
 /// A URL of the config as written, checked once (https, or plain http to a
@@ -161,6 +195,9 @@ pub struct SiteConfig {
     /// the config (a preset's own endpoints follow from its other keys).
     /// Empty when none is written, so existing identities stay the same.
     pub(crate) pinned: String,
+    /// Workload identity: the client key, federated assertions, the
+    /// jwt-bearer assertion and the token-exchange subject.
+    pub(crate) workload: Box<Workload>,
 }
 
 impl SiteConfig {
@@ -225,13 +262,11 @@ impl SiteConfig {
         pin("revoke_url", self.revoke_url.as_deref().map(Url::as_str));
         pin("device_url", self.device_url.as_deref().map(Url::as_str));
         pin("api_base", self.api_base.as_deref().map(Url::as_str));
+        pin("client_auth", self.client_auth.map(ClientAuthKind::name));
+        let key = self.workload.client_key.as_ref();
         pin(
-            "client_auth",
-            self.client_auth.map(|a| match a {
-                ClientAuthKind::None => "none",
-                ClientAuthKind::Basic => "basic",
-                ClientAuthKind::Post => "post",
-            }),
+            "client_key_file",
+            key.map(|(p, _)| p.to_str().unwrap_or("?")),
         );
         let env = match &self.secret {
             Some(SecretSource::Env(name)) => Some(name.as_str()),
@@ -242,6 +277,12 @@ impl SiteConfig {
     }
 
     pub fn effective_client_auth(&self) -> ClientAuthKind {
+        if self.workload.client_key.is_some() {
+            return ClientAuthKind::PrivateKeyJwt;
+        }
+        if self.workload.client_assertion.is_some() {
+            return ClientAuthKind::Assertion;
+        }
         self.client_auth.unwrap_or(if self.secret.is_some() {
             ClientAuthKind::Basic
         } else {
@@ -444,7 +485,7 @@ impl Fields<'_> {
 
 /// Closest known key, for "did you mean".
 fn suggest(key: &str) -> Option<&'static str> {
-    token_proto::names::closest(key, KEYS.iter().copied())
+    token_proto::names::closest(key, KEYS.iter().chain(workload::KEYS).copied())
 }
 
 pub(super) fn parse_site(
@@ -476,7 +517,11 @@ pub(super) fn parse_site(
             message: "a site name may hold only [A-Za-z0-9._-]".to_owned(),
         });
     }
-    if let Some((key, line, _)) = f.table.iter().find(|(k, _, _)| !KEYS.contains(&k.as_str())) {
+    if let Some((key, line, _)) = f
+        .table
+        .iter()
+        .find(|(k, _, _)| !KEYS.contains(&k.as_str()) && !workload::KEYS.contains(&k.as_str()))
+    {
         let hint = suggest(key).map_or(String::new(), |s| format!("; did you mean `{s}`?"));
         return Err(f.err(*line, key, format!("unknown key{hint}")));
     }
@@ -512,6 +557,7 @@ pub(super) fn parse_site(
                 ("none", ClientAuthKind::None),
                 ("basic", ClientAuthKind::Basic),
                 ("post", ClientAuthKind::Post),
+                ("private_key_jwt", ClientAuthKind::PrivateKeyJwt),
             ],
         )?,
         scopes: f.strings("scopes")?,
@@ -523,6 +569,8 @@ pub(super) fn parse_site(
                     ("client_credentials", Grant::ClientCredentials),
                     ("device_code", Grant::DeviceCode),
                     ("implicit", Grant::Implicit),
+                    ("jwt_bearer", Grant::JwtBearer),
+                    ("token_exchange", Grant::TokenExchange),
                 ],
             )?
             .unwrap_or(Grant::AuthorizationCode),
@@ -556,6 +604,7 @@ pub(super) fn parse_site(
             .unwrap_or_default(),
         prompt: f.string_or_empty("prompt")?,
         pinned: String::new(),
+        workload: Box::new(f.workload()?),
     };
     site.pinned = site.pin_written();
     preset::apply(&mut site, separator_given).map_err(|e| {
@@ -634,13 +683,15 @@ fn validate(f: &Fields<'_>, site: SiteConfig) -> Result<SiteConfig, ConfigError>
             "missing: give `issuer` (for discovery) or `token_url` and `authorize_url`",
         ));
     }
-    if site.grant == Grant::ClientCredentials && site.secret.is_none() {
+    let keyed = site.workload.client_key.is_some() || site.workload.client_assertion.is_some();
+    if site.grant == Grant::ClientCredentials && site.secret.is_none() && !keyed {
         return Err(f.err(
             at,
             "grant",
-            "client_credentials needs a client secret: add client_secret_env or client_secret_cmd",
+            "client_credentials needs a client credential: add client_secret_env or client_secret_cmd, client_key_file (private_key_jwt) or a client_assertion_file / _cmd / _source",
         ));
     }
+    workload::validate(f, &site)?;
     if site.kube_token == TokenKind::IdToken && !site.wants_id_token() {
         return Err(f.err(
             f.line_of("kube_token"),
@@ -648,7 +699,11 @@ fn validate(f: &Fields<'_>, site: SiteConfig) -> Result<SiteConfig, ConfigError>
             "an ID token needs `openid` among the site's `scopes`",
         ));
     }
-    if site.client_auth.is_some_and(|a| a != ClientAuthKind::None) && site.secret.is_none() {
+    if site
+        .client_auth
+        .is_some_and(|a| matches!(a, ClientAuthKind::Basic | ClientAuthKind::Post))
+        && site.secret.is_none()
+    {
         return Err(f.err(
             at,
             "client_auth",

@@ -17,7 +17,7 @@ pub(super) async fn login(
 ) -> Result<TokenReply, ApiError> {
     let site = d.site(&req.site)?;
     let grant = d.config().sites.get(&req.site).map(|c| c.grant);
-    if grant == Some(Grant::ClientCredentials) {
+    if grant.is_some_and(Grant::is_machine) {
         // Nobody to ask: a "login" is a fresh token from the token endpoint.
         return match site.renew().await? {
             Served::Token(t) => Ok(t),

@@ -7,7 +7,7 @@ use tokend_oauth::{Client, ClientAuth, Dpop, OAuthSite, Provider};
 use url::Url;
 
 use super::error::SiteError;
-use super::secret::resolve_secret;
+use super::secret::{load_client_key, resolve_secret};
 use super::Deps;
 use crate::config::{ClientAuthKind, SiteConfig};
 
@@ -81,17 +81,41 @@ pub(crate) async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite
     let client = Client {
         id: cfg.client_id.clone(),
         secret,
-        auth: match cfg.effective_client_auth() {
-            ClientAuthKind::None => ClientAuth::None,
-            ClientAuthKind::Basic => ClientAuth::Basic,
-            ClientAuthKind::Post => ClientAuth::Post,
-        },
+        auth: client_auth(deps, cfg)?,
     };
     let mut site = OAuthSite::new(provider, client);
     site.scope_separator = cfg.scope_separator.clone();
     site.extra_params = cfg.extra_params.clone();
     site.prompt = cfg.effective_prompt().map(str::to_owned);
     Ok(Arc::new(site))
+}
+
+/// How the client proves who it is: a secret method, its own key (read and
+/// checked now) or a federated assertion (fetched at each call).
+fn client_auth(deps: &Deps, cfg: &SiteConfig) -> Result<ClientAuth, SiteError> {
+    Ok(match cfg.effective_client_auth() {
+        ClientAuthKind::None => ClientAuth::None,
+        ClientAuthKind::Basic => ClientAuth::Basic,
+        ClientAuthKind::Post => ClientAuth::Post,
+        ClientAuthKind::PrivateKeyJwt => {
+            let Some((path, kid)) = &cfg.workload.client_key else {
+                return Err(SiteError::config(
+                    &cfg.name,
+                    "private_key_jwt without client_key_file",
+                ));
+            };
+            ClientAuth::PrivateKeyJwt(Arc::new(load_client_key(
+                &cfg.name,
+                path,
+                kid.clone(),
+                deps.clock,
+            )?))
+        }
+        ClientAuthKind::Assertion => match &cfg.workload.client_assertion {
+            Some(src) => ClientAuth::Assertion(Arc::new(src.clone())),
+            None => return Err(SiteError::config(&cfg.name, "no client assertion source")),
+        },
+    })
 }
 
 /// `oauth` with the site's DPoP key, so its token requests carry proofs. A

@@ -143,6 +143,11 @@ pub(crate) enum SiteError {
         #[source]
         source: tokend_oauth::Error,
     },
+    /// A machine grant's subject or assertion cannot be had now (its file
+    /// is missing, its command failed, the subject site is not logged in):
+    /// the message names the config key or the site.
+    #[error("site {site}: {message}")]
+    NoSubject { site: String, message: String },
     /// The site's task went away: a bug, or a stop under way.
     #[error("{0}")]
     Internal(String),
@@ -179,6 +184,7 @@ impl SiteError {
             | SiteError::ClientRefused { .. }
             | SiteError::Retrying { .. } => ErrorCode::ProviderError,
             SiteError::BadRequest(_) => ErrorCode::BadRequest,
+            SiteError::NoSubject { .. } => ErrorCode::LoginRequired,
             SiteError::IdTokenRefused { .. }
             | SiteError::CallbackRefused { .. }
             | SiteError::DeviceRefused { .. }

@@ -29,6 +29,7 @@ pub(crate) mod idtoken;
 pub(crate) mod proof;
 pub(crate) mod secret;
 mod state;
+pub(crate) mod subject;
 #[cfg(test)]
 mod tests;
 

@@ -2,6 +2,7 @@
 //! from the config file itself.
 
 use tokend_oauth::ClientSecret;
+use zeroize::Zeroizing;
 
 use super::error::SiteError;
 use crate::config::SecretSource;
@@ -69,4 +70,49 @@ pub(super) async fn resolve_secret(
             Ok(ClientSecret::new(secret))
         }
     }
+}
+
+/// The site's `private_key_jwt` key, from `client_key_file`: refused unless
+/// the file is the user's own and private to them (the key is the whole
+/// credential).
+pub(super) fn load_client_key(
+    site: &str,
+    path: &std::path::Path,
+    kid: Option<String>,
+    clock: crate::clock::Clock,
+) -> Result<tokend_oauth::ClientKey, SiteError> {
+    let shown = path.display();
+    let cfg_err =
+        |m: String| SiteError::Config(format!("site {site}: client_key_file {shown}: {m}"));
+    let meta = std::fs::metadata(path).map_err(|e| {
+        cfg_err(match e.kind() {
+            std::io::ErrorKind::NotFound => "the file does not exist".to_owned(),
+            _ => format!("cannot read it: {e}"),
+        })
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(cfg_err(format!(
+                "the file belongs to uid {}, not to you; a private key must be your own (copy it and `chmod 600` the copy)",
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(cfg_err(format!(
+                "the private key is readable by others (mode {:o}); run `chmod 600 {shown}`",
+                meta.mode() & 0o777
+            )));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = &meta;
+    let pem = Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| cfg_err(format!("cannot read it: {e}")))?,
+    );
+    tokend_oauth::ClientKey::from_pem(&pem, kid, move || crate::clock::whole(clock.now()))
+        .map_err(|e| cfg_err(e.to_string()))
 }

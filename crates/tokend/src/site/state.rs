@@ -18,7 +18,7 @@ impl Grant {
     /// Whether a new access token can be had without the user: client
     /// credentials always, the other grants only with a refresh token.
     pub(crate) fn renews_alone(self, has_refresh_token: bool) -> bool {
-        self == Grant::ClientCredentials || has_refresh_token
+        self.is_machine() || has_refresh_token
     }
 }
 

@@ -12,7 +12,6 @@ use tokio::task::JoinHandle;
 use super::call::Call;
 use super::Actor;
 use crate::clock::whole;
-use crate::config::Grant;
 use crate::refresh::Expiring;
 use crate::site::idtoken::IdCheck;
 use crate::site::state::Current;
@@ -235,8 +234,8 @@ impl Actor {
             Need::Own => None,
             Need::Narrow(key) => Some(key.clone()),
         };
-        if self.cfg.grant == Grant::ClientCredentials {
-            return Some(Call::ClientCredentials {
+        if self.cfg.grant.is_machine() {
+            return Some(Call::Machine {
                 scopes: scopes.unwrap_or_else(|| self.cfg.scopes.clone()),
             });
         }
