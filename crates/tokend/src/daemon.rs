@@ -76,6 +76,7 @@ impl Daemon {
                 login_timeout,
                 load_slots: Arc::new(tokio::sync::Semaphore::new(LOAD_AT_ONCE)),
                 keys: Arc::default(),
+                sites: Default::default(),
             },
         )
     }
@@ -87,7 +88,12 @@ impl Daemon {
             store_moved: None,
             config: RwLock::new(Arc::new(Config::default())),
             config_path,
-            sites: Sites::new(Arc::new(deps)),
+            sites: {
+                let sites = Sites::new(Arc::new(deps));
+                // A token exchange's `subject_site` is asked through it.
+                sites.deps().sites.set(&sites);
+                sites
+            },
             shutdown: tokio::sync::watch::channel(false).0,
             trimmer: crate::platform::memory::Trimmer::default(),
         };

@@ -52,6 +52,8 @@ pub(crate) struct Deps {
     pub store_notice: Option<Arc<crate::store::Notice>>,
     /// The providers' signing keys, for ID tokens: one cache for the daemon.
     pub keys: Arc<tokend_oauth::KeyCache>,
+    /// The daemon's sites, for a token exchange's `subject_site`.
+    pub sites: subject::SitesRef,
 }
 
 /// Who set a `get`'s `min_ttl`: the words of the warning when the
