@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tokend_oauth::{Client, ClientAuth, Dpop, OAuthSite, Provider};
+use tokend_oauth::{AssertionSource, Client, ClientAuth, ClientKey, Dpop, OAuthSite, Provider};
 use url::Url;
 
 use super::error::SiteError;
@@ -78,10 +78,19 @@ pub(crate) async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite
         None => None,
         Some(src) => Some(resolve_secret(name, src).await?),
     };
+    let (key, assertion) = credentials(deps, cfg)?;
     let client = Client {
         id: cfg.client_id.clone(),
         secret,
-        auth: client_auth(deps, cfg)?,
+        auth: match cfg.effective_client_auth() {
+            ClientAuthKind::None => ClientAuth::None,
+            ClientAuthKind::Basic => ClientAuth::Basic,
+            ClientAuthKind::Post => ClientAuth::Post,
+            ClientAuthKind::PrivateKeyJwt => ClientAuth::PrivateKeyJwt,
+            ClientAuthKind::Assertion => ClientAuth::Assertion,
+        },
+        key,
+        assertion,
     };
     let mut site = OAuthSite::new(provider, client);
     site.scope_separator = cfg.scope_separator.clone();
@@ -90,32 +99,22 @@ pub(crate) async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite
     Ok(Arc::new(site))
 }
 
-/// How the client proves who it is: a secret method, its own key (read and
-/// checked now) or a federated assertion (fetched at each call).
-fn client_auth(deps: &Deps, cfg: &SiteConfig) -> Result<ClientAuth, SiteError> {
-    Ok(match cfg.effective_client_auth() {
-        ClientAuthKind::None => ClientAuth::None,
-        ClientAuthKind::Basic => ClientAuth::Basic,
-        ClientAuthKind::Post => ClientAuth::Post,
-        ClientAuthKind::PrivateKeyJwt => {
-            let Some((path, kid)) = &cfg.workload.client_key else {
-                return Err(SiteError::config(
-                    &cfg.name,
-                    "private_key_jwt without client_key_file",
-                ));
-            };
-            ClientAuth::PrivateKeyJwt(Arc::new(load_client_key(
-                &cfg.name,
-                path,
-                kid.clone(),
-                deps.clock,
-            )?))
-        }
-        ClientAuthKind::Assertion => match &cfg.workload.client_assertion {
-            Some(src) => ClientAuth::Assertion(Arc::new(src.clone())),
-            None => return Err(SiteError::config(&cfg.name, "no client assertion source")),
-        },
-    })
+/// The client's own key (read and checked now) or where its federated
+/// assertion comes from (fetched at each call), as the site says.
+type Credentials = (Option<Arc<ClientKey>>, Option<Arc<AssertionSource>>);
+
+fn credentials(deps: &Deps, cfg: &SiteConfig) -> Result<Credentials, SiteError> {
+    let key = match &cfg.workload.client_key {
+        Some((path, kid)) => Some(Arc::new(load_client_key(
+            &cfg.name,
+            path,
+            kid.clone(),
+            deps.clock,
+        )?)),
+        None => None,
+    };
+    let assertion = cfg.workload.client_assertion.clone().map(Arc::new);
+    Ok((key, assertion))
 }
 
 /// `oauth` with the site's DPoP key, so its token requests carry proofs. A
