@@ -9,8 +9,8 @@ use token_proto::{names, ErrorCode, ReloadReply};
 use tokend_oauth::Http;
 
 use crate::clock::Clock;
-use crate::config::Config;
 use crate::config::StoreKind;
+use crate::config::{Config, SiteConfig};
 use crate::error::ApiError;
 use crate::site::{Deps, LoginTimeout, SiteHandle};
 use crate::sites::{Sites, Status};
@@ -123,7 +123,16 @@ impl Daemon {
     /// The actor of a configured site (started now if it was not yet), or
     /// why there is none.
     pub(crate) fn site(&self, name: &str) -> Result<SiteHandle, ApiError> {
-        if let Some(site) = self.sites.get(name) {
+        self.site_with_settings(name).map(|(site, _)| site)
+    }
+
+    /// The actor of a configured site (as [`Daemon::site`]) and the
+    /// settings installed with it, which a request decides on.
+    pub(crate) fn site_with_settings(
+        &self,
+        name: &str,
+    ) -> Result<(SiteHandle, Arc<SiteConfig>), ApiError> {
+        if let Some(site) = self.sites.get_with_settings(name) {
             return Ok(site);
         }
         let config = self.config();

@@ -323,3 +323,27 @@ async fn a_stopping_daemon_wakes_no_parked_site() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert!(d.sites.running_names().is_empty());
 }
+
+/// A reload hands a site its new settings before it replaces the daemon's
+/// copy of the config: a request in between decides (grant, `kube_token`,
+/// `dpop`) on the site's, never on the stale copy.
+#[tokio::test(start_paused = true)]
+async fn a_request_decides_on_the_settings_installed_with_its_site() {
+    let Fixture { dir, d, .. } = daemon(&site("corp", "https://auth.example", "c"));
+    let (_, before) = d.site_with_settings("corp").unwrap();
+    assert_eq!(before.grant.name(), "authorization_code");
+
+    // The same identity (a secret command is not part of it), another grant.
+    let edited = format!(
+        "{}grant = \"client_credentials\"\nclient_secret_cmd = \"echo s\"\n",
+        site("corp", "https://auth.example", "c")
+    );
+    let new = crate::config::Config::parse(&dir.path().join("config.toml"), &edited);
+    assert_eq!(new.sites["corp"].identity(), before.identity());
+    // What `install` does first; the daemon's copy is replaced after.
+    d.apply(&d.config(), &new);
+    assert_eq!(d.config().sites["corp"].grant.name(), "authorization_code");
+    let (site, now) = d.site_with_settings("corp").unwrap();
+    assert_eq!(now.grant.name(), "client_credentials");
+    assert_eq!(site.name(), "corp");
+}

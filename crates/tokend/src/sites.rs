@@ -92,6 +92,20 @@ impl Sites {
         lock(&self.inner).started(name, self)
     }
 
+    /// The actor of the site `name` (as [`Sites::get`]) and the settings
+    /// installed with it: what a request decides on (grant, `kube_token`,
+    /// `dpop`) is the site's own, never the rest of the config's, which a
+    /// reload replaces after the sites.
+    pub(crate) fn get_with_settings(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Option<(SiteHandle, Arc<SiteConfig>)> {
+        let mut inner = lock(&self.inner);
+        let handle = inner.started(name, self)?;
+        let settings = inner.slots.get(name)?.config.clone();
+        Some((handle, settings))
+    }
+
     /// Every site's line in `status`, by name: a parked site's now, the
     /// others' from their actor (started if it was not: its login is read
     /// from the store first).

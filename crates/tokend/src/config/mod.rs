@@ -2,8 +2,10 @@
 //! bad site so the good ones are served; every problem names the file, the
 //! line and the key at fault.
 
+pub(crate) mod client_auth;
 mod daemon;
 mod git;
+pub(crate) mod grant;
 mod preset;
 mod site;
 mod trust;
@@ -18,8 +20,8 @@ use toml::Spanned;
 
 pub(crate) use daemon::{DaemonSettings, StoreKind};
 pub use git::{GitHost, Refusal, Remote};
-pub use site::{ClientAuthKind, SiteConfig, WrittenUrl};
-pub(crate) use site::{Grant, SecretSource, Subject};
+pub(crate) use site::{SecretSource, Subject};
+pub use site::{SiteConfig, WrittenUrl};
 pub(crate) use token_proto::parse_duration;
 
 /// One problem in the config file.

@@ -3,7 +3,8 @@
 //! fills what the user left unset, so any field of a preset can be
 //! overridden in the config.
 
-use super::site::{ClientAuthKind, Grant, SiteConfig, WrittenUrl};
+use super::client_auth::ClientAuth;
+use super::site::{SiteConfig, WrittenUrl};
 
 /// The key that parameterizes a preset's URLs (`subdomain = "acme"`).
 struct Param {
@@ -39,7 +40,7 @@ struct Preset {
     api_base: Option<&'static str>,
     /// How a site with a client secret authenticates unless `client_auth`
     /// says otherwise (`None`: the usual default, basic).
-    secret_auth: Option<ClientAuthKind>,
+    secret_auth: Option<ClientAuth>,
     /// The authorization request's `prompt` unless the site sets one
     /// (`Some("")`: none, where `consent` would be the default).
     prompt: Option<&'static str>,
@@ -109,7 +110,7 @@ static PRESETS: &[Preset] = &[
         scope_separator: Some(","),
         api_base: Some("https://api.stackexchange.com/2.3"),
         // client_id and client_secret are form parameters in SE's docs.
-        secret_auth: Some(ClientAuthKind::Post),
+        secret_auth: Some(ClientAuth::Post),
         ..NONE
     },
     Preset {
@@ -128,7 +129,7 @@ static PRESETS: &[Preset] = &[
         redirect_uri: Some("https://{subdomain}.stackenterprise.co/oauth/login_success"),
         scope_separator: Some(","),
         api_base: Some("https://{subdomain}.stackenterprise.co/api/2.3"),
-        secret_auth: Some(ClientAuthKind::Post),
+        secret_auth: Some(ClientAuth::Post),
         ..NONE
     },
     Preset {
@@ -136,7 +137,7 @@ static PRESETS: &[Preset] = &[
         authorize_url: Some("https://github.com/login/oauth/authorize"),
         token_url: Some("https://github.com/login/oauth/access_token"),
         device_url: Some("https://github.com/login/device/code"),
-        secret_auth: Some(ClientAuthKind::Post),
+        secret_auth: Some(ClientAuth::Post),
         ..NONE
     },
     Preset {
@@ -277,7 +278,7 @@ pub(super) fn apply(site: &mut SiteConfig, separator_given: bool) -> Result<(), 
     // and blamed on the parameter.
     let key = preset.param.as_ref().map_or("preset", |p| p.key);
 
-    let implicit = site.grant == Grant::Implicit;
+    let implicit = site.grant.token_from_browser();
     // The user's own issuer or endpoints win; the preset's issuer is used
     // only where discovery gives the right answer.
     let use_issuer = preset.issuer.is_some() && discoverable;
@@ -334,6 +335,7 @@ mod tests {
 
     use url::Url;
 
+    use super::ClientAuth;
     use crate::config::Config;
 
     fn site(body: &str) -> crate::config::SiteConfig {
@@ -380,11 +382,11 @@ mod tests {
     #[test]
     fn stackexchange_with_a_secret_posts_it() {
         let s = site("preset = \"stackexchange\"\nclient_secret_env = \"SE\"\n");
-        assert_eq!(s.effective_client_auth(), super::ClientAuthKind::Post);
+        assert_eq!(s.effective_client_auth(), ClientAuth::Post);
         let s = site(
             "preset = \"stackexchange\"\nclient_secret_env = \"SE\"\nclient_auth = \"basic\"\n",
         );
-        assert_eq!(s.effective_client_auth(), super::ClientAuthKind::Basic);
+        assert_eq!(s.effective_client_auth(), ClientAuth::Basic);
     }
 
     #[test]

@@ -9,7 +9,9 @@ use token_proto::{parse_duration, GitAuth, TokenKind};
 use toml::{Spanned, Value};
 use url::Url;
 
+use super::client_auth::{self, ClientAuth};
 use super::git::GitHost;
+use super::grant::Grant;
 use super::{preset, ConfigError, Lines, RawTable};
 
 mod workload;
@@ -22,52 +24,6 @@ pub(crate) enum SecretSource {
     Env(String),
     /// Printed on stdout by this shell command (`pass show corp`).
     Cmd(String),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientAuthKind {
-    None,
-    Basic,
-    Post,
-    /// `private_key_jwt`: assertions signed with `client_key_file`.
-    PrivateKeyJwt,
-    /// A federated client assertion (`client_assertion_file`, `_cmd`, `_source`).
-    Assertion,
-}
-
-impl ClientAuthKind {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            ClientAuthKind::None => "none",
-            ClientAuthKind::Basic => "basic",
-            ClientAuthKind::Post => "post",
-            ClientAuthKind::PrivateKeyJwt => "private_key_jwt",
-            ClientAuthKind::Assertion => "client_assertion",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Grant {
-    AuthorizationCode,
-    ClientCredentials,
-    DeviceCode,
-    Implicit,
-    /// RFC 7523 §2.1: a signed assertion is the grant.
-    JwtBearer,
-    /// RFC 8693: another token is exchanged for this site's.
-    TokenExchange,
-}
-
-impl Grant {
-    /// The grants with no user: a token is had from the token endpoint
-    /// alone, never by a login.
-    pub(crate) fn is_machine(self) -> bool {
-        matches!(
-            self,
-            Grant::ClientCredentials | Grant::JwtBearer | Grant::TokenExchange
-        )
-    }
 }
 
 /// A URL of the config as written, checked once (https, or plain http to a
@@ -157,7 +113,7 @@ pub struct SiteConfig {
     pub(crate) client_id: String,
     pub(crate) secret: Option<SecretSource>,
     /// As configured; `None` means the default (none without a secret, else basic).
-    pub(crate) client_auth: Option<ClientAuthKind>,
+    pub(crate) client_auth: Option<ClientAuth>,
     pub(crate) scopes: Vec<String>,
     pub(crate) grant: Grant,
     /// As written: sent to the provider, which compares it with the registered one.
@@ -207,9 +163,10 @@ impl SiteConfig {
     }
 
     /// Whether a login should bring a refresh token: `offline_access` asks
-    /// for one by name.
+    /// for one by name, of a grant that may bring one.
     pub(crate) fn expects_refresh_token(&self) -> bool {
-        self.scopes.iter().any(|s| s == "offline_access")
+        self.grant
+            .expects_refresh_token(self.scopes.iter().any(|s| s == "offline_access"))
     }
 
     /// The `prompt` of the authorization request: as configured, else
@@ -262,7 +219,7 @@ impl SiteConfig {
         pin("revoke_url", self.revoke_url.as_deref().map(Url::as_str));
         pin("device_url", self.device_url.as_deref().map(Url::as_str));
         pin("api_base", self.api_base.as_deref().map(Url::as_str));
-        pin("client_auth", self.client_auth.map(ClientAuthKind::name));
+        pin("client_auth", self.client_auth.map(client_auth::name));
         let key = self.workload.client_key.as_ref();
         pin(
             "client_key_file",
@@ -276,18 +233,18 @@ impl SiteConfig {
         pinned
     }
 
-    pub fn effective_client_auth(&self) -> ClientAuthKind {
+    /// How the client authenticates: its key or federated assertion when
+    /// the site has one, else as configured (or by the preset), else the
+    /// default for whether it has a secret.
+    pub fn effective_client_auth(&self) -> ClientAuth {
         if self.workload.client_key.is_some() {
-            return ClientAuthKind::PrivateKeyJwt;
+            return ClientAuth::PrivateKeyJwt;
         }
         if self.workload.client_assertion.is_some() {
-            return ClientAuthKind::Assertion;
+            return ClientAuth::Assertion;
         }
-        self.client_auth.unwrap_or(if self.secret.is_some() {
-            ClientAuthKind::Basic
-        } else {
-            ClientAuthKind::None
-        })
+        self.client_auth
+            .unwrap_or_else(|| client_auth::default(self.secret.is_some()))
     }
 }
 
@@ -553,27 +510,17 @@ pub(super) fn parse_site(
         secret,
         client_auth: f.choice(
             "client_auth",
-            &[
-                ("none", ClientAuthKind::None),
-                ("basic", ClientAuthKind::Basic),
-                ("post", ClientAuthKind::Post),
-                ("private_key_jwt", ClientAuthKind::PrivateKeyJwt),
-            ],
+            &client_auth::all()
+                .map(|a| (client_auth::name(a), a))
+                .collect::<Vec<_>>(),
         )?,
         scopes: f.strings("scopes")?,
         grant: f
             .choice(
                 "grant",
-                &[
-                    ("authorization_code", Grant::AuthorizationCode),
-                    ("client_credentials", Grant::ClientCredentials),
-                    ("device_code", Grant::DeviceCode),
-                    ("implicit", Grant::Implicit),
-                    ("jwt_bearer", Grant::JwtBearer),
-                    ("token_exchange", Grant::TokenExchange),
-                ],
+                &Grant::all().map(|g| (g.name(), g)).collect::<Vec<_>>(),
             )?
-            .unwrap_or(Grant::AuthorizationCode),
+            .unwrap_or(Grant::DEFAULT),
         redirect_uri: f.url("redirect_uri")?,
         scope_separator: scope_separator.unwrap_or_else(|| " ".to_owned()),
         refresh_before: f.duration("refresh_before")?,
@@ -684,11 +631,14 @@ fn validate(f: &Fields<'_>, site: SiteConfig) -> Result<SiteConfig, ConfigError>
         ));
     }
     let keyed = site.workload.client_key.is_some() || site.workload.client_assertion.is_some();
-    if site.grant == Grant::ClientCredentials && site.secret.is_none() && !keyed {
+    if site.grant.needs_secret() && site.secret.is_none() && !keyed {
         return Err(f.err(
             at,
             "grant",
-            "client_credentials needs a client credential: add client_secret_env or client_secret_cmd, client_key_file (private_key_jwt) or a client_assertion_file / _cmd / _source",
+            format!(
+                "{} needs a client credential: add client_secret_env or client_secret_cmd, client_key_file (private_key_jwt) or a client_assertion_file / _cmd / _source",
+                site.grant.name()
+            ),
         ));
     }
     workload::validate(f, &site)?;
@@ -699,22 +649,37 @@ fn validate(f: &Fields<'_>, site: SiteConfig) -> Result<SiteConfig, ConfigError>
             "an ID token needs `openid` among the site's `scopes`",
         ));
     }
-    if site
-        .client_auth
-        .is_some_and(|a| matches!(a, ClientAuthKind::Basic | ClientAuthKind::Post))
-        && site.secret.is_none()
-    {
+    if site.client_auth.is_some_and(client_auth::needs_secret) && site.secret.is_none() {
+        let with_secret: Vec<&str> = client_auth::all()
+            .filter(|a| client_auth::needs_secret(*a))
+            .map(client_auth::name)
+            .collect();
         return Err(f.err(
             at,
             "client_auth",
-            "basic and post need a client secret: add client_secret_env or client_secret_cmd",
+            format!(
+                "{} need a client secret: add client_secret_env or client_secret_cmd",
+                with_secret.join(" and ")
+            ),
         ));
     }
-    if site.dpop && site.grant == Grant::Implicit {
+    if site.dpop && site.grant.token_from_browser() {
+        let bound: Vec<String> = Grant::all()
+            .filter(|g| !g.token_from_browser())
+            .map(|g| format!("\"{}\"", g.name()))
+            .collect();
+        let bound = match bound.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, init)) => format!("{} or {last}", init.join(", ")),
+            None => String::new(),
+        };
         return Err(f.err(
             at,
             "dpop",
-            "the implicit grant's token comes from the browser, unbound: DPoP needs grant = \"authorization_code\", \"device_code\" or \"client_credentials\"",
+            format!(
+                "the {} grant's token comes from the browser, unbound: DPoP needs grant = {bound}",
+                site.grant.name()
+            ),
         ));
     }
     Ok(site)
@@ -751,6 +716,14 @@ mod tests {
         assert_eq!(e.line, Some(4));
         let e = parse("dpop = true\ngrant = \"implicit\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("dpop"));
+        assert!(
+            e.message.ends_with(
+                "the implicit grant's token comes from the browser, unbound: DPoP needs grant = \
+             \"authorization_code\", \"client_credentials\", \"device_code\", \"jwt_bearer\" or \
+             \"token_exchange\""
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -881,6 +854,51 @@ mod tests {
         assert_eq!(
             s.redirect_uri.as_ref().map(ToString::to_string).as_deref(),
             Some("http://localhost:8400")
+        );
+    }
+
+    /// `grant` and `client_auth` parse into the types the daemon uses, with
+    /// the same names, defaults and errors (each at its line) as before.
+    #[test]
+    fn grant_and_client_auth_keep_their_names_defaults_and_errors() {
+        let s = parse("").unwrap();
+        assert_eq!(s.grant.name(), "authorization_code");
+        assert_eq!(s.client_auth, None);
+        assert_eq!(s.effective_client_auth(), ClientAuth::None);
+        let s = parse("client_secret_env = \"S\"\n").unwrap();
+        assert_eq!(s.effective_client_auth(), ClientAuth::Basic);
+        let s = parse("client_secret_env = \"S\"\nclient_auth = \"post\"\n").unwrap();
+        assert_eq!(s.client_auth, Some(ClientAuth::Post));
+        for g in Grant::all() {
+            let secret = match g {
+                _ if g.needs_secret() => "client_secret_cmd = \"pass corp\"\n",
+                Grant::JwtBearer => "assertion_file = \"/run/token\"\n",
+                Grant::TokenExchange => "subject_site = \"other\"\n",
+                _ => "",
+            };
+            let s = parse(&format!("grant = \"{}\"\n{secret}", g.name())).unwrap();
+            assert_eq!(s.grant.name(), g.name());
+        }
+        let shown = |body: &str| parse(body).unwrap_err().to_string();
+        assert_eq!(
+            shown("scopes = []\ngrant = \"password\"\n"),
+            "/c.toml:5: site corp: key `grant`: `password` is not one of \"authorization_code\", \
+             \"client_credentials\", \"device_code\", \"implicit\", \"jwt_bearer\", \"token_exchange\""
+        );
+        assert_eq!(
+            shown("client_auth = \"jwt\"\n"),
+            "/c.toml:4: site corp: key `client_auth`: `jwt` is not one of \"none\", \"basic\", \"post\", \"private_key_jwt\", \"client_assertion\""
+        );
+        assert_eq!(
+            shown("grant = \"client_credentials\"\n"),
+            "/c.toml:1: site corp: key `grant`: client_credentials needs a client credential: \
+             add client_secret_env or client_secret_cmd, client_key_file (private_key_jwt) or a \
+             client_assertion_file / _cmd / _source"
+        );
+        assert_eq!(
+            shown("client_auth = \"basic\"\n"),
+            "/c.toml:1: site corp: key `client_auth`: basic and post need a client secret: \
+             add client_secret_env or client_secret_cmd"
         );
     }
 

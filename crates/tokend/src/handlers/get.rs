@@ -7,9 +7,10 @@ use std::sync::Arc;
 use token_proto::{GetRequest, LoginMode, LoginPolicy, Purpose, TokenKind, TokenReply};
 
 use super::Events;
+use crate::config::SiteConfig;
 use crate::daemon::Daemon;
 use crate::error::ApiError;
-use crate::site::{proof, Served, TtlFrom};
+use crate::site::{proof, Served, SiteHandle, TtlFrom};
 use tokend_oauth::AccessToken;
 
 pub(super) async fn get(
@@ -17,13 +18,15 @@ pub(super) async fn get(
     req: GetRequest,
     events: &mut Events<'_>,
 ) -> Result<TokenReply, ApiError> {
+    // The settings installed with the site decide, not the daemon's copy
+    // of the config (a reload replaces that after the sites).
+    let (site, settings) = d.site_with_settings(&req.site)?;
     // A proof that cannot be made is refused before any token call or login.
-    let target = match (&req.dpop, d.config().sites.get(&req.site)) {
-        (Some(t), Some(cfg)) => Some(proof::check(cfg, t)?),
-        _ => None,
+    let target = match &req.dpop {
+        Some(t) => Some(proof::check(&settings, t)?),
+        None => None,
     };
-    let site = d.site(&req.site)?;
-    let mut token = token(d, req, events).await?;
+    let mut token = token(&site, &settings, req, events).await?;
     if let Some((method, url, nonce)) = target {
         if !token.token_type.eq_ignore_ascii_case("dpop") {
             return Err(ApiError::internal(format!(
@@ -40,12 +43,12 @@ pub(super) async fn get(
 }
 
 async fn token(
-    d: &Arc<Daemon>,
+    site: &SiteHandle,
+    settings: &SiteConfig,
     req: GetRequest,
     events: &mut Events<'_>,
 ) -> Result<TokenReply, ApiError> {
-    let site = d.site(&req.site)?;
-    if wants_id_token(d, &req) {
+    if wants_id_token(settings, &req) {
         return get_id_token(site, req, events).await;
     }
     let from = match req.purpose {
@@ -89,21 +92,17 @@ fn login_mode(req: &GetRequest) -> LoginMode {
 /// Whether the caller gets the ID token: it asked for it, or it asked on
 /// behalf of `token kube` and the site says `kube_token = "id_token"` (the
 /// client cannot read the config, so the daemon applies that key).
-fn wants_id_token(d: &Daemon, req: &GetRequest) -> bool {
+fn wants_id_token(settings: &SiteConfig, req: &GetRequest) -> bool {
     match req.token {
         Some(kind) => kind == TokenKind::IdToken,
-        None if req.purpose == Some(Purpose::Kube) => d
-            .config()
-            .sites
-            .get(&req.site)
-            .is_some_and(|cfg| cfg.kube_token == TokenKind::IdToken),
+        None if req.purpose == Some(Purpose::Kube) => settings.kube_token == TokenKind::IdToken,
         None => false,
     }
 }
 
 /// The site's validated ID token, after a login when only a login brings one.
 async fn get_id_token(
-    site: crate::site::SiteHandle,
+    site: &SiteHandle,
     req: GetRequest,
     events: &mut Events<'_>,
 ) -> Result<TokenReply, ApiError> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use token_proto::{LoginRequest, TokenReply};
 
 use super::Events;
-use crate::config::Grant;
+use crate::config::grant::LoginBy;
 use crate::daemon::Daemon;
 use crate::error::ApiError;
 use crate::site::Served;
@@ -15,14 +15,15 @@ pub(super) async fn login(
     req: LoginRequest,
     events: &mut Events<'_>,
 ) -> Result<TokenReply, ApiError> {
-    let site = d.site(&req.site)?;
-    let grant = d.config().sites.get(&req.site).map(|c| c.grant);
-    if grant.is_some_and(Grant::is_machine) {
+    let (site, settings) = d.site_with_settings(&req.site)?;
+    match settings.grant.login() {
         // Nobody to ask: a "login" is a fresh token from the token endpoint.
-        return match site.renew().await? {
+        LoginBy::TokenCall => match site.renew().await? {
             Served::Token(t) => Ok(t),
             Served::NeedLogin => Err(ApiError::internal(format!("site {}: no token", req.site))),
-        };
+        },
+        LoginBy::Code | LoginBy::Device | LoginBy::Fragment => {
+            Ok(site.login(req.mode).await?.wait(&req.site, events).await?)
+        }
     }
-    Ok(site.login(req.mode).await?.wait(&req.site, events).await?)
 }

@@ -8,19 +8,22 @@
 
 use std::sync::Arc;
 
-use token_proto::{Event, LoginMode, TokenReply};
+use token_proto::{Event, TokenReply};
 use tokend_oauth::{AuthCode, OAuthSite, PkceVerifier, TokenResponse};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{Grant, SiteConfig};
+use crate::config::SiteConfig;
 use crate::handlers::Events;
-use crate::loopback::{is_loopback, Page, StartLinks};
+use crate::loopback::{Page, StartLinks};
 use crate::site::idtoken::{self, IdCheck};
 use crate::site::{client, Deps, Msg, SiteError};
 
 mod browser;
 mod device;
 mod paste;
+mod way;
+
+pub(crate) use way::{How, Way};
 
 /// How often a caller waiting on a login is checked for having gone away.
 const CALLER_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -197,52 +200,6 @@ fn with_link(event: &Event, links: Option<&StartLinks>) -> Event {
     }
 }
 
-/// How a login runs.
-#[derive(Debug)]
-pub(crate) enum How {
-    Browser,
-    Device,
-    /// Paste-back: the user's paste arrives here.
-    Paste(mpsc::Receiver<String>),
-    /// No browser where the caller is: device if the provider (once
-    /// discovered) offers it, else paste-back.
-    NoBrowser(mpsc::Receiver<String>),
-}
-
-impl How {
-    /// How a login asked for as `asked` runs for `cfg`: device for
-    /// device-code sites, paste-back for the implicit grant and redirects
-    /// tokend cannot listen on. A paste-back login also gives where the
-    /// `paste` request delivers the input.
-    pub(crate) fn plan(cfg: &SiteConfig, asked: LoginMode) -> (How, Option<mpsc::Sender<String>>) {
-        let mode = match (asked, cfg.grant) {
-            (LoginMode::Browser | LoginMode::NoBrowser, Grant::DeviceCode) => LoginMode::Device,
-            (m, _) => m,
-        };
-        let paste_only = cfg.grant == Grant::Implicit
-            || cfg
-                .redirect_uri
-                .as_ref()
-                .is_some_and(|u| !is_loopback(u.url()));
-        match mode {
-            LoginMode::Device => (How::Device, None),
-            LoginMode::Browser if !paste_only => (How::Browser, None),
-            LoginMode::Browser | LoginMode::Paste => {
-                let (tx, rx) = mpsc::channel(1);
-                (How::Paste(rx), Some(tx))
-            }
-            LoginMode::NoBrowser => {
-                let (tx, rx) = mpsc::channel(1);
-                if paste_only {
-                    (How::Paste(rx), Some(tx))
-                } else {
-                    (How::NoBrowser(rx), Some(tx))
-                }
-            }
-        }
-    }
-}
-
 /// What a flow needs.
 #[derive(Debug)]
 pub(crate) struct Ctx {
@@ -300,22 +257,13 @@ async fn flow(
         .await
         .and_then(|o| client::with_dpop(o, &ctx.cfg, ctx.dpop.as_ref()))?;
     // Without a browser: the device flow where the provider offers one.
-    let how = match how {
-        How::NoBrowser(_) if oauth.provider.device_url.is_some() => How::Device,
-        How::NoBrowser(rx) => How::Paste(rx),
-        other => other,
+    let way = how.plan.way(oauth.provider.device_url.is_some());
+    let started = match way {
+        Way::Device => device::start(&ctx, oauth).await?,
+        Way::Paste => paste::start(&ctx, oauth, how.input)?,
+        Way::Browser => browser::start(&ctx, oauth).await?,
     };
-    let name = match how {
-        How::Browser => "browser",
-        How::Device => "device",
-        How::Paste(_) | How::NoBrowser(_) => "paste",
-    };
-    let started = match how {
-        How::Device => device::start(&ctx, oauth).await?,
-        How::Paste(input) | How::NoBrowser(input) => paste::start(&ctx, oauth, input)?,
-        How::Browser => browser::start(&ctx, oauth).await?,
-    };
-    tracing::info!(site = %ctx.cfg.name, mode = name, "login started");
+    tracing::info!(site = %ctx.cfg.name, mode = way.name(), "login started");
     progress.send_replace(Progress::Waiting {
         first: started.first,
         joined: started.joined,
@@ -328,26 +276,6 @@ async fn flow(
 pub(crate) fn cancelled(site: &str) -> SiteError {
     SiteError::LoginCancelled {
         site: site.to_owned(),
-    }
-}
-
-/// Which way a login ran: what its errors say failed and tell the user to
-/// run next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Way {
-    Browser,
-    Device,
-    Paste,
-}
-
-impl Way {
-    /// The command that tries again.
-    pub(crate) fn again(self, site: &str) -> String {
-        match self {
-            Way::Browser => format!("token login {site}"),
-            Way::Device => format!("token login {site} --device"),
-            Way::Paste => format!("token login {site} --paste"),
-        }
     }
 }
 

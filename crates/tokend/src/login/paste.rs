@@ -10,7 +10,6 @@ use tokend_oauth::{check_callback, parse_implicit_fragment, AuthCode, OAuthSite,
 use tokio::sync::mpsc;
 
 use super::{fresh_nonce, fresh_pkce, fresh_state, timed_out, Ctx, Got, Started, Way};
-use crate::config::Grant;
 use crate::site::SiteError;
 
 /// Where a paste-back login without a configured redirect_uri sends the
@@ -30,9 +29,10 @@ pub(super) fn start(
         .as_deref()
         .unwrap_or(PASTE_REDIRECT)
         .to_owned();
-    let flow = match cfg.grant {
-        Grant::Implicit => Flow::Implicit,
-        _ => Flow::Code(fresh_pkce()?),
+    let flow = if cfg.grant.token_from_browser() {
+        Flow::Implicit
+    } else {
+        Flow::Code(fresh_pkce()?)
     };
     let state = fresh_state()?;
     let nonce = match &flow {

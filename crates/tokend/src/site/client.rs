@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use tokend_oauth::{AssertionSource, Client, ClientAuth, ClientKey, Dpop, OAuthSite, Provider};
+use tokend_oauth::{AssertionSource, Client, ClientKey, Dpop, OAuthSite, Provider};
 use url::Url;
 
 use super::error::SiteError;
 use super::secret::{load_client_key, resolve_secret};
 use super::Deps;
-use crate::config::{ClientAuthKind, SiteConfig};
+use crate::config::SiteConfig;
 
 /// Builds the OAuth client for `cfg`. Discovery that cannot succeed (an
 /// issuer with a query, metadata for another issuer) is a config error;
@@ -82,13 +82,7 @@ pub(crate) async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite
     let client = Client {
         id: cfg.client_id.clone(),
         secret,
-        auth: match cfg.effective_client_auth() {
-            ClientAuthKind::None => ClientAuth::None,
-            ClientAuthKind::Basic => ClientAuth::Basic,
-            ClientAuthKind::Post => ClientAuth::Post,
-            ClientAuthKind::PrivateKeyJwt => ClientAuth::PrivateKeyJwt,
-            ClientAuthKind::Assertion => ClientAuth::Assertion,
-        },
+        auth: cfg.effective_client_auth(),
         key,
         assertion,
     };

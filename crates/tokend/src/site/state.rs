@@ -11,16 +11,8 @@ use super::idtoken::HeldId;
 use super::SiteError;
 use super::TtlFrom;
 use crate::clock::whole;
-use crate::config::{Grant, SiteConfig};
+use crate::config::SiteConfig;
 use crate::refresh::{self, Backoff, Expiring};
-
-impl Grant {
-    /// Whether a new access token can be had without the user: client
-    /// credentials always, the other grants only with a refresh token.
-    pub(crate) fn renews_alone(self, has_refresh_token: bool) -> bool {
-        self.is_machine() || has_refresh_token
-    }
-}
 
 /// The shortest time between two refreshes ahead of the same site.
 const MIN_RENEWAL_GAP: f64 = 1.0;
@@ -276,7 +268,7 @@ impl TokenState {
             return self.refresh.is_some().then_some(now);
         };
         let expires_at = cur.expires_at?;
-        if cfg.grant == Grant::ClientCredentials && self.last_used < cur.obtained_at {
+        if cfg.grant.lapses_unused() && self.last_used < cur.obtained_at {
             // Not used since it was fetched: let it lapse; the next get fetches.
             return None;
         }

@@ -656,3 +656,21 @@ async fn after_two_failures_one_more_try_comes_before_expiry() {
         "the first token, two failures, the retry"
     );
 }
+
+/// A client-credentials site renews with the grant itself, and has no
+/// login to start: a login asked of its actor says what to run instead
+/// (the `login` handler makes a token call for it).
+#[tokio::test]
+async fn a_client_credentials_site_fetches_its_token_and_starts_no_login() {
+    let cfg = config("grant = \"client_credentials\"\nclient_secret_cmd = \"echo s\"\n");
+    let provider = Provider::new(3600, Duration::ZERO);
+    let site = SiteHandle::spawn(cfg, deps(&provider, Store::Memory(Arc::default())), None);
+    token(&site, None).await;
+    assert_eq!(provider.calls(), 1);
+    let e = site.login(LoginMode::Browser).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("logs in without the user: `token get corp` fetches a token"),
+        "{e}"
+    );
+}

@@ -9,7 +9,7 @@ use token_proto::TokenKind;
 use tokend_oauth::exchange::token_type_uri;
 use tokend_oauth::{AssertionFrom, AssertionSource};
 
-use super::{ClientAuthKind, Fields, Grant, SiteConfig};
+use super::{ClientAuth, Fields, Grant, SiteConfig};
 use crate::config::ConfigError;
 
 /// The keys this module reads.
@@ -234,14 +234,21 @@ pub(super) fn validate(f: &Fields<'_>, site: &SiteConfig) -> Result<(), ConfigEr
         ));
     }
     match site.client_auth {
-        Some(ClientAuthKind::PrivateKeyJwt) if w.client_key.is_none() => {
+        Some(ClientAuth::PrivateKeyJwt) if w.client_key.is_none() => {
             return Err(f.err(
                 f.line_of("client_auth"),
                 "client_auth",
                 "private_key_jwt needs client_key_file = \"PATH\" (a PEM EC P-256 or RSA private key, private to you)",
             ))
         }
-        Some(other) if other != ClientAuthKind::PrivateKeyJwt && w.client_key.is_some() => {
+        Some(ClientAuth::Assertion) if w.client_assertion.is_none() => {
+            return Err(f.err(
+                f.line_of("client_auth"),
+                "client_auth",
+                "client_assertion needs client_assertion_file, client_assertion_cmd or client_assertion_source",
+            ))
+        }
+        Some(other) if other != ClientAuth::PrivateKeyJwt && w.client_key.is_some() => {
             return Err(f.err(
                 f.line_of("client_key_file"),
                 "client_key_file",

@@ -9,7 +9,8 @@ use tokend_oauth::{
 };
 
 use super::flight::Landed;
-use crate::config::{Grant, SiteConfig, Subject};
+use crate::config::grant::Renewal;
+use crate::config::{client_auth, SiteConfig, Subject};
 use crate::site::idtoken::{self, IdCheck};
 use crate::site::{client, secret, subject, Deps, SiteError};
 
@@ -83,7 +84,7 @@ impl Call {
         // without one (refused, only the ID token is dropped).
         let nonce = match &self {
             Call::Code { nonce, .. } => nonce.as_deref(),
-            _ => None,
+            Call::Refresh { .. } | Call::Machine { .. } => None,
         };
         let id = match &result {
             Ok(resp) => idtoken::check(&deps, &cfg, &oauth, resp.id_token.as_deref(), nonce).await,
@@ -110,10 +111,13 @@ impl Call {
                 client: client_settings(&cfg),
                 source: Box::new(source),
             },
+            // The refresh token is refused: only a login helps.
             Call::Refresh { .. } if source.is_invalid_grant() => {
                 SiteError::Refused { site, source }
             }
-            _ => SiteError::Provider { site, source },
+            Call::Refresh { .. } | Call::Machine { .. } | Call::Code { .. } => {
+                SiteError::Provider { site, source }
+            }
         });
         Landed {
             oauth: Some(oauth),
@@ -128,7 +132,7 @@ impl Call {
 /// `invalid_client`: `client_id`, `client_auth` and where the secret comes
 /// from (never the secret).
 fn client_settings(cfg: &SiteConfig) -> String {
-    let auth = cfg.effective_client_auth().name();
+    let auth = client_auth::name(cfg.effective_client_auth());
     let secret = match (&cfg.secret, &cfg.workload.client_key, &cfg.workload.client_assertion) {
         (Some(s), _, _) => format!("the secret from {}", secret::described(s)),
         (None, Some((path, kid)), _) => format!(
@@ -182,8 +186,8 @@ async fn machine_grant(
         site: site.clone(),
         message: e.to_string(),
     };
-    match cfg.grant {
-        Grant::JwtBearer => {
+    match cfg.grant.renewal() {
+        Renewal::JwtBearer => {
             let Some(src) = &cfg.workload.assertion else {
                 return Err(SiteError::config(
                     site,
@@ -193,7 +197,7 @@ async fn machine_grant(
             let assertion = src.fetch(http).await.map_err(no_subject)?;
             Ok(oauth.jwt_bearer(http, &assertion, scopes).await)
         }
-        Grant::TokenExchange => {
+        Renewal::TokenExchange => {
             let Some(x) = &cfg.workload.exchange else {
                 return Err(SiteError::config(site, "token_exchange without a subject"));
             };
@@ -218,6 +222,8 @@ async fn machine_grant(
             };
             Ok(oauth.token_exchange(http, &exchange).await)
         }
-        _ => Ok(oauth.client_credentials(http, scopes).await),
+        Renewal::ClientCredentials | Renewal::RefreshToken => {
+            Ok(oauth.client_credentials(http, scopes).await)
+        }
     }
 }

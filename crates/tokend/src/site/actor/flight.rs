@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use super::call::Call;
 use super::Actor;
 use crate::clock::whole;
+use crate::config::grant::Renewal;
 use crate::refresh::Expiring;
 use crate::site::idtoken::IdCheck;
 use crate::site::state::Current;
@@ -234,13 +235,17 @@ impl Actor {
             Need::Own => None,
             Need::Narrow(key) => Some(key.clone()),
         };
-        if self.cfg.grant.is_machine() {
-            return Some(Call::Machine {
-                scopes: scopes.unwrap_or_else(|| self.cfg.scopes.clone()),
-            });
+        match self.cfg.grant.renewal() {
+            Renewal::ClientCredentials | Renewal::JwtBearer | Renewal::TokenExchange => {
+                Some(Call::Machine {
+                    scopes: scopes.unwrap_or_else(|| self.cfg.scopes.clone()),
+                })
+            }
+            Renewal::RefreshToken => {
+                let refresh = self.st.refresh.clone()?;
+                Some(Call::Refresh { refresh, scopes })
+            }
         }
-        let refresh = self.st.refresh.clone()?;
-        Some(Call::Refresh { refresh, scopes })
     }
 
     pub(super) fn launch(&mut self, need: Option<Need>, call: Call) {

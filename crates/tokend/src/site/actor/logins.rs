@@ -42,7 +42,7 @@ pub(super) struct Pending {
 
 impl Actor {
     /// A caller wants a login: it joins the one under way, or starts one.
-    pub(super) fn join_login(&mut self, mode: LoginMode) -> LoginTicket {
+    pub(super) fn join_login(&mut self, mode: LoginMode) -> Result<LoginTicket, SiteError> {
         match &self.login {
             // Nobody waits for it any more (its end may be on its way):
             // this caller starts afresh and opens the browser.
@@ -50,12 +50,12 @@ impl Actor {
                 p.task.abort();
                 self.login = None;
             }
-            Some(p) => return LoginTicket::joiner(&p.opener, p.progress.subscribe()),
+            Some(p) => return Ok(LoginTicket::joiner(&p.opener, p.progress.subscribe())),
             None => {}
         }
+        let (how, paste) = login::How::plan(&self.cfg, mode)?;
         self.logins += 1;
         let id = self.logins;
-        let (how, paste) = login::How::plan(&self.cfg, mode);
         let (progress, rx) = watch::channel(Progress::Starting);
         let progress = Arc::new(progress);
         let task = match self.me.upgrade() {
@@ -85,7 +85,7 @@ impl Actor {
             task,
             page: None,
         });
-        ticket
+        Ok(ticket)
     }
 
     /// A login flow ended: a code to exchange, a token to keep, or a failure.

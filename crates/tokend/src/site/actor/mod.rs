@@ -314,7 +314,7 @@ impl Actor {
             }
             Msg::Login { mode, reply } => {
                 self.load().await;
-                let _ = reply.send(Ok(self.join_login(mode)));
+                let _ = reply.send(self.join_login(mode));
             }
             Msg::LoginGot { id, got } => self.login_got(id, got).await,
             Msg::Paste { reply } => {
