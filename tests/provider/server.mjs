@@ -491,6 +491,13 @@ provider.use(async (ctx, next) => {
       const raw = await readRawBody(ctx.req);
       const form = querystring.parse(raw);
       ctx.request.body = { ...form };
+      if (typeof form.client_assertion === 'string') {
+        let claims = {};
+        try { claims = jose.decodeJwt(form.client_assertion); } catch { /* recorded as null */ }
+        stats.client_assertions.push({
+          jti: claims.jti ?? null, iss: claims.iss ?? null, sub: claims.sub ?? null, aud: claims.aud ?? null, at: path,
+        });
+      }
 
       if (path === revocationPath) {
         if (typeof form.token === 'string') ctx.request.body.token = unpad(form.token) ?? form.token;
@@ -500,13 +507,6 @@ provider.use(async (ctx, next) => {
       }
 
       stats.token_calls += 1;
-      if (typeof form.client_assertion === 'string') {
-        try {
-          stats.client_assertions.push(jose.decodeJwt(form.client_assertion).jti ?? null);
-        } catch {
-          stats.client_assertions.push(null);
-        }
-      }
       const grant = typeof form.grant_type === 'string' ? form.grant_type : '(none)';
 
       // Strict client authentication, as many real providers do it:

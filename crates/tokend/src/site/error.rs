@@ -179,6 +179,13 @@ impl SiteError {
     pub(crate) fn code(&self) -> ErrorCode {
         match self {
             SiteError::Config(_) | SiteError::Discovery { .. } => ErrorCode::ConfigError,
+            // A subject or assertion missing now is retried like a provider
+            // fault, but the caller is told what is missing (exit 3).
+            SiteError::Retrying { failure, .. }
+                if matches!(**failure, SiteError::NoSubject { .. }) =>
+            {
+                ErrorCode::LoginRequired
+            }
             SiteError::Provider { .. }
             | SiteError::Refused { .. }
             | SiteError::ClientRefused { .. }
