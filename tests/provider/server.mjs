@@ -462,6 +462,11 @@ provider.use(async (ctx, next) => {
           .sign(workloadKey);
         return sendJson(ctx, 200, { value: jwt });
       }
+      if (path === '/__test/client_jwk' && method === 'GET') {
+        const name = String(q.name ?? '');
+        if (!/^[a-z_]+\.pem$/.test(name)) return sendJson(ctx, 400, { error: 'name=KEY.pem' });
+        return sendJson(ctx, 200, publicJwk(name, null));
+      }
       if (path === '/__test/exchange_itt' && method === 'POST') {
         omitIssuedTokenType = q.omit === '1';
         return sendJson(ctx, 200, { ok: true, omit: omitIssuedTokenType });

@@ -264,6 +264,12 @@ impl Provider {
         v["value"].as_str().expect("minted token").to_owned()
     }
 
+    /// The public JWK the provider derives from the test key
+    /// `tests/provider/keys/NAME` (what it registered for the client).
+    pub fn client_jwk(&self, name: &str) -> Value {
+        self.control("GET", &format!("/__test/client_jwk?name={name}"))
+    }
+
     /// The token endpoint URL (the audience of client assertions).
     pub fn token_endpoint(&self) -> String {
         self.url("/token")

@@ -136,6 +136,53 @@ fn a_key_others_can_read_is_refused_with_the_chmod() {
     assert_eq!(env.browser_launches(), 0, "refused before any login");
 }
 
+#[test]
+fn token_jwk_prints_the_public_key_to_register() {
+    let provider = Provider::start(3600);
+    for (client, file, kid, members) in [
+        ("pkjwt-ec", "client_ec.pem", "ec-1", &["crv", "x", "y"][..]),
+        ("pkjwt-rsa", "client_rsa.pem", "rsa-1", &["n", "e"][..]),
+    ] {
+        let mut env = Env::new();
+        let key = key_file(&env, file, 0o600);
+        env.write_config(&pkjwt_site(&provider, client, &key, kid));
+        let _daemon = env.daemon();
+        let out = env.token(&["jwk", "corp"]);
+        out.ok();
+        let set: Value = serde_json::from_str(&out.stdout).unwrap();
+        let jwk = &set["keys"][0];
+        let registered = provider.client_jwk(file);
+        for m in members.iter().chain(&["kty"]) {
+            assert_eq!(jwk[m], registered[m], "{m}: {out}");
+        }
+        assert_eq!(jwk["kid"], kid);
+        for private in ["d", "p", "q", "dp", "dq", "qi"] {
+            assert!(
+                jwk.get(private).is_none(),
+                "no private member {private}: {out}"
+            );
+        }
+    }
+    // A DPoP site: its proof key's public half.
+    let mut env = Env::new();
+    env.write_config(&format!(
+        "{}dpop = true\n",
+        Env::site_config("corp", &provider)
+    ));
+    let _daemon = env.daemon();
+    let out = env.token(&["jwk", "corp"]);
+    out.ok();
+    let set: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(set["keys"][0]["kty"], "EC", "{out}");
+    assert!(set["keys"][0].get("d").is_none());
+    // A site with no key of its own says so.
+    env.write_config(&Env::site_config("corp", &provider));
+    env.token(&["reload"]).ok();
+    let out = env.token(&["jwk", "corp"]);
+    out.code(exit::USAGE);
+    assert!(out.stderr.contains("private_key_jwt"), "{out}");
+}
+
 fn fed_site(provider: &Provider, auth: &str) -> String {
     format!(
         "[site.svc]\nissuer = \"{}\"\nclient_id = \"fed-cc\"\ngrant = \"client_credentials\"\n\

@@ -18,7 +18,7 @@ pub mod http;
 pub mod idtoken;
 pub mod invalidate;
 mod jwt;
-pub use jwt::unverified_subject;
+pub use jwt::{header_jwk, unverified_subject};
 pub mod pkce;
 pub mod provider;
 mod response;

@@ -75,7 +75,7 @@ pub(super) async fn resolve_secret(
 /// The site's `private_key_jwt` key, from `client_key_file`: refused unless
 /// the file is the user's own and private to them (the key is the whole
 /// credential).
-pub(super) fn load_client_key(
+pub(crate) fn load_client_key(
     site: &str,
     path: &std::path::Path,
     kid: Option<String>,
