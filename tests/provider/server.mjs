@@ -18,12 +18,25 @@
 //   DPOP_NONCE      1 = DPoP proofs must carry a server nonce (use_dpop_nonce
 //                   + DPoP-Nonce otherwise); DPoP itself is always on
 //
+// Workload identity (issue 20): `pkjwt-ec` / `pkjwt-rsa` authenticate with
+// private_key_jwt (keys in keys/); `fed-cc` with federated client assertions
+// signed by the trusted workload issuer (keys/workload_issuer.pem), whose
+// tokens GET /__test/mint?sub=S&aud=A[&iss=I][&ttl=N] hands out (what a
+// Kubernetes API server or GitHub Actions would issue); `jwtb-client` uses
+// the jwt-bearer grant with such a token; `xchg-client` RFC 8693 token
+// exchange (subject: an access token or ID token this provider issued).
+// POST /__test/exchange_itt?omit=1 leaves issued_token_type out of exchange
+// answers; GET /__test/resource?aud=A (Bearer token) is a resource server
+// that accepts only active tokens for audience A.
+//
 // POST /__test/rt_pad?chars=N pads every refresh token issued from then on
 // to N more characters (0 = off; /__test/reset turns it off too).
 
-import { createHash } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as querystring from 'node:querystring';
+import * as jose from 'jose';
 
 // oidc-provider prints its notices with console.info (stdout); stdout is
 // reserved for the ready line, so route every console method to stderr.
@@ -32,7 +45,7 @@ for (const m of ['log', 'info', 'debug']) {
   console[m] = (...args) => console.error(...args);
 }
 
-const { default: Provider } = await import('oidc-provider');
+const { default: Provider, errors } = await import('oidc-provider');
 
 const DEBUG = process.env.PROVIDER_DEBUG === '1';
 const PORT = Number.parseInt(process.env.PORT ?? '0', 10) || 0;
@@ -52,7 +65,12 @@ const stats = {
   revocations: 0,
   revoked: [],
   dropped: 0,
+  // The jti of every client assertion and jwt-bearer assertion received.
+  client_assertions: [],
+  bearer_assertions: [],
+  exchanges: [],
 };
+let omitIssuedTokenType = false;
 let faults = []; // queue of {kind, ms} for the next token calls
 let delays = []; // queue of delays (ms) for the next token calls
 let rtPad = 0; // chars of padding on every refresh token issued (0 = none)
@@ -70,6 +88,10 @@ function resetStats() {
   stats.revocations = 0;
   stats.revoked = [];
   stats.dropped = 0;
+  stats.client_assertions = [];
+  stats.bearer_assertions = [];
+  stats.exchanges = [];
+  omitIssuedTokenType = false;
   faults = [];
   delays = [];
   held = false;
@@ -108,6 +130,19 @@ const common = {
   response_types: ['code'],
 };
 
+// ------------------------------------------------ workload identity keys
+
+const keyFile = (name) => readFileSync(new URL(`./keys/${name}`, import.meta.url), 'utf8');
+function publicJwk(name, kid) {
+  const jwk = createPublicKey(createPrivateKey(keyFile(name))).export({ format: 'jwk' });
+  return { ...jwk, kid, use: 'sig' };
+}
+const workloadKey = createPrivateKey(keyFile('workload_issuer.pem'));
+const workloadJwk = publicJwk('workload_issuer.pem', 'workload-1');
+const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const TT = (t) => `urn:ietf:params:oauth:token-type:${t}`;
+
 const clients = [
   {
     ...common, client_id: 'public-pkce', token_endpoint_auth_method: 'none', grant_types: GRANTS,
@@ -120,6 +155,21 @@ const clients = [
   },
   {
     client_id: 'cc-client', client_secret: 'cc-secret', token_endpoint_auth_method: 'client_secret_basic', grant_types: ['client_credentials'], redirect_uris: [], response_types: [],
+  },
+  {
+    ...common, client_id: 'pkjwt-ec', token_endpoint_auth_method: 'private_key_jwt', grant_types: [...GRANTS, 'client_credentials'], jwks: { keys: [publicJwk('client_ec.pem', 'ec-1')] },
+  },
+  {
+    ...common, client_id: 'pkjwt-rsa', token_endpoint_auth_method: 'private_key_jwt', grant_types: [...GRANTS, 'client_credentials'], jwks: { keys: [publicJwk('client_rsa.pem', 'rsa-1')] },
+  },
+  {
+    client_id: 'fed-cc', token_endpoint_auth_method: 'private_key_jwt', grant_types: ['client_credentials'], redirect_uris: [], response_types: [], jwks: { keys: [workloadJwk] },
+  },
+  {
+    client_id: 'jwtb-client', token_endpoint_auth_method: 'none', grant_types: [JWT_BEARER], redirect_uris: [], response_types: [],
+  },
+  {
+    client_id: 'xchg-client', token_endpoint_auth_method: 'none', grant_types: [TOKEN_EXCHANGE], redirect_uris: [], response_types: [],
   },
 ];
 
@@ -223,9 +273,86 @@ const provider = new Provider(issuer, {
 });
 provider.proxy = false;
 
+// ------------------------------------------------ jwt-bearer and token exchange
+
+const workloadIssuer = `${issuer}/__test/workload`;
+const tokenEndpoint = provider.urlFor('token');
+
+// RFC 7523 §2.1: the assertion is the grant. Accepted from the trusted
+// workload issuer (as Keycloak and Entra trust a configured issuer), for
+// this provider as audience.
+provider.registerGrantType(JWT_BEARER, async (ctx) => {
+  const { params, client } = ctx.oidc;
+  let payload;
+  try {
+    ({ payload } = await jose.jwtVerify(params.assertion, createPublicKey(workloadKey), {
+      issuer: workloadIssuer,
+      audience: [issuer, tokenEndpoint],
+      requiredClaims: ['exp', 'sub', 'jti'],
+    }));
+  } catch (e) {
+    throw new errors.InvalidGrant(`the assertion is not from the trusted issuer: ${e.message}`);
+  }
+  stats.bearer_assertions.push(payload.jti);
+  const token = new provider.AccessToken({
+    client, accountId: payload.sub, scope: params.scope || undefined, gty: 'jwt_bearer',
+  });
+  const value = await token.save();
+  ctx.body = {
+    access_token: value, token_type: 'Bearer', expires_in: token.expiration, scope: token.scope,
+  };
+}, ['assertion', 'scope']);
+
+// RFC 8693: a subject access token or ID token this provider issued is
+// exchanged for an access token for the asked `audience`.
+provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
+  const { params, client } = ctx.oidc;
+  let accountId;
+  let scope;
+  if (params.subject_token_type === TT('access_token')) {
+    const subject = await provider.AccessToken.find(params.subject_token);
+    if (!subject?.isValid) throw new errors.InvalidGrant('subject_token is not an active access token');
+    ({ accountId, scope } = subject);
+  } else if (params.subject_token_type === TT('id_token')) {
+    let claims;
+    try {
+      claims = jose.decodeJwt(params.subject_token);
+      const aud = Array.isArray(claims.aud) ? claims.aud[0] : claims.aud;
+      const owner = await provider.Client.find(String(aud));
+      if (!owner) throw new Error('unknown audience');
+      await provider.IdToken.validate(params.subject_token, owner);
+      if (claims.exp * 1000 < Date.now()) throw new Error('expired');
+    } catch (e) {
+      throw new errors.InvalidGrant(`subject_token is not a valid ID token: ${e.message}`);
+    }
+    accountId = claims.sub;
+  } else {
+    throw new errors.InvalidRequest('subject_token_type must be an access_token or id_token');
+  }
+  if (params.requested_token_type && params.requested_token_type !== TT('access_token')) {
+    throw new errors.InvalidRequest('only access tokens are issued');
+  }
+  stats.exchanges.push({
+    subject_token_type: params.subject_token_type,
+    audience: params.audience ?? null,
+    resource: params.resource ?? null,
+  });
+  const token = new provider.AccessToken({
+    client, accountId, aud: params.audience || undefined, scope: params.scope || scope || undefined, gty: 'token_exchange',
+  });
+  const value = await token.save();
+  ctx.body = {
+    access_token: value,
+    ...(omitIssuedTokenType ? {} : { issued_token_type: TT('access_token') }),
+    token_type: 'Bearer',
+    expires_in: token.expiration,
+    scope: token.scope,
+  };
+}, ['subject_token', 'subject_token_type', 'actor_token', 'actor_token_type', 'audience', 'resource', 'requested_token_type', 'scope'], ['resource', 'audience']);
+
 provider.on('server_error', (ctx, err) => console.error('[provider] server_error', err));
 if (DEBUG) {
-  provider.on('grant.error', (ctx, err) => log('grant.error', err.message, err.error_description ?? ''));
+  provider.on('grant.error', (ctx, err) => log('grant.error', err.message, err.error_description ?? '', err.error_detail ?? ''));
   provider.on('authorization.error', (ctx, err) => log('authorization.error', err.message, err.error_description ?? ''));
   provider.on('revocation.error', (ctx, err) => log('revocation.error', err.message));
 }
@@ -322,6 +449,38 @@ provider.use(async (ctx, next) => {
         for (let i = 0; i < count; i += 1) delays.push(ms);
         return sendJson(ctx, 200, { ok: true, pending: delays });
       }
+      if (path === '/__test/mint' && method === 'GET') {
+        const ttl = Number.parseInt(String(q.ttl ?? '300'), 10);
+        const jwt = await new jose.SignJWT({})
+          .setProtectedHeader({ alg: 'ES256', kid: workloadJwk.kid, typ: 'JWT' })
+          .setIssuer(String(q.iss ?? workloadIssuer))
+          .setSubject(String(q.sub ?? 'system:serviceaccount:default:app'))
+          .setAudience(String(q.aud ?? issuer))
+          .setJti(randomUUID())
+          .setIssuedAt()
+          .setExpirationTime(Math.floor(Date.now() / 1000) + ttl)
+          .sign(workloadKey);
+        return sendJson(ctx, 200, { value: jwt });
+      }
+      if (path === '/__test/client_jwk' && method === 'GET') {
+        const name = String(q.name ?? '');
+        if (!/^[a-z_]+\.pem$/.test(name)) return sendJson(ctx, 400, { error: 'name=KEY.pem' });
+        return sendJson(ctx, 200, publicJwk(name, null));
+      }
+      if (path === '/__test/exchange_itt' && method === 'POST') {
+        omitIssuedTokenType = q.omit === '1';
+        return sendJson(ctx, 200, { ok: true, omit: omitIssuedTokenType });
+      }
+      if (path === '/__test/resource' && method === 'GET') {
+        const h = String(ctx.headers.authorization ?? '');
+        const value = h.toLowerCase().startsWith('bearer ') ? h.slice(7) : '';
+        const token = value ? await provider.AccessToken.find(value) : undefined;
+        if (!token?.isValid) return sendJson(ctx, 401, { error: 'invalid_token' });
+        if (token.aud !== q.aud) {
+          return sendJson(ctx, 403, { error: 'insufficient_scope', error_description: `token audience ${token.aud ?? '(none)'}, not ${q.aud}` });
+        }
+        return sendJson(ctx, 200, { ok: true, sub: token.accountId, aud: token.aud });
+      }
       if (path === '/__test/rt_pad' && method === 'POST') {
         const chars = Number.parseInt(String(q.chars ?? '0'), 10);
         if (!(chars >= 0)) return sendJson(ctx, 400, { error: 'chars >= 0' });
@@ -337,6 +496,13 @@ provider.use(async (ctx, next) => {
       const raw = await readRawBody(ctx.req);
       const form = querystring.parse(raw);
       ctx.request.body = { ...form };
+      if (typeof form.client_assertion === 'string') {
+        let claims = {};
+        try { claims = jose.decodeJwt(form.client_assertion); } catch { /* recorded as null */ }
+        stats.client_assertions.push({
+          jti: claims.jti ?? null, iss: claims.iss ?? null, sub: claims.sub ?? null, aud: claims.aud ?? null, at: path,
+        });
+      }
 
       if (path === revocationPath) {
         if (typeof form.token === 'string') ctx.request.body.token = unpad(form.token) ?? form.token;

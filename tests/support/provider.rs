@@ -242,6 +242,56 @@ impl Provider {
         )
     }
 
+    /// The provider's raw `/__test/stats` (workload identity lists
+    /// included: `client_assertions`, `bearer_assertions`, `exchanges`).
+    pub fn stats_json(&self) -> Value {
+        self.control("GET", "/__test/stats")
+    }
+
+    /// A token from the trusted workload issuer (what a Kubernetes API
+    /// server or GitHub Actions would issue): `iss` (default: the workload
+    /// issuer itself), `sub`, `aud`, living five minutes.
+    pub fn mint(&self, iss: Option<&str>, sub: &str, aud: &str) -> String {
+        let mut path = format!(
+            "/__test/mint?sub={}&aud={}",
+            form_encode(sub),
+            form_encode(aud)
+        );
+        if let Some(iss) = iss {
+            path.push_str(&format!("&iss={}", form_encode(iss)));
+        }
+        let v = self.control("GET", &path);
+        v["value"].as_str().expect("minted token").to_owned()
+    }
+
+    /// The public JWK the provider derives from the test key
+    /// `tests/provider/keys/NAME` (what it registered for the client).
+    pub fn client_jwk(&self, name: &str) -> Value {
+        self.control("GET", &format!("/__test/client_jwk?name={name}"))
+    }
+
+    /// The token endpoint URL (the audience of client assertions).
+    pub fn token_endpoint(&self) -> String {
+        self.url("/token")
+    }
+
+    /// With `omit`, token-exchange answers leave out `issued_token_type`.
+    pub fn omit_issued_token_type(&self, omit: bool) {
+        let v = u8::from(omit);
+        self.control("POST", &format!("/__test/exchange_itt?omit={v}"));
+    }
+
+    /// A resource server that accepts only an active access token issued
+    /// for `aud`: (status, body).
+    pub fn resource(&self, token: &str, aud: &str) -> (u16, String) {
+        http(
+            "GET",
+            &self.url(&format!("/__test/resource?aud={}", form_encode(aud))),
+            &[("Authorization", &format!("Bearer {token}"))],
+            None,
+        )
+    }
+
     /// Introspects a token (as `conf-basic`): the JSON answer.
     pub fn introspect(&self, token: &str) -> Value {
         // base64("conf-basic:" + urlencoded secret), precomputed to keep deps minimal.

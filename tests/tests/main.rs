@@ -47,3 +47,4 @@ mod ssh;
 mod stackexchange;
 mod trust;
 mod windows;
+mod workload;

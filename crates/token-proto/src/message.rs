@@ -33,6 +33,7 @@ impl Request {
             Op::Status(s) => format!("status {}", s.site.as_deref().unwrap_or("*")),
             Op::Paste(p) => format!("paste {}", p.site),
             Op::Lookup(l) => format!("lookup {}://{}", l.protocol, l.host),
+            Op::Jwk(s) => format!("jwk {}", s.site),
             Op::Reload => "reload".to_owned(),
             Op::Stop => "stop".to_owned(),
         };
@@ -52,6 +53,9 @@ pub enum Op {
     Paste(PasteRequest),
     /// Which site serves this host (its `hosts` list): for git.
     Lookup(LookupRequest),
+    /// The public key a site signs with (its `private_key_jwt` key, else
+    /// its DPoP key), to register at the provider. Answer: [`JwkReply`].
+    Jwk(SiteRequest),
     Reload,
     Stop,
 }
@@ -380,6 +384,12 @@ impl SiteStatus {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageReply {
     pub message: String,
+}
+
+/// The answer to `jwk`: a JWK set (RFC 7517 §5) of public keys only.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JwkReply {
+    pub keys: Vec<Value>,
 }
 
 /// The answer to `stop`, sent before the daemon exits.

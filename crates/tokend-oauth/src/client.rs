@@ -2,9 +2,16 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use zeroize::Zeroizing;
 
+use std::sync::Arc;
+
+use url::Url;
+
+use crate::assertion::AssertionSource;
+use crate::client_key::{ClientKey, JWT_BEARER_ASSERTION};
 use crate::error::Error;
-use crate::http::FormRequest;
+use crate::http::{FormRequest, Http};
 use crate::secret::ClientSecret;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,6 +22,27 @@ pub enum ClientAuth {
     Basic,
     /// `client_secret_post`: `client_id` and `client_secret` in the body.
     Post,
+    /// `private_key_jwt` (RFC 7523 §2.2): a fresh assertion signed with the
+    /// client's own key ([`Client::key`]) on every call.
+    PrivateKeyJwt,
+    /// A federated client assertion (RFC 7521 §4.2): a token someone else
+    /// issued for this client (a projected service-account token, a CI
+    /// job's OIDC token), fetched afresh from [`Client::assertion`] for
+    /// every call.
+    Assertion,
+}
+
+impl ClientAuth {
+    /// The `client_auth` config value that names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientAuth::None => "none",
+            ClientAuth::Basic => "basic",
+            ClientAuth::Post => "post",
+            ClientAuth::PrivateKeyJwt => "private_key_jwt",
+            ClientAuth::Assertion => "client_assertion",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -22,6 +50,10 @@ pub struct Client {
     pub id: String,
     pub secret: Option<ClientSecret>,
     pub auth: ClientAuth,
+    /// The signing key of a `private_key_jwt` client.
+    pub key: Option<Arc<ClientKey>>,
+    /// Where a federated client assertion comes from.
+    pub assertion: Option<Arc<AssertionSource>>,
 }
 
 impl Client {
@@ -31,14 +63,20 @@ impl Client {
             id: id.into(),
             secret: None,
             auth: ClientAuth::None,
+            key: None,
+            assertion: None,
         }
     }
 
     /// Add this client's credentials to a request to the token, revocation
     /// or device endpoint.
     pub fn authenticate(&self, request: &mut FormRequest) -> Result<(), Error> {
-        match self.auth {
-            ClientAuth::None => request.param("client_id", &self.id),
+        match &self.auth {
+            // The assertion is added by [`Client::sign`] just before each
+            // send: a retried request must not repeat its `jti`.
+            ClientAuth::None | ClientAuth::PrivateKeyJwt | ClientAuth::Assertion => {
+                request.param("client_id", &self.id)
+            }
             ClientAuth::Basic => {
                 let header = basic_header(&self.id, self.secret_for("basic")?);
                 request.header("Authorization", &header);
@@ -49,6 +87,42 @@ impl Client {
                 request.param("client_secret", secret.expose());
             }
         }
+        Ok(())
+    }
+
+    /// Adds a fresh client assertion to `request` (for `private_key_jwt`
+    /// and federated assertions; nothing for the other methods), just before
+    /// it is sent. `audience`: the token endpoint.
+    pub async fn sign(
+        &self,
+        http: &Http,
+        request: &mut FormRequest,
+        audience: &Url,
+    ) -> Result<(), Error> {
+        let assertion = match self.auth {
+            ClientAuth::PrivateKeyJwt => {
+                let key = self.key.as_ref().ok_or_else(|| {
+                    Error::Invalid(
+                        "client_auth = \"private_key_jwt\" needs a key: set client_key_file".into(),
+                    )
+                })?;
+                Zeroizing::new(key.assertion(&self.id, audience)?)
+            }
+            ClientAuth::Assertion => {
+                let source = self.assertion.as_ref().ok_or_else(|| {
+                    Error::Invalid(
+                        "a client assertion needs client_assertion_file, _cmd or _source".into(),
+                    )
+                })?;
+                Zeroizing::new(source.fetch(http).await?.expose().to_owned())
+            }
+            ClientAuth::None | ClientAuth::Basic | ClientAuth::Post => return Ok(()),
+        };
+        request
+            .form
+            .retain(|(k, _)| k != "client_assertion" && k != "client_assertion_type");
+        request.param("client_assertion_type", JWT_BEARER_ASSERTION);
+        request.param("client_assertion", &assertion);
         Ok(())
     }
 
@@ -84,6 +158,8 @@ mod tests {
             id: "my client".into(),
             secret: secret.map(|s| ClientSecret::new(s.into())),
             auth,
+            key: None,
+            assertion: None,
         }
     }
 
@@ -135,6 +211,46 @@ mod tests {
             let err = client(auth, None).authenticate(&mut request()).unwrap_err();
             assert!(matches!(err, Error::Invalid(_)), "{err:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn private_key_jwt_signs_each_send_afresh() {
+        let doc = ring::signature::EcdsaKeyPair::generate_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &ring::rand::SystemRandom::new(),
+        )
+        .unwrap();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            STANDARD.encode(doc.as_ref())
+        );
+        let mut c = client(ClientAuth::PrivateKeyJwt, None);
+        c.key = Some(Arc::new(ClientKey::from_pem(&pem, None, || 100).unwrap()));
+        let aud = Url::parse("https://x/token").unwrap();
+        let http = Http::new();
+        let mut req = request();
+        c.authenticate(&mut req).unwrap();
+        c.sign(&http, &mut req, &aud).await.unwrap();
+        let first = req.form_value("client_assertion").unwrap().to_owned();
+        assert_eq!(
+            req.form_value("client_assertion_type"),
+            Some(JWT_BEARER_ASSERTION)
+        );
+        assert_eq!(req.form_value("client_id"), Some("my client"));
+        c.sign(&http, &mut req, &aud).await.unwrap();
+        assert_ne!(req.form_value("client_assertion").unwrap(), first);
+        assert_eq!(
+            req.form
+                .iter()
+                .filter(|(k, _)| k == "client_assertion")
+                .count(),
+            1
+        );
+        let err = client(ClientAuth::PrivateKeyJwt, None)
+            .sign(&http, &mut request(), &aud)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("client_key_file"), "{err}");
     }
 
     #[test]

@@ -60,7 +60,10 @@ impl OAuthSite {
         http: &Http,
         scopes: &[String],
     ) -> Result<DeviceAuthorization, Error> {
-        let request = self.device_start_request(scopes)?;
+        let mut request = self.device_start_request(scopes)?;
+        self.client
+            .sign(http, &mut request, &self.provider.token_url)
+            .await?;
         let raw = http.send(&request).await?;
         parse_device_authorization(&raw)
             .map_err(|e| e.at(format!("device endpoint {}", loggable_url(&request.url))))

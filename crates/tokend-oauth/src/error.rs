@@ -52,6 +52,11 @@ pub enum Error {
     /// `basic` client, an unparsable URL.
     #[error("{0}")]
     Invalid(String),
+    /// An assertion or subject token tokend must fetch for the call (a
+    /// file, a command, the CI job's token endpoint) could not be had; the
+    /// message names its config key.
+    #[error("{0}")]
+    Assertion(String),
 }
 
 fn describe(description: &Option<String>) -> String {
@@ -96,7 +101,10 @@ impl Error {
             Error::BadResponse { status, .. } => {
                 *status >= 500 || *status == 408 || *status == 429 || (200..300).contains(status)
             }
-            Error::Discovery { .. } | Error::Invalid(_) | Error::NotBound { .. } => false,
+            Error::Discovery { .. }
+            | Error::Invalid(_)
+            | Error::Assertion(_)
+            | Error::NotBound { .. } => false,
         }
     }
 

@@ -5,17 +5,20 @@
 //! parsers turn that into a [`TokenResponse`] or an [`Error`]. Secrets live in
 //! the newtypes of [`secret`] and never appear in `Debug`, errors or logs.
 
+pub mod assertion;
 pub mod callback;
 pub mod client;
+pub mod client_key;
 pub mod device;
 pub mod discovery;
 pub mod dpop;
 pub mod error;
+pub mod exchange;
 pub mod http;
 pub mod idtoken;
 pub mod invalidate;
 mod jwt;
-pub use jwt::unverified_subject;
+pub use jwt::{header_jwk, unverified_subject};
 pub mod pkce;
 pub mod provider;
 mod response;
@@ -26,20 +29,23 @@ pub mod token;
 #[cfg(test)]
 mod testserver;
 
+pub use assertion::{AssertionFrom, AssertionSource};
 pub use callback::{check_callback, parse_implicit_fragment, CallbackError};
 pub use client::{Client, ClientAuth};
+pub use client_key::ClientKey;
 pub use device::{DeviceAuthorization, DevicePoll};
 pub use discovery::discover;
 pub use dpop::DpopKey;
 pub use error::Error;
+pub use exchange::TokenExchange;
 pub use http::{FormRequest, Http, Method, RawResponse};
 pub use idtoken::{IdClaims, IdTokenError, KeyCache};
 pub use invalidate::invalidate;
 pub use pkce::{constant_time_eq, try_random_state, Pkce};
 pub use provider::Provider;
 pub use secret::{
-    AccessToken, AuthCode, ClientSecret, DeviceCode, IdToken, PkceVerifier, RefreshToken,
-    StoredDpopKey,
+    AccessToken, Assertion, AuthCode, ClientSecret, DeviceCode, IdToken, PkceVerifier,
+    RefreshToken, StoredDpopKey,
 };
 pub use site::Dpop;
 pub use site::OAuthSite;

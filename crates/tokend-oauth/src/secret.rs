@@ -80,6 +80,12 @@ secret!(
     DeviceCode
 );
 secret!(
+    /// A signed assertion someone else issued (a projected service-account
+    /// token, a CI job's OIDC token), sent as a client assertion, a
+    /// jwt-bearer grant or a token-exchange subject.
+    Assertion
+);
+secret!(
     /// A site's DPoP private key as the store keeps it (PKCS#8, base64url).
     StoredDpopKey
 );

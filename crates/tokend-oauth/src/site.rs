@@ -267,7 +267,10 @@ impl OAuthSite {
         token: &str,
         token_type_hint: &str,
     ) -> Result<(), Error> {
-        let request = self.revoke_request(token, token_type_hint)?;
+        let mut request = self.revoke_request(token, token_type_hint)?;
+        self.client
+            .sign(http, &mut request, &self.provider.token_url)
+            .await?;
         let raw = http.send(&request).await?;
         parse_revoke_response(&raw).map_err(|e| {
             e.at(format!(
@@ -317,11 +320,19 @@ impl OAuthSite {
         request: &FormRequest,
     ) -> Result<RawResponse, Error> {
         let Some(dpop) = &self.dpop else {
-            return http.send(request).await;
+            let mut signed = request.clone();
+            self.client
+                .sign(http, &mut signed, &self.provider.token_url)
+                .await?;
+            return http.send(&signed).await;
         };
         let mut retried = false;
         loop {
             let mut signed = request.clone();
+            // A fresh client assertion on each try: its `jti` is single-use.
+            self.client
+                .sign(http, &mut signed, &self.provider.token_url)
+                .await?;
             let proof = dpop.key.proof(
                 "POST",
                 &request.url,

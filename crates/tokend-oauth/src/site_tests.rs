@@ -26,6 +26,8 @@ fn site(auth: ClientAuth) -> OAuthSite {
         id: "cid".into(),
         secret: Some(ClientSecret::new("p@ss:w+rd/=%&?".into())),
         auth,
+        key: None,
+        assertion: None,
     };
     let mut site = OAuthSite::new(provider(), client);
     site.extra_params = vec![

@@ -42,6 +42,9 @@ pub struct TokenResponse {
     pub scopes: Option<Vec<String>>,
     /// The OIDC ID token; a credential for some APIs, so redacted in `Debug`.
     pub id_token: Option<String>,
+    /// RFC 8693 §2.2.1: what a token exchange issued
+    /// (`urn:ietf:params:oauth:token-type:access_token`, …).
+    pub issued_token_type: Option<String>,
 }
 
 impl std::fmt::Debug for TokenResponse {
@@ -53,6 +56,7 @@ impl std::fmt::Debug for TokenResponse {
             .field("refresh_token", &self.refresh_token)
             .field("scopes", &self.scopes)
             .field("id_token", &self.id_token.as_ref().map(|_| "[redacted]"))
+            .field("issued_token_type", &self.issued_token_type)
             .finish()
     }
 }
@@ -157,6 +161,9 @@ pub(crate) fn from_fields(fields: &Fields) -> Result<TokenResponse, &'static str
         refresh_token: refresh.map(|s| RefreshToken::new(s.to_owned())),
         scopes,
         id_token: id_token.map(str::to_owned),
+        issued_token_type: str_field(fields, "issued_token_type")
+            .filter(|t| is_scope_text(t))
+            .map(str::to_owned),
     })
 }
 

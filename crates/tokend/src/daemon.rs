@@ -76,6 +76,7 @@ impl Daemon {
                 login_timeout,
                 load_slots: Arc::new(tokio::sync::Semaphore::new(LOAD_AT_ONCE)),
                 keys: Arc::default(),
+                sites: Default::default(),
             },
         )
     }

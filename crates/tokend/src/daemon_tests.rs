@@ -96,6 +96,7 @@ fn daemon(config: &str) -> Fixture {
         login_timeout: crate::site::LoginTimeout::new(Duration::from_secs(300)),
         load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
         keys: Arc::default(),
+        sites: Default::default(),
     };
     let d = Daemon::with_deps(path.clone(), crate::config::Config::load(&path), deps);
     Fixture {

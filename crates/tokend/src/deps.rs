@@ -25,6 +25,9 @@ pub(crate) struct Deps {
     pub store_notice: Option<Arc<crate::store::Notice>>,
     /// The providers' signing keys, for ID tokens: one cache for the daemon.
     pub keys: Arc<tokend_oauth::KeyCache>,
+    /// The daemon's sites by name (a token exchange's `subject_site` is
+    /// asked through it): the registry's own directory, shared.
+    pub sites: crate::sites::Directory,
 }
 
 /// How long a login waits for the user: the daemon's one setting, which a

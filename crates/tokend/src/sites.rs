@@ -36,7 +36,7 @@ use crate::site::{self, Deps, Exit, Mailbox, Msg, Parked, SiteHandle};
 pub(crate) struct Sites {
     /// Each configured site's handle (the same for the site's whole life,
     /// parked or running) and the settings installed with it.
-    handles: Arc<RwLock<Directory>>,
+    handles: Directory,
     commands: mpsc::UnboundedSender<Command>,
     /// What every site's actor is given.
     deps: Arc<Deps>,
@@ -85,8 +85,25 @@ enum Change {
 }
 
 /// The sites' handles by name, each with the settings installed with it:
-/// changed together, under one lock, by [`Sites::apply`].
-type Directory = HashMap<String, (SiteHandle, Arc<SiteConfig>)>;
+/// changed together, under one lock, by [`Sites::apply`]. One for the
+/// daemon, held by [`Sites`], the registry task and the sites' [`Deps`] (a
+/// token exchange asks its `subject_site` through it). It holds senders
+/// only: no site holds the registry.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Directory(Arc<RwLock<HashMap<String, (SiteHandle, Arc<SiteConfig>)>>>);
+
+impl Directory {
+    /// The handle of the site `name` (its actor starts with the first
+    /// message it is sent), or `None` when no such site is configured.
+    pub(crate) fn get(&self, name: &str) -> Option<SiteHandle> {
+        read(&self.0).get(name).map(|(handle, _)| handle.clone())
+    }
+
+    /// [`Directory::get`] and the settings installed with the site.
+    pub(crate) fn get_with_settings(&self, name: &str) -> Option<(SiteHandle, Arc<SiteConfig>)> {
+        read(&self.0).get(name).cloned()
+    }
+}
 
 fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -101,7 +118,7 @@ impl Sites {
     /// call from within the tokio runtime. The task ends when the `Sites`
     /// are dropped.
     pub(crate) fn new(deps: Arc<Deps>) -> Sites {
-        let handles = Arc::new(RwLock::new(HashMap::new()));
+        let handles = deps.sites.clone();
         let (commands, rx) = mpsc::unbounded_channel();
         let registry = Registry {
             deps: deps.clone(),
@@ -132,7 +149,7 @@ impl Sites {
     /// `dpop`) is the site's own, never the rest of the config's, which a
     /// reload replaces after the sites.
     pub(crate) fn get_with_settings(&self, name: &str) -> Option<(SiteHandle, Arc<SiteConfig>)> {
-        read(&self.handles).get(name).cloned()
+        self.handles.get_with_settings(name)
     }
 
     /// Every site's line in `status`, by name: a parked site's now, the
@@ -162,7 +179,7 @@ impl Sites {
     /// other changes gets its new settings. The handles change at once;
     /// the registry takes the rest in order.
     pub(crate) fn apply(&self, old: &Config, new: &Config) {
-        let mut handles = write(&self.handles);
+        let mut handles = write(&self.handles.0);
         let mut changes = Vec::new();
         for (name, cfg) in &new.sites {
             let before = old.sites.get(name).filter(|_| handles.contains_key(name));
@@ -292,7 +309,7 @@ fn waiting(name: String, generation: u64, mut mailbox: Mailbox) -> Waiting {
 /// The registry task's state: the only owner of the slots.
 struct Registry {
     deps: Arc<Deps>,
-    handles: Arc<RwLock<Directory>>,
+    handles: Directory,
     slots: HashMap<String, Slot>,
     /// The running actors, current and retired.
     running: JoinSet<Exit>,
@@ -562,7 +579,7 @@ impl Registry {
             (Some(slot), _) => {
                 tracing::error!(site = %name, "the site's task ended unexpectedly; it starts again from the store with the next request");
                 let (handle, mailbox) = site::mailbox(&name);
-                write(&self.handles).insert(name.clone(), (handle.clone(), slot.config.clone()));
+                write(&self.handles.0).insert(name.clone(), (handle.clone(), slot.config.clone()));
                 slot.handle = handle;
                 slot.run = Run::Unstarted;
                 self.waiting.push(waiting(name, generation, mailbox));

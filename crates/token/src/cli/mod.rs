@@ -62,6 +62,9 @@ pub enum Command {
     Logout {
         site: String,
     },
+    Jwk {
+        site: String,
+    },
     Status {
         site: Option<String>,
         json: bool,
@@ -135,6 +138,9 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, ClientError> {
         CmdId::Login => parse_login(p, cmd),
         CmdId::Status => parse_status(p, cmd),
         CmdId::Logout => Ok(Command::Logout {
+            site: only_operand(p, cmd)?.ok_or_else(|| needs(cmd, "a SITE"))?,
+        }),
+        CmdId::Jwk => Ok(Command::Jwk {
             site: only_operand(p, cmd)?.ok_or_else(|| needs(cmd, "a SITE"))?,
         }),
         // Any action: git asks helpers to ignore the ones they do not know.

@@ -10,6 +10,7 @@ pub enum CmdId {
     Get,
     Login,
     Logout,
+    Jwk,
     Status,
     Exec,
     Kube,
@@ -296,7 +297,7 @@ const fn cmd(id: CmdId, name: &'static str, operand: Operand, help: &'static str
 }
 
 /// The commands in the order HELP and the scripts show them.
-pub static COMMANDS: [Cmd; 12] = [
+pub static COMMANDS: [Cmd; 13] = [
     Cmd {
         opts: &[
             &MIN_TTL,
@@ -330,6 +331,12 @@ pub static COMMANDS: [Cmd; 12] = [
         "logout",
         Operand::Site,
         "Revoke SITE's tokens at the provider where possible; forget them here.",
+    ),
+    cmd(
+        CmdId::Jwk,
+        "jwk",
+        Operand::Site,
+        "Print SITE's public key (private_key_jwt, else DPoP) as a JWK set, to register at the provider.",
     ),
     Cmd {
         opts: &[&JSON],

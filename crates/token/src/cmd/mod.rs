@@ -7,6 +7,7 @@ pub(crate) mod credential;
 mod events;
 mod exec;
 mod get;
+mod jwk;
 mod kube;
 mod login;
 mod logout;
@@ -39,6 +40,7 @@ pub fn run(cmd: Command) -> Result<u8, ClientError> {
         Command::Sites => completions::sites(),
         Command::Login { site, mode } => login::run(site, mode),
         Command::Logout { site } => logout::run(site),
+        Command::Jwk { site } => jwk::run(site),
         Command::Status { site, json } => status::run(site, json),
         Command::Reload => reload::run(),
         Command::Stop => stop::run(),

@@ -13,6 +13,8 @@ pub(crate) fn name(auth: ClientAuth) -> &'static str {
         ClientAuth::None => "none",
         ClientAuth::Basic => "basic",
         ClientAuth::Post => "post",
+        ClientAuth::PrivateKeyJwt => "private_key_jwt",
+        ClientAuth::Assertion => "client_assertion",
     }
 }
 
@@ -22,14 +24,16 @@ pub(crate) fn all() -> impl Iterator<Item = ClientAuth> {
     iter::successors(Some(ClientAuth::None), |a| match a {
         ClientAuth::None => Some(ClientAuth::Basic),
         ClientAuth::Basic => Some(ClientAuth::Post),
-        ClientAuth::Post => None,
+        ClientAuth::Post => Some(ClientAuth::PrivateKeyJwt),
+        ClientAuth::PrivateKeyJwt => Some(ClientAuth::Assertion),
+        ClientAuth::Assertion => None,
     })
 }
 
 /// Whether it sends a client secret (which the site must then have).
 pub(crate) fn needs_secret(auth: ClientAuth) -> bool {
     match auth {
-        ClientAuth::None => false,
+        ClientAuth::None | ClientAuth::PrivateKeyJwt | ClientAuth::Assertion => false,
         ClientAuth::Basic | ClientAuth::Post => true,
     }
 }
@@ -51,9 +55,18 @@ mod tests {
     #[test]
     fn every_client_auth_is_listed_once_by_its_config_name() {
         let names: Vec<&str> = all().map(name).collect();
-        assert_eq!(names, ["none", "basic", "post"]);
+        assert_eq!(
+            names,
+            [
+                "none",
+                "basic",
+                "post",
+                "private_key_jwt",
+                "client_assertion"
+            ]
+        );
         let secret: Vec<bool> = all().map(needs_secret).collect();
-        assert_eq!(secret, [false, true, true]);
+        assert_eq!(secret, [false, true, true, false, false]);
         assert_eq!(default(true), ClientAuth::Basic);
         assert_eq!(default(false), ClientAuth::None);
     }

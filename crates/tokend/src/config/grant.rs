@@ -16,6 +16,10 @@ pub(crate) enum Grant {
     DeviceCode,
     /// RFC 6749 §4.2 (legacy): the token comes back in the browser's URL.
     Implicit,
+    /// RFC 7523 §2.1: a signed assertion someone else issued is the grant.
+    JwtBearer,
+    /// RFC 8693: another token (another site's, a file's) is exchanged.
+    TokenExchange,
 }
 
 /// How a site's login is done.
@@ -42,6 +46,10 @@ pub(crate) enum Renewal {
     /// The client-credentials grant, asked again: nothing kept between
     /// calls.
     ClientCredentials,
+    /// The jwt-bearer grant with a fresh assertion.
+    JwtBearer,
+    /// A token exchange with a fresh subject token.
+    TokenExchange,
     /// The refresh token the last login brought, if it brought one.
     RefreshToken,
 }
@@ -57,6 +65,8 @@ impl Grant {
             Grant::ClientCredentials => "client_credentials",
             Grant::DeviceCode => "device_code",
             Grant::Implicit => "implicit",
+            Grant::JwtBearer => "jwt_bearer",
+            Grant::TokenExchange => "token_exchange",
         }
     }
 
@@ -67,7 +77,9 @@ impl Grant {
             Grant::AuthorizationCode => Some(Grant::ClientCredentials),
             Grant::ClientCredentials => Some(Grant::DeviceCode),
             Grant::DeviceCode => Some(Grant::Implicit),
-            Grant::Implicit => None,
+            Grant::Implicit => Some(Grant::JwtBearer),
+            Grant::JwtBearer => Some(Grant::TokenExchange),
+            Grant::TokenExchange => None,
         })
     }
 
@@ -75,7 +87,9 @@ impl Grant {
     pub(crate) fn login(self) -> LoginBy {
         match self {
             Grant::AuthorizationCode => LoginBy::Code,
-            Grant::ClientCredentials => LoginBy::TokenCall,
+            Grant::ClientCredentials | Grant::JwtBearer | Grant::TokenExchange => {
+                LoginBy::TokenCall
+            }
             Grant::DeviceCode => LoginBy::Device,
             Grant::Implicit => LoginBy::Fragment,
         }
@@ -85,6 +99,8 @@ impl Grant {
     pub(crate) fn renewal(self) -> Renewal {
         match self {
             Grant::ClientCredentials => Renewal::ClientCredentials,
+            Grant::JwtBearer => Renewal::JwtBearer,
+            Grant::TokenExchange => Renewal::TokenExchange,
             // The implicit grant never brings a refresh token (RFC 6749
             // §4.2.2); a provider's stray one is used all the same.
             Grant::AuthorizationCode | Grant::DeviceCode | Grant::Implicit => Renewal::RefreshToken,
@@ -95,7 +111,7 @@ impl Grant {
     /// credentials always, the other grants only with a refresh token.
     pub(crate) fn renews_alone(self, has_refresh_token: bool) -> bool {
         match self.renewal() {
-            Renewal::ClientCredentials => true,
+            Renewal::ClientCredentials | Renewal::JwtBearer | Renewal::TokenExchange => true,
             Renewal::RefreshToken => has_refresh_token,
         }
     }
@@ -104,19 +120,30 @@ impl Grant {
     /// instead of being renewed ahead (the next `get` fetches one). A
     /// refresh token is kept alive (and rotated) by using it; a grant
     /// asked again loses nothing by waiting.
+    /// An exchanged or jwt-bearer token is renewed ahead like a refreshed
+    /// one: its consumer (a sidecar's, a CI job's) should never wait.
     pub(crate) fn lapses_unused(self) -> bool {
         match self {
             Grant::ClientCredentials => true,
-            Grant::AuthorizationCode | Grant::DeviceCode | Grant::Implicit => false,
+            Grant::AuthorizationCode
+            | Grant::DeviceCode
+            | Grant::Implicit
+            | Grant::JwtBearer
+            | Grant::TokenExchange => false,
         }
     }
 
     /// Whether the site must have a client secret: the client alone is
     /// who the token is for.
+    /// (A jwt-bearer or exchange grant carries its own proof.)
     pub(crate) fn needs_secret(self) -> bool {
         match self {
             Grant::ClientCredentials => true,
-            Grant::AuthorizationCode | Grant::DeviceCode | Grant::Implicit => false,
+            Grant::AuthorizationCode
+            | Grant::DeviceCode
+            | Grant::Implicit
+            | Grant::JwtBearer
+            | Grant::TokenExchange => false,
         }
     }
 
@@ -127,7 +154,11 @@ impl Grant {
     pub(crate) fn token_from_browser(self) -> bool {
         match self {
             Grant::Implicit => true,
-            Grant::AuthorizationCode | Grant::ClientCredentials | Grant::DeviceCode => false,
+            Grant::AuthorizationCode
+            | Grant::ClientCredentials
+            | Grant::DeviceCode
+            | Grant::JwtBearer
+            | Grant::TokenExchange => false,
         }
     }
 
@@ -138,7 +169,11 @@ impl Grant {
         match self {
             Grant::AuthorizationCode | Grant::DeviceCode => offline_access,
             // RFC 6749 §4.4.3 (should not) and §4.2.2 (must not).
-            Grant::ClientCredentials | Grant::Implicit => false,
+            // RFC 7523 §2.1 and RFC 8693 §2.2.1: renewed by the grant.
+            Grant::ClientCredentials
+            | Grant::Implicit
+            | Grant::JwtBearer
+            | Grant::TokenExchange => false,
         }
     }
 }
@@ -156,7 +191,9 @@ mod tests {
                 "authorization_code",
                 "client_credentials",
                 "device_code",
-                "implicit"
+                "implicit",
+                "jwt_bearer",
+                "token_exchange"
             ]
         );
         assert_eq!(Grant::DEFAULT.name(), "authorization_code");
@@ -171,26 +208,29 @@ mod tests {
                 LoginBy::Code,
                 LoginBy::TokenCall,
                 LoginBy::Device,
-                LoginBy::Fragment
+                LoginBy::Fragment,
+                LoginBy::TokenCall,
+                LoginBy::TokenCall
             ]
         );
     }
 
     #[test]
-    fn only_client_credentials_renews_without_a_refresh_token() {
+    fn only_the_grants_without_a_user_renew_without_a_refresh_token() {
         for g in Grant::all() {
             assert!(g.renews_alone(true), "{g:?} with a refresh token");
-            assert_eq!(
-                g.renews_alone(false),
-                matches!(g, Grant::ClientCredentials),
-                "{g:?}"
+            let machine = matches!(
+                g,
+                Grant::ClientCredentials | Grant::JwtBearer | Grant::TokenExchange
             );
+            assert_eq!(g.renews_alone(false), machine, "{g:?}");
             assert_eq!(
                 g.renewal(),
-                if matches!(g, Grant::ClientCredentials) {
-                    Renewal::ClientCredentials
-                } else {
-                    Renewal::RefreshToken
+                match g {
+                    Grant::ClientCredentials => Renewal::ClientCredentials,
+                    Grant::JwtBearer => Renewal::JwtBearer,
+                    Grant::TokenExchange => Renewal::TokenExchange,
+                    _ => Renewal::RefreshToken,
                 }
             );
         }

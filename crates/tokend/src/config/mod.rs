@@ -20,7 +20,7 @@ use toml::Spanned;
 
 pub(crate) use daemon::{DaemonSettings, StoreKind};
 pub use git::{GitHost, Refusal, Remote};
-pub(crate) use site::SecretSource;
+pub(crate) use site::{SecretSource, Subject};
 pub use site::{SiteConfig, WrittenUrl};
 pub(crate) use token_proto::parse_duration;
 

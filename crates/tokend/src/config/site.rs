@@ -14,6 +14,9 @@ use super::git::GitHost;
 use super::grant::Grant;
 use super::{preset, ConfigError, Lines, RawTable};
 
+mod workload;
+pub(crate) use workload::{Subject, Workload};
+
 /// How the client secret is obtained; the secret itself never sits in the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum SecretSource {
@@ -148,6 +151,9 @@ pub struct SiteConfig {
     /// the config (a preset's own endpoints follow from its other keys).
     /// Empty when none is written, so existing identities stay the same.
     pub(crate) pinned: String,
+    /// Workload identity: the client key, federated assertions, the
+    /// jwt-bearer assertion and the token-exchange subject.
+    pub(crate) workload: Box<Workload>,
 }
 
 impl SiteConfig {
@@ -214,6 +220,11 @@ impl SiteConfig {
         pin("device_url", self.device_url.as_deref().map(Url::as_str));
         pin("api_base", self.api_base.as_deref().map(Url::as_str));
         pin("client_auth", self.client_auth.map(client_auth::name));
+        let key = self.workload.client_key.as_ref();
+        pin(
+            "client_key_file",
+            key.map(|(p, _)| p.to_str().unwrap_or("?")),
+        );
         let env = match &self.secret {
             Some(SecretSource::Env(name)) => Some(name.as_str()),
             Some(SecretSource::Cmd(_)) | None => None,
@@ -222,9 +233,16 @@ impl SiteConfig {
         pinned
     }
 
-    /// How the client authenticates: as configured (or by the preset),
-    /// else the default for whether it has a secret.
+    /// How the client authenticates: its key or federated assertion when
+    /// the site has one, else as configured (or by the preset), else the
+    /// default for whether it has a secret.
     pub fn effective_client_auth(&self) -> ClientAuth {
+        if self.workload.client_key.is_some() {
+            return ClientAuth::PrivateKeyJwt;
+        }
+        if self.workload.client_assertion.is_some() {
+            return ClientAuth::Assertion;
+        }
         self.client_auth
             .unwrap_or_else(|| client_auth::default(self.secret.is_some()))
     }
@@ -424,7 +442,7 @@ impl Fields<'_> {
 
 /// Closest known key, for "did you mean".
 fn suggest(key: &str) -> Option<&'static str> {
-    token_proto::names::closest(key, KEYS.iter().copied())
+    token_proto::names::closest(key, KEYS.iter().chain(workload::KEYS).copied())
 }
 
 pub(super) fn parse_site(
@@ -456,7 +474,11 @@ pub(super) fn parse_site(
             message: "a site name may hold only [A-Za-z0-9._-]".to_owned(),
         });
     }
-    if let Some((key, line, _)) = f.table.iter().find(|(k, _, _)| !KEYS.contains(&k.as_str())) {
+    if let Some((key, line, _)) = f
+        .table
+        .iter()
+        .find(|(k, _, _)| !KEYS.contains(&k.as_str()) && !workload::KEYS.contains(&k.as_str()))
+    {
         let hint = suggest(key).map_or(String::new(), |s| format!("; did you mean `{s}`?"));
         return Err(f.err(*line, key, format!("unknown key{hint}")));
     }
@@ -529,6 +551,7 @@ pub(super) fn parse_site(
             .unwrap_or_default(),
         prompt: f.string_or_empty("prompt")?,
         pinned: String::new(),
+        workload: Box::new(f.workload()?),
     };
     site.pinned = site.pin_written();
     preset::apply(&mut site, separator_given).map_err(|e| {
@@ -607,16 +630,18 @@ fn validate(f: &Fields<'_>, site: SiteConfig) -> Result<SiteConfig, ConfigError>
             "missing: give `issuer` (for discovery) or `token_url` and `authorize_url`",
         ));
     }
-    if site.grant.needs_secret() && site.secret.is_none() {
+    let keyed = site.workload.client_key.is_some() || site.workload.client_assertion.is_some();
+    if site.grant.needs_secret() && site.secret.is_none() && !keyed {
         return Err(f.err(
             at,
             "grant",
             format!(
-                "{} needs a client secret: add client_secret_env or client_secret_cmd",
+                "{} needs a client credential: add client_secret_env or client_secret_cmd, client_key_file (private_key_jwt) or a client_assertion_file / _cmd / _source",
                 site.grant.name()
             ),
         ));
     }
+    workload::validate(f, &site)?;
     if site.kube_token == TokenKind::IdToken && !site.wants_id_token() {
         return Err(f.err(
             f.line_of("kube_token"),
@@ -694,7 +719,8 @@ mod tests {
         assert!(
             e.message.ends_with(
                 "the implicit grant's token comes from the browser, unbound: DPoP needs grant = \
-             \"authorization_code\", \"client_credentials\" or \"device_code\""
+             \"authorization_code\", \"client_credentials\", \"device_code\", \"jwt_bearer\" or \
+             \"token_exchange\""
             ),
             "{e}"
         );
@@ -844,10 +870,11 @@ mod tests {
         let s = parse("client_secret_env = \"S\"\nclient_auth = \"post\"\n").unwrap();
         assert_eq!(s.client_auth, Some(ClientAuth::Post));
         for g in Grant::all() {
-            let secret = if g.needs_secret() {
-                "client_secret_cmd = \"pass corp\"\n"
-            } else {
-                ""
+            let secret = match g {
+                _ if g.needs_secret() => "client_secret_cmd = \"pass corp\"\n",
+                Grant::JwtBearer => "assertion_file = \"/run/token\"\n",
+                Grant::TokenExchange => "subject_site = \"other\"\n",
+                _ => "",
             };
             let s = parse(&format!("grant = \"{}\"\n{secret}", g.name())).unwrap();
             assert_eq!(s.grant.name(), g.name());
@@ -856,16 +883,17 @@ mod tests {
         assert_eq!(
             shown("scopes = []\ngrant = \"password\"\n"),
             "/c.toml:5: site corp: key `grant`: `password` is not one of \"authorization_code\", \
-             \"client_credentials\", \"device_code\", \"implicit\""
+             \"client_credentials\", \"device_code\", \"implicit\", \"jwt_bearer\", \"token_exchange\""
         );
         assert_eq!(
             shown("client_auth = \"jwt\"\n"),
-            "/c.toml:4: site corp: key `client_auth`: `jwt` is not one of \"none\", \"basic\", \"post\""
+            "/c.toml:4: site corp: key `client_auth`: `jwt` is not one of \"none\", \"basic\", \"post\", \"private_key_jwt\", \"client_assertion\""
         );
         assert_eq!(
             shown("grant = \"client_credentials\"\n"),
-            "/c.toml:1: site corp: key `grant`: client_credentials needs a client secret: \
-             add client_secret_env or client_secret_cmd"
+            "/c.toml:1: site corp: key `grant`: client_credentials needs a client credential: \
+             add client_secret_env or client_secret_cmd, client_key_file (private_key_jwt) or a \
+             client_assertion_file / _cmd / _source"
         );
         assert_eq!(
             shown("client_auth = \"basic\"\n"),

@@ -25,13 +25,6 @@ pub(crate) enum SiteError {
         #[source]
         source: Arc<tokend_oauth::Error>,
     },
-    /// `client_secret_cmd` could not be run or read.
-    #[error("site {site}: client_secret_cmd could not run: {source}")]
-    SecretCmd {
-        site: String,
-        #[source]
-        source: Arc<std::io::Error>,
-    },
     /// The provider failed or answered garbage: may pass, retried with backoff.
     #[error("site {site}: {source}")]
     Provider {
@@ -150,6 +143,11 @@ pub(crate) enum SiteError {
         #[source]
         source: tokend_oauth::Error,
     },
+    /// A machine grant's subject or assertion cannot be had now (its file
+    /// is missing, its command failed, the subject site is not logged in):
+    /// the message names the config key or the site.
+    #[error("site {site}: {message}")]
+    NoSubject { site: String, message: String },
     /// The site's task went away: a bug, or a stop under way.
     #[error("{0}")]
     Internal(String),
@@ -180,14 +178,20 @@ impl SiteError {
     /// follows from it too ([`SiteError::needs_config_edit`]).
     pub(crate) fn code(&self) -> ErrorCode {
         match self {
-            SiteError::Config(_) | SiteError::Discovery { .. } | SiteError::SecretCmd { .. } => {
-                ErrorCode::ConfigError
+            SiteError::Config(_) | SiteError::Discovery { .. } => ErrorCode::ConfigError,
+            // A subject or assertion missing now is retried like a provider
+            // fault, but the caller is told what is missing (exit 3).
+            SiteError::Retrying { failure, .. }
+                if matches!(**failure, SiteError::NoSubject { .. }) =>
+            {
+                ErrorCode::LoginRequired
             }
             SiteError::Provider { .. }
             | SiteError::Refused { .. }
             | SiteError::ClientRefused { .. }
             | SiteError::Retrying { .. } => ErrorCode::ProviderError,
             SiteError::BadRequest(_) => ErrorCode::BadRequest,
+            SiteError::NoSubject { .. } => ErrorCode::LoginRequired,
             SiteError::IdTokenRefused { .. }
             | SiteError::CallbackRefused { .. }
             | SiteError::DeviceRefused { .. }

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use tokend_oauth::{Client, Dpop, OAuthSite, Provider};
+use tokend_oauth::{AssertionSource, Client, ClientKey, Dpop, OAuthSite, Provider};
 use url::Url;
 
-use super::secret::resolve_secret;
+use super::secret::{load_client_key, resolve_secret};
 use crate::config::SiteConfig;
 use crate::deps::Deps;
 use crate::error::SiteError;
@@ -78,16 +78,37 @@ pub(crate) async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite
         None => None,
         Some(src) => Some(resolve_secret(name, src).await?),
     };
+    let (key, assertion) = credentials(deps, cfg)?;
     let client = Client {
         id: cfg.client_id.clone(),
         secret,
         auth: cfg.effective_client_auth(),
+        key,
+        assertion,
     };
     let mut site = OAuthSite::new(provider, client);
     site.scope_separator = cfg.scope_separator.clone();
     site.extra_params = cfg.extra_params.clone();
     site.prompt = cfg.effective_prompt().map(str::to_owned);
     Ok(Arc::new(site))
+}
+
+/// The client's own key (read and checked now) or where its federated
+/// assertion comes from (fetched at each call), as the site says.
+type Credentials = (Option<Arc<ClientKey>>, Option<Arc<AssertionSource>>);
+
+fn credentials(deps: &Deps, cfg: &SiteConfig) -> Result<Credentials, SiteError> {
+    let key = match &cfg.workload.client_key {
+        Some((path, kid)) => Some(Arc::new(load_client_key(
+            &cfg.name,
+            path,
+            kid.clone(),
+            deps.clock,
+        )?)),
+        None => None,
+    };
+    let assertion = cfg.workload.client_assertion.clone().map(Arc::new);
+    Ok((key, assertion))
 }
 
 /// `oauth` with the site's DPoP key, so its token requests carry proofs. A

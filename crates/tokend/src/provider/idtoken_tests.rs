@@ -132,6 +132,7 @@ fn site(op: &Arc<Op>, store: Store) -> SiteHandle {
         load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
         store_notice: None,
         keys: Arc::default(),
+        sites: Default::default(),
     };
     SiteHandle::spawn(config(), Arc::new(deps), None).clone_handle()
 }

@@ -1,10 +1,7 @@
 //! The client secret: from the daemon's environment or a command, never
 //! from the config file itself.
 
-use std::sync::Arc;
-
 use tokend_oauth::ClientSecret;
-use tokio::io::AsyncReadExt;
 use zeroize::Zeroizing;
 
 use crate::config::SecretSource;
@@ -56,49 +53,14 @@ pub(super) async fn resolve_secret(
                 }))
             }),
         SecretSource::Cmd(cmd) => {
-            let mut command = if cfg!(windows) {
-                let mut c = tokio::process::Command::new("cmd");
-                c.arg("/C").arg(cmd);
-                c
-            } else {
-                let mut c = tokio::process::Command::new("sh");
-                c.arg("-c").arg(cmd);
-                c
-            };
-            command
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
-                .kill_on_drop(true);
-            let run = async {
-                let mut child = command.spawn()?;
-                let mut out = Vec::new();
-                if let Some(stdout) = child.stdout.take() {
-                    // One byte past the cap tells a command that prints too much.
-                    stdout
-                        .take(MAX_SECRET_OUTPUT + 1)
-                        .read_to_end(&mut out)
-                        .await?;
-                }
-                let status = child.wait().await?;
-                Ok::<_, std::io::Error>((status, Zeroizing::new(out)))
-            };
-            let (status, out) = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+            let out = tokend_oauth::assertion::run_command(cmd, MAX_SECRET_OUTPUT)
                 .await
-                .map_err(|_| cfg_err("client_secret_cmd did not finish in 30 s".to_owned()))?
-                .map_err(|source| SiteError::SecretCmd {
-                    site: site.to_owned(),
-                    source: Arc::new(source),
+                .map_err(|e| {
+                    cfg_err(format!(
+                        "client_secret_cmd: {}",
+                        e.replace("the token", "the secret")
+                    ))
                 })?;
-            if !status.success() {
-                return Err(cfg_err(format!("client_secret_cmd failed ({status})")));
-            }
-            if out.len() as u64 > MAX_SECRET_OUTPUT {
-                return Err(cfg_err(
-                    "client_secret_cmd printed more than 64 KiB; it must print only the secret"
-                        .to_owned(),
-                ));
-            }
             let text = std::str::from_utf8(&out)
                 .map_err(|_| cfg_err("client_secret_cmd printed non-UTF-8".to_owned()))?;
             let secret = text.trim_end_matches(['\r', '\n']).to_owned();
@@ -108,4 +70,49 @@ pub(super) async fn resolve_secret(
             Ok(ClientSecret::new(secret))
         }
     }
+}
+
+/// The site's `private_key_jwt` key, from `client_key_file`: refused unless
+/// the file is the user's own and private to them (the key is the whole
+/// credential).
+pub(crate) fn load_client_key(
+    site: &str,
+    path: &std::path::Path,
+    kid: Option<String>,
+    clock: crate::clock::Clock,
+) -> Result<tokend_oauth::ClientKey, SiteError> {
+    let shown = path.display();
+    let cfg_err =
+        |m: String| SiteError::Config(format!("site {site}: client_key_file {shown}: {m}"));
+    let meta = std::fs::metadata(path).map_err(|e| {
+        cfg_err(match e.kind() {
+            std::io::ErrorKind::NotFound => "the file does not exist".to_owned(),
+            _ => format!("cannot read it: {e}"),
+        })
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(cfg_err(format!(
+                "the file belongs to uid {}, not to you; a private key must be your own (copy it and `chmod 600` the copy)",
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(cfg_err(format!(
+                "the private key is readable by others (mode {:o}); run `chmod 600 {shown}`",
+                meta.mode() & 0o777
+            )));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = &meta;
+    let pem = Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| cfg_err(format!("cannot read it: {e}")))?,
+    );
+    tokend_oauth::ClientKey::from_pem(&pem, kid, move || crate::clock::whole(clock.now()))
+        .map_err(|e| cfg_err(e.to_string()))
 }

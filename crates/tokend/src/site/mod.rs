@@ -20,6 +20,7 @@ use crate::login::LoginTicket;
 mod actor;
 pub(crate) mod proof;
 mod state;
+pub(crate) mod subject;
 #[cfg(test)]
 mod tests;
 

@@ -115,6 +115,7 @@ fn deps(provider: &Arc<Provider>, store: Store) -> Arc<Deps> {
         login_timeout: crate::site::LoginTimeout::new(Duration::from_secs(300)),
         load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
         keys: Arc::default(),
+        sites: Default::default(),
     })
 }
 

@@ -4,12 +4,15 @@
 
 use std::sync::Arc;
 
-use tokend_oauth::{AuthCode, Dpop, OAuthSite, PkceVerifier, RefreshToken};
+use tokend_oauth::{
+    AuthCode, Dpop, OAuthSite, PkceVerifier, RefreshToken, TokenExchange, TokenResponse,
+};
 
 use super::flight::Landed;
-use crate::config::{client_auth, SiteConfig};
+use crate::config::grant::Renewal;
+use crate::config::{client_auth, SiteConfig, Subject};
 use crate::site::idtoken::{self, IdCheck};
-use crate::site::{client, secret, Deps, SiteError};
+use crate::site::{client, secret, subject, Deps, SiteError};
 
 /// One token-endpoint call.
 pub(super) enum Call {
@@ -17,9 +20,9 @@ pub(super) enum Call {
         refresh: RefreshToken,
         scopes: Option<Vec<String>>,
     },
-    ClientCredentials {
-        scopes: Vec<String>,
-    },
+    /// A grant with no user (client credentials, jwt-bearer, token
+    /// exchange): the site's grant says which.
+    Machine { scopes: Vec<String> },
     Code {
         code: AuthCode,
         redirect: String,
@@ -57,7 +60,17 @@ impl Call {
             Call::Refresh { refresh, scopes } => {
                 oauth.refresh(http, refresh, scopes.as_deref()).await
             }
-            Call::ClientCredentials { scopes } => oauth.client_credentials(http, scopes).await,
+            Call::Machine { scopes } => match machine_grant(&deps, &cfg, &oauth, scopes).await {
+                Ok(result) => result,
+                Err(e) => {
+                    return Landed {
+                        oauth: Some(oauth),
+                        result: Err(e),
+                        id: IdCheck::Absent,
+                        sent_at,
+                    }
+                }
+            },
             Call::Code {
                 code,
                 redirect,
@@ -71,7 +84,7 @@ impl Call {
         // without one (refused, only the ID token is dropped).
         let nonce = match &self {
             Call::Code { nonce, .. } => nonce.as_deref(),
-            Call::Refresh { .. } | Call::ClientCredentials { .. } => None,
+            Call::Refresh { .. } | Call::Machine { .. } => None,
         };
         let id = match &result {
             Ok(resp) => idtoken::check(&deps, &cfg, &oauth, resp.id_token.as_deref(), nonce).await,
@@ -89,6 +102,10 @@ impl Call {
             };
         }
         let result = result.map_err(|source| match self {
+            _ if matches!(source, tokend_oauth::Error::Assertion(_)) => SiteError::NoSubject {
+                site,
+                message: source.to_string(),
+            },
             _ if source.is_invalid_client() => SiteError::ClientRefused {
                 site,
                 client: client_settings(&cfg),
@@ -98,7 +115,7 @@ impl Call {
             Call::Refresh { .. } if source.is_invalid_grant() => {
                 SiteError::Refused { site, source }
             }
-            Call::Refresh { .. } | Call::ClientCredentials { .. } | Call::Code { .. } => {
+            Call::Refresh { .. } | Call::Machine { .. } | Call::Code { .. } => {
                 SiteError::Provider { site, source }
             }
         });
@@ -116,12 +133,17 @@ impl Call {
 /// from (never the secret).
 fn client_settings(cfg: &SiteConfig) -> String {
     let auth = client_auth::name(cfg.effective_client_auth());
-    let secret = cfg
-        .secret
-        .as_ref()
-        .map_or("no client secret".to_owned(), |s| {
-            format!("the secret from {}", secret::described(s))
-        });
+    let secret = match (&cfg.secret, &cfg.workload.client_key, &cfg.workload.client_assertion) {
+        (Some(s), _, _) => format!("the secret from {}", secret::described(s)),
+        (None, Some((path, kid)), _) => format!(
+            "the key in client_key_file {}{} (is its public key registered? `token jwk {}` prints it)",
+            path.display(),
+            kid.as_ref().map_or(String::new(), |k| format!(" (client_key_id {k})")),
+            cfg.name
+        ),
+        (None, None, Some(src)) => format!("the assertion from {}", src.described()),
+        (None, None, None) => "no client secret".to_owned(),
+    };
     format!(
         "client_id `{}`, client_auth `{auth}`{} and {secret} in [site.{}]",
         cfg.client_id,
@@ -147,4 +169,61 @@ async fn oauth_client(
         None => client::build(deps, cfg).await?,
     };
     client::with_dpop(oauth, cfg, dpop)
+}
+
+/// A grant with no user, by the site's grant. The outer error: the
+/// assertion or subject could not be had (no call was made); the inner,
+/// the call's.
+async fn machine_grant(
+    deps: &Deps,
+    cfg: &SiteConfig,
+    oauth: &OAuthSite,
+    scopes: &[String],
+) -> Result<Result<TokenResponse, tokend_oauth::Error>, SiteError> {
+    let http = &deps.http;
+    let site = &cfg.name;
+    let no_subject = |e: tokend_oauth::Error| SiteError::NoSubject {
+        site: site.clone(),
+        message: e.to_string(),
+    };
+    match cfg.grant.renewal() {
+        Renewal::JwtBearer => {
+            let Some(src) = &cfg.workload.assertion else {
+                return Err(SiteError::config(
+                    site,
+                    "jwt_bearer without an assertion source",
+                ));
+            };
+            let assertion = src.fetch(http).await.map_err(no_subject)?;
+            Ok(oauth.jwt_bearer(http, &assertion, scopes).await)
+        }
+        Renewal::TokenExchange => {
+            let Some(x) = &cfg.workload.exchange else {
+                return Err(SiteError::config(site, "token_exchange without a subject"));
+            };
+            let subject_token = match &x.subject {
+                Subject::Source(src) => src.fetch(http).await.map_err(no_subject)?,
+                Subject::Site { name, kind } => subject::token(deps, site, name, *kind).await?,
+            };
+            let actor = match &x.actor {
+                Some((src, kind)) => {
+                    Some((src.fetch(http).await.map_err(no_subject)?, kind.clone()))
+                }
+                None => None,
+            };
+            let exchange = TokenExchange {
+                subject_token,
+                subject_token_type: x.subject_token_type.clone(),
+                actor,
+                audience: x.audience.clone(),
+                resources: x.resources.clone(),
+                requested_token_type: x.requested_token_type.clone(),
+                scopes: scopes.to_vec(),
+            };
+            Ok(oauth.token_exchange(http, &exchange).await)
+        }
+        Renewal::ClientCredentials | Renewal::RefreshToken => {
+            Ok(oauth.client_credentials(http, scopes).await)
+        }
+    }
 }

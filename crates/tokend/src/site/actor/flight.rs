@@ -250,9 +250,11 @@ impl Actor {
             Need::Narrow(key) => Some(key.clone()),
         };
         match self.cfg.grant.renewal() {
-            Renewal::ClientCredentials => Some(Call::ClientCredentials {
-                scopes: scopes.unwrap_or_else(|| self.cfg.scopes.clone()),
-            }),
+            Renewal::ClientCredentials | Renewal::JwtBearer | Renewal::TokenExchange => {
+                Some(Call::Machine {
+                    scopes: scopes.unwrap_or_else(|| self.cfg.scopes.clone()),
+                })
+            }
             Renewal::RefreshToken => {
                 let refresh = self.st.refresh.clone()?;
                 Some(Call::Refresh { refresh, scopes })
