@@ -90,7 +90,10 @@ enum Change {
 /// token exchange asks its `subject_site` through it). It holds senders
 /// only: no site holds the registry.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Directory(Arc<RwLock<HashMap<String, (SiteHandle, Arc<SiteConfig>)>>>);
+pub(crate) struct Directory(Arc<RwLock<HashMap<String, Entry>>>);
+
+/// A site in the [`Directory`]: its handle and the settings installed with it.
+type Entry = (SiteHandle, Arc<SiteConfig>);
 
 impl Directory {
     /// The handle of the site `name` (its actor starts with the first
@@ -100,7 +103,7 @@ impl Directory {
     }
 
     /// [`Directory::get`] and the settings installed with the site.
-    pub(crate) fn get_with_settings(&self, name: &str) -> Option<(SiteHandle, Arc<SiteConfig>)> {
+    pub(crate) fn get_with_settings(&self, name: &str) -> Option<Entry> {
         read(&self.0).get(name).cloned()
     }
 }
