@@ -4,52 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokend_oauth::{Http, RawResponse};
 use tokio::time::Instant;
 
 use super::Daemon;
-use crate::clock::Clock;
+use crate::kit::Provider;
 use crate::site::{Deps, Served, PARK_AFTER};
 use crate::sites::Status;
-use crate::store::{Record, Store};
-
-/// A provider for every issuer: discovery of `https://slow.example` takes
-/// 20 s, everything else answers at once; token calls are counted.
-fn provider(token_calls: Arc<AtomicU64>) -> Http {
-    Http::scripted(Arc::new(move |req| {
-        let url = req.url.clone();
-        let issuer = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
-        let (delay, body) = if url.path().starts_with("/.well-known/") {
-            let slow = issuer == "https://slow.example";
-            (
-                Duration::from_secs(if slow { 20 } else { 0 }),
-                format!(
-                    r#"{{"issuer":"{issuer}","authorization_endpoint":"{issuer}/authorize","token_endpoint":"{issuer}/token"}}"#
-                ),
-            )
-        } else {
-            let n = token_calls.fetch_add(1, Ordering::SeqCst) + 1;
-            (
-                Duration::ZERO,
-                format!(r#"{{"access_token":"at{n}","token_type":"Bearer","expires_in":3600}}"#),
-            )
-        };
-        Box::pin(async move {
-            tokio::time::sleep(delay).await;
-            Ok(RawResponse {
-                status: 200,
-                content_type: Some("application/json".into()),
-                location: None,
-                dpop_nonce: None,
-                body: body.into_bytes(),
-            })
-        })
-    }))
-}
+use crate::store::Store;
 
 fn site(name: &str, issuer: &str, client_id: &str) -> String {
     format!(
@@ -58,10 +22,10 @@ fn site(name: &str, issuer: &str, client_id: &str) -> String {
 }
 
 /// A daemon, with what a test looks at: its config file's directory, the
-/// provider's count of token calls, its store.
+/// provider (discovery of `https://slow.example` takes 20 s), its store.
 struct Fixture {
     dir: tempfile::TempDir,
-    calls: Arc<AtomicU64>,
+    calls: Arc<Provider>,
     d: Daemon,
     store: Store,
 }
@@ -69,34 +33,14 @@ struct Fixture {
 /// A daemon over `config`, whose sites all hold a stored refresh token.
 fn daemon(config: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let calls = Arc::new(AtomicU64::new(0));
+    let calls = Provider::new(3600, Duration::ZERO);
+    calls.slow_discovery("https://slow.example", Duration::from_secs(20));
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
-    let store = Store::Memory(Arc::default());
     let parsed = crate::config::Config::parse(&path, config);
-    if let Store::Memory(m) = &store {
-        for (name, cfg) in &parsed.sites {
-            m.lock().unwrap().insert(
-                name.clone(),
-                Record::refresh_only(
-                    cfg.identity(),
-                    &format!("rt-{name}"),
-                    cfg.scopes.clone(),
-                    1_799_999_000,
-                ),
-            );
-        }
-    }
-    let deps = Deps {
-        store_notice: None,
-        store: store.clone(),
-        http: provider(calls.clone()),
-        discovery: Arc::default(),
-        clock: Clock::tokio_at(1_800_000_000.0),
-        login_timeout: crate::site::LoginTimeout::new(Duration::from_secs(300)),
-        load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
-        keys: Arc::default(),
-    };
+    let names: Vec<&str> = parsed.sites.keys().map(String::as_str).collect();
+    let store = crate::kit::logged_in(&parsed, &names);
+    let deps = Deps::scripted(calls.http(), store.clone());
     let d = Daemon::with_deps(path.clone(), crate::config::Config::load(&path), deps);
     Fixture {
         dir,
@@ -129,7 +73,7 @@ async fn a_slow_issuer_does_not_hold_up_another_sites_discovery() {
     );
     assert!(!waiting.is_finished());
     assert!(matches!(waiting.await.unwrap().unwrap(), Served::Token(_)));
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(calls.calls(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -193,7 +137,7 @@ async fn a_sites_task_starts_when_the_site_is_first_asked_for() {
     assert_eq!(running(&d), ["b"], "asked again: the same task");
     assert_eq!(d.statuses().len(), 2);
     assert_eq!(running(&d).len(), 2, "status starts every site");
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.calls(), 1);
 }
 
 fn access_token(served: Served) -> String {
@@ -240,7 +184,7 @@ async fn an_idle_site_parks_and_its_next_caller_is_served_from_memory() {
     // A handle from before it parked reaches the site's next actor.
     let again = access_token(first.get(Vec::new(), None).await.unwrap());
     assert_eq!(again, token);
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "no provider call");
+    assert_eq!(calls.calls(), 1, "no provider call");
     assert_eq!(d.sites.running_names(), ["a"]);
     let status = d.site("a").unwrap().status().await.unwrap();
     assert!(status.has_refresh_token);
@@ -270,13 +214,13 @@ async fn a_parked_site_is_refreshed_ahead_and_parks_again() {
 
     // The one-hour token is renewed before it expires, with nobody asking.
     tokio::time::sleep(Duration::from_secs(3590)).await;
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "refreshed ahead once");
+    assert_eq!(calls.calls(), 2, "refreshed ahead once");
     assert_eq!(d.sites.parked_names(), ["a"], "parked again after it");
     let asked = Instant::now();
     let now = access_token(d.site("a").unwrap().get(Vec::new(), None).await.unwrap());
     assert_ne!(now, first);
     assert_eq!(asked.elapsed(), Duration::ZERO);
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(calls.calls(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -301,7 +245,7 @@ async fn a_reload_drops_a_parked_login_only_when_the_client_changes() {
         d.site("corp").unwrap().get(Vec::new(), None).await.unwrap(),
         Served::NeedLogin
     ));
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -319,7 +263,7 @@ async fn a_stopping_daemon_wakes_no_parked_site() {
     // Its refresh falls due after the daemon began to stop: no call is
     // started that the process would cut off halfway.
     tokio::time::sleep(Duration::from_secs(3600)).await;
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.calls(), 1);
     assert!(d.sites.running_names().is_empty());
 }
 

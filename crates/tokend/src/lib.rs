@@ -13,6 +13,8 @@ mod daemon;
 mod discovery;
 mod error;
 mod handlers;
+#[cfg(test)]
+mod kit;
 mod login;
 mod loopback;
 mod paths;

@@ -81,3 +81,6 @@ pub(crate) async fn dispatch(d: &Arc<Daemon>, req: Request, events: &mut Events<
         }
     }
 }
+
+#[cfg(all(test, unix))]
+mod tests;

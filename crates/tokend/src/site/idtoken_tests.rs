@@ -7,14 +7,12 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use token_proto::{ErrorCode, Event, LoginMode, TokenKind};
 use tokend_oauth::{Http, RawResponse};
 
-use crate::clock::Clock;
 use crate::config::{Config, SiteConfig};
 use crate::login::Progress;
 use crate::site::{Deps, Served, SiteHandle};
@@ -123,16 +121,7 @@ fn config() -> Arc<SiteConfig> {
 }
 
 fn site(op: &Arc<Op>, store: Store) -> SiteHandle {
-    let deps = Deps {
-        store,
-        http: op.http(),
-        discovery: Arc::default(),
-        clock: Clock::tokio_at(NOW as f64),
-        login_timeout: crate::site::LoginTimeout::new(Duration::from_secs(300)),
-        load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
-        store_notice: None,
-        keys: Arc::default(),
-    };
+    let deps = Deps::scripted(op.http(), store);
     SiteHandle::spawn(config(), Arc::new(deps), None)
 }
 

@@ -1,0 +1,331 @@
+//! Every handler on the real wire, in-process (`crate::kit::serve`), with
+//! its answers and error codes; the events a waiting `get` sees, and what
+//! a caller that goes away leaves behind.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::kit::{code, message, serve, site, Server};
+
+fn get(site: &str) -> String {
+    format!(r#"{{"v":1,"op":"get","site":"{site}"}}"#)
+}
+
+fn get_never(site: &str) -> String {
+    format!(r#"{{"v":1,"op":"get","site":"{site}","login":"never"}}"#)
+}
+
+fn status(site: &str) -> String {
+    format!(r#"{{"v":1,"op":"status","site":"{site}"}}"#)
+}
+
+/// `corp` logged in, `fresh` not.
+fn two_sites() -> Server {
+    serve(&(site("corp") + &site("fresh")), &["corp"])
+}
+
+async fn state(server: &Server, name: &str) -> String {
+    let answer = server.ask(&status(name)).await;
+    answer["sites"][0]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Polls `name`'s state until it is `want` (within 5 s).
+async fn becomes(server: &Server, name: &str, want: &str) {
+    for _ in 0..100 {
+        if state(server, name).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "site {name} stayed {}, not {want}",
+        state(server, name).await
+    );
+}
+
+fn ok(answer: &Value) {
+    assert_eq!(answer["ok"], true, "{answer}");
+}
+
+#[tokio::test]
+async fn get_serves_the_token_in_hand_and_makes_one_call() {
+    let server = two_sites();
+    let first = server.ask(&get("corp")).await;
+    ok(&first);
+    assert_eq!(first["access_token"], "at1", "{first}");
+    assert_eq!(first["token_type"], "Bearer");
+    let again = server.ask(&get("corp")).await;
+    assert_eq!(again["access_token"], "at1", "{again}");
+    assert_eq!(server.provider.calls(), 1);
+}
+
+#[tokio::test]
+async fn get_names_the_sites_for_an_unknown_one() {
+    let server = two_sites();
+    let answer = server.ask(&get("corpp")).await;
+    assert_eq!(code(&answer), Some("unknown_site"), "{answer}");
+    assert!(
+        message(&answer).contains("did you mean `corp`?"),
+        "{answer}"
+    );
+    let answer = server.ask(&get("no/such")).await;
+    assert_eq!(code(&answer), Some("unknown_site"), "{answer}");
+    assert!(
+        message(&answer).contains("only letters, digits"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn get_with_login_never_hears_login_required() {
+    let server = two_sites();
+    let answer = server.ask(&get_never("fresh")).await;
+    assert_eq!(code(&answer), Some("login_required"), "{answer}");
+    assert!(message(&answer).contains("token login fresh"), "{answer}");
+    assert_eq!(server.provider.calls(), 0);
+    assert_eq!(state(&server, "fresh").await, "login_required");
+}
+
+#[tokio::test]
+async fn get_refuses_an_id_token_with_scopes_as_bad_request() {
+    let server = two_sites();
+    let answer = server
+        .ask(r#"{"v":1,"op":"get","site":"corp","token":"id_token","scopes":["read"]}"#)
+        .await;
+    assert_eq!(code(&answer), Some("bad_request"), "{answer}");
+    assert!(message(&answer).contains("drop --scope"), "{answer}");
+}
+
+/// A `get` that needs a login sees the login's event before its answer;
+/// a second caller joins the same login and is not the one to open the
+/// browser.
+#[tokio::test]
+async fn a_get_that_waits_for_a_login_sees_its_event_and_a_second_caller_joins() {
+    let server = two_sites();
+    let mut first = server.connect().await;
+    first.send(&get("fresh")).await;
+    let event = first.value().await;
+    assert_eq!(event["event"], "login_url", "{event}");
+    assert_eq!(event["site"], "fresh");
+    assert_eq!(event["open_browser"], true);
+    assert_eq!(event["timeout"], 300);
+    assert!(
+        event["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:"),
+        "{event}"
+    );
+
+    let mut second = server.connect().await;
+    second.send(&get("fresh")).await;
+    let joined = second.value().await;
+    assert_eq!(joined["event"], "login_url", "{joined}");
+    assert_eq!(joined["open_browser"], false, "one browser opens");
+    assert_eq!(state(&server, "fresh").await, "login_pending");
+}
+
+/// The caller that opened the login goes away: the login goes on for the
+/// one still waiting, which now opens the browser; once every caller has
+/// gone, the login ends and nothing of it is left.
+#[tokio::test]
+async fn a_caller_that_goes_away_leaves_the_login_to_the_others_and_the_last_ends_it() {
+    let server = two_sites();
+    let mut opener = server.connect().await;
+    opener.send(&get("fresh")).await;
+    assert_eq!(opener.value().await["open_browser"], true);
+    let mut other = server.connect().await;
+    other.send(&get("fresh")).await;
+    assert_eq!(other.value().await["open_browser"], false);
+
+    opener.close();
+    let took_over = other.value().await;
+    assert_eq!(took_over["event"], "login_url", "{took_over}");
+    assert_eq!(
+        took_over["open_browser"], true,
+        "the remaining caller opens it"
+    );
+    assert_eq!(state(&server, "fresh").await, "login_pending");
+
+    other.close();
+    becomes(&server, "fresh", "login_required").await;
+    // The next caller starts a fresh login, and opens its browser.
+    let mut next = server.connect().await;
+    next.send(&get("fresh")).await;
+    assert_eq!(next.value().await["open_browser"], true);
+    assert_eq!(server.provider.calls(), 0);
+}
+
+/// A paste-back login: its caller sees the URL to open, the paste arrives
+/// on a second connection, and the caller's answer is the token.
+#[tokio::test]
+async fn login_by_paste_is_finished_by_a_paste_on_another_connection() {
+    let server = two_sites();
+    let nothing = server
+        .ask(r#"{"v":1,"op":"paste","site":"fresh","input":"code"}"#)
+        .await;
+    assert_eq!(code(&nothing), Some("bad_request"), "{nothing}");
+    assert!(
+        message(&nothing).contains("no paste-back login waiting"),
+        "{nothing}"
+    );
+
+    let mut waiting = server.connect().await;
+    waiting
+        .send(r#"{"v":1,"op":"login","site":"fresh","mode":"paste"}"#)
+        .await;
+    let event = waiting.value().await;
+    assert_eq!(event["event"], "paste_url", "{event}");
+    assert_eq!(event["paste"], true);
+    assert!(
+        event["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://fresh.example/authorize?"),
+        "{event}"
+    );
+    let pasted = server
+        .ask(r#"{"v":1,"op":"paste","site":"fresh","input":"the-code"}"#)
+        .await;
+    ok(&pasted);
+    assert_eq!(pasted["message"], "received");
+    let token = waiting.answer().await;
+    ok(&token);
+    assert_eq!(token["access_token"], "at1", "{token}");
+    assert_eq!(server.provider.calls(), 1, "the code was exchanged");
+    assert_eq!(state(&server, "fresh").await, "ready");
+}
+
+#[tokio::test]
+async fn login_of_an_unknown_site_is_unknown_site() {
+    let server = two_sites();
+    let answer = server.ask(r#"{"v":1,"op":"login","site":"nope"}"#).await;
+    assert_eq!(code(&answer), Some("unknown_site"), "{answer}");
+}
+
+/// A client-credentials site has nobody to ask: its login is a fresh
+/// token call.
+#[tokio::test]
+async fn login_of_a_client_credentials_site_is_a_token_call() {
+    let config = site("svc") + "grant = \"client_credentials\"\nclient_secret_cmd = \"echo s\"\n";
+    let server = serve(&config, &[]);
+    let first = server.ask(r#"{"v":1,"op":"login","site":"svc"}"#).await;
+    ok(&first);
+    let second = server.ask(r#"{"v":1,"op":"login","site":"svc"}"#).await;
+    assert_ne!(
+        first["access_token"], second["access_token"],
+        "a fresh token"
+    );
+    assert_eq!(server.provider.calls(), 2);
+}
+
+#[tokio::test]
+async fn logout_forgets_the_login() {
+    let server = two_sites();
+    ok(&server.ask(&get("corp")).await);
+    let out = server.ask(r#"{"v":1,"op":"logout","site":"corp"}"#).await;
+    ok(&out);
+    assert!(out["message"].as_str().unwrap().contains("corp"), "{out}");
+    let answer = server.ask(&get_never("corp")).await;
+    assert_eq!(code(&answer), Some("login_required"), "{answer}");
+    let crate::store::Store::Memory(records) = &server.store else {
+        unreachable!()
+    };
+    assert!(
+        !records.lock().unwrap().contains_key("corp"),
+        "still stored"
+    );
+    let again = server.ask(r#"{"v":1,"op":"logout","site":"corp"}"#).await;
+    assert!(
+        again["message"]
+            .as_str()
+            .unwrap()
+            .contains("was not logged in"),
+        "{again}"
+    );
+    let unknown = server.ask(r#"{"v":1,"op":"logout","site":"nope"}"#).await;
+    assert_eq!(code(&unknown), Some("unknown_site"), "{unknown}");
+}
+
+#[tokio::test]
+async fn status_lists_every_site_or_one() {
+    let server = two_sites();
+    let all = server.ask(r#"{"v":1,"op":"status"}"#).await;
+    ok(&all);
+    let names: Vec<&str> = all["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["site"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["corp", "fresh"], "{all}");
+    assert_eq!(all["store"], "memory");
+    assert_eq!(all["pid"], std::process::id());
+    let corp = &all["sites"][0];
+    assert_eq!(corp["has_refresh_token"], true, "{all}");
+    assert_eq!(all["sites"][1]["state"], "login_required", "{all}");
+    let unknown = server.ask(&status("nope")).await;
+    assert_eq!(code(&unknown), Some("unknown_site"), "{unknown}");
+}
+
+#[tokio::test]
+async fn lookup_finds_the_site_listing_a_remote_and_refuses_plain_http() {
+    let config = site("corp") + "hosts = [\"git.example\"]\n";
+    let server = serve(&config, &["corp"]);
+    let lookup = |protocol: &str, host: &str| {
+        format!(r#"{{"v":1,"op":"lookup","protocol":"{protocol}","host":"{host}"}}"#)
+    };
+    let found = server.ask(&lookup("https", "git.example")).await;
+    ok(&found);
+    assert_eq!(found["site"], "corp");
+    assert_eq!(found["git_auth"], "basic");
+    assert_eq!(found["username"], "oauth2");
+    let plain = server.ask(&lookup("http", "git.example")).await;
+    assert_eq!(code(&plain), Some("unknown_site"), "{plain}");
+    assert!(message(&plain).contains("only to https"), "{plain}");
+    let other = server.ask(&lookup("https", "other.example")).await;
+    assert_eq!(code(&other), Some("unknown_site"), "{other}");
+    assert!(
+        message(&other).contains("hosts = [\\\"other.example\\\"]")
+            || message(&other).contains("hosts = [\"other.example\"]"),
+        "{other}"
+    );
+}
+
+#[tokio::test]
+async fn reload_reads_the_config_again() {
+    let server = serve(&site("corp"), &["corp"]);
+    server.write_config(&(site("corp") + &site("added")));
+    let reply = server.ask(r#"{"v":1,"op":"reload"}"#).await;
+    ok(&reply);
+    assert_eq!(reply["sites"], 2, "{reply}");
+    assert_eq!(reply["kept_previous"], false, "{reply}");
+    let answer = server.ask(&get_never("added")).await;
+    assert_eq!(code(&answer), Some("login_required"), "{answer}");
+
+    // A file that does not parse keeps the previous settings.
+    server.write_config("[site.corp\n");
+    let kept = server.ask(r#"{"v":1,"op":"reload"}"#).await;
+    assert_eq!(kept["kept_previous"], true, "{kept}");
+    assert_eq!(kept["sites"], 2, "{kept}");
+    assert!(
+        !kept["config_errors"].as_array().unwrap().is_empty(),
+        "{kept}"
+    );
+}
+
+/// `stop` is understood at every protocol version, so a newer client can
+/// replace an older daemon; the server then ends.
+#[tokio::test]
+async fn stop_at_any_version_ends_the_server() {
+    let mut server = two_sites();
+    let reply = server.ask(r#"{"v":7,"op":"stop"}"#).await;
+    ok(&reply);
+    assert!(server.ended().await, "the server kept running");
+}
