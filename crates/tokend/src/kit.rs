@@ -50,8 +50,8 @@ impl Deps {
 /// `lifetime` s, each call taking `delay`, refresh tokens rotating to
 /// `rt{n}` (unless `rotate` is off); `refuse` answers `invalid_grant`, and
 /// the next `fail` calls get a 503. Token calls are counted, with when
-/// they came and their `scope`.
-#[derive(Debug)]
+/// they came and their `scope`. Made an OpenID provider
+/// ([`Provider::openid`]), it also publishes a key set and issues ID tokens.
 pub(crate) struct Provider {
     pub lifetime: AtomicU64,
     pub delay: Mutex<Duration>,
@@ -66,6 +66,22 @@ pub(crate) struct Provider {
     pub scopes: Mutex<Vec<String>>,
     /// Issuers whose discovery takes this long.
     slow: Mutex<Vec<(String, Duration)>>,
+    oidc: Mutex<Option<Arc<Oidc>>>,
+}
+
+/// What an OpenID provider adds: the key set at `{issuer}/jwks` (named
+/// `jwks_uri` in discovery) and an ID token with each token.
+struct Oidc {
+    jwks: serde_json::Value,
+    id_token: Box<dyn Fn() -> String + Send + Sync>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("calls", &self.calls())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Provider {
@@ -81,7 +97,25 @@ impl Provider {
             start: Instant::now(),
             scopes: Mutex::default(),
             slow: Mutex::default(),
+            oidc: Mutex::default(),
         })
+    }
+
+    /// Makes it an OpenID provider: it publishes `jwks` and each token
+    /// comes with the ID token `id_token` makes at the time.
+    pub(crate) fn openid(
+        &self,
+        jwks: serde_json::Value,
+        id_token: impl Fn() -> String + Send + Sync + 'static,
+    ) {
+        *self.oidc.lock().unwrap() = Some(Arc::new(Oidc {
+            jwks,
+            id_token: Box::new(id_token),
+        }));
+    }
+
+    fn openid_part(&self) -> Option<Arc<Oidc>> {
+        self.oidc.lock().unwrap().clone()
     }
 
     /// Token calls so far.
@@ -103,8 +137,12 @@ impl Provider {
             .iter()
             .find(|(i, _)| *i == issuer)
             .map_or(Duration::ZERO, |(_, d)| *d);
+        let jwks = match self.openid_part() {
+            Some(_) => format!(r#","jwks_uri":"{issuer}/jwks""#),
+            None => String::new(),
+        };
         let body = format!(
-            r#"{{"issuer":"{issuer}","authorization_endpoint":"{issuer}/authorize","token_endpoint":"{issuer}/token"}}"#
+            r#"{{"issuer":"{issuer}","authorization_endpoint":"{issuer}/authorize","token_endpoint":"{issuer}/token"{jwks}}}"#
         );
         (200, body, delay)
     }
@@ -132,8 +170,12 @@ impl Provider {
         } else {
             String::new()
         };
+        let id_token = match self.openid_part() {
+            Some(oidc) => format!(r#","id_token":"{}""#, (oidc.id_token)()),
+            None => String::new(),
+        };
         let body = format!(
-            r#"{{"access_token":"at{n}","token_type":"bearer","expires_in":{}{refresh}}}"#,
+            r#"{{"access_token":"at{n}","token_type":"bearer","expires_in":{}{refresh}{id_token}}}"#,
             self.lifetime.load(Ordering::SeqCst)
         );
         (200, body, delay)
@@ -143,8 +185,11 @@ impl Provider {
     pub(crate) fn http(self: &Arc<Self>) -> Http {
         let p = self.clone();
         Http::scripted(Arc::new(move |req| {
+            let oidc = p.openid_part();
             let (status, body, delay) = if req.url.path().starts_with("/.well-known/") {
                 p.discovery(&req.url)
+            } else if let (Some(oidc), "/jwks") = (oidc, req.url.path()) {
+                (200, oidc.jwks.to_string(), Duration::ZERO)
             } else {
                 p.token_call(req)
             };
