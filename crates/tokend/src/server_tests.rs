@@ -111,8 +111,11 @@ async fn a_client_that_sends_nothing_is_dropped_after_the_line_timeout() {
     let server = corp();
     let mut c = server.connect().await;
     let line = TEST_LIMITS.line_timeout;
-    assert!(!c.closed_within(line / 2).await, "closed early");
-    assert!(c.closed_within(line * 2).await, "a silent client was kept");
+    // Margins wide enough for a loaded machine: the early check waits a
+    // quarter of the timeout, the late one four times it (it returns as
+    // soon as the connection closes).
+    assert!(!c.closed_within(line / 4).await, "closed early");
+    assert!(c.closed_within(line * 4).await, "a silent client was kept");
 }
 
 #[tokio::test]
@@ -128,7 +131,7 @@ async fn a_line_begun_must_end_within_the_line_timeout() {
     assert!(!c.closed_within(limits.line_timeout * 2).await);
     // A line begun and never ended: closed.
     c.send_raw(br#"{"v":1,"#).await;
-    assert!(c.closed_within(limits.line_timeout * 3).await);
+    assert!(c.closed_within(limits.line_timeout * 4).await);
 }
 
 #[tokio::test]
@@ -137,10 +140,10 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let mut c = server.connect().await;
     assert!(serves(&mut c).await);
     let idle = TEST_LIMITS.idle_timeout;
-    assert!(!c.closed_within(idle / 2).await, "closed early");
+    assert!(!c.closed_within(idle / 4).await, "closed early");
     assert!(serves(&mut c).await, "a request renews the connection");
-    assert!(!c.closed_within(idle / 2).await, "closed early");
-    assert!(c.closed_within(idle * 2).await, "an idle client was kept");
+    assert!(!c.closed_within(idle / 4).await, "closed early");
+    assert!(c.closed_within(idle * 4).await, "an idle client was kept");
 }
 
 /// At the cap, a new connection closes the longest-idle one; one that

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -328,4 +329,79 @@ async fn stop_at_any_version_ends_the_server() {
     let reply = server.ask(r#"{"v":7,"op":"stop"}"#).await;
     ok(&reply);
     assert!(server.ended().await, "the server kept running");
+}
+
+/// A `get` from a caller with no browser waits on a paste-back login: the
+/// event, then (the paste arriving on another connection) the token, on
+/// the one connection.
+#[tokio::test]
+async fn a_get_without_a_browser_sees_the_paste_event_then_its_token() {
+    let server = two_sites();
+    let mut waiting = server.connect().await;
+    waiting
+        .send(r#"{"v":1,"op":"get","site":"fresh","no_browser":true}"#)
+        .await;
+    let event = waiting.value().await;
+    assert_eq!(event["event"], "paste_url", "{event}");
+    ok(&server
+        .ask(r#"{"v":1,"op":"paste","site":"fresh","input":"the-code"}"#)
+        .await);
+    let token = waiting.value().await;
+    ok(&token);
+    assert_eq!(token["access_token"], "at1", "{token}");
+}
+
+/// A logout while a login waits ends the login: its caller hears
+/// `login_incomplete`, not a hang.
+#[tokio::test]
+async fn a_logout_while_a_login_waits_answers_its_caller_login_incomplete() {
+    let server = two_sites();
+    let mut waiting = server.connect().await;
+    waiting
+        .send(r#"{"v":1,"op":"login","site":"fresh","mode":"paste"}"#)
+        .await;
+    assert_eq!(waiting.value().await["event"], "paste_url");
+    ok(&server.ask(r#"{"v":1,"op":"logout","site":"fresh"}"#).await);
+    let answer = waiting.answer().await;
+    assert_eq!(code(&answer), Some("login_incomplete"), "{answer}");
+    assert_eq!(state(&server, "fresh").await, "login_required");
+}
+
+/// Callers on many connections at once share the one token call.
+#[tokio::test]
+async fn a_crowd_of_connections_shares_one_token_call() {
+    let server = two_sites();
+    *server.provider.delay.lock().unwrap() = Duration::from_millis(200);
+    let mut crowd = Vec::new();
+    for _ in 0..20 {
+        let mut c = server.connect().await;
+        c.send(&get("corp")).await;
+        crowd.push(c);
+    }
+    for mut c in crowd {
+        assert_eq!(c.answer().await["access_token"], "at1");
+    }
+    assert_eq!(server.provider.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_provider_that_fails_is_a_provider_error_saying_when_next() {
+    let server = two_sites();
+    server.provider.fail.store(1000, Ordering::SeqCst);
+    let answer = server.ask(&get("corp")).await;
+    assert_eq!(code(&answer), Some("provider_error"), "{answer}");
+    assert!(message(&answer).contains("503"), "{answer}");
+    assert!(message(&answer).contains("tries again in"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_site_whose_table_is_invalid_is_a_config_error() {
+    let server = serve(
+        &(site("corp") + "[site.bad]\nclient_id = \"c\"\n"),
+        &["corp"],
+    );
+    let answer = server.ask(&get("bad")).await;
+    assert_eq!(code(&answer), Some("config_error"), "{answer}");
+    assert!(message(&answer).contains("config.toml"), "{answer}");
+    ok(&server.ask(&get("corp")).await);
 }

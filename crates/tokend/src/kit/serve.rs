@@ -21,8 +21,8 @@ use crate::store::Store;
 /// own requests never meet them.
 pub(crate) const TEST_LIMITS: Limits = Limits {
     max_connections: 16,
-    idle_timeout: Duration::from_millis(400),
-    line_timeout: Duration::from_millis(300),
+    idle_timeout: Duration::from_millis(800),
+    line_timeout: Duration::from_millis(500),
 };
 
 /// A running server and what a test looks at.
