@@ -6,11 +6,7 @@
 use std::time::Duration;
 
 use super::Limits;
-use crate::kit::{code, message, serve, serve_with, site, Client, Server, TEST_LIMITS};
-
-fn status(site: &str) -> String {
-    format!(r#"{{"v":1,"op":"status","site":"{site}"}}"#)
-}
+use crate::kit::{code, message, serve, serve_with, site, status, Client, Server, TEST_LIMITS};
 
 /// A server with one logged-in site, `corp`.
 fn corp() -> Server {

@@ -1,62 +1,20 @@
 //! Every handler on the real wire, in-process (`crate::kit::serve`), with
-//! its answers and error codes; the events a waiting `get` sees, and what
-//! a caller that goes away leaves behind.
+//! its answers and error codes. Waiting on a login: `waiting.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::kit::{code, message, serve, site, Server};
-
-fn get(site: &str) -> String {
-    format!(r#"{{"v":1,"op":"get","site":"{site}"}}"#)
-}
+use crate::kit::{code, corp_and_fresh, get, message, ok, serve, site, status};
 
 fn get_never(site: &str) -> String {
     format!(r#"{{"v":1,"op":"get","site":"{site}","login":"never"}}"#)
 }
 
-fn status(site: &str) -> String {
-    format!(r#"{{"v":1,"op":"status","site":"{site}"}}"#)
-}
-
-/// `corp` logged in, `fresh` not.
-fn two_sites() -> Server {
-    serve(&(site("corp") + &site("fresh")), &["corp"])
-}
-
-async fn state(server: &Server, name: &str) -> String {
-    let answer = server.ask(&status(name)).await;
-    answer["sites"][0]["state"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// Polls `name`'s state until it is `want` (within 5 s).
-async fn becomes(server: &Server, name: &str, want: &str) {
-    for _ in 0..100 {
-        if state(server, name).await == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "site {name} stayed {}, not {want}",
-        state(server, name).await
-    );
-}
-
-fn ok(answer: &Value) {
-    assert_eq!(answer["ok"], true, "{answer}");
-}
-
 #[tokio::test]
 async fn get_serves_the_token_in_hand_and_makes_one_call() {
-    let server = two_sites();
+    let server = corp_and_fresh();
     let first = server.ask(&get("corp")).await;
     ok(&first);
     assert_eq!(first["access_token"], "at1", "{first}");
@@ -68,7 +26,7 @@ async fn get_serves_the_token_in_hand_and_makes_one_call() {
 
 #[tokio::test]
 async fn get_names_the_sites_for_an_unknown_one() {
-    let server = two_sites();
+    let server = corp_and_fresh();
     let answer = server.ask(&get("corpp")).await;
     assert_eq!(code(&answer), Some("unknown_site"), "{answer}");
     assert!(
@@ -85,17 +43,17 @@ async fn get_names_the_sites_for_an_unknown_one() {
 
 #[tokio::test]
 async fn get_with_login_never_hears_login_required() {
-    let server = two_sites();
+    let server = corp_and_fresh();
     let answer = server.ask(&get_never("fresh")).await;
     assert_eq!(code(&answer), Some("login_required"), "{answer}");
     assert!(message(&answer).contains("token login fresh"), "{answer}");
     assert_eq!(server.provider.calls(), 0);
-    assert_eq!(state(&server, "fresh").await, "login_required");
+    assert_eq!(server.state("fresh").await, "login_required");
 }
 
 #[tokio::test]
 async fn get_refuses_an_id_token_with_scopes_as_bad_request() {
-    let server = two_sites();
+    let server = corp_and_fresh();
     let answer = server
         .ask(r#"{"v":1,"op":"get","site":"corp","token":"id_token","scopes":["read"]}"#)
         .await;
@@ -103,109 +61,9 @@ async fn get_refuses_an_id_token_with_scopes_as_bad_request() {
     assert!(message(&answer).contains("drop --scope"), "{answer}");
 }
 
-/// A `get` that needs a login sees the login's event before its answer;
-/// a second caller joins the same login and is not the one to open the
-/// browser.
-#[tokio::test]
-async fn a_get_that_waits_for_a_login_sees_its_event_and_a_second_caller_joins() {
-    let server = two_sites();
-    let mut first = server.connect().await;
-    first.send(&get("fresh")).await;
-    let event = first.value().await;
-    assert_eq!(event["event"], "login_url", "{event}");
-    assert_eq!(event["site"], "fresh");
-    assert_eq!(event["open_browser"], true);
-    assert_eq!(event["timeout"], 300);
-    assert!(
-        event["url"]
-            .as_str()
-            .unwrap()
-            .starts_with("http://127.0.0.1:"),
-        "{event}"
-    );
-
-    let mut second = server.connect().await;
-    second.send(&get("fresh")).await;
-    let joined = second.value().await;
-    assert_eq!(joined["event"], "login_url", "{joined}");
-    assert_eq!(joined["open_browser"], false, "one browser opens");
-    assert_eq!(state(&server, "fresh").await, "login_pending");
-}
-
-/// The caller that opened the login goes away: the login goes on for the
-/// one still waiting, which now opens the browser; once every caller has
-/// gone, the login ends and nothing of it is left.
-#[tokio::test]
-async fn a_caller_that_goes_away_leaves_the_login_to_the_others_and_the_last_ends_it() {
-    let server = two_sites();
-    let mut opener = server.connect().await;
-    opener.send(&get("fresh")).await;
-    assert_eq!(opener.value().await["open_browser"], true);
-    let mut other = server.connect().await;
-    other.send(&get("fresh")).await;
-    assert_eq!(other.value().await["open_browser"], false);
-
-    opener.close();
-    let took_over = other.value().await;
-    assert_eq!(took_over["event"], "login_url", "{took_over}");
-    assert_eq!(
-        took_over["open_browser"], true,
-        "the remaining caller opens it"
-    );
-    assert_eq!(state(&server, "fresh").await, "login_pending");
-
-    other.close();
-    becomes(&server, "fresh", "login_required").await;
-    // The next caller starts a fresh login, and opens its browser.
-    let mut next = server.connect().await;
-    next.send(&get("fresh")).await;
-    assert_eq!(next.value().await["open_browser"], true);
-    assert_eq!(server.provider.calls(), 0);
-}
-
-/// A paste-back login: its caller sees the URL to open, the paste arrives
-/// on a second connection, and the caller's answer is the token.
-#[tokio::test]
-async fn login_by_paste_is_finished_by_a_paste_on_another_connection() {
-    let server = two_sites();
-    let nothing = server
-        .ask(r#"{"v":1,"op":"paste","site":"fresh","input":"code"}"#)
-        .await;
-    assert_eq!(code(&nothing), Some("bad_request"), "{nothing}");
-    assert!(
-        message(&nothing).contains("no paste-back login waiting"),
-        "{nothing}"
-    );
-
-    let mut waiting = server.connect().await;
-    waiting
-        .send(r#"{"v":1,"op":"login","site":"fresh","mode":"paste"}"#)
-        .await;
-    let event = waiting.value().await;
-    assert_eq!(event["event"], "paste_url", "{event}");
-    assert_eq!(event["paste"], true);
-    assert!(
-        event["url"]
-            .as_str()
-            .unwrap()
-            .starts_with("https://fresh.example/authorize?"),
-        "{event}"
-    );
-    let pasted = server
-        .ask(r#"{"v":1,"op":"paste","site":"fresh","input":"the-code"}"#)
-        .await;
-    ok(&pasted);
-    assert_eq!(pasted["message"], "received");
-    let token = waiting.answer().await;
-    ok(&token);
-    assert_eq!(token["access_token"], "at1", "{token}");
-    assert_eq!(server.provider.calls(), 1, "the code was exchanged");
-    assert_eq!(state(&server, "fresh").await, "ready");
-}
-
 #[tokio::test]
 async fn login_of_an_unknown_site_is_unknown_site() {
-    let server = two_sites();
+    let server = corp_and_fresh();
     let answer = server.ask(r#"{"v":1,"op":"login","site":"nope"}"#).await;
     assert_eq!(code(&answer), Some("unknown_site"), "{answer}");
 }
@@ -228,7 +86,7 @@ async fn login_of_a_client_credentials_site_is_a_token_call() {
 
 #[tokio::test]
 async fn logout_forgets_the_login() {
-    let server = two_sites();
+    let server = corp_and_fresh();
     ok(&server.ask(&get("corp")).await);
     let out = server.ask(r#"{"v":1,"op":"logout","site":"corp"}"#).await;
     ok(&out);
@@ -256,7 +114,7 @@ async fn logout_forgets_the_login() {
 
 #[tokio::test]
 async fn status_lists_every_site_or_one() {
-    let server = two_sites();
+    let server = corp_and_fresh();
     let all = server.ask(r#"{"v":1,"op":"status"}"#).await;
     ok(&all);
     let names: Vec<&str> = all["sites"]
@@ -325,52 +183,16 @@ async fn reload_reads_the_config_again() {
 /// replace an older daemon; the server then ends.
 #[tokio::test]
 async fn stop_at_any_version_ends_the_server() {
-    let mut server = two_sites();
+    let mut server = corp_and_fresh();
     let reply = server.ask(r#"{"v":7,"op":"stop"}"#).await;
     ok(&reply);
     assert!(server.ended().await, "the server kept running");
 }
 
-/// A `get` from a caller with no browser waits on a paste-back login: the
-/// event, then (the paste arriving on another connection) the token, on
-/// the one connection.
-#[tokio::test]
-async fn a_get_without_a_browser_sees_the_paste_event_then_its_token() {
-    let server = two_sites();
-    let mut waiting = server.connect().await;
-    waiting
-        .send(r#"{"v":1,"op":"get","site":"fresh","no_browser":true}"#)
-        .await;
-    let event = waiting.value().await;
-    assert_eq!(event["event"], "paste_url", "{event}");
-    ok(&server
-        .ask(r#"{"v":1,"op":"paste","site":"fresh","input":"the-code"}"#)
-        .await);
-    let token = waiting.value().await;
-    ok(&token);
-    assert_eq!(token["access_token"], "at1", "{token}");
-}
-
-/// A logout while a login waits ends the login: its caller hears
-/// `login_incomplete`, not a hang.
-#[tokio::test]
-async fn a_logout_while_a_login_waits_answers_its_caller_login_incomplete() {
-    let server = two_sites();
-    let mut waiting = server.connect().await;
-    waiting
-        .send(r#"{"v":1,"op":"login","site":"fresh","mode":"paste"}"#)
-        .await;
-    assert_eq!(waiting.value().await["event"], "paste_url");
-    ok(&server.ask(r#"{"v":1,"op":"logout","site":"fresh"}"#).await);
-    let answer = waiting.answer().await;
-    assert_eq!(code(&answer), Some("login_incomplete"), "{answer}");
-    assert_eq!(state(&server, "fresh").await, "login_required");
-}
-
 /// Callers on many connections at once share the one token call.
 #[tokio::test]
 async fn a_crowd_of_connections_shares_one_token_call() {
-    let server = two_sites();
+    let server = corp_and_fresh();
     *server.provider.delay.lock().unwrap() = Duration::from_millis(200);
     let mut crowd = Vec::new();
     for _ in 0..20 {
@@ -386,7 +208,7 @@ async fn a_crowd_of_connections_shares_one_token_call() {
 
 #[tokio::test]
 async fn a_provider_that_fails_is_a_provider_error_saying_when_next() {
-    let server = two_sites();
+    let server = corp_and_fresh();
     server.provider.fail.store(1000, Ordering::SeqCst);
     let answer = server.ask(&get("corp")).await;
     assert_eq!(code(&answer), Some("provider_error"), "{answer}");

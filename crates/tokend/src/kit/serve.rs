@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
-use super::{logged_in, Provider};
+use super::{logged_in, site, Provider};
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::server::Limits;
@@ -88,6 +88,26 @@ impl Server {
     /// Rewrites the config file (a `reload` reads it).
     pub(crate) fn write_config(&self, config: &str) {
         std::fs::write(self.dir.path().join("config.toml"), config).unwrap();
+    }
+
+    /// `name`'s state as `status` says it.
+    pub(crate) async fn state(&self, name: &str) -> String {
+        let answer = self.ask(&status(name)).await;
+        answer["sites"][0]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Waits (up to 5 s) until `name`'s state is `want`.
+    pub(crate) async fn becomes(&self, name: &str, want: &str) {
+        for _ in 0..100 {
+            if self.state(name).await == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("site {name} stayed {}, not {want}", self.state(name).await);
     }
 
     /// Whether the server task has ended (after a `stop`).
@@ -179,6 +199,26 @@ impl Client {
 
     /// Closes the connection.
     pub(crate) fn close(self) {}
+}
+
+/// `corp` logged in, `fresh` not (both as [`site`] writes them).
+pub(crate) fn corp_and_fresh() -> Server {
+    serve(&(site("corp") + &site("fresh")), &["corp"])
+}
+
+/// A `get` of `site`'s token, a login allowed.
+pub(crate) fn get(site: &str) -> String {
+    format!(r#"{{"v":1,"op":"get","site":"{site}"}}"#)
+}
+
+/// A `status` of `site`.
+pub(crate) fn status(site: &str) -> String {
+    format!(r#"{{"v":1,"op":"status","site":"{site}"}}"#)
+}
+
+/// Fails the test unless `answer` is an `ok` one.
+pub(crate) fn ok(answer: &Value) {
+    assert_eq!(answer["ok"], true, "{answer}");
 }
 
 /// An error answer's code (`None` for an `ok` answer).
