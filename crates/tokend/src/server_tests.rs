@@ -177,3 +177,60 @@ async fn at_the_cap_the_longest_idle_connection_makes_room() {
         "a busy connection was closed"
     );
 }
+
+/// Limits for the cap tests: two served at once before eviction, four at
+/// once in all; timeouts out of the way.
+const CAP: Limits = Limits {
+    max_connections: 2,
+    idle_timeout: Duration::from_secs(30),
+    line_timeout: Duration::from_secs(30),
+};
+
+/// A connection that waits on `fresh`'s login (busy: never evicted).
+async fn busy(server: &Server) -> Client {
+    let mut c = server.connect().await;
+    c.send(&crate::kit::get("fresh")).await;
+    assert_eq!(c.value().await["event"], "login_url");
+    c
+}
+
+#[tokio::test]
+async fn closed_connections_give_their_place_back() {
+    let server = serve_with(&site("corp"), &["corp"], CAP);
+    for _ in 0..20 {
+        let mut c = server.connect().await;
+        assert!(serves(&mut c).await);
+        c.close();
+    }
+    let mut last = server.connect().await;
+    assert!(
+        serves(&mut last).await,
+        "a closed connection kept its place"
+    );
+}
+
+/// When every connection is busy, a new one waits (in the kernel's
+/// backlog) instead of closing a caller's, and is served once one ends.
+#[tokio::test]
+async fn with_every_connection_busy_a_new_one_waits_its_turn() {
+    let server = serve_with(&(site("corp") + &site("fresh")), &["corp"], CAP);
+    let mut callers = Vec::new();
+    for _ in 0..4 {
+        callers.push(busy(&server).await);
+    }
+    let mut late = server.connect().await;
+    late.send(&status("corp")).await;
+    assert!(
+        !late.closed_within(Duration::from_millis(300)).await,
+        "answered past the limit"
+    );
+    callers.pop().unwrap().close();
+    let answer = late.value().await;
+    assert_eq!(answer["ok"], true, "{answer}");
+    for c in &mut callers {
+        assert!(
+            !c.closed_within(Duration::from_millis(50)).await,
+            "a busy caller was closed"
+        );
+    }
+}
