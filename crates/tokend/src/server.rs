@@ -53,6 +53,7 @@ impl Limits {
         line_timeout: LINE_TIMEOUT,
     };
 }
+
 /// Bytes read at a time; allocated only while reading.
 const READ_CHUNK: usize = 16 * 1024;
 
