@@ -4,52 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokend_oauth::{Http, RawResponse};
 use tokio::time::Instant;
 
 use super::Daemon;
-use crate::clock::Clock;
+use crate::kit::Provider;
 use crate::site::{Deps, Served, PARK_AFTER};
 use crate::sites::Status;
-use crate::store::{Record, Store};
-
-/// A provider for every issuer: discovery of `https://slow.example` takes
-/// 20 s, everything else answers at once; token calls are counted.
-fn provider(token_calls: Arc<AtomicU64>) -> Http {
-    Http::scripted(Arc::new(move |req| {
-        let url = req.url.clone();
-        let issuer = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
-        let (delay, body) = if url.path().starts_with("/.well-known/") {
-            let slow = issuer == "https://slow.example";
-            (
-                Duration::from_secs(if slow { 20 } else { 0 }),
-                format!(
-                    r#"{{"issuer":"{issuer}","authorization_endpoint":"{issuer}/authorize","token_endpoint":"{issuer}/token"}}"#
-                ),
-            )
-        } else {
-            let n = token_calls.fetch_add(1, Ordering::SeqCst) + 1;
-            (
-                Duration::ZERO,
-                format!(r#"{{"access_token":"at{n}","token_type":"Bearer","expires_in":3600}}"#),
-            )
-        };
-        Box::pin(async move {
-            tokio::time::sleep(delay).await;
-            Ok(RawResponse {
-                status: 200,
-                content_type: Some("application/json".into()),
-                location: None,
-                dpop_nonce: None,
-                body: body.into_bytes(),
-            })
-        })
-    }))
-}
+use crate::store::Store;
 
 fn site(name: &str, issuer: &str, client_id: &str) -> String {
     format!(
@@ -58,10 +22,10 @@ fn site(name: &str, issuer: &str, client_id: &str) -> String {
 }
 
 /// A daemon, with what a test looks at: its config file's directory, the
-/// provider's count of token calls, its store.
+/// provider (discovery of `https://slow.example` takes 20 s), its store.
 struct Fixture {
     dir: tempfile::TempDir,
-    calls: Arc<AtomicU64>,
+    calls: Arc<Provider>,
     d: Daemon,
     store: Store,
 }
@@ -69,35 +33,14 @@ struct Fixture {
 /// A daemon over `config`, whose sites all hold a stored refresh token.
 fn daemon(config: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let calls = Arc::new(AtomicU64::new(0));
+    let calls = Provider::new(3600, Duration::ZERO);
+    calls.slow_discovery("https://slow.example", Duration::from_secs(20));
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
-    let store = Store::Memory(Arc::default());
     let parsed = crate::config::Config::parse(&path, config);
-    if let Store::Memory(m) = &store {
-        for (name, cfg) in &parsed.sites {
-            m.lock().unwrap().insert(
-                name.clone(),
-                Record::refresh_only(
-                    cfg.identity(),
-                    &format!("rt-{name}"),
-                    cfg.scopes.clone(),
-                    1_799_999_000,
-                ),
-            );
-        }
-    }
-    let deps = Deps {
-        store_notice: None,
-        store: store.clone(),
-        http: provider(calls.clone()),
-        discovery: Arc::default(),
-        clock: Clock::tokio_at(1_800_000_000.0),
-        login_timeout: crate::site::LoginTimeout::new(Duration::from_secs(300)),
-        load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
-        keys: Arc::default(),
-        sites: Default::default(),
-    };
+    let names: Vec<&str> = parsed.sites.keys().map(String::as_str).collect();
+    let store = crate::kit::logged_in(&parsed, &names);
+    let deps = Deps::scripted(calls.http(), store.clone());
     let d = Daemon::with_deps(path.clone(), crate::config::Config::load(&path), deps);
     Fixture {
         dir,
@@ -130,7 +73,7 @@ async fn a_slow_issuer_does_not_hold_up_another_sites_discovery() {
     );
     assert!(!waiting.is_finished());
     assert!(matches!(waiting.await.unwrap().unwrap(), Served::Token(_)));
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(calls.calls(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -211,7 +154,7 @@ async fn a_sites_task_starts_when_the_site_is_first_asked_for() {
     );
     // `a`, loaded for its status, renews at once: a refresh token and no
     // access token in hand (as after a restart).
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(calls.calls(), 2);
 }
 
 fn access_token(served: Served) -> String {
@@ -257,7 +200,7 @@ async fn an_idle_site_parks_and_its_next_caller_is_served_from_memory() {
     // A handle from before it parked reaches the site's next actor.
     let again = access_token(first.get(Vec::new(), None).await.unwrap());
     assert_eq!(again, token);
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "no provider call");
+    assert_eq!(calls.calls(), 1, "no provider call");
     assert_eq!(d.sites.running_names().await, ["a"]);
     let status = d.site("a").unwrap().status().await.unwrap();
     assert!(status.has_refresh_token);
@@ -287,13 +230,13 @@ async fn a_parked_site_is_refreshed_ahead_and_parks_again() {
 
     // The one-hour token is renewed before it expires, with nobody asking.
     tokio::time::sleep(Duration::from_secs(3590)).await;
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "refreshed ahead once");
+    assert_eq!(calls.calls(), 2, "refreshed ahead once");
     assert_eq!(d.sites.parked_names().await, ["a"], "parked again after it");
     let asked = Instant::now();
     let now = access_token(d.site("a").unwrap().get(Vec::new(), None).await.unwrap());
     assert_ne!(now, first);
     assert_eq!(asked.elapsed(), Duration::ZERO);
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(calls.calls(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -318,7 +261,7 @@ async fn a_reload_drops_a_parked_login_only_when_the_client_changes() {
         d.site("corp").unwrap().get(Vec::new(), None).await.unwrap(),
         Served::NeedLogin
     ));
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -336,7 +279,7 @@ async fn a_stopping_daemon_wakes_no_parked_site() {
     // Its refresh falls due after the daemon began to stop: no call is
     // started that the process would cut off halfway.
     tokio::time::sleep(Duration::from_secs(3600)).await;
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.calls(), 1);
     assert!(d.sites.running_names().await.is_empty());
 }
 
@@ -380,7 +323,7 @@ async fn a_get_during_the_stop_grace_starts_no_site() {
     stopping.await.unwrap();
     assert!(matches!(refreshing.await.unwrap(), Ok(Served::Token(_))));
     assert!(d.sites.running_names().await.is_empty());
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "only the slow site's call");
+    assert_eq!(calls.calls(), 1, "only the slow site's call");
 }
 
 /// A parked site keeps its OAuth client: its `client_secret_cmd` runs once,
@@ -414,7 +357,7 @@ async fn a_parked_site_keeps_its_client_and_does_not_run_its_secret_command_agai
         assert_eq!(d.sites.parked_names().await, ["conf"]);
         assert!(matches!(site.renew().await.unwrap(), Served::Token(_)));
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(calls.calls(), 3);
     assert_eq!(ran(), 1, "the secret command ran again after a wake");
 }
 

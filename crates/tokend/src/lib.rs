@@ -14,6 +14,8 @@ mod deps;
 mod discovery;
 mod error;
 mod handlers;
+#[cfg(test)]
+mod kit;
 mod login;
 mod loopback;
 mod paths;

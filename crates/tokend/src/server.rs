@@ -27,19 +27,40 @@ use crate::platform::{Listener, Stream};
 
 /// Connections served at once before the longest-idle one is closed.
 const MAX_CONNECTIONS: usize = 512;
-/// Connections at once, busy ones included; more wait in the kernel's backlog.
-const HARD_LIMIT: usize = 2 * MAX_CONNECTIONS;
 /// A connection with nothing in flight is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A request line (and the first one after connecting) must arrive whole
 /// within this time.
 const LINE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The server's limits: [`Limits::DAEMON`] in the daemon; the in-process
+/// tests (`crate::kit`) shorten them so timeouts and eviction show in
+/// milliseconds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Connections served at once before the longest-idle one is closed;
+    /// twice as many at once, busy ones included, and more wait in the
+    /// kernel's backlog.
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub line_timeout: Duration,
+}
+
+impl Limits {
+    pub(crate) const DAEMON: Limits = Limits {
+        max_connections: MAX_CONNECTIONS,
+        idle_timeout: IDLE_TIMEOUT,
+        line_timeout: LINE_TIMEOUT,
+    };
+}
+
 /// Bytes read at a time; allocated only while reading.
 const READ_CHUNK: usize = 16 * 1024;
 
 /// The open connections, and which has been idle the longest.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Registry {
+    max: usize,
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Entry>>,
 }
@@ -59,7 +80,7 @@ impl Registry {
         let Ok(mut conns) = self.conns.lock() else {
             return (id, close);
         };
-        if conns.len() >= MAX_CONNECTIONS {
+        if conns.len() >= self.max {
             let victim = conns
                 .iter()
                 .filter_map(|(id, e)| e.idle_since.map(|t| (t, *id)))
@@ -100,8 +121,22 @@ pub(crate) async fn run(
     daemon: Arc<Daemon>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let slots = Arc::new(Semaphore::new(HARD_LIMIT));
-    let registry = Arc::new(Registry::default());
+    run_with(listener, daemon, shutdown, Limits::DAEMON).await;
+}
+
+/// [`run`] within `limits`.
+pub(crate) async fn run_with(
+    listener: Listener,
+    daemon: Arc<Daemon>,
+    shutdown: impl std::future::Future<Output = ()>,
+    limits: Limits,
+) {
+    let slots = Arc::new(Semaphore::new(2 * limits.max_connections));
+    let registry = Arc::new(Registry {
+        max: limits.max_connections,
+        next_id: AtomicU64::new(0),
+        conns: Mutex::default(),
+    });
     let mut stop = daemon.shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -111,7 +146,7 @@ pub(crate) async fn run(
                 Err(_) => break,
             },
             () = &mut shutdown => break,
-            _ = stop.wait_for(|s| *s) => break,
+            () = stopped(&mut stop) => break,
         };
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -121,7 +156,7 @@ pub(crate) async fn run(
                     tokio::spawn(async move {
                         let (id, close) = registry.join();
                         tokio::select! {
-                            () = connection(stream, ours, daemon.clone(), &registry, id) => {}
+                            () = connection(stream, ours, daemon.clone(), &registry, id, limits) => {}
                             () = close.notified() => tracing::debug!("closed the longest-idle connection"),
                         }
                         registry.leave(id);
@@ -136,10 +171,16 @@ pub(crate) async fn run(
                 }
             },
             () = &mut shutdown => break,
-            _ = stop.wait_for(|s| *s) => break,
+            () = stopped(&mut stop) => break,
         }
     }
     tracing::info!("shutting down");
+}
+
+/// Resolves once a `stop` request came. Unlike `wait_for`'s guard, its
+/// `()` keeps [`run`]'s future `Send`, so it can be spawned (the tests do).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Reads what is there, into a buffer that lives only for this read.
@@ -166,6 +207,7 @@ async fn connection(
     daemon: Arc<Daemon>,
     registry: &Registry,
     id: u64,
+    limits: Limits,
 ) {
     if !ours {
         tracing::warn!("refused a connection from another user");
@@ -180,9 +222,9 @@ async fn connection(
     let mut frames = Vec::new();
     // The first line is due soon after connecting; later ones soon after
     // their first byte.
-    let mut line_due = Some(Instant::now() + LINE_TIMEOUT);
+    let mut line_due = Some(Instant::now() + limits.line_timeout);
     loop {
-        let deadline = line_due.unwrap_or_else(|| Instant::now() + IDLE_TIMEOUT);
+        let deadline = line_due.unwrap_or_else(|| Instant::now() + limits.idle_timeout);
         let data = match tokio::time::timeout_at(deadline, read_some(&stream)).await {
             Ok(Ok(Some(data))) => data,
             Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
@@ -217,9 +259,13 @@ async fn connection(
             None
         } else if completed || line_due.is_none() {
             // A new line has begun: it is due from now.
-            Some(Instant::now() + LINE_TIMEOUT)
+            Some(Instant::now() + limits.line_timeout)
         } else {
             line_due
         };
     }
 }
+
+#[cfg(all(test, unix))]
+#[path = "server_tests.rs"]
+mod tests;

@@ -83,3 +83,8 @@ pub(crate) async fn dispatch(d: &Arc<Daemon>, req: Request, events: &mut Events<
         }
     }
 }
+
+#[cfg(all(test, unix))]
+mod tests;
+#[cfg(all(test, unix))]
+mod waiting_tests;

@@ -165,6 +165,19 @@ impl Drop for Listener {
     }
 }
 
+/// A listener on `path` for the in-process tests (`crate::kit`): no lock
+/// file and no umask change (the umask is the whole process's, and tests
+/// bind in parallel); accepted peers are checked as in the daemon.
+#[cfg(test)]
+pub(crate) fn bind_for_tests(path: &Path) -> io::Result<Listener> {
+    Ok(Listener {
+        inner: tokio::net::UnixListener::bind(path)?,
+        path: Some(path.to_owned()),
+        inherited: None,
+        _lock: None,
+    })
+}
+
 /// Binds `path`: 0700 parent, lock file, stale socket removed only after a
 /// connect attempt shows nobody listens.
 pub(crate) fn bind(path: &Path) -> Result<Listener, BindError> {

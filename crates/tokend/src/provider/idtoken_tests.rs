@@ -1,5 +1,6 @@
-//! ID tokens in-process: a scripted OpenID provider (discovery, JWKS, a
-//! token endpoint whose ID token each test shapes), tokio's paused clock.
+//! ID tokens in-process: the kit's provider made an OpenID provider
+//! (discovery, JWKS, a token endpoint whose ID token each test shapes),
+//! tokio's paused clock.
 //! A login whose ID token fails a check fails naming it; a refresh whose
 //! ID token fails keeps the access token and drops the ID token.
 
@@ -7,15 +8,13 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use token_proto::{ErrorCode, Event, LoginMode, TokenKind};
-use tokend_oauth::{Http, RawResponse};
 
-use crate::clock::Clock;
 use crate::config::{Config, SiteConfig};
+use crate::kit::Provider;
 use crate::login::Progress;
 use crate::site::{Deps, Served, SiteHandle};
 use crate::store::{Record, Store};
@@ -41,7 +40,6 @@ struct Op {
     forger: EncodingKey,
     claims: Mutex<Value>,
     forge: Mutex<bool>,
-    token_calls: Mutex<u64>,
 }
 
 impl Op {
@@ -56,7 +54,6 @@ impl Op {
                 "iss": ISS, "sub": "alice", "aud": "c", "iat": NOW - 5, "exp": NOW + 600,
             })),
             forge: Mutex::new(false),
-            token_calls: Mutex::new(0),
         })
     }
 
@@ -75,41 +72,12 @@ impl Op {
         jsonwebtoken::encode(&h, &*self.claims.lock().unwrap(), key).unwrap()
     }
 
-    fn http(self: &Arc<Self>) -> Http {
+    /// The kit's provider, made this OpenID provider.
+    fn provider(self: &Arc<Self>) -> Arc<Provider> {
+        let provider = Provider::new(3600, std::time::Duration::ZERO);
         let op = self.clone();
-        Http::scripted(Arc::new(move |req| {
-            let body = match req.url.path() {
-                "/.well-known/openid-configuration" => json!({
-                    "issuer": ISS,
-                    "authorization_endpoint": format!("{ISS}/auth"),
-                    "token_endpoint": format!("{ISS}/token"),
-                    "jwks_uri": format!("{ISS}/jwks"),
-                }),
-                "/jwks" => json!({ "keys": [op.jwk] }),
-                "/token" => {
-                    let n = {
-                        let mut calls = op.token_calls.lock().unwrap();
-                        *calls += 1;
-                        *calls
-                    };
-                    json!({
-                        "access_token": format!("at{n}"), "token_type": "Bearer",
-                        "expires_in": 3600, "refresh_token": format!("rt{n}"),
-                        "id_token": op.id_token(),
-                    })
-                }
-                other => panic!("unexpected request to {other}"),
-            };
-            Box::pin(async move {
-                Ok(RawResponse {
-                    status: 200,
-                    content_type: Some("application/json".into()),
-                    location: None,
-                    dpop_nonce: None,
-                    body: body.to_string().into_bytes(),
-                })
-            })
-        }))
+        provider.openid(json!({ "keys": [self.jwk] }), move || op.id_token());
+        provider
     }
 }
 
@@ -123,17 +91,7 @@ fn config() -> Arc<SiteConfig> {
 }
 
 fn site(op: &Arc<Op>, store: Store) -> SiteHandle {
-    let deps = Deps {
-        store,
-        http: op.http(),
-        discovery: Arc::default(),
-        clock: Clock::tokio_at(NOW as f64),
-        login_timeout: crate::site::LoginTimeout::new(Duration::from_secs(300)),
-        load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
-        store_notice: None,
-        keys: Arc::default(),
-        sites: Default::default(),
-    };
+    let deps = Deps::scripted(op.provider().http(), store);
     SiteHandle::spawn(config(), Arc::new(deps), None).clone_handle()
 }
 

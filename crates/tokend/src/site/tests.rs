@@ -5,96 +5,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use token_proto::{ErrorCode, LoginMode};
-use tokend_oauth::{Http, RawResponse};
 use tokio::time::Instant;
 
 use super::{Deps, Served, SiteHandle, Standalone, TtlFrom};
-use crate::clock::Clock;
 use crate::config::{Config, SiteConfig};
 use crate::error::ApiError;
+use crate::kit::Provider;
 use crate::store::{Record, Store};
-
-/// A token endpoint: tokens live `lifetime` s, each call takes `delay`,
-/// refresh tokens rotate; `refuse` answers `invalid_grant`, and the next
-/// `fail` calls get a 503.
-struct Provider {
-    lifetime: AtomicU64,
-    delay: Mutex<Duration>,
-    calls: AtomicU64,
-    refuse: std::sync::atomic::AtomicBool,
-    fail: AtomicU64,
-    /// When each call came (tokio time since the provider was made).
-    at: Mutex<Vec<Duration>>,
-    start: Instant,
-    /// Scope of each call (`-` for none).
-    scopes: Mutex<Vec<String>>,
-}
-
-impl Provider {
-    fn new(lifetime: u64, delay: Duration) -> Arc<Provider> {
-        Arc::new(Provider {
-            lifetime: AtomicU64::new(lifetime),
-            delay: Mutex::new(delay),
-            calls: AtomicU64::new(0),
-            refuse: Default::default(),
-            fail: AtomicU64::new(0),
-            at: Mutex::default(),
-            start: Instant::now(),
-            scopes: Mutex::default(),
-        })
-    }
-
-    fn calls(&self) -> u64 {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    fn http(self: &Arc<Self>) -> Http {
-        let p = self.clone();
-        Http::scripted(Arc::new(move |req| {
-            let n = p.calls.fetch_add(1, Ordering::SeqCst) + 1;
-            p.at.lock().unwrap().push(p.start.elapsed());
-            let failing = p
-                .fail
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
-                .is_ok();
-            p.scopes
-                .lock()
-                .unwrap()
-                .push(req.form_value("scope").unwrap_or("-").to_owned());
-            let body = if p.refuse.load(Ordering::SeqCst) {
-                r#"{"error":"invalid_grant"}"#.to_owned()
-            } else {
-                format!(
-                    r#"{{"access_token":"at{n}","token_type":"bearer","expires_in":{},"refresh_token":"rt{n}"}}"#,
-                    p.lifetime.load(Ordering::SeqCst)
-                )
-            };
-            let (status, body) = if failing {
-                (503, "temporarily down".to_owned())
-            } else if p.refuse.load(Ordering::SeqCst) {
-                (400, body)
-            } else {
-                (200, body)
-            };
-            let delay = *p.delay.lock().unwrap();
-            Box::pin(async move {
-                tokio::time::sleep(delay).await;
-                Ok(RawResponse {
-                    status,
-                    content_type: Some("application/json".into()),
-                    location: None,
-                    dpop_nonce: None,
-                    body: body.into_bytes(),
-                })
-            })
-        }))
-    }
-}
 
 fn config(extra: &str) -> Arc<SiteConfig> {
     let text = format!(
@@ -106,17 +28,7 @@ fn config(extra: &str) -> Arc<SiteConfig> {
 }
 
 fn deps(provider: &Arc<Provider>, store: Store) -> Arc<Deps> {
-    Arc::new(Deps {
-        store_notice: None,
-        store,
-        http: provider.http(),
-        discovery: Arc::default(),
-        clock: Clock::tokio_at(1_800_000_000.0),
-        login_timeout: crate::site::LoginTimeout::new(Duration::from_secs(300)),
-        load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
-        keys: Arc::default(),
-        sites: Default::default(),
-    })
+    Arc::new(Deps::scripted(provider.http(), store))
 }
 
 /// A memory store holding a login for `cfg` (a refresh token only, as
