@@ -22,29 +22,22 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from test_service import log_line
+from test_service import token_ok as provider_token_ok
 
 ROOT, ISSUER, LOG = sys.argv[1], sys.argv[2].rstrip("/"), sys.argv[3]
 GIT = sys.argv[4] if len(sys.argv) > 4 else "git"
 AUTH = sys.argv[5] if len(sys.argv) > 5 else "any"
-LOCK = threading.Lock()
 
 
 def log(line):
-    with LOCK, open(LOG, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
+    log_line(LOG, line)
 
 
 def token_ok(token):
-    req = urllib.request.Request(ISSUER + "/me", headers={"Authorization": "Bearer " + token})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    return provider_token_ok(ISSUER, token)
 
 
 class Handler(BaseHTTPRequestHandler):

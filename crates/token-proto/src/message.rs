@@ -239,6 +239,11 @@ pub struct TokenReply {
     pub token_type: String,
     /// Unix seconds; `None`: never expires.
     pub expires_at: Option<u64>,
+    /// When the daemon plans to renew this token ahead of its expiry (Unix
+    /// s); `None`: no renewal planned (no refresh token, never expires).
+    /// A cache of the token (cargo's `expiration`) should end by then.
+    #[serde(default)]
+    pub renew_at: Option<u64>,
     pub scopes: Vec<String>,
     /// Stack Exchange's API key, sent by callers as `key` beside the token.
     pub api_key: Option<String>,

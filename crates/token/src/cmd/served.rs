@@ -1,0 +1,185 @@
+//! What the helpers of other tools (docker's, cargo's) share: which site
+//! serves a URL (the daemon's URL map, `lookup`), the site's token, and
+//! reading what the tool writes on stdin without trusting its size.
+
+use std::io::{BufRead, Read};
+
+use serde_json::{json, Value};
+use token_proto::{ErrorCode, TokenReply};
+
+use crate::cli::GetArgs;
+use crate::conn::Conn;
+use crate::ClientError;
+
+/// The site that serves a URL, as `lookup` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Served {
+    pub site: String,
+    /// The user name sent beside the token (docker's `Username`).
+    pub username: String,
+    /// `cargo_token = "raw"`: cargo gets the bare token, not `Bearer …`.
+    pub cargo_raw: bool,
+}
+
+impl Served {
+    /// From the answer to `lookup`.
+    fn from_reply(v: &Value) -> Result<Served, ClientError> {
+        let site = v["site"].as_str().ok_or_else(|| {
+            ClientError::Other(
+                "tokend sent a lookup answer without a site; restart it with `token stop`"
+                    .to_owned(),
+            )
+        })?;
+        Ok(Served {
+            site: site.to_owned(),
+            username: v["username"]
+                .as_str()
+                .unwrap_or(token_proto::DEFAULT_GIT_USERNAME)
+                .to_owned(),
+            cargo_raw: v["cargo_token"].as_str() == Some("raw"),
+        })
+    }
+}
+
+/// The site whose `urls`/`hosts` serve `url` (a URL, or `host[:port][/path]`
+/// as docker sends it); `None` when no site does.
+pub(crate) fn lookup(url: &str) -> Result<Option<Served>, ClientError> {
+    match Conn::request_json(json!({"op": "lookup", "url": url}), |_| Ok(())) {
+        Ok(v) => Served::from_reply(&v).map(Some),
+        Err(ClientError::Daemon(body)) if body.code == ErrorCode::UnknownSite => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every URL prefix the sites serve, with the user name of each (`urls`).
+pub(crate) fn served_urls() -> Result<Vec<(String, String)>, ClientError> {
+    let v = Conn::request_json(json!({"op": "urls"}), |_| Ok(()))?;
+    let list = v["urls"].as_array().ok_or_else(|| {
+        ClientError::Other(
+            "tokend does not list the URLs it serves (it predates `urls`); restart it with `token stop`"
+                .to_owned(),
+        )
+    })?;
+    Ok(list
+        .iter()
+        .filter_map(|e| {
+            let url = e["url"].as_str()?;
+            let user = e["username"]
+                .as_str()
+                .unwrap_or(token_proto::DEFAULT_GIT_USERNAME);
+            Some((url.to_owned(), user.to_owned()))
+        })
+        .collect())
+}
+
+/// A token of `site` valid for at least `min_ttl` seconds.
+pub(crate) fn token(site: &str, min_ttl: u64) -> Result<TokenReply, ClientError> {
+    super::get::get(&GetArgs {
+        min_ttl: Some(min_ttl),
+        ..GetArgs::plain(site.to_owned(), None)
+    })
+}
+
+/// Whether this error means "no token to be had without a person": the
+/// tool should go on as it does when a helper has no credentials.
+pub(crate) fn means_not_found(e: &ClientError) -> bool {
+    match e {
+        ClientError::Unreachable(_) => true,
+        ClientError::Daemon(body) => matches!(
+            body.code,
+            ErrorCode::LoginRequired | ErrorCode::LoginFailed | ErrorCode::UnknownSite
+        ),
+        _ => false,
+    }
+}
+
+/// One line of at most `max` bytes (without its `\n`), or `None` at EOF. A
+/// longer line is read to its end and dropped: `Err(its length)`.
+pub(crate) fn read_line_capped(
+    input: &mut impl BufRead,
+    max: usize,
+) -> std::io::Result<Option<Result<Vec<u8>, usize>>> {
+    let mut line = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(match (len, len > max) {
+                (0, _) => None,
+                (n, true) => Some(Err(n)),
+                (_, false) => Some(Ok(line)),
+            });
+        }
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        len = len.saturating_add(chunk.len());
+        if len <= max {
+            line.extend_from_slice(chunk);
+        }
+        let used = done.unwrap_or(chunk.len());
+        input.consume(used);
+        if done.is_some() {
+            return Ok(Some(if len > max { Err(len) } else { Ok(line) }));
+        }
+    }
+}
+
+/// Reads and drops the rest of `input` (what `store` is given).
+pub(crate) fn discard(input: impl Read) {
+    let _ = std::io::copy(&mut { input }, &mut std::io::sink());
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_capped_and_the_rest_is_read() {
+        let mut input = &b"short\nthis one is too long\nlast"[..];
+        assert_eq!(
+            read_line_capped(&mut input, 8).unwrap(),
+            Some(Ok(b"short".to_vec()))
+        );
+        assert_eq!(read_line_capped(&mut input, 8).unwrap(), Some(Err(20)));
+        assert_eq!(
+            read_line_capped(&mut input, 8).unwrap(),
+            Some(Ok(b"last".to_vec()))
+        );
+        assert_eq!(read_line_capped(&mut input, 8).unwrap(), None);
+    }
+
+    #[test]
+    fn a_long_line_across_buffers_is_refused() {
+        let big = vec![b'x'; 1 << 20];
+        let mut input = std::io::BufReader::with_capacity(1000, &big[..]);
+        assert_eq!(
+            read_line_capped(&mut input, 4096).unwrap(),
+            Some(Err(1 << 20))
+        );
+        assert_eq!(read_line_capped(&mut input, 4096).unwrap(), None);
+    }
+
+    #[test]
+    fn the_lookup_answer_names_the_site_and_how_cargo_wants_it() {
+        let v = json!({"ok": true, "site": "reg", "git_auth": "basic", "username": "bob", "cargo_token": "raw"});
+        assert_eq!(
+            Served::from_reply(&v).unwrap(),
+            Served {
+                site: "reg".into(),
+                username: "bob".into(),
+                cargo_raw: true
+            }
+        );
+        let v = json!({"ok": true, "site": "reg"});
+        let s = Served::from_reply(&v).unwrap();
+        assert_eq!((s.username.as_str(), s.cargo_raw), ("oauth2", false));
+        assert!(Served::from_reply(&json!({"ok": true})).is_err());
+    }
+}
