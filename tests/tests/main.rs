@@ -15,6 +15,7 @@ mod confidential;
 mod config;
 mod crash;
 mod device;
+mod docker;
 mod downscope;
 mod dpop;
 mod expiry;

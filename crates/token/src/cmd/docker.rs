@@ -134,13 +134,21 @@ fn server_url(input: &mut impl std::io::BufRead) -> Result<String, String> {
     if url.is_empty() {
         return Err("no server URL on stdin".to_owned());
     }
-    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if !url.chars().all(url_char) {
         return Err(format!(
             "`{}` is not a registry host or URL",
             token_text::clean(url, 200)
         ));
     }
     Ok(url.to_owned())
+}
+
+/// Whether `c` may stand in a URL (RFC 3986's unreserved, reserved and `%`;
+/// non-ASCII for IDN hosts): garbage on stdin is refused before it is sent.
+fn url_char(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || "-._~:/?#[]@!$&'()*+,;=%".contains(c)
+        || (!c.is_ascii() && !c.is_control() && !c.is_whitespace())
 }
 
 fn get(input: &mut impl std::io::BufRead) -> Answer {
@@ -214,7 +222,16 @@ mod tests {
     fn bad_input_is_refused_with_a_reason() {
         assert_eq!(url(b"").unwrap_err(), "no server URL on stdin");
         assert_eq!(url(b"\n").unwrap_err(), "no server URL on stdin");
-        assert!(url(b"a b").unwrap_err().contains("not a registry"));
+        for garbage in [&b"a b"[..], b"{\"ServerURL\": 1}", b"x\x1b[2J", b"<html>"] {
+            assert!(
+                url(garbage).unwrap_err().contains("not a registry"),
+                "{garbage:?}"
+            );
+        }
+        assert_eq!(
+            url("r\u{e9}gistry.example".as_bytes()).as_deref(),
+            Ok("r\u{e9}gistry.example")
+        );
         assert!(url(b"\xff\xfe").unwrap_err().contains("UTF-8"));
         let big = vec![b'a'; 1 << 20];
         assert!(url(&big).unwrap_err().contains("1048576 bytes"));

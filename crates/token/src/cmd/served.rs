@@ -87,7 +87,11 @@ pub(crate) fn means_not_found(e: &ClientError) -> bool {
         ClientError::Unreachable(_) => true,
         ClientError::Daemon(body) => matches!(
             body.code,
-            ErrorCode::LoginRequired | ErrorCode::LoginFailed | ErrorCode::UnknownSite
+            // bad_request: a URL the daemon cannot read is served by no site.
+            ErrorCode::LoginRequired
+                | ErrorCode::LoginFailed
+                | ErrorCode::UnknownSite
+                | ErrorCode::BadRequest
         ),
         _ => false,
     }
