@@ -9,6 +9,7 @@
 #[path = "../se_stub/stub.rs"]
 mod stub;
 
+mod cargo;
 mod chromium;
 mod clients;
 mod confidential;
