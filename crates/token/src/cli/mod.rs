@@ -33,6 +33,9 @@ pub struct GetArgs {
     /// Asked by `token kube` (the daemon applies the site's `kube_token`)
     /// or the git helper (its `min_ttl` is a built-in margin).
     pub purpose: Option<Purpose>,
+    /// Whether a person is at the caller; `None`: a terminal on stdin or
+    /// stderr says (`token kube` takes kubectl's `interactive`).
+    pub interactive: Option<bool>,
 }
 
 impl GetArgs {
@@ -48,6 +51,7 @@ impl GetArgs {
             dpop_nonce: None,
             id_token: false,
             purpose,
+            interactive: None,
         }
     }
 }

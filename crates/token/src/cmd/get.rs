@@ -32,6 +32,9 @@ pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
         }),
         token: args.id_token.then_some(TokenKind::IdToken),
         purpose: args.purpose,
+        interactive: args
+            .interactive
+            .unwrap_or_else(crate::browser::person_at_terminal),
     });
     let reply: TokenReply = from_reply(Conn::request(op, show_event)?)?;
     if args.dpop.is_some() && reply.dpop_proof.is_none() {

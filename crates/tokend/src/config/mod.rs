@@ -7,6 +7,7 @@ mod git;
 mod preset;
 mod site;
 mod trust;
+pub(crate) mod urls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -227,6 +228,9 @@ impl Config {
                     config.errors.push(e);
                 }
             }
+        }
+        for conflict in urls::conflicts(config.sites.values().map(|s| &**s)) {
+            config.errors.push(ConfigError::of_file(path, conflict));
         }
         config
     }

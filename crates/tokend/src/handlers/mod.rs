@@ -73,6 +73,7 @@ pub(crate) async fn dispatch(d: &Arc<Daemon>, req: Request, events: &mut Events<
         Op::Status(s) => answer(status::status(d, s.site.as_deref()).await),
         Op::Paste(p) => answer(paste::paste(d, p).await),
         Op::Lookup(l) => answer(lookup::lookup(d, &l)),
+        Op::Urls => answer(Ok::<_, ApiError>(lookup::urls(d))),
         Op::Reload => answer(Ok::<_, ApiError>(d.reload_async().await)),
         Op::Stop => {
             tracing::info!("stop requested by a client");

@@ -125,6 +125,7 @@ impl Current {
             warning,
             dpop_proof: None,
             token: None,
+            renew_at: None,
         }
     }
 
@@ -351,6 +352,7 @@ impl TokenState {
             last_refresh: self.last_refresh.map(whole),
             next_refresh: self.next_refresh(view.cfg, view.now).map(whole),
             last_error: self.last_error.clone(),
+            login_cooldown_until: None,
             notes: (self.unsaved.iter())
                 .chain(&self.no_refresh)
                 .chain(&self.narrower)
