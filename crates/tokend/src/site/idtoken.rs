@@ -43,7 +43,6 @@ impl HeldId {
             access_token: self.token.expose().to_owned(),
             token_type: "N_A".to_owned(),
             expires_at: Some(self.expires_at),
-            renew_at: None,
             scopes: scopes.to_vec(),
             api_key,
             warning: None,

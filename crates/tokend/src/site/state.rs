@@ -119,7 +119,6 @@ impl Current {
             access_token: self.token.expose().to_owned(),
             token_type: self.token_type.clone(),
             expires_at: self.expires_at,
-            renew_at: None,
             scopes: self.scopes.clone(),
             api_key,
             warning,
