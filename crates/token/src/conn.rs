@@ -41,29 +41,11 @@ impl Conn {
     /// matching one started, once, as rbw does with its agent.
     pub fn request(
         op: Op,
-        on_event: impl FnMut(&Event) -> Result<(), ClientError>,
-    ) -> Result<Value, ClientError> {
-        Self::request_line(&encode_line(&Request::new(op)), on_event)
-    }
-
-    /// [`Conn::request`] with a request this build has no [`Op`] for,
-    /// written as JSON (`v` is added).
-    pub fn request_json(
-        mut request: Value,
-        on_event: impl FnMut(&Event) -> Result<(), ClientError>,
-    ) -> Result<Value, ClientError> {
-        request["v"] = Value::from(token_proto::PROTOCOL_VERSION);
-        let mut line = request.to_string().into_bytes();
-        line.push(b'\n');
-        Self::request_line(&line, on_event)
-    }
-
-    fn request_line(
-        line: &[u8],
         mut on_event: impl FnMut(&Event) -> Result<(), ClientError>,
     ) -> Result<Value, ClientError> {
+        let line = encode_line(&Request::new(op));
         let mut conn = Conn::open()?;
-        match conn.call_line(line, &mut on_event) {
+        match conn.call_line(&line, &mut on_event) {
             Err(ClientError::Daemon(body))
                 if body.code == ErrorCode::VersionMismatch && autostart_allowed() =>
             {
@@ -78,7 +60,7 @@ impl Conn {
                 while platform::connect(&path).is_ok() && std::time::Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Conn::open()?.call_line(line, on_event)
+                Conn::open()?.call_line(&line, on_event)
             }
             other => other,
         }

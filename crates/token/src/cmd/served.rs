@@ -4,9 +4,9 @@
 
 use std::io::{BufRead, Read};
 
-use serde_json::{json, Value};
-use token_proto::{ErrorCode, TokenReply};
+use token_proto::{CargoToken, ErrorCode, LookupReply, LookupRequest, Op, TokenReply, UrlsReply};
 
+use super::from_reply;
 use crate::cli::GetArgs;
 use crate::conn::Conn;
 use crate::ClientError;
@@ -21,54 +21,37 @@ pub(crate) struct Served {
     pub cargo_raw: bool,
 }
 
-impl Served {
-    /// From the answer to `lookup`.
-    fn from_reply(v: &Value) -> Result<Served, ClientError> {
-        let site = v["site"].as_str().ok_or_else(|| {
-            ClientError::Other(
-                "tokend sent a lookup answer without a site; restart it with `token stop`"
-                    .to_owned(),
-            )
-        })?;
-        Ok(Served {
-            site: site.to_owned(),
-            username: v["username"]
-                .as_str()
-                .unwrap_or(token_proto::DEFAULT_GIT_USERNAME)
-                .to_owned(),
-            cargo_raw: v["cargo_token"].as_str() == Some("raw"),
-        })
+impl From<LookupReply> for Served {
+    fn from(how: LookupReply) -> Served {
+        Served {
+            site: how.site,
+            username: how.username,
+            cargo_raw: how.cargo_token == CargoToken::Raw,
+        }
     }
 }
 
 /// The site whose `urls`/`hosts` serve `url` (a URL, or `host[:port][/path]`
 /// as docker sends it); `None` when no site does.
 pub(crate) fn lookup(url: &str) -> Result<Option<Served>, ClientError> {
-    match Conn::request_json(json!({"op": "lookup", "url": url}), |_| Ok(())) {
-        Ok(v) => Served::from_reply(&v).map(Some),
+    let op = Op::Lookup(LookupRequest {
+        url: Some(url.to_owned()),
+        ..Default::default()
+    });
+    match Conn::request(op, |_| Ok(())) {
+        Ok(v) => from_reply::<LookupReply>(v).map(|how| Some(how.into())),
         Err(ClientError::Daemon(body)) if body.code == ErrorCode::UnknownSite => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// Every URL prefix the sites serve, with the user name of each (`urls`).
+/// Every https URL prefix the sites serve, with the user name of each (`urls`).
 pub(crate) fn served_urls() -> Result<Vec<(String, String)>, ClientError> {
-    let v = Conn::request_json(json!({"op": "urls"}), |_| Ok(()))?;
-    let list = v["urls"].as_array().ok_or_else(|| {
-        ClientError::Other(
-            "tokend does not list the URLs it serves (it predates `urls`); restart it with `token stop`"
-                .to_owned(),
-        )
-    })?;
-    Ok(list
-        .iter()
-        .filter_map(|e| {
-            let url = e["url"].as_str()?;
-            let user = e["username"]
-                .as_str()
-                .unwrap_or(token_proto::DEFAULT_GIT_USERNAME);
-            Some((url.to_owned(), user.to_owned()))
-        })
+    let reply: UrlsReply = from_reply(Conn::request(Op::Urls, |_| Ok(()))?)?;
+    Ok(reply
+        .urls
+        .into_iter()
+        .map(|u| (u.url, u.username))
         .collect())
 }
 
@@ -172,18 +155,18 @@ mod tests {
 
     #[test]
     fn the_lookup_answer_names_the_site_and_how_cargo_wants_it() {
-        let v = json!({"ok": true, "site": "reg", "git_auth": "basic", "username": "bob", "cargo_token": "raw"});
+        let how: LookupReply =
+            serde_json::from_str(r#"{"site":"reg","username":"bob","cargo_token":"raw"}"#).unwrap();
         assert_eq!(
-            Served::from_reply(&v).unwrap(),
+            Served::from(how),
             Served {
                 site: "reg".into(),
                 username: "bob".into(),
                 cargo_raw: true
             }
         );
-        let v = json!({"ok": true, "site": "reg"});
-        let s = Served::from_reply(&v).unwrap();
+        let how: LookupReply = serde_json::from_str(r#"{"site":"reg"}"#).unwrap();
+        let s = Served::from(how);
         assert_eq!((s.username.as_str(), s.cargo_raw), ("oauth2", false));
-        assert!(Served::from_reply(&json!({"ok": true})).is_err());
     }
 }
