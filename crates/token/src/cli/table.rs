@@ -35,6 +35,7 @@ pub enum OptId {
     Device,
     Paste,
     Json,
+    Url,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,6 +207,16 @@ pub static DPOP_NONCE: Opt = Opt {
         "the nonce the resource server sent in its DPoP-Nonce header, for that proof",
     )
 };
+pub static URL: Opt = Opt {
+    values: &["URL"],
+    more: "(instead of SITE): the site whose `urls` or `hosts` serve it, by the longest \
+           prefix; a URL no site serves exits 2 naming it",
+    ..opt(
+        OptId::Url,
+        "url",
+        "the token of the site that serves URL (https://host/path, or host[:port])",
+    )
+};
 pub static ENV: Opt = Opt {
     values: &["VAR"],
     ..opt(
@@ -306,6 +317,7 @@ pub static COMMANDS: [Cmd; 12] = [
             &ID_TOKEN,
             &DPOP,
             &DPOP_NONCE,
+            &URL,
         ],
         more: "Logs in through your browser first if the site needs consent.",
         ..cmd(
