@@ -716,3 +716,19 @@ async fn after_an_unanswered_login_background_callers_start_none_until_a_person_
         .opener
         .is_some());
 }
+
+/// `renew_at` is when refresh-ahead replaces the token: what a cache of it
+/// (cargo's) may last until; never past its expiry, and the status's
+/// `next_refresh`.
+#[tokio::test(start_paused = true)]
+async fn a_token_says_when_it_will_be_renewed() {
+    let (site, _provider, _) = site_with(3600, Duration::from_millis(5));
+    let t = token(&site, None).await;
+    let (renew, expires) = (t.renew_at.unwrap(), t.expires_at.unwrap());
+    assert!(renew < expires, "{renew} < {expires}");
+    assert!(
+        expires - renew >= 60,
+        "renewed well ahead: {renew} {expires}"
+    );
+    assert_eq!(site.status().await.unwrap().next_refresh, Some(renew));
+}
