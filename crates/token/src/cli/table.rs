@@ -319,7 +319,10 @@ pub static COMMANDS: [Cmd; 12] = [
             &DPOP_NONCE,
             &URL,
         ],
-        more: "Logs in through your browser first if the site needs consent.",
+        more: "Logs in through your browser first if the site needs consent. Without a \
+               terminal (an IDE's background git or kubectl), once a login went unanswered \
+               it exits 3 at once instead, for [daemon] login_cooldown (15m), until you run \
+               `token login SITE`.",
         ..cmd(
             CmdId::Get,
             "get",
@@ -385,7 +388,8 @@ pub static COMMANDS: [Cmd; 12] = [
     },
     Cmd {
         more: "Set it up with `git config credential.helper token`; the site is the one \
-               whose `hosts` lists the remote's host.",
+               whose `hosts` or `urls` serve the remote (for `urls` with a path, also \
+               `git config credential.https://HOST.useHttpPath true`).",
         ..cmd(
             CmdId::Credential,
             "credential",
