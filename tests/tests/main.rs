@@ -48,4 +48,5 @@ mod socket;
 mod ssh;
 mod stackexchange;
 mod trust;
+mod url_map;
 mod windows;

@@ -94,6 +94,7 @@ fn daemon(config: &str) -> Fixture {
         discovery: Arc::default(),
         clock: Clock::tokio_at(1_800_000_000.0),
         login_timeout: crate::site::LoginTimeout::new(Duration::from_secs(300)),
+        login_cooldown: crate::site::LoginTimeout::new(Duration::from_secs(900)),
         load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
         keys: Arc::default(),
     };

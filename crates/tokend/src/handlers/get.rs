@@ -59,7 +59,7 @@ async fn token(
         return Err(ApiError::login_required(&req.site, ""));
     }
     let token = site
-        .login(login_mode(&req))
+        .login_as(login_mode(&req), req.interactive)
         .await?
         .wait(&req.site, events)
         .await?;
@@ -126,7 +126,7 @@ async fn get_id_token(
     if req.login == LoginPolicy::Never {
         return Err(ApiError::login_required(&req.site, ""));
     }
-    site.login(login_mode(&req))
+    site.login_as(login_mode(&req), req.interactive)
         .await?
         .wait(&req.site, events)
         .await?;

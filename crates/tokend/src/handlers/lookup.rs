@@ -11,7 +11,7 @@ use token_proto::{
 };
 
 use crate::config::urls::{self, Miss, Target};
-use crate::config::{Refusal, Remote, SiteConfig};
+use crate::config::{Config, Refusal, Remote, SiteConfig};
 use crate::daemon::Daemon;
 use crate::error::ApiError;
 
@@ -42,7 +42,10 @@ fn username(site: &SiteConfig) -> String {
 }
 
 pub(super) fn lookup(d: &Arc<Daemon>, req: &LookupRequest) -> Result<LookupReply, ApiError> {
-    let config = d.config();
+    lookup_in(&d.config(), req)
+}
+
+fn lookup_in(config: &Config, req: &LookupRequest) -> Result<LookupReply, ApiError> {
     let target = target(req)?;
     match urls::find(config.sites.values().map(|s| &**s), &target) {
         Ok(site) => Ok(LookupReply {
@@ -80,7 +83,10 @@ pub(super) fn lookup(d: &Arc<Daemon>, req: &LookupRequest) -> Result<LookupReply
 
 /// Every served `https` prefix with its site, in site order.
 pub(super) fn urls(d: &Arc<Daemon>) -> UrlsReply {
-    let config = d.config();
+    urls_in(&d.config())
+}
+
+fn urls_in(config: &Config) -> UrlsReply {
     let mut out = Vec::new();
     for site in config.sites.values() {
         let mut seen = Vec::new();
@@ -97,4 +103,105 @@ pub(super) fn urls(d: &Arc<Daemon>) -> UrlsReply {
         }
     }
     UrlsReply { urls: out }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use token_proto::{CargoToken, GitAuth};
+
+    fn config() -> Config {
+        let site = |name: &str, keys: &str| {
+            format!("[site.{name}]\nissuer = \"https://auth.example\"\nclient_id = \"c\"\n{keys}\n")
+        };
+        let text = format!(
+            "{}{}{}",
+            site("forge", "hosts = [\"git.example.com\", \"127.0.0.1:8080\"]\ngit_auth = \"bearer\""),
+            site(
+                "team-a",
+                "urls = [\"https://git.example.com/team-a/\"]\nusername = \"alice\"\ncargo_token = \"raw\""
+            ),
+            site("reg", "urls = [\"https://registry.example.com/v2\"]"),
+        );
+        let c = Config::parse(std::path::Path::new("/c.toml"), &text);
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        c
+    }
+
+    fn by_url(url: &str) -> Result<LookupReply, ApiError> {
+        lookup_in(
+            &config(),
+            &LookupRequest {
+                url: Some(url.to_owned()),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn lookup_by_url_and_by_gits_protocol_and_host() {
+        let a = by_url("https://git.example.com/team-a/x.git").unwrap();
+        assert_eq!(
+            a,
+            LookupReply {
+                site: "team-a".into(),
+                git_auth: GitAuth::Basic,
+                username: "alice".into(),
+                cargo_token: CargoToken::Raw,
+            }
+        );
+        let forge = by_url("https://git.example.com/other/x.git").unwrap();
+        assert_eq!(
+            (forge.site.as_str(), forge.git_auth),
+            ("forge", GitAuth::Bearer)
+        );
+        assert_eq!(forge.username, "oauth2");
+        assert_eq!(by_url("registry.example.com/v2/").unwrap().site, "reg");
+        assert_eq!(by_url("127.0.0.1:8080").unwrap().site, "forge");
+        // An older client: protocol and host, no path.
+        let old = |protocol: &str, host: &str| {
+            lookup_in(
+                &config(),
+                &LookupRequest {
+                    protocol: protocol.into(),
+                    host: host.into(),
+                    url: None,
+                },
+            )
+        };
+        assert_eq!(old("https", "git.example.com").unwrap().site, "forge");
+        assert_eq!(old("http", "127.0.0.1:8080").unwrap().site, "forge");
+        let e = old("http", "git.example.com").unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownSite);
+        assert!(e.message.contains("only to https"), "{}", e.message);
+        let e = old("https", "elsewhere.example").unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownSite);
+        assert!(
+            e.message
+                .contains("no site serves https://elsewhere.example/"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn the_urls_op_lists_https_prefixes_with_their_sites() {
+        let listed: Vec<(String, String)> = urls_in(&config())
+            .urls
+            .into_iter()
+            .map(|u| (u.url, u.site))
+            .collect();
+        let want = [
+            ("https://git.example.com/", "forge"),
+            ("https://127.0.0.1:8080/", "forge"),
+            ("https://registry.example.com/v2/", "reg"),
+            ("https://git.example.com/team-a/", "team-a"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(u, s)| ((*u).to_owned(), (*s).to_owned()))
+            .collect();
+        assert_eq!(listed, want);
+    }
 }

@@ -129,6 +129,7 @@ fn site(op: &Arc<Op>, store: Store) -> SiteHandle {
         discovery: Arc::default(),
         clock: Clock::tokio_at(NOW as f64),
         login_timeout: crate::site::LoginTimeout::new(Duration::from_secs(300)),
+        login_cooldown: crate::site::LoginTimeout::new(Duration::from_secs(900)),
         load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
         store_notice: None,
         keys: Arc::default(),

@@ -312,9 +312,13 @@ impl Actor {
                 self.load().await;
                 self.get_id(min_ttl, reply);
             }
-            Msg::Login { mode, reply } => {
+            Msg::Login {
+                mode,
+                interactive,
+                reply,
+            } => {
                 self.load().await;
-                let _ = reply.send(Ok(self.join_login(mode)));
+                let _ = reply.send(self.join_login(mode, interactive));
             }
             Msg::LoginGot { id, got } => self.login_got(id, got).await,
             Msg::Paste { reply } => {
