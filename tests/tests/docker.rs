@@ -364,6 +364,9 @@ fn store_and_erase_change_nothing_and_bad_input_gets_a_clear_answer() {
     let out = w.helper(&["fetch"], "");
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("unknown action `fetch`"), "{out}");
+    let out = w.helper(&["get", "registry.example.com"], "");
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("takes no arguments"), "{out}");
     let out = w.helper(&[], "");
     assert_eq!(out.code, 2, "{out}");
     let out = w.helper(&["--help"], "");

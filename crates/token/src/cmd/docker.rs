@@ -100,6 +100,9 @@ pub fn run(args: &[String]) -> u8 {
             stderr: Some(format!(
                 "{}; run `docker-credential-token --help`",
                 match other {
+                    Some(op @ ("get" | "list" | "store" | "erase")) => {
+                        format!("`{op}` takes no arguments (the tool writes on stdin)")
+                    }
                     Some(op) => format!("unknown action `{}`", token_text::clean(op, 80)),
                     None => "no action given (get, list, store or erase)".to_owned(),
                 }
