@@ -398,3 +398,56 @@ fn without_a_daemon_the_helper_says_not_found_at_once() {
     out.ok();
     assert_eq!(out.json(), json!({}));
 }
+
+/// Tools run their helpers in the background (an IDE pulling images, a
+/// build fetching crates all night): after one login nobody answered,
+/// neither helper opens another tab, and each answers "not found" at once.
+#[test]
+fn after_an_unanswered_login_the_helpers_open_no_more_browsers() {
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    env.set("BROWSER_MODE", "ignore");
+    env.set("TOKEND_LOGIN_TIMEOUT", "5");
+    env.write_config(&format!(
+        "{}urls = [\"https://registry.example.com\", \"https://cargo.example.com/index/\"]\n\n[daemon]\nlogin_cooldown = \"15m\"\n",
+        Env::site_config("reg", &provider)
+    ));
+    let _daemon = env.daemon();
+    let docker = |stdin: &str| {
+        env.cmd(&["get"])
+            .program(bin("docker-credential-token"))
+            .stdin(stdin)
+            .timeout(Duration::from_secs(60))
+            .run()
+    };
+    // The first pull opens the browser; nobody answers.
+    let first = docker("registry.example.com");
+    assert_eq!(first.code, 1, "{first}");
+    assert!(env.wait_browser_launches(1, Duration::from_secs(20)));
+    let cargo_get = json!({"v": 1, "registry": {"index-url": "sparse+https://cargo.example.com/index/"}, "kind": "get", "operation": "read", "args": []});
+    for i in 0..10 {
+        let started = Instant::now();
+        let out = docker("https://registry.example.com/v1/");
+        assert_eq!(out.code, 1, "{out}");
+        assert_eq!(out.line(), "credentials not found in native keychain");
+        assert!(out.stderr.contains("token login reg"), "{out}");
+        let out = env
+            .cmd(&["--cargo-plugin"])
+            .program(bin("cargo-credential-token"))
+            .stdin(&format!("{cargo_get}\n"))
+            .run();
+        out.ok();
+        assert!(
+            out.stdout.ends_with("{\"Err\":{\"kind\":\"not-found\"}}\n"),
+            "{out}"
+        );
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "round {i} took {took:?}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        env.browser_launches(),
+        1,
+        "one opening for 21 background calls"
+    );
+}
