@@ -12,7 +12,9 @@ is good. Anything else gets 401 with `WWW-Authenticate`.
     git_server.py ROOT ISSUER LOG [GIT] [AUTH]    AUTH: any (default) | bearer
 
 Prints `{"port": N}` on stdout when ready. LOG gets one line per request:
-`METHOD PATH auth=<scheme or -> [user=<name>] -> STATUS`. Request bodies may
+`METHOD PATH auth=<scheme or -> [user=<name>] -> STATUS`, and before it, for
+a token the provider accepts, `account PATH sub=<the token's account>` (which
+login the token came from). Request bodies may
 be chunked (git streams a push larger than http.postBuffer that way).
 """
 
@@ -38,13 +40,16 @@ def log(line):
         f.write(line + "\n")
 
 
-def token_ok(token):
+def token_sub(token):
+    """The account (`sub`) the provider says the token is for, or None."""
     req = urllib.request.Request(ISSUER + "/me", headers={"Authorization": "Bearer " + token})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+            if r.status != 200:
+                return None
+            return str(json.loads(r.read() or b"{}").get("sub") or "?")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -98,10 +103,12 @@ class Handler(BaseHTTPRequestHandler):
         allowed = ("bearer",) if AUTH == "bearer" else ("bearer", "basic")
         if user is not None:
             scheme = f"{scheme} user={user}"
-        if scheme.split()[0].lower() not in allowed or not token_ok(token):
+        sub = token_sub(token) if scheme.split()[0].lower() in allowed else None
+        if sub is None:
             self.deny(scheme)
             return
         path, _, query = self.path.partition("?")
+        log(f"account {path} sub={sub}")
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "GIT_PROJECT_ROOT": ROOT,

@@ -19,7 +19,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -39,6 +39,7 @@ mod env;
 mod http;
 mod process;
 mod provider;
+mod service;
 mod wine;
 
 pub use daemon::Daemon;
@@ -46,6 +47,7 @@ pub use env::*;
 pub use http::*;
 pub use process::*;
 pub use provider::*;
+pub use service::*;
 pub use wine::{win, WinDaemon, Wine};
 
 /// The client's exit codes (DESIGN.md, "Client commands").

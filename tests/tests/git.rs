@@ -35,7 +35,7 @@ fn git_path() -> Option<PathBuf> {
 }
 
 /// The git to test with, or `None` after printing that `test` is skipped.
-fn git_or_skip(test: &str) -> Option<PathBuf> {
+pub(crate) fn git_or_skip(test: &str) -> Option<PathBuf> {
     let git = git_path();
     if !require(git.is_some(), test, "no git", "apt-get install -y git") {
         return None;
@@ -44,11 +44,19 @@ fn git_or_skip(test: &str) -> Option<PathBuf> {
 }
 
 /// `git ARGS` in tokend's world, never prompting and without system config.
-fn git_cmd<'a>(env: &'a Env, git: &Path, args: &[&str]) -> TokenCmd<'a> {
+pub(crate) fn git_cmd<'a>(env: &'a Env, git: &Path, args: &[&str]) -> TokenCmd<'a> {
     env.cmd(args)
         .program(git)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
+}
+
+/// `git -c credential.helper= -c credential.helper=token ARGS`: tokend's
+/// helper and no other.
+pub(crate) fn git_with_helper<'a>(env: &'a Env, git: &Path, args: &[&str]) -> TokenCmd<'a> {
+    let mut all = vec!["-c", "credential.helper=", "-c", "credential.helper=token"];
+    all.extend_from_slice(args);
+    git_cmd(env, git, &all)
 }
 
 /// Port of the made-up remote in the tests that only run `credential get`.
@@ -98,7 +106,7 @@ fn helper_link(dir: &Path) -> PathBuf {
 
 /// `PATH` with the cargo build's binaries (`git-credential-token`) first, so
 /// `credential.helper = token` finds the helper as a user's install would.
-fn path_with_build() -> String {
+pub(crate) fn path_with_build() -> String {
     let dir = bin("git-credential-token");
     let dir = dir.parent().expect("bin dir");
     format!(
@@ -110,7 +118,7 @@ fn path_with_build() -> String {
 
 /// How the git server checks credentials.
 #[derive(Clone, Copy)]
-enum ServerAuth {
+pub(crate) enum ServerAuth {
     /// Basic with the token as password, or Bearer: what forges accept.
     Any,
     /// Only `Authorization: Bearer`.
@@ -118,14 +126,14 @@ enum ServerAuth {
 }
 
 /// The git smart-HTTP server of tests/git_server.py. Killed on drop.
-struct GitServer {
+pub(crate) struct GitServer {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     log: PathBuf,
 }
 
 impl GitServer {
-    fn start(
+    pub(crate) fn start(
         root: &Path,
         provider: &Provider,
         log: PathBuf,
@@ -162,7 +170,7 @@ impl GitServer {
         GitServer { child, port, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -228,9 +236,7 @@ impl Forge {
     /// `git -c credential.helper=token ARGS`, with the helper on PATH,
     /// whatever its exit.
     fn git_any(&self, args: &[&str]) -> Output {
-        let mut all = vec!["-c", "credential.helper=", "-c", "credential.helper=token"];
-        all.extend_from_slice(args);
-        git_cmd(&self.env, &self.git, &all)
+        git_with_helper(&self.env, &self.git, args)
             .env("PATH", &path_with_build())
             .timeout(Duration::from_secs(90))
             .run()
@@ -300,7 +306,7 @@ impl Forge {
 }
 
 /// Runs git outside tokend's world (repository setup).
-fn git_plain(git: &Path, home: &Path, args: &[&str]) {
+pub(crate) fn git_plain(git: &Path, home: &Path, args: &[&str]) {
     let out = Command::new(git)
         .args(args)
         .env("HOME", home)
@@ -317,7 +323,7 @@ fn git_plain(git: &Path, home: &Path, args: &[&str]) {
 }
 
 /// A bare repo `ROOT/repo.git` with one commit holding README.
-fn make_repo(git: &Path, dir: &Path) -> PathBuf {
+pub(crate) fn make_repo(git: &Path, dir: &Path) -> PathBuf {
     let root = dir.join("srv");
     let work = dir.join("work");
     let home = dir.join("githome");
@@ -587,23 +593,12 @@ fn git_credential_fill_finds_the_helper_by_name_on_path() {
         dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = git_cmd(
-        &env,
-        &git,
-        &[
-            "-c",
-            "credential.helper=",
-            "-c",
-            "credential.helper=token",
-            "credential",
-            "fill",
-        ],
-    )
-    .env("PATH", &path)
-    .stdin(&format!(
-        "capability[]=authtype\nprotocol=http\nhost=127.0.0.1:{REMOTE_PORT}\npath=repo.git\n\n"
-    ))
-    .run();
+    let out = git_with_helper(&env, &git, &["credential", "fill"])
+        .env("PATH", &path)
+        .stdin(&format!(
+            "capability[]=authtype\nprotocol=http\nhost=127.0.0.1:{REMOTE_PORT}\npath=repo.git\n\n"
+        ))
+        .run();
     out.ok();
     let a = attrs(&out);
     assert_eq!(

@@ -9,12 +9,14 @@
 #[path = "../se_stub/stub.rs"]
 mod stub;
 
+mod cargo;
 mod chromium;
 mod clients;
 mod confidential;
 mod config;
 mod crash;
 mod device;
+mod docker;
 mod downscope;
 mod dpop;
 mod expiry;
@@ -46,5 +48,6 @@ mod socket;
 mod ssh;
 mod stackexchange;
 mod trust;
+mod url_map;
 mod windows;
 mod workload;

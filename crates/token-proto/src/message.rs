@@ -32,7 +32,11 @@ impl Request {
             Op::Logout(s) => format!("logout {}", s.site),
             Op::Status(s) => format!("status {}", s.site.as_deref().unwrap_or("*")),
             Op::Paste(p) => format!("paste {}", p.site),
-            Op::Lookup(l) => format!("lookup {}://{}", l.protocol, l.host),
+            Op::Lookup(l) => match &l.url {
+                Some(url) => format!("lookup {url}"),
+                None => format!("lookup {}://{}", l.protocol, l.host),
+            },
+            Op::Urls => "urls".to_owned(),
             Op::Jwk(s) => format!("jwk {}", s.site),
             Op::Reload => "reload".to_owned(),
             Op::Stop => "stop".to_owned(),
@@ -51,34 +55,78 @@ pub enum Op {
     Status(StatusRequest),
     /// Hands a pending paste-back login what the user pasted.
     Paste(PasteRequest),
-    /// Which site serves this host (its `hosts` list): for git.
+    /// Which site serves this URL (or git remote): the sites' `urls` and
+    /// `hosts`, through the one URL matcher.
     Lookup(LookupRequest),
     /// The public key a site signs with (its `private_key_jwt` key, else
     /// its DPoP key), to register at the provider. Answer: [`JwkReply`].
     Jwk(SiteRequest),
+    /// Every URL prefix the sites serve: [`UrlsReply`].
+    Urls,
     Reload,
     Stop,
 }
 
-/// `lookup`: the site whose `hosts` list names this remote, for git. `protocol`
-/// and `host` are git's credential attributes (`https`, `host` or
-/// `host:port`); only `https` remotes are served, and plain `http` only on a
-/// loopback host. Answer: [`LookupReply`].
+/// `lookup`: the site that serves a URL. `url` is a full URL
+/// (`https://git.example.com/team-a/repo.git`, with `alice@` when the URL
+/// carries a user name) or a scheme-less `host[:port][/path]` (what docker
+/// sends), matched as `https://` (and `http://` for a loopback host). Without
+/// `url`, `protocol` and `host` are git's credential attributes (`https`,
+/// `host` or `host:port`), as older clients send them; with `url` they are
+/// ignored. Only `https` is served, plain `http` only on a loopback host.
+/// Answer: [`LookupReply`].
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LookupRequest {
     #[serde(default)]
     pub protocol: String,
+    #[serde(default)]
     pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
-/// The answer to `lookup`: which site serves the remote, and how git should
-/// send its token.
+/// The answer to `lookup`: which site serves the URL, and how git, docker
+/// and cargo should send its token.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LookupReply {
     pub site: String,
     #[serde(default)]
     pub git_auth: GitAuth,
-    /// The user name sent beside the token with [`GitAuth::Basic`].
+    /// The user name sent beside the token with [`GitAuth::Basic`] (and
+    /// docker's `Username`).
+    #[serde(default = "default_git_username")]
+    pub username: String,
+    /// How cargo's `Authorization` carries the token.
+    #[serde(default)]
+    pub cargo_token: CargoToken,
+}
+
+/// How `cargo-credential-token` hands cargo the token (site key `cargo_token`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CargoToken {
+    /// `Bearer TOKEN`.
+    #[default]
+    Bearer,
+    /// The bare token, for registries that want it so.
+    Raw,
+}
+
+/// The answer to `urls`: every URL prefix a site serves, `hosts` entries
+/// written as their `https://HOST[:PORT]/` URL.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlsReply {
+    pub urls: Vec<ServedUrl>,
+}
+
+/// One prefix of [`UrlsReply`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedUrl {
+    /// Normalized: lower-case host, punycode, default port left out, a path
+    /// ending in `/`.
+    pub url: String,
+    pub site: String,
+    /// The site's user name (default `oauth2`).
     #[serde(default = "default_git_username")]
     pub username: String,
 }
@@ -123,7 +171,7 @@ impl std::fmt::Debug for PasteRequest {
 }
 
 /// `get`: a valid access token for a site.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GetRequest {
     pub site: String,
     /// Seconds the token must stay valid; the daemon refreshes first otherwise.
@@ -153,6 +201,32 @@ pub struct GetRequest {
     /// margin, not an option the user gave).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<Purpose>,
+    /// Whether a person is at the caller (a terminal on its stdin or
+    /// stderr; kubectl's `interactive`). Absent: true, as older clients
+    /// behaved. After a login that went unanswered, a non-interactive
+    /// caller starts none for the `login_cooldown` (`login_required` at once).
+    #[serde(default = "yes")]
+    pub interactive: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for GetRequest {
+    fn default() -> Self {
+        GetRequest {
+            site: String::new(),
+            min_ttl: None,
+            scopes: Vec::new(),
+            login: LoginPolicy::Auto,
+            no_browser: false,
+            dpop: None,
+            token: None,
+            purpose: None,
+            interactive: true,
+        }
+    }
 }
 
 /// The request a DPoP proof is made for: its method and URL (the proof's
@@ -243,6 +317,11 @@ pub struct TokenReply {
     pub token_type: String,
     /// Unix seconds; `None`: never expires.
     pub expires_at: Option<u64>,
+    /// When the daemon plans to renew this token ahead of its expiry (Unix
+    /// s); `None`: no renewal planned (no refresh token, never expires).
+    /// A cache of the token (cargo's `expiration`) should end by then.
+    #[serde(default)]
+    pub renew_at: Option<u64>,
     pub scopes: Vec<String>,
     /// Stack Exchange's API key, sent by callers as `key` beside the token.
     pub api_key: Option<String>,
@@ -367,6 +446,11 @@ pub struct SiteStatus {
     pub last_refresh: Option<u64>,
     pub next_refresh: Option<u64>,
     pub last_error: Option<String>,
+    /// Until when (Unix s) a login that went unanswered keeps background
+    /// (non-interactive) callers from starting another (`login_cooldown`);
+    /// absent when none is in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_cooldown_until: Option<u64>,
     /// What the user should know that is not an error: the login is not
     /// persisted, the provider granted fewer scopes than configured.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -701,6 +785,63 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.dpop_proof.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn url_map_wire() {
+        let req = decode_request(
+            br#"{"v":1,"op":"lookup","url":"https://alice@git.example.com/team-a/x.git"}"#,
+        )
+        .unwrap();
+        let Op::Lookup(l) = req.op else {
+            unreachable!()
+        };
+        assert_eq!(
+            l.url.as_deref(),
+            Some("https://alice@git.example.com/team-a/x.git")
+        );
+        assert_eq!(l.host, "");
+        // An older client's lookup still decodes.
+        let req =
+            decode_request(br#"{"v":1,"op":"lookup","protocol":"https","host":"h"}"#).unwrap();
+        assert!(matches!(req.op, Op::Lookup(ref l) if l.url.is_none() && l.host == "h"));
+        assert!(matches!(
+            decode_request(br#"{"v":1,"op":"urls"}"#).unwrap().op,
+            Op::Urls
+        ));
+        let reply: UrlsReply = serde_json::from_str(
+            r#"{"urls":[{"url":"https://registry.example.com/","site":"reg","username":"oauth2"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(reply.urls[0].site, "reg");
+        let how: LookupReply = serde_json::from_str(r#"{"site":"s"}"#).unwrap();
+        assert_eq!(
+            (how.cargo_token, how.username.as_str()),
+            (CargoToken::Bearer, "oauth2")
+        );
+        let how: LookupReply = serde_json::from_str(r#"{"site":"s","cargo_token":"raw"}"#).unwrap();
+        assert_eq!(how.cargo_token, CargoToken::Raw);
+    }
+
+    #[test]
+    fn interactive_defaults_to_true_and_is_always_sent() {
+        let old = decode_request(br#"{"v":1,"op":"get","site":"corp"}"#).unwrap();
+        assert!(matches!(old.op, Op::Get(ref g) if g.interactive));
+        let bg =
+            decode_request(br#"{"v":1,"op":"get","site":"corp","interactive":false}"#).unwrap();
+        assert!(matches!(bg.op, Op::Get(ref g) if !g.interactive));
+        let line = encode_line(&Request::new(Op::Get(GetRequest {
+            site: "corp".into(),
+            ..Default::default()
+        })));
+        assert!(String::from_utf8(line)
+            .unwrap()
+            .contains(r#""interactive":true"#));
+        let r: TokenReply = serde_json::from_str(
+            r#"{"access_token":"t","token_type":"Bearer","expires_at":9,"scopes":[],"api_key":null}"#,
+        )
+        .unwrap();
+        assert_eq!(r.renew_at, None);
     }
 
     #[test]

@@ -19,6 +19,13 @@ pub fn caller_can_log_in() -> bool {
         .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
 }
 
+/// True when a person is at the caller: a terminal on its stdin or stderr.
+/// A background caller (an IDE running git or kubectl) has neither, and
+/// after a login that went unanswered it starts no new one.
+pub fn person_at_terminal() -> bool {
+    std::io::stdin().is_terminal() || std::io::stderr().is_terminal()
+}
+
 /// True over SSH with nothing to open a browser with here (no `BROWSER`, no
 /// display): a login should then not wait for a browser that never opens.
 pub fn no_browser_here() -> bool {

@@ -27,16 +27,39 @@ pub mod fuzzing {
 pub fn main() -> ExitCode {
     let mut argv = std::env::args_os();
     let program = argv.next();
-    // A `git-credential-token` symlink to `token` is the git helper too.
-    let as_git_helper = program
+    // A `git-credential-token` (or docker's, cargo's) symlink to `token` is
+    // that helper too.
+    let stem = program
         .as_deref()
         .map(std::path::Path::new)
         .and_then(|p| p.file_stem())
-        .is_some_and(|n| n == "git-credential-token");
-    if as_git_helper {
-        return git_credential_main();
+        .and_then(|n| n.to_str());
+    match stem {
+        Some("git-credential-token") => git_credential_main(),
+        Some("docker-credential-token") => docker_credential_main(),
+        Some("cargo-credential-token") => cargo_credential_main(),
+        _ => run(argv.collect()),
     }
-    run(argv.collect())
+}
+
+/// The arguments after the program name, lossily as text (the helpers'
+/// arguments are ASCII words).
+fn helper_args() -> Vec<String> {
+    std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// `docker-credential-token get|list|store|erase`: the docker credential
+/// helper (`"credHelpers": {"registry.example.com": "token"}`).
+pub fn docker_credential_main() -> ExitCode {
+    ExitCode::from(cmd::docker_credential(&helper_args()))
+}
+
+/// `cargo-credential-token --cargo-plugin`: cargo's credential provider.
+pub fn cargo_credential_main() -> ExitCode {
+    ExitCode::from(cmd::cargo_credential(&helper_args()))
 }
 
 /// `git-credential-token ACTION`: git runs it as `git-credential-token get`.

@@ -33,6 +33,9 @@ pub struct OAuthSite {
     /// `prompt` on the authorization request (`consent`, so that an OIDC
     /// provider grants `offline_access`, OIDC Core §11).
     pub prompt: Option<String>,
+    /// `login_hint` on the authorization request (OIDC Core §3.1.2.1):
+    /// which account, so two sites at one provider each land on their own.
+    pub login_hint: Option<String>,
 }
 
 /// A site's DPoP key and the last nonce its servers asked for.
@@ -86,6 +89,7 @@ impl OAuthSite {
             extra_params: Vec::new(),
             dpop: None,
             prompt: None,
+            login_hint: None,
         }
     }
 
@@ -112,6 +116,9 @@ impl OAuthSite {
         params.push(("state", state));
         if let Some(prompt) = &self.prompt {
             params.push(("prompt", prompt));
+        }
+        if let Some(hint) = &self.login_hint {
+            params.push(("login_hint", hint));
         }
         if let Some(pkce) = pkce {
             params.push(("code_challenge", &pkce.challenge));

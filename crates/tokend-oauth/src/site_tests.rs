@@ -87,6 +87,23 @@ fn authorize_url_contents() {
 }
 
 #[test]
+fn authorize_url_carries_the_login_hint_once() {
+    let mut s = site(ClientAuth::None);
+    assert!(!query(
+        &s.authorize_url("http://127.0.0.1:1/cb", &[], "st", None)
+            .unwrap()
+    )
+    .contains_key("login_hint"));
+    s.login_hint = Some("alice@example.com".into());
+    s.extra_params.push(("login_hint".into(), "bob".into()));
+    let q = query(
+        &s.authorize_url("http://127.0.0.1:1/cb", &[], "st", None)
+            .unwrap(),
+    );
+    assert_eq!(q["login_hint"], ["alice@example.com"]);
+}
+
+#[test]
 fn authorize_url_with_nonce_carries_one_nonce() {
     let mut s = site(ClientAuth::None);
     s.extra_params.push(("nonce".into(), "from-config".into()));

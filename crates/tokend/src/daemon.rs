@@ -29,6 +29,13 @@ fn effective_login_timeout(configured: Option<u64>) -> Duration {
         .map_or(DEFAULT_LOGIN_TIMEOUT, Duration::from_secs)
 }
 
+/// `[daemon] login_cooldown` unless set.
+pub(crate) const DEFAULT_LOGIN_COOLDOWN: Duration = Duration::from_secs(15 * 60);
+
+fn effective_login_cooldown(configured: Option<u64>) -> Duration {
+    configured.map_or(DEFAULT_LOGIN_COOLDOWN, Duration::from_secs)
+}
+
 /// Sites loading their login from the store at once.
 const LOAD_AT_ONCE: usize = 8;
 
@@ -59,6 +66,8 @@ impl Daemon {
         login_timeout: Option<u64>,
     ) -> Daemon {
         let login_timeout = LoginTimeout::new(effective_login_timeout(login_timeout));
+        let login_cooldown =
+            LoginTimeout::new(effective_login_cooldown(config.daemon.login_cooldown));
         Daemon::with_deps(
             config_path,
             config,
@@ -74,6 +83,7 @@ impl Daemon {
                 discovery: Arc::default(),
                 clock: Clock::System,
                 login_timeout,
+                login_cooldown,
                 load_slots: Arc::new(tokio::sync::Semaphore::new(LOAD_AT_ONCE)),
                 keys: Arc::default(),
                 sites: Default::default(),
@@ -197,6 +207,13 @@ impl Daemon {
             tracing::info!(
                 "config: logins starting from now wait up to {}s (login_timeout)",
                 timeout.as_secs()
+            );
+        }
+        let cooldown = effective_login_cooldown(settings.login_cooldown);
+        if self.deps().login_cooldown.set(cooldown) {
+            tracing::info!(
+                "config: after a login that goes unanswered, callers without a terminal start none for {}s (login_cooldown)",
+                cooldown.as_secs()
             );
         }
         crate::set_log_filter(settings.log.as_deref());

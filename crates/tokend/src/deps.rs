@@ -19,6 +19,9 @@ pub(crate) struct Deps {
     pub discovery: Arc<Discovery>,
     pub clock: Clock,
     pub login_timeout: LoginTimeout,
+    /// `login_cooldown`: after a login that went unanswered, how long
+    /// non-interactive callers start none (same live cell as the timeout).
+    pub login_cooldown: LoginTimeout,
     /// Store loads at once across sites (keyring reads cost milliseconds).
     pub load_slots: Arc<Semaphore>,
     /// The store fallback, told to the first caller (and always in `status`).

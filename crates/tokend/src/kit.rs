@@ -36,6 +36,7 @@ impl Deps {
             discovery: Arc::default(),
             clock: Clock::tokio_at(NOW),
             login_timeout: LoginTimeout::new(Duration::from_secs(300)),
+            login_cooldown: LoginTimeout::new(Duration::from_secs(900)),
             load_slots: Arc::new(tokio::sync::Semaphore::new(8)),
             store_notice: None,
             keys: Arc::default(),

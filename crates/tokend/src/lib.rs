@@ -45,9 +45,12 @@ USAGE:
 Under systemd, tokend.socket passes the socket in (LISTEN_FDS).
 
 CONFIG:
-    A [daemon] table in the config file sets store, log and login_timeout
-    whoever starts tokend; the environment variables below win. Edits to log
-    and login_timeout apply at once, to store at the next start.
+    A [daemon] table in the config file sets store, log, login_timeout and
+    login_cooldown (default 15m: after a login goes unanswered, callers
+    without a terminal get `login required` at once instead of a new
+    browser tab) whoever starts tokend; the environment variables below win.
+    Edits to log, login_timeout and login_cooldown apply at once, to store
+    at the next start.
 
 ENVIRONMENT:
     TOKEND_CONFIG   config file (default: the platform config dir, tokend/config.toml)

@@ -19,6 +19,13 @@ EXAMPLES:
     token exec corp --dpop GET https://api.example.com/me -- \\
         sh -c 'curl -H \"Authorization: DPoP $TOKEN\" -H \"DPoP: $DPOP\" https://api.example.com/me'
 
+OTHER TOOLS (helpers installed beside token; a site's `urls` says which it serves):
+    git        git config credential.helper token          (git-credential-token)
+    docker     {\"credHelpers\": {\"registry.example.com\": \"token\"}} in ~/.docker/config.json
+               or podman's, skopeo's auth file              (docker-credential-token)
+    cargo      credential-provider = [\"cargo-credential-token\"] on the registry
+    kubectl    token kube SITE as the kubeconfig's exec plugin
+
 ENVIRONMENT:
     TOKEND_SOCKET        socket path (default $XDG_RUNTIME_DIR/tokend/tokend.sock)
     TOKEND_CONFIG        config file (default: the platform config dir, tokend/config.toml)

@@ -17,7 +17,7 @@ pub fn help() -> String {
     help::text()
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct GetArgs {
     pub site: String,
     pub min_ttl: Option<u64>,
@@ -33,6 +33,11 @@ pub struct GetArgs {
     /// Asked by `token kube` (the daemon applies the site's `kube_token`)
     /// or the git helper (its `min_ttl` is a built-in margin).
     pub purpose: Option<Purpose>,
+    /// Whether a person is at the caller; `None`: a terminal on stdin or
+    /// stderr says (`token kube` takes kubectl's `interactive`).
+    pub interactive: Option<bool>,
+    /// `get --url URL`: `site` is the one the daemon's URL map finds for it.
+    pub url: Option<String>,
 }
 
 impl GetArgs {
@@ -48,6 +53,8 @@ impl GetArgs {
             dpop_nonce: None,
             id_token: false,
             purpose,
+            interactive: None,
+            url: None,
         }
     }
 }
@@ -252,13 +259,32 @@ fn parse_get(
                 args.dpop_nonce = Some(nonce);
             }
             OptId::IdToken => args.id_token = true,
+            OptId::Url => {
+                let url = p
+                    .value()
+                    .map_err(|_| {
+                        usage("--url needs a URL (e.g. --url https://git.example.com/team-a/)")
+                    })?
+                    .string()
+                    .map_err(from_lexopt)?;
+                args.url = Some(url);
+            }
             // exec takes --env out before; the others are not get's.
             OptId::Env | OptId::Device | OptId::Paste | OptId::Json => {
                 return Err(not_taken(cmd, id))
             }
         }
     }
-    args.site = site.ok_or_else(|| needs(cmd, "a SITE"))?;
+    args.site = match (site, &args.url) {
+        (Some(site), None) => site,
+        (None, Some(_)) => String::new(),
+        (Some(site), Some(url)) => {
+            return Err(usage(format!(
+                "give SITE or --url, not both (`{site}` and --url {url})"
+            )))
+        }
+        (None, None) => return Err(needs(cmd, "a SITE (or --url URL)")),
+    };
     if args.dpop_nonce.is_some() && args.dpop.is_none() {
         return Err(usage(
             "--dpop-nonce goes with --dpop METHOD URL (the proof it is for)".to_owned(),
@@ -344,7 +370,8 @@ fn is_env(arg: &OsString, cmd: &Cmd) -> bool {
             | OptId::DpopNonce
             | OptId::Device
             | OptId::Paste
-            | OptId::Json,
+            | OptId::Json
+            | OptId::Url,
         )
         | None => false,
     }
@@ -399,7 +426,8 @@ fn parse_login(p: &mut lexopt::Parser, cmd: &Cmd) -> Result<Command, ClientError
             | OptId::Dpop
             | OptId::DpopNonce
             | OptId::Env
-            | OptId::Json => return Err(not_taken(cmd, id)),
+            | OptId::Json
+            | OptId::Url => return Err(not_taken(cmd, id)),
         }
     }
     let site = site.ok_or_else(|| needs(cmd, "a SITE"))?;
@@ -421,7 +449,8 @@ fn parse_status(p: &mut lexopt::Parser, cmd: &Cmd) -> Result<Command, ClientErro
             | OptId::DpopNonce
             | OptId::Env
             | OptId::Device
-            | OptId::Paste => return Err(not_taken(cmd, id)),
+            | OptId::Paste
+            | OptId::Url => return Err(not_taken(cmd, id)),
         }
     }
     Ok(Command::Status { site, json })
@@ -626,6 +655,10 @@ mod tests {
             );
             for o in c.opts {
                 let mut args = base.clone();
+                if o.id == OptId::Url {
+                    // Instead of SITE.
+                    args.truncate(1);
+                }
                 // An option that goes with another is tried beside it.
                 let with: &[&str] = match o.id {
                     OptId::DpopNonce => &["--dpop", "GET", "https://a.example/"],

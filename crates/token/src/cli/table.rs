@@ -36,6 +36,7 @@ pub enum OptId {
     Device,
     Paste,
     Json,
+    Url,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,6 +208,16 @@ pub static DPOP_NONCE: Opt = Opt {
         "the nonce the resource server sent in its DPoP-Nonce header, for that proof",
     )
 };
+pub static URL: Opt = Opt {
+    values: &["URL"],
+    more: "(instead of SITE): the site whose `urls` or `hosts` serve it, by the longest \
+           prefix; a URL no site serves exits 2 naming it",
+    ..opt(
+        OptId::Url,
+        "url",
+        "the token of the site that serves URL (https://host/path, or host[:port])",
+    )
+};
 pub static ENV: Opt = Opt {
     values: &["VAR"],
     ..opt(
@@ -307,8 +318,12 @@ pub static COMMANDS: [Cmd; 13] = [
             &ID_TOKEN,
             &DPOP,
             &DPOP_NONCE,
+            &URL,
         ],
-        more: "Logs in through your browser first if the site needs consent.",
+        more: "Logs in through your browser first if the site needs consent. Without a \
+               terminal (an IDE's background git or kubectl), once a login went unanswered \
+               it exits 3 at once instead, for [daemon] login_cooldown (15m), until you run \
+               `token login SITE`.",
         ..cmd(
             CmdId::Get,
             "get",
@@ -380,7 +395,8 @@ pub static COMMANDS: [Cmd; 13] = [
     },
     Cmd {
         more: "Set it up with `git config credential.helper token`; the site is the one \
-               whose `hosts` lists the remote's host.",
+               whose `hosts` or `urls` serve the remote (for `urls` with a path, also \
+               `git config credential.https://HOST.useHttpPath true`).",
         ..cmd(
             CmdId::Credential,
             "credential",

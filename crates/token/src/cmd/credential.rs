@@ -52,6 +52,27 @@ fn fit_for_git(value: &str) -> bool {
     !value.contains(['\n', '\r', '\0'])
 }
 
+/// `protocol://[user@]host/[path]` from git's attributes, the user name
+/// percent-encoded (git hands it over decoded).
+fn remote_url(protocol: &str, host: &str, path: Option<&str>, username: Option<&str>) -> String {
+    let user = match username.filter(|u| !u.is_empty()) {
+        Some(u) => {
+            let mut enc = String::new();
+            for b in u.bytes() {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    enc.push(char::from(b));
+                } else {
+                    enc.push_str(&format!("%{b:02X}"));
+                }
+            }
+            format!("{enc}@")
+        }
+        None => String::new(),
+    };
+    let path = path.unwrap_or("").trim_start_matches('/');
+    format!("{protocol}://{user}{host}/{path}")
+}
+
 /// What to print for git.
 fn answer(how: &LookupReply, bearer: bool, token: &str, expires_at: Option<u64>) -> String {
     let mut out = if bearer {
@@ -77,9 +98,18 @@ pub fn run(action: &str) -> Result<u8, ClientError> {
     else {
         return Ok(0);
     };
+    // The URL from git's attributes (the path too with
+    // `credential.useHttpPath`, the user name when the remote names one),
+    // for the daemon's URL map; `protocol` and `host` too, for an older daemon.
     let lookup = Op::Lookup(LookupRequest {
         protocol: protocol.to_owned(),
         host: host.to_owned(),
+        url: Some(remote_url(
+            protocol,
+            host,
+            attribute(&attrs, "path"),
+            attribute(&attrs, "username"),
+        )),
     });
     let how: LookupReply = match Conn::request(lookup, |_| Ok(())) {
         Ok(v) => serde_json::from_value(v)
@@ -144,6 +174,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_remote_url_carries_path_and_user_name() {
+        assert_eq!(
+            remote_url("https", "git.example.com", None, None),
+            "https://git.example.com/"
+        );
+        assert_eq!(
+            remote_url(
+                "https",
+                "git.example.com:8443",
+                Some("team-a/x.git"),
+                Some("a@b c")
+            ),
+            "https://a%40b%20c@git.example.com:8443/team-a/x.git"
+        );
+    }
+
+    #[test]
     fn a_value_with_a_line_break_is_not_fit_for_git() {
         assert!(fit_for_git("gho_abc))"));
         for bad in ["t\nurl=https://evil.example", "t\r", "t\0"] {
@@ -165,6 +212,7 @@ mod tests {
             site: "s".into(),
             git_auth: GitAuth::Basic,
             username: "oauth2".into(),
+            ..Default::default()
         };
         assert_eq!(
             answer(&how, false, "t0k", Some(5)),

@@ -1,7 +1,9 @@
 //! `token get SITE`: the token (and a DPoP proof when asked) in the format asked.
 
 use serde_json::{json, Value};
-use token_proto::{DpopTarget, GetRequest, LoginPolicy, Op, TokenKind, TokenReply};
+use token_proto::{
+    DpopTarget, GetRequest, LoginPolicy, LookupReply, LookupRequest, Op, TokenKind, TokenReply,
+};
 
 use super::{events::show_event, from_reply, print, warn};
 use crate::cli::{Format, GetArgs};
@@ -14,6 +16,20 @@ pub fn run(args: GetArgs) -> Result<u8, ClientError> {
 }
 
 pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
+    if let Some(url) = &args.url {
+        // The daemon's URL map picks the site; no site: exit 2 naming the URL.
+        let lookup = Op::Lookup(LookupRequest {
+            url: Some(url.clone()),
+            ..Default::default()
+        });
+        let how: LookupReply = from_reply(Conn::request(lookup, show_event)?)?;
+        let by_site = GetArgs {
+            site: how.site,
+            url: None,
+            ..args.clone()
+        };
+        return get(&by_site);
+    }
     let login = if args.no_login || !browser::caller_can_log_in() {
         LoginPolicy::Never
     } else {
@@ -32,6 +48,9 @@ pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
         }),
         token: args.id_token.then_some(TokenKind::IdToken),
         purpose: args.purpose,
+        interactive: args
+            .interactive
+            .unwrap_or_else(crate::browser::person_at_terminal),
     });
     let reply: TokenReply = from_reply(Conn::request(op, show_event)?)?;
     if args.dpop.is_some() && reply.dpop_proof.is_none() {

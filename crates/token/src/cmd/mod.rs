@@ -2,8 +2,10 @@
 
 //! One file a command; this one dispatches and holds what they share.
 
+mod cargo;
 mod completions;
 pub(crate) mod credential;
+mod docker;
 mod events;
 mod exec;
 mod get;
@@ -12,6 +14,7 @@ mod kube;
 mod login;
 mod logout;
 mod reload;
+mod served;
 mod status;
 mod stop;
 
@@ -23,6 +26,9 @@ use token_proto::TokenReply;
 use crate::cli::{help, Command};
 use crate::ClientError;
 use token_text::clean;
+
+pub use cargo::run as cargo_credential;
+pub use docker::run as docker_credential;
 
 pub fn run(cmd: Command) -> Result<u8, ClientError> {
     match cmd {

@@ -54,7 +54,14 @@ fn status_table(reply: &StatusReply) -> String {
             .last_error
             .as_deref()
             .map_or("-".to_owned(), |e| clean(e, 500));
-        let notes: Vec<String> = s.notes.iter().map(|t| clean(t, 500)).collect();
+        let mut notes: Vec<String> = s.notes.iter().map(|t| clean(t, 500)).collect();
+        if let Some(until) = s.login_cooldown_until {
+            notes.push(format!(
+                "login cooldown: callers without a terminal start no login for {} (`token login {}` ends it)",
+                human_duration((until as i64 - now).max(1)),
+                s.site
+            ));
+        }
         let notes = if notes.is_empty() {
             "-".to_owned()
         } else {

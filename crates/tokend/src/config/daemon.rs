@@ -45,6 +45,9 @@ pub(crate) struct DaemonSettings {
     pub log: Option<String>,
     /// Seconds a login waits for the user.
     pub login_timeout: Option<u64>,
+    /// Seconds after a login that went unanswered during which callers
+    /// without a terminal start none (`0`: no cooldown).
+    pub login_cooldown: Option<u64>,
 }
 
 pub(super) fn parse_daemon(
@@ -88,14 +91,27 @@ pub(super) fn parse_daemon(
             ("login_timeout", Value::Integer(n)) if n > 0 => {
                 settings.login_timeout = u64::try_from(n).ok();
             }
-            ("store" | "log" | "login_timeout", other) => {
+            ("login_cooldown", Value::String(s)) => {
+                settings.login_cooldown = Some(parse_duration(&s).ok_or_else(|| {
+                    err(
+                        line,
+                        &key,
+                        format!("`{s}` is not a duration like \"15m\" or \"0s\" (none)"),
+                    )
+                })?);
+            }
+            ("login_cooldown", Value::Integer(n)) if n >= 0 => {
+                settings.login_cooldown = u64::try_from(n).ok();
+            }
+            ("store" | "log" | "login_timeout" | "login_cooldown", other) => {
                 return Err(err(line, &key, format!("unexpected {}", other.type_str())))
             }
             (other, _) => {
                 return Err(err(
                     line,
                     other,
-                    "unknown key; [daemon] takes store, log and login_timeout".to_owned(),
+                    "unknown key; [daemon] takes store, log, login_timeout and login_cooldown"
+                        .to_owned(),
                 ))
             }
         }
@@ -115,7 +131,9 @@ mod tests {
 
     #[test]
     fn the_daemon_table() {
-        let c = parse("[daemon]\nstore = \"file\"\nlog = \"debug\"\nlogin_timeout = \"2m\"\n");
+        let c = parse(
+            "[daemon]\nstore = \"file\"\nlog = \"debug\"\nlogin_timeout = \"2m\"\nlogin_cooldown = \"1h\"\n",
+        );
         assert!(c.errors.is_empty(), "{:?}", c.errors);
         assert_eq!(
             c.daemon,
@@ -123,10 +141,15 @@ mod tests {
                 store: Some(StoreKind::File),
                 log: Some("debug".into()),
                 login_timeout: Some(120),
+                login_cooldown: Some(3600),
             }
         );
         let c = parse("[daemon]\nstore = \"vault\"\n");
         assert_eq!(c.errors[0].to_string(), "/c.toml:2: key `daemon.store`: `vault` is not one of \"keyring\", \"file\", \"memory\"");
+        let c = parse("[daemon]\nlogin_cooldown = \"soon\"\n");
+        assert!(c.errors[0]
+            .to_string()
+            .contains("key `daemon.login_cooldown`"));
         let c = parse("\n[daemon]\nstroe = \"file\"\n");
         assert!(c.errors[0]
             .to_string()

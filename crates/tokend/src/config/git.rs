@@ -32,6 +32,11 @@ impl GitHost {
             .ok_or_else(|| format!("`{entry}` is not a host or host:port"))
     }
 
+    /// `host[:port]`, IPv6 in brackets: the authority of its URL.
+    pub fn display_entry(&self) -> String {
+        GitHost::display(&self.host, self.port)
+    }
+
     /// As written in a config, for messages.
     fn display(host: &str, port: Option<u16>) -> String {
         let host = if host.contains(':') {

@@ -9,6 +9,7 @@ pub(crate) mod grant;
 mod preset;
 mod site;
 mod trust;
+pub(crate) mod urls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -229,6 +230,9 @@ impl Config {
                     config.errors.push(e);
                 }
             }
+        }
+        for conflict in urls::conflicts(config.sites.values().map(|s| &**s)) {
+            config.errors.push(ConfigError::of_file(path, conflict));
         }
         config
     }

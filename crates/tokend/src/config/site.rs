@@ -5,13 +5,14 @@ use std::fmt;
 use std::ops::Deref;
 use std::path::Path;
 
-use token_proto::{parse_duration, GitAuth, TokenKind};
+use token_proto::{parse_duration, CargoToken, GitAuth, TokenKind};
 use toml::{Spanned, Value};
 use url::Url;
 
 use super::client_auth::{self, ClientAuth};
 use super::git::GitHost;
 use super::grant::Grant;
+use super::urls::UrlPrefix;
 use super::{preset, ConfigError, Lines, RawTable};
 
 mod workload;
@@ -125,6 +126,13 @@ pub struct SiteConfig {
     pub(crate) extra_params: Vec<(String, String)>,
     /// The git remotes this site serves (`token credential`).
     pub(crate) hosts: Vec<GitHost>,
+    /// What the site serves in the URL map: its `urls` prefixes, then its
+    /// `hosts` as `https://HOST[:PORT]/` (and `http://` for loopback).
+    pub(crate) served: Vec<UrlPrefix>,
+    /// `login_hint` sent to the authorization endpoint: which account.
+    pub(crate) login_hint: Option<String>,
+    /// How cargo's helper sends the token: `Bearer …` unless `cargo_token = "raw"`.
+    pub(crate) cargo_token: CargoToken,
     /// How git sends the token: Basic (`username` + token) unless `git_auth = "bearer"`.
     pub(crate) git_auth: GitAuth,
     /// The user name git sends beside the token; `None`: `oauth2`.
@@ -265,6 +273,9 @@ const KEYS: &[&str] = &[
     "refresh_before",
     "extra_params",
     "hosts",
+    "urls",
+    "login_hint",
+    "cargo_token",
     "git_auth",
     "username",
     "api_key",
@@ -525,7 +536,15 @@ pub(super) fn parse_site(
         scope_separator: scope_separator.unwrap_or_else(|| " ".to_owned()),
         refresh_before: f.duration("refresh_before")?,
         extra_params: f.string_table("extra_params")?,
-        hosts: f.hosts("hosts")?,
+        hosts: f.parsed_list("hosts", GitHost::parse)?,
+        served: f.parsed_list("urls", UrlPrefix::parse)?,
+        login_hint: f.string("login_hint")?,
+        cargo_token: f
+            .choice(
+                "cargo_token",
+                &[("bearer", CargoToken::Bearer), ("raw", CargoToken::Raw)],
+            )?
+            .unwrap_or_default(),
         git_auth: f
             .choice(
                 "git_auth",
@@ -553,6 +572,8 @@ pub(super) fn parse_site(
         pinned: String::new(),
         workload: Box::new(f.workload()?),
     };
+    let from_hosts: Vec<UrlPrefix> = site.hosts.iter().flat_map(UrlPrefix::of_host).collect();
+    site.served.extend(from_hosts);
     site.pinned = site.pin_written();
     preset::apply(&mut site, separator_given).map_err(|e| {
         let line = f.line_of(e.key);
@@ -562,12 +583,18 @@ pub(super) fn parse_site(
 }
 
 impl Fields<'_> {
-    /// `hosts = ["git.example.com", "git.example.com:8443"]`.
-    fn hosts(&mut self, key: &str) -> Result<Vec<GitHost>, ConfigError> {
+    /// A list of strings, each parsed by `parse`: `hosts =
+    /// ["git.example.com", "git.example.com:8443"]` ([`GitHost::parse`]),
+    /// `urls = ["https://git.example.com/team-a/"]` ([`UrlPrefix::parse`]).
+    fn parsed_list<T>(
+        &mut self,
+        key: &str,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<Vec<T>, ConfigError> {
         let line = self.line_of(key);
         self.strings(key)?
             .iter()
-            .map(|h| GitHost::parse(h).map_err(|m| self.err(line, key, m)))
+            .map(|h| parse(h).map_err(|m| self.err(line, key, m)))
             .collect()
     }
 

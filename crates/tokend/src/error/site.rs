@@ -111,6 +111,11 @@ pub(crate) enum SiteError {
          (where the provider offers it) or `token login {site} --paste`"
     )]
     LoginTimedOut { site: String },
+    /// A background caller (no terminal) during the `login_cooldown`, or
+    /// while a login nobody waits for is open in the browser: it starts
+    /// no login, so it opens no browser tab.
+    #[error("site {site} needs a login: {why}; run `token login {site}`")]
+    LoginHeld { site: String, why: String },
     /// The loopback listener of a browser login could not be opened.
     #[error("site {site}: cannot open the loopback listener for the login: {source}")]
     Listener {
@@ -201,6 +206,7 @@ impl SiteError {
             SiteError::LoginCancelled { .. } | SiteError::LoginTimedOut { .. } => {
                 ErrorCode::LoginIncomplete
             }
+            SiteError::LoginHeld { .. } => ErrorCode::LoginRequired,
             SiteError::Listener { .. }
             | SiteError::TaskFailed { .. }
             | SiteError::Random { .. }

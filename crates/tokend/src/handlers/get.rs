@@ -61,7 +61,12 @@ async fn token(
     if req.login == LoginPolicy::Never {
         return Err(ApiError::login_required(&req.site, ""));
     }
-    let token = super::login::wait(site.login(login_mode(&req)).await?, &req.site, events).await?;
+    let token = super::login::wait(
+        site.login_as(login_mode(&req), req.interactive).await?,
+        &req.site,
+        events,
+    )
+    .await?;
     if req.scopes.is_empty() {
         return Ok(token);
     }
@@ -121,7 +126,12 @@ async fn get_id_token(
     if req.login == LoginPolicy::Never {
         return Err(ApiError::login_required(&req.site, ""));
     }
-    super::login::wait(site.login(login_mode(&req)).await?, &req.site, events).await?;
+    super::login::wait(
+        site.login_as(login_mode(&req), req.interactive).await?,
+        &req.site,
+        events,
+    )
+    .await?;
     match site.get_id_token(req.min_ttl).await? {
         Served::Token(t) => Ok(t),
         Served::NeedLogin => Err(ApiError::new(

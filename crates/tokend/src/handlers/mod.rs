@@ -75,6 +75,7 @@ pub(crate) async fn dispatch(d: &Arc<Daemon>, req: Request, events: &mut Events<
         Op::Paste(p) => answer(paste::paste(d, p).await),
         Op::Lookup(l) => answer(lookup::lookup(d, &l)),
         Op::Jwk(s) => answer(jwk::jwk(d, &s.site).await),
+        Op::Urls => answer(Ok::<_, ApiError>(lookup::urls(d))),
         Op::Reload => answer(Ok::<_, ApiError>(d.reload_async().await)),
         Op::Stop => {
             tracing::info!("stop requested by a client");

@@ -151,8 +151,7 @@ async fn lookup_finds_the_site_listing_a_remote_and_refuses_plain_http() {
     let other = server.ask(&lookup("https", "other.example")).await;
     assert_eq!(code(&other), Some("unknown_site"), "{other}");
     assert!(
-        message(&other).contains("hosts = [\\\"other.example\\\"]")
-            || message(&other).contains("hosts = [\"other.example\"]"),
+        message(&other).contains("urls = [\"https://other.example/\"]"),
         "{other}"
     );
 }

@@ -90,6 +90,7 @@ pub(crate) async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite
     site.scope_separator = cfg.scope_separator.clone();
     site.extra_params = cfg.extra_params.clone();
     site.prompt = cfg.effective_prompt().map(str::to_owned);
+    site.login_hint = cfg.login_hint.clone();
     Ok(Arc::new(site))
 }
 

@@ -48,6 +48,7 @@ impl HeldId {
             warning: None,
             dpop_proof: None,
             token: Some(TokenKind::IdToken),
+            renew_at: None,
         }
     }
 }

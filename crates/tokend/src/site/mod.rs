@@ -80,6 +80,9 @@ pub(crate) enum Msg {
     /// Start or join a login.
     Login {
         mode: LoginMode,
+        /// A person is at the caller: it may start a login during the
+        /// cooldown (and ends it).
+        interactive: bool,
         reply: oneshot::Sender<Result<LoginTicket, SiteError>>,
     },
     /// Where a pending paste-back login takes its input.
@@ -329,7 +332,23 @@ impl SiteHandle {
 
     /// Starts (or joins) a login.
     pub(crate) async fn login(&self, mode: LoginMode) -> Result<LoginTicket, SiteError> {
-        self.ask(|reply| Msg::Login { mode, reply }).await?
+        self.login_as(mode, true).await
+    }
+
+    /// Starts or joins a login for a caller that is `interactive` or not:
+    /// after a login that went unanswered, one that is not starts none for
+    /// the `login_cooldown` ([`SiteError::LoginHeld`]).
+    pub(crate) async fn login_as(
+        &self,
+        mode: LoginMode,
+        interactive: bool,
+    ) -> Result<LoginTicket, SiteError> {
+        self.ask(|reply| Msg::Login {
+            mode,
+            interactive,
+            reply,
+        })
+        .await?
     }
 
     pub(crate) async fn paste_sender(&self) -> Result<Option<mpsc::Sender<String>>, SiteError> {

@@ -116,6 +116,7 @@ impl Current {
             warning,
             dpop_proof: None,
             token: None,
+            renew_at: None,
         }
     }
 
@@ -154,6 +155,9 @@ impl Current {
 /// A site's tokens and their bookkeeping.
 #[derive(Debug, Default)]
 pub(crate) struct TokenState {
+    /// Until when (Unix s) a login that went unanswered keeps
+    /// non-interactive callers from starting another (`login_cooldown`).
+    pub cooldown_until: Option<f64>,
     pub access: Option<Current>,
     pub refresh: Option<RefreshToken>,
     /// The scopes of the login (those granted, else those configured).
@@ -342,6 +346,10 @@ impl TokenState {
             last_refresh: self.last_refresh.map(whole),
             next_refresh: self.next_refresh(view.cfg, view.now).map(whole),
             last_error: self.last_error.clone(),
+            login_cooldown_until: self
+                .cooldown_until
+                .filter(|&until| until > view.now)
+                .map(whole),
             notes: (self.unsaved.iter())
                 .chain(&self.no_refresh)
                 .chain(&self.narrower)

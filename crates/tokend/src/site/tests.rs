@@ -267,14 +267,10 @@ async fn a_login_whose_callers_went_away_is_cancelled_and_the_next_caller_starts
     assert_eq!(status.state, "login_pending");
 }
 
-#[tokio::test(start_paused = true)]
-async fn logout_cancels_a_pending_login() {
-    let cfg = config("");
-    let provider = Provider::new(3600, Duration::from_millis(5));
-    let site = SiteHandle::spawn(cfg, deps(&provider, Store::Memory(Arc::default())), None);
-    let ticket = site.login(LoginMode::Browser).await.unwrap();
-    let mut progress = ticket.progress.clone();
-    site.logout().await.unwrap();
+/// How a login that is to fail ends.
+async fn failed(
+    mut progress: tokio::sync::watch::Receiver<crate::login::Progress>,
+) -> crate::site::SiteError {
     let done = progress
         .wait_for(|p| matches!(p, crate::login::Progress::Done(_)))
         .await
@@ -283,6 +279,18 @@ async fn logout_cancels_a_pending_login() {
     let crate::login::Progress::Done(Err(e)) = done else {
         panic!("the login went on")
     };
+    e
+}
+
+#[tokio::test(start_paused = true)]
+async fn logout_cancels_a_pending_login() {
+    let cfg = config("");
+    let provider = Provider::new(3600, Duration::from_millis(5));
+    let site = SiteHandle::spawn(cfg, deps(&provider, Store::Memory(Arc::default())), None);
+    let ticket = site.login(LoginMode::Browser).await.unwrap();
+    let progress = ticket.progress.clone();
+    site.logout().await.unwrap();
+    let e = failed(progress).await;
     assert_eq!(ApiError::from(e).code, ErrorCode::LoginIncomplete);
     assert_eq!(site.status().await.unwrap().state, "login_required");
 }
@@ -636,4 +644,74 @@ async fn a_client_credentials_site_fetches_its_token_and_starts_no_login() {
             .contains("logs in without the user: `token get corp` fetches a token"),
         "{e}"
     );
+}
+
+/// After a login nobody answered, callers without a person at them start
+/// none (the cooldown) until an interactive one asks.
+#[tokio::test(start_paused = true)]
+async fn after_an_unanswered_login_background_callers_start_none_until_a_person_asks() {
+    let cfg = config("");
+    let provider = Provider::new(3600, Duration::from_millis(5));
+    let deps = deps(&provider, Store::Memory(Arc::default()));
+    deps.login_timeout.set(Duration::from_secs(10));
+    let site = SiteHandle::spawn(cfg, deps, None);
+    let first = site.login_as(LoginMode::Browser, false).await.unwrap();
+    assert!(
+        first.opener.is_some(),
+        "the first background caller may log in"
+    );
+    let e = failed(first.progress.clone()).await;
+    assert!(
+        matches!(e, crate::site::SiteError::LoginTimedOut { .. }),
+        "{e}"
+    );
+    drop(first);
+    for _ in 0..3 {
+        let held = site
+            .login_as(LoginMode::Browser, false)
+            .await
+            .err()
+            .unwrap();
+        let api = ApiError::from(held);
+        assert_eq!(api.code, ErrorCode::LoginRequired);
+        assert!(api.message.contains("token login"), "{}", api.message);
+        assert!(api.message.contains("login_cooldown"), "{}", api.message);
+    }
+    let status = site.status().await.unwrap();
+    assert!(status.login_cooldown_until.is_some(), "{status:?}");
+    // A person asks: a login starts, and the cooldown is over.
+    let asked = site.login_as(LoginMode::Browser, true).await.unwrap();
+    assert!(asked.opener.is_some());
+    assert!(site.status().await.unwrap().login_cooldown_until.is_none());
+    // A login left open by a caller that gave up is not replaced by a
+    // background caller (no second tab), only joined by a person.
+    drop(asked);
+    let e = site
+        .login_as(LoginMode::Browser, false)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(ApiError::from(e).code, ErrorCode::LoginRequired);
+    assert!(site
+        .login_as(LoginMode::Browser, true)
+        .await
+        .unwrap()
+        .opener
+        .is_some());
+}
+
+/// `renew_at` is when refresh-ahead replaces the token: what a cache of it
+/// (cargo's) may last until; never past its expiry, and the status's
+/// `next_refresh`.
+#[tokio::test(start_paused = true)]
+async fn a_token_says_when_it_will_be_renewed() {
+    let (site, _provider, _) = site_with(3600, Duration::from_millis(5));
+    let t = token(&site, None).await;
+    let (renew, expires) = (t.renew_at.unwrap(), t.expires_at.unwrap());
+    assert!(renew < expires, "{renew} < {expires}");
+    assert!(
+        expires - renew >= 60,
+        "renewed well ahead: {renew} {expires}"
+    );
+    assert_eq!(site.status().await.unwrap().next_refresh, Some(renew));
 }

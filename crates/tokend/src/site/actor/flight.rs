@@ -197,6 +197,14 @@ impl Actor {
         }
         // One line each on the caller's stderr.
         reply.warning = (!notes.is_empty()).then(|| notes.join("\n"));
+        // When refresh-ahead plans to replace it (never after its expiry):
+        // what a cache of it (cargo's) may last until.
+        let now = self.now();
+        reply.renew_at = self
+            .st
+            .next_refresh(&self.cfg, now)
+            .map(|at| crate::clock::whole(at.max(now)))
+            .map(|at| reply.expires_at.map_or(at, |exp| at.min(exp)));
         reply
     }
 

@@ -43,8 +43,39 @@ pub(super) struct Pending {
 
 impl Actor {
     /// A caller wants a login: it joins the one under way, or starts one.
-    pub(super) fn join_login(&mut self, mode: LoginMode) -> Result<LoginTicket, SiteError> {
+    /// One that is not `interactive` (no person at it: an IDE's git or
+    /// kubectl) starts none during the cooldown after a login that went
+    /// unanswered, nor replaces one left open in the browser; an
+    /// interactive one ends the cooldown.
+    pub(super) fn join_login(
+        &mut self,
+        mode: LoginMode,
+        interactive: bool,
+    ) -> Result<LoginTicket, SiteError> {
+        let now = self.now();
+        if interactive {
+            self.st.cooldown_until = None;
+        } else if let Some(until) = self.st.cooldown_until.filter(|&u| u > now) {
+            return Err(SiteError::LoginHeld {
+                site: self.name.clone(),
+                why: format!(
+                    "the last login went unanswered, so callers without a terminal start none \
+                     for another {} (login_cooldown)",
+                    crate::site::state::roughly(until - now)
+                ),
+            });
+        }
         match &self.login {
+            Some(p)
+                if p.progress.receiver_count() == 0 && self.exchange.is_none() && !interactive =>
+            {
+                return Err(SiteError::LoginHeld {
+                    site: self.name.clone(),
+                    why: "a login is open in the browser that its caller gave up on: finish it \
+                          there, or start one from a terminal"
+                        .to_owned(),
+                });
+            }
             // Nobody waits for it any more (its end may be on its way):
             // this caller starts afresh and opens the browser.
             Some(p) if p.progress.receiver_count() == 0 && self.exchange.is_none() => {
@@ -182,6 +213,24 @@ impl Actor {
     /// tells the browser how it went.
     pub(super) fn end_login(&mut self, outcome: Result<TokenReply, SiteError>) {
         let Some(p) = self.login.take() else { return };
+        // Unanswered (timed out, or every caller gave up): background
+        // callers start no new one for a while; any other end clears it.
+        let unanswered = match &outcome {
+            Err(SiteError::LoginTimedOut { .. }) => true,
+            Err(_) => p.progress.receiver_count() == 0,
+            Ok(_) => false,
+        };
+        self.st.cooldown_until = unanswered.then(|| {
+            let cooldown = self.deps.login_cooldown.get().as_secs_f64();
+            self.now() + cooldown
+        });
+        if let Some(until) = self.st.cooldown_until {
+            tracing::info!(
+                site = %self.name,
+                "the login went unanswered: callers without a terminal start none for {} (login_cooldown)",
+                crate::site::state::roughly(until - self.now())
+            );
+        }
         match &outcome {
             Ok(_) => tracing::info!(site = %self.name, "login completed"),
             Err(_) if p.progress.receiver_count() == 0 => {
@@ -210,7 +259,11 @@ impl Actor {
             task.abort();
         }
         if self.exchange.is_none() {
+            // Ended by the user's own command, not unanswered: the cooldown
+            // stays as it was.
+            let cooldown = self.st.cooldown_until;
             self.end_login(Err(why));
+            self.st.cooldown_until = cooldown;
         }
     }
 }

@@ -377,9 +377,13 @@ impl Actor {
                 self.load().await;
                 self.get_id(min_ttl, reply);
             }
-            Msg::Login { mode, reply } => {
+            Msg::Login {
+                mode,
+                interactive,
+                reply,
+            } => {
                 self.load().await;
-                let _ = reply.send(self.join_login(mode));
+                let _ = reply.send(self.join_login(mode, interactive));
             }
             Msg::Paste { reply } => {
                 let _ = reply.send(self.login.as_ref().and_then(|p| p.paste.clone()));
