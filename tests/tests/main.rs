@@ -41,6 +41,7 @@ mod refresh;
 mod refresh_faults;
 mod reload;
 mod service_files;
+mod share;
 mod shell;
 mod socket;
 mod ssh;

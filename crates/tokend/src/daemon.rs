@@ -44,6 +44,8 @@ pub(crate) struct Daemon {
     started_store: Option<StoreKind>,
     /// What this start moved from the previous store, if the store changed.
     pub store_moved: Option<String>,
+    /// The `[share.NAME]` sockets.
+    shares: crate::share::Shares,
 }
 
 impl Daemon {
@@ -90,6 +92,7 @@ impl Daemon {
             sites: Sites::new(Arc::new(deps)),
             shutdown: tokio::sync::watch::channel(false).0,
             trimmer: crate::platform::memory::Trimmer::default(),
+            shares: crate::share::Shares::default(),
         };
         daemon.install(config);
         daemon
@@ -221,7 +224,7 @@ impl Daemon {
                 && new.errors.iter().any(|e| e.line.is_some()));
         let old = self.config();
         let kept_previous = (whole_file_broken || new.missing) && !old.sites.is_empty();
-        let new = if kept_previous {
+        let mut new = if kept_previous {
             let mut kept = (*old).clone();
             kept.errors = if new.missing {
                 vec![crate::config::ConfigError::of_file(
@@ -256,6 +259,8 @@ impl Daemon {
             new
         };
         self.apply(&old, &new);
+        let unshared = self.shares.apply(&new);
+        new.errors.extend(unshared);
         let reply = ReloadReply {
             sites: new.sites.len(),
             config_errors: new.errors.iter().map(ToString::to_string).collect(),
@@ -312,6 +317,16 @@ impl Daemon {
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!("a site's token call did not finish in time; stopping anyway");
         }
+    }
+
+    /// Serves the `[share]` sockets (bound at each install) from now on.
+    pub(crate) fn start_shares(self: &Arc<Self>) {
+        self.shares.start(self);
+    }
+
+    /// Stops the `[share]` sockets and removes them: the daemon is exiting.
+    pub(crate) fn stop_shares(&self) {
+        self.shares.stop_all();
     }
 
     /// Returns freed memory to the system once a burst of work is over.

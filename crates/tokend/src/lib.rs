@@ -19,6 +19,7 @@ mod paths;
 mod platform;
 mod refresh;
 mod server;
+mod share;
 mod site;
 mod sites;
 mod store;
@@ -393,7 +394,9 @@ async fn run(config: config::Config) -> ExitCode {
         let mut out = std::io::stdout();
         let _ = out.write_all(b"ready\n").and_then(|()| out.flush());
     }
-    server::run(listener, daemon.clone(), shutdown_signal()).await;
+    daemon.start_shares();
+    server::run(listener, daemon.clone(), None, shutdown_signal()).await;
+    daemon.stop_shares();
     // A token call under way may be about to persist a rotated refresh
     // token: each site lets it land (up to the HTTP timeout) and ends.
     daemon.stop_sites(grace).await;

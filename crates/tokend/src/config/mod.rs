@@ -5,6 +5,7 @@
 mod daemon;
 mod git;
 mod preset;
+mod share;
 mod site;
 mod trust;
 
@@ -18,6 +19,7 @@ use toml::Spanned;
 
 pub(crate) use daemon::{DaemonSettings, StoreKind};
 pub use git::{GitHost, Refusal, Remote};
+pub(crate) use share::ShareConfig;
 pub use site::{ClientAuthKind, SiteConfig, WrittenUrl};
 pub(crate) use site::{Grant, SecretSource};
 pub(crate) use token_proto::parse_duration;
@@ -82,6 +84,8 @@ pub struct Config {
     pub(crate) daemon: DaemonSettings,
     /// There is no config file (not yet, or no longer).
     pub(crate) missing: bool,
+    /// The `[share.NAME]` tables: sockets serving only some sites.
+    pub(crate) shares: BTreeMap<String, Arc<ShareConfig>>,
 }
 
 /// A TOML table's entries, in the order written. A list, not a map: a
@@ -127,6 +131,8 @@ struct RawFile {
     #[serde(default)]
     site: BTreeMap<Spanned<String>, Spanned<RawTable>>,
     daemon: Option<Spanned<RawTable>>,
+    #[serde(default)]
+    share: BTreeMap<Spanned<String>, Spanned<RawTable>>,
 }
 
 /// The 1-based lines of byte offsets, from one pass over the text (a
@@ -226,6 +232,41 @@ impl Config {
                     config.broken.insert(name, e.clone());
                     config.errors.push(e);
                 }
+            }
+        }
+        for (name, table) in raw.share {
+            let line = lines.of(name.span().start);
+            let name = name.into_inner();
+            let parsed = share::parse_share(
+                path,
+                &lines,
+                &name,
+                line,
+                table.into_inner(),
+                &config.sites,
+                &config.broken,
+            );
+            match parsed {
+                Ok((share, problems)) => {
+                    config.errors.extend(problems);
+                    let taken = config.shares.values().find(|s| s.socket == share.socket);
+                    if let Some(other) = taken {
+                        config.errors.push(ConfigError {
+                            path: path.to_owned(),
+                            line: Some(line),
+                            site: None,
+                            key: Some(format!("share.{name}.socket")),
+                            message: format!(
+                                "[share.{}] already uses {}: give each share its own socket",
+                                other.name,
+                                share.socket.display()
+                            ),
+                        });
+                        continue;
+                    }
+                    config.shares.insert(name, Arc::new(share));
+                }
+                Err(e) => config.errors.push(e),
             }
         }
         config

@@ -6,6 +6,7 @@ mod login;
 mod logout;
 mod lookup;
 mod paste;
+pub(crate) mod share;
 mod status;
 
 use std::sync::Arc;

@@ -13,8 +13,8 @@ pub(crate) mod memory;
 mod procnet;
 
 pub(crate) use os::{
-    bind, create_private_dir, create_private_file, from_activation, harden_process, lock_state,
-    loopback_peer_is_ours, open_private_log, opened_writable_by_others, sync_dir,
+    bind, bind_share, create_private_dir, create_private_file, from_activation, harden_process,
+    lock_state, loopback_peer_is_ours, open_private_log, opened_writable_by_others, sync_dir,
     writable_by_others, BindError, Listener, StateLock, Stream,
 };
 
