@@ -46,5 +46,6 @@ mod shell;
 mod socket;
 mod ssh;
 mod stackexchange;
+mod token_files;
 mod trust;
 mod windows;

@@ -21,8 +21,8 @@ pub use duration::parse_duration;
 pub use error::{ErrorBody, ErrorCode};
 pub use frame::{Frame, LineDecoder};
 pub use message::{
-    decode_request, encode_line, error_line, ok_line, DpopTarget, Event, GetRequest, GitAuth,
-    LoginMode, LoginPolicy, LoginRequest, LookupReply, LookupRequest, MessageReply, Op,
+    decode_request, encode_line, error_line, ok_line, DpopTarget, Event, FileStatus, GetRequest,
+    GitAuth, LoginMode, LoginPolicy, LoginRequest, LookupReply, LookupRequest, MessageReply, Op,
     PasteRequest, Purpose, ReloadReply, Request, RequestError, ServerLine, SiteRequest, SiteState,
     SiteStatus, StatusReply, StatusRequest, StopReply, TokenKind, TokenReply, DEFAULT_GIT_USERNAME,
 };

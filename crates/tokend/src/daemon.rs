@@ -261,6 +261,7 @@ impl Daemon {
         self.apply(&old, &new);
         let unshared = self.shares.apply(&new);
         new.errors.extend(unshared);
+        self.keep_files_fresh(&new);
         let reply = ReloadReply {
             sites: new.sites.len(),
             config_errors: new.errors.iter().map(ToString::to_string).collect(),
@@ -316,6 +317,21 @@ impl Daemon {
         };
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!("a site's token call did not finish in time; stopping anyway");
+        }
+    }
+
+    /// Removes the token files no longer configured, and starts each site
+    /// with files, so it loads its login and keeps them fresh unasked.
+    fn keep_files_fresh(&self, config: &Config) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for name in crate::files::reconcile(config) {
+            if let Some(site) = self.sites.get(&name) {
+                rt.spawn(async move {
+                    let _ = site.status().await;
+                });
+            }
         }
     }
 

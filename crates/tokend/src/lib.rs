@@ -12,6 +12,7 @@ pub mod config;
 mod daemon;
 mod discovery;
 mod error;
+mod files;
 mod handlers;
 mod login;
 mod loopback;

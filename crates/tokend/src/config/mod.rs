@@ -135,6 +135,22 @@ struct RawFile {
     share: BTreeMap<Spanned<String>, Spanned<RawTable>>,
 }
 
+/// A path as written in the config: `~/x` is expanded; anything else
+/// must be absolute (the daemon runs from `/`).
+pub(crate) fn written_path(s: &str) -> Result<PathBuf, String> {
+    let p = match s.strip_prefix("~/") {
+        Some(rest) => token_proto::home_dir().join(rest),
+        None => PathBuf::from(s),
+    };
+    if p.is_absolute() && p.file_name().is_some() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "`{s}` is not an absolute path (or one starting with ~/): write the path in full"
+        ))
+    }
+}
+
 /// The 1-based lines of byte offsets, from one pass over the text (a
 /// config with a thousand sites asks for thousands of them).
 pub(crate) struct Lines {

@@ -73,7 +73,7 @@ pub(super) fn parse_share(
         let key = key.into_inner();
         match (key.as_str(), value.into_inner()) {
             ("socket", Value::String(s)) => {
-                socket = Some(socket_path(&s).map_err(|m| err(kline, Some("socket"), m))?)
+                socket = Some(super::written_path(&s).map_err(|m| err(kline, Some("socket"), m))?)
             }
             ("sites", Value::Array(items)) => {
                 let mut out = Vec::new();
@@ -179,21 +179,6 @@ pub(super) fn parse_share(
         },
         problems,
     ))
-}
-
-/// `~/x` expanded; anything else must be absolute.
-fn socket_path(s: &str) -> Result<PathBuf, String> {
-    let p = match s.strip_prefix("~/") {
-        Some(rest) => token_proto::home_dir().join(rest),
-        None => PathBuf::from(s),
-    };
-    if p.is_absolute() && p.file_name().is_some() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "`{s}` is not an absolute path (or one starting with ~/): write where the socket goes in full"
-        ))
-    }
 }
 
 #[cfg(test)]

@@ -161,6 +161,8 @@ pub struct SiteConfig {
     /// the config (a preset's own endpoints follow from its other keys).
     /// Empty when none is written, so existing identities stay the same.
     pub(crate) pinned: String,
+    /// `[[site.NAME.file]]`: token files kept fresh.
+    pub(crate) files: Vec<crate::files::TokenFile>,
 }
 
 impl SiteConfig {
@@ -278,6 +280,7 @@ const KEYS: &[&str] = &[
     "dpop",
     "kube_token",
     "prompt",
+    "file",
 ];
 
 /// Takes keys out of one site table, remembering where each one was.
@@ -555,6 +558,7 @@ pub(super) fn parse_site(
             )?
             .unwrap_or_default(),
         prompt: f.string_or_empty("prompt")?,
+        files: f.files("file")?,
         pinned: String::new(),
     };
     site.pinned = site.pin_written();
@@ -566,6 +570,14 @@ pub(super) fn parse_site(
 }
 
 impl Fields<'_> {
+    /// `[[site.NAME.file]]` tables (see [`crate::files`]).
+    fn files(&mut self, key: &str) -> Result<Vec<crate::files::TokenFile>, ConfigError> {
+        let Some((line, value)) = self.take(key) else {
+            return Ok(Vec::new());
+        };
+        crate::files::parse(value).map_err(|m| self.err(line, key, m))
+    }
+
     /// `hosts = ["git.example.com", "git.example.com:8443"]`.
     fn hosts(&mut self, key: &str) -> Result<Vec<GitHost>, ConfigError> {
         let line = self.line_of(key);

@@ -28,7 +28,7 @@ pub(crate) mod error;
 pub(crate) mod idtoken;
 pub(crate) mod proof;
 pub(crate) mod secret;
-mod state;
+pub(crate) mod state;
 #[cfg(test)]
 mod tests;
 

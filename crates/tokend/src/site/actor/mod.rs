@@ -186,6 +186,7 @@ pub(super) async fn run(mut a: Box<Actor>) {
                 }
             }
         }
+        crate::files::sync(&a.name, &a.cfg, &a.st);
         a.fly();
     }
     (*a).finish();
