@@ -36,6 +36,7 @@ mod one_owner;
 mod persistence;
 mod presets;
 mod protocol;
+mod proxy;
 mod readme;
 mod refresh;
 mod refresh_faults;

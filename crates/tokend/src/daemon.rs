@@ -46,6 +46,8 @@ pub(crate) struct Daemon {
     pub store_moved: Option<String>,
     /// The `[share.NAME]` sockets.
     shares: crate::share::Shares,
+    /// The `[proxy.NAME]` listeners.
+    proxies: crate::proxy::Proxies,
 }
 
 impl Daemon {
@@ -93,6 +95,7 @@ impl Daemon {
             shutdown: tokio::sync::watch::channel(false).0,
             trimmer: crate::platform::memory::Trimmer::default(),
             shares: crate::share::Shares::default(),
+            proxies: crate::proxy::Proxies::default(),
         };
         daemon.install(config);
         daemon
@@ -259,8 +262,10 @@ impl Daemon {
             new
         };
         self.apply(&old, &new);
-        let unshared = self.shares.apply(&new);
+        let unshared = self.shares.apply(&new.path, &new.shares);
         new.errors.extend(unshared);
+        let unproxied = self.proxies.apply(&new.path, &new.proxies);
+        new.errors.extend(unproxied);
         self.keep_files_fresh(&new);
         let reply = ReloadReply {
             sites: new.sites.len(),
@@ -338,11 +343,13 @@ impl Daemon {
     /// Serves the `[share]` sockets (bound at each install) from now on.
     pub(crate) fn start_shares(self: &Arc<Self>) {
         self.shares.start(self);
+        self.proxies.start(self);
     }
 
     /// Stops the `[share]` sockets and removes them: the daemon is exiting.
     pub(crate) fn stop_shares(&self) {
         self.shares.stop_all();
+        self.proxies.stop_all();
     }
 
     /// Returns freed memory to the system once a burst of work is over.

@@ -5,6 +5,7 @@
 mod daemon;
 mod git;
 mod preset;
+mod proxy;
 mod share;
 mod site;
 mod trust;
@@ -19,6 +20,7 @@ use toml::Spanned;
 
 pub(crate) use daemon::{DaemonSettings, StoreKind};
 pub use git::{GitHost, Refusal, Remote};
+pub(crate) use proxy::{Listen, ProxyConfig};
 pub(crate) use share::ShareConfig;
 pub use site::{ClientAuthKind, SiteConfig, WrittenUrl};
 pub(crate) use site::{Grant, SecretSource};
@@ -86,6 +88,8 @@ pub struct Config {
     pub(crate) missing: bool,
     /// The `[share.NAME]` tables: sockets serving only some sites.
     pub(crate) shares: BTreeMap<String, Arc<ShareConfig>>,
+    /// The `[proxy.NAME]` tables: local listeners that add the token.
+    pub(crate) proxies: BTreeMap<String, Arc<ProxyConfig>>,
 }
 
 /// A TOML table's entries, in the order written. A list, not a map: a
@@ -133,6 +137,43 @@ struct RawFile {
     daemon: Option<Spanned<RawTable>>,
     #[serde(default)]
     share: BTreeMap<Spanned<String>, Spanned<RawTable>>,
+    #[serde(default)]
+    proxy: BTreeMap<Spanned<String>, Spanned<RawTable>>,
+}
+
+/// The error maker of a `[TABLE.NAME]` table: `(line, key, message)`,
+/// the key said as `TABLE.NAME.KEY` (or `TABLE.NAME` without one).
+pub(crate) fn table_error<'a>(
+    path: &'a Path,
+    table: &'a str,
+    name: &'a str,
+) -> impl Fn(usize, Option<&str>, String) -> ConfigError + 'a {
+    move |line, key, message| ConfigError {
+        path: path.to_owned(),
+        line: Some(line),
+        site: None,
+        key: Some(match key {
+            Some(k) => format!("{table}.{name}.{k}"),
+            None => format!("{table}.{name}"),
+        }),
+        message,
+    }
+}
+
+/// A `[TABLE.NAME]` whose name is not one a site could have.
+fn bad_table_name(
+    err: &impl Fn(usize, Option<&str>, String) -> ConfigError,
+    table: &str,
+    name: &str,
+    line: usize,
+) -> Option<ConfigError> {
+    (!token_proto::names::is_site_name(name)).then(|| {
+        err(
+            line,
+            None,
+            format!("a {table} name holds only letters, digits, `.`, `_` and `-` ([A-Za-z0-9._-])"),
+        )
+    })
 }
 
 /// A path as written in the config: `~/x` is expanded; anything else
@@ -281,6 +322,18 @@ impl Config {
                         continue;
                     }
                     config.shares.insert(name, Arc::new(share));
+                }
+                Err(e) => config.errors.push(e),
+            }
+        }
+        for (name, table) in raw.proxy {
+            let line = lines.of(name.span().start);
+            let name = name.into_inner();
+            let parsed =
+                proxy::parse_proxy(path, &lines, &name, line, table.into_inner(), &config.sites);
+            match parsed {
+                Ok(p) => {
+                    config.proxies.insert(name, Arc::new(p));
                 }
                 Err(e) => config.errors.push(e),
             }

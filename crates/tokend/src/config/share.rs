@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use token_proto::names;
 use toml::Value;
 
 use super::{ConfigError, Lines, RawTable, SiteConfig};
@@ -46,22 +45,9 @@ pub(super) fn parse_share(
     sites: &BTreeMap<String, Arc<SiteConfig>>,
     broken: &BTreeMap<String, ConfigError>,
 ) -> Result<(ShareConfig, Vec<ConfigError>), ConfigError> {
-    let err = |line: usize, key: Option<&str>, message: String| ConfigError {
-        path: path.to_owned(),
-        line: Some(line),
-        site: None,
-        key: Some(match key {
-            Some(k) => format!("share.{name}.{k}"),
-            None => format!("share.{name}"),
-        }),
-        message,
-    };
-    if !names::is_site_name(name) {
-        return Err(err(
-            line,
-            None,
-            "a share name holds only letters, digits, `.`, `_` and `-` ([A-Za-z0-9._-])".to_owned(),
-        ));
+    let err = super::table_error(path, "share", name);
+    if let Some(e) = super::bad_table_name(&err, "share", name, line) {
+        return Err(e);
     }
     let mut socket = None;
     let mut listed: Option<Vec<(String, usize)>> = None;

@@ -64,6 +64,17 @@ fn answer<T: Serialize>(r: Result<T, ApiError>) -> Vec<u8> {
     }
 }
 
+/// A `get` for a caller with no terminal to show events on (a request
+/// through a `[proxy]`).
+pub(crate) async fn token_for(
+    d: &Arc<Daemon>,
+    req: token_proto::GetRequest,
+) -> Result<token_proto::TokenReply, ApiError> {
+    let mut sink = tokio::io::sink();
+    let mut events = Events::new(&mut sink);
+    get::get(d, req, &mut events).await
+}
+
 /// Runs one request and returns its answer line.
 pub(crate) async fn dispatch(d: &Arc<Daemon>, req: Request, events: &mut Events<'_>) -> Vec<u8> {
     tracing::debug!(request = %req.log_safe(), "request");

@@ -1,0 +1,115 @@
+//! Story: a program that cannot run a helper talks to a local proxy that
+//! adds the token. `[proxy.NAME]` forwards each request to its upstream
+//! with the site's fresh token in place of the caller's `Authorization`;
+//! a site that needs a login answers 401 naming the command; a dead
+//! upstream is a 502; only our uid is served on loopback TCP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tokend_e2e::{raw_get, require, Daemon, Env, Provider};
+
+fn have_curl(test: &str) -> bool {
+    let curl = Command::new("curl").arg("--version").output().is_ok();
+    require(curl, test, "no curl", "apt-get install -y curl")
+}
+
+/// `corp` (logged in) and `fresh` (not), a proxy for each to the
+/// provider, and a third to a port where nothing listens.
+fn proxied(tcp_port: Option<u16>) -> (Provider, Env, Daemon, PathBuf) {
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    let dir = env.root().join("px");
+    let upstream = provider.issuer().to_owned();
+    let extra = tcp_port.map_or(String::new(), |port| {
+        format!("\n[proxy.tcp]\nsite = \"corp\"\nupstream = \"{upstream}\"\nlisten = \"127.0.0.1:{port}\"\n")
+    });
+    env.write_config(&format!(
+        "{}{}\n[proxy.api]\nsite = \"corp\"\nupstream = \"{upstream}\"\nlisten = \"{}\"\n\n\
+         [proxy.fresh]\nsite = \"fresh\"\nupstream = \"{upstream}\"\nlisten = \"{}\"\n\n\
+         [proxy.dead]\nsite = \"corp\"\nupstream = \"http://127.0.0.1:9\"\nlisten = \"{}\"\n{extra}",
+        Env::site_config("corp", &provider),
+        Env::site_config("fresh", &provider),
+        dir.join("api.sock").display(),
+        dir.join("fresh.sock").display(),
+        dir.join("dead.sock").display(),
+    ));
+    let daemon = env.daemon();
+    env.token(&["get", "corp"]).ok();
+    (provider, env, daemon, dir)
+}
+
+/// `curl --unix-socket SOCK http://proxy/PATH [ARGS]`: (status, body).
+fn curl_unix(sock: &Path, path: &str, args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(sock)
+        .args(args)
+        .arg(format!("http://proxy{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_owned(), body.to_owned())
+}
+
+#[test]
+fn the_proxy_adds_the_token_and_replaces_the_callers() {
+    if !have_curl("proxy::the_proxy_adds_the_token_and_replaces_the_callers") {
+        return;
+    }
+    let (_provider, env, _daemon, dir) = proxied(None);
+    let sock = dir.join("api.sock");
+    assert_eq!(tokend_e2e::mode(&sock), 0o600);
+    let (code, body) = curl_unix(&sock, "/me", &[]);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("\"sub\""), "{body}");
+    // The caller's own Authorization is replaced, not forwarded.
+    let (code, body) = curl_unix(&sock, "/me", &["-H", "Authorization: Bearer not-a-token"]);
+    assert_eq!(code, "200", "{body}");
+
+    // A site that needs a login: 401 naming the command, and no browser.
+    let launches = env.browser_launches();
+    let (code, body) = curl_unix(&dir.join("fresh.sock"), "/me", &[]);
+    assert_eq!(code, "401", "{body}");
+    let v: tokend_e2e::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"], "login_required");
+    assert_eq!(v["site"], "fresh");
+    assert!(
+        v["message"].as_str().unwrap().contains("token login fresh"),
+        "{body}"
+    );
+    assert_eq!(env.browser_launches(), launches);
+
+    // An upstream that is down: 502 with a clear body.
+    let (code, body) = curl_unix(&dir.join("dead.sock"), "/me", &[]);
+    assert_eq!(code, "502", "{body}");
+    assert!(body.contains("cannot reach http://127.0.0.1:9"), "{body}");
+}
+
+#[test]
+fn loopback_tcp_serves_only_our_uid() {
+    if !have_curl("proxy::loopback_tcp_serves_only_our_uid") {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_provider, env, daemon, _dir) = proxied(Some(port));
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}/me"))
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(code, "200", "log:\n{}", daemon.log());
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let out = raw_get(&env, true, port, "/me");
+    assert_eq!(out, "", "another uid is closed unanswered: {out}");
+}
