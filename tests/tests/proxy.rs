@@ -113,3 +113,111 @@ fn loopback_tcp_serves_only_our_uid() {
     let out = raw_get(&env, true, port, "/me");
     assert_eq!(out, "", "another uid is closed unanswered: {out}");
 }
+
+/// One proxy `[proxy.api]` to the provider for `[site.corp]` with `site_extra`.
+fn one_proxy(site_extra: &str) -> (Provider, Env, Daemon, PathBuf) {
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    let sock = env.root().join("px").join("api.sock");
+    env.write_config(&format!(
+        "{}{site_extra}\n[proxy.api]\nsite = \"corp\"\nupstream = \"{}\"\nlisten = \"{}\"\n",
+        Env::site_config("corp", &provider),
+        provider.issuer(),
+        sock.display()
+    ));
+    let daemon = env.daemon();
+    env.token(&["get", "corp"]).ok();
+    (provider, env, daemon, sock)
+}
+
+#[test]
+fn a_dpop_site_through_the_proxy_sends_a_proof() {
+    if !have_curl("proxy::a_dpop_site_through_the_proxy_sends_a_proof") {
+        return;
+    }
+    let (provider, env, _daemon, sock) = one_proxy("dpop = true\n");
+    for _ in 0..2 {
+        // A fresh proof each time (the resource refuses a replayed one).
+        let (code, body) = curl_unix(&sock, "/me", &[]);
+        assert_eq!(code, "200", "{body}");
+    }
+    let token = env.token(&["get", "corp"]).line().to_owned();
+    let (status, _) = provider.userinfo(&token);
+    assert_eq!(status, 401, "the same token as Bearer is refused");
+}
+
+/// A resource on 127.0.0.1 (python3) that refuses the first token it sees
+/// with `401 error="invalid_token"` (as after a revocation) and accepts any
+/// other, answering `ok AUTHORIZATION BODY-LENGTH`. Prints its port first.
+const PICKY_UPSTREAM: &str = r#"
+import http.server, sys
+seen = []
+class H(http.server.BaseHTTPRequestHandler):
+    def do_any(self):
+        n = int(self.headers.get('Content-Length') or 0)
+        body = self.rfile.read(n)
+        auth = self.headers.get('Authorization', '')
+        if not seen:
+            seen.append(auth)
+        if auth == seen[0]:
+            self.send_response(401)
+            self.send_header('WWW-Authenticate', 'Bearer error="invalid_token"')
+            self.send_header('Content-Length', '0')
+            self.end_headers()
+            return
+        out = ('ok %s %d' % (auth, len(body))).encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    do_GET = do_any
+    do_POST = do_any
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(('127.0.0.1', 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+#[test]
+fn an_upstream_that_refuses_the_token_gets_one_refresh_and_a_retry() {
+    if !have_curl("proxy::an_upstream_that_refuses_the_token_gets_one_refresh_and_a_retry") {
+        return;
+    }
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-c", PICKY_UPSTREAM])
+        .stdout(std::process::Stdio::piped());
+    tokend_e2e::tie_to_test(&mut cmd);
+    let mut upstream = cmd.spawn().unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(upstream.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let provider = Provider::start(3600);
+    let mut env = Env::new();
+    let sock = env.root().join("px").join("api.sock");
+    env.write_config(&format!(
+        "{}\n[proxy.api]\nsite = \"corp\"\nupstream = \"http://127.0.0.1:{}\"\nlisten = \"{}\"\n",
+        Env::site_config("corp", &provider),
+        port.trim(),
+        sock.display()
+    ));
+    let daemon = env.daemon();
+    let first = env.token(&["get", "corp"]).line().to_owned();
+    // Expiry counts whole seconds: a token refused in the second it was
+    // issued is not told from its successor.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let (code, body) = curl_unix(&sock, "/r", &["-d", "hello"]);
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+    assert_eq!(code, "200", "{body}; log:\n{}", daemon.log());
+    let second = env.token(&["get", "corp"]).line().to_owned();
+    assert_ne!(first, second, "refreshed once");
+    assert_eq!(
+        body,
+        format!("ok Bearer {second} 5"),
+        "the kept body was sent again"
+    );
+}

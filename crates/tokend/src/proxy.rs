@@ -242,6 +242,8 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let (kept, mut streamed) = match length {
+        // No body at all (a GET): nothing to stream, a retry is free.
+        None if hyper::body::Body::is_end_stream(&body) => (Some(Bytes::new()), None),
         Some(n) if n <= KEEP_BODY => match Limited::new(body, KEEP_BODY as usize).collect().await {
             Ok(b) => (Some(b.to_bytes()), None),
             Err(_) => {
@@ -344,11 +346,14 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
                 continue;
             }
             if challenge.contains("invalid_token") && min_ttl.is_none() {
-                // One refresh: ask for more life than the token in hand has.
+                // One refresh: ask for at least the life the token in hand
+                // has (counted in whole seconds, so it no longer serves),
+                // which a token obtained now meets. (A token revoked within
+                // a second of its issue is not renewed this way.)
                 let left = token.expires_at.map_or(0, |at| {
                     at.saturating_sub(crate::clock::whole(crate::clock::Clock::System.now()))
                 });
-                min_ttl = Some(left + 1);
+                min_ttl = Some(left);
                 tracing::info!(proxy = %ctx.cfg.name, "upstream refused the token (invalid_token): refreshing once");
                 continue;
             }
