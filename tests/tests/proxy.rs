@@ -148,12 +148,16 @@ fn a_dpop_site_through_the_proxy_sends_a_proof() {
 
 /// A resource on 127.0.0.1 (python3) that refuses the first token it sees
 /// with `401 error="invalid_token"` (as after a revocation) and accepts any
-/// other, answering `ok AUTHORIZATION BODY-LENGTH`. Prints its port first.
+/// other, answering `ok AUTHORIZATION BODY-LENGTH`; `/hang` answers after
+/// 30 s. Prints its port first.
 const PICKY_UPSTREAM: &str = r#"
 import http.server, sys
 seen = []
 class H(http.server.BaseHTTPRequestHandler):
     def do_any(self):
+        if self.path == '/hang':
+            import time
+            time.sleep(30)
         n = int(self.headers.get('Content-Length') or 0)
         body = self.rfile.read(n)
         auth = self.headers.get('Authorization', '')
@@ -199,7 +203,7 @@ fn an_upstream_that_refuses_the_token_gets_one_refresh_and_a_retry() {
     let mut env = Env::new();
     let sock = env.root().join("px").join("api.sock");
     env.write_config(&format!(
-        "{}\n[proxy.api]\nsite = \"corp\"\nupstream = \"http://127.0.0.1:{}\"\nlisten = \"{}\"\n",
+        "{}\n[proxy.api]\nsite = \"corp\"\nupstream = \"http://127.0.0.1:{}\"\nlisten = \"{}\"\ntimeout = \"2s\"\n",
         Env::site_config("corp", &provider),
         port.trim(),
         sock.display()
@@ -210,8 +214,6 @@ fn an_upstream_that_refuses_the_token_gets_one_refresh_and_a_retry() {
     // issued is not told from its successor.
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let (code, body) = curl_unix(&sock, "/r", &["-d", "hello"]);
-    let _ = upstream.kill();
-    let _ = upstream.wait();
     assert_eq!(code, "200", "{body}; log:\n{}", daemon.log());
     let second = env.token(&["get", "corp"]).line().to_owned();
     assert_ne!(first, second, "refreshed once");
@@ -220,4 +222,21 @@ fn an_upstream_that_refuses_the_token_gets_one_refresh_and_a_retry() {
         format!("ok Bearer {second} 5"),
         "the kept body was sent again"
     );
+
+    // A 3 MB body streams through (too big to keep, so it is not retried).
+    let big = env.root().join("big");
+    std::fs::write(&big, vec![b'x'; 3_000_000]).unwrap();
+    let data = format!("@{}", big.display());
+    let (code, body) = curl_unix(&sock, "/big", &["--data-binary", &data]);
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(body, format!("ok Bearer {second} 3000000"));
+
+    // An upstream that hangs: 504 after the proxy's timeout.
+    let started = std::time::Instant::now();
+    let (code, body) = curl_unix(&sock, "/hang", &[]);
+    assert_eq!(code, "504", "{body}");
+    assert!(body.contains("did not answer within 2s"), "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let _ = upstream.kill();
+    let _ = upstream.wait();
 }

@@ -291,26 +291,8 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
             .body(body)
             .send();
         let resp = match tokio::time::timeout(Duration::from_secs(ctx.cfg.timeout), sent).await {
-            Err(_) => {
-                return answer(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    &site,
-                    &format!(
-                        "{} did not answer within {}s (timeout)",
-                        ctx.cfg.upstream.as_str(),
-                        ctx.cfg.timeout
-                    ),
-                )
-            }
-            Ok(Err(e)) if e.is_timeout() => {
-                return answer(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    &site,
-                    &format!("{} timed out", ctx.cfg.upstream.as_str()),
-                )
-            }
+            Err(_) => return timed_out(&ctx.cfg),
+            Ok(Err(e)) if e.is_timeout() => return timed_out(&ctx.cfg),
             Ok(Err(e)) => {
                 return answer(
                     StatusCode::BAD_GATEWAY,
@@ -367,6 +349,20 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         *out.headers_mut() = back;
         return out;
     }
+}
+
+/// 504: the upstream did not answer within the proxy's `timeout`.
+fn timed_out(cfg: &ProxyConfig) -> Response<Body> {
+    answer(
+        StatusCode::GATEWAY_TIMEOUT,
+        "upstream_timeout",
+        &cfg.site,
+        &format!(
+            "{} did not answer within {}s (the proxy's timeout)",
+            cfg.upstream.as_str(),
+            cfg.timeout
+        ),
+    )
 }
 
 fn auth_scheme(t: &TokenReply) -> &'static str {
