@@ -240,3 +240,27 @@ fn an_upstream_that_refuses_the_token_gets_one_refresh_and_a_retry() {
     let _ = upstream.kill();
     let _ = upstream.wait();
 }
+
+#[test]
+fn a_proxy_follows_the_config() {
+    let (provider, env, _daemon, sock) = one_proxy("");
+    assert!(sock.exists());
+    // Moved: the old socket goes, the new one listens.
+    let moved = sock.with_file_name("moved.sock");
+    let proxy = |listen: &Path| {
+        format!(
+            "{}\n[proxy.api]\nsite = \"corp\"\nupstream = \"{}\"\nlisten = \"{}\"\n",
+            Env::site_config("corp", &provider),
+            provider.issuer(),
+            listen.display()
+        )
+    };
+    env.write_config(&proxy(&moved));
+    env.token(&["reload"]).ok();
+    assert!(!sock.exists() && moved.exists());
+    // Removed: nothing listens any more.
+    env.write_config(&Env::site_config("corp", &provider));
+    env.token(&["reload"]).ok();
+    assert!(!moved.exists(), "a removed proxy stops listening");
+    assert!(std::os::unix::net::UnixStream::connect(&moved).is_err());
+}

@@ -139,3 +139,64 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
     }
     super::written_path(s).map(Listen::Unix)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::Config;
+    use super::Listen;
+    use std::path::Path;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(Path::new("/c.toml"), text)
+    }
+
+    const SITE: &str = "[site.a]\ntoken_url = \"https://a/token\"\nclient_id = \"x\"\n\
+        grant = \"client_credentials\"\nclient_secret_env = \"S\"\n";
+
+    #[test]
+    fn a_proxy_and_its_defaults() {
+        let c = parse(&format!(
+            "{SITE}[proxy.api]\nsite = \"a\"\nupstream = \"https://api.example.com\"\n"
+        ));
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        let p = &c.proxies["api"];
+        assert!(matches!(&p.listen, Listen::Unix(s) if s.ends_with("proxy-api.sock")));
+        assert!(!p.login);
+        assert_eq!(p.timeout, 60);
+        let c = parse(&format!(
+            "{SITE}[proxy.api]\nsite = \"a\"\nupstream = \"http://127.0.0.1:8080\"\nlisten = \"127.0.0.1:8700\"\ntimeout = \"5s\"\n"
+        ));
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert_eq!(
+            c.proxies["api"].listen,
+            Listen::Tcp("127.0.0.1:8700".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn bad_proxies() {
+        let bad = [
+            (
+                "site = \"nope\"\nupstream = \"https://x\"\n",
+                ":7: key `proxy.api.site`: no site named `nope`",
+            ),
+            (
+                "site = \"a\"\nupstream = \"http://api.example.com\"\n",
+                ":8: key `proxy.api.upstream`: `http://api.example.com` is plain http",
+            ),
+            (
+                "site = \"a\"\nupstream = \"https://x\"\nlisten = \"0.0.0.0:80\"\n",
+                "is not a loopback address",
+            ),
+            ("site = \"a\"\n", "key `proxy.api.upstream`: missing"),
+        ];
+        for (body, want) in bad {
+            let c = parse(&format!("{SITE}[proxy.api]\n{body}"));
+            assert!(c.proxies.is_empty());
+            let msg = c.errors[0].to_string();
+            assert!(msg.contains(want), "{msg}");
+            assert!(c.sites.contains_key("a"), "the rest is served");
+        }
+    }
+}
