@@ -435,6 +435,29 @@ impl Drop for Env {
     }
 }
 
+/// A raw HTTP GET of `path` on 127.0.0.1:`port` by python3, run as
+/// `as_nobody` uid 65534 or as us; prints what came back (nothing when the
+/// connection was closed unanswered).
+pub fn raw_get(env: &Env, as_nobody: bool, port: u16, path: &str) -> String {
+    let script = format!(
+        "import socket,sys\n\
+         s=socket.create_connection(('127.0.0.1',{port}),timeout=5)\n\
+         s.sendall(b'GET {path} HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         out=b''\n\
+         try:\n\
+         \x20 while True:\n\
+         \x20   b=s.recv(4096)\n\
+         \x20   if not b: break\n\
+         \x20   out+=b\n\
+         except OSError as e:\n\
+         \x20 pass\n\
+         sys.stdout.write(out.decode('latin-1'))\n"
+    );
+    let out = env.python(as_nobody, &script).run();
+    assert_eq!(out.code, 0, "raw client: {out}");
+    out.stdout
+}
+
 /// Sends `{"v":1,"op":"status"}` on the socket and reports whether a JSON
 /// line came back.
 pub fn raw_status_answers(socket: &Path) -> bool {

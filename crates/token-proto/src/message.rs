@@ -455,6 +455,21 @@ pub struct SiteStatus {
     /// persisted, the provider granted fewer scopes than configured.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The site's `[[site.NAME.file]]` token files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileStatus>,
+}
+
+/// A token file the daemon keeps fresh, in `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStatus {
+    pub path: String,
+    /// `raw`, `header`, `json` or `id_token`.
+    pub format: String,
+    /// When the current token was written there (Unix s); `None`: not (yet).
+    pub written_at: Option<u64>,
+    /// Why the last write failed (it is retried).
+    pub error: Option<String>,
 }
 
 impl SiteStatus {

@@ -88,7 +88,10 @@ impl Conn {
                 if !autostart_allowed() {
                     return Err(unreachable(
                         &path,
-                        format_args!("{e}; start `tokend`, or unset TOKEND_NO_AUTOSTART"),
+                        format_args!(
+                            "{e}; start `tokend` (or, for a share socket, the daemon that shares it), \
+                             or unset TOKEND_NO_AUTOSTART"
+                        ),
                     ));
                 }
                 start_daemon(&path)?
@@ -194,9 +197,11 @@ impl Conn {
     }
 }
 
-/// `TOKEND_NO_AUTOSTART=1` forbids starting (or restarting) a daemon.
+/// `TOKEND_NO_AUTOSTART=1` forbids starting (or restarting) a daemon; so
+/// does `TOKEND_DAEMON_UID` (the socket is another user's, not ours to start).
 fn autostart_allowed() -> bool {
     std::env::var_os("TOKEND_NO_AUTOSTART").is_none_or(|v| v != "1")
+        && std::env::var_os("TOKEND_DAEMON_UID").is_none_or(|v| v.is_empty())
 }
 
 /// While a caller waits for a login on a terminal: one status line on

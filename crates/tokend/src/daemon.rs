@@ -51,6 +51,10 @@ pub(crate) struct Daemon {
     started_store: Option<StoreKind>,
     /// What this start moved from the previous store, if the store changed.
     pub store_moved: Option<String>,
+    /// The `[share.NAME]` sockets.
+    shares: crate::share::Shares,
+    /// The `[proxy.NAME]` listeners.
+    proxies: crate::proxy::Proxies,
 }
 
 impl Daemon {
@@ -101,6 +105,8 @@ impl Daemon {
             sites: Sites::new(Arc::new(deps)),
             shutdown: tokio::sync::watch::channel(false).0,
             trimmer: crate::platform::memory::Trimmer::default(),
+            shares: crate::share::Shares::default(),
+            proxies: crate::proxy::Proxies::default(),
         };
         daemon.install(config);
         daemon
@@ -248,7 +254,7 @@ impl Daemon {
                 && new.errors.iter().any(|e| e.line.is_some()));
         let old = self.config();
         let kept_previous = (whole_file_broken || new.missing) && !old.sites.is_empty();
-        let new = if kept_previous {
+        let mut new = if kept_previous {
             let mut kept = (*old).clone();
             kept.errors = if new.missing {
                 vec![crate::config::ConfigError::of_file(
@@ -283,6 +289,11 @@ impl Daemon {
             new
         };
         self.apply(&old, &new);
+        let unshared = self.shares.apply(&new.path, &new.shares);
+        new.errors.extend(unshared);
+        let unproxied = self.proxies.apply(&new.path, &new.proxies);
+        new.errors.extend(unproxied);
+        self.keep_files_fresh(&new);
         let reply = ReloadReply {
             sites: new.sites.len(),
             config_errors: new.errors.iter().map(ToString::to_string).collect(),
@@ -333,6 +344,33 @@ impl Daemon {
         {
             tracing::warn!("a site's token call did not finish in time; stopping anyway");
         }
+    }
+
+    /// Removes the token files no longer configured, and starts each site
+    /// with files, so it loads its login and keeps them fresh unasked.
+    fn keep_files_fresh(&self, config: &Config) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for name in crate::files::reconcile(config) {
+            if let Some((site, _)) = self.sites.get_with_settings(&name) {
+                rt.spawn(async move {
+                    let _ = site.status().await;
+                });
+            }
+        }
+    }
+
+    /// Serves the `[share]` sockets (bound at each install) from now on.
+    pub(crate) fn start_shares(self: &Arc<Self>) {
+        self.shares.start(self);
+        self.proxies.start(self);
+    }
+
+    /// Stops the `[share]` sockets and removes them: the daemon is exiting.
+    pub(crate) fn stop_shares(&self) {
+        self.shares.stop_all();
+        self.proxies.stop_all();
     }
 
     /// Returns freed memory to the system once a burst of work is over.

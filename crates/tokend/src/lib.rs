@@ -13,16 +13,20 @@ mod daemon;
 mod deps;
 mod discovery;
 mod error;
+mod files;
 mod handlers;
 #[cfg(test)]
 mod kit;
+mod listeners;
 mod login;
 mod loopback;
 mod paths;
 mod platform;
 mod provider;
+mod proxy;
 mod refresh;
 mod server;
+mod share;
 mod site;
 mod sites;
 mod store;
@@ -400,7 +404,9 @@ async fn run(config: config::Config) -> ExitCode {
         let mut out = std::io::stdout();
         let _ = out.write_all(b"ready\n").and_then(|()| out.flush());
     }
-    server::run(listener, daemon.clone(), shutdown_signal()).await;
+    daemon.start_shares();
+    server::run(listener, daemon.clone(), None, shutdown_signal()).await;
+    daemon.stop_shares();
     // A token call under way may be about to persist a rotated refresh
     // token: each site lets it land (up to the HTTP timeout) and ends.
     daemon.stop_sites(grace).await;

@@ -21,6 +21,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
+use crate::config::ShareConfig;
 use crate::daemon::Daemon;
 use crate::handlers::{self, Events};
 use crate::platform::{Listener, Stream};
@@ -115,19 +116,22 @@ impl Registry {
     }
 }
 
-/// Serves until a `stop` request or `shutdown` resolves.
+/// Serves until a `stop` request or `shutdown` resolves. With `share`, a
+/// `[share]` socket: only what that share allows (see `handlers::share`).
 pub(crate) async fn run(
     listener: Listener,
     daemon: Arc<Daemon>,
+    share: Option<Arc<ShareConfig>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    run_with(listener, daemon, shutdown, Limits::DAEMON).await;
+    run_with(listener, daemon, share, shutdown, Limits::DAEMON).await;
 }
 
 /// [`run`] within `limits`.
 pub(crate) async fn run_with(
     listener: Listener,
     daemon: Arc<Daemon>,
+    share: Option<Arc<ShareConfig>>,
     shutdown: impl std::future::Future<Output = ()>,
     limits: Limits,
 ) {
@@ -153,10 +157,12 @@ pub(crate) async fn run_with(
                 Ok((stream, ours)) => {
                     let daemon = daemon.clone();
                     let registry = registry.clone();
+                    let share = share.clone();
                     tokio::spawn(async move {
                         let (id, close) = registry.join();
+                        let conn = connection(stream, ours, daemon.clone(), share, &registry, id, limits);
                         tokio::select! {
-                            () = connection(stream, ours, daemon.clone(), &registry, id, limits) => {}
+                            () = conn => {}
                             () = close.notified() => tracing::debug!("closed the longest-idle connection"),
                         }
                         registry.leave(id);
@@ -174,7 +180,9 @@ pub(crate) async fn run_with(
             () = stopped(&mut stop) => break,
         }
     }
-    tracing::info!("shutting down");
+    if share.is_none() {
+        tracing::info!("shutting down");
+    }
 }
 
 /// Resolves once a `stop` request came. Unlike `wait_for`'s guard, its
@@ -205,16 +213,28 @@ async fn connection(
     mut stream: Stream,
     ours: bool,
     daemon: Arc<Daemon>,
+    share: Option<Arc<ShareConfig>>,
     registry: &Registry,
     id: u64,
     limits: Limits,
 ) {
     if !ours {
-        tracing::warn!("refused a connection from another user");
-        let body = ErrorBody::new(
-            ErrorCode::Forbidden,
-            "this tokend belongs to another user: connections from other users are refused",
-        );
+        let message = match &share {
+            None => {
+                tracing::warn!("refused a connection from another user");
+                "this tokend belongs to another user: connections from other users are refused"
+                    .to_owned()
+            }
+            Some(s) => {
+                tracing::warn!(share = %s.name, "refused a connection from a uid the share does not list");
+                format!(
+                    "this share ({}) admits only its owner and the uids in its `uids`: \
+                     connections from other users are refused",
+                    s.name
+                )
+            }
+        };
+        let body = ErrorBody::new(ErrorCode::Forbidden, message);
         let _ = stream.write_all(&error_line(&body)).await;
         return;
     }
@@ -246,7 +266,12 @@ async fn connection(
                     Err(e) => error_line(&e.0),
                     Ok(req) => {
                         let mut events = Events::new(&mut stream);
-                        handlers::dispatch(&daemon, req, &mut events).await
+                        match &share {
+                            None => handlers::dispatch(&daemon, req, &mut events).await,
+                            Some(s) => {
+                                handlers::share::dispatch(&daemon, s, req, &mut events).await
+                            }
+                        }
                     }
                 },
             };

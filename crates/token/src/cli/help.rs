@@ -30,6 +30,9 @@ ENVIRONMENT:
     TOKEND_SOCKET        socket path (default $XDG_RUNTIME_DIR/tokend/tokend.sock)
     TOKEND_CONFIG        config file (default: the platform config dir, tokend/config.toml)
     TOKEND_NO_AUTOSTART  1: never start tokend when none answers
+    TOKEND_DAEMON_UID    the uid the daemon at TOKEND_SOCKET runs as, when that is another
+                         user on purpose (a [share] socket mounted into a container):
+                         only exactly that uid is trusted; implies TOKEND_NO_AUTOSTART
     BROWSER              the command that opens login URLs
 
 EXIT CODES:

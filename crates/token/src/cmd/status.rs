@@ -125,5 +125,30 @@ fn status_table(reply: &StatusReply) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
+    out.push_str(&files_lines(reply, now));
+    out
+}
+
+/// Under the table, a line per token file: where, which format, when the
+/// current token was written there, or why it could not be.
+fn files_lines(reply: &StatusReply, now: i64) -> String {
+    let mut out = String::new();
+    for s in &reply.sites {
+        for f in &s.files {
+            let how = match (&f.error, f.written_at) {
+                (Some(e), _) => format!("cannot be written (retrying): {}", clean(e, 500)),
+                (None, Some(t)) => {
+                    format!("written {} ago", human_duration((now - t as i64).max(1)))
+                }
+                (None, None) => "not written yet (no login)".to_owned(),
+            };
+            out.push_str(&format!(
+                "file of {}: {} ({}): {how}\n",
+                s.site,
+                clean(&f.path, 500),
+                clean(&f.format, 20)
+            ));
+        }
+    }
     out
 }

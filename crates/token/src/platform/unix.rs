@@ -29,10 +29,31 @@ fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// `TOKEND_DAEMON_UID`: the uid the daemon we reach runs as, when it is
+/// not ours on purpose (a share socket of the host user, seen from a
+/// container). `None`: unset, the daemon must be ours.
+fn expected_daemon_uid() -> Result<Option<u32>, String> {
+    match std::env::var("TOKEND_DAEMON_UID") {
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => v.trim().parse().map(Some).map_err(|_| {
+            format!(
+                "TOKEND_DAEMON_UID=`{}` is not a numeric uid",
+                v.escape_debug()
+            )
+        }),
+        Err(_) => Ok(None),
+    }
+}
+
 /// The socket's directory must be ours, 0700 and not a symlink, or another
 /// user could have put their own socket (and daemon) in our way. A missing
 /// directory is fine: no daemon runs, and the one we start creates it.
+/// With `TOKEND_DAEMON_UID` the directory is not ours to judge (a socket
+/// mounted into a container): the daemon's uid alone is checked.
 pub fn check_socket_dir(socket: &Path) -> Result<(), String> {
+    if expected_daemon_uid()?.is_some() {
+        return Ok(());
+    }
     let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) else {
         return Ok(());
     };
@@ -62,7 +83,9 @@ pub fn check_socket_dir(socket: &Path) -> Result<(), String> {
     match problem {
         Some(p) => Err(format!(
             "the socket directory {} {p}: another user could stand in for tokend there; \
-             remove it (or fix it), or set TOKEND_SOCKET to a path in a private directory",
+             remove it (or fix it), or set TOKEND_SOCKET to a path in a private directory \
+             (for a share socket mounted here from another machine or user, set \
+             TOKEND_DAEMON_UID to the uid its daemon runs as)",
             dir.display()
         )),
         None => Ok(()),
@@ -109,17 +132,25 @@ fn peer_uid(stream: &Stream) -> io::Result<u32> {
     }
 }
 
-/// The daemon we reached must run as us: a socket another user listens on
-/// would receive our requests and could send us login URLs of their own.
+/// The daemon we reached must run as us (or as exactly the uid
+/// `TOKEND_DAEMON_UID` names): a socket another user listens on would
+/// receive our requests and could send us login URLs of their own.
 pub fn check_peer(stream: &Stream) -> Result<(), String> {
-    match peer_uid(stream) {
-        Ok(uid) if uid == euid() => Ok(()),
-        Ok(uid) => Err(format!(
+    let expected = expected_daemon_uid()?;
+    match (peer_uid(stream), expected) {
+        (Ok(uid), Some(want)) if uid == want => Ok(()),
+        (Ok(uid), Some(want)) => Err(format!(
+            "the process listening there runs as uid {uid}, not as uid {want} \
+             (TOKEND_DAEMON_UID): nothing was sent to it"
+        )),
+        (Ok(uid), None) if uid == euid() => Ok(()),
+        (Ok(uid), None) => Err(format!(
             "the process listening there runs as uid {uid}, not as you (uid {}): \
-             it is not your tokend, so nothing was sent to it",
+             it is not your tokend, so nothing was sent to it (if it is a share socket \
+             you mean to use, set TOKEND_DAEMON_UID={uid})",
             euid()
         )),
-        Err(e) => Err(format!("cannot check who listens there: {e}")),
+        (Err(e), _) => Err(format!("cannot check who listens there: {e}")),
     }
 }
 

@@ -7,6 +7,8 @@ mod daemon;
 mod git;
 pub(crate) mod grant;
 mod preset;
+mod proxy;
+mod share;
 mod site;
 mod trust;
 pub(crate) mod urls;
@@ -21,6 +23,8 @@ use toml::Spanned;
 
 pub(crate) use daemon::{DaemonSettings, StoreKind};
 pub use git::{GitHost, Refusal, Remote};
+pub(crate) use proxy::{Listen, ProxyConfig};
+pub(crate) use share::ShareConfig;
 pub(crate) use site::{SecretSource, Subject};
 pub use site::{SiteConfig, WrittenUrl};
 pub(crate) use token_proto::parse_duration;
@@ -85,6 +89,10 @@ pub struct Config {
     pub(crate) daemon: DaemonSettings,
     /// There is no config file (not yet, or no longer).
     pub(crate) missing: bool,
+    /// The `[share.NAME]` tables: sockets serving only some sites.
+    pub(crate) shares: BTreeMap<String, Arc<ShareConfig>>,
+    /// The `[proxy.NAME]` tables: local listeners that add the token.
+    pub(crate) proxies: BTreeMap<String, Arc<ProxyConfig>>,
 }
 
 /// A TOML table's entries, in the order written. A list, not a map: a
@@ -130,6 +138,61 @@ struct RawFile {
     #[serde(default)]
     site: BTreeMap<Spanned<String>, Spanned<RawTable>>,
     daemon: Option<Spanned<RawTable>>,
+    #[serde(default)]
+    share: BTreeMap<Spanned<String>, Spanned<RawTable>>,
+    #[serde(default)]
+    proxy: BTreeMap<Spanned<String>, Spanned<RawTable>>,
+}
+
+/// The error maker of a `[TABLE.NAME]` table: `(line, key, message)`,
+/// the key said as `TABLE.NAME.KEY` (or `TABLE.NAME` without one).
+pub(crate) fn table_error<'a>(
+    path: &'a Path,
+    table: &'a str,
+    name: &'a str,
+) -> impl Fn(usize, Option<&str>, String) -> ConfigError + 'a {
+    move |line, key, message| ConfigError {
+        path: path.to_owned(),
+        line: Some(line),
+        site: None,
+        key: Some(match key {
+            Some(k) => format!("{table}.{name}.{k}"),
+            None => format!("{table}.{name}"),
+        }),
+        message,
+    }
+}
+
+/// A `[TABLE.NAME]` whose name is not one a site could have.
+fn bad_table_name(
+    err: &impl Fn(usize, Option<&str>, String) -> ConfigError,
+    table: &str,
+    name: &str,
+    line: usize,
+) -> Option<ConfigError> {
+    (!token_proto::names::is_site_name(name)).then(|| {
+        err(
+            line,
+            None,
+            format!("a {table} name holds only letters, digits, `.`, `_` and `-` ([A-Za-z0-9._-])"),
+        )
+    })
+}
+
+/// A path as written in the config: `~/x` is expanded; anything else
+/// must be absolute (the daemon runs from `/`).
+pub(crate) fn written_path(s: &str) -> Result<PathBuf, String> {
+    let p = match s.strip_prefix("~/") {
+        Some(rest) => token_proto::home_dir().join(rest),
+        None => PathBuf::from(s),
+    };
+    if p.is_absolute() && p.file_name().is_some() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "`{s}` is not an absolute path (or one starting with ~/): write the path in full"
+        ))
+    }
 }
 
 /// The 1-based lines of byte offsets, from one pass over the text (a
@@ -233,6 +296,53 @@ impl Config {
         }
         for conflict in urls::conflicts(config.sites.values().map(|s| &**s)) {
             config.errors.push(ConfigError::of_file(path, conflict));
+        }
+        for (name, table) in raw.share {
+            let line = lines.of(name.span().start);
+            let name = name.into_inner();
+            let parsed = share::parse_share(
+                path,
+                &lines,
+                &name,
+                line,
+                table.into_inner(),
+                &config.sites,
+                &config.broken,
+            );
+            match parsed {
+                Ok((share, problems)) => {
+                    config.errors.extend(problems);
+                    let taken = config.shares.values().find(|s| s.socket == share.socket);
+                    if let Some(other) = taken {
+                        config.errors.push(ConfigError {
+                            path: path.to_owned(),
+                            line: Some(line),
+                            site: None,
+                            key: Some(format!("share.{name}.socket")),
+                            message: format!(
+                                "[share.{}] already uses {}: give each share its own socket",
+                                other.name,
+                                share.socket.display()
+                            ),
+                        });
+                        continue;
+                    }
+                    config.shares.insert(name, Arc::new(share));
+                }
+                Err(e) => config.errors.push(e),
+            }
+        }
+        for (name, table) in raw.proxy {
+            let line = lines.of(name.span().start);
+            let name = name.into_inner();
+            let parsed =
+                proxy::parse_proxy(path, &lines, &name, line, table.into_inner(), &config.sites);
+            match parsed {
+                Ok(p) => {
+                    config.proxies.insert(name, Arc::new(p));
+                }
+                Err(e) => config.errors.push(e),
+            }
         }
         config
     }

@@ -162,6 +162,8 @@ pub struct SiteConfig {
     /// Workload identity: the client key, federated assertions, the
     /// jwt-bearer assertion and the token-exchange subject.
     pub(crate) workload: Box<Workload>,
+    /// `[[site.NAME.file]]`: token files kept fresh.
+    pub(crate) files: Vec<crate::files::TokenFile>,
 }
 
 impl SiteConfig {
@@ -287,6 +289,7 @@ const KEYS: &[&str] = &[
     "dpop",
     "kube_token",
     "prompt",
+    "file",
 ];
 
 /// Takes keys out of one site table, remembering where each one was.
@@ -569,6 +572,7 @@ pub(super) fn parse_site(
             )?
             .unwrap_or_default(),
         prompt: f.string_or_empty("prompt")?,
+        files: f.files("file")?,
         pinned: String::new(),
         workload: Box::new(f.workload()?),
     };
@@ -583,6 +587,14 @@ pub(super) fn parse_site(
 }
 
 impl Fields<'_> {
+    /// `[[site.NAME.file]]` tables (see [`crate::files`]).
+    fn files(&mut self, key: &str) -> Result<Vec<crate::files::TokenFile>, ConfigError> {
+        let Some((line, value)) = self.take(key) else {
+            return Ok(Vec::new());
+        };
+        crate::files::parse(value).map_err(|m| self.err(line, key, m))
+    }
+
     /// A list of strings, each parsed by `parse`: `hosts =
     /// ["git.example.com", "git.example.com:8443"]` ([`GitHost::parse`]),
     /// `urls = ["https://git.example.com/team-a/"]` ([`UrlPrefix::parse`]).

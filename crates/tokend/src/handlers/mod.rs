@@ -7,6 +7,7 @@ mod login;
 mod logout;
 mod lookup;
 mod paste;
+pub(crate) mod share;
 mod status;
 
 use std::sync::Arc;
@@ -62,6 +63,17 @@ fn answer<T: Serialize>(r: Result<T, ApiError>) -> Vec<u8> {
         Ok(v) => ok_line(&v),
         Err(e) => error_line(&e.body()),
     }
+}
+
+/// A `get` for a caller with no terminal to show events on (a request
+/// through a `[proxy]`).
+pub(crate) async fn token_for(
+    d: &Arc<Daemon>,
+    req: token_proto::GetRequest,
+) -> Result<token_proto::TokenReply, ApiError> {
+    let mut sink = tokio::io::sink();
+    let mut events = Events::new(&mut sink);
+    get::get(d, req, &mut events).await
 }
 
 /// Runs one request and returns its answer line.

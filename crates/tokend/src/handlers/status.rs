@@ -39,6 +39,9 @@ pub(super) async fn status(d: &Arc<Daemon>, only: Option<&str>) -> Result<Status
     let mut out: Vec<SiteStatus> = answers.into_iter().map(|(_, s)| s).collect();
     for s in &mut out {
         needs_secret(s, &config);
+        if let Some(cfg) = config.sites.get(&s.site) {
+            s.files = crate::files::status(&s.site, cfg);
+        }
     }
     if only.is_none() {
         for (name, err) in &config.broken {

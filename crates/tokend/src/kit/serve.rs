@@ -55,6 +55,7 @@ pub(crate) fn serve_with(config: &str, logged: &[&str], limits: Limits) -> Serve
     let task = tokio::spawn(crate::server::run_with(
         listener,
         daemon.clone(),
+        None,
         std::future::pending(),
         limits,
     ));

@@ -15,8 +15,8 @@ mod procnet;
 #[cfg(all(test, unix))]
 pub(crate) use os::bind_for_tests;
 pub(crate) use os::{
-    bind, create_private_dir, create_private_file, from_activation, harden_process, lock_state,
-    loopback_peer_is_ours, open_private_log, opened_writable_by_others, sync_dir,
+    bind, bind_share, create_private_dir, create_private_file, from_activation, harden_process,
+    lock_state, loopback_peer_is_ours, open_private_log, opened_writable_by_others, sync_dir,
     writable_by_others, BindError, Listener, StateLock, Stream,
 };
 

@@ -135,6 +135,8 @@ pub(crate) struct Listener {
     /// Where an inherited socket is bound, for messages.
     inherited: Option<PathBuf>,
     _lock: Option<File>,
+    /// Other uids admitted besides ours (a `[share]` with `uids`).
+    admit: Vec<u32>,
 }
 
 impl Listener {
@@ -144,7 +146,7 @@ impl Listener {
         let (stream, _) = self.inner.accept().await?;
         let ours = stream
             .peer_cred()
-            .map(|c| c.uid() == euid())
+            .map(|c| c.uid() == euid() || self.admit.contains(&c.uid()))
             .unwrap_or(false);
         Ok((stream, ours))
     }
@@ -175,6 +177,7 @@ pub(crate) fn bind_for_tests(path: &Path) -> io::Result<Listener> {
         path: Some(path.to_owned()),
         inherited: None,
         _lock: None,
+        admit: Vec::new(),
     })
 }
 
@@ -225,6 +228,82 @@ pub(crate) fn bind(path: &Path) -> Result<Listener, BindError> {
         path: Some(path.to_owned()),
         inherited: None,
         _lock: Some(lock),
+        admit: Vec::new(),
+    })
+}
+
+/// Binds a `[share]` socket at `path`. Without `admit`: in a private
+/// (0700) directory, 0600, like the daemon's own. With `admit` (other uids):
+/// 0666, admission by peer uid on accept, in a directory of ours that
+/// others cannot write (created 0711 when missing, so they can reach it).
+/// The file is not removed on drop: whoever stops the share removes it, at
+/// once, so that a share moved to the same path is not unlinked later.
+pub(crate) fn bind_share(path: &Path, admit: &[u32]) -> Result<Listener, BindError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let dir_err = |message: String| BindError::Dir {
+        path: dir.to_owned(),
+        message,
+    };
+    if admit.is_empty() {
+        create_private_dir(dir).map_err(|e| dir_err(e.to_string()))?;
+    } else {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| dir_err(e.to_string()))?;
+        }
+        match std::fs::DirBuilder::new().mode(0o711).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(dir_err(e.to_string())),
+        }
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| dir_err(e.to_string()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.file_type().is_symlink() || !meta.is_dir() {
+            return Err(dir_err("is not a directory (or is a symlink)".to_owned()));
+        }
+        if meta.uid() != euid() {
+            return Err(dir_err(format!(
+                "belongs to uid {}, not to this user: choose a directory of your own",
+                meta.uid()
+            )));
+        }
+        if mode & 0o022 != 0 {
+            return Err(dir_err(format!(
+                "has mode {mode:o}: others could replace the socket there; run `chmod go-w {}`",
+                dir.display()
+            )));
+        }
+    }
+    let io_err = |source| BindError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(BindError::Dir {
+                path: path.to_owned(),
+                message: "is there and is not a socket: tokend does not remove it; choose another path or remove it".to_owned(),
+            });
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(BindError::AlreadyRunning(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(io_err)?;
+    }
+    // No umask here (it is the process's, and a reload runs beside other
+    // work): the mode is set right after bind. It is not the guard anyway:
+    // every connection's peer uid is checked on accept.
+    let std_listener = std::os::unix::net::UnixListener::bind(path).map_err(io_err)?;
+    let mode = if admit.is_empty() { 0o600 } else { 0o666 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
+    std_listener.set_nonblocking(true).map_err(io_err)?;
+    let inner = tokio::net::UnixListener::from_std(std_listener).map_err(io_err)?;
+    Ok(Listener {
+        inner,
+        path: None,
+        inherited: Some(path.to_owned()),
+        _lock: None,
+        admit: admit.to_vec(),
     })
 }
 
@@ -269,6 +348,7 @@ pub(crate) fn from_activation() -> io::Result<Option<Listener>> {
         path: None,
         inherited,
         _lock: None,
+        admit: Vec::new(),
     }))
 }
 

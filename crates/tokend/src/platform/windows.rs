@@ -170,6 +170,17 @@ fn claim(name: &Path) -> Result<File, BindError> {
     }
 }
 
+/// `[share]` sockets are Unix-only for now: said where the share is set up.
+pub(crate) fn bind_share(path: &Path, _admit: &[u32]) -> Result<Listener, BindError> {
+    Err(BindError::Io {
+        path: path.to_owned(),
+        source: io::Error::new(
+            io::ErrorKind::Unsupported,
+            "[share] sockets are not served on Windows yet",
+        ),
+    })
+}
+
 pub(crate) fn bind(path: &Path) -> Result<Listener, BindError> {
     let claim = claim(path)?;
     match create(path, true) {

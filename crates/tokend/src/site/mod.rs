@@ -19,7 +19,7 @@ use crate::login::LoginTicket;
 
 mod actor;
 pub(crate) mod proof;
-mod state;
+pub(crate) mod state;
 pub(crate) mod subject;
 #[cfg(test)]
 mod tests;

@@ -272,8 +272,9 @@ impl TokenState {
             return self.refresh.is_some().then_some(now);
         };
         let expires_at = cur.expires_at?;
-        if cfg.grant.lapses_unused() && self.last_used < cur.obtained_at {
-            // Not used since it was fetched: let it lapse; the next get fetches.
+        if cfg.grant.lapses_unused() && self.last_used < cur.obtained_at && cfg.files.is_empty() {
+            // Not used since it was fetched (and no file to keep fresh):
+            // let it lapse; the next get fetches.
             return None;
         }
         let mut at = refresh::refresh_at(
@@ -302,7 +303,9 @@ impl TokenState {
     /// provider renews them on refresh (this one came with the access token
     /// in hand; after a refresh without one, only a login renews it).
     fn id_token_to_renew(&self, cfg: &SiteConfig, cur: &Current) -> Option<&HeldId> {
-        let serves = self.id_asked || cfg.kube_token == token_proto::TokenKind::IdToken;
+        let serves = self.id_asked
+            || cfg.kube_token == token_proto::TokenKind::IdToken
+            || crate::files::wants_id_token(cfg);
         self.id_token
             .as_ref()
             .filter(|id| serves && id.obtained_at >= cur.obtained_at)
@@ -355,6 +358,7 @@ impl TokenState {
                 .chain(&self.narrower)
                 .cloned()
                 .collect(),
+            files: Vec::new(),
         }
     }
 }

@@ -264,6 +264,7 @@ pub(super) async fn run(mut a: Box<Actor>, first: Option<Box<Msg>>) -> Exit {
                 }
             }
         }
+        crate::files::sync(&a.name, &a.cfg, &a.st);
         a.fly();
     }
     (*a).finish();
