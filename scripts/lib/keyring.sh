@@ -4,7 +4,8 @@
 # org.freedesktop.secrets answers on the bus.
 #
 #   keyring_start    returns 0 once the Secret Service answers, 1 after 10 s
-#   keyring_stop     kills that gnome-keyring and removes its dir
+#   keyring_stop     kills that gnome-keyring, waits until it is gone, and
+#                    removes its dir (a keyring_start may follow)
 #
 # It exports XDG_DATA_HOME and XDG_RUNTIME_DIR (the keyring's data and its
 # control socket) and GNOME_KEYRING_CONTROL / GNOME_KEYRING_PID.
@@ -35,6 +36,15 @@ keyring_start() {
 }
 
 keyring_stop() {
-  kill "${GNOME_KEYRING_PID:-}" 2>/dev/null || true
+  if [ -n "${GNOME_KEYRING_PID:-}" ] && kill "$GNOME_KEYRING_PID" 2>/dev/null; then
+    # Gone, and its name off the bus, before a next keyring_start: else
+    # that one's wait could be answered by this one on its way out.
+    local _
+    for _ in $(seq 1 200); do
+      kill -0 "$GNOME_KEYRING_PID" 2>/dev/null || break
+      sleep 0.05
+    done
+  fi
+  unset GNOME_KEYRING_PID
   rm -rf "${keyring_home:-}"
 }
