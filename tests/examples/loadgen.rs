@@ -10,8 +10,15 @@
 //! floor for any server that reads a line and writes one: what is left
 //! between the two is the daemon's own work.
 //!
+//! `--idle` measures what a separate CLI process sees of the daemon instead:
+//! N times, after IDLE_MS of quiet, a fresh connection, one `get`, closed;
+//! prints the round trip's median and 90th percentile in microseconds,
+//! `idle_us p50 N p90 N` (against the echo server with `--echo`).
+//!
 //!   loadgen SOCKET SITE CONNS SECONDS
 //!   loadgen --echo CONNS SECONDS
+//!   loadgen --idle SOCKET SITE N IDLE_MS
+//!   loadgen --idle --echo N IDLE_MS
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -30,27 +37,67 @@ const REPLY: &str = concat!(
     "\n"
 );
 
+const USAGE: &str = "loadgen SOCKET SITE CONNS SECONDS | loadgen --echo CONNS SECONDS \
+    | loadgen --idle SOCKET SITE N IDLE_MS | loadgen --idle --echo N IDLE_MS";
+
+/// Whom to ask, and what: `--echo A B` (this process's echo server) or
+/// `SOCKET SITE A B`; A and B are the mode's two numbers, named `names`.
+struct Target {
+    /// Holds the echo server's socket.
+    _dir: Option<tempfile::TempDir>,
+    socket: std::path::PathBuf,
+    /// A `get` of the site, one line.
+    request: String,
+}
+
+impl Target {
+    fn parse<A: std::str::FromStr, B: std::str::FromStr>(
+        args: &[String],
+        names: &str,
+    ) -> Result<(Target, A, B), ExitCode> {
+        let (dir, socket, site, a, b) = match args {
+            [flag, a, b] if flag == "--echo" => {
+                let dir = tempfile::tempdir().unwrap();
+                let socket = dir.path().join("echo.sock");
+                echo_server(&socket);
+                (Some(dir), socket, "echo", a, b)
+            }
+            [socket, site, a, b] => (None, socket.into(), site.as_str(), a, b),
+            _ => {
+                eprintln!("usage: {USAGE}");
+                return Err(ExitCode::from(2));
+            }
+        };
+        let (Ok(a), Ok(b)) = (a.parse::<A>(), b.parse::<B>()) else {
+            eprintln!("loadgen: {names} must be numbers");
+            return Err(ExitCode::from(2));
+        };
+        let request =
+            format!("{{\"v\":1,\"op\":\"get\",\"site\":\"{site}\",\"login\":\"never\"}}\n");
+        Ok((
+            Target {
+                _dir: dir,
+                socket,
+                request,
+            },
+            a,
+            b,
+        ))
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir;
-    let (socket, site, conns, seconds) = match args.as_slice() {
-        [flag, conns, seconds] if flag == "--echo" => {
-            dir = tempfile::tempdir().unwrap();
-            let socket = dir.path().join("echo.sock");
-            echo_server(&socket);
-            (socket, "echo".to_owned(), conns, seconds)
-        }
-        [socket, site, conns, seconds] => (socket.into(), site.clone(), conns, seconds),
-        _ => {
-            eprintln!("usage: loadgen SOCKET SITE CONNS SECONDS | loadgen --echo CONNS SECONDS");
-            return ExitCode::from(2);
-        }
+    if args.first().is_some_and(|a| a == "--idle") {
+        return idle(&args[1..]);
+    }
+    let (target, conns, seconds) = match Target::parse::<usize, f64>(&args, "CONNS and SECONDS") {
+        Ok(t) => t,
+        Err(code) => return code,
     };
-    let (Ok(conns), Ok(seconds)) = (conns.parse::<usize>(), seconds.parse::<f64>()) else {
-        eprintln!("loadgen: CONNS and SECONDS must be numbers");
-        return ExitCode::from(2);
-    };
-    let request = format!("{{\"v\":1,\"op\":\"get\",\"site\":\"{site}\",\"login\":\"never\"}}\n");
+    let Target {
+        socket, request, ..
+    } = &target;
     let done = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let callers: Vec<_> = (0..conns)
@@ -125,4 +172,41 @@ fn echo_server(socket: &Path) {
             });
         }
     });
+}
+
+/// `--idle`: fresh connections after a quiet spell, one `get` each.
+fn idle(args: &[String]) -> ExitCode {
+    let (target, n, idle_ms) = match Target::parse::<usize, u64>(args, "N and IDLE_MS") {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let Target {
+        socket, request, ..
+    } = &target;
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        thread::sleep(Duration::from_millis(idle_ms));
+        let start = Instant::now();
+        let stream = match UnixStream::connect(socket) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("loadgen: {}: {e}", socket.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut writer = stream.try_clone().unwrap();
+        let mut line = String::new();
+        if writer.write_all(request.as_bytes()).is_err()
+            || BufReader::new(stream).read_line(&mut line).is_err()
+            || !line.starts_with(r#"{"ok":true"#)
+        {
+            eprintln!("loadgen: not a token: {}", line.trim_end());
+            return ExitCode::FAILURE;
+        }
+        times.push(start.elapsed().as_micros());
+    }
+    times.sort_unstable();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+    println!("idle_us p50 {} p90 {}", at(0.5), at(0.9));
+    ExitCode::SUCCESS
 }

@@ -153,6 +153,12 @@ const clients = [
   {
     ...common, client_id: 'conf-post', client_secret: 'post-secret', token_endpoint_auth_method: 'client_secret_post', grant_types: GRANTS,
   },
+  // For scripts/bench's oidc-agent account: oidc-agent sends the secret in
+  // the Basic header without form-encoding it, so a secret with no special
+  // characters.
+  {
+    ...common, client_id: 'plain-basic', client_secret: 'plain-secret', token_endpoint_auth_method: 'client_secret_basic', grant_types: GRANTS,
+  },
   {
     client_id: 'cc-client', client_secret: 'cc-secret', token_endpoint_auth_method: 'client_secret_basic', grant_types: ['client_credentials'], redirect_uris: [], response_types: [],
   },

@@ -96,11 +96,11 @@ pub fn main() -> ExitCode {
     // once: the sites in it are served as they are.
     let config = config::Config::load(&paths::config_path());
     init_logging(config.daemon.log.as_deref());
-    // Two workers at most: the work is waiting on the network, and each
-    // thread costs a stack and a malloc arena on a machine with many cores.
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(2));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    // One thread runs every task: the work is waiting on the network, and a
+    // request crosses the accept loop, its connection's task and the site's
+    // actor, which on one thread are task switches, not wake-ups of parked
+    // threads (a warm `get` paid ~0.2 ms of those with two workers).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         // Store and keyring calls run on blocking threads: a burst of them
         // (a thousand sites asked one after another) leaves its threads,
         // and their stacks, for 10 s by default.
