@@ -45,6 +45,9 @@ pub(crate) struct DaemonSettings {
     pub log: Option<String>,
     /// Seconds a login waits for the user.
     pub login_timeout: Option<u64>,
+    /// Seconds a removed site's login stays in the store (see
+    /// `crate::store::prune`).
+    pub prune_after: Option<u64>,
 }
 
 pub(super) fn parse_daemon(
@@ -88,14 +91,27 @@ pub(super) fn parse_daemon(
             ("login_timeout", Value::Integer(n)) if n > 0 => {
                 settings.login_timeout = u64::try_from(n).ok();
             }
-            ("store" | "log" | "login_timeout", other) => {
+            ("prune_after", Value::String(s)) => {
+                settings.prune_after = Some(parse_duration(&s).ok_or_else(|| {
+                    err(
+                        line,
+                        &key,
+                        format!("`{s}` is not a duration like \"7d\", \"12h\" or \"0s\""),
+                    )
+                })?);
+            }
+            ("prune_after", Value::Integer(n)) if n >= 0 => {
+                settings.prune_after = u64::try_from(n).ok();
+            }
+            ("store" | "log" | "login_timeout" | "prune_after", other) => {
                 return Err(err(line, &key, format!("unexpected {}", other.type_str())))
             }
             (other, _) => {
                 return Err(err(
                     line,
                     other,
-                    "unknown key; [daemon] takes store, log and login_timeout".to_owned(),
+                    "unknown key; [daemon] takes store, log, login_timeout and prune_after"
+                        .to_owned(),
                 ))
             }
         }
@@ -123,6 +139,7 @@ mod tests {
                 store: Some(StoreKind::File),
                 log: Some("debug".into()),
                 login_timeout: Some(120),
+                prune_after: None,
             }
         );
         let c = parse("[daemon]\nstore = \"vault\"\n");

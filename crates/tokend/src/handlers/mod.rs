@@ -8,6 +8,8 @@ mod lookup;
 mod paste;
 mod status;
 
+pub(crate) use logout::forget_removed;
+
 use std::sync::Arc;
 
 use serde::Serialize;

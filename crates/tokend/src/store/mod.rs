@@ -8,6 +8,7 @@
 mod file;
 mod keyring;
 mod migrate;
+pub(crate) mod prune;
 
 pub(crate) use migrate::from_previous;
 
