@@ -72,7 +72,11 @@ fn a_removed_sites_login_is_pruned_after_the_grace() {
         }),
         "the removed site's login is pruned from the store"
     );
-    assert!(provider.stats().revocations >= 1, "revoked at the provider");
+    assert!(
+        wait_until(Duration::from_secs(10), || provider.stats().revocations
+            >= 1),
+        "revoked at the provider"
+    );
     let (status, _) = provider.userinfo(&token);
     assert_eq!(status, 401, "the old access token is dead");
 }

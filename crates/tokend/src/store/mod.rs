@@ -237,6 +237,7 @@ impl Store {
                 state_dir.join("tokens.json"),
             )))
         };
+        let keyring = || Store::Keyring(keyring::KeyringStore::of_state_dir(state_dir));
         let chosen = |store| {
             // The store asked for: a later fallback is news again.
             let _ = std::fs::remove_file(notice_marker(state_dir));
@@ -246,11 +247,11 @@ impl Store {
             }
         };
         Ok(match explicit {
-            Some(StoreKind::Keyring) => chosen(Store::Keyring(keyring::KeyringStore::new())),
+            Some(StoreKind::Keyring) => chosen(keyring()),
             Some(StoreKind::File) => chosen(file()),
             Some(StoreKind::Memory) => chosen(Store::Memory(Arc::default())),
             None => match keyring::reachable().await {
-                Ok(()) => chosen(Store::Keyring(keyring::KeyringStore::new())),
+                Ok(()) => chosen(keyring()),
                 Err(why) => Chosen {
                     store: file(),
                     fallback: Some(format!(

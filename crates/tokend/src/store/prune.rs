@@ -122,13 +122,18 @@ impl Removed {
         }
     }
 
-    /// Best effort, written whole and renamed into place.
+    /// Best effort, written whole (0600, never through a planted link) and
+    /// renamed into place.
     fn persist(&self, book: &Book) {
         let Some(path) = &self.path else { return };
         let tmp = path.with_extension("json.tmp");
+        let _ = std::fs::remove_file(&tmp);
         let written = serde_json::to_vec_pretty(book)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|bytes| {
+                use std::io::Write;
+                crate::platform::create_private_file(&tmp)?.write_all(&bytes)
+            })
             .and_then(|()| std::fs::rename(&tmp, path));
         if let Err(e) = written {
             tracing::debug!("cannot write {}: {e}", path.display());
