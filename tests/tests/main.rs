@@ -45,5 +45,6 @@ mod shell;
 mod socket;
 mod ssh;
 mod stackexchange;
+mod suspend;
 mod trust;
 mod windows;

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::clock::JumpWatch;
 use crate::config::{Config, SiteConfig};
 use crate::site::{Deps, Msg, Parked, SiteHandle};
 
@@ -148,13 +149,14 @@ impl Sites {
         true
     }
 
-    /// Starts the parked sites whose refresh-ahead is due; returns when the
-    /// next one is.
-    fn wake_due(self: &Arc<Self>) -> Option<Instant> {
+    /// Starts the parked sites whose refresh-ahead is due (`all`: every one
+    /// with a plan, since the wall clock jumped: each actor plans again from
+    /// the wall clock); returns when the next one is.
+    fn wake_due(self: &Arc<Self>, all: bool) -> Option<Instant> {
         let mut inner = lock(&self.inner);
         let now = Instant::now();
         while let Some((at, name)) = inner.wakes.first().cloned() {
-            if at > now {
+            if at > now && !all {
                 return Some(at);
             }
             inner.wakes.pop_first();
@@ -350,16 +352,31 @@ fn retire(slot: &mut Slot, retired: &mut Vec<SiteHandle>, wakes: &mut BTreeSet<(
 }
 
 /// The daemon's one timer for parked sites: starts each when its
-/// refresh-ahead is due. Holds the sites only while it works on them.
+/// refresh-ahead is due, and all of them when the wall clock jumped (a
+/// resume: see [`crate::clock::WALL_TICK`]). Holds the sites only while it
+/// works on them.
 async fn wake_parked(sites: Weak<Sites>, changed: Arc<Notify>) {
+    let mut watch: Option<JumpWatch> = None;
     loop {
-        let Some(next) = sites.upgrade().map(|s| s.wake_due()) else {
+        let Some(next) = sites.upgrade().map(|s| {
+            let clock = &s.deps.clock;
+            let jumped = watch
+                .get_or_insert_with(|| JumpWatch::new(clock))
+                .jumped(clock);
+            if jumped {
+                tracing::info!(
+                    "the wall clock jumped ahead (a resume?): planning every refresh again"
+                );
+            }
+            s.wake_due(jumped)
+        }) else {
             return;
         };
         match next {
             Some(at) => {
+                let tick = Instant::now() + crate::clock::WALL_TICK;
                 tokio::select! {
-                    () = tokio::time::sleep_until(at) => {}
+                    () = tokio::time::sleep_until(at.min(tick)) => {}
                     () = changed.notified() => {}
                 }
             }
