@@ -12,6 +12,8 @@ pub(crate) mod memory;
 #[cfg(target_os = "linux")]
 mod procnet;
 
+#[cfg(windows)]
+pub(crate) use os::write_local_credential;
 pub(crate) use os::{
     bind, create_private_dir, create_private_file, from_activation, harden_process, lock_state,
     loopback_peer_is_ours, open_private_log, opened_writable_by_others, sync_dir,

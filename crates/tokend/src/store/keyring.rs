@@ -65,7 +65,7 @@ const MAX_SECRET: usize = usize::MAX;
 
 /// The prefix of a header entry.
 const CHUNKS: &str = "tokend-chunks:";
-/// More parts than this is not a record of ours.
+/// More parts than this is not a record of ours, and is not written.
 const MAX_PARTS: usize = 64;
 
 /// How a record's text is laid out in entries.
@@ -135,8 +135,19 @@ fn get(service: &str, user: &str) -> Result<Option<String>, keyring::Error> {
     }
 }
 
+#[cfg(not(windows))]
 fn set(service: &str, user: &str, text: &str) -> Result<(), keyring::Error> {
     keyring::Entry::new(service, user)?.set_password(text)
+}
+
+/// As the `keyring` crate writes an entry (target `USER.SERVICE`, the
+/// secret as UTF-16LE), but kept on this machine: the crate's entries are
+/// `CRED_PERSIST_ENTERPRISE`, which a roaming profile copies to every
+/// machine the user logs on to.
+#[cfg(windows)]
+fn set(service: &str, user: &str, text: &str) -> Result<(), keyring::Error> {
+    crate::platform::write_local_credential(&format!("{user}.{service}"), user, text)
+        .map_err(|e| keyring::Error::PlatformFailure(Box::new(e)))
 }
 
 fn remove(service: &str, user: &str) -> Result<(), keyring::Error> {
@@ -233,6 +244,16 @@ impl KeyringStore {
     pub(crate) async fn save(&self, site: &str, record: &Record) -> Result<(), StoreError> {
         let text = serde_json::to_string(record).map_err(|source| StoreError::Encode { source })?;
         let max = self.max_secret;
+        // As many parts whatever the generation: checked before any write.
+        if let Layout::Split { parts, .. } = layout(&text, max, 0) {
+            if parts.len() > MAX_PARTS {
+                return Err(StoreError::TooLarge {
+                    bytes: text.len(),
+                    parts: parts.len(),
+                    max: MAX_PARTS,
+                });
+            }
+        }
         self.write(site, move |service, site| {
             let old = get(service, site)?;
             let old_generation = match old.as_deref().and_then(parse_header) {
@@ -425,6 +446,25 @@ mod tests {
         b.delete(&site).await.unwrap();
         assert_eq!(rt(a.load(&site).await.unwrap()), "rt-a");
         a.delete(&site).await.unwrap();
+    }
+
+    /// A record that would take more than [`MAX_PARTS`] entries is refused
+    /// before anything is written (no keyring is touched here).
+    #[tokio::test]
+    async fn a_record_past_the_part_limit_is_refused_before_any_write() {
+        let store = KeyringStore {
+            max_secret: 64,
+            ..KeyringStore::new("tokend:never-written")
+        };
+        let record = Record::refresh_only("i".into(), &"r".repeat(64 * 40), vec![], 1);
+        let e = store.save("big", &record).await.unwrap_err();
+        assert!(
+            matches!(e, StoreError::TooLarge { max: MAX_PARTS, .. }),
+            "{e}"
+        );
+        let said = e.to_string();
+        assert!(said.contains("store = \"file\""), "{said}");
+        assert!(!said.contains("rrrr"), "no secret in the error: {said}");
     }
 
     #[test]

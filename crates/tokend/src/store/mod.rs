@@ -106,6 +106,13 @@ pub(crate) enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// A record that would need more keyring entries than a record may have.
+    #[error("the keyring failed: this login ({bytes} bytes) would take {parts} keyring entries, more than the {max} a login may take; set store = \"file\" in [daemon] for this machine")]
+    TooLarge {
+        bytes: usize,
+        parts: usize,
+        max: usize,
+    },
     /// The blocking thread of a keyring call panicked or was cancelled.
     #[error("the keyring failed: keyring task failed: {source}")]
     Task {
