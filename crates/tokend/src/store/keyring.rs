@@ -1,7 +1,9 @@
 //! The OS keyring (Secret Service on Linux, Keychain on macOS, Credential
 //! Manager on Windows) through the `keyring` crate, one entry per site
 //! (service [`namespace`]: `tokend`, user = site name, secret = the record
-//! as JSON). The keyring API blocks, so every call runs on the blocking pool.
+//! as JSON); on Linux through `super::secret_service`, which keeps one
+//! connection open and writes the same entries. The keyring API blocks, so
+//! every call runs on the blocking pool.
 //!
 //! The keyring is the user's, shared by every daemon of the user, while the
 //! one-daemon lock is the state directory's: a daemon started with another
@@ -127,6 +129,15 @@ pub(crate) struct KeyringStore {
 
 type Turn = Arc<Mutex<u64>>;
 
+#[cfg(target_os = "linux")]
+use super::secret_service::{get, remove};
+
+#[cfg(target_os = "linux")]
+fn set(service: &str, user: &str, text: &str) -> Result<(), keyring::Error> {
+    super::secret_service::set(service, user, text)
+}
+
+#[cfg(not(target_os = "linux"))]
 fn get(service: &str, user: &str) -> Result<Option<String>, keyring::Error> {
     match keyring::Entry::new(service, user)?.get_password() {
         Ok(s) => Ok(Some(s)),
@@ -135,7 +146,7 @@ fn get(service: &str, user: &str) -> Result<Option<String>, keyring::Error> {
     }
 }
 
-#[cfg(not(windows))]
+#[cfg(not(any(windows, target_os = "linux")))]
 fn set(service: &str, user: &str, text: &str) -> Result<(), keyring::Error> {
     keyring::Entry::new(service, user)?.set_password(text)
 }
@@ -150,6 +161,7 @@ fn set(service: &str, user: &str, text: &str) -> Result<(), keyring::Error> {
         .map_err(|e| keyring::Error::PlatformFailure(Box::new(e)))
 }
 
+#[cfg(not(target_os = "linux"))]
 fn remove(service: &str, user: &str) -> Result<(), keyring::Error> {
     match keyring::Entry::new(service, user)?.delete_credential() {
         Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
@@ -465,6 +477,39 @@ mod tests {
         let said = e.to_string();
         assert!(said.contains("store = \"file\""), "{said}");
         assert!(!said.contains("rrrr"), "no secret in the error: {said}");
+    }
+
+    /// Linux: entries written over the kept connection are the `keyring`
+    /// crate's, both ways (a login saved by an earlier tokend is found).
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread")]
+    async fn entries_are_the_keyring_crates_both_ways() {
+        if !keyring_under_test("entries_are_the_keyring_crates_both_ways") {
+            return;
+        }
+        tokio::task::spawn_blocking(|| {
+            let service = format!("tokend:compat-test-{}", std::process::id());
+            let crate_entry = keyring::Entry::new(&service, "old").unwrap();
+            crate_entry.set_password("written by keyring").unwrap();
+            assert_eq!(
+                get(&service, "old").unwrap().as_deref(),
+                Some("written by keyring")
+            );
+            set(&service, "old", "replaced here").unwrap();
+            assert_eq!(crate_entry.get_password().unwrap(), "replaced here");
+            set(&service, "new", "written here").unwrap();
+            let new = keyring::Entry::new(&service, "new").unwrap();
+            assert_eq!(new.get_password().unwrap(), "written here");
+            remove(&service, "old").unwrap();
+            remove(&service, "new").unwrap();
+            assert!(matches!(
+                crate_entry.get_password(),
+                Err(keyring::Error::NoEntry)
+            ));
+            assert_eq!(get(&service, "new").unwrap(), None);
+        })
+        .await
+        .unwrap();
     }
 
     #[test]

@@ -9,6 +9,8 @@ mod file;
 mod keyring;
 mod migrate;
 pub(crate) mod prune;
+#[cfg(target_os = "linux")]
+mod secret_service;
 
 pub(crate) use migrate::from_previous;
 
