@@ -49,6 +49,7 @@ mod shell;
 mod socket;
 mod ssh;
 mod stackexchange;
+mod suspend;
 mod token_files;
 mod trust;
 mod url_map;

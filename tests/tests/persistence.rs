@@ -6,7 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use tokend_e2e::{
-    files_under, keyring_available, mode, require, serve_corp_with_store, unique, Env, Provider,
+    exit, files_under, keyring_available, mode, require, serve_corp_with_store, unique, Env,
+    Provider,
 };
 
 fn dirs_under(dir: &Path) -> Vec<PathBuf> {
@@ -134,6 +135,40 @@ fn keyring_store_survives_a_restart() {
         );
     }
     let _ = env.token(&["logout", &site]);
+}
+
+/// The keyring is the user's, the one-daemon lock the state directory's:
+/// a daemon with another state directory on the same keyring (another
+/// `XDG_STATE_HOME`, a container on the session's Secret Service) neither
+/// sees nor overwrites the first one's login of a site of the same name.
+#[test]
+fn daemons_with_different_state_dirs_keep_apart_in_one_keyring() {
+    if !require(
+        keyring_available(),
+        "daemons_with_different_state_dirs_keep_apart_in_one_keyring",
+        "TOKEND_TEST_KEYRING=1 is not set",
+        "run the tests through scripts/test (it unlocks gnome-keyring on a private D-Bus session and sets it)",
+    ) {
+        return;
+    }
+    let provider = Provider::start(3600);
+    let site = unique("apart").replace('-', "_");
+    let mut first = Env::with_store("keyring");
+    first.write_config(&Env::site_config(&site, &provider));
+    let _first_daemon = first.daemon();
+    first.token(&["get", &site]).ok();
+
+    let mut second = Env::with_store("keyring");
+    second.write_config(&Env::site_config(&site, &provider));
+    let _second_daemon = second.daemon();
+    second
+        .token(&["get", &site, "--no-login"])
+        .code(exit::LOGIN_REQUIRED);
+    // Its own login and logout leave the first one's login alone.
+    second.token(&["get", &site]).ok();
+    second.token(&["logout", &site]).ok();
+    first.token(&["get", &site, "--no-login"]).ok();
+    let _ = first.token(&["logout", &site]);
 }
 
 /// Logs in to a fresh site (`env` as `before` sets it up) with the file

@@ -16,6 +16,7 @@ pub mod names;
 mod path;
 #[cfg(windows)]
 pub mod windows;
+mod wipe;
 
 pub use duration::parse_duration;
 pub use error::{ErrorBody, ErrorCode};
@@ -28,6 +29,7 @@ pub use message::{
     StopReply, TokenKind, TokenReply, UrlsReply, DEFAULT_GIT_USERNAME,
 };
 pub use path::{config_path, default_socket_path, home_dir, state_dir, SOCKET_ENV};
+pub use wipe::{extend_wiped, wipe, Line};
 
 /// The protocol version carried in every request's `"v"`. Bumped by hand when
 /// a change would make an old daemon misread a new client or the reverse.

@@ -344,12 +344,7 @@ pub struct TokenReply {
 impl Drop for TokenReply {
     /// The token is a secret: its bytes are overwritten before the memory is freed.
     fn drop(&mut self) {
-        let mut bytes = std::mem::take(&mut self.access_token).into_bytes();
-        for b in bytes.iter_mut() {
-            // SAFETY: `b` is a valid, exclusive reference into `bytes`; a
-            // volatile write keeps the compiler from eliding the wipe.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
+        crate::wipe(&mut std::mem::take(&mut self.access_token).into_bytes());
     }
 }
 

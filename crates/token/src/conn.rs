@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use token_proto::{
-    default_socket_path, encode_line, ErrorCode, Event, Frame, LineDecoder, Op, Request, ServerLine,
+    default_socket_path, encode_line, ErrorCode, Event, Frame, Line, LineDecoder, Op, Request,
+    ServerLine,
 };
 
 use crate::platform::{self, Stream};
@@ -152,7 +153,9 @@ impl Conn {
         }
     }
 
-    fn read_line(&mut self, countdown: &mut Option<Countdown>) -> Result<Vec<u8>, ClientError> {
+    /// The next line from the daemon (wiped when dropped: an answer may
+    /// hold a token).
+    fn read_line(&mut self, countdown: &mut Option<Countdown>) -> Result<Line, ClientError> {
         let mut chunk = [0u8; 8192];
         loop {
             match self.frames.pop_front() {
@@ -192,6 +195,7 @@ impl Conn {
             }
             let mut out = Vec::new();
             self.decoder.feed(&chunk[..n], &mut out);
+            token_proto::wipe(&mut chunk[..n]);
             self.frames.extend(out);
         }
     }

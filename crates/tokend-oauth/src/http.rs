@@ -157,6 +157,16 @@ fn push_wiped(body: &mut Vec<u8>, chunk: &[u8]) {
     body.extend_from_slice(chunk);
 }
 
+/// Wipes a chunk the HTTP library handed over once copied, where this is
+/// its only owner (a chunk that shares its block with the library's read
+/// buffer is the library's to reuse, and is left as it is). Returns the
+/// wiped bytes for tests to look at.
+fn wipe_if_owned(chunk: bytes::Bytes) -> Option<bytes::BytesMut> {
+    let mut owned = chunk.try_into_mut().ok()?;
+    owned[..].zeroize();
+    Some(owned)
+}
+
 /// An HTTP client that never follows redirects: a token request that gets
 /// redirected would replay credentials to wherever the redirect points.
 /// A stand-in for the network, for tests that run flows in-process: it is
@@ -300,6 +310,7 @@ impl Http {
                 });
             }
             push_wiped(&mut body, &chunk);
+            wipe_if_owned(chunk);
         }
         Ok(RawResponse {
             status,
@@ -369,6 +380,17 @@ fn error_kind(error: &reqwest::Error) -> &'static str {
 mod tests {
     use super::*;
     use crate::testserver::{closed_port, serve};
+
+    #[test]
+    fn a_chunk_owned_here_is_wiped_and_a_shared_one_left_alone() {
+        let chunk = bytes::Bytes::from(b"{\"refresh_token\":\"rt\"}".to_vec());
+        let wiped = wipe_if_owned(chunk).unwrap();
+        assert!(!wiped.is_empty() && wiped.iter().all(|&b| b == 0));
+        let shared = bytes::Bytes::from(b"secret".to_vec());
+        let library = shared.clone();
+        assert!(wipe_if_owned(shared).is_none());
+        assert_eq!(&library[..], b"secret");
+    }
 
     #[test]
     fn a_growing_body_keeps_every_byte_in_order() {

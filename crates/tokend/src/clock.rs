@@ -43,6 +43,44 @@ impl Clock {
     }
 }
 
+/// How often the daemon compares the wall clock with the monotonic one
+/// while a parked site's refresh-ahead is planned. Timers run on the
+/// monotonic clock, which does not count a suspend: a laptop that slept
+/// past its tokens' expiry finds out within this much of waking.
+pub(crate) const WALL_TICK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A forward jump of the wall clock against the monotonic one larger than
+/// this is a suspend (or a clock set ahead): the timers planned before it
+/// are late by that much.
+const JUMP: f64 = 1.0;
+
+/// Finds jumps of the wall clock against the monotonic clock.
+#[derive(Debug)]
+pub(crate) struct JumpWatch {
+    /// Wall clock minus monotonic clock, when last looked at.
+    offset: f64,
+    base: tokio::time::Instant,
+}
+
+impl JumpWatch {
+    pub(crate) fn new(clock: &Clock) -> JumpWatch {
+        let base = tokio::time::Instant::now();
+        JumpWatch {
+            offset: clock.now(),
+            base,
+        }
+    }
+
+    /// Whether the wall clock went ahead of the monotonic one since the
+    /// last look (by more than [`JUMP`]).
+    pub(crate) fn jumped(&mut self, clock: &Clock) -> bool {
+        let offset = clock.now() - self.base.elapsed().as_secs_f64();
+        let jumped = offset - self.offset > JUMP;
+        self.offset = offset;
+        jumped
+    }
+}
+
 /// The one place the daemon reads the wall clock (clippy.toml forbids it
 /// elsewhere): everything else asks a [`Clock`].
 #[allow(clippy::disallowed_methods)]

@@ -14,6 +14,7 @@ use crate::config::{Config, SiteConfig};
 use crate::error::ApiError;
 use crate::site::{Deps, LoginTimeout, SiteHandle};
 use crate::sites::{Sites, Status};
+use crate::store::prune::{Removed, PRUNE_AFTER};
 use crate::store::Store;
 
 /// How long a login waits for the user unless `TOKEND_LOGIN_TIMEOUT` says otherwise.
@@ -55,6 +56,10 @@ pub(crate) struct Daemon {
     shares: crate::share::Shares,
     /// The `[proxy.NAME]` listeners.
     proxies: crate::proxy::Proxies,
+    /// Removed sites whose logins are still in the store.
+    removed: Removed,
+    /// Told when a reload removes a site (its grace may be none).
+    prune_wake: tokio::sync::Notify,
 }
 
 impl Daemon {
@@ -72,7 +77,7 @@ impl Daemon {
         let login_timeout = LoginTimeout::new(effective_login_timeout(login_timeout));
         let login_cooldown =
             LoginTimeout::new(effective_login_cooldown(config.daemon.login_cooldown));
-        Daemon::with_deps(
+        Daemon::build(
             config_path,
             config,
             Deps {
@@ -92,12 +97,21 @@ impl Daemon {
                 keys: Arc::default(),
                 sites: Default::default(),
             },
+            Removed::open(Some(crate::paths::state_dir().join("removed-sites.json"))),
         )
     }
 
-    /// A daemon whose sites get `deps` (tests give a scripted HTTP and tokio's clock).
+    /// A daemon whose sites get `deps` (tests give a scripted HTTP and
+    /// tokio's clock), and which keeps its list of removed sites in memory.
+    #[cfg(test)]
     pub(crate) fn with_deps(config_path: PathBuf, config: Config, deps: Deps) -> Daemon {
+        Daemon::build(config_path, config, deps, Removed::open(None))
+    }
+
+    fn build(config_path: PathBuf, config: Config, deps: Deps, removed: Removed) -> Daemon {
         let daemon = Daemon {
+            removed,
+            prune_wake: tokio::sync::Notify::new(),
             started_store: config.daemon.store,
             store_moved: None,
             config: RwLock::new(Arc::new(Config::default())),
@@ -110,6 +124,38 @@ impl Daemon {
         };
         daemon.install(config);
         daemon
+    }
+
+    /// Removed sites whose logins are still in the store.
+    pub(crate) fn removed(&self) -> &Removed {
+        &self.removed
+    }
+
+    /// Forgets (revokes where it can, deletes) the stored logins of sites
+    /// removed from the config longer than `[daemon] prune_after` ago.
+    pub(crate) async fn prune_removed(self: &Arc<Self>) {
+        let after = self
+            .config()
+            .daemon
+            .prune_after
+            .map_or(PRUNE_AFTER, Duration::from_secs);
+        let now = crate::clock::whole(self.deps().clock.now());
+        for (name, config) in self.removed.due(now, after) {
+            if let Err(e) = crate::handlers::forget_removed(self, &name, config).await {
+                tracing::warn!(site = %name, "cannot prune the stored login of this removed site: {e}");
+            }
+        }
+    }
+
+    /// [`Daemon::prune_removed`] now and every [`PRUNE_EVERY`](crate::store::prune::PRUNE_EVERY).
+    pub(crate) async fn prune_removed_forever(self: Arc<Self>) {
+        loop {
+            self.prune_removed().await;
+            tokio::select! {
+                () = tokio::time::sleep(crate::store::prune::PRUNE_EVERY) => {}
+                () = self.prune_wake.notified() => {}
+            }
+        }
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -294,6 +340,8 @@ impl Daemon {
         let unproxied = self.proxies.apply(&new.path, &new.proxies);
         new.errors.extend(unproxied);
         self.keep_files_fresh(&new);
+        let now = crate::clock::whole(self.deps().clock.now());
+        let removed_any = !kept_previous && self.removed.note(&old, &new, now);
         let reply = ReloadReply {
             sites: new.sites.len(),
             config_errors: new.errors.iter().map(ToString::to_string).collect(),
@@ -303,6 +351,10 @@ impl Daemon {
             .config
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(new);
+        if removed_any {
+            // With the new `prune_after` in place.
+            self.prune_wake.notify_one();
+        }
         reply
     }
 

@@ -384,3 +384,60 @@ async fn a_request_decides_on_the_settings_installed_with_its_site() {
     assert_eq!(now.grant.name(), "client_credentials");
     assert_eq!(site.name(), "corp");
 }
+
+/// A site removed from the config keeps its stored login for the grace
+/// (`[daemon] prune_after`, a week by default), and loses it after.
+#[tokio::test(start_paused = true)]
+async fn a_removed_sites_login_is_pruned_after_the_grace() {
+    let config = site("a", "https://a.example", "c") + &site("b", "https://b.example", "c");
+    let Fixture { dir, d, store, .. } = daemon(&config);
+    let d = Arc::new(d);
+    std::fs::write(
+        dir.path().join("config.toml"),
+        site("a", "https://a.example", "c"),
+    )
+    .unwrap();
+    d.reload();
+    d.prune_removed().await;
+    assert!(
+        store.load("b").await.unwrap().is_some(),
+        "kept within the grace"
+    );
+    tokio::time::advance(crate::store::prune::PRUNE_AFTER - Duration::from_secs(60)).await;
+    d.prune_removed().await;
+    assert!(
+        store.load("b").await.unwrap().is_some(),
+        "kept within the grace"
+    );
+    tokio::time::advance(Duration::from_secs(60)).await;
+    d.prune_removed().await;
+    assert!(
+        store.load("b").await.unwrap().is_none(),
+        "pruned after the grace"
+    );
+    assert!(
+        store.load("a").await.unwrap().is_some(),
+        "a configured site keeps its login"
+    );
+    assert!(!d.removed().contains("b"));
+}
+
+/// `[daemon] prune_after` shortens the grace.
+#[tokio::test(start_paused = true)]
+async fn prune_after_sets_the_grace() {
+    let config = site("a", "https://a.example", "c") + &site("b", "https://b.example", "c");
+    let Fixture { dir, d, store, .. } = daemon(&config);
+    let d = Arc::new(d);
+    let without_b = format!(
+        "[daemon]\nprune_after = \"1h\"\n{}",
+        site("a", "https://a.example", "c")
+    );
+    std::fs::write(dir.path().join("config.toml"), without_b).unwrap();
+    d.reload();
+    tokio::time::advance(Duration::from_secs(3599)).await;
+    d.prune_removed().await;
+    assert!(store.load("b").await.unwrap().is_some());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    d.prune_removed().await;
+    assert!(store.load("b").await.unwrap().is_none());
+}

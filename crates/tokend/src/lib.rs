@@ -392,6 +392,7 @@ async fn run(config: config::Config) -> ExitCode {
         async move { daemon.trimmer().run().await }
     });
     let _watcher = watch::spawn(&daemon);
+    tokio::spawn(daemon.clone().prune_removed_forever());
     tracing::info!(
         socket = %listener.describe(),
         config = %daemon.config_path.display(),

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use token_proto::{decode_request, error_line, ErrorBody, ErrorCode, Frame, LineDecoder};
+use token_proto::{decode_request, error_line, wipe, ErrorBody, ErrorCode, Frame, LineDecoder};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
@@ -245,18 +245,21 @@ async fn connection(
     let mut line_due = Some(Instant::now() + limits.line_timeout);
     loop {
         let deadline = line_due.unwrap_or_else(|| Instant::now() + limits.idle_timeout);
-        let data = match tokio::time::timeout_at(deadline, read_some(&stream)).await {
+        let mut data = match tokio::time::timeout_at(deadline, read_some(&stream)).await {
             Ok(Ok(Some(data))) => data,
             Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
         };
         decoder.feed(&data, &mut frames);
+        // It may hold a pasted token: wiped (the decoder's buffer and the
+        // lines it gives are wiped by the decoder).
+        wipe(&mut data);
         drop(data);
         let completed = !frames.is_empty();
         if completed {
             registry.set_idle(id, false);
         }
         for frame in frames.drain(..) {
-            let line = match frame {
+            let mut line = match frame {
                 Frame::TooLong => error_line(&ErrorBody::new(
                     ErrorCode::BadRequest,
                     "request line longer than 64 KiB; it was dropped",
@@ -275,7 +278,10 @@ async fn connection(
                     }
                 },
             };
-            if stream.write_all(&line).await.is_err() {
+            let written = stream.write_all(&line).await;
+            // An answer holds a token.
+            wipe(&mut line);
+            if written.is_err() {
                 return;
             }
         }

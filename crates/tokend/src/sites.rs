@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::clock::JumpWatch;
 use crate::config::{Config, SiteConfig};
 use crate::site::{self, Deps, Exit, Mailbox, Msg, Parked, SiteHandle};
 
@@ -338,8 +339,13 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        // Timers run on the monotonic clock, which does not count a
+        // suspend: while a refresh is planned, the wall clock is compared
+        // with it every WALL_TICK, and a jump wakes every planned site.
+        let mut watch = JumpWatch::new(&self.deps.clock);
         loop {
             let wake = self.wakes.first().map(|(at, _)| *at);
+            let wake = wake.map(|at| at.min(Instant::now() + crate::clock::WALL_TICK));
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.command(command),
@@ -351,7 +357,15 @@ impl Registry {
                 () = async { match wake {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
-                } } => self.wake_due(),
+                } } => {
+                    let jumped = watch.jumped(&self.deps.clock);
+                    if jumped {
+                        tracing::info!(
+                            "the wall clock jumped ahead (a resume?): planning every refresh again"
+                        );
+                    }
+                    self.wake_due(jumped);
+                }
             }
         }
     }
@@ -607,12 +621,14 @@ impl Registry {
         }
     }
 
-    /// Starts the parked sites whose refresh-ahead is due: each is sent a
-    /// wake-up, which starts its actor as any message does.
-    fn wake_due(&mut self) {
+    /// Starts the parked sites whose refresh-ahead is due (`all`: every one
+    /// with a plan, since the wall clock jumped: each actor plans again from
+    /// the wall clock): each is sent a wake-up, which starts its actor as
+    /// any message does.
+    fn wake_due(&mut self, all: bool) {
         let now = Instant::now();
         while let Some((at, name)) = self.wakes.first().cloned() {
-            if at > now {
+            if at > now && !all {
                 return;
             }
             self.wakes.pop_first();

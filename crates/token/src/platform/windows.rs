@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::windows::fs::OpenOptionsExt;
 use std::os::windows::io::AsRawHandle;
 use std::os::windows::process::CommandExt;
 use std::path::Path;
@@ -24,17 +25,34 @@ const ERROR_PIPE_BUSY: i32 = 231;
 const DETACHED_PROCESS: u32 = 0x0000_0008;
 const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
 
+/// `SecurityIdentification << 16`: the pipe's server may learn who we are,
+/// not act as us.
+const SECURITY_IDENTIFICATION: u32 = 0x0001_0000;
+
+/// Opens the pipe. With `SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION`
+/// (std adds the first when flags are given): without them a pipe's server
+/// may impersonate its client at the default level, so a server planted
+/// under our pipe's name could act as us on this machine before we check
+/// whose it is.
+fn open_pipe(path: &Path) -> io::Result<Stream> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .security_qos_flags(SECURITY_IDENTIFICATION)
+        .open(path)
+}
+
 pub fn connect(path: &Path) -> io::Result<Stream> {
     // A busy pipe (every instance taken) clears quickly: retry briefly.
     for _ in 0..50 {
-        match OpenOptions::new().read(true).write(true).open(path) {
+        match open_pipe(path) {
             Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY) => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return other,
         }
     }
-    OpenOptions::new().read(true).write(true).open(path)
+    open_pipe(path)
 }
 
 pub fn is_not_running(e: &io::Error) -> bool {

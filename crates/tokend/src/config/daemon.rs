@@ -48,6 +48,9 @@ pub(crate) struct DaemonSettings {
     /// Seconds after a login that went unanswered during which callers
     /// without a terminal start none (`0`: no cooldown).
     pub login_cooldown: Option<u64>,
+    /// Seconds a removed site's login stays in the store (see
+    /// `crate::store::prune`).
+    pub prune_after: Option<u64>,
 }
 
 pub(super) fn parse_daemon(
@@ -103,14 +106,26 @@ pub(super) fn parse_daemon(
             ("login_cooldown", Value::Integer(n)) if n >= 0 => {
                 settings.login_cooldown = u64::try_from(n).ok();
             }
-            ("store" | "log" | "login_timeout" | "login_cooldown", other) => {
+            ("prune_after", Value::String(s)) => {
+                settings.prune_after = Some(parse_duration(&s).ok_or_else(|| {
+                    err(
+                        line,
+                        &key,
+                        format!("`{s}` is not a duration like \"7d\", \"12h\" or \"0s\""),
+                    )
+                })?);
+            }
+            ("prune_after", Value::Integer(n)) if n >= 0 => {
+                settings.prune_after = u64::try_from(n).ok();
+            }
+            ("store" | "log" | "login_timeout" | "login_cooldown" | "prune_after", other) => {
                 return Err(err(line, &key, format!("unexpected {}", other.type_str())))
             }
             (other, _) => {
                 return Err(err(
                     line,
                     other,
-                    "unknown key; [daemon] takes store, log, login_timeout and login_cooldown"
+                    "unknown key; [daemon] takes store, log, login_timeout, login_cooldown and prune_after"
                         .to_owned(),
                 ))
             }
@@ -142,6 +157,7 @@ mod tests {
                 log: Some("debug".into()),
                 login_timeout: Some(120),
                 login_cooldown: Some(3600),
+                prune_after: None,
             }
         );
         let c = parse("[daemon]\nstore = \"vault\"\n");

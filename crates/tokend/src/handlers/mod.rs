@@ -10,6 +10,8 @@ mod paste;
 pub(crate) mod share;
 mod status;
 
+pub(crate) use logout::forget_removed;
+
 use std::sync::Arc;
 
 use serde::Serialize;

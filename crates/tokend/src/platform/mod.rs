@@ -14,6 +14,8 @@ mod procnet;
 
 #[cfg(all(test, unix))]
 pub(crate) use os::bind_for_tests;
+#[cfg(windows)]
+pub(crate) use os::write_local_credential;
 pub(crate) use os::{
     bind, bind_share, create_private_dir, create_private_file, from_activation, harden_process,
     lock_state, loopback_peer_is_ours, open_private_log, opened_writable_by_others, sync_dir,

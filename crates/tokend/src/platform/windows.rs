@@ -267,3 +267,47 @@ pub(crate) fn writable_by_others(_path: &Path) -> Option<String> {
 pub(crate) fn opened_writable_by_others(_file: &File, _shown: &Path) -> Option<String> {
     None
 }
+
+/// Writes a generic credential (target `target`, user name `user`, the
+/// secret as UTF-16LE, as the `keyring` crate reads it) that stays on this
+/// machine: `CRED_PERSIST_LOCAL_MACHINE`, never copied by a roaming profile.
+pub(crate) fn write_local_credential(target: &str, user: &str, secret: &str) -> io::Result<()> {
+    use windows_sys::Win32::Foundation::FILETIME;
+    use windows_sys::Win32::Security::Credentials::{
+        CredWriteW, CREDENTIALW, CRED_PERSIST_LOCAL_MACHINE, CRED_TYPE_GENERIC,
+    };
+    let wide = |s: &str| {
+        s.encode_utf16()
+            .chain(std::iter::once(0))
+            .collect::<Vec<u16>>()
+    };
+    let (mut target, mut user, mut comment) = (wide(target), wide(user), wide("tokend"));
+    let mut blob: Vec<u8> = secret.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let credential = CREDENTIALW {
+        Flags: 0,
+        Type: CRED_TYPE_GENERIC,
+        TargetName: target.as_mut_ptr(),
+        Comment: comment.as_mut_ptr(),
+        LastWritten: FILETIME {
+            dwLowDateTime: 0,
+            dwHighDateTime: 0,
+        },
+        CredentialBlobSize: u32::try_from(blob.len()).map_err(io::Error::other)?,
+        CredentialBlob: blob.as_mut_ptr(),
+        Persist: CRED_PERSIST_LOCAL_MACHINE,
+        AttributeCount: 0,
+        Attributes: std::ptr::null_mut(),
+        TargetAlias: std::ptr::null_mut(),
+        UserName: user.as_mut_ptr(),
+    };
+    // SAFETY: every pointer in `credential` points into a buffer above that
+    // outlives the call; CredWriteW copies what it keeps.
+    let written = unsafe { CredWriteW(&credential, 0) } != 0;
+    let result = if written {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    };
+    token_proto::wipe(&mut blob);
+    result
+}

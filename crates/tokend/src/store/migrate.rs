@@ -43,7 +43,7 @@ pub(crate) async fn from_previous(
         None
     } else {
         match before {
-            StoreKind::Keyring => Some(Store::Keyring(KeyringStore::new())),
+            StoreKind::Keyring => Some(Store::Keyring(KeyringStore::of_state_dir(state_dir))),
             StoreKind::File => Some(Store::File(Arc::new(FileStore::new(file)))),
             StoreKind::Memory => None,
         }

@@ -8,6 +8,9 @@
 mod file;
 mod keyring;
 mod migrate;
+pub(crate) mod prune;
+#[cfg(target_os = "linux")]
+mod secret_service;
 
 pub(crate) use migrate::from_previous;
 
@@ -104,6 +107,13 @@ pub(crate) enum StoreError {
     Encode {
         #[source]
         source: serde_json::Error,
+    },
+    /// A record that would need more keyring entries than a record may have.
+    #[error("the keyring failed: this login ({bytes} bytes) would take {parts} keyring entries, more than the {max} a login may take; set store = \"file\" in [daemon] for this machine")]
+    TooLarge {
+        bytes: usize,
+        parts: usize,
+        max: usize,
     },
     /// The blocking thread of a keyring call panicked or was cancelled.
     #[error("the keyring failed: keyring task failed: {source}")]
@@ -236,6 +246,7 @@ impl Store {
                 state_dir.join("tokens.json"),
             )))
         };
+        let keyring = || Store::Keyring(keyring::KeyringStore::of_state_dir(state_dir));
         let chosen = |store| {
             // The store asked for: a later fallback is news again.
             let _ = std::fs::remove_file(notice_marker(state_dir));
@@ -245,11 +256,11 @@ impl Store {
             }
         };
         Ok(match explicit {
-            Some(StoreKind::Keyring) => chosen(Store::Keyring(keyring::KeyringStore::new())),
+            Some(StoreKind::Keyring) => chosen(keyring()),
             Some(StoreKind::File) => chosen(file()),
             Some(StoreKind::Memory) => chosen(Store::Memory(Arc::default())),
             None => match keyring::reachable().await {
-                Ok(()) => chosen(Store::Keyring(keyring::KeyringStore::new())),
+                Ok(()) => chosen(keyring()),
                 Err(why) => Chosen {
                     store: file(),
                     fallback: Some(format!(
