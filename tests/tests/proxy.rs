@@ -106,12 +106,55 @@ fn loopback_tcp_serves_only_our_uid() {
         .unwrap();
     let code = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(code, "200", "log:\n{}", daemon.log());
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !as_root("proxy::loopback_tcp_serves_only_our_uid (another uid)") {
         return;
     }
     let out = raw_get(&env, true, port, "/me");
     assert_eq!(out, "", "another uid is closed unanswered: {out}");
+}
+
+/// Whether this run may act as another uid (root, with setpriv); under the
+/// strict switch it must.
+fn as_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    require(
+        root && Path::new("/usr/bin/setpriv").exists(),
+        test,
+        "not root (setpriv --reuid needs it)",
+        "run the suite as root (the CI container does), with util-linux's setpriv",
+    )
+}
+
+/// The proxy's Unix socket serves our uid and nobody else: another uid
+/// cannot even reach it (its directory is ours, 0700), and would be
+/// refused by the peer check if it could.
+#[test]
+fn another_uid_cannot_use_the_proxys_unix_socket() {
+    let test = "proxy::another_uid_cannot_use_the_proxys_unix_socket";
+    if !have_curl(test) || !as_root(test) {
+        return;
+    }
+    let (_provider, env, _daemon, dir) = proxied(None);
+    let sock = dir.join("api.sock");
+    let (code, body) = curl_unix(&sock, "/me", &[]);
+    assert_eq!(code, "200", "{body}");
+    let script = format!(
+        "import socket\n\
+         s=socket.socket(socket.AF_UNIX)\n\
+         try:\n\
+         \x20 s.connect({:?})\n\
+         \x20 s.sendall(b'GET /me HTTP/1.1\\r\\nHost: proxy\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         \x20 print('answered' if s.recv(100) else 'closed')\n\
+         except OSError as e:\n\
+         \x20 print('refused', e.errno)\n",
+        sock.display().to_string()
+    );
+    let out = env.python(true, &script).run();
+    assert!(
+        out.stdout.starts_with("refused") || out.stdout.starts_with("closed"),
+        "another uid reached the proxy: {out}"
+    );
 }
 
 /// One proxy `[proxy.api]` to the provider for `[site.corp]` with `site_extra`.
@@ -263,4 +306,27 @@ fn a_proxy_follows_the_config() {
     env.token(&["reload"]).ok();
     assert!(!moved.exists(), "a removed proxy stops listening");
     assert!(std::os::unix::net::UnixStream::connect(&moved).is_err());
+}
+
+/// A request that is not HTTP gets a 400 from the proxy, and it serves on.
+#[test]
+fn a_malformed_request_is_answered_400() {
+    if !have_curl("proxy::a_malformed_request_is_answered_400") {
+        return;
+    }
+    let (_provider, env, _daemon, dir) = proxied(None);
+    let sock = dir.join("api.sock");
+    let script = format!(
+        "import socket\n\
+         s=socket.socket(socket.AF_UNIX)\n\
+         s.settimeout(5)\n\
+         s.connect({:?})\n\
+         s.sendall(b'NOT HTTP AT ALL\\r\\n\\r\\n')\n\
+         print(s.recv(100).decode('latin-1').split('\\r\\n')[0])\n",
+        sock.display().to_string()
+    );
+    let out = env.python(false, &script).run();
+    assert!(out.stdout.starts_with("HTTP/1.1 400"), "{out}");
+    let (code, body) = curl_unix(&sock, "/me", &[]);
+    assert_eq!(code, "200", "{body}");
 }
