@@ -216,6 +216,19 @@ pub fn require(have: bool, test: &str, missing: &str, install: &str) -> bool {
     have
 }
 
+/// Whether this run may act as another uid (root, with util-linux's
+/// `setpriv`), through [`require`]: under the strict switch it must.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    require(
+        root && std::path::Path::new("/usr/bin/setpriv").exists(),
+        test,
+        "not root (setpriv --reuid needs it, to act as another uid)",
+        "run the suite as root (the CI container does), with util-linux's setpriv",
+    )
+}
+
 /// Unique per process and call, for names in shared places (the keyring).
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -10,7 +10,7 @@
 use std::process::Child;
 use std::time::Duration;
 
-use tokend_e2e::{query_param, raw_get, require, wait_output, Daemon, Env, Provider};
+use tokend_e2e::{query_param, raw_get, wait_output, Daemon, Env, Provider};
 
 /// A `get` whose login waits: the browser (mode `ignore`) followed the
 /// start link and did nothing more.
@@ -67,14 +67,7 @@ fn a_start_link_used_twice_ends_the_login() {
 
 #[test]
 fn another_user_cannot_use_the_callback_port() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !require(
-        root,
-        "another_user_cannot_use_the_callback_port",
-        "needs root to run a client as nobody (setpriv)",
-        "run the suite as root",
-    ) {
+    if !tokend_e2e::require_root("another_user_cannot_use_the_callback_port") {
         return;
     }
     let (provider, env, _daemon, waiting) = pending_login();

@@ -12,7 +12,7 @@
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use tokend_e2e::{query_param, require, wait_output, Env, Provider};
+use tokend_e2e::{query_param, wait_output, Env, Provider};
 
 /// python3 holding `n` idle connections to 127.0.0.1:`port` for `secs`,
 /// reopening each one the listener closes (20 ms apart); as uid 65534 when
@@ -58,14 +58,7 @@ fn set_nofile(soft: u64) -> u64 {
 
 #[test]
 fn a_connection_flood_during_a_login_starves_nothing() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !require(
-        root,
-        "a_connection_flood_during_a_login_starves_nothing",
-        "needs root to flood as another uid (setpriv)",
-        "run the suite as root",
-    ) {
+    if !tokend_e2e::require_root("a_connection_flood_during_a_login_starves_nothing") {
         return;
     }
     let provider = Provider::start(3600);

@@ -106,24 +106,11 @@ fn loopback_tcp_serves_only_our_uid() {
         .unwrap();
     let code = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(code, "200", "log:\n{}", daemon.log());
-    if !as_root("proxy::loopback_tcp_serves_only_our_uid (another uid)") {
+    if !tokend_e2e::require_root("proxy::loopback_tcp_serves_only_our_uid (another uid)") {
         return;
     }
     let out = raw_get(&env, true, port, "/me");
     assert_eq!(out, "", "another uid is closed unanswered: {out}");
-}
-
-/// Whether this run may act as another uid (root, with setpriv); under the
-/// strict switch it must.
-fn as_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    require(
-        root && Path::new("/usr/bin/setpriv").exists(),
-        test,
-        "not root (setpriv --reuid needs it)",
-        "run the suite as root (the CI container does), with util-linux's setpriv",
-    )
 }
 
 /// The proxy's Unix socket serves our uid and nobody else: another uid
@@ -132,7 +119,7 @@ fn as_root(test: &str) -> bool {
 #[test]
 fn another_uid_cannot_use_the_proxys_unix_socket() {
     let test = "proxy::another_uid_cannot_use_the_proxys_unix_socket";
-    if !have_curl(test) || !as_root(test) {
+    if !have_curl(test) || !tokend_e2e::require_root(test) {
         return;
     }
     let (_provider, env, _daemon, dir) = proxied(None);

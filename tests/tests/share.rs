@@ -13,7 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokend_e2e::{bin, exit, require, wait_until, Daemon, Env, Provider, Value};
+use tokend_e2e::{bin, exit, wait_until, Daemon, Env, Provider, Value};
 
 /// `[site.corp]`, `[site.other]`, `[site.fresh]` at `provider`, and `share`
 /// (the `[share.box]` table's extra lines) at `SOCKET`.
@@ -167,17 +167,6 @@ fn a_share_follows_the_config() {
     env.token(&["get", "corp"]).ok();
 }
 
-fn as_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    require(
-        root && Path::new("/usr/bin/setpriv").exists(),
-        test,
-        "not root (setpriv --reuid needs it)",
-        "run the suite as root (the CI container does), with util-linux's setpriv",
-    )
-}
-
 /// `token ARGS` as uid 65534 (the client copied where that uid can run it),
 /// on `socket`, with `TOKEND_DAEMON_UID` of our uid when `trusting`.
 fn nobody(env: &Env, socket: &Path, trusting: bool, args: &[&str]) -> tokend_e2e::Output {
@@ -225,7 +214,9 @@ fn shared_with_others(share: &str) -> (Provider, Env, Daemon, PathBuf) {
 
 #[test]
 fn another_uid_gets_a_shared_token_only_when_the_share_lists_it() {
-    if !as_root("share::another_uid_gets_a_shared_token_only_when_the_share_lists_it") {
+    if !tokend_e2e::require_root(
+        "share::another_uid_gets_a_shared_token_only_when_the_share_lists_it",
+    ) {
         return;
     }
     let (_provider, env, _daemon, socket) =
@@ -258,7 +249,7 @@ fn another_uid_gets_a_shared_token_only_when_the_share_lists_it() {
 
 #[test]
 fn a_share_without_uids_refuses_other_users() {
-    if !as_root("share::a_share_without_uids_refuses_other_users") {
+    if !tokend_e2e::require_root("share::a_share_without_uids_refuses_other_users") {
         return;
     }
     // A share that admits some other uid (so its socket is reachable),

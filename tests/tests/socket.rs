@@ -19,14 +19,7 @@ fn socket_dir_is_0700_and_socket_0600() {
 
 #[test]
 fn a_foreign_uid_is_refused() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !require(
-        root,
-        "a_foreign_uid_is_refused",
-        "needs root to run a client as nobody (setpriv)",
-        "run the suite as root (sudo scripts/test)",
-    ) {
+    if !tokend_e2e::require_root("a_foreign_uid_is_refused") {
         return;
     }
     if !require(
