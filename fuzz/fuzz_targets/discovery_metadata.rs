@@ -28,7 +28,6 @@ fuzz_target!(|data: &[u8]| {
                 provider.authorize_url.as_ref(),
                 provider.revoke_url.as_ref(),
                 provider.device_url.as_ref(),
-                provider.userinfo_url.as_ref(),
             ];
             for url in endpoints.into_iter().flatten() {
                 assert!(tls_or_loopback(url), "{url} accepted");

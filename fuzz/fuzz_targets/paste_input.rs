@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     match parse_implicit_fragment(input, "expected-state") {
         Ok(token) => {
             assert!(token.refresh_token.is_none());
-            let _ = token.expires_at(1_700_000_000, &[]);
+            let _ = token.expires_at(1_700_000_000.0, &[]);
             let _ = format!("{token:?}");
         }
         Err(e) => check_shown(&e.to_string()),
