@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use crate::config::grant::LoginBy;
 use crate::config::SiteConfig;
 use crate::loopback::is_loopback;
-use crate::site::SiteError;
+use crate::error::SiteError;
 
 /// Which way a login runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
