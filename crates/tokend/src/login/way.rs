@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 
 use crate::config::grant::LoginBy;
 use crate::config::SiteConfig;
-use crate::loopback::is_loopback;
 use crate::error::SiteError;
+use crate::loopback::is_loopback;
 
 /// Which way a login runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
