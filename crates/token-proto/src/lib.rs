@@ -25,8 +25,8 @@ pub use message::{
     decode_request, encode_line, error_line, ok_line, CargoToken, DpopTarget, Event, FileStatus,
     GetRequest, GitAuth, JwkReply, LoginMode, LoginPolicy, LoginRequest, LookupReply,
     LookupRequest, MessageReply, Op, PasteRequest, Purpose, ReloadReply, Request, RequestError,
-    ServedUrl, ServerLine, SiteRequest, SiteState, SiteStatus, StatusReply, StatusRequest,
-    StopReply, TokenKind, TokenReply, UrlsReply, DEFAULT_GIT_USERNAME,
+    ServedTokenReply, ServedUrl, ServerLine, SiteRequest, SiteState, SiteStatus, StatusReply,
+    StatusRequest, StopReply, TokenKind, TokenReply, UrlsReply, DEFAULT_GIT_USERNAME,
 };
 pub use path::{config_path, default_socket_path, home_dir, state_dir, SOCKET_ENV};
 pub use wipe::{extend_wiped, wipe, Line};

@@ -27,7 +27,10 @@ impl Request {
         // Names come from the client: no control characters (they could
         // forge log lines), and bounded.
         let line = match &self.op {
-            Op::Get(g) => format!("get {}", g.site),
+            Op::Get(g) => match &g.url {
+                Some(url) => format!("get --url {url}"),
+                None => format!("get {}", g.site),
+            },
             Op::Login(l) => format!("login {}", l.site),
             Op::Logout(s) => format!("logout {}", s.site),
             Op::Status(s) => format!("status {}", s.site.as_deref().unwrap_or("*")),
@@ -170,10 +173,17 @@ impl std::fmt::Debug for PasteRequest {
     }
 }
 
-/// `get`: a valid access token for a site.
+/// `get`: a valid access token for a site, named by `site` or found by
+/// `url` through the URL map (exactly one of the two).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GetRequest {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub site: String,
+    /// In place of `site`: the URL the token is for, matched as `lookup`'s
+    /// `url` is; the answer is a [`ServedTokenReply`] (the token and the
+    /// site that serves the URL), so a helper needs one request, not two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// Seconds the token must stay valid; the daemon refreshes first otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_ttl: Option<u64>,
@@ -217,6 +227,7 @@ impl Default for GetRequest {
     fn default() -> Self {
         GetRequest {
             site: String::new(),
+            url: None,
             min_ttl: None,
             scopes: Vec::new(),
             login: LoginPolicy::Auto,
@@ -359,6 +370,16 @@ impl std::fmt::Debug for TokenReply {
             .field("token", &self.token)
             .finish_non_exhaustive()
     }
+}
+
+/// The answer to a `get` by `url`: the token, and beside it (as `served`)
+/// the site the URL map chose and how the helper sends its token, as
+/// `lookup` answers them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ServedTokenReply {
+    #[serde(flatten)]
+    pub token: TokenReply,
+    pub served: LookupReply,
 }
 
 /// The answer to `status`.
@@ -604,7 +625,26 @@ pub fn decode_request(line: &[u8]) -> Result<Request, RequestError> {
         }
         None => return Err(bad("request has no numeric `v`".to_owned())),
     }
-    serde_json::from_value(value).map_err(|e| bad(format!("bad request: {e}")))
+    let req: Request =
+        serde_json::from_value(value).map_err(|e| bad(format!("bad request: {e}")))?;
+    if let Op::Get(g) = &req.op {
+        match (g.site.is_empty(), g.url.is_some()) {
+            (false, false) | (true, true) => {}
+            (true, false) => {
+                return Err(bad(
+                    "a `get` names its `site` (or gives a `url` for the URL map to match)"
+                        .to_owned(),
+                ))
+            }
+            (false, true) => {
+                return Err(bad(
+                    "a `get` gives either `site` or `url`, not both: drop `site` to let the URL map choose"
+                        .to_owned(),
+                ))
+            }
+        }
+    }
+    Ok(req)
 }
 
 /// Serializes a value as one line, newline included.
@@ -706,6 +746,55 @@ mod tests {
             decode_request(br#"{"v":7,"op":"stop"}"#).unwrap().op,
             Op::Stop
         ));
+    }
+
+    #[test]
+    fn a_get_names_its_site_or_its_url_never_both() {
+        let req = decode_request(br#"{"v":1,"op":"get","url":"registry.example.com"}"#).unwrap();
+        let Op::Get(g) = &req.op else {
+            unreachable!("{req:?}")
+        };
+        assert_eq!(
+            (g.site.as_str(), g.url.as_deref()),
+            ("", Some("registry.example.com"))
+        );
+        assert_eq!(req.log_safe(), "get --url registry.example.com");
+        let err = |l: &[u8]| decode_request(l).unwrap_err().0;
+        let both = err(br#"{"v":1,"op":"get","site":"a","url":"https://r.example/"}"#);
+        assert_eq!(both.code, ErrorCode::BadRequest);
+        assert!(both.message.contains("not both"), "{}", both.message);
+        for neither in [
+            &br#"{"v":1,"op":"get"}"#[..],
+            br#"{"v":1,"op":"get","site":""}"#,
+        ] {
+            let e = err(neither);
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.message.contains("names its `site`"), "{}", e.message);
+        }
+        // A client sends only the one it has.
+        let line = encode_line(&Request::new(Op::Get(GetRequest {
+            url: Some("https://r.example/".into()),
+            ..Default::default()
+        })));
+        assert!(!String::from_utf8_lossy(&line).contains("\"site\""));
+    }
+
+    #[test]
+    fn a_get_by_url_answers_the_token_and_its_site() {
+        let line = br#"{"ok":true,"access_token":"t","token_type":"Bearer","expires_at":null,"scopes":[],"api_key":null,"served":{"site":"reg","username":"bob","cargo_token":"raw"}}"#;
+        let ServerLine::Ok(v) = ServerLine::decode(line).unwrap() else {
+            unreachable!("not ok")
+        };
+        let r: ServedTokenReply = serde_json::from_value(v).unwrap();
+        assert_eq!(r.token.access_token, "t");
+        assert_eq!(r.served.site, "reg");
+        assert_eq!(r.served.cargo_token, CargoToken::Raw);
+        assert_eq!(r.served.git_auth, GitAuth::Basic);
+        let back = String::from_utf8(ok_line(&r)).unwrap();
+        assert!(
+            back.contains(r#""access_token":"t""#) && back.contains(r#""served":{"site":"reg""#),
+            "{back}"
+        );
     }
 
     #[test]

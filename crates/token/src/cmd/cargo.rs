@@ -70,23 +70,21 @@ pub fn run(args: &[String]) -> u8 {
     serve(
         &mut BufReader::new(std::io::stdin().lock()),
         &mut out,
-        &mut |index| served::lookup(index),
-        &mut |site| served::token(site, MIN_TTL),
+        &mut |index| served::token_for(index, MIN_TTL),
     )
 }
 
+/// The token of the site that serves a registry's index URL, and that
+/// site; `None` when no site serves it.
+type Fetch<'a> = dyn FnMut(&str) -> Result<Option<(Served, TokenReply)>, ClientError> + 'a;
+
 /// Answers cargo's requests until it closes stdin.
-fn serve(
-    input: &mut impl BufRead,
-    out: &mut impl Write,
-    lookup: &mut dyn FnMut(&str) -> Result<Option<Served>, ClientError>,
-    token: &mut dyn FnMut(&str) -> Result<TokenReply, ClientError>,
-) -> u8 {
+fn serve(input: &mut impl BufRead, out: &mut impl Write, fetch: &mut Fetch<'_>) -> u8 {
     loop {
         let answer = match read_line_capped(input, MAX_LINE) {
             Ok(None) => return 0,
             Ok(Some(Ok(line))) if line.trim_ascii().is_empty() => continue,
-            Ok(Some(Ok(line))) => answer(&line, lookup, token),
+            Ok(Some(Ok(line))) => answer(&line, fetch),
             Ok(Some(Err(n))) => other(format!(
                 "cargo sent a request line of {n} bytes, more than {MAX_LINE}"
             )),
@@ -114,11 +112,7 @@ fn other(message: String) -> Value {
 }
 
 /// The answer to one request line.
-fn answer(
-    line: &[u8],
-    lookup: &mut dyn FnMut(&str) -> Result<Option<Served>, ClientError>,
-    token: &mut dyn FnMut(&str) -> Result<TokenReply, ClientError>,
-) -> Value {
+fn answer(line: &[u8], fetch: &mut Fetch<'_>) -> Value {
     let req: Value = match serde_json::from_slice(line) {
         Ok(v @ Value::Object(_)) => v,
         _ => return other("cargo sent a line that is not a JSON request object".to_owned()),
@@ -148,13 +142,9 @@ fn answer(
         return other("cargo sent a `get` without registry.index-url".to_owned());
     };
     let index = index.strip_prefix("sparse+").unwrap_or(index);
-    let served = match lookup(index) {
-        Ok(Some(s)) => s,
-        Ok(None) => return err("url-not-supported"),
-        Err(e) => return failure(e),
-    };
-    match token(&served.site) {
-        Ok(reply) => granted(&served, &reply, crate::time::now_unix()),
+    match fetch(index) {
+        Ok(Some((served, reply))) => granted(&served, &reply, crate::time::now_unix()),
+        Ok(None) => err("url-not-supported"),
         Err(e) => failure(e),
     }
 }
@@ -220,16 +210,15 @@ mod tests {
     /// `http://127.0.0.1:1/index/`.
     fn session(input: &str, token: Result<TokenReply, ErrorCode>) -> Vec<Value> {
         let mut out = Vec::new();
-        let code = serve(
-            &mut input.as_bytes(),
-            &mut out,
-            &mut |index| Ok((index == "http://127.0.0.1:1/index/").then(|| site(false))),
-            &mut |_| {
-                token
-                    .clone()
-                    .map_err(|c| ClientError::Daemon(ErrorBody::new(c, "site reg needs a login")))
-            },
-        );
+        let code = serve(&mut input.as_bytes(), &mut out, &mut |index| {
+            if index != "http://127.0.0.1:1/index/" {
+                return Ok(None);
+            }
+            token
+                .clone()
+                .map(|t| Some((site(false), t)))
+                .map_err(|c| ClientError::Daemon(ErrorBody::new(c, "site reg needs a login")))
+        });
         assert_eq!(code, 0);
         String::from_utf8(out)
             .unwrap()

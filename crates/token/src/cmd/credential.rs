@@ -12,10 +12,9 @@
 
 use std::io::{BufRead, Write};
 
-use token_proto::{ErrorCode, GitAuth, LookupReply, LookupRequest, Op, Purpose};
+use token_proto::{ErrorCode, GitAuth, LookupReply, LookupRequest, Purpose};
 
 use crate::cli::GetArgs;
-use crate::conn::Conn;
 use crate::{platform, ClientError};
 
 /// Reads git's `key=value` lines up to a blank line or EOF.
@@ -100,8 +99,9 @@ pub fn run(action: &str) -> Result<u8, ClientError> {
     };
     // The URL from git's attributes (the path too with
     // `credential.useHttpPath`, the user name when the remote names one),
-    // for the daemon's URL map; `protocol` and `host` too, for an older daemon.
-    let lookup = Op::Lookup(LookupRequest {
+    // for the daemon's URL map, in one `get`; `protocol` and `host` too,
+    // for the `lookup` an older daemon is asked instead.
+    let at = LookupRequest {
         protocol: protocol.to_owned(),
         host: host.to_owned(),
         url: Some(remote_url(
@@ -110,18 +110,17 @@ pub fn run(action: &str) -> Result<u8, ClientError> {
             attribute(&attrs, "path"),
             attribute(&attrs, "username"),
         )),
-    });
-    let how: LookupReply = match Conn::request(lookup, |_| Ok(())) {
-        Ok(v) => serde_json::from_value(v)
-            .map_err(|e| ClientError::Other(format!("tokend sent a bad lookup answer: {e}")))?,
+    };
+    let args = GetArgs {
+        min_ttl: Some(60),
+        ..GetArgs::plain(String::new(), Some(Purpose::Git))
+    };
+    let (how, reply) = match super::get::get_served(&args, at) {
+        Ok(found) => found,
         // Not ours (or not https): stay silent so git asks its other helpers.
         Err(ClientError::Daemon(body)) if body.code == ErrorCode::UnknownSite => return Ok(0),
         Err(e) => return Err(e),
     };
-    let reply = super::get::get(&GetArgs {
-        min_ttl: Some(60),
-        ..GetArgs::plain(how.site.clone(), Some(Purpose::Git))
-    })?;
     let bearer = how.git_auth == GitAuth::Bearer;
     if bearer && !knows_authtype(&attrs) {
         eprintln!(

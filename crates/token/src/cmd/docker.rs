@@ -159,11 +159,7 @@ fn get(input: &mut impl std::io::BufRead) -> Answer {
         Ok(u) => u,
         Err(why) => return Answer::not_found(Some(why)),
     };
-    let found = served::lookup(&url).and_then(|served| match served {
-        Some(s) => served::token(&s.site, MIN_TTL).map(|t| Some((s, t))),
-        None => Ok(None),
-    });
-    match found {
+    match served::token_for(&url, MIN_TTL) {
         Ok(Some((s, t))) => Answer::ok(format!(
             "{}\n",
             json!({"ServerURL": url, "Username": s.username, "Secret": t.access_token})

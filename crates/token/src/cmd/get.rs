@@ -2,7 +2,8 @@
 
 use serde_json::{json, Value};
 use token_proto::{
-    DpopTarget, GetRequest, LoginPolicy, LookupReply, LookupRequest, Op, TokenKind, TokenReply,
+    DpopTarget, ErrorCode, GetRequest, LoginPolicy, LookupReply, LookupRequest, Op,
+    ServedTokenReply, TokenKind, TokenReply,
 };
 
 use super::{events::show_event, from_reply, print, warn};
@@ -16,27 +17,69 @@ pub fn run(args: GetArgs) -> Result<u8, ClientError> {
 }
 
 pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
-    if let Some(url) = &args.url {
+    match &args.url {
         // The daemon's URL map picks the site; no site: exit 2 naming the URL.
-        let lookup = Op::Lookup(LookupRequest {
-            url: Some(url.clone()),
-            ..Default::default()
-        });
-        let how: LookupReply = from_reply(Conn::request(lookup, show_event)?)?;
-        let by_site = GetArgs {
-            site: how.site,
-            url: None,
-            ..args.clone()
-        };
-        return get(&by_site);
+        Some(url) => get_served(
+            args,
+            LookupRequest {
+                url: Some(url.clone()),
+                ..Default::default()
+            },
+        )
+        .map(|(_, token)| token),
+        None => {
+            let reply: TokenReply =
+                from_reply(Conn::request(Op::Get(get_request(args)), show_event)?)?;
+            checked(args, &args.site, reply)
+        }
     }
+}
+
+/// A `get` by URL: the token of the site that serves `at.url`, and that
+/// site with how its token is sent, in one request. A daemon from before
+/// `get` took a `url` is asked as it was: `lookup` (`at`, which may carry
+/// git's `protocol` and `host` for still older ones), then `get`.
+pub(crate) fn get_served(
+    args: &GetArgs,
+    at: LookupRequest,
+) -> Result<(LookupReply, TokenReply), ClientError> {
+    let op = Op::Get(GetRequest {
+        site: String::new(),
+        url: at.url.clone(),
+        ..get_request(args)
+    });
+    match Conn::request(op, show_event) {
+        Ok(v) => {
+            let reply: ServedTokenReply = from_reply(v)?;
+            let ServedTokenReply { token, served } = reply;
+            let token = checked(args, &served.site, token)?;
+            Ok((served, token))
+        }
+        Err(ClientError::Daemon(body))
+            if body.code == ErrorCode::BadRequest
+                && body.message.contains("missing field `site`") =>
+        {
+            let served: LookupReply = from_reply(Conn::request(Op::Lookup(at), show_event)?)?;
+            let by_site = GetArgs {
+                site: served.site.clone(),
+                url: None,
+                ..args.clone()
+            };
+            get(&by_site).map(|token| (served, token))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn get_request(args: &GetArgs) -> GetRequest {
     let login = if args.no_login || !browser::caller_can_log_in() {
         LoginPolicy::Never
     } else {
         LoginPolicy::Auto
     };
-    let op = Op::Get(GetRequest {
+    GetRequest {
         site: args.site.clone(),
+        url: None,
         min_ttl: args.min_ttl,
         scopes: args.scopes.clone(),
         login,
@@ -51,12 +94,14 @@ pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
         interactive: args
             .interactive
             .unwrap_or_else(crate::browser::person_at_terminal),
-    });
-    let reply: TokenReply = from_reply(Conn::request(op, show_event)?)?;
+    }
+}
+
+/// The reply, once it is what was asked for, and its warnings shown.
+fn checked(args: &GetArgs, site: &str, reply: TokenReply) -> Result<TokenReply, ClientError> {
     if args.dpop.is_some() && reply.dpop_proof.is_none() {
         return Err(ClientError::Other(format!(
-            "site {}: tokend sent no DPoP proof (it predates --dpop); restart it with `token stop`",
-            args.site
+            "site {site}: tokend sent no DPoP proof (it predates --dpop); restart it with `token stop`"
         )));
     }
     warn(&reply);
@@ -64,8 +109,7 @@ pub(crate) fn get(args: &GetArgs) -> Result<TokenReply, ClientError> {
         // A daemon from before --id-token ignores the field and would hand
         // out the access token in its place.
         return Err(ClientError::Other(format!(
-            "site {}: the running tokend does not serve ID tokens; restart it with `token stop` so this version's starts",
-            args.site
+            "site {site}: the running tokend does not serve ID tokens; restart it with `token stop` so this version's starts"
         )));
     }
     Ok(reply)

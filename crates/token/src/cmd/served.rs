@@ -1,5 +1,5 @@
-//! What the helpers of other tools (docker's, cargo's) share: which site
-//! serves a URL (the daemon's URL map, `lookup`), the site's token, and
+//! What the helpers of other tools (docker's, cargo's) share: the token of
+//! the site that serves a URL (the daemon's URL map, one `get` by `url`), and
 //! reading what the tool writes on stdin without trusting its size.
 
 use std::io::{BufRead, Read};
@@ -31,15 +31,23 @@ impl From<LookupReply> for Served {
     }
 }
 
-/// The site whose `urls`/`hosts` serve `url` (a URL, or `host[:port][/path]`
-/// as docker sends it); `None` when no site does.
-pub(crate) fn lookup(url: &str) -> Result<Option<Served>, ClientError> {
-    let op = Op::Lookup(LookupRequest {
+/// A token valid for at least `min_ttl` seconds of the site whose
+/// `urls`/`hosts` serve `url` (a URL, or `host[:port][/path]` as docker
+/// sends it), and that site: one `get` by `url`. `None` when no site does.
+pub(crate) fn token_for(
+    url: &str,
+    min_ttl: u64,
+) -> Result<Option<(Served, TokenReply)>, ClientError> {
+    let args = GetArgs {
+        min_ttl: Some(min_ttl),
+        ..GetArgs::plain(String::new(), None)
+    };
+    let at = LookupRequest {
         url: Some(url.to_owned()),
         ..Default::default()
-    });
-    match Conn::request(op, |_| Ok(())) {
-        Ok(v) => from_reply::<LookupReply>(v).map(|how| Some(how.into())),
+    };
+    match super::get::get_served(&args, at) {
+        Ok((how, token)) => Ok(Some((how.into(), token))),
         Err(ClientError::Daemon(body)) if body.code == ErrorCode::UnknownSite => Ok(None),
         Err(e) => Err(e),
     }
@@ -53,14 +61,6 @@ pub(crate) fn served_urls() -> Result<Vec<(String, String)>, ClientError> {
         .into_iter()
         .map(|u| (u.url, u.username))
         .collect())
-}
-
-/// A token of `site` valid for at least `min_ttl` seconds.
-pub(crate) fn token(site: &str, min_ttl: u64) -> Result<TokenReply, ClientError> {
-    super::get::get(&GetArgs {
-        min_ttl: Some(min_ttl),
-        ..GetArgs::plain(site.to_owned(), None)
-    })
 }
 
 /// Whether this error means "no token to be had without a person": the

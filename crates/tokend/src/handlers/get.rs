@@ -1,10 +1,13 @@
 //! `get`: a valid token from the site (in hand, or from the one token call
 //! under way), or (when the caller allows it) a login that the caller
-//! waits for; with `dpop`, also a proof for the caller's request.
+//! waits for; with `dpop`, also a proof for the caller's request. A `get`
+//! by `url` is the site the URL map picks, then the same path.
 
 use std::sync::Arc;
 
-use token_proto::{GetRequest, LoginMode, LoginPolicy, Purpose, TokenKind, TokenReply};
+use token_proto::{
+    GetRequest, LoginMode, LoginPolicy, Purpose, ServedTokenReply, TokenKind, TokenReply,
+};
 
 use super::Events;
 use crate::config::SiteConfig;
@@ -12,6 +15,18 @@ use crate::daemon::Daemon;
 use crate::error::ApiError;
 use crate::site::{proof, Served, SiteHandle, TtlFrom};
 use tokend_oauth::AccessToken;
+
+/// `get` with `url` (the decoder lets no request give both or neither):
+/// one request where a helper made two (`lookup`, then `get`).
+pub(super) async fn get_by_url(
+    d: &Arc<Daemon>,
+    mut req: GetRequest,
+    events: &mut Events<'_>,
+) -> Result<ServedTokenReply, ApiError> {
+    let served = super::lookup::site_for_get(d, &mut req)?;
+    let token = get(d, req, events).await?;
+    Ok(ServedTokenReply { token, served })
+}
 
 pub(super) async fn get(
     d: &Arc<Daemon>,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use token_proto::{
-    ErrorCode, LookupReply, LookupRequest, ServedUrl, UrlsReply, DEFAULT_GIT_USERNAME,
+    ErrorCode, GetRequest, LookupReply, LookupRequest, ServedUrl, UrlsReply, DEFAULT_GIT_USERNAME,
 };
 
 use crate::config::urls::{self, Miss, Target};
@@ -43,6 +43,21 @@ fn username(site: &SiteConfig) -> String {
 
 pub(super) fn lookup(d: &Arc<Daemon>, req: &LookupRequest) -> Result<LookupReply, ApiError> {
     lookup_in(&d.config(), req)
+}
+
+/// The site a `get` by `url` is for, by the same URL map and with the same
+/// answers as `lookup` (`unknown_site` naming the URL, `config_error` naming
+/// both sites); `req.site` is set to it, `req.url` taken.
+pub(super) fn site_for_get(d: &Arc<Daemon>, req: &mut GetRequest) -> Result<LookupReply, ApiError> {
+    let served = lookup_in(
+        &d.config(),
+        &LookupRequest {
+            url: req.url.take(),
+            ..Default::default()
+        },
+    )?;
+    req.site.clone_from(&served.site);
+    Ok(served)
 }
 
 fn lookup_in(config: &Config, req: &LookupRequest) -> Result<LookupReply, ApiError> {

@@ -82,6 +82,7 @@ pub(crate) async fn token_for(
 pub(crate) async fn dispatch(d: &Arc<Daemon>, req: Request, events: &mut Events<'_>) -> Vec<u8> {
     tracing::debug!(request = %req.log_safe(), "request");
     match req.op {
+        Op::Get(g) if g.url.is_some() => answer(get::get_by_url(d, g, events).await),
         Op::Get(g) => answer(get::get(d, g, events).await),
         Op::Login(l) => answer(login::login(d, l, events).await),
         Op::Logout(s) => answer(logout::logout(d, &s.site).await),

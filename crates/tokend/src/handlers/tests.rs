@@ -156,6 +156,45 @@ async fn lookup_finds_the_site_listing_a_remote_and_refuses_plain_http() {
     );
 }
 
+/// One request where the helpers made two: the token of the site the URL
+/// map picks, with that site's name and how the helper sends its token.
+#[tokio::test]
+async fn get_by_url_answers_the_token_and_the_site_that_serves_it() {
+    let config = site("corp")
+        + "urls = [\"https://registry.example/\"]\nusername = \"bob\"\ncargo_token = \"raw\"\n"
+        + &site("other")
+        + "urls = [\"https://other.example/team/\"]\n";
+    let server = serve(&config, &["corp"]);
+    let by_url = |url: &str| format!(r#"{{"v":1,"op":"get","url":"{url}","login":"never"}}"#);
+    let found = server.ask(&by_url("registry.example")).await;
+    ok(&found);
+    assert_eq!(found["access_token"], "at1", "{found}");
+    assert_eq!(found["served"]["site"], "corp", "{found}");
+    assert_eq!(found["served"]["username"], "bob", "{found}");
+    assert_eq!(found["served"]["cargo_token"], "raw", "{found}");
+    // The same site by name: the same token, and no `served` beside it.
+    let by_name = server.ask(&get("corp")).await;
+    assert_eq!(by_name["access_token"], "at1", "{by_name}");
+    assert!(by_name.get("served").is_none(), "{by_name}");
+    assert_eq!(server.provider.calls(), 1);
+    // The site's own answers follow the URL map's choice.
+    let later = server.ask(&by_url("https://other.example/team/x")).await;
+    assert_eq!(code(&later), Some("login_required"), "{later}");
+    assert!(message(&later).contains("token login other"), "{later}");
+    let unserved = server.ask(&by_url("https://nobody.example/")).await;
+    assert_eq!(code(&unserved), Some("unknown_site"), "{unserved}");
+    assert!(message(&unserved).contains("no site serves"), "{unserved}");
+    let plain = server.ask(&by_url("http://registry.example/")).await;
+    assert_eq!(code(&plain), Some("unknown_site"), "{plain}");
+    let both = server
+        .ask(r#"{"v":1,"op":"get","site":"corp","url":"https://registry.example/"}"#)
+        .await;
+    assert_eq!(code(&both), Some("bad_request"), "{both}");
+    assert!(message(&both).contains("not both"), "{both}");
+    let neither = server.ask(r#"{"v":1,"op":"get"}"#).await;
+    assert_eq!(code(&neither), Some("bad_request"), "{neither}");
+}
+
 #[tokio::test]
 async fn reload_reads_the_config_again() {
     let server = serve(&site("corp"), &["corp"]);
