@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 /// True when a person can act on a login URL: a terminal to read it on, a
 /// desktop to open it in, or a `BROWSER` command.
 pub fn caller_can_log_in() -> bool {
-    if std::io::stderr().is_terminal() || std::env::var_os("BROWSER").is_some() {
+    if stderr_is_terminal() || std::env::var_os("BROWSER").is_some() {
         return true;
     }
     if cfg!(any(target_os = "macos", windows)) {
@@ -23,7 +23,14 @@ pub fn caller_can_log_in() -> bool {
 /// A background caller (an IDE running git or kubectl) has neither, and
 /// after a login that went unanswered it starts no new one.
 pub fn person_at_terminal() -> bool {
-    std::io::stdin().is_terminal() || std::io::stderr().is_terminal()
+    std::io::stdin().is_terminal() || stderr_is_terminal()
+}
+
+/// Asked once a process: a `get` asks it twice (may it log in, is a
+/// person there), and it does not change.
+fn stderr_is_terminal() -> bool {
+    static TERMINAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TERMINAL.get_or_init(|| std::io::stderr().is_terminal())
 }
 
 /// True over SSH with nothing to open a browser with here (no `BROWSER`, no

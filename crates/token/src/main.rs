@@ -1,3 +1,2 @@
-fn main() -> std::process::ExitCode {
-    token::main()
-}
+#![cfg_attr(all(target_os = "linux", target_env = "gnu"), no_main)]
+token::entry!(token::main);

@@ -1,5 +1,4 @@
+#![cfg_attr(all(target_os = "linux", target_env = "gnu"), no_main)]
 //! `cargo-credential-token --cargo-plugin`: cargo's credential provider for
 //! `credential-provider = ["cargo-credential-token"]`.
-fn main() -> std::process::ExitCode {
-    token::cargo_credential_main()
-}
+token::entry!(token::cargo_credential_main);

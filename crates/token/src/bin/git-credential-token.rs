@@ -1,5 +1,4 @@
+#![cfg_attr(all(target_os = "linux", target_env = "gnu"), no_main)]
 //! `git-credential-token get|store|erase`: `token credential` under the name
 //! git looks for when `credential.helper = token`.
-fn main() -> std::process::ExitCode {
-    token::git_credential_main()
-}
+token::entry!(token::git_credential_main);

@@ -10,5 +10,5 @@ mod os;
 
 pub use os::{
     check_peer, check_socket_dir, connect, detach, exec, exit_on_interrupt, in_git_push,
-    is_not_running, set_read_timeout, Stream,
+    is_not_running, set_read_timeout, start, Stream,
 };

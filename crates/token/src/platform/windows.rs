@@ -42,6 +42,10 @@ fn open_pipe(path: &Path) -> io::Result<Stream> {
         .open(path)
 }
 
+/// Nothing to do at the start of the process on Windows (`token::entry!`
+/// uses std's own `main` there).
+pub fn start() {}
+
 pub fn connect(path: &Path) -> io::Result<Stream> {
     // A busy pipe (every instance taken) clears quickly: retry briefly.
     for _ in 0..50 {
