@@ -45,7 +45,7 @@ fn get_url_finds_the_site_by_the_longest_prefix_and_refuses_ambiguous_and_unserv
             "urls = [\"https://shared.example.com/\"]\nusername = \"bob\""
         ),
     ));
-    let _daemon = env.daemon();
+    let daemon = env.daemon();
 
     // The longest prefix wins, at a `/` boundary; it is that site's token.
     let by_url = env.token(&["get", "--url", "https://API.example.com/team-a/v1/me"]);
@@ -93,6 +93,19 @@ fn get_url_finds_the_site_by_the_longest_prefix_and_refuses_ambiguous_and_unserv
         "{none}"
     );
     assert!(!none.stderr.contains("hunter2"), "{none}");
+    // One request a `get --url` (no `lookup` first), logged without the
+    // URL's password.
+    let log = daemon.log();
+    assert!(
+        log.contains("get --url https://API.example.com/team-a/v1/me"),
+        "{log}"
+    );
+    assert!(!log.contains("request=lookup"), "{log}");
+    assert!(
+        log.contains("get --url https://u:***@nowhere.example.com/x"),
+        "{log}"
+    );
+    assert!(!log.contains("hunter2"), "{log}");
     // Plain http to a host that is not loopback: never.
     let clear = env.token(&["get", "--url", "http://api.example.com/team-a/"]);
     clear.code(exit::USAGE);

@@ -28,7 +28,7 @@ impl Request {
         // forge log lines), and bounded.
         let line = match &self.op {
             Op::Get(g) => match &g.url {
-                Some(url) => format!("get --url {url}"),
+                Some(url) => format!("get --url {}", without_password(url)),
                 None => format!("get {}", g.site),
             },
             Op::Login(l) => format!("login {}", l.site),
@@ -36,7 +36,7 @@ impl Request {
             Op::Status(s) => format!("status {}", s.site.as_deref().unwrap_or("*")),
             Op::Paste(p) => format!("paste {}", p.site),
             Op::Lookup(l) => match &l.url {
-                Some(url) => format!("lookup {url}"),
+                Some(url) => format!("lookup {}", without_password(url)),
                 None => format!("lookup {}://{}", l.protocol, l.host),
             },
             Op::Urls => "urls".to_owned(),
@@ -45,6 +45,27 @@ impl Request {
             Op::Stop => "stop".to_owned(),
         };
         token_text::clean(&line, 200)
+    }
+}
+
+/// `url` with the password of its user info (`https://u:PASSWORD@host/`)
+/// left out, for logs.
+fn without_password(url: &str) -> std::borrow::Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority = &url[start..];
+    let authority = &authority[..authority.find(['/', '?', '#']).unwrap_or(authority.len())];
+    match authority
+        .rfind('@')
+        .and_then(|at| authority[..at].find(':').map(|c| (c, at)))
+    {
+        Some((colon, at)) => format!(
+            "{}{}:***{}",
+            &url[..start],
+            &authority[..colon],
+            &url[start + at..]
+        )
+        .into(),
+        None => url.into(),
     }
 }
 
@@ -759,6 +780,23 @@ mod tests {
             ("", Some("registry.example.com"))
         );
         assert_eq!(req.log_safe(), "get --url registry.example.com");
+        for (url, logged) in [
+            (
+                "https://u:hunter2@h.example/x?a=b@c",
+                "https://u:***@h.example/x?a=b@c",
+            ),
+            ("h.example:443/p", "h.example:443/p"),
+            (
+                "https://alice@h.example/a:b@c",
+                "https://alice@h.example/a:b@c",
+            ),
+        ] {
+            let req = Request::new(Op::Get(GetRequest {
+                url: Some(url.into()),
+                ..Default::default()
+            }));
+            assert_eq!(req.log_safe(), format!("get --url {logged}"));
+        }
         let err = |l: &[u8]| decode_request(l).unwrap_err().0;
         let both = err(br#"{"v":1,"op":"get","site":"a","url":"https://r.example/"}"#);
         assert_eq!(both.code, ErrorCode::BadRequest);
