@@ -216,10 +216,16 @@ fn moves_from_the_file_store_to_the_keyring(
     daemon.stop();
     drop(daemon);
 
-    // A restart with the same store moves nothing again.
+    // A restart with the same store moves nothing again, and the note of
+    // the store in use was replaced (not refused because it existed).
     let daemon = env.daemon();
     env.token(&["get", &site, "--no-login"]).ok();
     assert!(!daemon.log().contains("store changed"), "{}", daemon.log());
+    assert!(!daemon.log().contains("cannot note"), "{}", daemon.log());
+    assert_eq!(
+        fs::read_to_string(env.state_dir().join("store")).unwrap(),
+        "keyring"
+    );
     let _ = env.token(&["logout", &site]);
 }
 

@@ -121,7 +121,7 @@ impl FileStore {
     }
 }
 
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), StoreError> {
+pub(super) fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), StoreError> {
     let err = |action: &'static str, p: &std::path::Path| {
         let p = p.to_owned();
         move |source| StoreError::File {

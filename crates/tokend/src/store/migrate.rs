@@ -32,7 +32,8 @@ pub(crate) async fn from_previous(
     };
     let file = state_dir.join("tokens.json");
     let noted = std::fs::read_to_string(state_dir.join(NOTE)).ok();
-    let before = match noted.as_deref().map(str::trim).and_then(StoreKind::parse) {
+    let noted = noted.as_deref().map(str::trim).and_then(StoreKind::parse);
+    let before = match noted {
         Some(kind) => kind,
         // Before the note existed: a file store beside a keyring daemon is
         // the fallback of a start without a keyring.
@@ -49,7 +50,10 @@ pub(crate) async fn from_previous(
         }
     };
     let Some(old) = old else {
-        note(state_dir, now);
+        // Noted already: nothing to write (a start of the same store).
+        if noted != Some(now) {
+            note(state_dir, now);
+        }
         return None;
     };
     let (mut moved, mut kept, mut failed) = (Vec::new(), Vec::new(), Vec::new());
@@ -109,14 +113,35 @@ pub(crate) async fn from_previous(
 
 /// Notes the store in use, for the next start.
 fn note(state_dir: &Path, kind: StoreKind) {
-    use std::io::Write;
     // Private like everything in the state directory.
-    let written = crate::platform::create_private_file(&state_dir.join(NOTE))
-        .and_then(|mut f| f.write_all(kind.name().as_bytes()));
-    if let Err(e) = written {
+    // Replaced whole (a new private file renamed over the old note): the
+    // note of the previous store is there to be overwritten.
+    if let Err(e) = super::file::write_atomically(&state_dir.join(NOTE), kind.name().as_bytes()) {
         tracing::warn!(
             "cannot note the store in use in {}: {e}",
             state_dir.display()
         );
+    }
+}
+
+#[cfg(all(test, unix))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The note is replaced when the store changes (it was created once and
+    /// never overwritten: every later start warned and tried to move again).
+    #[test]
+    fn the_note_follows_the_store_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = || std::fs::read_to_string(dir.path().join(NOTE)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        note(dir.path(), StoreKind::File);
+        assert_eq!(read(), "file");
+        note(dir.path(), StoreKind::Keyring);
+        assert_eq!(read(), "keyring");
+        let modes = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(modes, 1, "no temp file left behind");
     }
 }
