@@ -13,7 +13,8 @@ mod time;
 pub use error::ClientError;
 
 /// A binary's `main`: `token::entry!(token::main);`. On glibc Linux it is
-/// the C `main` itself (the binary is `#![no_main]`), which skips std's
+/// the C `main` itself (the binary is `#![no_main]`, except in its test
+/// build, where the test harness's `main` must run), which skips std's
 /// runtime start: reading `/proc/self/maps` for the main thread's stack
 /// guard, an alternate signal stack and the stack-overflow handlers, about
 /// a dozen system calls on every `token get` (std still reads the
@@ -22,7 +23,7 @@ pub use error::ClientError;
 #[macro_export]
 macro_rules! entry {
     ($run:path) => {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        #[cfg(all(target_os = "linux", target_env = "gnu", not(test)))]
         #[no_mangle]
         pub extern "C" fn main(
             _argc: ::core::ffi::c_int,
@@ -34,7 +35,7 @@ macro_rules! entry {
             ::core::ffi::c_int::from(code)
         }
 
-        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        #[cfg(not(all(target_os = "linux", target_env = "gnu", not(test))))]
         fn main() -> ::std::process::ExitCode {
             ::std::process::ExitCode::from($run())
         }

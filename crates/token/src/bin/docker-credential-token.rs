@@ -1,4 +1,4 @@
-#![cfg_attr(all(target_os = "linux", target_env = "gnu"), no_main)]
+#![cfg_attr(all(target_os = "linux", target_env = "gnu", not(test)), no_main)]
 //! `docker-credential-token get|list|store|erase`: the docker credential
 //! helper that docker, podman and skopeo run for
 //! `"credHelpers": {"registry.example.com": "token"}`.
