@@ -75,7 +75,7 @@ impl Kind for Proxy {
         daemon: Arc<Daemon>,
         mut stop: tokio::sync::oneshot::Receiver<()>,
     ) {
-        let target = match Target::new(&cfg) {
+        let target = match Target::new(cfg.upstream.url(), cfg.upstream.as_str()) {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(proxy = %cfg.name, "cannot serve the proxy: {e}");
@@ -173,9 +173,8 @@ struct Target {
 }
 
 impl Target {
-    fn new(cfg: &ProxyConfig) -> Result<Target, String> {
-        let url = cfg.upstream.url();
-        let upstream = cfg.upstream.as_str();
+    /// `url` is the upstream, as `written` in the config.
+    fn new(url: &url::Url, upstream: &str) -> Result<Target, String> {
         let host = url
             .host_str()
             .ok_or_else(|| format!("upstream {upstream} names no host"))?;
@@ -336,19 +335,7 @@ fn answer(status: StatusCode, code: &str, site: &str, message: &str) -> Response
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
     const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-    if h.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            h.remove(n);
-        }
-    }
-    for n in [
+    const HOP_BY_HOP: [HeaderName; 9] = [
         header::CONNECTION,
         KEEP_ALIVE,
         PROXY_CONNECTION,
@@ -358,7 +345,20 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
         header::TRAILER,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
-    ] {
+    ];
+    // Most requests and answers have none: one look at the few names
+    // there are costs less than hashing nine that are not.
+    if !h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.into_iter().chain(HOP_BY_HOP) {
         h.remove(n);
     }
 }
@@ -820,5 +820,57 @@ fn bind(listen: &Listen) -> Result<Bound, String> {
                 .map(Bound::Tcp)
                 .map_err(|e| e.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn target(upstream: &str) -> Target {
+        Target::new(&url::Url::parse(upstream).unwrap(), upstream).unwrap()
+    }
+
+    #[test]
+    fn the_upstream_is_taken_apart_once() {
+        let t = target("https://api.example.com/v1/");
+        assert_eq!((t.host.as_str(), t.port), ("api.example.com", 443));
+        assert!(t.tls.is_some());
+        assert_eq!(t.authority, "api.example.com");
+        assert_eq!(t.origin, "https://api.example.com");
+        let asked: Uri = "/users?page=2".parse().unwrap();
+        assert_eq!(t.uri(&asked).unwrap(), "/v1/users?page=2");
+
+        let t = target("http://[::1]:8080");
+        assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
+        assert!(t.tls.is_none());
+        assert_eq!(t.authority, "[::1]:8080");
+        // A caller that asks in absolute form gets its path sent.
+        let asked: Uri = "http://proxy/me".parse().unwrap();
+        assert_eq!(t.uri(&asked).unwrap(), "/me");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_others_stay() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-hop"),
+        );
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), [header::ACCEPT]);
+
+        let mut plain = HeaderMap::new();
+        plain.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 1);
     }
 }
