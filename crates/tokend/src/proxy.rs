@@ -86,6 +86,7 @@ impl Kind for Proxy {
             daemon: Arc::downgrade(&daemon),
             cfg,
             target,
+            daemon_rt: tokio::runtime::Handle::try_current().ok(),
             cached: Mutex::new(None),
         });
         tokio::spawn(async move {
@@ -93,10 +94,7 @@ impl Kind for Proxy {
                 tokio::select! {
                     _ = &mut stop => break,
                     conn = accept(&bound) => match conn {
-                        Ok(Some(io)) => {
-                            let ctx = ctx.clone();
-                            tokio::spawn(async move { serve_conn(io, ctx).await });
-                        }
+                        Ok(Some(io)) => spawn_conn(io, ctx.clone()),
                         Ok(None) => {}
                         Err(e) => {
                             tracing::warn!(proxy = %ctx.cfg.name, "accept failed: {e}");
@@ -153,6 +151,8 @@ struct Ctx {
     daemon: Weak<Daemon>,
     cfg: Arc<ProxyConfig>,
     target: Target,
+    /// The daemon's runtime, where the sites are asked for tokens.
+    daemon_rt: Option<tokio::runtime::Handle>,
     /// The site's token between requests, for a short while.
     cached: Mutex<Option<Cached>>,
 }
@@ -299,6 +299,63 @@ where
         }
     });
     Ok((sender, task.abort_handle()))
+}
+
+/// The thread proxy connections are served on (Unix): a busy proxy
+/// neither waits on the daemon's socket and sites nor stalls them. Tokens
+/// are still asked of the sites on the daemon's runtime.
+#[cfg(unix)]
+fn proxy_runtime() -> Option<&'static tokio::runtime::Handle> {
+    static RT: std::sync::OnceLock<Option<tokio::runtime::Handle>> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| tracing::error!("proxy: cannot start its runtime: {e}"))
+            .ok()?;
+        let handle = rt.handle().clone();
+        std::thread::Builder::new()
+            .name("proxy".into())
+            .spawn(move || rt.block_on(std::future::pending::<()>()))
+            .map_err(|e| tracing::error!("proxy: cannot start its thread: {e}"))
+            .ok()?;
+        Some(handle)
+    })
+    .as_ref()
+}
+
+fn spawn_conn(io: Io, ctx: Arc<Ctx>) {
+    #[cfg(unix)]
+    if let Some(rt) = proxy_runtime() {
+        // Moved over as a plain socket: it then wakes that thread's reactor.
+        let std = match io {
+            Io::Unix(s) => s.into_std().map(Std::Unix),
+            Io::Tcp(s) => s.into_std().map(Std::Tcp),
+        };
+        match std {
+            Ok(std) => {
+                rt.spawn(async move {
+                    let io = match std {
+                        Std::Unix(s) => tokio::net::UnixStream::from_std(s).map(Io::Unix),
+                        Std::Tcp(s) => tokio::net::TcpStream::from_std(s).map(Io::Tcp),
+                    };
+                    match io {
+                        Ok(io) => serve_conn(io, ctx).await,
+                        Err(e) => tracing::warn!("proxy: cannot serve a connection: {e}"),
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("proxy: cannot serve a connection: {e}"),
+        }
+        return;
+    }
+    tokio::spawn(async move { serve_conn(io, ctx).await });
+}
+
+#[cfg(unix)]
+enum Std {
+    Unix(std::os::unix::net::UnixStream),
+    Tcp(std::net::TcpStream),
 }
 
 async fn serve_conn(io: Io, ctx: Arc<Ctx>) {
@@ -638,7 +695,15 @@ impl Ctx {
             }),
             ..Default::default()
         };
-        let token = crate::handlers::token_for(d, req).await?;
+        let token = match &self.daemon_rt {
+            Some(rt) if tokio::runtime::Handle::try_current().is_ok_and(|h| h.id() != rt.id()) => {
+                let d = d.clone();
+                rt.spawn(async move { crate::handlers::token_for(&d, req).await })
+                    .await
+                    .map_err(|_| ApiError::internal("the site's task ended"))??
+            }
+            _ => crate::handlers::token_for(d, req).await?,
+        };
         let mut authorization =
             HeaderValue::from_str(&format!("{} {}", auth_scheme(&token), token.access_token))
                 .map_err(|_| {
