@@ -496,7 +496,11 @@ async fn handle(
             .await
         {
             Ok(t) => t,
-            Err(e) => return token_error(&ctx.cfg, &e),
+            Err(e) => {
+                // The upstream connection is still good for the next one.
+                *lock(upstream) = up;
+                return token_error(&ctx.cfg, &e);
+            }
         };
         let body = match (&kept, streamed.take()) {
             (Some(b), _) => Outgoing::Kept(Some(b.clone())),
@@ -667,8 +671,10 @@ struct Cached {
     authorization: HeaderValue,
     expires_at: Option<u64>,
     until: Instant,
-    /// The config it was asked under: a reload ends it.
-    config: Arc<Config>,
+    /// The config it was asked under: a reload ends it. (Weak: a kept
+    /// token does not keep an old config's sites; its allocation, held,
+    /// is not reused for a later config.)
+    config: Weak<Config>,
 }
 
 impl Ctx {
@@ -685,7 +691,8 @@ impl Ctx {
         if !dpop && min_ttl.is_none() {
             let cached = lock(&self.cached);
             if let Some(c) = cached.as_ref() {
-                if Instant::now() < c.until && Arc::ptr_eq(&c.config, &config) {
+                if Instant::now() < c.until && std::ptr::eq(c.config.as_ptr(), Arc::as_ptr(&config))
+                {
                     return Ok(Auth {
                         authorization: c.authorization.clone(),
                         proof: None,
@@ -742,7 +749,7 @@ impl Ctx {
                 authorization: authorization.clone(),
                 expires_at: token.expires_at,
                 until: Instant::now() + KEEP_TOKEN.min(Duration::from_secs(left)),
-                config,
+                config: Arc::downgrade(&config),
             });
         }
         Ok(Auth {
