@@ -477,3 +477,20 @@ fn an_https_upstream_is_reached_over_tls_and_its_name_checked() {
     let _ = upstream.kill();
     let _ = upstream.wait();
 }
+
+/// The proxy keeps a token for at most a second between requests: a
+/// logout reaches it within that (then: 401, the login to run).
+#[test]
+fn a_logout_reaches_the_proxy_within_a_second() {
+    if !have_curl("proxy::a_logout_reaches_the_proxy_within_a_second") {
+        return;
+    }
+    let (_provider, env, _daemon, sock) = one_proxy("");
+    let (code, body) = curl_unix(&sock, "/me", &[]);
+    assert_eq!(code, "200", "{body}");
+    env.token(&["logout", "corp"]).ok();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (code, body) = curl_unix(&sock, "/me", &[]);
+    assert_eq!(code, "401", "{body}");
+    assert!(body.contains("token login corp"), "{body}");
+}
