@@ -176,6 +176,24 @@ fn a_dpop_site_through_the_proxy_sends_a_proof() {
     assert_eq!(status, 401, "the same token as Bearer is refused");
 }
 
+/// `python3 -c SCRIPT ARGS`, tied to the test, and the first line it
+/// prints (the port it listens on).
+fn python_upstream(script: &str, args: &[&Path]) -> (std::process::Child, String) {
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-c", script])
+        .args(args)
+        .stdout(std::process::Stdio::piped());
+    tokend_e2e::tie_to_test(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    (child, port)
+}
+
 /// A resource on 127.0.0.1 (python3) that refuses the first token it sees
 /// with `401 error="invalid_token"` (as after a revocation) and accepts any
 /// other, answering `ok AUTHORIZATION BODY-LENGTH`; `/hang` answers after
@@ -218,17 +236,7 @@ fn an_upstream_that_refuses_the_token_gets_one_refresh_and_a_retry() {
     if !have_curl("proxy::an_upstream_that_refuses_the_token_gets_one_refresh_and_a_retry") {
         return;
     }
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.args(["-c", PICKY_UPSTREAM])
-        .stdout(std::process::Stdio::piped());
-    tokend_e2e::tie_to_test(&mut cmd);
-    let mut upstream = cmd.spawn().unwrap();
-    let mut port = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(upstream.stdout.take().unwrap()),
-        &mut port,
-    )
-    .unwrap();
+    let (mut upstream, port) = python_upstream(PICKY_UPSTREAM, &[]);
     let provider = Provider::start(3600);
     let mut env = Env::new();
     let sock = env.root().join("px").join("api.sock");
@@ -316,4 +324,173 @@ fn a_malformed_request_is_answered_400() {
     assert!(out.stdout.starts_with("HTTP/1.1 400"), "{out}");
     let (code, body) = curl_unix(&sock, "/me", &[]);
     assert_eq!(code, "200", "{body}");
+}
+
+/// A resource over TLS on 127.0.0.1 (python3) answering `ok AUTHORIZATION`;
+/// argv: its certificate and key. Prints its port first.
+const TLS_UPSTREAM: &str = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        out = ('ok %s' % self.headers.get('Authorization', '')).encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(('127.0.0.1', 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+/// `openssl req` for a new P-256 key, unencrypted.
+const EC_REQ: [&str; 6] = [
+    "req",
+    "-nodes",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+];
+
+/// `openssl ARGS` in `dir`, which must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An https upstream: the proxy speaks TLS to it, trusting the system's
+/// roots (here `SSL_CERT_FILE`, a test CA) and checking the name: the same
+/// server reached by an address its certificate does not name is a 502.
+#[test]
+fn an_https_upstream_is_reached_over_tls_and_its_name_checked() {
+    let test = "proxy::an_https_upstream_is_reached_over_tls_and_its_name_checked";
+    if !have_curl(test) {
+        return;
+    }
+    let openssl_there = Command::new("openssl").arg("version").output().is_ok();
+    if !require(
+        openssl_there,
+        test,
+        "no openssl",
+        "apt-get install -y openssl",
+    ) {
+        return;
+    }
+    let mut env = Env::new();
+    let pki = env.root().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    openssl(
+        &pki,
+        &[
+            &EC_REQ[..],
+            &["-x509", "-subj", "/CN=tokend test CA", "-days", "1"],
+            &["-keyout", "ca.key", "-out", "ca.crt"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &pki,
+        &[
+            &EC_REQ[..],
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        pki.join("leaf.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        &pki,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "leaf.crt",
+        ],
+    );
+
+    let (mut upstream, port) = python_upstream(
+        TLS_UPSTREAM,
+        &[&pki.join("leaf.crt"), &pki.join("leaf.key")],
+    );
+    let port = port.trim();
+
+    let provider = Provider::start(3600);
+    env.set("SSL_CERT_FILE", pki.join("ca.crt").to_str().unwrap());
+    let dir = env.root().join("px");
+    env.write_config(&format!(
+        "{}\n[proxy.tls]\nsite = \"corp\"\nupstream = \"https://localhost:{port}\"\nlisten = \"{}\"\n\n\
+         [proxy.misnamed]\nsite = \"corp\"\nupstream = \"https://127.0.0.1:{port}\"\nlisten = \"{}\"\n",
+        Env::site_config("corp", &provider),
+        dir.join("tls.sock").display(),
+        dir.join("misnamed.sock").display(),
+    ));
+    let daemon = env.daemon();
+    let token = env.token(&["get", "corp"]).line().to_owned();
+    for _ in 0..2 {
+        // Twice: the second request goes on the kept TLS connection.
+        let (code, body) = curl_unix(&dir.join("tls.sock"), "/me", &[]);
+        assert_eq!(code, "200", "{body}; log:\n{}", daemon.log());
+        assert_eq!(body, format!("ok Bearer {token}"));
+    }
+    let (code, body) = curl_unix(&dir.join("misnamed.sock"), "/me", &[]);
+    assert_eq!(code, "502", "{body}");
+    assert!(
+        body.contains("cannot reach https://127.0.0.1:") && body.contains("certificate"),
+        "{body}"
+    );
+    assert!(!body.contains(&token), "{body}");
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+}
+
+/// The proxy keeps a token for at most a second between requests: a
+/// logout reaches it within that (then: 401, the login to run).
+#[test]
+fn a_logout_reaches_the_proxy_within_a_second() {
+    if !have_curl("proxy::a_logout_reaches_the_proxy_within_a_second") {
+        return;
+    }
+    let (_provider, env, _daemon, sock) = one_proxy("");
+    let (code, body) = curl_unix(&sock, "/me", &[]);
+    assert_eq!(code, "200", "{body}");
+    env.token(&["logout", "corp"]).ok();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (code, body) = curl_unix(&sock, "/me", &[]);
+    assert_eq!(code, "401", "{body}");
+    assert!(body.contains("token login corp"), "{body}");
 }
