@@ -586,7 +586,7 @@ impl Actor {
             let _ = w.reply.send(Err(gone()));
         }
         self.end_login(Err(SiteError::Internal("the site stopped".to_owned())));
-        while let Ok(msg) = self.rx.try_recv() {
+        while let Some(msg) = self.rx.try_recv() {
             if let Msg::Get { reply, .. } | Msg::GetId { reply, .. } = *msg {
                 let _ = reply.send(Err(gone()));
             }
