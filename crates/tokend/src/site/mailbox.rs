@@ -177,6 +177,7 @@ impl<T> Drop for Receiver<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -226,7 +227,10 @@ mod tests {
         let (reply, answer) = tokio::sync::oneshot::channel::<()>();
         tx.send(reply).await.unwrap();
         drop(rx);
-        assert!(answer.await.is_err(), "the queued reply channel was dropped");
+        assert!(
+            answer.await.is_err(),
+            "the queued reply channel was dropped"
+        );
         assert!(tx.send(tokio::sync::oneshot::channel().0).await.is_err());
     }
 }

@@ -14,9 +14,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::Actor;
+use crate::refresh::Expiring;
 use crate::site::idtoken::HeldId;
 use crate::site::state::Current;
-use crate::refresh::Expiring;
 use crate::site::Msg;
 use crate::store::{Record, StoreError};
 
@@ -29,7 +29,7 @@ pub(super) struct Loading {
     /// When `status` stops waiting for it.
     pub(super) slow_at: tokio::time::Instant,
     /// The messages that need the login, in the order they came.
-    held: Vec<Box<Msg>>,
+    held: Vec<Msg>,
     /// `status` callers waiting (until `slow_at`).
     statuses: Vec<oneshot::Sender<SiteStatus>>,
 }
@@ -78,7 +78,7 @@ impl Actor {
     /// Keeps a message that needs the login until the load has answered.
     pub(super) fn hold(&mut self, msg: Msg) {
         if let Some(l) = self.loading.as_mut() {
-            l.held.push(Box::new(msg));
+            l.held.push(msg);
         }
     }
 
@@ -130,15 +130,13 @@ impl Actor {
         let Some(loading) = self.loading.take() else {
             return;
         };
-        let Loading {
-            held, statuses, ..
-        } = *loading;
+        let Loading { held, statuses, .. } = *loading;
         self.take_record(result.unwrap_or_else(|source| Err(StoreError::Task { source })));
         for reply in statuses {
             let _ = reply.send(self.status());
         }
         for msg in held {
-            Box::pin(self.handle_ready(*msg)).await;
+            Box::pin(self.handle_ready(msg)).await;
         }
     }
 

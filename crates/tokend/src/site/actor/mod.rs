@@ -415,14 +415,12 @@ impl Actor {
                 from,
                 fresh,
                 reply,
-            } => {
-                match self.need_for(scopes) {
-                    Ok(need) => self.get(need, min_ttl, from, fresh, reply),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
+            } => match self.need_for(scopes) {
+                Ok(need) => self.get(need, min_ttl, from, fresh, reply),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
                 }
-            }
+            },
             Msg::GetId { min_ttl, reply } => {
                 self.get_id(min_ttl, reply);
             }
@@ -545,4 +543,3 @@ impl Actor {
         }
     }
 }
-

@@ -137,10 +137,7 @@ impl Actor {
     /// (memory still has the login; a restart would lose it) and the save
     /// is tried again later. A result withheld for this save is handed out
     /// either way.
-    pub(super) fn saved(
-        &mut self,
-        result: Result<Result<(), StoreError>, tokio::task::JoinError>,
-    ) {
+    pub(super) fn saved(&mut self, result: Result<Result<(), StoreError>, tokio::task::JoinError>) {
         let Some(done) = self.saving.take() else {
             return;
         };
