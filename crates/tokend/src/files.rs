@@ -169,6 +169,9 @@ struct SiteFiles {
     next: Option<Pass>,
     /// A task is writing this site's files (it takes `next` when done).
     busy: bool,
+    /// Told when `next` is set: a writer waiting to retry a failed pass
+    /// takes the newer one at once.
+    newer: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// One pass over a site's files: its generation, and each file's payload
@@ -263,7 +266,11 @@ pub(crate) fn sync(site: &str, cfg: &SiteConfig, st: &TokenState) {
         .chain(dropped.into_iter().map(|p| (p, None)))
         .collect();
     entry.next = Some(Pass { generation, work });
-    if entry.busy || tokio::runtime::Handle::try_current().is_err() {
+    if entry.busy {
+        entry.newer.notify_one();
+        return;
+    }
+    if tokio::runtime::Handle::try_current().is_err() {
         return;
     }
     entry.busy = true;
@@ -337,6 +344,9 @@ async fn writer(site: String) {
             generation,
             mut work,
         } = pass;
+        let Some(newer) = files().get(&site).map(|s| s.newer.clone()) else {
+            return;
+        };
         loop {
             let s = site.clone();
             let done = tokio::task::spawn_blocking(move || {
@@ -353,7 +363,10 @@ async fn writer(site: String) {
             if !record(&site, generation, &work, &results) {
                 break;
             }
-            tokio::time::sleep(RETRY_AFTER).await;
+            tokio::select! {
+                () = tokio::time::sleep(RETRY_AFTER) => {}
+                () = newer.notified() => {}
+            }
             let current = files()
                 .get(&site)
                 .is_some_and(|f| f.generation == generation && f.next.is_none());
