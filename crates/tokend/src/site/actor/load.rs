@@ -20,8 +20,10 @@ use crate::site::state::Current;
 use crate::site::Msg;
 use crate::store::{Record, StoreError};
 
-/// How long `status` waits for a first load before it answers without it.
-pub(super) const STORE_SLOW: Duration = Duration::from_millis(250);
+/// How long `status` waits for a first load before it answers without it:
+/// well within the store's deadline, and long enough that a keyring merely
+/// busy with a thousand sites' loads is not called slow.
+pub(super) const STORE_SLOW: Duration = Duration::from_secs(1);
 
 /// A first load under way.
 pub(super) struct Loading {
@@ -114,7 +116,7 @@ impl Actor {
         if s.last_error.is_none() {
             s.last_error = Some(format!(
                 "the {} store has not answered yet: the site's login is still being read \
-                 (is the keyring locked, waiting for a password?)",
+                 (a keyring may be locked, waiting for a password)",
                 self.deps.store.name()
             ));
         }
