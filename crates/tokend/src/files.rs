@@ -5,9 +5,12 @@
 //! The site's actor calls [`sync`] after everything it handles; when the
 //! site's token differs from the one last written (a login, a refresh, a
 //! load after a restart) its files are written again, atomically (a 0600
-//! temporary file in the same directory, renamed over), off the async
-//! workers and in order; when the site has no token any more (`token
-//! logout`) they are removed. A write that fails is kept as the file's
+//! temporary file in the same directory, renamed over), off the runtime's
+//! thread (a blocking thread does the file work, and no lock is held while
+//! it does: a slow disk stalls neither the site nor `status`), one pass at
+//! a time per site and in order, the latest change winning over a pass
+//! not yet started; when the site has no token any more (`token logout`)
+//! they are removed. A write that fails is kept as the file's
 //! error (in `status` and the log) and retried; it never stops the site. A
 //! site with files is refreshed ahead even when nobody asks (see
 //! `TokenState::next_refresh`), so a file never holds an expired token
@@ -162,6 +165,21 @@ struct SiteFiles {
     /// Bumped at each change: an older write (or retry) that comes late is dropped.
     generation: u64,
     entries: Vec<Entry>,
+    /// The next pass, not started yet: a newer change replaces it.
+    next: Option<Pass>,
+    /// A task is writing this site's files (it takes `next` when done).
+    busy: bool,
+    /// Told when `next` is set: a writer waiting to retry a failed pass
+    /// takes the newer one at once.
+    newer: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// One pass over a site's files: its generation, and each file's payload
+/// (`None`: remove the file).
+#[derive(Debug)]
+struct Pass {
+    generation: u64,
+    work: Vec<(PathBuf, Option<Payload>)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -247,8 +265,17 @@ pub(crate) fn sync(site: &str, cfg: &SiteConfig, st: &TokenState) {
         })
         .chain(dropped.into_iter().map(|p| (p, None)))
         .collect();
+    entry.next = Some(Pass { generation, work });
+    if entry.busy {
+        entry.newer.notify_one();
+        return;
+    }
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    entry.busy = true;
     drop(all);
-    run(site.to_owned(), generation, work);
+    tokio::spawn(writer(site.to_owned()));
 }
 
 /// What to write, or why nothing can be.
@@ -295,72 +322,114 @@ fn payload(format: Format, st: &TokenState, now: f64) -> Payload {
     }))
 }
 
-/// Writes (or, without payloads, removes) the files off the async
-/// workers; a failure is retried after [`RETRY_AFTER`] unless a newer
-/// change came meanwhile.
-fn run(site: String, generation: u64, work: Vec<(PathBuf, Option<Payload>)>) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    rt.spawn(async move {
-        loop {
-            let (s, w) = (site.clone(), clone_work(&work));
-            let failed = tokio::task::spawn_blocking(move || apply(&s, generation, &w))
-                .await
-                .unwrap_or(true);
-            if !failed {
+/// The site's writer: takes its passes one at a time, the file work on a
+/// blocking thread; a pass that fails is tried again after
+/// [`RETRY_AFTER`] unless a newer change came meanwhile.
+async fn writer(site: String) {
+    loop {
+        let pass = {
+            let mut all = files();
+            let Some(state) = all.get_mut(&site) else {
                 return;
+            };
+            match state.next.take() {
+                Some(p) => p,
+                None => {
+                    state.busy = false;
+                    return;
+                }
             }
-            tokio::time::sleep(RETRY_AFTER).await;
+        };
+        let Pass {
+            generation,
+            mut work,
+        } = pass;
+        let Some(newer) = files().get(&site).map(|s| s.newer.clone()) else {
+            return;
+        };
+        loop {
+            let s = site.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                let results = apply(&s, &work);
+                (work, results)
+            })
+            .await;
+            let Ok((back, results)) = done else {
+                // The blocking thread panicked: the pass is dropped, the
+                // next change writes again.
+                break;
+            };
+            work = back;
+            if !record(&site, generation, &work, &results) {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RETRY_AFTER) => {}
+                () = newer.notified() => {}
+            }
             let current = files()
                 .get(&site)
-                .is_some_and(|f| f.generation == generation);
+                .is_some_and(|f| f.generation == generation && f.next.is_none());
             if !current {
-                return;
+                break;
             }
         }
-    });
+    }
 }
 
-fn clone_work(work: &[(PathBuf, Option<Payload>)]) -> Vec<(PathBuf, Option<Payload>)> {
-    work.iter().map(|(p, w)| (p.clone(), w.clone())).collect()
+/// A file's outcome in a pass: whether it changed, or why it failed.
+type Outcome = Result<bool, String>;
+
+/// One pass's file work, no lock held.
+fn apply(site: &str, work: &[(PathBuf, Option<Payload>)]) -> Vec<Outcome> {
+    work.iter()
+        .map(|(path, what)| {
+            let result = match what {
+                None => remove(path),
+                Some(Ok(text)) => write_atomically(path, text.as_bytes()).map(|()| true),
+                Some(Err(why)) => Err(why.clone()),
+            };
+            match &result {
+                Ok(_) if what.is_some() => {
+                    tracing::info!(site = %site, file = %path.display(), "token file written")
+                }
+                Ok(true) => {
+                    tracing::info!(site = %site, file = %path.display(), "token file removed")
+                }
+                Ok(false) => {}
+                Err(why) => {
+                    tracing::error!(site = %site, file = %path.display(), "cannot write the token file: {why}; retrying in {}s", RETRY_AFTER.as_secs())
+                }
+            }
+            result
+        })
+        .collect()
 }
 
-/// One pass: true when some file failed. Holds the table's lock while it
-/// writes, so passes of one site never interleave (files are small).
-fn apply(site: &str, generation: u64, work: &[(PathBuf, Option<Payload>)]) -> bool {
+/// Keeps a pass's outcomes for `status` (unless a newer change has come
+/// since); true when some file failed.
+fn record(
+    site: &str,
+    generation: u64,
+    work: &[(PathBuf, Option<Payload>)],
+    results: &[Outcome],
+) -> bool {
+    let failed = results.iter().any(Result::is_err);
     let mut all = files();
     let Some(state) = all.get_mut(site).filter(|s| s.generation == generation) else {
-        return false;
+        return failed;
     };
-    let mut failed = false;
-    for (path, what) in work {
-        let result = match what {
-            None => remove(path),
-            Some(Ok(text)) => write_atomically(path, text.as_bytes()).map(|()| true),
-            Some(Err(why)) => Err(why.clone()),
+    let now = crate::clock::whole(crate::clock::Clock::System.now());
+    for ((path, what), result) in work.iter().zip(results) {
+        let Some(e) = state.entries.iter_mut().find(|e| &e.file.path == path) else {
+            continue;
         };
-        let now = crate::clock::whole(crate::clock::Clock::System.now());
-        let entry = state.entries.iter_mut().find(|e| &e.file.path == path);
         match result {
-            Ok(changed) => {
-                if what.is_some() {
-                    tracing::info!(site = %site, file = %path.display(), "token file written");
-                } else if changed {
-                    tracing::info!(site = %site, file = %path.display(), "token file removed");
-                }
-                if let Some(e) = entry {
-                    e.written_at = what.is_some().then_some(now);
-                    e.error = None;
-                }
+            Ok(_) => {
+                e.written_at = what.is_some().then_some(now);
+                e.error = None;
             }
-            Err(why) => {
-                failed = true;
-                tracing::error!(site = %site, file = %path.display(), "cannot write the token file: {why}; retrying in {}s", RETRY_AFTER.as_secs());
-                if let Some(e) = entry {
-                    e.error = Some(why);
-                }
-            }
+            Err(why) => e.error = Some(why.clone()),
         }
     }
     failed
@@ -446,14 +515,21 @@ pub(crate) fn reconcile(config: &Config) -> Vec<String> {
         !wanted.is_empty()
     });
     drop(all);
-    for (site, path) in gone {
-        match remove(&path) {
-            Ok(false) => {}
-            Ok(true) => {
-                tracing::info!(site = %site, file = %path.display(), "token file removed (no longer in the config)")
+    let removals = move || {
+        for (site, path) in gone {
+            match remove(&path) {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::info!(site = %site, file = %path.display(), "token file removed (no longer in the config)")
+                }
+                Err(e) => tracing::warn!(site = %site, file = %path.display(), "{e}"),
             }
-            Err(e) => tracing::warn!(site = %site, file = %path.display(), "{e}"),
         }
+    };
+    // Off the runtime's thread when there is one (a reload).
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(removals)),
+        Err(_) => removals(),
     }
     config
         .sites

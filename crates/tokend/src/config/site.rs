@@ -16,7 +16,7 @@ use super::urls::UrlPrefix;
 use super::{preset, ConfigError, Lines, RawTable};
 
 mod workload;
-pub(crate) use workload::{Subject, Workload};
+pub(crate) use workload::{Subject, Workloads};
 
 /// How the client secret is obtained; the secret itself never sits in the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,7 +161,7 @@ pub struct SiteConfig {
     pub(crate) pinned: String,
     /// Workload identity: the client key, federated assertions, the
     /// jwt-bearer assertion and the token-exchange subject.
-    pub(crate) workload: Box<Workload>,
+    pub(crate) workload: Workloads,
     /// `[[site.NAME.file]]`: token files kept fresh.
     pub(crate) files: Vec<crate::files::TokenFile>,
 }
@@ -574,7 +574,7 @@ pub(super) fn parse_site(
         prompt: f.string_or_empty("prompt")?,
         files: f.files("file")?,
         pinned: String::new(),
-        workload: Box::new(f.workload()?),
+        workload: Workloads::new(f.workload()?),
     };
     let from_hosts: Vec<UrlPrefix> = site.hosts.iter().flat_map(UrlPrefix::of_host).collect();
     site.served.extend(from_hosts);

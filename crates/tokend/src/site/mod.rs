@@ -14,10 +14,13 @@ use token_proto::{LoginMode, SiteStatus, TokenReply};
 use tokend_oauth::{AccessToken, OAuthSite, RefreshToken};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use self::mailbox::TrySendError;
+
 use crate::config::SiteConfig;
 use crate::login::LoginTicket;
 
 mod actor;
+mod mailbox;
 pub(crate) mod proof;
 pub(crate) mod state;
 pub(crate) mod subject;
@@ -115,14 +118,14 @@ pub(crate) enum Msg {
 
 /// A site's mailbox, on the receiving end: its actor's while one runs, the
 /// registry's while none does.
-pub(crate) type Mailbox = mpsc::Receiver<Box<Msg>>;
+pub(crate) type Mailbox = mailbox::Receiver<Box<Msg>>;
 
 /// How many messages a site's mailbox holds before senders wait.
 const MAILBOX: usize = 64;
 
 /// A new mailbox for the site `name`, and its handle.
 pub(crate) fn mailbox(name: &str) -> (SiteHandle, Mailbox) {
-    let (tx, rx) = mpsc::channel(MAILBOX);
+    let (tx, rx) = mailbox::channel(MAILBOX);
     (
         SiteHandle {
             name: Arc::from(name),
@@ -180,7 +183,7 @@ pub(crate) fn run(start: Start) -> impl std::future::Future<Output = Exit> + Sen
 #[derive(Clone, Debug)]
 pub(crate) struct SiteHandle {
     name: Arc<str>,
-    tx: mpsc::Sender<Box<Msg>>,
+    tx: mailbox::Sender<Box<Msg>>,
 }
 
 /// A site's actor run on its own, outside a registry: it never parks
@@ -377,17 +380,17 @@ impl SiteHandle {
     pub(crate) fn post(&self, msg: Msg) -> Result<(), SiteError> {
         match self.tx.try_send(Box::new(msg)) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(msg)) => {
+            Err(TrySendError::Full(msg)) => {
                 let tx = self.tx.clone();
                 tokio::spawn(async move { tx.send(msg).await });
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(self.gone()),
+            Err(TrySendError::Closed(_)) => Err(self.gone()),
         }
     }
 
     /// Sends if the mailbox has room, else says why not.
-    pub(crate) fn try_post(&self, msg: Msg) -> Result<(), mpsc::error::TrySendError<Box<Msg>>> {
+    pub(crate) fn try_post(&self, msg: Msg) -> Result<(), TrySendError<Box<Msg>>> {
         self.tx.try_send(Box::new(msg))
     }
 }

@@ -169,8 +169,9 @@ pub(crate) struct TokenState {
     /// After a failure that may pass: no token-endpoint call before this
     /// (Unix s) while the current token is still valid.
     pub retry_after: Option<f64>,
-    /// The failure that set `retry_after`.
-    pub failure: Option<SiteError>,
+    /// The failure that set `retry_after`. Boxed: rare, and a parked site
+    /// (most of a thousand) should not carry its space.
+    pub failure: Option<Box<SiteError>>,
     pub backoff: Backoff,
     /// A config problem stopped refresh-ahead until the config changes.
     pub stalled: bool,
@@ -237,7 +238,7 @@ impl TokenState {
     pub(crate) fn retrying(&self, now: f64) -> Option<SiteError> {
         let at = self.retry_after.filter(|at| *at > now)?;
         Some(SiteError::Retrying {
-            failure: Box::new(self.failure.clone()?),
+            failure: self.failure.clone()?,
             retry_in: (at - now).ceil() as u64,
         })
     }
@@ -255,7 +256,7 @@ impl TokenState {
         let wait = self.backoff.next(protect, refresh::jitter());
         self.retry_after = Some(now + wait.as_secs_f64());
         self.last_error = Some(failure.to_string());
-        self.failure = Some(failure.clone());
+        self.failure = Some(Box::new(failure.clone()));
     }
 
     /// When refresh-ahead should next renew the site's own token (Unix s).

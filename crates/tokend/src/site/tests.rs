@@ -335,12 +335,16 @@ async fn a_retired_site_ends_before_its_successor_reads_the_store() {
     old.stop().unwrap();
     let provider = Provider::new(3600, Duration::ZERO);
     let new = SiteHandle::spawn(config(""), deps(&provider, store.clone()), Some(&old));
-    let status = new.status().await.unwrap();
+    // A get waits for the load, which waits for the predecessor.
+    assert!(matches!(
+        new.get(Vec::new(), None).await,
+        Ok(Served::Token(_))
+    ));
     assert!(
         old.is_finished(),
         "the successor loaded before its predecessor ended"
     );
-    assert!(status.has_refresh_token);
+    assert!(new.status().await.unwrap().has_refresh_token);
     assert_eq!(stored_refresh(&store).as_deref(), Some("rt1"));
 }
 
@@ -510,7 +514,13 @@ async fn a_load_past_the_deadline_is_tried_again() {
     flaky.stuck.store(true, Ordering::SeqCst);
     let status = bounded("status", site.status()).await.unwrap();
     let error = status.last_error.unwrap_or_default();
+    assert!(error.contains("has not answered yet"), "{error}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let status = bounded("status", site.status()).await.unwrap();
+    let error = status.last_error.unwrap_or_default();
     assert!(error.contains("did not answer within 5 s"), "{error}");
+    // That status asked again; a keyring still stuck misses that deadline too.
+    tokio::time::sleep(Duration::from_secs(6)).await;
 
     flaky.stuck.store(false, Ordering::SeqCst);
     assert_eq!(bounded("get", token(&site, None)).await.access_token, "at1");
@@ -714,4 +724,96 @@ async fn a_token_says_when_it_will_be_renewed() {
         "renewed well ahead: {renew} {expires}"
     );
     assert_eq!(site.status().await.unwrap().next_refresh, Some(renew));
+}
+
+/// A keyring slow to answer the first load (an unlock prompt) stalls
+/// neither `status`, which says what it waits for, nor is a `get` told
+/// "needs login" before the store has answered: it waits, then is served
+/// from the stored login.
+#[tokio::test(start_paused = true)]
+async fn a_slow_first_load_stalls_no_status_and_a_get_waits_for_it() {
+    let (site, provider, flaky) = flaky_site();
+    *flaky.delay.lock().unwrap() = Duration::from_secs(3);
+    let getting = tokio::spawn({
+        let site = site.clone();
+        async move { site.get(Vec::new(), None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let quick = Duration::from_secs(2);
+    let status = tokio::time::timeout(quick, site.status())
+        .await
+        .expect("status waited for the load")
+        .unwrap();
+    assert_eq!(status.state, "not_loaded");
+    let error = status.last_error.unwrap_or_default();
+    assert!(error.contains("has not answered yet"), "{error}");
+    assert!(!getting.is_finished(), "the get did not wait for the load");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    match bounded("get", getting).await.unwrap().unwrap() {
+        Served::Token(t) => assert_eq!(t.access_token, "at1"),
+        Served::NeedLogin => panic!("served \"needs login\" before the store answered"),
+    }
+    assert_eq!(provider.calls(), 1, "the stored refresh token was used");
+    let status = bounded("status", site.status()).await.unwrap();
+    assert!(status.has_refresh_token);
+    assert_eq!(status.last_error, None);
+}
+
+/// A keyring slow to delete stalls neither logout's answer nor the
+/// `status` after it; a delete past the deadline is said in `status` and
+/// tried again until the keyring has removed the login.
+#[tokio::test(start_paused = true)]
+async fn a_slow_delete_stalls_neither_logout_nor_status() {
+    let (site, _provider, flaky) = flaky_site();
+    assert_eq!(bounded("get", token(&site, None)).await.access_token, "at1");
+    assert_eq!(flaky_refresh(&flaky), "rt1");
+    *flaky.delay.lock().unwrap() = Duration::from_secs(3);
+    let quick = Duration::from_secs(1);
+    let out = tokio::time::timeout(quick, site.logout())
+        .await
+        .expect("logout waited for the delete")
+        .unwrap();
+    assert!(out.refresh.is_some(), "the tokens to revoke are handed out");
+    let status = tokio::time::timeout(quick, site.status())
+        .await
+        .expect("status waited for the delete")
+        .unwrap();
+    assert!(!status.has_refresh_token && !status.has_access_token);
+    assert!(flaky.records.lock().unwrap().contains_key("corp"));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !flaky.records.lock().unwrap().contains_key("corp"),
+        "deleted off the actor"
+    );
+
+    // A delete the keyring does not answer: said, and tried again.
+    *flaky.delay.lock().unwrap() = Duration::ZERO;
+    assert!(matches!(
+        bounded("get", site.get(Vec::new(), None)).await.unwrap(),
+        Served::NeedLogin
+    ));
+    flaky.records.lock().unwrap().insert(
+        "corp".into(),
+        Record::refresh_only(String::new(), "stale", Vec::new(), 0),
+    );
+    flaky.stuck.store(true, Ordering::SeqCst);
+    let _ = tokio::time::timeout(quick, site.logout())
+        .await
+        .expect("logout waited for a stuck delete")
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let error = tokio::time::timeout(quick, site.status())
+        .await
+        .expect("status waited")
+        .unwrap()
+        .last_error
+        .unwrap_or_default();
+    assert!(error.contains("cannot remove the login"), "{error}");
+    flaky.stuck.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        !flaky.records.lock().unwrap().contains_key("corp"),
+        "the delete was retried"
+    );
+    assert_eq!(site.status().await.unwrap().last_error, None);
 }

@@ -152,12 +152,18 @@ pub(crate) enum Store {
 pub(crate) struct Flaky {
     pub records: Mutex<HashMap<String, Record>>,
     pub stuck: std::sync::atomic::AtomicBool,
+    /// How long each call takes to answer (a slow keyring).
+    pub delay: Mutex<Duration>,
 }
 
 #[cfg(test)]
 impl Flaky {
     /// Pending forever while stuck.
     async fn answer<T>(&self, f: impl FnOnce(&mut HashMap<String, Record>) -> T) -> T {
+        let delay = *lock(&self.delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         if self.stuck.load(std::sync::atomic::Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }

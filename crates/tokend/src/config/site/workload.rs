@@ -46,6 +46,31 @@ pub(crate) struct Workload {
     pub exchange: Option<Exchange>,
 }
 
+/// A site's [`Workload`], boxed only when it has one: most sites have
+/// none, and an empty box a site is 0.4 KiB for every thousand sites
+/// (heaptrack, 1000 sites). Reads as a `Workload` (an empty one when none).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub(crate) struct Workloads(Option<Box<Workload>>);
+
+impl Workloads {
+    pub(crate) fn new(w: Workload) -> Workloads {
+        Workloads((w != Workload::default()).then(|| Box::new(w)))
+    }
+}
+
+impl std::ops::Deref for Workloads {
+    type Target = Workload;
+    fn deref(&self) -> &Workload {
+        static NONE: Workload = Workload {
+            client_key: None,
+            client_assertion: None,
+            assertion: None,
+            exchange: None,
+        };
+        self.0.as_deref().unwrap_or(&NONE)
+    }
+}
+
 /// An RFC 8693 exchange as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Exchange {

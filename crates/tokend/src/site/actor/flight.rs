@@ -316,7 +316,7 @@ impl Actor {
             (Some(Need::Own), Err(SiteError::Refused { site, source })) => {
                 tracing::warn!(site = %self.name, "the provider refused the refresh token ({source}); a login is needed");
                 let why = format!("site {site}: {source}; run `token login {site}`");
-                self.forget(Some(why)).await;
+                self.forget(Some(why));
                 self.answer(&Need::Own, flight.seq, None);
             }
             (Some(need), Err(e)) => {
@@ -337,7 +337,7 @@ impl Actor {
                 self.answer(&need, flight.seq, Some(e));
             }
         }
-        self.settle_logouts().await;
+        self.settle_logouts();
     }
 
     /// Answers the waiters a flight of `need` numbered `seq` covers: from the

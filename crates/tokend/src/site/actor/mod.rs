@@ -9,12 +9,15 @@
 //! result that brought a rotated refresh token is handed out only once its
 //! save has answered (or missed the store's deadline), while `status` and
 //! the tokens in hand keep being served; a logout's delete waits for the
-//! save under way. The one store read, the first load, is awaited here.
+//! save under way, and runs off the actor as saves do. The one store read,
+//! the first load, runs off the actor too (`load`): the messages that need
+//! the login wait for it, `status` does not.
 
 mod call;
 mod dpop;
 mod flight;
 mod id;
+mod load;
 mod logins;
 mod save;
 
@@ -27,12 +30,10 @@ use tokio::sync::{oneshot, Semaphore};
 
 use self::flight::{Flight, Landed, Waiter};
 use self::logins::{Exchange, Pending};
-use super::idtoken::HeldId;
-use super::state::{Current, StatusView, TokenState};
+use super::state::{StatusView, TokenState};
 use super::{Deps, LoggedOut, Mailbox, Msg, SiteError};
 use crate::config::SiteConfig;
 use crate::login;
-use crate::refresh::Expiring;
 use crate::store::StoreError;
 
 /// How long an actor with nothing under way waits for another message
@@ -125,6 +126,8 @@ pub(super) struct Actor {
     predecessor: Option<Arc<Semaphore>>,
     st: TokenState,
     loaded: bool,
+    /// The first load under way, and the messages waiting for it.
+    loading: Option<Box<load::Loading>>,
     oauth: Option<Arc<OAuthSite>>,
     /// `dpop = true` sites: the key (loaded or made at the first load).
     dpop: Option<Arc<Dpop>>,
@@ -141,8 +144,10 @@ pub(super) struct Actor {
     saving: Option<save::Saving>,
     /// Saves started so far.
     saves: u64,
-    /// The login changed during the save under way: saved again after it.
+    /// The login changed during the write under way: written again after it.
     save_again: bool,
+    /// What the next write (or the retry of a failed one) does.
+    want: save::Write,
     /// When a failed save is tried again.
     save_retry: Option<tokio::time::Instant>,
     /// A token call's result waiting for its save before it is handed out.
@@ -159,6 +164,10 @@ enum Wake {
     Landed(Box<Result<Landed, tokio::task::JoinError>>),
     /// The login's task ended.
     Login(Box<Result<Result<login::Got, SiteError>, tokio::task::JoinError>>),
+    /// The first load answered.
+    Loaded(Box<Result<Result<Option<crate::store::Record>, StoreError>, tokio::task::JoinError>>),
+    /// The first load is slow: `status` stops waiting for it.
+    LoadSlow,
     /// The save under way answered.
     Saved(Box<Result<Result<(), StoreError>, tokio::task::JoinError>>),
     /// A failed save is to be tried again.
@@ -185,8 +194,21 @@ pub(super) async fn run(mut a: Box<Actor>, first: Option<Box<Msg>>) -> Exit {
         let park_at = a
             .can_park()
             .then(|| tokio::time::Instant::now() + PARK_AFTER);
+        let slow = a
+            .loading
+            .as_ref()
+            .filter(|l| l.statuses_wait())
+            .map(|l| l.slow_at);
         let wake = tokio::select! {
             m = a.rx.recv(), if !a.stopping => Wake::Msg(m),
+            r = async { match a.loading.as_mut() {
+                Some(l) => (&mut l.task).await,
+                None => std::future::pending().await,
+            } } => Wake::Loaded(Box::new(r)),
+            () = async { match slow {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            } } => Wake::LoadSlow,
             r = async { match a.flight.as_mut() {
                 Some(f) => (&mut f.task).await,
                 None => std::future::pending().await,
@@ -246,7 +268,9 @@ pub(super) async fn run(mut a: Box<Actor>, first: Option<Box<Msg>>) -> Exit {
                 });
                 a.login_got(got);
             }
-            Wake::Saved(r) => Box::pin(a.saved(*r)).await,
+            Wake::Loaded(r) => Box::pin(a.load_landed(*r)).await,
+            Wake::LoadSlow => a.load_slow(),
+            Wake::Saved(r) => a.saved(*r),
             Wake::SaveRetry => a.save_retry_due(),
             Wake::Timer => a.refresh_ahead(),
             Wake::Quiet => {
@@ -290,6 +314,7 @@ impl Actor {
             predecessor,
             st: TokenState::default(),
             loaded: false,
+            loading: None,
             oauth: None,
             dpop: None,
             flight: None,
@@ -301,6 +326,7 @@ impl Actor {
             saving: None,
             saves: 0,
             save_again: false,
+            want: save::Write::Save,
             save_retry: None,
             withheld: None,
             stopping: false,
@@ -342,6 +368,7 @@ impl Actor {
     fn can_park(&self) -> bool {
         self.parks
             && self.loaded
+            && self.loading.is_none()
             && !self.stopping
             && self.flight.is_none()
             && self.exchange.is_none()
@@ -357,7 +384,30 @@ impl Actor {
         self.deps.clock.now()
     }
 
+    /// Takes a message: one that needs the login waits for its first load.
     async fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Status { reply } if !self.ready() => self.status_loading(reply),
+            Msg::Wake => {
+                // A parked site's, loaded; or a site with token files to
+                // keep fresh: its login is read.
+                self.ready();
+            }
+            Msg::Get { .. }
+            | Msg::GetId { .. }
+            | Msg::Login { .. }
+            | Msg::Logout { .. }
+            | Msg::Proof { .. }
+                if !self.ready() =>
+            {
+                self.hold(msg)
+            }
+            msg => self.handle_ready(msg).await,
+        }
+    }
+
+    /// Handles a message whose login is loaded (or whose load has failed).
+    async fn handle_ready(&mut self, msg: Msg) {
         match msg {
             Msg::Get {
                 scopes,
@@ -365,17 +415,13 @@ impl Actor {
                 from,
                 fresh,
                 reply,
-            } => {
-                self.load().await;
-                match self.need_for(scopes) {
-                    Ok(need) => self.get(need, min_ttl, from, fresh, reply),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
+            } => match self.need_for(scopes) {
+                Ok(need) => self.get(need, min_ttl, from, fresh, reply),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
                 }
-            }
+            },
             Msg::GetId { min_ttl, reply } => {
-                self.load().await;
                 self.get_id(min_ttl, reply);
             }
             Msg::Login {
@@ -383,7 +429,6 @@ impl Actor {
                 interactive,
                 reply,
             } => {
-                self.load().await;
                 let _ = reply.send(self.join_login(mode, interactive));
             }
             Msg::Paste { reply } => {
@@ -391,15 +436,13 @@ impl Actor {
             }
             Msg::Logout { reply } => {
                 // A store we cannot read still gets its entry deleted.
-                self.load().await;
                 self.cancel_login(login::cancelled(&self.name));
                 // Revoke what a call under way brings, not what it
                 // replaces; delete after the save under way.
                 self.logouts.push(reply);
-                self.settle_logouts().await;
+                self.settle_logouts();
             }
             Msg::Status { reply } => {
-                self.load().await;
                 let _ = reply.send(self.status());
             }
             Msg::Config(cfg) => {
@@ -417,7 +460,6 @@ impl Actor {
                 nonce,
                 reply,
             } => {
-                self.load().await;
                 let _ = reply.send(self.proof(&method, &url, &token, nonce));
             }
             Msg::Stop => self.begin_stop(),
@@ -425,125 +467,33 @@ impl Actor {
         }
     }
 
-    /// Loads the persisted login once. A store that cannot be read (no
-    /// Secret Service on a headless machine, a locked keyring) does not
-    /// stop the site from working: it starts empty, and `status` says why.
-    async fn load(&mut self) {
-        if self.loaded {
-            return;
-        }
-        if self.st.refresh.is_some() || self.st.access.is_some() {
-            // A login made since a keyring that did not answer: it is newer
-            // than whatever the keyring holds.
-            self.loaded = true;
-            return;
-        }
-        if let Some(before) = self.predecessor.take() {
-            // Closed when that actor has ended.
-            let _ = before.acquire().await;
-        }
-        let record = {
-            let _slot = self.deps.load_slots.acquire().await;
-            self.deps.store.load(&self.name).await
-        };
-        self.loaded = true;
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                // A keyring past its deadline may hold a login: asked again
-                // with the next message.
-                self.loaded = !matches!(e, StoreError::TimedOut(_));
-                let msg = format!(
-                    "cannot read the {} store ({e}); logins will not survive a restart: fix it or set TOKEND_STORE=file",
-                    self.deps.store.name()
-                );
-                tracing::error!(site = %self.name, "{msg}");
-                self.st.last_error = Some(msg);
-                None
-            }
-        };
-        let record = record.filter(|r| {
-            let ours = r.identity == self.cfg.identity();
-            if !ours {
-                tracing::info!(site = %self.name, "stored login is for another provider, client, scope set or dpop setting; ignoring it");
-            }
-            ours
-        });
-        self.dpop = self.load_dpop_key(record.as_ref().and_then(|r| r.dpop_key.as_ref()));
-        if let Some(r) = record {
-            let saved_at = r.saved_at as f64;
-            self.st.refresh = r.refresh_token;
-            self.st.scopes = r.scopes;
-            self.st.last_refresh = Some(saved_at);
-            if let Some(token) = r.access_token {
-                self.st.access = Some(Current {
-                    token,
-                    token_type: r.token_type.unwrap_or_else(|| self.token_type().to_owned()),
-                    expires_at: r.expires_at,
-                    obtained_at: saved_at,
-                    scopes: self.st.scopes.clone(),
-                    jitter: crate::refresh::jitter(),
-                    fell_short: false,
-                });
-            }
-            self.st.id_token = r
-                .id_token
-                .zip(r.id_token_expires_at)
-                .map(|(token, expires_at)| HeldId {
-                    // Checked when it was taken; only its `sub` is read here.
-                    subject: tokend_oauth::unverified_subject(token.expose()).unwrap_or_default(),
-                    token,
-                    expires_at,
-                    obtained_at: saved_at,
-                });
-            self.st.subject = self
-                .st
-                .id_token
-                .as_ref()
-                .map(|t| t.subject.clone())
-                .filter(|s| !s.is_empty());
-            self.st.id_token = self
-                .st
-                .id_token
-                .take()
-                .filter(|t| t.unexpired(self.deps.clock.now()));
-            tracing::debug!(site = %self.name, "login loaded from the store");
-        }
-    }
-
-    /// Drops the login, memory and store.
-    async fn forget(&mut self, why: Option<String>) {
+    /// Drops the login: from memory at once, from the store after the
+    /// save under way (off the actor, retried until it is done).
+    fn forget(&mut self, why: Option<String>) {
         self.st.clear(why);
-        self.save_done().await;
-        if let Err(e) = self.deps.store.delete(&self.name).await {
-            tracing::error!(site = %self.name, "cannot remove the login from the store: {e}");
-        }
+        self.erase();
     }
 
-    /// Answers the logouts waiting, once nothing under way would write the
-    /// store after them.
-    async fn settle_logouts(&mut self) {
-        if self.flight.is_some()
-            || self.exchange.is_some()
-            || self.withheld.is_some()
-            || self.saving.is_some()
-        {
+    /// Answers the logouts waiting, once nothing under way would bring a
+    /// login after them (the store's delete is queued after its saves).
+    fn settle_logouts(&mut self) {
+        if self.flight.is_some() || self.exchange.is_some() || self.withheld.is_some() {
             return;
         }
         for reply in std::mem::take(&mut self.logouts) {
-            let out = self.logout().await;
+            let out = self.logout();
             let _ = reply.send(out);
         }
     }
 
-    async fn logout(&mut self) -> LoggedOut {
+    fn logout(&mut self) -> LoggedOut {
         let out = LoggedOut {
             refresh: self.st.refresh.clone(),
             access: self.st.access.as_ref().map(|c| c.token.clone()),
             config: self.cfg.clone(),
             oauth: self.oauth.clone(),
         };
-        self.forget(None).await;
+        self.forget(None);
         // A new login gets a new key: nothing bound to the old one (a token
         // copied elsewhere, a proof kept) outlives the logout.
         if self.dpop.is_some() {
@@ -586,7 +536,7 @@ impl Actor {
             let _ = w.reply.send(Err(gone()));
         }
         self.end_login(Err(SiteError::Internal("the site stopped".to_owned())));
-        while let Ok(msg) = self.rx.try_recv() {
+        while let Some(msg) = self.rx.try_recv() {
             if let Msg::Get { reply, .. } | Msg::GetId { reply, .. } = *msg {
                 let _ = reply.send(Err(gone()));
             }

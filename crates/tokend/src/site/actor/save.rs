@@ -6,7 +6,9 @@
 //! access token is handed out) is withheld until its save has answered:
 //! its callers wait for it, anyone else is served the token held before.
 //! A save that fails (past the store's deadline, or refused) is said in
-//! `status` and in every token handed out, and tried again.
+//! `status` and in every token handed out, and tried again. A logout's
+//! delete is one of these writes: queued after the save under way, run
+//! off the actor, said in `status` and tried again when it fails.
 
 use std::time::Duration;
 
@@ -22,10 +24,19 @@ use crate::store::{Record, StoreError};
 /// saves sooner).
 pub(super) const SAVE_RETRY: Duration = Duration::from_secs(30);
 
-/// A save under way.
+/// What the store is to hold of the site: the login in memory, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(super) enum Write {
+    #[default]
+    Save,
+    Delete,
+}
+
+/// A write (a save or a delete) under way.
 pub(super) struct Saving {
-    /// Saves started so far, this one included.
+    /// Writes started so far, this one included.
     pub(super) id: u64,
+    kind: Write,
     pub(super) task: JoinHandle<Result<(), StoreError>>,
 }
 
@@ -53,6 +64,18 @@ impl Actor {
     /// Has the login in memory written to the store: now, or after the
     /// save under way. Returns the number of the save that carries it.
     pub(super) fn persist(&mut self) -> u64 {
+        self.write(Write::Save)
+    }
+
+    /// Has the login deleted from the store: now, or after the save under
+    /// way (which must not land after it).
+    pub(super) fn erase(&mut self) {
+        self.write(Write::Delete);
+    }
+
+    /// The latest write asked for wins: a save after a delete saves.
+    fn write(&mut self, kind: Write) -> u64 {
+        self.want = kind;
         self.save_retry = None;
         if self.saving.is_some() {
             self.save_again = true;
@@ -64,12 +87,20 @@ impl Actor {
 
     fn start_save(&mut self) {
         self.saves += 1;
-        let record = self.record(self.now());
         let store = self.deps.store.clone();
         let name = self.name.clone();
+        let kind = self.want;
+        let task = match kind {
+            Write::Save => {
+                let record = self.record(self.now());
+                tokio::spawn(async move { store.save(&name, &record).await })
+            }
+            Write::Delete => tokio::spawn(async move { store.delete(&name).await }),
+        };
         self.saving = Some(Saving {
             id: self.saves,
-            task: tokio::spawn(async move { store.save(&name, &record).await }),
+            kind,
+            task,
         });
     }
 
@@ -106,10 +137,7 @@ impl Actor {
     /// (memory still has the login; a restart would lose it) and the save
     /// is tried again later. A result withheld for this save is handed out
     /// either way.
-    pub(super) async fn saved(
-        &mut self,
-        result: Result<Result<(), StoreError>, tokio::task::JoinError>,
-    ) {
+    pub(super) fn saved(&mut self, result: Result<Result<(), StoreError>, tokio::task::JoinError>) {
         let Some(done) = self.saving.take() else {
             return;
         };
@@ -121,10 +149,13 @@ impl Actor {
                 self.st.unsaved = None;
             }
             Err(e) => {
-                let msg = format!(
-                    "cannot persist the login to the {} store: {e}",
-                    self.deps.store.name()
-                );
+                let store = self.deps.store.name();
+                let msg = match done.kind {
+                    Write::Save => format!("cannot persist the login to the {store} store: {e}"),
+                    Write::Delete => format!(
+                        "cannot remove the login from the {store} store ({e}): a restart would find it again"
+                    ),
+                };
                 tracing::error!(site = %self.name, "{msg}; tried again in {} s", SAVE_RETRY.as_secs());
                 self.st.last_error = Some(msg.clone());
                 self.st.unsaved = Some(msg);
@@ -141,25 +172,15 @@ impl Actor {
                 Then::Login => self.login_done(),
             }
         }
-        self.settle_logouts().await;
+        self.settle_logouts();
     }
 
     /// A failed save's retry is due.
     pub(super) fn save_retry_due(&mut self) {
         self.save_retry = None;
         if self.saving.is_none() {
-            tracing::info!(site = %self.name, "saving the login again");
+            tracing::info!(site = %self.name, "writing the login to the store again");
             self.start_save();
         }
-    }
-
-    /// Waits for the save under way, before the store is written otherwise
-    /// (a delete must not be overtaken by an older save).
-    pub(super) async fn save_done(&mut self) {
-        if let Some(s) = self.saving.take() {
-            let _ = s.task.await;
-        }
-        self.save_again = false;
-        self.save_retry = None;
     }
 }
