@@ -16,6 +16,7 @@ mod dpop;
 mod flight;
 mod id;
 mod logins;
+mod publish;
 mod save;
 
 use std::sync::Arc;
@@ -148,6 +149,8 @@ pub(super) struct Actor {
     /// A token call's result waiting for its save before it is handed out.
     withheld: Option<Box<save::Withheld>>,
     stopping: bool,
+    /// Its published answer to a plain `get` (`site::held`).
+    cell: Arc<super::held::Held>,
     /// Dropped when the actor ends (kept for that): what a successor waits for.
     _ended: Ended,
 }
@@ -265,6 +268,7 @@ pub(super) async fn run(mut a: Box<Actor>, first: Option<Box<Msg>>) -> Exit {
             }
         }
         crate::files::sync(&a.name, &a.cfg, &a.st);
+        a.recheck();
         a.fly();
     }
     (*a).finish();
@@ -304,6 +308,7 @@ impl Actor {
             save_retry: None,
             withheld: None,
             stopping: false,
+            cell: Arc::default(),
             _ended: finished,
         };
         if let Some(p) = parked {
@@ -390,6 +395,7 @@ impl Actor {
                 let _ = reply.send(self.login.as_ref().and_then(|p| p.paste.clone()));
             }
             Msg::Logout { reply } => {
+                self.cell.clear();
                 // A store we cannot read still gets its entry deleted.
                 self.load().await;
                 self.cancel_login(login::cancelled(&self.name));
@@ -513,6 +519,7 @@ impl Actor {
 
     /// Drops the login, memory and store.
     async fn forget(&mut self, why: Option<String>) {
+        self.cell.clear();
         self.st.clear(why);
         self.save_done().await;
         if let Err(e) = self.deps.store.delete(&self.name).await {
@@ -568,6 +575,7 @@ impl Actor {
             return;
         }
         self.stopping = true;
+        self.cell.clear();
         self.cancel_login(SiteError::LoginInterrupted {
             site: self.name.clone(),
         });
