@@ -105,6 +105,8 @@ pub(crate) async fn dispatch(d: &Arc<Daemon>, req: Request, events: &mut Events<
     }
 }
 
+#[cfg(test)]
+mod fast_tests;
 #[cfg(all(test, unix))]
 mod tests;
 #[cfg(all(test, unix))]
