@@ -39,6 +39,12 @@ fn plain() -> GetRequest {
     }
 }
 
+/// Two plain `get`s: a token is published once it has been served before.
+async fn get_twice(d: &Arc<Daemon>) -> token_proto::TokenReply {
+    get(d).await.unwrap();
+    get(d).await.unwrap()
+}
+
 /// A `get` as a client's: the fast path, else the actor.
 async fn get(d: &Arc<Daemon>) -> Result<token_proto::TokenReply, crate::error::ApiError> {
     super::token_for(d, plain()).await
@@ -52,6 +58,11 @@ async fn running(d: &Daemon) -> bool {
 async fn a_plain_get_is_answered_from_the_published_token_without_waking_the_site() {
     let (_dir, provider, d) = one_site("", 3600);
     let first = get(&d).await.unwrap();
+    assert!(
+        super::get::fast(&d, &plain()).is_none(),
+        "published for a site asked once"
+    );
+    get(&d).await.unwrap();
     tokio::time::sleep(PARK_AFTER * 2).await;
     assert!(!running(&d).await, "parked");
     for _ in 0..3 {
@@ -87,7 +98,8 @@ async fn a_plain_get_is_answered_from_the_published_token_without_waking_the_sit
 #[tokio::test(start_paused = true)]
 async fn a_client_credentials_site_used_only_through_the_fast_path_is_renewed_ahead() {
     let (_dir, provider, d) = one_site(
-        "grant = \"client_credentials\"\nclient_secret_cmd = \"echo s\"\n",
+        // A variable every test has: no command to wait for on the paused clock.
+        "grant = \"client_credentials\"\nclient_secret_env = \"PATH\"\n",
         60,
     );
     get(&d).await.unwrap();
@@ -119,7 +131,7 @@ async fn a_client_credentials_site_used_only_through_the_fast_path_is_renewed_ah
 #[tokio::test(start_paused = true)]
 async fn a_logout_takes_the_published_token_back() {
     let (_dir, _provider, d) = one_site("", 3600);
-    get(&d).await.unwrap();
+    get_twice(&d).await;
     assert!(super::get::fast(&d, &plain()).is_some());
     d.site("a").unwrap().logout().await.unwrap();
     assert!(super::get::fast(&d, &plain()).is_none());
@@ -134,7 +146,7 @@ async fn a_logout_takes_the_published_token_back() {
 #[tokio::test(start_paused = true)]
 async fn new_settings_are_not_answered_with_the_old_ones() {
     let (dir, _provider, d) = one_site("", 3600);
-    get(&d).await.unwrap();
+    get_twice(&d).await;
     tokio::time::sleep(PARK_AFTER * 2).await;
     assert!(super::get::fast(&d, &plain()).is_some());
     let config = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
@@ -162,7 +174,7 @@ async fn new_settings_are_not_answered_with_the_old_ones() {
 #[tokio::test(start_paused = true)]
 async fn nothing_is_served_from_the_cell_past_the_serve_margin() {
     let (_dir, provider, d) = one_site("", 100);
-    let first = get(&d).await.unwrap();
+    let first = get_twice(&d).await;
     let expires = first.expires_at.unwrap() as f64;
     provider
         .refuse

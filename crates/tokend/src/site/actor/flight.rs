@@ -175,11 +175,15 @@ impl Actor {
         } else {
             return None;
         };
+        // Served before: a site asked again and again (published for that).
+        let again = self.st.last_used >= cur.obtained_at;
         let mut reply = cur.reply(self.cfg.api_key.clone(), None);
         reply.warning = warning.filter(|_| self.st.say_short(from));
         self.st.last_used = now;
         let reply = self.noted(reply);
-        self.publish(need, &reply);
+        if again {
+            self.publish(need, &reply);
+        }
         Some(reply)
     }
 

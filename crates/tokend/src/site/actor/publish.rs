@@ -21,7 +21,9 @@ impl Actor {
 
     /// Publishes `reply`, just served for `need`, when it is what every
     /// plain `get` gets: the site's own token, nothing to tell the caller,
-    /// no logout or stop under way.
+    /// no logout or stop under way, no renewal due. Called for a token
+    /// served before: a site asked once (most of a thousand) keeps no
+    /// second copy of its answer.
     pub(super) fn publish(&self, need: &Need, reply: &TokenReply) {
         if *need != Need::Own
             || reply.warning.is_some()
@@ -36,7 +38,12 @@ impl Actor {
             return;
         };
         let margin = serve_margin(cur.lifetime(), self.cfg.refresh_before);
-        let plan = self.st.next_refresh(&self.cfg, self.now());
+        let now = self.now();
+        let plan = self.st.next_refresh(&self.cfg, now);
+        if plan.is_some_and(|at| at < now) {
+            // Its renewal is due: the reply says "now" until it lands.
+            return;
+        }
         self.cell.publish(reply, &self.cfg, margin, plan);
     }
 
