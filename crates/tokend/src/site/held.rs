@@ -75,7 +75,7 @@ impl Ready {
         &self.cfg
     }
 
-    /// The token's expiry and renewal plan, as published.
+    /// The renewal plan it was published with.
     pub(crate) fn plan(&self) -> Option<f64> {
         self.plan
     }
