@@ -170,6 +170,12 @@ impl Daemon {
         self.sites.deps()
     }
 
+    /// The registry (tests).
+    #[cfg(test)]
+    pub(crate) fn sites(&self) -> &Sites {
+        &self.sites
+    }
+
     pub(crate) fn config(&self) -> Arc<Config> {
         self.config
             .read()

@@ -40,7 +40,7 @@ pub(crate) fn refresh_margin(lifetime: f64, refresh_before: Option<u64>, jitter:
 /// asked for no `min_ttl`: half the smallest refresh-ahead margin, at most
 /// 30 s. Below the refresh-ahead margin, so with refresh-ahead working no
 /// caller waits on the provider for a renewal.
-fn serve_margin(lifetime: f64, refresh_before: Option<u64>) -> f64 {
+pub(crate) fn serve_margin(lifetime: f64, refresh_before: Option<u64>) -> f64 {
     (refresh_margin(lifetime, refresh_before, 0.0) / 2.0).min(30.0)
 }
 

@@ -9,7 +9,9 @@
 //! - At `MAX_CONNECTIONS`, a new connection closes the one that has been
 //!   idle longest, so idle sockets cannot lock real callers out; only when
 //!   every connection is busy does a new one wait in the kernel's backlog.
-//! - Read buffers exist only while a connection has bytes to read.
+//! - No connection keeps a read buffer: bytes are read into one buffer per
+//!   thread, shared by every connection, and fed to the connection's line
+//!   decoder at once (which keeps only an unfinished line).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,8 +57,14 @@ impl Limits {
     };
 }
 
-/// Bytes read at a time; allocated only while reading.
+/// Bytes read at a time, into the thread's one read buffer.
 const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// The read buffer of the connections this thread serves: used between
+    /// a read and feeding its bytes to a decoder, with no await between.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// The open connections, and which has been idle the longest.
 #[derive(Debug)]
@@ -191,18 +199,29 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Reads what is there, into a buffer that lives only for this read.
-/// `Ok(None)`: the peer closed.
-async fn read_some(stream: &Stream) -> std::io::Result<Option<Vec<u8>>> {
+/// Reads what is there and feeds it to `decoder`, which adds the lines it
+/// completes to `frames`. `Ok(None)`: the peer closed.
+async fn read_some(
+    stream: &Stream,
+    decoder: &mut LineDecoder,
+    frames: &mut Vec<Frame>,
+) -> std::io::Result<Option<()>> {
     loop {
         stream.readable().await?;
-        let mut buf = vec![0u8; READ_CHUNK];
-        match stream.try_read(&mut buf) {
-            Ok(0) => return Ok(None),
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(Some(buf));
+        let read = READ_BUF.with_borrow_mut(|buf| -> std::io::Result<usize> {
+            if buf.len() < READ_CHUNK {
+                buf.resize(READ_CHUNK, 0);
             }
+            let n = stream.try_read(buf)?;
+            decoder.feed(&buf[..n], frames);
+            // It may hold a pasted token: wiped (the decoder's buffer and
+            // the lines it gives are wiped by the decoder).
+            wipe(&mut buf[..n]);
+            Ok(n)
+        });
+        match read {
+            Ok(0) => return Ok(None),
+            Ok(_) => return Ok(Some(())),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
@@ -245,15 +264,11 @@ async fn connection(
     let mut line_due = Some(Instant::now() + limits.line_timeout);
     loop {
         let deadline = line_due.unwrap_or_else(|| Instant::now() + limits.idle_timeout);
-        let mut data = match tokio::time::timeout_at(deadline, read_some(&stream)).await {
-            Ok(Ok(Some(data))) => data,
+        match tokio::time::timeout_at(deadline, read_some(&stream, &mut decoder, &mut frames)).await
+        {
+            Ok(Ok(Some(()))) => {}
             Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
-        };
-        decoder.feed(&data, &mut frames);
-        // It may hold a pasted token: wiped (the decoder's buffer and the
-        // lines it gives are wiped by the decoder).
-        wipe(&mut data);
-        drop(data);
+        }
         let completed = !frames.is_empty();
         if completed {
             registry.set_idle(id, false);

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use crate::clock::JumpWatch;
 use crate::config::{Config, SiteConfig};
+use crate::site::held::Held;
 use crate::site::{self, Deps, Exit, Mailbox, Msg, Parked, SiteHandle};
 
 /// The daemon's side of the registry: the sites' mailboxes by name, and the
@@ -79,6 +80,7 @@ enum Change {
         config: Arc<SiteConfig>,
         handle: SiteHandle,
         mailbox: Mailbox,
+        held: Arc<Held>,
     },
     /// New settings that keep the site's identity.
     Settings(Arc<SiteConfig>),
@@ -93,19 +95,45 @@ enum Change {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Directory(Arc<RwLock<HashMap<String, Entry>>>);
 
-/// A site in the [`Directory`]: its handle and the settings installed with it.
-type Entry = (SiteHandle, Arc<SiteConfig>);
+/// A site in the [`Directory`]: its handle, the settings installed with
+/// it, and its actor's published answer to a plain `get`.
+#[derive(Debug)]
+struct Entry {
+    handle: SiteHandle,
+    settings: Arc<SiteConfig>,
+    held: Arc<Held>,
+}
+
+impl Entry {
+    fn new(handle: SiteHandle, settings: Arc<SiteConfig>, held: Arc<Held>) -> Entry {
+        Entry {
+            handle,
+            settings,
+            held,
+        }
+    }
+}
 
 impl Directory {
     /// The handle of the site `name` (its actor starts with the first
     /// message it is sent), or `None` when no such site is configured.
     pub(crate) fn get(&self, name: &str) -> Option<SiteHandle> {
-        read(&self.0).get(name).map(|(handle, _)| handle.clone())
+        read(&self.0).get(name).map(|e| e.handle.clone())
     }
 
     /// [`Directory::get`] and the settings installed with the site.
-    pub(crate) fn get_with_settings(&self, name: &str) -> Option<Entry> {
-        read(&self.0).get(name).cloned()
+    pub(crate) fn get_with_settings(&self, name: &str) -> Option<(SiteHandle, Arc<SiteConfig>)> {
+        read(&self.0)
+            .get(name)
+            .map(|e| (e.handle.clone(), e.settings.clone()))
+    }
+
+    /// The settings installed with the site `name` and its published
+    /// answer to a plain `get` (`site::held`).
+    pub(crate) fn held(&self, name: &str) -> Option<(Arc<SiteConfig>, Arc<Held>)> {
+        read(&self.0)
+            .get(name)
+            .map(|e| (e.settings.clone(), e.held.clone()))
     }
 }
 
@@ -191,8 +219,8 @@ impl Sites {
             match before {
                 Some(c) if c.identity() == cfg.identity() => {
                     if c != cfg {
-                        if let Some((_, settings)) = handles.get_mut(name) {
-                            *settings = cfg.clone();
+                        if let Some(e) = handles.get_mut(name) {
+                            e.settings = cfg.clone();
                         }
                         changes.push(Change::Settings(cfg.clone()));
                     }
@@ -204,11 +232,16 @@ impl Sites {
                         added.push(name.as_str());
                     }
                     let (handle, mailbox) = site::mailbox(name);
-                    handles.insert(name.clone(), (handle.clone(), cfg.clone()));
+                    let held = Arc::new(Held::default());
+                    handles.insert(
+                        name.clone(),
+                        Entry::new(handle.clone(), cfg.clone(), held.clone()),
+                    );
                     changes.push(Change::New {
                         config: cfg.clone(),
                         handle,
                         mailbox,
+                        held,
                     });
                 }
             }
@@ -266,6 +299,8 @@ struct Slot {
     generation: u64,
     config: Arc<SiteConfig>,
     handle: SiteHandle,
+    /// Its actor's published answer (the same as in the directory).
+    held: Arc<Held>,
     run: Run,
 }
 
@@ -440,6 +475,7 @@ impl Registry {
                 config,
                 handle,
                 mailbox,
+                held,
             } => {
                 let name = config.name.clone();
                 if let Some(before) = self.slots.remove(&name) {
@@ -458,6 +494,7 @@ impl Registry {
                         generation: self.generation,
                         config,
                         handle,
+                        held,
                         run: Run::Unstarted,
                     },
                 );
@@ -552,6 +589,7 @@ impl Registry {
             parked,
             after,
             ended: ended.clone(),
+            held: slot.held.clone(),
         }));
         self.actors.insert(
             task.id(),
@@ -598,8 +636,13 @@ impl Registry {
             (Some(slot), _) => {
                 tracing::error!(site = %name, "the site's task ended unexpectedly; it starts again from the store with the next request");
                 let (handle, mailbox) = site::mailbox(&name);
-                write(&self.handles.0).insert(name.clone(), (handle.clone(), slot.config.clone()));
+                let held = Arc::new(Held::default());
+                write(&self.handles.0).insert(
+                    name.clone(),
+                    Entry::new(handle.clone(), slot.config.clone(), held.clone()),
+                );
                 slot.handle = handle;
+                slot.held = held;
                 slot.run = Run::Unstarted;
                 self.waiting.push(waiting(name, generation, mailbox));
             }

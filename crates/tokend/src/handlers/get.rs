@@ -13,6 +13,7 @@ use super::Events;
 use crate::config::SiteConfig;
 use crate::daemon::Daemon;
 use crate::error::ApiError;
+use crate::site::held::Ready;
 use crate::site::{proof, Served, SiteHandle, TtlFrom};
 use tokend_oauth::AccessToken;
 
@@ -24,8 +25,45 @@ pub(super) async fn get_by_url(
     events: &mut Events<'_>,
 ) -> Result<ServedTokenReply, ApiError> {
     let served = super::lookup::site_for_get(d, &mut req)?;
+    // Now a get by site (the URL taken out): the fast path may answer it.
+    if let Some(ready) = fast(d, &req) {
+        return Ok(ServedTokenReply {
+            token: ready.reply().clone(),
+            served,
+        });
+    }
     let token = get(d, req, events).await?;
     Ok(ServedTokenReply { token, served })
+}
+
+/// The site's published answer (`site::held`) when `req` is a plain `get`
+/// it serves now: the site's own access token, no scopes, no proof, no ID
+/// token, and the token has the caller's `min_ttl` (or the serve margin)
+/// left. `None`: the actor answers (see [`get`]).
+pub(super) fn fast(d: &Daemon, req: &GetRequest) -> Option<Arc<Ready>> {
+    // Every field, so a new one is decided here.
+    let GetRequest {
+        site,
+        min_ttl,
+        scopes,
+        login: _,
+        no_browser: _,
+        dpop,
+        token: _,
+        purpose: _,
+        interactive: _,
+        url,
+    } = req;
+    // A get by URL answers with the site that serves it: the actor's path.
+    if url.is_some() || !scopes.is_empty() || dpop.is_some() {
+        return None;
+    }
+    let deps = d.deps();
+    let (settings, held) = deps.sites.held(site)?;
+    if wants_id_token(&settings, req) {
+        return None;
+    }
+    held.serve(&settings, deps.clock.now(), *min_ttl)
 }
 
 pub(super) async fn get(

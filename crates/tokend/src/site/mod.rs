@@ -20,6 +20,7 @@ use crate::config::SiteConfig;
 use crate::login::LoginTicket;
 
 mod actor;
+pub(crate) mod held;
 mod mailbox;
 pub(crate) mod proof;
 pub(crate) mod state;
@@ -150,6 +151,8 @@ pub(crate) struct Start {
     pub after: Option<Arc<Semaphore>>,
     /// Closed when this actor has ended.
     pub ended: Arc<Semaphore>,
+    /// Where it publishes its answer to a plain `get` (the fast path).
+    pub held: Arc<held::Held>,
 }
 
 /// A site's actor, from its first message until it parks or ends.
@@ -162,17 +165,21 @@ pub(crate) fn run(start: Start) -> impl std::future::Future<Output = Exit> + Sen
         parked,
         after,
         ended,
+        held,
     } = start;
     actor::run(
-        Box::new(actor::Actor::new(
-            config,
-            deps,
-            mailbox,
-            after,
-            parked,
-            actor::Ended(ended),
-            true,
-        )),
+        Box::new(
+            actor::Actor::new(
+                config,
+                deps,
+                mailbox,
+                after,
+                parked,
+                actor::Ended(ended),
+                true,
+            )
+            .publishing_to(held),
+        ),
         Some(first),
     )
 }

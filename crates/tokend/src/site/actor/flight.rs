@@ -175,10 +175,16 @@ impl Actor {
         } else {
             return None;
         };
+        // Served before: a site asked again and again (published for that).
+        let again = self.st.last_used >= cur.obtained_at;
         let mut reply = cur.reply(self.cfg.api_key.clone(), None);
         reply.warning = warning.filter(|_| self.st.say_short(from));
         self.st.last_used = now;
-        Some(self.noted(reply))
+        let reply = self.noted(reply);
+        if again {
+            self.publish(need, &reply);
+        }
+        Some(reply)
     }
 
     /// A reply with what the caller should hear besides: the login is not
@@ -375,7 +381,7 @@ impl Actor {
     }
 
     /// The token held for a need.
-    fn held(&self, need: &Need) -> Option<&Current> {
+    pub(super) fn held(&self, need: &Need) -> Option<&Current> {
         if let Some(w) = self.withheld.as_ref().filter(|w| w.need == *need) {
             // The token from before the call that waits for its save.
             return w.before.as_ref();

@@ -19,6 +19,7 @@ mod flight;
 mod id;
 mod load;
 mod logins;
+mod publish;
 mod save;
 
 use std::sync::Arc;
@@ -153,6 +154,8 @@ pub(super) struct Actor {
     /// A token call's result waiting for its save before it is handed out.
     withheld: Option<Box<save::Withheld>>,
     stopping: bool,
+    /// Its published answer to a plain `get` (`site::held`).
+    cell: Arc<super::held::Held>,
     /// Dropped when the actor ends (kept for that): what a successor waits for.
     _ended: Ended,
 }
@@ -289,6 +292,7 @@ pub(super) async fn run(mut a: Box<Actor>, first: Option<Box<Msg>>) -> Exit {
             }
         }
         crate::files::sync(&a.name, &a.cfg, &a.st);
+        a.recheck();
         a.fly();
     }
     (*a).finish();
@@ -330,6 +334,7 @@ impl Actor {
             save_retry: None,
             withheld: None,
             stopping: false,
+            cell: Arc::default(),
             _ended: finished,
         };
         if let Some(p) = parked {
@@ -435,6 +440,7 @@ impl Actor {
                 let _ = reply.send(self.login.as_ref().and_then(|p| p.paste.clone()));
             }
             Msg::Logout { reply } => {
+                self.cell.clear();
                 // A store we cannot read still gets its entry deleted.
                 self.cancel_login(login::cancelled(&self.name));
                 // Revoke what a call under way brings, not what it
@@ -470,6 +476,7 @@ impl Actor {
     /// Drops the login: from memory at once, from the store after the
     /// save under way (off the actor, retried until it is done).
     fn forget(&mut self, why: Option<String>) {
+        self.cell.clear();
         self.st.clear(why);
         self.erase();
     }
@@ -518,6 +525,7 @@ impl Actor {
             return;
         }
         self.stopping = true;
+        self.cell.clear();
         self.cancel_login(SiteError::LoginInterrupted {
             site: self.name.clone(),
         });
