@@ -2,13 +2,19 @@
 //! CONNS persistent connections to a tokend socket, each sending
 //! `{"v":1,"op":"get","site":SITE,"login":"never"}` and reading the answer,
 //! one request at a time, as fast as it can, for SECONDS. Prints one line:
-//! `gets/s N`.
+//! `gets/s N cpu_us N client_cpu_us N`: the rate, the server's CPU time
+//! (user + system, from /proc) per get in microseconds, and this process's
+//! (the callers') CPU per get; the daemon's pid comes from its `status`
+//! answer. CPU per get minds the machine's load less than the rate does.
 //!
-//! `loadgen --echo CONNS SECONDS` measures the reference instead: a bare std
-//! server in this process (a thread per connection) that answers each line
-//! with a token-shaped line, on a Unix socket in a temp directory. It is the
-//! floor for any server that reads a line and writes one: what is left
-//! between the two is the daemon's own work.
+//! `loadgen --echo CONNS SECONDS` measures a reference instead: a bare std
+//! server (a thread per connection) that answers each line with a
+//! token-shaped line, in a child process on a Unix socket in a temp
+//! directory. It is the floor for any server that reads a line and writes
+//! one: what is left between the two is the daemon's own work.
+//! `--echo-loop` is the floor for the daemon's architecture: the same
+//! answers from one thread, a tokio `current_thread` event loop with a task
+//! per connection (the daemon is one thread for a single request's latency).
 //!
 //! `--idle` measures what a separate CLI process sees of the daemon instead:
 //! N times, after IDLE_MS of quiet, a fresh connection, one `get`, closed;
@@ -17,14 +23,16 @@
 //!
 //!   loadgen SOCKET SITE CONNS SECONDS
 //!   loadgen --echo CONNS SECONDS
+//!   loadgen --echo-loop CONNS SECONDS
 //!   loadgen --idle SOCKET SITE N IDLE_MS
 //!   loadgen --idle --echo N IDLE_MS
+//!   loadgen --idle --echo-loop N IDLE_MS
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::process::ExitCode;
+use std::process::{Child, Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread;
@@ -37,14 +45,19 @@ const REPLY: &str = concat!(
     "\n"
 );
 
-const USAGE: &str = "loadgen SOCKET SITE CONNS SECONDS | loadgen --echo CONNS SECONDS \
-    | loadgen --idle SOCKET SITE N IDLE_MS | loadgen --idle --echo N IDLE_MS";
+const USAGE: &str = "loadgen SOCKET SITE CONNS SECONDS | loadgen --echo[-loop] CONNS SECONDS \
+    | loadgen --idle SOCKET SITE N IDLE_MS | loadgen --idle --echo[-loop] N IDLE_MS";
+
+/// The hidden mode a floor's child process runs: `--serve std|loop SOCKET`.
+const SERVE: &str = "--serve";
 
 /// Whom to ask, and what: `--echo A B` (this process's echo server) or
 /// `SOCKET SITE A B`; A and B are the mode's two numbers, named `names`.
 struct Target {
     /// Holds the echo server's socket.
     _dir: Option<tempfile::TempDir>,
+    /// The echo server's process, killed when done.
+    server: Option<Child>,
     socket: std::path::PathBuf,
     /// A `get` of the site, one line.
     request: String,
@@ -56,11 +69,19 @@ impl Target {
         names: &str,
     ) -> Result<(Target, A, B), ExitCode> {
         let (dir, socket, site, a, b) = match args {
-            [flag, a, b] if flag == "--echo" => {
+            [flag, a, b] if flag == "--echo" || flag == "--echo-loop" => {
                 let dir = tempfile::tempdir().unwrap();
                 let socket = dir.path().join("echo.sock");
-                echo_server(&socket);
-                (Some(dir), socket, "echo", a, b)
+                let kind = if flag == "--echo" { "std" } else { "loop" };
+                let child = Command::new(std::env::current_exe().unwrap())
+                    .args([SERVE, kind])
+                    .arg(&socket)
+                    .spawn()
+                    .unwrap();
+                while !socket.exists() {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                (Some((dir, child)), socket, "echo", a, b)
             }
             [socket, site, a, b] => (None, socket.into(), site.as_str(), a, b),
             _ => {
@@ -74,9 +95,11 @@ impl Target {
         };
         let request =
             format!("{{\"v\":1,\"op\":\"get\",\"site\":\"{site}\",\"login\":\"never\"}}\n");
+        let (dir, server) = dir.unzip();
         Ok((
             Target {
                 _dir: dir,
+                server,
                 socket,
                 request,
             },
@@ -86,10 +109,28 @@ impl Target {
     }
 }
 
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.server {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().is_some_and(|a| a == "--idle") {
-        return idle(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("--idle") => return idle(&args[1..]),
+        Some(SERVE) => {
+            match &args[1..] {
+                [kind, socket] if kind == "std" => std_server(Path::new(socket)),
+                [kind, socket] if kind == "loop" => loop_server(Path::new(socket)),
+                _ => eprintln!("usage: loadgen {SERVE} std|loop SOCKET"),
+            }
+            return ExitCode::from(2);
+        }
+        _ => {}
     }
     let (target, conns, seconds) = match Target::parse::<usize, f64>(&args, "CONNS and SECONDS") {
         Ok(t) => t,
@@ -109,11 +150,18 @@ fn main() -> ExitCode {
         .collect();
     // Warm up, then count over the window only.
     thread::sleep(Duration::from_millis(300));
+    let server = match &target.server {
+        Some(child) => Some(child.id()),
+        None => daemon_pid(socket),
+    };
+    let cpu = |pid: Option<u32>| pid.and_then(|p| cpu_us(&format!("/proc/{p}/stat")));
+    let (server_before, self_before) = (cpu(server), cpu_us("/proc/self/stat"));
     let start_count = count.load(Relaxed);
     let start = Instant::now();
     thread::sleep(Duration::from_secs_f64(seconds));
     let n = count.load(Relaxed) - start_count;
     let elapsed = start.elapsed().as_secs_f64();
+    let (server_after, self_after) = (cpu(server), cpu_us("/proc/self/stat"));
     done.store(true, Relaxed);
     let mut failed = false;
     for c in callers {
@@ -122,7 +170,16 @@ fn main() -> ExitCode {
             failed = true;
         }
     }
-    println!("gets/s {:.0}", n as f64 / elapsed);
+    let per_get = |before: Option<u64>, after: Option<u64>| match (before, after) {
+        (Some(b), Some(a)) if n > 0 => format!("{:.2}", (a - b) as f64 / n as f64),
+        _ => "-".to_owned(),
+    };
+    println!(
+        "gets/s {:.0} cpu_us {} client_cpu_us {}",
+        n as f64 / elapsed,
+        per_get(server_before, server_after),
+        per_get(self_before, self_after)
+    );
     if failed {
         ExitCode::FAILURE
     } else {
@@ -154,17 +211,73 @@ fn caller(
     Ok(())
 }
 
-fn echo_server(socket: &Path) {
+/// A process's CPU time so far (user + system), in microseconds, from its
+/// `/proc/PID/stat` (fields 14 and 15, in clock ticks).
+fn cpu_us(stat: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    // The command name (field 2) may hold spaces: count from its `)`.
+    let mut fields = text[text.rfind(')')? + 1..].split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = u64::try_from(ticks).ok().filter(|&t| t > 0)?;
+    Some((utime + stime) * 1_000_000 / ticks)
+}
+
+/// The daemon's pid, from its `status` answer.
+fn daemon_pid(socket: &Path) -> Option<u32> {
+    let mut stream = UnixStream::connect(socket).ok()?;
+    stream.write_all(b"{\"v\":1,\"op\":\"status\"}\n").ok()?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).ok()?;
+    let answer: serde_json::Value = serde_json::from_str(&line).ok()?;
+    u32::try_from(answer.get("pid")?.as_u64()?).ok()
+}
+
+/// The thread-per-connection floor: std, blocking reads and writes.
+fn std_server(socket: &Path) {
     let listener = UnixListener::bind(socket).unwrap();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            thread::spawn(move || {
-                let mut writer = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                    if writer.write_all(REPLY.as_bytes()).is_err() {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        thread::spawn(move || {
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if writer.write_all(REPLY.as_bytes()).is_err() {
+                    break;
+                }
+                line.clear();
+            }
+        });
+    }
+}
+
+/// The one-thread floor: a tokio `current_thread` loop, a task per
+/// connection, as the daemon is built.
+fn loop_server(socket: &Path) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let (reader, mut writer) = stream.into_split();
+                let mut reader = tokio::io::BufReader::new(reader);
+                let mut line = Vec::new();
+                while reader
+                    .read_until(b'\n', &mut line)
+                    .await
+                    .is_ok_and(|n| n > 0)
+                {
+                    if writer.write_all(REPLY.as_bytes()).await.is_err() {
                         break;
                     }
                     line.clear();
