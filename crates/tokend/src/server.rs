@@ -262,12 +262,20 @@ async fn connection(
     // The first line is due soon after connecting; later ones soon after
     // their first byte.
     let mut line_due = Some(Instant::now() + limits.line_timeout);
+    // One timer for the connection's life, moved on each pass: a later
+    // deadline only updates it (no timer-wheel work per request).
+    let expired = tokio::time::sleep_until(Instant::now() + limits.line_timeout);
+    tokio::pin!(expired);
     loop {
         let deadline = line_due.unwrap_or_else(|| Instant::now() + limits.idle_timeout);
-        match tokio::time::timeout_at(deadline, read_some(&stream, &mut decoder, &mut frames)).await
-        {
-            Ok(Ok(Some(()))) => {}
-            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
+        expired.as_mut().reset(deadline);
+        tokio::select! {
+            biased;
+            read = read_some(&stream, &mut decoder, &mut frames) => match read {
+                Ok(Some(())) => {}
+                Ok(None) | Err(_) => return,
+            },
+            () = &mut expired => return,
         }
         let completed = !frames.is_empty();
         if completed {
