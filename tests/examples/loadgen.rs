@@ -2,9 +2,9 @@
 //! CONNS persistent connections to a tokend socket, each sending
 //! `{"v":1,"op":"get","site":SITE,"login":"never"}` and reading the answer,
 //! one request at a time, as fast as it can, for SECONDS. Prints one line:
-//! `gets/s N cpu_us N client_cpu_us N`: the rate, the server's CPU time
-//! (user + system, from /proc) per get in microseconds, and this process's
-//! (the callers') CPU per get; the daemon's pid comes from its `status`
+//! `gets/s N cpu_us N client_cpu_us N user_us N`: the rate, the server's CPU
+//! time (user + system, from /proc) per get in microseconds, this process's
+//! (the callers') CPU per get, and the server's user-space part alone; the daemon's pid comes from its `status`
 //! answer. CPU per get minds the machine's load less than the rate does.
 //!
 //! `loadgen --echo CONNS SECONDS` measures a reference instead: a bare std
@@ -170,15 +170,20 @@ fn main() -> ExitCode {
             failed = true;
         }
     }
-    let per_get = |before: Option<u64>, after: Option<u64>| match (before, after) {
+    let per_get = |pick: fn((u64, u64)) -> u64, before: Option<_>, after: Option<_>| match (
+        before.map(pick),
+        after.map(pick),
+    ) {
         (Some(b), Some(a)) if n > 0 => format!("{:.2}", (a - b) as f64 / n as f64),
         _ => "-".to_owned(),
     };
+    let (all, user): (fn(_) -> _, fn(_) -> _) = (|(a, _)| a, |(_, u)| u);
     println!(
-        "gets/s {:.0} cpu_us {} client_cpu_us {}",
+        "gets/s {:.0} cpu_us {} client_cpu_us {} user_us {}",
         n as f64 / elapsed,
-        per_get(server_before, server_after),
-        per_get(self_before, self_after)
+        per_get(all, server_before, server_after),
+        per_get(all, self_before, self_after),
+        per_get(user, server_before, server_after)
     );
     if failed {
         ExitCode::FAILURE
@@ -211,9 +216,9 @@ fn caller(
     Ok(())
 }
 
-/// A process's CPU time so far (user + system), in microseconds, from its
-/// `/proc/PID/stat` (fields 14 and 15, in clock ticks).
-fn cpu_us(stat: &str) -> Option<u64> {
+/// A process's CPU time so far, (user + system, user), in microseconds, from
+/// its `/proc/PID/stat` (fields 14 and 15, in clock ticks).
+fn cpu_us(stat: &str) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(stat).ok()?;
     // The command name (field 2) may hold spaces: count from its `)`.
     let mut fields = text[text.rfind(')')? + 1..].split_whitespace();
@@ -222,7 +227,10 @@ fn cpu_us(stat: &str) -> Option<u64> {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let ticks = u64::try_from(ticks).ok().filter(|&t| t > 0)?;
-    Some((utime + stime) * 1_000_000 / ticks)
+    Some((
+        (utime + stime) * 1_000_000 / ticks,
+        utime * 1_000_000 / ticks,
+    ))
 }
 
 /// The daemon's pid, from its `status` answer.
