@@ -4,8 +4,9 @@
 //!
 //! A site's mailbox is made when the site is configured and lives as long
 //! as the site: a [`SiteHandle`] is its sender and nothing else. While no
-//! actor runs, the mailbox waits here; the first message that arrives on it
-//! starts the site's actor (from the store the first time, from its parked
+//! actor runs, the mailbox waits in the site's slot, parked on the
+//! registry's one doorbell (no task or future per idle site); the first
+//! message that arrives on it starts the site's actor (from the store the first time, from its parked
 //! state after that), which takes the mailbox with the message. A daemon
 //! with a thousand sites is ready as fast as one with one.
 //!
@@ -18,11 +19,8 @@
 //! callers hear that the daemon is stopping.
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -30,6 +28,7 @@ use tokio::time::Instant;
 use crate::clock::JumpWatch;
 use crate::config::{Config, SiteConfig};
 use crate::site::held::Held;
+use crate::site::mailbox::Doorbell;
 use crate::site::{self, Deps, Exit, Mailbox, Msg, Parked, SiteHandle};
 
 /// The daemon's side of the registry: the sites' mailboxes by name, and the
@@ -158,7 +157,7 @@ impl Sites {
             slots: HashMap::new(),
             running: JoinSet::new(),
             actors: HashMap::new(),
-            waiting: FuturesUnordered::new(),
+            doorbell: Arc::new(Doorbell::default()),
             wakes: BTreeSet::new(),
             generation: 0,
             stopping: None,
@@ -302,15 +301,17 @@ struct Slot {
     /// Its actor's published answer (the same as in the directory).
     held: Arc<Held>,
     run: Run,
+    /// Its mailbox while no actor runs, parked on [`Registry::doorbell`].
+    waiting: Option<Mailbox>,
 }
 
 #[derive(Debug)]
 enum Run {
     /// Not asked for since it was configured: its login is in the store.
-    /// Its mailbox waits in [`Registry::waiting`].
+    /// Its mailbox waits in the slot.
     Unstarted,
     Running,
-    /// Its mailbox waits in [`Registry::waiting`].
+    /// Its mailbox waits in the slot.
     Parked(Box<Parked>),
 }
 
@@ -324,27 +325,16 @@ struct Actor {
     ended: Arc<Semaphore>,
 }
 
-/// A message that arrived on a waiting mailbox.
-struct Arrived {
-    name: String,
+/// A site's mailbox while no actor runs: it rings the registry's doorbell
+/// with the slot's name and generation when a message arrives.
+fn waiting(
+    doorbell: &Arc<Doorbell>,
+    handle: &SiteHandle,
     generation: u64,
-    mailbox: Mailbox,
-    msg: Option<Box<Msg>>,
-}
-
-type Waiting = Pin<Box<dyn Future<Output = Arrived> + Send>>;
-
-/// Waits for the first message on a site's mailbox while no actor runs.
-fn waiting(name: String, generation: u64, mut mailbox: Mailbox) -> Waiting {
-    Box::pin(async move {
-        let msg = mailbox.recv().await;
-        Arrived {
-            name,
-            generation,
-            mailbox,
-            msg,
-        }
-    })
+    mut mailbox: Mailbox,
+) -> Option<Mailbox> {
+    mailbox.park(doorbell, (handle.name_arc(), generation));
+    Some(mailbox)
 }
 
 /// The registry task's state: the only owner of the slots.
@@ -355,8 +345,9 @@ struct Registry {
     /// The running actors, current and retired.
     running: JoinSet<Exit>,
     actors: HashMap<tokio::task::Id, Actor>,
-    /// The mailboxes of the sites with no actor.
-    waiting: FuturesUnordered<Waiting>,
+    /// Rung by the mailboxes of the sites with no actor (each waits in its
+    /// slot) when a message arrives on one.
+    doorbell: Arc<Doorbell>,
     /// When parked sites' refresh-ahead is due: one entry per parked site
     /// that has one.
     wakes: BTreeSet<(Instant, String)>,
@@ -390,7 +381,11 @@ impl Registry {
                     None => return,
                 },
                 Some(done) = self.running.join_next_with_id() => self.exited(done),
-                Some(arrived) = self.waiting.next() => self.arrived(arrived),
+                rung = self.doorbell.rung() => {
+                    for (name, generation) in rung {
+                        self.arrived(&name, generation);
+                    }
+                }
                 () = async { match wake {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
@@ -443,8 +438,8 @@ impl Registry {
                 waiters.push(reply);
                 self.wakes.clear();
                 // Their callers hear that the daemon is stopping.
-                self.waiting = FuturesUnordered::new();
-                for (name, slot) in &self.slots {
+                for (name, slot) in &mut self.slots {
+                    slot.waiting = None;
                     if matches!(slot.run, Run::Running) {
                         tell(name, &slot.handle, Msg::Stop);
                     }
@@ -486,8 +481,7 @@ impl Registry {
                     return;
                 }
                 self.generation += 1;
-                self.waiting
-                    .push(waiting(name.clone(), self.generation, mailbox));
+                let waiting = waiting(&self.doorbell, &handle, self.generation, mailbox);
                 self.slots.insert(
                     name,
                     Slot {
@@ -496,6 +490,7 @@ impl Registry {
                         handle,
                         held,
                         run: Run::Unstarted,
+                        waiting,
                     },
                 );
             }
@@ -528,9 +523,8 @@ impl Registry {
     }
 
     /// Ends a slot's life: its actor is stopped (it finishes its token call
-    /// under way first), its parked state dropped, its waiting mailbox told
-    /// to let go (the message finds no slot of its generation: the mailbox
-    /// is dropped, and its callers hear the site was reloaded).
+    /// under way first), its parked state and its waiting mailbox dropped
+    /// (its callers hear the site was reloaded).
     fn retire(&mut self, name: &str, slot: Slot) {
         if let Run::Parked(p) = &slot.run {
             if let Some(at) = p.wake {
@@ -543,26 +537,27 @@ impl Registry {
     /// A message arrived on the mailbox of a site with no actor: its actor
     /// starts with it (from the parked state, or from the store after the
     /// actor it replaces has ended).
-    fn arrived(&mut self, arrived: Arrived) {
-        let Arrived {
-            name,
-            generation,
-            mailbox,
-            msg,
-        } = arrived;
+    fn arrived(&mut self, name: &str, generation: u64) {
         let Some(slot) = self
             .slots
-            .get_mut(&name)
+            .get_mut(name)
             .filter(|s| s.generation == generation)
         else {
-            // A retired site's: dropped with whatever else is in it.
+            // A retired site's: its mailbox went with its slot.
             return;
         };
-        // No message: every sender is gone, which the slot's own handle
-        // rules out; a stopping daemon has dropped the waiting mailboxes.
-        let (Some(msg), None) = (msg, &self.stopping) else {
+        // None waiting: its actor runs (a ring from before it started), or
+        // a stopping daemon has dropped the waiting mailboxes.
+        let Some(mut mailbox) = slot.waiting.take() else {
             return;
         };
+        mailbox.unpark();
+        let Some(msg) = mailbox.try_recv() else {
+            // Every sender gone, which the slot's own handle rules out.
+            slot.waiting = waiting(&self.doorbell, &slot.handle, generation, mailbox);
+            return;
+        };
+        let name = name.to_owned();
         let parked = match std::mem::replace(&mut slot.run, Run::Running) {
             Run::Parked(p) => {
                 if let Some(at) = p.wake {
@@ -631,7 +626,7 @@ impl Registry {
                     self.wakes.insert((at, name.clone()));
                 }
                 slot.run = Run::Parked(state);
-                self.waiting.push(waiting(name, generation, mailbox));
+                slot.waiting = waiting(&self.doorbell, &slot.handle, generation, mailbox);
             }
             (Some(slot), _) => {
                 tracing::error!(site = %name, "the site's task ended unexpectedly; it starts again from the store with the next request");
@@ -644,7 +639,7 @@ impl Registry {
                 slot.handle = handle;
                 slot.held = held;
                 slot.run = Run::Unstarted;
-                self.waiting.push(waiting(name, generation, mailbox));
+                slot.waiting = waiting(&self.doorbell, &slot.handle, generation, mailbox);
             }
             // Retired, or the daemon is stopping: gone with its mailbox.
             (None, _) => {}
