@@ -92,7 +92,7 @@ enum Change {
 /// token exchange asks its `subject_site` through it). It holds senders
 /// only: no site holds the registry.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Directory(Arc<RwLock<HashMap<String, Entry>>>);
+pub(crate) struct Directory(Arc<RwLock<HashMap<Arc<str>, Entry>>>);
 
 /// A site in the [`Directory`]: its handle, the settings installed with
 /// it, and its actor's published answer to a plain `get`.
@@ -214,11 +214,14 @@ impl Sites {
         let mut changes = Vec::new();
         let mut added = Vec::new();
         for (name, cfg) in &new.sites {
-            let before = old.sites.get(name).filter(|_| handles.contains_key(name));
+            let before = old
+                .sites
+                .get(name)
+                .filter(|_| handles.contains_key(name.as_str()));
             match before {
                 Some(c) if c.identity() == cfg.identity() => {
                     if c != cfg {
-                        if let Some(e) = handles.get_mut(name) {
+                        if let Some(e) = handles.get_mut(name.as_str()) {
                             e.settings = cfg.clone();
                         }
                         changes.push(Change::Settings(cfg.clone()));
@@ -233,7 +236,7 @@ impl Sites {
                     let (handle, mailbox) = site::mailbox(name);
                     let held = Arc::new(Held::default());
                     handles.insert(
-                        name.clone(),
+                        handle.name_arc(),
                         Entry::new(handle.clone(), cfg.clone(), held.clone()),
                     );
                     changes.push(Change::New {
@@ -247,10 +250,10 @@ impl Sites {
         }
         log_added(&added);
         handles.retain(|name, _| {
-            let keep = new.sites.contains_key(name);
+            let keep = new.sites.contains_key(&**name);
             if !keep {
                 tracing::info!(site = %name, "site removed: its login is dropped");
-                changes.push(Change::Removed(name.clone()));
+                changes.push(Change::Removed(name.to_string()));
             }
             keep
         });
@@ -318,7 +321,7 @@ enum Run {
 /// An actor the registry runs.
 #[derive(Debug)]
 struct Actor {
-    name: String,
+    name: Arc<str>,
     generation: u64,
     /// Closed when it has ended: what a successor waits for before it
     /// touches the store.
@@ -341,7 +344,8 @@ fn waiting(
 struct Registry {
     deps: Arc<Deps>,
     handles: Directory,
-    slots: HashMap<String, Slot>,
+    /// By name: the same `Arc` as the slot's handle's (no copy a site).
+    slots: HashMap<Arc<str>, Slot>,
     /// The running actors, current and retired.
     running: JoinSet<Exit>,
     actors: HashMap<tokio::task::Id, Actor>,
@@ -350,7 +354,7 @@ struct Registry {
     doorbell: Arc<Doorbell>,
     /// When parked sites' refresh-ahead is due: one entry per parked site
     /// that has one.
-    wakes: BTreeSet<(Instant, String)>,
+    wakes: BTreeSet<(Instant, Arc<str>)>,
     generation: u64,
     /// The daemon is stopping: who waits for every actor to end.
     stopping: Option<Vec<oneshot::Sender<()>>>,
@@ -410,10 +414,10 @@ impl Registry {
                 }
             }
             Command::Status { only, reply } => {
-                let mut names: Vec<&String> = match &only {
+                let mut names: Vec<&Arc<str>> = match &only {
                     Some(name) => self
                         .slots
-                        .get_key_value(name)
+                        .get_key_value(name.as_str())
                         .map(|(k, _)| k)
                         .into_iter()
                         .collect(),
@@ -424,7 +428,7 @@ impl Registry {
                 let lines = names
                     .into_iter()
                     .map(|name| {
-                        let slot = &self.slots[name];
+                        let slot = &self.slots[&**name];
                         match &slot.run {
                             Run::Parked(p) => Status::Known(p.status(&slot.config, now)),
                             Run::Unstarted | Run::Running => Status::Ask(slot.handle.clone()),
@@ -456,7 +460,7 @@ impl Registry {
                         Run::Running => !parked,
                         Run::Unstarted => false,
                     })
-                    .map(|(name, _)| name.clone())
+                    .map(|(name, _)| name.to_string())
                     .collect();
                 names.sort();
                 let _ = reply.send(names);
@@ -472,7 +476,7 @@ impl Registry {
                 mailbox,
                 held,
             } => {
-                let name = config.name.clone();
+                let name = handle.name_arc();
                 if let Some(before) = self.slots.remove(&name) {
                     self.retire(&name, before);
                 }
@@ -495,11 +499,11 @@ impl Registry {
                 );
             }
             Change::Settings(config) => {
-                let name = config.name.clone();
-                let Some(slot) = self.slots.get_mut(&name) else {
+                let Some(slot) = self.slots.get_mut(config.name.as_str()) else {
                     return;
                 };
                 slot.config = config.clone();
+                let name = slot.handle.name_arc();
                 match &mut slot.run {
                     Run::Running => tell(&name, &slot.handle, Msg::Config(config)),
                     Run::Parked(parked) => {
@@ -515,7 +519,7 @@ impl Registry {
                 }
             }
             Change::Removed(name) => {
-                if let Some(before) = self.slots.remove(&name) {
+                if let Some(before) = self.slots.remove(name.as_str()) {
                     self.retire(&name, before);
                 }
             }
@@ -528,7 +532,7 @@ impl Registry {
     fn retire(&mut self, name: &str, slot: Slot) {
         if let Run::Parked(p) = &slot.run {
             if let Some(at) = p.wake {
-                self.wakes.remove(&(at, name.to_owned()));
+                self.wakes.remove(&(at, slot.handle.name_arc()));
             }
         }
         tell(name, &slot.handle, Msg::Stop);
@@ -557,11 +561,10 @@ impl Registry {
             slot.waiting = waiting(&self.doorbell, &slot.handle, generation, mailbox);
             return;
         };
-        let name = name.to_owned();
         let parked = match std::mem::replace(&mut slot.run, Run::Running) {
             Run::Parked(p) => {
                 if let Some(at) = p.wake {
-                    self.wakes.remove(&(at, name.clone()));
+                    self.wakes.remove(&(at, slot.handle.name_arc()));
                 }
                 Some(p)
             }
@@ -572,7 +575,7 @@ impl Registry {
             None => self
                 .actors
                 .values()
-                .find(|a| a.name == name && a.generation != generation)
+                .find(|a| &*a.name == name && a.generation != generation)
                 .map(|a| a.ended.clone()),
         };
         let ended = Arc::new(Semaphore::new(0));
@@ -589,7 +592,7 @@ impl Registry {
         self.actors.insert(
             task.id(),
             Actor {
-                name,
+                name: slot.handle.name_arc(),
                 generation,
                 ended,
             },
@@ -623,7 +626,7 @@ impl Registry {
             (Some(slot), Some(Exit::Parked(state, mailbox))) => {
                 tracing::trace!(site = %name, "parked");
                 if let Some(at) = state.wake {
-                    self.wakes.insert((at, name.clone()));
+                    self.wakes.insert((at, slot.handle.name_arc()));
                 }
                 slot.run = Run::Parked(state);
                 slot.waiting = waiting(&self.doorbell, &slot.handle, generation, mailbox);
@@ -633,7 +636,7 @@ impl Registry {
                 let (handle, mailbox) = site::mailbox(&name);
                 let held = Arc::new(Held::default());
                 write(&self.handles.0).insert(
-                    name.clone(),
+                    handle.name_arc(),
                     Entry::new(handle.clone(), slot.config.clone(), held.clone()),
                 );
                 slot.handle = handle;
@@ -672,7 +675,7 @@ impl Registry {
                 return;
             }
             self.wakes.pop_first();
-            if let Some(slot) = self.slots.get(&name) {
+            if let Some(slot) = self.slots.get(&*name) {
                 // A full mailbox starts the actor anyway.
                 let _ = slot.handle.try_post(Msg::Wake);
             }
