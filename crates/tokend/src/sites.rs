@@ -4,8 +4,9 @@
 //!
 //! A site's mailbox is made when the site is configured and lives as long
 //! as the site: a [`SiteHandle`] is its sender and nothing else. While no
-//! actor runs, the mailbox waits here; the first message that arrives on it
-//! starts the site's actor (from the store the first time, from its parked
+//! actor runs, the mailbox waits in the site's slot, parked on the
+//! registry's one doorbell (no task or future per idle site); the first
+//! message that arrives on it starts the site's actor (from the store the first time, from its parked
 //! state after that), which takes the mailbox with the message. A daemon
 //! with a thousand sites is ready as fast as one with one.
 //!
@@ -18,11 +19,8 @@
 //! callers hear that the daemon is stopping.
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -30,6 +28,7 @@ use tokio::time::Instant;
 use crate::clock::JumpWatch;
 use crate::config::{Config, SiteConfig};
 use crate::site::held::Held;
+use crate::site::mailbox::Doorbell;
 use crate::site::{self, Deps, Exit, Mailbox, Msg, Parked, SiteHandle};
 
 /// The daemon's side of the registry: the sites' mailboxes by name, and the
@@ -93,7 +92,7 @@ enum Change {
 /// token exchange asks its `subject_site` through it). It holds senders
 /// only: no site holds the registry.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Directory(Arc<RwLock<HashMap<String, Entry>>>);
+pub(crate) struct Directory(Arc<RwLock<HashMap<Arc<str>, Entry>>>);
 
 /// A site in the [`Directory`]: its handle, the settings installed with
 /// it, and its actor's published answer to a plain `get`.
@@ -158,7 +157,7 @@ impl Sites {
             slots: HashMap::new(),
             running: JoinSet::new(),
             actors: HashMap::new(),
-            waiting: FuturesUnordered::new(),
+            doorbell: Arc::new(Doorbell::default()),
             wakes: BTreeSet::new(),
             generation: 0,
             stopping: None,
@@ -215,11 +214,14 @@ impl Sites {
         let mut changes = Vec::new();
         let mut added = Vec::new();
         for (name, cfg) in &new.sites {
-            let before = old.sites.get(name).filter(|_| handles.contains_key(name));
+            let before = old
+                .sites
+                .get(name)
+                .filter(|_| handles.contains_key(name.as_str()));
             match before {
                 Some(c) if c.identity() == cfg.identity() => {
                     if c != cfg {
-                        if let Some(e) = handles.get_mut(name) {
+                        if let Some(e) = handles.get_mut(name.as_str()) {
                             e.settings = cfg.clone();
                         }
                         changes.push(Change::Settings(cfg.clone()));
@@ -234,7 +236,7 @@ impl Sites {
                     let (handle, mailbox) = site::mailbox(name);
                     let held = Arc::new(Held::default());
                     handles.insert(
-                        name.clone(),
+                        handle.name_arc(),
                         Entry::new(handle.clone(), cfg.clone(), held.clone()),
                     );
                     changes.push(Change::New {
@@ -248,10 +250,10 @@ impl Sites {
         }
         log_added(&added);
         handles.retain(|name, _| {
-            let keep = new.sites.contains_key(name);
+            let keep = new.sites.contains_key(&**name);
             if !keep {
                 tracing::info!(site = %name, "site removed: its login is dropped");
-                changes.push(Change::Removed(name.clone()));
+                changes.push(Change::Removed(name.to_string()));
             }
             keep
         });
@@ -302,64 +304,57 @@ struct Slot {
     /// Its actor's published answer (the same as in the directory).
     held: Arc<Held>,
     run: Run,
+    /// Its mailbox while no actor runs, parked on [`Registry::doorbell`].
+    waiting: Option<Mailbox>,
 }
 
 #[derive(Debug)]
 enum Run {
     /// Not asked for since it was configured: its login is in the store.
-    /// Its mailbox waits in [`Registry::waiting`].
+    /// Its mailbox waits in the slot.
     Unstarted,
     Running,
-    /// Its mailbox waits in [`Registry::waiting`].
+    /// Its mailbox waits in the slot.
     Parked(Box<Parked>),
 }
 
 /// An actor the registry runs.
 #[derive(Debug)]
 struct Actor {
-    name: String,
+    name: Arc<str>,
     generation: u64,
     /// Closed when it has ended: what a successor waits for before it
     /// touches the store.
     ended: Arc<Semaphore>,
 }
 
-/// A message that arrived on a waiting mailbox.
-struct Arrived {
-    name: String,
+/// A site's mailbox while no actor runs: it rings the registry's doorbell
+/// with the slot's name and generation when a message arrives.
+fn waiting(
+    doorbell: &Arc<Doorbell>,
+    handle: &SiteHandle,
     generation: u64,
-    mailbox: Mailbox,
-    msg: Option<Box<Msg>>,
-}
-
-type Waiting = Pin<Box<dyn Future<Output = Arrived> + Send>>;
-
-/// Waits for the first message on a site's mailbox while no actor runs.
-fn waiting(name: String, generation: u64, mut mailbox: Mailbox) -> Waiting {
-    Box::pin(async move {
-        let msg = mailbox.recv().await;
-        Arrived {
-            name,
-            generation,
-            mailbox,
-            msg,
-        }
-    })
+    mut mailbox: Mailbox,
+) -> Option<Mailbox> {
+    mailbox.park(doorbell, (handle.name_arc(), generation));
+    Some(mailbox)
 }
 
 /// The registry task's state: the only owner of the slots.
 struct Registry {
     deps: Arc<Deps>,
     handles: Directory,
-    slots: HashMap<String, Slot>,
+    /// By name: the same `Arc` as the slot's handle's (no copy a site).
+    slots: HashMap<Arc<str>, Slot>,
     /// The running actors, current and retired.
     running: JoinSet<Exit>,
     actors: HashMap<tokio::task::Id, Actor>,
-    /// The mailboxes of the sites with no actor.
-    waiting: FuturesUnordered<Waiting>,
+    /// Rung by the mailboxes of the sites with no actor (each waits in its
+    /// slot) when a message arrives on one.
+    doorbell: Arc<Doorbell>,
     /// When parked sites' refresh-ahead is due: one entry per parked site
     /// that has one.
-    wakes: BTreeSet<(Instant, String)>,
+    wakes: BTreeSet<(Instant, Arc<str>)>,
     generation: u64,
     /// The daemon is stopping: who waits for every actor to end.
     stopping: Option<Vec<oneshot::Sender<()>>>,
@@ -390,7 +385,11 @@ impl Registry {
                     None => return,
                 },
                 Some(done) = self.running.join_next_with_id() => self.exited(done),
-                Some(arrived) = self.waiting.next() => self.arrived(arrived),
+                rung = self.doorbell.rung() => {
+                    for (name, generation) in rung {
+                        self.arrived(&name, generation);
+                    }
+                }
                 () = async { match wake {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
@@ -415,10 +414,10 @@ impl Registry {
                 }
             }
             Command::Status { only, reply } => {
-                let mut names: Vec<&String> = match &only {
+                let mut names: Vec<&Arc<str>> = match &only {
                     Some(name) => self
                         .slots
-                        .get_key_value(name)
+                        .get_key_value(name.as_str())
                         .map(|(k, _)| k)
                         .into_iter()
                         .collect(),
@@ -429,7 +428,7 @@ impl Registry {
                 let lines = names
                     .into_iter()
                     .map(|name| {
-                        let slot = &self.slots[name];
+                        let slot = &self.slots[&**name];
                         match &slot.run {
                             Run::Parked(p) => Status::Known(p.status(&slot.config, now)),
                             Run::Unstarted | Run::Running => Status::Ask(slot.handle.clone()),
@@ -443,8 +442,8 @@ impl Registry {
                 waiters.push(reply);
                 self.wakes.clear();
                 // Their callers hear that the daemon is stopping.
-                self.waiting = FuturesUnordered::new();
-                for (name, slot) in &self.slots {
+                for (name, slot) in &mut self.slots {
+                    slot.waiting = None;
                     if matches!(slot.run, Run::Running) {
                         tell(name, &slot.handle, Msg::Stop);
                     }
@@ -461,7 +460,7 @@ impl Registry {
                         Run::Running => !parked,
                         Run::Unstarted => false,
                     })
-                    .map(|(name, _)| name.clone())
+                    .map(|(name, _)| name.to_string())
                     .collect();
                 names.sort();
                 let _ = reply.send(names);
@@ -477,7 +476,7 @@ impl Registry {
                 mailbox,
                 held,
             } => {
-                let name = config.name.clone();
+                let name = handle.name_arc();
                 if let Some(before) = self.slots.remove(&name) {
                     self.retire(&name, before);
                 }
@@ -486,8 +485,7 @@ impl Registry {
                     return;
                 }
                 self.generation += 1;
-                self.waiting
-                    .push(waiting(name.clone(), self.generation, mailbox));
+                let waiting = waiting(&self.doorbell, &handle, self.generation, mailbox);
                 self.slots.insert(
                     name,
                     Slot {
@@ -496,15 +494,16 @@ impl Registry {
                         handle,
                         held,
                         run: Run::Unstarted,
+                        waiting,
                     },
                 );
             }
             Change::Settings(config) => {
-                let name = config.name.clone();
-                let Some(slot) = self.slots.get_mut(&name) else {
+                let Some(slot) = self.slots.get_mut(config.name.as_str()) else {
                     return;
                 };
                 slot.config = config.clone();
+                let name = slot.handle.name_arc();
                 match &mut slot.run {
                     Run::Running => tell(&name, &slot.handle, Msg::Config(config)),
                     Run::Parked(parked) => {
@@ -520,7 +519,7 @@ impl Registry {
                 }
             }
             Change::Removed(name) => {
-                if let Some(before) = self.slots.remove(&name) {
+                if let Some(before) = self.slots.remove(name.as_str()) {
                     self.retire(&name, before);
                 }
             }
@@ -528,13 +527,12 @@ impl Registry {
     }
 
     /// Ends a slot's life: its actor is stopped (it finishes its token call
-    /// under way first), its parked state dropped, its waiting mailbox told
-    /// to let go (the message finds no slot of its generation: the mailbox
-    /// is dropped, and its callers hear the site was reloaded).
+    /// under way first), its parked state and its waiting mailbox dropped
+    /// (its callers hear the site was reloaded).
     fn retire(&mut self, name: &str, slot: Slot) {
         if let Run::Parked(p) = &slot.run {
             if let Some(at) = p.wake {
-                self.wakes.remove(&(at, name.to_owned()));
+                self.wakes.remove(&(at, slot.handle.name_arc()));
             }
         }
         tell(name, &slot.handle, Msg::Stop);
@@ -543,30 +541,30 @@ impl Registry {
     /// A message arrived on the mailbox of a site with no actor: its actor
     /// starts with it (from the parked state, or from the store after the
     /// actor it replaces has ended).
-    fn arrived(&mut self, arrived: Arrived) {
-        let Arrived {
-            name,
-            generation,
-            mailbox,
-            msg,
-        } = arrived;
+    fn arrived(&mut self, name: &str, generation: u64) {
         let Some(slot) = self
             .slots
-            .get_mut(&name)
+            .get_mut(name)
             .filter(|s| s.generation == generation)
         else {
-            // A retired site's: dropped with whatever else is in it.
+            // A retired site's: its mailbox went with its slot.
             return;
         };
-        // No message: every sender is gone, which the slot's own handle
-        // rules out; a stopping daemon has dropped the waiting mailboxes.
-        let (Some(msg), None) = (msg, &self.stopping) else {
+        // None waiting: its actor runs (a ring from before it started), or
+        // a stopping daemon has dropped the waiting mailboxes.
+        let Some(mut mailbox) = slot.waiting.take() else {
+            return;
+        };
+        mailbox.unpark();
+        let Some(msg) = mailbox.try_recv() else {
+            // Every sender gone, which the slot's own handle rules out.
+            slot.waiting = waiting(&self.doorbell, &slot.handle, generation, mailbox);
             return;
         };
         let parked = match std::mem::replace(&mut slot.run, Run::Running) {
             Run::Parked(p) => {
                 if let Some(at) = p.wake {
-                    self.wakes.remove(&(at, name.clone()));
+                    self.wakes.remove(&(at, slot.handle.name_arc()));
                 }
                 Some(p)
             }
@@ -577,7 +575,7 @@ impl Registry {
             None => self
                 .actors
                 .values()
-                .find(|a| a.name == name && a.generation != generation)
+                .find(|a| &*a.name == name && a.generation != generation)
                 .map(|a| a.ended.clone()),
         };
         let ended = Arc::new(Semaphore::new(0));
@@ -594,7 +592,7 @@ impl Registry {
         self.actors.insert(
             task.id(),
             Actor {
-                name,
+                name: slot.handle.name_arc(),
                 generation,
                 ended,
             },
@@ -628,23 +626,23 @@ impl Registry {
             (Some(slot), Some(Exit::Parked(state, mailbox))) => {
                 tracing::trace!(site = %name, "parked");
                 if let Some(at) = state.wake {
-                    self.wakes.insert((at, name.clone()));
+                    self.wakes.insert((at, slot.handle.name_arc()));
                 }
                 slot.run = Run::Parked(state);
-                self.waiting.push(waiting(name, generation, mailbox));
+                slot.waiting = waiting(&self.doorbell, &slot.handle, generation, mailbox);
             }
             (Some(slot), _) => {
                 tracing::error!(site = %name, "the site's task ended unexpectedly; it starts again from the store with the next request");
                 let (handle, mailbox) = site::mailbox(&name);
                 let held = Arc::new(Held::default());
                 write(&self.handles.0).insert(
-                    name.clone(),
+                    handle.name_arc(),
                     Entry::new(handle.clone(), slot.config.clone(), held.clone()),
                 );
                 slot.handle = handle;
                 slot.held = held;
                 slot.run = Run::Unstarted;
-                self.waiting.push(waiting(name, generation, mailbox));
+                slot.waiting = waiting(&self.doorbell, &slot.handle, generation, mailbox);
             }
             // Retired, or the daemon is stopping: gone with its mailbox.
             (None, _) => {}
@@ -677,7 +675,7 @@ impl Registry {
                 return;
             }
             self.wakes.pop_first();
-            if let Some(slot) = self.slots.get(&name) {
+            if let Some(slot) = self.slots.get(&*name) {
                 // A full mailbox starts the actor anyway.
                 let _ = slot.handle.try_post(Msg::Wake);
             }

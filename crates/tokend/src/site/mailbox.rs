@@ -5,6 +5,12 @@
 //! of 32 slots up front (0.8 KiB a site, by heaptrack at 1000 sites); an
 //! empty mailbox here is one allocation of about 170 bytes, and its queue
 //! grows only while messages wait.
+//!
+//! A mailbox with no receiver waiting on it (a parked site's) can instead
+//! ring a [`Doorbell`] shared by many: its first message (or its last
+//! sender going) puts the mailbox's tag there, and one task waits on the
+//! doorbell for them all, instead of holding a waiting future (and its
+//! allocation) per mailbox.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -24,6 +30,59 @@ struct Queue<T> {
     items: VecDeque<T>,
     senders: usize,
     closed: bool,
+    /// Rung (and cleared) by the next message or the last sender's drop.
+    bell: Option<Bell>,
+}
+
+/// How a mailbox is told apart at its doorbell: a name and a number its
+/// owner gave it.
+pub(crate) type Tag = (Arc<str>, u64);
+
+/// A mailbox's place at a doorbell.
+struct Bell {
+    door: Arc<Doorbell>,
+    tag: Tag,
+}
+
+impl Bell {
+    fn ring(self) {
+        let Bell { door, tag } = self;
+        door.rung
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(tag);
+        door.ringing.notify_one();
+    }
+}
+
+/// Where idle mailboxes say that something arrived (see the module text).
+#[derive(Default)]
+pub(crate) struct Doorbell {
+    rung: Mutex<Vec<Tag>>,
+    ringing: Notify,
+}
+
+impl std::fmt::Debug for Doorbell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("mailbox::Doorbell")
+    }
+}
+
+impl Doorbell {
+    /// The tags of the mailboxes that rang since the last call, waiting
+    /// for one. Cancel-safe: tags are taken only by the call that returns
+    /// them.
+    pub(crate) async fn rung(&self) -> Vec<Tag> {
+        loop {
+            let tags =
+                std::mem::take(&mut *self.rung.lock().unwrap_or_else(PoisonError::into_inner));
+            if !tags.is_empty() {
+                return tags;
+            }
+            // `notify_one` keeps its wake-up for a waiter not yet waiting.
+            self.ringing.notified().await;
+        }
+    }
 }
 
 impl<T> Shared<T> {
@@ -38,8 +97,12 @@ impl<T> Shared<T> {
             return Err(v);
         }
         q.items.push_back(v);
+        let bell = q.bell.take();
         drop(q);
         self.arrived.notify_one();
+        if let Some(bell) = bell {
+            bell.ring();
+        }
         Ok(())
     }
 }
@@ -65,6 +128,7 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
             items: VecDeque::new(),
             senders: 1,
             closed: false,
+            bell: None,
         }),
         room: Semaphore::new(capacity),
         arrived: Notify::new(),
@@ -84,9 +148,13 @@ impl<T> Drop for Sender<T> {
         let mut q = self.0.queue();
         q.senders -= 1;
         let last = q.senders == 0;
+        let bell = if last { q.bell.take() } else { None };
         drop(q);
         if last {
             self.0.arrived.notify_one();
+        }
+        if let Some(bell) = bell {
+            bell.ring();
         }
     }
 }
@@ -163,8 +231,33 @@ impl<T> Receiver<T> {
 
     /// Takes no more messages; those already queued can still be received.
     pub(crate) fn close(&mut self) {
-        self.0.queue().closed = true;
+        let mut q = self.0.queue();
+        q.closed = true;
+        q.bell = None;
+        drop(q);
         self.0.room.close();
+    }
+
+    /// Rings `door` with `tag` when the next message arrives (or the last
+    /// sender goes), once: at once if a message already waits. For a
+    /// mailbox nobody receives on for now; [`Receiver::unpark`] undoes it.
+    pub(crate) fn park(&mut self, door: &Arc<Doorbell>, tag: Tag) {
+        let mut q = self.0.queue();
+        let bell = Bell {
+            door: door.clone(),
+            tag,
+        };
+        if q.items.is_empty() && q.senders > 0 && !q.closed {
+            q.bell = Some(bell);
+        } else {
+            drop(q);
+            bell.ring();
+        }
+    }
+
+    /// No doorbell rings for this mailbox any more.
+    pub(crate) fn unpark(&mut self) {
+        self.0.queue().bell = None;
     }
 }
 
@@ -232,5 +325,45 @@ mod tests {
             "the queued reply channel was dropped"
         );
         assert!(tx.send(tokio::sync::oneshot::channel().0).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_parked_mailbox_rings_its_doorbell_once_and_not_after_unpark() {
+        let door = Arc::new(Doorbell::default());
+        let (tx, mut rx) = channel(4);
+        let (tx2, mut rx2) = channel::<u8>(4);
+        rx.park(&door, (Arc::from("a"), 1));
+        rx2.park(&door, (Arc::from("b"), 2));
+        let rung = tokio::spawn({
+            let door = door.clone();
+            async move { door.rung().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!rung.is_finished());
+        tx.send(1).await.unwrap();
+        tx.send(2).await.unwrap();
+        let tags = rung.await.unwrap();
+        assert_eq!(
+            tags,
+            vec![(Arc::from("a"), 1)],
+            "once, for the first message"
+        );
+        assert_eq!(rx.try_recv(), Some(1));
+
+        rx2.unpark();
+        tx2.send(3).await.unwrap();
+        drop(tx2);
+        // Parked with a message waiting: rung at once.
+        rx.park(&door, (Arc::from("a"), 3));
+        assert_eq!(door.rung().await, vec![(Arc::from("a"), 3)]);
+        assert_eq!(rx2.try_recv(), Some(3));
+
+        // The last sender going rings too.
+        rx.unpark();
+        assert_eq!(rx.try_recv(), Some(2));
+        rx.park(&door, (Arc::from("a"), 4));
+        drop(tx);
+        assert_eq!(door.rung().await, vec![(Arc::from("a"), 4)]);
+        assert_eq!(rx.recv().await, None);
     }
 }

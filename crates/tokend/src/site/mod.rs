@@ -21,7 +21,7 @@ use crate::login::LoginTicket;
 
 mod actor;
 pub(crate) mod held;
-mod mailbox;
+pub(crate) mod mailbox;
 pub(crate) mod proof;
 pub(crate) mod state;
 pub(crate) mod subject;
@@ -258,6 +258,11 @@ impl SiteHandle {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The site's name, shared (no copy).
+    pub(crate) fn name_arc(&self) -> Arc<str> {
+        self.name.clone()
     }
 
     fn gone(&self) -> SiteError {

@@ -188,7 +188,8 @@ pub(crate) struct TokenState {
     /// (`offline_access`): said to its caller, and in `status`.
     pub no_refresh: Option<String>,
     /// The validated ID token of the login or the last refresh that sent one.
-    pub id_token: Option<HeldId>,
+    /// Boxed: most sites hold none, and a parked site keeps its state.
+    pub id_token: Option<Box<HeldId>>,
     /// The `sub` of the login's first ID token: every later one (a refresh
     /// brings a new one) must name the same user (OIDC Core §12.2).
     pub subject: Option<String>,
@@ -308,7 +309,7 @@ impl TokenState {
             || cfg.kube_token == token_proto::TokenKind::IdToken
             || crate::files::wants_id_token(cfg);
         self.id_token
-            .as_ref()
+            .as_deref()
             .filter(|id| serves && id.obtained_at >= cur.obtained_at)
     }
 

@@ -36,7 +36,7 @@ impl Actor {
                 // compares the two), by the request sent at `sent_at`.
                 held.obtained_at = sent_at;
                 self.st.subject = Some(held.subject.clone());
-                self.st.id_token = Some(held);
+                self.st.id_token = Some(Box::new(held));
             }
             IdCheck::Absent => {
                 self.st.id_token = self.st.id_token.take().filter(|t| t.unexpired(now));

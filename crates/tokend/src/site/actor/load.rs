@@ -189,12 +189,15 @@ impl Actor {
             self.st.id_token = r
                 .id_token
                 .zip(r.id_token_expires_at)
-                .map(|(token, expires_at)| HeldId {
-                    // Checked when it was taken; only its `sub` is read here.
-                    subject: tokend_oauth::unverified_subject(token.expose()).unwrap_or_default(),
-                    token,
-                    expires_at,
-                    obtained_at: saved_at,
+                .map(|(token, expires_at)| {
+                    Box::new(HeldId {
+                        // Checked when it was taken; only its `sub` is read here.
+                        subject: tokend_oauth::unverified_subject(token.expose())
+                            .unwrap_or_default(),
+                        token,
+                        expires_at,
+                        obtained_at: saved_at,
+                    })
                 });
             self.st.subject = self
                 .st
