@@ -622,8 +622,8 @@ pub struct RequestError(pub ErrorBody);
 /// Decodes one request line. The version is checked before the op, so a newer
 /// client with an op this daemon does not know hears `version_mismatch`.
 ///
-/// A well-formed line is read straight into its op's struct ([`decode_fast`]);
-/// anything else goes the general way ([`decode_slow`]), which words every
+/// A well-formed line is read straight into its op's struct (`decode_fast`);
+/// anything else goes the general way (`decode_slow`), which words every
 /// error answer.
 pub fn decode_request(line: &[u8]) -> Result<Request, RequestError> {
     let req = match decode_fast(line) {
