@@ -1,9 +1,11 @@
 //! One `[site.NAME]` table, checked key by key so each problem carries the
 //! line of the key at fault.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Deref;
 use std::path::Path;
+use std::sync::Arc;
 
 use token_proto::{parse_duration, CargoToken, GitAuth, TokenKind};
 use toml::{Spanned, Value};
@@ -33,10 +35,11 @@ pub(crate) enum SecretSource {
 /// provider's `issuer` and `iss` exactly, a redirect URI the registered one,
 /// and [`SiteConfig::identity`] must not change across releases, while
 /// [`Url`] writes `https://a.example` as `https://a.example/`. Derefs to the
-/// text as written. Boxed: a site has a few of these, mostly unset, and a
-/// daemon may hold a thousand sites.
+/// text as written. Shared: a site has a few of these, mostly unset, and a
+/// daemon may hold a thousand sites, most of them of a few issuers; one
+/// config's sites share one copy of each URL ([`SharedUrls`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WrittenUrl(Box<Written>);
+pub struct WrittenUrl(Arc<Written>);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Written {
@@ -48,7 +51,7 @@ impl WrittenUrl {
     /// `s` if it is a URL the config accepts; else the config's message.
     pub(super) fn parse(s: &str) -> Result<WrittenUrl, String> {
         match Url::parse(s) {
-            Ok(url) if tokend_oauth::tls_or_loopback(&url) => Ok(WrittenUrl(Box::new(Written {
+            Ok(url) if tokend_oauth::tls_or_loopback(&url) => Ok(WrittenUrl(Arc::new(Written {
                 written: s.to_owned(),
                 url,
             }))),
@@ -89,14 +92,32 @@ impl fmt::Display for WrittenUrl {
 /// For the URLs whose spelling does not matter.
 impl From<WrittenUrl> for Url {
     fn from(u: WrittenUrl) -> Url {
-        u.0.url
+        Arc::unwrap_or_clone(u.0).url
     }
 }
 
 /// For the endpoints a site rarely sets: boxed, an unset one costs a pointer.
 impl From<WrittenUrl> for Box<Url> {
     fn from(u: WrittenUrl) -> Box<Url> {
-        Box::new(u.0.url)
+        Box::new(Arc::unwrap_or_clone(u.0).url)
+    }
+}
+
+/// The URLs one config's sites were given so far, by their text: a URL
+/// written again (the issuer of a thousand sites) is the same [`WrittenUrl`],
+/// parsed once and held once.
+#[derive(Debug, Default)]
+pub(super) struct SharedUrls(HashMap<String, WrittenUrl>);
+
+impl SharedUrls {
+    /// [`WrittenUrl::parse`], or the URL parsed before from the same text.
+    fn parse(&mut self, s: &str) -> Result<WrittenUrl, String> {
+        if let Some(u) = self.0.get(s) {
+            return Ok(u.clone());
+        }
+        let u = WrittenUrl::parse(s)?;
+        self.0.insert(s.to_owned(), u.clone());
+        Ok(u)
     }
 }
 
@@ -301,6 +322,7 @@ struct Fields<'a> {
     /// taken. A list: a site has a handful of keys, and a thousand sites
     /// are parsed before the daemon is ready.
     table: Vec<(String, usize, Option<Value>)>,
+    urls: &'a mut SharedUrls,
 }
 
 impl Fields<'_> {
@@ -348,7 +370,8 @@ impl Fields<'_> {
         let Some(s) = self.string(key)? else {
             return Ok(None);
         };
-        WrittenUrl::parse(&s)
+        self.urls
+            .parse(&s)
             .map(|u| Some(T::from(u)))
             .map_err(|message| self.err(self.line_of(key), key, message))
     }
@@ -462,6 +485,7 @@ fn suggest(key: &str) -> Option<&'static str> {
 pub(super) fn parse_site(
     path: &Path,
     lines: &Lines,
+    urls: &mut SharedUrls,
     name: &str,
     header_line: usize,
     raw: RawTable,
@@ -478,6 +502,7 @@ pub(super) fn parse_site(
         site: name,
         header_line,
         table,
+        urls,
     };
     if !token_proto::names::is_site_name(name) {
         return Err(ConfigError {
@@ -790,6 +815,20 @@ mod tests {
 
     fn parse_file(text: &str) -> super::super::Config {
         super::super::Config::parse(Path::new("/c.toml"), text)
+    }
+
+    /// A thousand sites of one issuer hold one copy of its URL.
+    #[test]
+    fn sites_of_one_issuer_share_its_url() {
+        let c = parse_file(
+            "[site.a]\nissuer = \"https://auth.example\"\nclient_id = \"a\"\n\
+             [site.b]\nissuer = \"https://auth.example\"\nclient_id = \"b\"\n\
+             [site.c]\nissuer = \"https://other.example\"\nclient_id = \"c\"\n",
+        );
+        let issuer = |s: &str| c.sites[s].issuer.clone().unwrap();
+        assert!(Arc::ptr_eq(&issuer("a").0, &issuer("b").0));
+        assert!(!Arc::ptr_eq(&issuer("a").0, &issuer("c").0));
+        assert_eq!(issuer("c").as_str(), "https://other.example");
     }
 
     /// `identity()` is stored with each login and compared on load: the
