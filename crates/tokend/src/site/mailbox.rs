@@ -248,6 +248,9 @@ impl<T> Receiver<T> {
             tag,
         };
         if q.items.is_empty() && q.senders > 0 && !q.closed {
+            // The room of its last messages goes: a thousand parked
+            // mailboxes would each keep one allocation for nothing.
+            q.items = VecDeque::new();
             q.bell = Some(bell);
         } else {
             drop(q);
