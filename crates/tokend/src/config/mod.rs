@@ -281,10 +281,11 @@ impl Config {
                 Err(e) => config.errors.push(e),
             }
         }
+        let mut urls = site::UrlMemo::default();
         for (name, table) in raw.site {
             let line = lines.of(name.span().start);
             let name = name.into_inner();
-            match site::parse_site(path, &lines, &name, line, table.into_inner()) {
+            match site::parse_site(path, &lines, &name, line, table.into_inner(), &mut urls) {
                 Ok(site) => {
                     config.sites.insert(name, Arc::new(site));
                 }

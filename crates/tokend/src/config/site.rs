@@ -86,6 +86,30 @@ impl fmt::Display for WrittenUrl {
     }
 }
 
+/// The URLs parsed so far in one reading of the config, by their text: a
+/// thousand sites of one provider write the same issuer a thousand times,
+/// and parsing a URL (IDNA host rules) costs more than copying one.
+#[derive(Debug, Default)]
+pub(super) struct UrlMemo(Vec<WrittenUrl>);
+
+impl UrlMemo {
+    /// How many different URLs are remembered (the most recent ones).
+    const KEEP: usize = 8;
+
+    /// [`WrittenUrl::parse`], from memory when `s` was parsed before.
+    fn parse(&mut self, s: &str) -> Result<WrittenUrl, String> {
+        if let Some(at) = self.0.iter().position(|u| u.as_str() == s) {
+            return Ok(self.0[at].clone());
+        }
+        let url = WrittenUrl::parse(s)?;
+        if self.0.len() == Self::KEEP {
+            self.0.remove(0);
+        }
+        self.0.push(url.clone());
+        Ok(url)
+    }
+}
+
 /// For the URLs whose spelling does not matter.
 impl From<WrittenUrl> for Url {
     fn from(u: WrittenUrl) -> Url {
@@ -219,7 +243,9 @@ impl SiteConfig {
         let mut pinned = String::new();
         let mut pin = |key: &str, value: Option<&str>| {
             if let Some(v) = value {
-                pinned.push_str(&format!("|{key}={v}"));
+                for part in ["|", key, "=", v] {
+                    pinned.push_str(part);
+                }
             }
         };
         // Without an issuer (or preset) the token URL is the provider itself.
@@ -295,6 +321,8 @@ const KEYS: &[&str] = &[
 /// Takes keys out of one site table, remembering where each one was.
 struct Fields<'a> {
     path: &'a Path,
+    /// The URLs parsed for the sites before this one.
+    urls: &'a mut UrlMemo,
     site: &'a str,
     header_line: usize,
     /// The table's keys as written, their lines, and their values until
@@ -348,7 +376,8 @@ impl Fields<'_> {
         let Some(s) = self.string(key)? else {
             return Ok(None);
         };
-        WrittenUrl::parse(&s)
+        self.urls
+            .parse(&s)
             .map(|u| Some(T::from(u)))
             .map_err(|message| self.err(self.line_of(key), key, message))
     }
@@ -384,21 +413,23 @@ impl Fields<'_> {
         }
     }
 
-    fn choice<T: Copy>(
-        &mut self,
-        key: &str,
-        options: &[(&str, T)],
-    ) -> Result<Option<T>, ConfigError> {
+    /// One of `options`, by name. The names are listed only in the error.
+    fn choice<T: Copy, I>(&mut self, key: &str, options: I) -> Result<Option<T>, ConfigError>
+    where
+        I: IntoIterator<Item = (&'static str, T)>,
+        I::IntoIter: Clone,
+    {
+        let options = options.into_iter();
         let line = self.line_of(key);
         let Some(s) = self.string(key)? else {
             return Ok(None);
         };
         options
-            .iter()
+            .clone()
             .find(|(name, _)| *name == s)
-            .map(|(_, v)| Some(*v))
+            .map(|(_, v)| Some(v))
             .ok_or_else(|| {
-                let names: Vec<String> = options.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+                let names: Vec<String> = options.map(|(n, _)| format!("\"{n}\"")).collect();
                 self.err(
                     line,
                     key,
@@ -465,6 +496,7 @@ pub(super) fn parse_site(
     name: &str,
     header_line: usize,
     raw: RawTable,
+    urls: &mut UrlMemo,
 ) -> Result<SiteConfig, ConfigError> {
     let table = raw
         .into_iter()
@@ -475,6 +507,7 @@ pub(super) fn parse_site(
         .collect();
     let mut f = Fields {
         path,
+        urls,
         site: name,
         header_line,
         table,
@@ -524,16 +557,11 @@ pub(super) fn parse_site(
         secret,
         client_auth: f.choice(
             "client_auth",
-            &client_auth::all()
-                .map(|a| (client_auth::name(a), a))
-                .collect::<Vec<_>>(),
+            client_auth::all().map(|a| (client_auth::name(a), a)),
         )?,
         scopes: f.strings("scopes")?,
         grant: f
-            .choice(
-                "grant",
-                &Grant::all().map(|g| (g.name(), g)).collect::<Vec<_>>(),
-            )?
+            .choice("grant", Grant::all().map(|g| (g.name(), g)))?
             .unwrap_or(Grant::DEFAULT),
         redirect_uri: f.url("redirect_uri")?,
         scope_separator: scope_separator.unwrap_or_else(|| " ".to_owned()),
@@ -545,13 +573,13 @@ pub(super) fn parse_site(
         cargo_token: f
             .choice(
                 "cargo_token",
-                &[("bearer", CargoToken::Bearer), ("raw", CargoToken::Raw)],
+                [("bearer", CargoToken::Bearer), ("raw", CargoToken::Raw)],
             )?
             .unwrap_or_default(),
         git_auth: f
             .choice(
                 "git_auth",
-                &[("basic", GitAuth::Basic), ("bearer", GitAuth::Bearer)],
+                [("basic", GitAuth::Basic), ("bearer", GitAuth::Bearer)],
             )?
             .unwrap_or_default(),
         username: f.string("username")?,
@@ -565,7 +593,7 @@ pub(super) fn parse_site(
         kube_token: f
             .choice(
                 "kube_token",
-                &[
+                [
                     ("access_token", TokenKind::AccessToken),
                     ("id_token", TokenKind::IdToken),
                 ],
