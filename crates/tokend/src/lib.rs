@@ -388,8 +388,10 @@ async fn run(config: config::Config, seen: watch::Seen) -> ExitCode {
     );
     daemon.store_moved = moved;
     let daemon = Arc::new(daemon);
-    // What parsing the config freed goes back now, the rest after each burst.
-    platform::memory::release();
+    // What parsing the config freed goes back once the start's burst is
+    // over, as after any burst (trimming now, before the first `get`, would
+    // hold the allocator's one arena while that `get` is served).
+    daemon.trimmer().worked();
     tokio::spawn({
         let daemon = daemon.clone();
         async move { daemon.trimmer().run().await }
