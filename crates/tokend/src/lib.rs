@@ -93,8 +93,11 @@ pub fn main() -> ExitCode {
     platform::memory::tune();
     // The daemon's own settings come from the config's [daemon] table
     // (environment variables win), whoever started it. The file is read
-    // once: the sites in it are served as they are.
-    let config = config::Config::load(&paths::config_path());
+    // once: the sites in it are served as they are (an edit from now on
+    // is a reload: `seen` tells whether one came before the watcher).
+    let config_path = paths::config_path();
+    let seen = watch::Seen::now(&config_path);
+    let config = config::Config::load(&config_path);
     init_logging(config.daemon.log.as_deref());
     // One thread runs every task: the work is waiting on the network, and a
     // request crosses the accept loop, its connection's task and the site's
@@ -114,7 +117,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config))
+    runtime.block_on(run(config, seen))
 }
 
 /// Without `$HOME` the config and state paths would be made from `.`: the
@@ -296,7 +299,7 @@ fn refuse(why: &str) {
     }
 }
 
-async fn run(config: config::Config) -> ExitCode {
+async fn run(config: config::Config, seen: watch::Seen) -> ExitCode {
     let settings = config.daemon.clone();
     let listener = match platform::from_activation() {
         Ok(Some(l)) => l,
@@ -385,13 +388,14 @@ async fn run(config: config::Config) -> ExitCode {
     );
     daemon.store_moved = moved;
     let daemon = Arc::new(daemon);
-    // What parsing the config freed goes back now, the rest after each burst.
-    platform::memory::release();
+    // What parsing the config freed goes back once the start's burst is
+    // over, as after any burst (trimming now, before the first `get`, would
+    // hold the allocator's one arena while that `get` is served).
+    daemon.trimmer().worked();
     tokio::spawn({
         let daemon = daemon.clone();
         async move { daemon.trimmer().run().await }
     });
-    let _watcher = watch::spawn(&daemon);
     tokio::spawn(daemon.clone().prune_removed_forever());
     tracing::info!(
         socket = %listener.describe(),
@@ -405,6 +409,13 @@ async fn run(config: config::Config) -> ExitCode {
         let mut out = std::io::stdout();
         let _ = out.write_all(b"ready\n").and_then(|()| out.flush());
     }
+    // The config watcher (an inotify thread) is set up beside the first
+    // requests, on a blocking thread; it reloads at once if the file
+    // changed since it was read.
+    tokio::task::spawn_blocking({
+        let daemon = daemon.clone();
+        move || watch::spawn(&daemon, seen)
+    });
     daemon.start_shares();
     server::run(listener, daemon.clone(), None, shutdown_signal()).await;
     daemon.stop_shares();

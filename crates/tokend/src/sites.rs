@@ -211,6 +211,9 @@ impl Sites {
     /// the registry takes the rest in order.
     pub(crate) fn apply(&self, old: &Config, new: &Config) {
         let mut handles = write(&self.handles.0);
+        // A start adds every site at once.
+        let more = new.sites.len().saturating_sub(handles.len());
+        handles.reserve(more);
         let mut changes = Vec::new();
         let mut added = Vec::new();
         for (name, cfg) in &new.sites {
@@ -409,6 +412,9 @@ impl Registry {
     fn command(&mut self, command: Command) {
         match command {
             Command::Apply(changes) => {
+                // A start brings every site at once.
+                let new = changes.iter().filter(|c| matches!(c, Change::New { .. }));
+                self.slots.reserve(new.count());
                 for change in changes {
                     self.change(change);
                 }

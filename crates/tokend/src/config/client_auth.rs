@@ -20,7 +20,7 @@ pub(crate) fn name(auth: ClientAuth) -> &'static str {
 
 /// Every client authentication, in the order the config's errors list
 /// them. A chain of exhaustive matches: a new one cannot be left out.
-pub(crate) fn all() -> impl Iterator<Item = ClientAuth> {
+pub(crate) fn all() -> impl Iterator<Item = ClientAuth> + Clone {
     iter::successors(Some(ClientAuth::None), |a| match a {
         ClientAuth::None => Some(ClientAuth::Basic),
         ClientAuth::Basic => Some(ClientAuth::Post),

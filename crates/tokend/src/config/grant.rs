@@ -72,7 +72,7 @@ impl Grant {
 
     /// Every grant, in the order the config's errors list them. Written as
     /// a chain of exhaustive matches so a new grant cannot be left out.
-    pub(crate) fn all() -> impl Iterator<Item = Grant> {
+    pub(crate) fn all() -> impl Iterator<Item = Grant> + Clone {
         iter::successors(Some(Grant::AuthorizationCode), |g| match g {
             Grant::AuthorizationCode => Some(Grant::ClientCredentials),
             Grant::ClientCredentials => Some(Grant::DeviceCode),

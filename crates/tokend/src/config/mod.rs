@@ -216,6 +216,73 @@ impl Lines {
     }
 }
 
+/// The `[site.NAME]` tables, taken out of the document `root` and made
+/// [`RawTable`]s without serde's visitors (a thousand sites are read before
+/// the daemon is ready). `None`, with `root` as it was, when `site` is not
+/// a table of tables: serde then refuses it, in its words.
+#[allow(clippy::type_complexity)]
+fn take_sites(
+    root: &mut toml::de::DeTable<'_>,
+) -> Result<Option<Vec<(Spanned<String>, Spanned<RawTable>)>>, toml::de::Error> {
+    use toml::de::DeValue;
+    let tables = match root.get("site").map(Spanned::get_ref) {
+        Some(DeValue::Table(sites)) => sites
+            .values()
+            .all(|t| matches!(t.get_ref(), DeValue::Table(_))),
+        _ => false,
+    };
+    if !tables {
+        return Ok(None);
+    }
+    let Some((_, sites)) = root.remove_entry("site") else {
+        return Ok(None);
+    };
+    let DeValue::Table(sites) = sites.into_inner() else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(sites.len());
+    for (name, table) in sites {
+        let span = table.span();
+        let DeValue::Table(table) = table.into_inner() else {
+            continue;
+        };
+        let mut entries = Vec::with_capacity(table.len());
+        for (key, value) in table {
+            let key = Spanned::new(key.span(), key.into_inner().into_owned());
+            entries.push((key, value_of(value)?));
+        }
+        let name = Spanned::new(name.span(), name.into_inner().into_owned());
+        out.push((name, Spanned::new(span, RawTable(entries))));
+    }
+    Ok(Some(out))
+}
+
+/// A parsed TOML value as a [`toml::Value`]: strings, booleans and arrays
+/// of them at once, the rest (numbers, dates, tables) through serde, which
+/// gives the same value, or the same error, as a whole-document parse.
+fn value_of(
+    value: Spanned<toml::de::DeValue<'_>>,
+) -> Result<Spanned<toml::Value>, toml::de::Error> {
+    use toml::de::DeValue;
+    let span = value.span();
+    let value = match value.into_inner() {
+        DeValue::String(s) => toml::Value::String(s.into_owned()),
+        DeValue::Boolean(b) => toml::Value::Boolean(b),
+        DeValue::Array(items) => {
+            let mut values = Vec::with_capacity(items.len());
+            for item in items {
+                values.push(value_of(item)?.into_inner());
+            }
+            toml::Value::Array(values)
+        }
+        other => toml::Value::deserialize(toml::de::ValueDeserializer::from(Spanned::new(
+            span.clone(),
+            other,
+        )))?,
+    };
+    Ok(Spanned::new(span, value))
+}
+
 impl Config {
     /// Reads and parses the file. A missing file is an empty config (with a
     /// hint in `errors`), not a failure: the daemon still starts. A file
@@ -258,8 +325,16 @@ impl Config {
             path: path.to_owned(),
             ..Default::default()
         };
-        let raw: RawFile = match toml::from_str(text) {
-            Ok(raw) => raw,
+        let parsed = toml::de::DeTable::parse(text).and_then(|root| {
+            let span = root.span();
+            let mut root = root.into_inner();
+            let sites = take_sites(&mut root)?;
+            let rest =
+                RawFile::deserialize(toml::de::Deserializer::from(Spanned::new(span, root)))?;
+            Ok((sites, rest))
+        });
+        let (sites, raw) = match parsed {
+            Ok(parsed) => parsed,
             Err(e) => {
                 let line = e.span().map(|s| Lines::new(text).of(s.start));
                 let error = ConfigError {
@@ -282,7 +357,11 @@ impl Config {
             }
         }
         let mut urls = site::SharedUrls::default();
-        for (name, table) in raw.site {
+        let sites = match sites {
+            Some(sites) => sites,
+            None => raw.site.into_iter().collect(),
+        };
+        for (name, table) in sites {
             let line = lines.of(name.span().start);
             let name = name.into_inner();
             match site::parse_site(path, &lines, &mut urls, &name, line, table.into_inner()) {
@@ -451,6 +530,88 @@ scops = ["z"]
         let c = parse("[site.\"a b\"]\nissuer = \"https://a\"\nclient_id = \"x\"\n");
         assert!(c.sites.is_empty());
         assert!(c.errors[0].to_string().contains("[A-Za-z0-9._-]"));
+    }
+
+    /// The site tables as serde makes them, and as `take_sites` does.
+    fn both_ways(text: &str) -> (Vec<String>, Vec<String>) {
+        let show = |sites: Vec<(Spanned<String>, Spanned<RawTable>)>| -> Vec<String> {
+            sites
+                .into_iter()
+                .flat_map(|(name, table)| {
+                    let head = format!("{}@{:?} {:?}", name.get_ref(), name.span(), table.span());
+                    let entries = table.into_inner().0.into_iter().map(|(k, v)| {
+                        format!(
+                            "{}@{:?} = {:?}@{:?}",
+                            k.get_ref(),
+                            k.span(),
+                            v.get_ref(),
+                            v.span()
+                        )
+                    });
+                    std::iter::once(head).chain(entries).collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let serde: RawFile = toml::from_str(text).unwrap();
+        let mut root = toml::de::DeTable::parse(text).unwrap().into_inner();
+        let taken = take_sites(&mut root).unwrap().unwrap();
+        (show(serde.site.into_iter().collect()), show(taken))
+    }
+
+    #[test]
+    fn site_tables_read_without_serde_are_what_serde_reads() {
+        let text = r#"
+[daemon]
+log = "debug"
+
+[site.b]
+issuer = "https://b.example"
+client_id = 'c'
+scopes = ["openid", "read"]
+dpop = true
+refresh_before = 300
+extra_params = { audience = "api", n = 1.5 }
+hosts = []
+when = 1979-05-27T07:32:00Z
+nested = [[1, 2], ["x"]]
+
+[site.a]
+"quoted key" = """multi
+line"""
+
+[[site.a.file]]
+path = "~/t"
+"#;
+        let (serde, taken) = both_ways(text);
+        assert_eq!(serde, taken);
+        assert_eq!(serde.len(), 13, "{serde:#?}");
+        let c = parse(text);
+        assert_eq!(c.daemon.log.as_deref(), Some("debug"));
+    }
+
+    #[test]
+    fn a_document_whose_sites_are_not_tables_is_refused_in_serdes_words() {
+        for text in [
+            "site = 5\n",
+            "[site]\na = 5\n",
+            "[site.a]\nissuer = \"https://a\"\n[sites.b]\n",
+            "[daemon]\n[site.a]\nx = 99999999999999999999\n",
+        ] {
+            let want = toml::from_str::<RawFile>(text).map(|_| ()).unwrap_err();
+            let c = parse(text);
+            assert!(c.unparsable.is_some(), "{text}: {:?}", c.errors);
+            let got = c.unparsable.as_ref().unwrap();
+            assert_eq!(
+                got.message,
+                format!("the config file does not parse: {}", want.message().trim()),
+                "{text}"
+            );
+            assert_eq!(
+                got.line,
+                want.span().map(|s| Lines::new(text).of(s.start)),
+                "{text}"
+            );
+        }
     }
 
     #[test]

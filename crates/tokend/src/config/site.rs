@@ -240,7 +240,9 @@ impl SiteConfig {
         let mut pinned = String::new();
         let mut pin = |key: &str, value: Option<&str>| {
             if let Some(v) = value {
-                pinned.push_str(&format!("|{key}={v}"));
+                for part in ["|", key, "=", v] {
+                    pinned.push_str(part);
+                }
             }
         };
         // Without an issuer (or preset) the token URL is the provider itself.
@@ -407,21 +409,23 @@ impl Fields<'_> {
         }
     }
 
-    fn choice<T: Copy>(
-        &mut self,
-        key: &str,
-        options: &[(&str, T)],
-    ) -> Result<Option<T>, ConfigError> {
+    /// One of `options`, by name. The names are listed only in the error.
+    fn choice<T: Copy, I>(&mut self, key: &str, options: I) -> Result<Option<T>, ConfigError>
+    where
+        I: IntoIterator<Item = (&'static str, T)>,
+        I::IntoIter: Clone,
+    {
+        let options = options.into_iter();
         let line = self.line_of(key);
         let Some(s) = self.string(key)? else {
             return Ok(None);
         };
         options
-            .iter()
+            .clone()
             .find(|(name, _)| *name == s)
-            .map(|(_, v)| Some(*v))
+            .map(|(_, v)| Some(v))
             .ok_or_else(|| {
-                let names: Vec<String> = options.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+                let names: Vec<String> = options.map(|(n, _)| format!("\"{n}\"")).collect();
                 self.err(
                     line,
                     key,
@@ -549,16 +553,11 @@ pub(super) fn parse_site(
         secret,
         client_auth: f.choice(
             "client_auth",
-            &client_auth::all()
-                .map(|a| (client_auth::name(a), a))
-                .collect::<Vec<_>>(),
+            client_auth::all().map(|a| (client_auth::name(a), a)),
         )?,
         scopes: f.strings("scopes")?,
         grant: f
-            .choice(
-                "grant",
-                &Grant::all().map(|g| (g.name(), g)).collect::<Vec<_>>(),
-            )?
+            .choice("grant", Grant::all().map(|g| (g.name(), g)))?
             .unwrap_or(Grant::DEFAULT),
         redirect_uri: f.url("redirect_uri")?,
         scope_separator: scope_separator.unwrap_or_else(|| " ".to_owned()),
@@ -570,13 +569,13 @@ pub(super) fn parse_site(
         cargo_token: f
             .choice(
                 "cargo_token",
-                &[("bearer", CargoToken::Bearer), ("raw", CargoToken::Raw)],
+                [("bearer", CargoToken::Bearer), ("raw", CargoToken::Raw)],
             )?
             .unwrap_or_default(),
         git_auth: f
             .choice(
                 "git_auth",
-                &[("basic", GitAuth::Basic), ("bearer", GitAuth::Bearer)],
+                [("basic", GitAuth::Basic), ("bearer", GitAuth::Bearer)],
             )?
             .unwrap_or_default(),
         username: f.string("username")?,
@@ -590,7 +589,7 @@ pub(super) fn parse_site(
         kube_token: f
             .choice(
                 "kube_token",
-                &[
+                [
                     ("access_token", TokenKind::AccessToken),
                     ("id_token", TokenKind::IdToken),
                 ],

@@ -71,20 +71,28 @@ impl Removed {
     pub(crate) fn note(&self, old: &Config, new: &Config, now: u64) -> bool {
         let mut inner = super::lock(&self.inner);
         let (book, configs) = &mut *inner;
-        let before = serde_json::to_vec(book).unwrap_or_default();
         let names: BTreeSet<String> = new.sites.keys().chain(new.broken.keys()).cloned().collect();
+        // Written again only when it changed (compared, not serialized:
+        // a thousand sites are noted at every start).
+        let mut changed = book.configured != names;
         let mut any = false;
         for name in book.configured.difference(&names) {
             any = true;
-            book.removed.entry(name.clone()).or_insert(now);
+            if let std::collections::btree_map::Entry::Vacant(e) = book.removed.entry(name.clone())
+            {
+                e.insert(now);
+                changed = true;
+            }
             if let Some(cfg) = old.sites.get(name) {
                 configs.insert(name.clone(), cfg.clone());
             }
         }
+        let removed = book.removed.len();
         book.removed.retain(|name, _| !names.contains(name));
+        changed |= book.removed.len() != removed;
         configs.retain(|name, _| !names.contains(name));
         book.configured = names;
-        if serde_json::to_vec(book).unwrap_or_default() != before {
+        if changed {
             self.persist(book);
         }
         any

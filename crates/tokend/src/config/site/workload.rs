@@ -93,31 +93,59 @@ pub(crate) enum Subject {
     Source(AssertionSource),
 }
 
+/// The three keys of one assertion source: `PREFIX_file`, `PREFIX_cmd`,
+/// `PREFIX_source`. Written out, not formatted: every site's table is
+/// asked for them at each start.
+struct SourceKeys {
+    file: &'static str,
+    cmd: &'static str,
+    source: &'static str,
+}
+
+const CLIENT_ASSERTION: SourceKeys = SourceKeys {
+    file: "client_assertion_file",
+    cmd: "client_assertion_cmd",
+    source: "client_assertion_source",
+};
+const ASSERTION: SourceKeys = SourceKeys {
+    file: "assertion_file",
+    cmd: "assertion_cmd",
+    source: "assertion_source",
+};
+/// `subject_token_source` is no key (only files and commands hold a subject).
+const SUBJECT_TOKEN: SourceKeys = SourceKeys {
+    file: "subject_token_file",
+    cmd: "subject_token_cmd",
+    source: "subject_token_source",
+};
+
 impl Fields<'_> {
     /// One of `PREFIX_file`, `PREFIX_cmd`, `PREFIX_source` (only
     /// `"github_actions"`, with `assertion_audience`), at most one.
     fn assertion_source(
         &mut self,
-        prefix: &str,
+        keys: &SourceKeys,
         audience: Option<&str>,
         source_allowed: bool,
     ) -> Result<Option<AssertionSource>, ConfigError> {
-        let file_key = format!("{prefix}_file");
-        let cmd_key = format!("{prefix}_cmd");
-        let source_key = format!("{prefix}_source");
-        let file = self.string(&file_key)?;
-        let cmd = self.string(&cmd_key)?;
+        let SourceKeys {
+            file: file_key,
+            cmd: cmd_key,
+            source: source_key,
+        } = *keys;
+        let file = self.string(file_key)?;
+        let cmd = self.string(cmd_key)?;
         let source = if source_allowed {
-            self.choice(&source_key, &[("github_actions", ())])?
+            self.choice(source_key, [("github_actions", ())])?
         } else {
             None
         };
         let given = [file.is_some(), cmd.is_some(), source.is_some()];
         if given.iter().filter(|g| **g).count() > 1 {
-            let line = self.line_of(&cmd_key).max(self.line_of(&file_key));
+            let line = self.line_of(cmd_key).max(self.line_of(file_key));
             return Err(self.err(
                 line,
-                &file_key,
+                file_key,
                 format!("give one of {file_key}, {cmd_key} or {source_key}, not several"),
             ));
         }
@@ -133,7 +161,7 @@ impl Fields<'_> {
         if source.is_some() {
             let Some(audience) = audience else {
                 return Err(self.err(
-                    self.line_of(&source_key),
+                    self.line_of(source_key),
                     "assertion_audience",
                     "missing: a GitHub Actions token is asked for an audience; set assertion_audience to the one the provider expects (e.g. \"api://AzureADTokenExchange\")",
                 ));
@@ -148,7 +176,15 @@ impl Fields<'_> {
         Ok(None)
     }
 
+    /// The workload keys of the table (none, for most sites).
     pub(super) fn workload(&mut self) -> Result<Workload, ConfigError> {
+        if !self
+            .table
+            .iter()
+            .any(|(k, _, _)| KEYS.contains(&k.as_str()))
+        {
+            return Ok(Workload::default());
+        }
         let audience = self.string("assertion_audience")?;
         let client_key = self
             .string("client_key_file")?
@@ -156,8 +192,8 @@ impl Fields<'_> {
             .map(|p| Ok::<_, ConfigError>((p, self.string("client_key_id")?)))
             .transpose()?;
         let client_assertion =
-            self.assertion_source("client_assertion", audience.as_deref(), true)?;
-        let assertion = self.assertion_source("assertion", audience.as_deref(), true)?;
+            self.assertion_source(&CLIENT_ASSERTION, audience.as_deref(), true)?;
+        let assertion = self.assertion_source(&ASSERTION, audience.as_deref(), true)?;
         let exchange = self.exchange()?;
         Ok(Workload {
             client_key,
@@ -172,12 +208,12 @@ impl Fields<'_> {
         let subject_token_line = self.line_of("subject_token");
         let kind = self.choice(
             "subject_token",
-            &[
+            [
                 ("access_token", TokenKind::AccessToken),
                 ("id_token", TokenKind::IdToken),
             ],
         )?;
-        let source = self.assertion_source("subject_token", None, false)?;
+        let source = self.assertion_source(&SUBJECT_TOKEN, None, false)?;
         let type_line = self.line_of("subject_token_type");
         let written_type = self.string("subject_token_type")?;
         let subject = match (subject_site, source) {
