@@ -198,7 +198,6 @@ impl Registry {
     }
 
     /// A place for one more connection thread, unless `max_threads` run.
-    #[cfg_attr(not(unix), allow(dead_code))]
     fn thread_slot(&self) -> Option<ThreadSlot> {
         self.threads
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -446,9 +445,9 @@ impl Connection<'_> {
             } else {
                 line_due
             };
-            #[cfg(unix)]
-            if at_once >= limits.promote_after {
-                if let Some(slot) = self.registry.thread_slot() {
+            if let Some(slot) = self.thread_for(at_once) {
+                #[cfg(unix)]
+                {
                     let held = thread::Conn {
                         decoder,
                         frames,
@@ -463,8 +462,21 @@ impl Connection<'_> {
                     line_due = conn.line_due.map(Instant::from_std);
                     at_once = 0;
                 }
+                #[cfg(not(unix))]
+                drop(slot);
             }
         }
+    }
+
+    /// A place among the connection threads, for a connection that has
+    /// answered `at_once` requests at once since it connected (or came
+    /// back from its thread). Never on Windows: a named pipe stays on the
+    /// event loop.
+    fn thread_for(&self, at_once: u64) -> Option<ThreadSlot> {
+        if !cfg!(unix) || at_once < self.limits.promote_after {
+            return None;
+        }
+        self.registry.thread_slot()
     }
 
     /// Serves the connection on a thread of its own until the thread hands
