@@ -411,27 +411,30 @@ impl Connection<'_> {
             }
             for frame in frames.drain(..) {
                 let share = self.share.as_deref();
-                let written = match quick(&self.daemon, share, &frame) {
+                let mut line = match quick(&self.daemon, share, &frame) {
                     Quick::Blank => continue,
                     Quick::Ready(ready) => {
                         at_once += 1;
-                        stream.write_all(ready.line()).await
+                        // The site's own line (it wipes it when dropped).
+                        if stream.write_all(ready.line()).await.is_err() {
+                            return;
+                        }
+                        continue;
                     }
-                    Quick::Error(line) => stream.write_all(&line).await,
+                    Quick::Error(line) => line,
                     Quick::Dispatch(req) => {
                         let mut events = Events::new(&mut stream);
-                        let mut line = match share {
+                        match share {
                             None => handlers::dispatch(&self.daemon, req, &mut events).await,
                             Some(s) => {
                                 handlers::share::dispatch(&self.daemon, s, req, &mut events).await
                             }
-                        };
-                        let written = stream.write_all(&line).await;
-                        // An answer holds a token.
-                        wipe(&mut line);
-                        written
+                        }
                     }
                 };
+                let written = stream.write_all(&line).await;
+                // An answer holds a token.
+                wipe(&mut line);
                 if written.is_err() {
                     return;
                 }
