@@ -332,7 +332,7 @@ async fn read_some(
 }
 
 /// What a frame is answered with, when nothing need be awaited.
-pub(crate) enum Quick {
+enum Quick {
     /// A blank line: skipped, not answered.
     Blank,
     /// The site's published answer (write its line).
@@ -343,15 +343,20 @@ pub(crate) enum Quick {
     Dispatch(token_proto::Request),
 }
 
-/// How `frame` is answered: the one decision for the connection's task
-/// and its thread.
-pub(crate) fn quick(d: &Daemon, share: Option<&ShareConfig>, frame: &Frame) -> Quick {
+/// A blank line is skipped, not answered.
+fn blank(line: &[u8]) -> bool {
+    line.iter().all(u8::is_ascii_whitespace)
+}
+
+/// How `frame` is answered (what is answered at once, as the connection's
+/// thread answers it: `handlers::answer_at_once`).
+fn quick(d: &Daemon, share: Option<&ShareConfig>, frame: &Frame) -> Quick {
     match frame {
         Frame::TooLong => Quick::Error(error_line(&ErrorBody::new(
             ErrorCode::BadRequest,
             "request line longer than 64 KiB; it was dropped",
         ))),
-        Frame::Line(l) if l.iter().all(u8::is_ascii_whitespace) => Quick::Blank,
+        Frame::Line(l) if blank(l) => Quick::Blank,
         Frame::Line(l) => match decode_request(l) {
             Err(e) => Quick::Error(error_line(&e.0)),
             Ok(req) => match handlers::answer_at_once(d, share, &req) {

@@ -20,12 +20,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use token_proto::{wipe, Frame, LineDecoder};
+use token_proto::{decode_request, wipe, Frame, Line, LineDecoder, Request};
 use tokio::sync::oneshot;
 
-use super::{quick, Idle, Limits, Quick, ThreadSlot, READ_CHUNK};
+use super::{blank, Idle, Limits, ThreadSlot, READ_CHUNK};
 use crate::config::ShareConfig;
 use crate::daemon::Daemon;
+use crate::handlers;
+use crate::site::held::Ready;
 
 /// A thread's stack: a request's decoding and its answer's lookup, far
 /// below this.
@@ -136,6 +138,7 @@ fn serve(mut stream: UnixStream, mut conn: Conn, job: &Job, stop: &AtomicBool) -
     // The socket's read timeout as set: one call while the wait is the
     // idle timeout, one a read within a line.
     let mut timeout: Option<Duration> = None;
+    let mut last = None;
     loop {
         let wait = match conn.line_due {
             None => limits.idle_timeout,
@@ -172,14 +175,18 @@ fn serve(mut stream: UnixStream, mut conn: Conn, job: &Job, stop: &AtomicBool) -
         }
         let mut answered = 0;
         for frame in &conn.frames {
-            match quick(&job.daemon, share, frame) {
-                Quick::Blank => {}
-                Quick::Ready(ready) => {
-                    if stream.write_all(ready.line()).is_err() {
-                        return Ended::Closed;
-                    }
+            let ready = match frame {
+                Frame::Line(l) if blank(l) => None,
+                Frame::Line(l) => match at_once(&job.daemon, share, l, &mut last) {
+                    Some(ready) => Some(ready),
+                    None => break,
+                },
+                Frame::TooLong => break,
+            };
+            if let Some(ready) = ready {
+                if stream.write_all(ready.line()).is_err() {
+                    return Ended::Closed;
                 }
-                Quick::Error(_) | Quick::Dispatch(_) => break,
             }
             answered += 1;
         }
@@ -200,4 +207,22 @@ fn serve(mut stream: UnixStream, mut conn: Conn, job: &Job, stop: &AtomicBool) -
             conn.line_due
         };
     }
+}
+
+/// The answer `line` gets at once (`handlers::answer_at_once`), if any.
+/// `last` keeps the last line so answered and its request: a caller that
+/// asks the same again (a load loop, a helper) is not decoded again.
+fn at_once(
+    d: &Daemon,
+    share: Option<&ShareConfig>,
+    line: &[u8],
+    last: &mut Option<(Line, Request)>,
+) -> Option<Arc<Ready>> {
+    if let Some((_, req)) = last.as_ref().filter(|(seen, _)| **seen == *line) {
+        return handlers::answer_at_once(d, share, req);
+    }
+    let req = decode_request(line).ok()?;
+    let ready = handlers::answer_at_once(d, share, &req)?;
+    *last = Some((Line::new(line.to_vec()), req));
+    Some(ready)
 }
