@@ -499,26 +499,26 @@ impl Connection<'_> {
     ) -> Option<(Stream, thread::Conn)> {
         let mut stop = self.daemon.shutdown_signal();
         let std = stream.into_std().ok()?;
-        let (guard, back) = thread::start(
-            std,
-            conn,
-            thread::Job {
-                daemon: self.daemon.clone(),
-                share: self.share.clone(),
-                limits: self.limits,
-                idle: self.idle.clone(),
-                slot,
-            },
-        )?;
-        let ended = tokio::select! {
-            ended = back => ended.ok()?,
-            () = stopped(&mut stop) => return None,
+        let job = thread::Job {
+            daemon: self.daemon.clone(),
+            share: self.share.clone(),
+            limits: self.limits,
+            idle: self.idle.clone(),
+            slot,
         };
-        let (std, conn) = guard.disarm(ended)?;
-        let stream = std
-            .set_nonblocking(true)
-            .and_then(|()| Stream::from_std(std));
-        Some((stream.ok()?, conn))
+        let (std, conn) = match thread::start(std, conn, job) {
+            Ok((guard, back)) => {
+                let ended = tokio::select! {
+                    ended = back => ended.ok()?,
+                    () = stopped(&mut stop) => return None,
+                };
+                let (std, conn) = guard.disarm(ended)?;
+                std.set_nonblocking(true).ok()?;
+                (std, conn)
+            }
+            Err(kept) => kept?,
+        };
+        Some((Stream::from_std(std).ok()?, conn))
     }
 }
 

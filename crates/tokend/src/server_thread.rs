@@ -89,22 +89,33 @@ impl Drop for Guard {
     }
 }
 
-/// Starts a thread serving `stream` (a blocking one from now on). `None`:
-/// no thread could start, and the connection is closed.
+/// A connection whose thread could not start, for its task (`None`: it
+/// could not be kept either, and is closed).
+pub(super) type Kept = Option<(UnixStream, Conn)>;
+
+/// Starts a thread serving `stream` (a blocking one from now on). `Err`:
+/// no thread could start, and the connection (nonblocking again) stays
+/// with the task, if it could be kept.
 pub(super) fn start(
     stream: UnixStream,
     conn: Conn,
     job: Job,
-) -> Option<(Guard, oneshot::Receiver<Ended>)> {
+) -> Result<(Guard, oneshot::Receiver<Ended>), Kept> {
+    let clone = match stream.try_clone() {
+        Ok(c) => c,
+        Err(_) => return Err(Some((stream, conn))),
+    };
+    if stream.set_nonblocking(false).is_err() {
+        return Err(Some((stream, conn)));
+    }
     let guard = Guard {
-        socket: Some(stream.try_clone().ok()?),
+        socket: Some(clone),
         stop: Arc::default(),
     };
-    stream.set_nonblocking(false).ok()?;
     let (tell, told) = oneshot::channel();
     let stop = guard.stop.clone();
-    // Handed over through a cell, so a thread that cannot start leaves
-    // nothing behind but a closed connection.
+    // Handed over through a cell, so the task keeps the connection when
+    // the thread cannot start.
     let cell = Arc::new(Mutex::new(Some((stream, conn))));
     let given = cell.clone();
     let started = std::thread::Builder::new()
@@ -123,10 +134,15 @@ pub(super) fn start(
             let _ = tell.send(ended);
         });
     if let Err(e) = started {
-        tracing::warn!("could not start a connection thread: {e}");
-        return None;
+        tracing::warn!(
+            "could not start a connection thread ({e}): the connection stays on the event loop"
+        );
+        // Not shut down: the task serves it on.
+        let _ = guard.disarm(Ended::Closed);
+        let kept = cell.lock().ok().and_then(|mut g| g.take());
+        return Err(kept.filter(|(stream, _)| stream.set_nonblocking(true).is_ok()));
     }
-    Some((guard, told))
+    Ok((guard, told))
 }
 
 /// Serves until a frame that is not answered at once, the peer's end, a
