@@ -12,9 +12,11 @@
 //! token-shaped line, in a child process on a Unix socket in a temp
 //! directory. It is the floor for any server that reads a line and writes
 //! one: what is left between the two is the daemon's own work.
-//! `--echo-loop` is the floor for the daemon's architecture: the same
+//! `--echo-loop` is the floor for the daemon's event loop: the same
 //! answers from one thread, a tokio `current_thread` event loop with a task
-//! per connection (the daemon is one thread for a single request's latency).
+//! per connection (the daemon's event loop, one thread for a single
+//! request's latency; a busy connection of the daemon's gets a thread of its
+//! own, as the std server gives each).
 //!
 //! `--idle` measures what a separate CLI process sees of the daemon instead:
 //! N times, after IDLE_MS of quiet, a fresh connection, one `get`, closed;

@@ -15,11 +15,13 @@ pub(crate) use logout::forget_removed;
 use std::sync::Arc;
 
 use serde::Serialize;
-use token_proto::{encode_line, error_line, ok_line, Event, Op, Request};
+use token_proto::{encode_line, error_line, ok_line, Event, GetRequest, Op, Request};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::config::ShareConfig;
 use crate::daemon::Daemon;
 use crate::error::ApiError;
+use crate::site::held::Ready;
 
 /// Where a handler sends event lines before its answer.
 pub(crate) struct Events<'a> {
@@ -81,12 +83,46 @@ pub(crate) async fn token_for(
     get::get(d, req, &mut events).await
 }
 
+/// The one place that decides whether a `get` is answered at once, with
+/// the site's published answer (`site::held`) and nothing awaited: a plain
+/// `get` the fast path serves, and on a share socket (`share`) only of a
+/// site the share lists. `None`: the site's actor answers ([`dispatch`],
+/// [`share::dispatch`]).
+fn at_once(d: &Daemon, share: Option<&ShareConfig>, g: &GetRequest) -> Option<Arc<Ready>> {
+    if share.is_some_and(|s| !s.serves(&g.site)) {
+        return None;
+    }
+    get::fast(d, g)
+}
+
+/// [`at_once`] for a decoded request, logged as [`dispatch`] and
+/// [`share::dispatch`] log theirs. The server asks it first, on its
+/// connection tasks and its connection threads alike, and writes the
+/// answer's line as it is; `None`: the request goes to `dispatch`.
+pub(crate) fn answer_at_once(
+    d: &Daemon,
+    share: Option<&ShareConfig>,
+    req: &Request,
+) -> Option<Arc<Ready>> {
+    let Op::Get(g) = &req.op else {
+        return None;
+    };
+    let ready = at_once(d, share, g)?;
+    match share {
+        None => tracing::debug!(request = %req.log_safe(), "request"),
+        Some(s) => {
+            tracing::debug!(share = %s.name, request = %req.log_safe(), "request on a share");
+        }
+    }
+    Some(ready)
+}
+
 /// Runs one request and returns its answer line.
 pub(crate) async fn dispatch(d: &Arc<Daemon>, req: Request, events: &mut Events<'_>) -> Vec<u8> {
     tracing::debug!(request = %req.log_safe(), "request");
     match req.op {
         Op::Get(g) if g.url.is_some() => answer(get::get_by_url(d, g, events).await),
-        Op::Get(g) => match get::fast(d, &g) {
+        Op::Get(g) => match at_once(d, None, &g) {
             Some(ready) => ready.line().to_vec(),
             None => answer(get::get(d, g, events).await),
         },

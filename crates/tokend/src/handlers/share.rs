@@ -26,6 +26,9 @@ pub(crate) async fn dispatch(
             if let Err(e) = listed(share, &g.site) {
                 return answer::<()>(Err(e));
             }
+            if let Some(ready) = super::at_once(d, Some(share), &g) {
+                return ready.line().to_vec();
+            }
             if !share.login {
                 g.login = LoginPolicy::Never;
             }

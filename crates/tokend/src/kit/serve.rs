@@ -2,6 +2,7 @@
 //! line client.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,10 @@ pub(crate) const TEST_LIMITS: Limits = Limits {
     max_connections: 16,
     idle_timeout: Duration::from_millis(800),
     line_timeout: Duration::from_millis(500),
+    // As the daemon has them: a test that wants connection threads sooner
+    // sets its own.
+    promote_after: Limits::DAEMON.promote_after,
+    max_threads: Limits::DAEMON.max_threads,
 };
 
 /// A running server and what a test looks at.
@@ -32,6 +37,7 @@ pub(crate) struct Server {
     pub provider: Arc<Provider>,
     pub store: Store,
     task: tokio::task::JoinHandle<()>,
+    threads: Arc<AtomicUsize>,
 }
 
 /// The real server over `config` within [`TEST_LIMITS`]; the sites named
@@ -42,6 +48,17 @@ pub(crate) fn serve(config: &str, logged_in: &[&str]) -> Server {
 
 /// [`serve`] within `limits`.
 pub(crate) fn serve_with(config: &str, logged: &[&str], limits: Limits) -> Server {
+    serve_share_with(config, logged, limits, None)
+}
+
+/// [`serve_with`], the socket serving as the config's `[share.NAME]`
+/// (`share`) when one is named.
+pub(crate) fn serve_share_with(
+    config: &str,
+    logged: &[&str],
+    limits: Limits,
+    share: Option<&str>,
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
@@ -51,13 +68,16 @@ pub(crate) fn serve_with(config: &str, logged: &[&str], limits: Limits) -> Serve
     let deps = Deps::scripted(provider.http(), store.clone());
     let daemon = Arc::new(Daemon::with_deps(path, parsed, deps));
     let socket = dir.path().join("tokend.sock");
+    let share = share.map(|name| daemon.config().shares[name].clone());
     let listener = crate::platform::bind_for_tests(&socket).unwrap();
+    let threads = Arc::<AtomicUsize>::default();
     let task = tokio::spawn(crate::server::run_with(
         listener,
         daemon.clone(),
-        None,
+        share,
         std::future::pending(),
         limits,
+        threads.clone(),
     ));
     Server {
         dir,
@@ -65,6 +85,7 @@ pub(crate) fn serve_with(config: &str, logged: &[&str], limits: Limits) -> Serve
         provider,
         store,
         task,
+        threads,
     }
 }
 
@@ -109,6 +130,11 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("site {name} stayed {}, not {want}", self.state(name).await);
+    }
+
+    /// Connection threads running now.
+    pub(crate) fn threads(&self) -> usize {
+        self.threads.load(Ordering::SeqCst)
     }
 
     /// Whether the server task has ended (after a `stop`).
