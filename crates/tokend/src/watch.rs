@@ -133,7 +133,10 @@ pub(crate) fn spawn(d: &Arc<Daemon>, seen: Seen) {
         return;
     }
     // From here on every change is an event; one before it shows here.
-    if seen.changed(Stamp::of(&path)) {
+    // A file that may have changed is read again: when it holds the text
+    // the daemon runs (the common case, a config written just before the
+    // daemon started), there is nothing to reload.
+    if seen.changed(Stamp::of(&path)) && !holds_the_text_read(d, &path) {
         let _ = kick.try_send(());
     }
     drop(kick);
@@ -154,6 +157,14 @@ pub(crate) fn spawn(d: &Arc<Daemon>, seen: Seen) {
             );
         }
     });
+}
+
+/// Whether the file at `path` holds the text of the config `d` runs.
+fn holds_the_text_read(d: &Daemon, path: &Path) -> bool {
+    let Some(hash) = d.config().text_hash else {
+        return false;
+    };
+    std::fs::read_to_string(path).is_ok_and(|text| crate::config::text_hash(&text) == hash)
 }
 
 #[cfg(test)]
@@ -200,6 +211,31 @@ mod tests {
         assert!(seen.changed(Stamp::of(&path)));
         std::fs::remove_file(&path).unwrap();
         assert!(seen.changed(Stamp::of(&path)), "gone");
+    }
+
+    /// A config written just before the daemon read it (every start by a
+    /// script that writes it first) may have changed unseen; read again, it
+    /// is the same text, and nothing is reloaded. An edit of the same
+    /// length is told apart.
+    #[tokio::test]
+    async fn a_file_that_may_have_changed_is_reloaded_only_when_its_text_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, kit::site("a")).unwrap();
+        let seen = Seen::now(&path);
+        let config = crate::config::Config::load(&path);
+        let d = Daemon::with_deps(
+            path.clone(),
+            config,
+            Deps::scripted(
+                Provider::new(3600, Duration::ZERO).http(),
+                kit::logged_in(&crate::config::Config::load(&path), &["a"]),
+            ),
+        );
+        assert!(seen.changed(Stamp::of(&path)), "too recent to tell");
+        assert!(super::holds_the_text_read(&d, &path));
+        std::fs::write(&path, kit::site("b")).unwrap();
+        assert!(!super::holds_the_text_read(&d, &path));
     }
 
     /// The daemon reads its config, and the file is edited before the

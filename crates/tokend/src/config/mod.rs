@@ -93,6 +93,18 @@ pub struct Config {
     pub(crate) shares: BTreeMap<String, Arc<ShareConfig>>,
     /// The `[proxy.NAME]` tables: local listeners that add the token.
     pub(crate) proxies: BTreeMap<String, Arc<ProxyConfig>>,
+    /// [`text_hash`] of the text read, when a file was read: the watcher
+    /// tells by it whether a file that may have changed did.
+    pub(crate) text_hash: Option<u64>,
+}
+
+/// A config text's fingerprint, to tell whether the file still holds the
+/// text read (not a secret, and not kept beyond the process: std's SipHash).
+pub(crate) fn text_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 /// A TOML table's entries, in the order written. A list, not a map: a
@@ -289,7 +301,11 @@ impl Config {
     /// that another user could have written is refused as a whole.
     pub(crate) fn load(path: &Path) -> Config {
         let (message, missing) = match trust::read_trusted(path) {
-            Ok(text) => return Config::parse(path, &text),
+            Ok(text) => {
+                let mut config = Config::parse(path, &text);
+                config.text_hash = Some(text_hash(&text));
+                return config;
+            }
             Err(trust::Refusal::Untrusted(why)) => {
                 let error = ConfigError::of_file(
                     path,
