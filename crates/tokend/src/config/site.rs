@@ -37,7 +37,7 @@ pub(crate) enum SecretSource {
 /// [`Url`] writes `https://a.example` as `https://a.example/`. Derefs to the
 /// text as written. Shared: a site has a few of these, mostly unset, and a
 /// daemon may hold a thousand sites, most of them of a few issuers; one
-/// config's sites share one copy of each URL ([`SharedUrls`]).
+/// config's sites share one copy of each URL (`SharedUrls`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WrittenUrl(Arc<Written>);
 

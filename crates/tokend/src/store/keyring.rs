@@ -399,7 +399,11 @@ mod tests {
         store.save(&site, &record("small")).await.unwrap();
         let back = store.load(&site).await.unwrap().unwrap();
         assert_eq!(back.refresh_token.unwrap().expose(), "small");
-        assert_eq!(get(SERVICE, &part_name(&site, 1, 1)).unwrap(), None);
+        let part = part_name(&site, 1, 1);
+        let gone = tokio::task::spawn_blocking(move || get(SERVICE, &part).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(gone, None);
         store.delete(&site).await.unwrap();
         assert!(store.load(&site).await.unwrap().is_none());
     }
@@ -479,33 +483,69 @@ mod tests {
         assert!(!said.contains("rrrr"), "no secret in the error: {said}");
     }
 
-    /// Linux: entries written over the kept connection are the `keyring`
-    /// crate's, both ways (a login saved by an earlier tokend is found).
+    /// Linux: entries written over the kept connection are the ones the
+    /// `keyring` crate writes and reads, both ways (a login saved by an
+    /// earlier tokend is found). The other side is `secret-tool`, libsecret's
+    /// own client, with the crate's attributes (keyring 3's
+    /// secret_service.rs: `service`, `username`, `target`, `application =
+    /// rust-keyring`); the build has no keyring backend to ask directly.
     #[cfg(target_os = "linux")]
     #[tokio::test(flavor = "multi_thread")]
     async fn entries_are_the_keyring_crates_both_ways() {
         if !keyring_under_test("entries_are_the_keyring_crates_both_ways") {
             return;
         }
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        fn attributes<'a>(service: &'a str, user: &'a str) -> [&'a str; 6] {
+            ["service", service, "username", user, "target", "default"]
+        }
+        fn tool_store(service: &str, user: &str, secret: &str) {
+            let mut child = Command::new("secret-tool")
+                .args(["store", "--label=written by keyring"])
+                .args(attributes(service, user))
+                .args(["application", "rust-keyring"])
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("secret-tool (apt-get install libsecret-tools)");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(secret.as_bytes())
+                .unwrap();
+            assert!(child.wait().unwrap().success());
+        }
+        fn tool_lookup(service: &str, user: &str) -> Option<String> {
+            let out = Command::new("secret-tool")
+                .arg("lookup")
+                .args(attributes(service, user))
+                .output()
+                .expect("secret-tool (apt-get install libsecret-tools)");
+            out.status
+                .success()
+                .then(|| String::from_utf8(out.stdout).unwrap())
+        }
         tokio::task::spawn_blocking(|| {
             let service = format!("tokend:compat-test-{}", std::process::id());
-            let crate_entry = keyring::Entry::new(&service, "old").unwrap();
-            crate_entry.set_password("written by keyring").unwrap();
+            tool_store(&service, "old", "written by keyring");
             assert_eq!(
                 get(&service, "old").unwrap().as_deref(),
                 Some("written by keyring")
             );
             set(&service, "old", "replaced here").unwrap();
-            assert_eq!(crate_entry.get_password().unwrap(), "replaced here");
+            assert_eq!(
+                tool_lookup(&service, "old").as_deref(),
+                Some("replaced here")
+            );
             set(&service, "new", "written here").unwrap();
-            let new = keyring::Entry::new(&service, "new").unwrap();
-            assert_eq!(new.get_password().unwrap(), "written here");
+            assert_eq!(
+                tool_lookup(&service, "new").as_deref(),
+                Some("written here")
+            );
             remove(&service, "old").unwrap();
             remove(&service, "new").unwrap();
-            assert!(matches!(
-                crate_entry.get_password(),
-                Err(keyring::Error::NoEntry)
-            ));
+            assert_eq!(tool_lookup(&service, "old"), None);
             assert_eq!(get(&service, "new").unwrap(), None);
         })
         .await
