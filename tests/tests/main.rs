@@ -49,6 +49,7 @@ mod shell;
 mod socket;
 mod ssh;
 mod stackexchange;
+mod static_client;
 mod suspend;
 mod token_files;
 mod trust;

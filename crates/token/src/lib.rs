@@ -19,7 +19,10 @@ pub use error::ClientError;
 /// guard, an alternate signal stack and the stack-overflow handlers, about
 /// a dozen system calls on every `token get` (std still reads the
 /// arguments and environment there, from glibc's init hook). What of that
-/// start matters here is done by [`start`] and [`finish`].
+/// start matters here is done by [`start`] and [`finish`]. On musl (the
+/// static build `scripts/install` ships on Linux) std's start stays: std
+/// reads the arguments there and nowhere else, and that start is short
+/// (no `/proc/self/maps`; an alternate signal stack, a few calls).
 #[macro_export]
 macro_rules! entry {
     ($run:path) => {
