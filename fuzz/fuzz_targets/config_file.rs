@@ -1,5 +1,6 @@
 //! The config file: TOML text into sites (presets applied, values checked)
-//! and per-site errors with line numbers.
+//! and per-site errors with line numbers; the fast read of the common
+//! document (config/fast.rs) agrees with the TOML parser wherever it reads.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,6 +10,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    // The common document's fast read agrees with the TOML parser.
+    tokend::config::check_fast_read(text);
     let config = Config::parse(std::path::Path::new("config.toml"), text);
     for e in &config.errors {
         let _ = e.to_string();

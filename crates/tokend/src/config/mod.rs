@@ -4,6 +4,7 @@
 
 pub(crate) mod client_auth;
 mod daemon;
+mod fast;
 mod git;
 pub(crate) mod grant;
 mod preset;
@@ -22,6 +23,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub(crate) use daemon::{DaemonSettings, StoreKind};
+#[doc(hidden)]
+pub use fast::check_fast_read;
 pub use git::{GitHost, Refusal, Remote};
 pub(crate) use proxy::{Listen, ProxyConfig};
 pub(crate) use share::ShareConfig;
@@ -144,7 +147,7 @@ impl IntoIterator for RawTable {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
     #[serde(default)]
@@ -341,14 +344,19 @@ impl Config {
             path: path.to_owned(),
             ..Default::default()
         };
-        let parsed = toml::de::DeTable::parse(text).and_then(|root| {
-            let span = root.span();
-            let mut root = root.into_inner();
-            let sites = take_sites(&mut root)?;
-            let rest =
-                RawFile::deserialize(toml::de::Deserializer::from(Spanned::new(span, root)))?;
-            Ok((sites, rest))
-        });
+        // The common document (sites alone, plain values) without the TOML
+        // parser; any other through it (config/fast.rs).
+        let parsed = match fast::sites(text) {
+            Some(sites) => Ok((Some(sites), RawFile::default())),
+            None => toml::de::DeTable::parse(text).and_then(|root| {
+                let span = root.span();
+                let mut root = root.into_inner();
+                let sites = take_sites(&mut root)?;
+                let rest =
+                    RawFile::deserialize(toml::de::Deserializer::from(Spanned::new(span, root)))?;
+                Ok((sites, rest))
+            }),
+        };
         let (sites, raw) = match parsed {
             Ok(parsed) => parsed,
             Err(e) => {

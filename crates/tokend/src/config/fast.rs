@@ -1,0 +1,336 @@
+//! The common config document, read without the TOML parser: nothing but
+//! `[site.NAME]` tables of bare keys, each a basic string without escapes,
+//! `true`/`false`, or a one-line array of such strings, with comments and
+//! blank lines between. A config of a thousand sites is read in a fraction
+//! of the full parse (most of a start's work), and what it gives is what
+//! [`super::take_sites`] gives for the same text: the same names, keys,
+//! values and spans, the sites in order of name and the keys of each in
+//! order of key (the TOML parser's tables are sorted maps).
+//!
+//! Anything else (another table, a quoted or dotted key, an escape, a
+//! number, a multi-line array, a key or table written twice, a control
+//! character) is `None`, and the full parse reads the document as before,
+//! so every error keeps its words and its line. The unit tests and the
+//! `config_file` fuzz target check the two agree on every text this
+//! accepts.
+
+use std::ops::Range;
+
+use toml::{Spanned, Value};
+
+use super::RawTable;
+
+/// The sites of a document in the common form, as `take_sites` would give
+/// them; `None` for any other document.
+#[allow(clippy::type_complexity)]
+pub(super) fn sites(text: &str) -> Option<Vec<(Spanned<String>, Spanned<RawTable>)>> {
+    let b = text.as_bytes();
+    let mut sites: Vec<(Spanned<String>, Spanned<RawTable>)> = Vec::new();
+    let mut pos = 0;
+    while pos < b.len() {
+        let end = line_end(b, pos)?;
+        let line = &b[pos..end];
+        let start = pos + skip_ws(line, 0);
+        let rest = &b[start..end];
+        if rest.is_empty() || rest[0] == b'#' {
+            comment(b, start, end)?;
+        } else if rest[0] == b'[' {
+            let (name, header) = header(b, start, end)?;
+            sites.push((name, Spanned::new(header, RawTable::default())));
+        } else {
+            let (key, value) = entry(b, start, end)?;
+            let (_, table) = sites.last_mut()?;
+            let entries = &mut table.get_mut().0;
+            if entries.iter().any(|(k, _)| k.get_ref() == key.get_ref()) {
+                return None;
+            }
+            entries.push((key, value));
+        }
+        pos = next_line(b, end);
+    }
+    sites.sort_by(|(a, _), (b, _)| a.get_ref().cmp(b.get_ref()));
+    if sites
+        .windows(2)
+        .any(|w| w[0].0.get_ref() == w[1].0.get_ref())
+    {
+        return None;
+    }
+    for (_, table) in &mut sites {
+        table
+            .get_mut()
+            .0
+            .sort_by(|(a, _), (b, _)| a.get_ref().cmp(b.get_ref()));
+    }
+    Some(sites)
+}
+
+/// Where the line from `pos` ends (at `\n`, `\r\n` or the end): `None` for
+/// a lone `\r`.
+fn line_end(b: &[u8], pos: usize) -> Option<usize> {
+    let nl = b[pos..]
+        .iter()
+        .position(|&c| c == b'\n')
+        .map_or(b.len(), |i| pos + i);
+    let end = if nl < b.len() && nl > pos && b[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
+    (!b[pos..end].contains(&b'\r')).then_some(end)
+}
+
+fn next_line(b: &[u8], end: usize) -> usize {
+    match b.get(end) {
+        Some(b'\r') => end + 2,
+        _ => end + 1,
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
+        i += 1;
+    }
+    i
+}
+
+/// What may follow on a line: spaces, then nothing or a comment.
+fn comment(b: &[u8], from: usize, end: usize) -> Option<()> {
+    let i = skip_ws(&b[..end], from);
+    if i == end {
+        return Some(());
+    }
+    (b[i] == b'#' && b[i + 1..end].iter().all(|&c| c == b'\t' || c >= 0x20) && !has_del(&b[i..end]))
+        .then_some(())
+}
+
+fn has_del(b: &[u8]) -> bool {
+    b.contains(&0x7f)
+}
+
+fn is_bare(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
+}
+
+/// A bare key at `i`: its end.
+fn bare_key(b: &[u8], i: usize, end: usize) -> Option<usize> {
+    let mut j = i;
+    while j < end && is_bare(b[j]) {
+        j += 1;
+    }
+    (j > i).then_some(j)
+}
+
+/// `[site.NAME]`: the name, and the header's span.
+fn header(b: &[u8], start: usize, end: usize) -> Option<(Spanned<String>, Range<usize>)> {
+    let i = start + 1;
+    if b.get(i..i + 5)? != b"site." {
+        return None;
+    }
+    let name_start = i + 5;
+    let name_end = bare_key(b, name_start, end)?;
+    if b.get(name_end) != Some(&b']') {
+        return None;
+    }
+    comment(b, name_end + 1, end)?;
+    let name = std::str::from_utf8(&b[name_start..name_end])
+        .ok()?
+        .to_owned();
+    Some((
+        Spanned::new(name_start..name_end, name),
+        start..name_end + 1,
+    ))
+}
+
+/// `KEY = VALUE`, then nothing or a comment.
+fn entry(b: &[u8], start: usize, end: usize) -> Option<(Spanned<String>, Spanned<Value>)> {
+    let key_end = bare_key(b, start, end)?;
+    let eq = skip_ws(&b[..end], key_end);
+    if b.get(eq) != Some(&b'=') {
+        return None;
+    }
+    let v = skip_ws(&b[..end], eq + 1);
+    let (value, value_end) = value(b, v, end)?;
+    comment(b, value_end, end)?;
+    let key = std::str::from_utf8(&b[start..key_end]).ok()?.to_owned();
+    Some((
+        Spanned::new(start..key_end, key),
+        Spanned::new(v..value_end, value),
+    ))
+}
+
+fn value(b: &[u8], i: usize, end: usize) -> Option<(Value, usize)> {
+    match *b.get(i)? {
+        b'"' => {
+            let (s, j) = string(b, i, end)?;
+            Some((Value::String(s), j))
+        }
+        b'[' => {
+            let mut items = Vec::new();
+            let mut j = skip_ws(&b[..end], i + 1);
+            loop {
+                if b.get(j) == Some(&b']') && j < end {
+                    return Some((Value::Array(items), j + 1));
+                }
+                let (s, k) = string(b, j, end)?;
+                items.push(Value::String(s));
+                j = skip_ws(&b[..end], k);
+                match b.get(j) {
+                    Some(b',') if j < end => j = skip_ws(&b[..end], j + 1),
+                    Some(b']') if j < end => return Some((Value::Array(items), j + 1)),
+                    _ => return None,
+                }
+            }
+        }
+        _ if b[i..end].starts_with(b"true")
+            && !b[i + 4..end].first().is_some_and(|&c| is_bare(c)) =>
+        {
+            Some((Value::Boolean(true), i + 4))
+        }
+        _ if b[i..end].starts_with(b"false")
+            && !b[i + 5..end].first().is_some_and(|&c| is_bare(c)) =>
+        {
+            Some((Value::Boolean(false), i + 5))
+        }
+        _ => None,
+    }
+}
+
+/// A basic string at `i` (`"`) with no escape and no control character:
+/// its text, and where it ends (past the closing quote).
+fn string(b: &[u8], i: usize, end: usize) -> Option<(String, usize)> {
+    if b.get(i) != Some(&b'"') || i >= end {
+        return None;
+    }
+    let body = i + 1;
+    let close = body + b[body..end].iter().position(|&c| c == b'"')?;
+    let s = &b[body..close];
+    if s.iter()
+        .any(|&c| c == b'\\' || (c < 0x20 && c != b'\t') || c == 0x7f)
+    {
+        return None;
+    }
+    // A `"""` opens a multi-line string: not this form.
+    if s.is_empty() && b.get(close + 1) == Some(&b'"') {
+        return None;
+    }
+    Some((std::str::from_utf8(s).ok()?.to_owned(), close + 1))
+}
+
+/// What the full parse gives: `take_sites` of the parsed document, when
+/// the document has nothing but sites.
+#[allow(clippy::type_complexity)]
+fn full(text: &str) -> Option<Vec<(Spanned<String>, Spanned<RawTable>)>> {
+    let mut root = toml::de::DeTable::parse(text).ok()?.into_inner();
+    if root.is_empty() {
+        return Some(Vec::new());
+    }
+    let sites = super::take_sites(&mut root).ok()??;
+    root.is_empty().then_some(sites)
+}
+
+/// For the tests and the `config_file` fuzz target: panics unless the fast
+/// read of `text`, where it reads one, is what the full parse gives (the
+/// names, keys, values and spans, in order).
+#[doc(hidden)]
+#[allow(clippy::panic)] // a check for the tests and the fuzzer: a panic is its finding
+pub fn check_fast_read(text: &str) {
+    let Some(fast) = sites(text) else {
+        return;
+    };
+    let Some(full) = full(text) else {
+        panic!("the fast read took a text the full parse does not: {text:?}");
+    };
+    let show = |s: &[(Spanned<String>, Spanned<RawTable>)]| {
+        s.iter()
+            .map(|(n, t)| {
+                let entries: Vec<_> = t
+                    .get_ref()
+                    .0
+                    .iter()
+                    .map(|(k, v)| (k.span(), k.get_ref().clone(), v.span(), v.get_ref().clone()))
+                    .collect();
+                (n.span(), n.get_ref().clone(), t.span(), entries)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(show(&fast), show(&full), "{text:?}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agree(text: &str) {
+        check_fast_read(text);
+    }
+
+    const READ: &[&str] = &[
+        "",
+        "\n\n# only a comment\n",
+        "[site.corp]\nissuer = \"https://auth.example.com\"\nclient_id = \"abc\"\nscopes = [\"read\", \"write\"]\n",
+        "[site.b]\nz = \"1\"\na = true\n\n[site.a]\nk = false # no\n",
+        "  [site.x]   # a comment\n\tkey=\"v\"\t\nlist = [ ]\nl2 = [\"a\",]\nl3 = [ \"a\" , \"b\" ]\n",
+        "[site.crlf]\r\nissuer = \"https://a\"\r\nclient_id = \"é ü \t tab\"\r\n",
+        "[site.no-newline]\nk = \"v\"",
+        "[site.n1]\nempty = \"\"\n",
+        "# head\n[site.A_b-9]\nx = \"#not a comment\"\n",
+    ];
+
+    const LEFT_TO_THE_FULL_PARSE: &[&str] = &[
+        "top = \"x\"\n",
+        "[daemon]\nstore = \"file\"\n",
+        "[site.a]\nk = \"v\"\n[site.a]\nj = \"w\"\n",
+        "[site.a]\nk = \"v\"\nk = \"w\"\n",
+        "[site.\"quoted\"]\nk = \"v\"\n",
+        "[site.a.b]\nk = \"v\"\n",
+        "[[site.a.file]]\npath = \"/x\"\n",
+        "[site.a]\nk = \"a\\\"b\"\n",
+        "[site.a]\nk = 'literal'\n",
+        "[site.a]\nk = 5\n",
+        "[site.a]\nk = \"\"\"multi\"\"\"\n",
+        "[site.a]\nk = [\n\"a\"]\n",
+        "[site.a]\nk.j = \"v\"\n",
+        "[site.a]\nk = \"v\" trailing\n",
+        "[site.a]\nk = truex\n",
+        "[site.a]\rk = \"v\"\n",
+        "[site.a]\nk = \"v\x01\"\n",
+        "[site.a]\n# bad \x01 comment\n",
+        "[ site.a ]\nk = \"v\"\n",
+        "[site]\nk = \"v\"\n",
+        "[site.a]\nk = { x = \"y\" }\n",
+        "[site.a]\nk = [\"a\", 1]\n",
+        "[site.a]\nk = [\"a\" \"b\"]\n",
+        "\u{feff}[site.a]\nk = \"v\"\n",
+        // Found by the fuzzer: a `\r` that ends the text is no line end.
+        "#2@t3 c\r",
+        "[site.a]\nk = \"v\"\r",
+    ];
+
+    #[test]
+    fn the_common_form_is_read_as_the_full_parse_reads_it() {
+        for text in READ {
+            assert!(sites(text).is_some(), "not read: {text:?}");
+            agree(text);
+        }
+    }
+
+    #[test]
+    fn anything_else_is_left_to_the_full_parse() {
+        for text in LEFT_TO_THE_FULL_PARSE {
+            assert!(sites(text).is_none(), "read: {text:?}");
+        }
+    }
+
+    #[test]
+    fn a_thousand_generated_sites_are_read_alike() {
+        let mut text = String::new();
+        for i in 0..1000 {
+            text.push_str(&format!(
+                "[site.s{i}]\nissuer = \"https://auth{}.example.com\"\nclient_id = \"c{i}\"\nclient_secret_env = \"CC\"\ngrant = \"client_credentials\"\nscopes = [\"read\", \"write\"]\n\n",
+                i % 7
+            ));
+        }
+        assert!(sites(&text).is_some());
+        agree(&text);
+    }
+}
