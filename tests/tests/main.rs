@@ -50,6 +50,7 @@ mod socket;
 mod ssh;
 mod stackexchange;
 mod static_client;
+mod stop;
 mod suspend;
 mod token_files;
 mod trust;
