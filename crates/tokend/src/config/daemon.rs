@@ -70,7 +70,7 @@ pub(super) fn parse_daemon(
         let line = lines.of(key.span().start);
         let key = key.into_inner();
         let value = value.into_inner();
-        match (key.as_str(), value) {
+        match (&*key, value) {
             ("store", Value::String(s)) => {
                 settings.store = Some(StoreKind::parse(&s).ok_or_else(|| {
                     err(

@@ -4,8 +4,11 @@
 //! blank lines between. A config of a thousand sites is read in a fraction
 //! of the full parse (most of a start's work), and what it gives is what
 //! [`super::take_sites`] gives for the same text: the same names, keys,
-//! values and spans, the sites in order of name and the keys of each in
-//! order of key (the TOML parser's tables are sorted maps).
+//! values and spans, the sites in order of name (the TOML parser's tables
+//! are sorted maps). The keys of a site are in the order written, not of
+//! key as the full parse gives them: no sort for each of a thousand sites,
+//! and a site table's order counts for nothing (`parse_site` looks its keys
+//! up, and tells the first unknown one in order of key).
 //!
 //! Anything else (another table, a quoted or dotted key, an escape, a
 //! number, a multi-line array, a key or table written twice, a control
@@ -18,30 +21,36 @@ use std::ops::Range;
 
 use toml::{Spanned, Value};
 
-use super::RawTable;
+use super::{Key, RawTable};
 
 /// The sites of a document in the common form, as `take_sites` would give
 /// them; `None` for any other document.
 #[allow(clippy::type_complexity)]
 pub(super) fn sites(text: &str) -> Option<Vec<(Spanned<String>, Spanned<RawTable>)>> {
     let b = text.as_bytes();
+    // A `\r` only before a `\n` (checked by each line when there is one).
+    let cr = b.contains(&b'\r');
     let mut sites: Vec<(Spanned<String>, Spanned<RawTable>)> = Vec::new();
     let mut pos = 0;
     while pos < b.len() {
-        let end = line_end(b, pos)?;
+        let end = line_end(b, pos, cr)?;
         let line = &b[pos..end];
         let start = pos + skip_ws(line, 0);
         let rest = &b[start..end];
         if rest.is_empty() || rest[0] == b'#' {
             comment(b, start, end)?;
         } else if rest[0] == b'[' {
-            let (name, header) = header(b, start, end)?;
-            sites.push((name, Spanned::new(header, RawTable::default())));
+            let (name, header) = header(text, start, end)?;
+            sites.push((name, Spanned::new(header, RawTable(Vec::with_capacity(8)))));
         } else {
-            let (key, value) = entry(b, start, end)?;
+            let (key, value) = entry(text, start, end)?;
             let (_, table) = sites.last_mut()?;
             let entries = &mut table.get_mut().0;
-            if entries.iter().any(|(k, _)| k.get_ref() == key.get_ref()) {
+            // A handful of keys: a scan.
+            if entries
+                .iter()
+                .any(|(k, _)| same_key(k.get_ref(), key.get_ref()))
+            {
                 return None;
             }
             entries.push((key, value));
@@ -55,22 +64,30 @@ pub(super) fn sites(text: &str) -> Option<Vec<(Spanned<String>, Spanned<RawTable
     {
         return None;
     }
-    for (_, table) in &mut sites {
-        table
-            .get_mut()
-            .0
-            .sort_by(|(a, _), (b, _)| a.get_ref().cmp(b.get_ref()));
-    }
     Some(sites)
 }
 
+/// Whether two keys of one table are the same: two known keys are the
+/// same one only as the same text of the key list (no bytes compared), an
+/// unknown key is none of them.
+fn same_key(a: &Key, b: &Key) -> bool {
+    match (a, b) {
+        (Key::Borrowed(a), Key::Borrowed(b)) => std::ptr::eq(*a, *b),
+        (Key::Owned(a), Key::Owned(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// Where the line from `pos` ends (at `\n`, `\r\n` or the end): `None` for
-/// a lone `\r`.
-fn line_end(b: &[u8], pos: usize) -> Option<usize> {
+/// a lone `\r` (looked for only if the text has one: `cr`).
+fn line_end(b: &[u8], pos: usize, cr: bool) -> Option<usize> {
     let nl = b[pos..]
         .iter()
         .position(|&c| c == b'\n')
         .map_or(b.len(), |i| pos + i);
+    if !cr {
+        return Some(nl);
+    }
     let end = if nl < b.len() && nl > pos && b[nl - 1] == b'\r' {
         nl - 1
     } else {
@@ -86,6 +103,7 @@ fn next_line(b: &[u8], end: usize) -> usize {
     }
 }
 
+#[inline(always)]
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
         i += 1;
@@ -107,11 +125,25 @@ fn has_del(b: &[u8]) -> bool {
     b.contains(&0x7f)
 }
 
+/// The bytes of a bare key: `A-Za-z0-9_-`.
+const BARE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        c += 1;
+    }
+    t
+};
+
+#[inline(always)]
 fn is_bare(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
+    BARE[usize::from(c)]
 }
 
 /// A bare key at `i`: its end.
+#[inline(always)]
 fn bare_key(b: &[u8], i: usize, end: usize) -> Option<usize> {
     let mut j = i;
     while j < end && is_bare(b[j]) {
@@ -121,7 +153,8 @@ fn bare_key(b: &[u8], i: usize, end: usize) -> Option<usize> {
 }
 
 /// `[site.NAME]`: the name, and the header's span.
-fn header(b: &[u8], start: usize, end: usize) -> Option<(Spanned<String>, Range<usize>)> {
+fn header(text: &str, start: usize, end: usize) -> Option<(Spanned<String>, Range<usize>)> {
+    let b = text.as_bytes();
     let i = start + 1;
     if b.get(i..i + 5)? != b"site." {
         return None;
@@ -132,9 +165,8 @@ fn header(b: &[u8], start: usize, end: usize) -> Option<(Spanned<String>, Range<
         return None;
     }
     comment(b, name_end + 1, end)?;
-    let name = std::str::from_utf8(&b[name_start..name_end])
-        .ok()?
-        .to_owned();
+    // Bare: ASCII, so the slice is on character boundaries.
+    let name = text.get(name_start..name_end)?.to_owned();
     Some((
         Spanned::new(name_start..name_end, name),
         start..name_end + 1,
@@ -142,26 +174,33 @@ fn header(b: &[u8], start: usize, end: usize) -> Option<(Spanned<String>, Range<
 }
 
 /// `KEY = VALUE`, then nothing or a comment.
-fn entry(b: &[u8], start: usize, end: usize) -> Option<(Spanned<String>, Spanned<Value>)> {
+fn entry(text: &str, start: usize, end: usize) -> Option<(Spanned<Key>, Spanned<Value>)> {
+    let b = text.as_bytes();
     let key_end = bare_key(b, start, end)?;
     let eq = skip_ws(&b[..end], key_end);
     if b.get(eq) != Some(&b'=') {
         return None;
     }
     let v = skip_ws(&b[..end], eq + 1);
-    let (value, value_end) = value(b, v, end)?;
+    let (value, value_end) = value(text, v, end)?;
     comment(b, value_end, end)?;
-    let key = std::str::from_utf8(&b[start..key_end]).ok()?.to_owned();
+    let key = text.get(start..key_end)?;
+    // A site key is not copied: one of the thousands a start reads.
+    let key = match super::site::key(key) {
+        Some((known, _)) => Key::Borrowed(known),
+        None => Key::Owned(key.to_owned()),
+    };
     Some((
         Spanned::new(start..key_end, key),
         Spanned::new(v..value_end, value),
     ))
 }
 
-fn value(b: &[u8], i: usize, end: usize) -> Option<(Value, usize)> {
+fn value(text: &str, i: usize, end: usize) -> Option<(Value, usize)> {
+    let b = text.as_bytes();
     match *b.get(i)? {
         b'"' => {
-            let (s, j) = string(b, i, end)?;
+            let (s, j) = string(text, i, end)?;
             Some((Value::String(s), j))
         }
         b'[' => {
@@ -171,7 +210,7 @@ fn value(b: &[u8], i: usize, end: usize) -> Option<(Value, usize)> {
                 if b.get(j) == Some(&b']') && j < end {
                     return Some((Value::Array(items), j + 1));
                 }
-                let (s, k) = string(b, j, end)?;
+                let (s, k) = string(text, j, end)?;
                 items.push(Value::String(s));
                 j = skip_ws(&b[..end], k);
                 match b.get(j) {
@@ -197,23 +236,27 @@ fn value(b: &[u8], i: usize, end: usize) -> Option<(Value, usize)> {
 
 /// A basic string at `i` (`"`) with no escape and no control character:
 /// its text, and where it ends (past the closing quote).
-fn string(b: &[u8], i: usize, end: usize) -> Option<(String, usize)> {
+fn string(text: &str, i: usize, end: usize) -> Option<(String, usize)> {
+    let b = text.as_bytes();
     if b.get(i) != Some(&b'"') || i >= end {
         return None;
     }
     let body = i + 1;
-    let close = body + b[body..end].iter().position(|&c| c == b'"')?;
-    let s = &b[body..close];
-    if s.iter()
-        .any(|&c| c == b'\\' || (c < 0x20 && c != b'\t') || c == 0x7f)
-    {
-        return None;
+    let mut close = body;
+    loop {
+        match *b[..end].get(close)? {
+            b'"' => break,
+            b'\\' | 0x7f => return None,
+            c if c < 0x20 && c != b'\t' => return None,
+            _ => close += 1,
+        }
     }
     // A `"""` opens a multi-line string: not this form.
-    if s.is_empty() && b.get(close + 1) == Some(&b'"') {
+    if close == body && b.get(close + 1) == Some(&b'"') {
         return None;
     }
-    Some((std::str::from_utf8(s).ok()?.to_owned(), close + 1))
+    // Between two ASCII quotes of a `str`: on character boundaries.
+    Some((text.get(body..close)?.to_owned(), close + 1))
 }
 
 /// What the full parse gives: `take_sites` of the parsed document, when
@@ -230,7 +273,8 @@ fn full(text: &str) -> Option<Vec<(Spanned<String>, Spanned<RawTable>)>> {
 
 /// For the tests and the `config_file` fuzz target: panics unless the fast
 /// read of `text`, where it reads one, is what the full parse gives (the
-/// names, keys, values and spans, in order).
+/// names, keys, values and spans; the sites in order, the keys of each in
+/// any).
 #[doc(hidden)]
 #[allow(clippy::panic)] // a check for the tests and the fuzzer: a panic is its finding
 pub fn check_fast_read(text: &str) {
@@ -243,12 +287,13 @@ pub fn check_fast_read(text: &str) {
     let show = |s: &[(Spanned<String>, Spanned<RawTable>)]| {
         s.iter()
             .map(|(n, t)| {
-                let entries: Vec<_> = t
+                let mut entries: Vec<_> = t
                     .get_ref()
                     .0
                     .iter()
-                    .map(|(k, v)| (k.span(), k.get_ref().clone(), v.span(), v.get_ref().clone()))
+                    .map(|(k, v)| (k.get_ref().clone(), k.span(), v.span(), v.get_ref().clone()))
                     .collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
                 (n.span(), n.get_ref().clone(), t.span(), entries)
             })
             .collect::<Vec<_>>()

@@ -303,7 +303,7 @@ pub(super) fn apply(site: &mut SiteConfig, separator_given: bool) -> Result<(), 
     set(&mut site.api_base, fill(preset.api_base), key)?;
     if !separator_given {
         if let Some(sep) = preset.scope_separator {
-            sep.clone_into(&mut site.scope_separator);
+            site.scope_separator = sep.into();
         }
     }
     if site.secret.is_some() && site.client_auth.is_none() {

@@ -54,7 +54,7 @@ pub(super) fn parse_proxy(
     for (key, value) in raw {
         let kline = lines.of(key.span().start);
         let key = key.into_inner();
-        match (key.as_str(), value.into_inner()) {
+        match (&*key, value.into_inner()) {
             ("site", Value::String(s)) => {
                 if !sites.contains_key(&s) {
                     let known: Vec<&str> = sites.keys().map(String::as_str).collect();

@@ -57,7 +57,7 @@ pub(super) fn parse_share(
         let kline = lines.of(key.span().start);
         let vline = lines.of(value.span().start);
         let key = key.into_inner();
-        match (key.as_str(), value.into_inner()) {
+        match (&*key, value.into_inner()) {
             ("socket", Value::String(s)) => {
                 socket = Some(super::written_path(&s).map_err(|m| err(kline, Some("socket"), m))?)
             }

@@ -1,6 +1,7 @@
 //! One `[site.NAME]` table, checked key by key so each problem carries the
 //! line of the key at fault.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Deref;
@@ -15,7 +16,7 @@ use super::client_auth::{self, ClientAuth};
 use super::git::GitHost;
 use super::grant::Grant;
 use super::urls::UrlPrefix;
-use super::{preset, ConfigError, Lines, RawTable};
+use super::{preset, ConfigError, Key, Lines, RawTable};
 
 mod workload;
 pub(crate) use workload::{Subject, Workloads};
@@ -107,16 +108,27 @@ impl From<WrittenUrl> for Box<Url> {
 /// written again (the issuer of a thousand sites) is the same [`WrittenUrl`],
 /// parsed once and held once.
 #[derive(Debug, Default)]
-pub(super) struct SharedUrls(HashMap<String, WrittenUrl>);
+pub(super) struct SharedUrls {
+    by_text: HashMap<String, WrittenUrl>,
+    /// The one given last: asked for again by the next site, most often.
+    last: Option<WrittenUrl>,
+}
 
 impl SharedUrls {
     /// [`WrittenUrl::parse`], or the URL parsed before from the same text.
     fn parse(&mut self, s: &str) -> Result<WrittenUrl, String> {
-        if let Some(u) = self.0.get(s) {
+        if let Some(u) = self.last.as_ref().filter(|u| u.as_str() == s) {
             return Ok(u.clone());
         }
-        let u = WrittenUrl::parse(s)?;
-        self.0.insert(s.to_owned(), u.clone());
+        let u = match self.by_text.get(s) {
+            Some(u) => u.clone(),
+            None => {
+                let u = WrittenUrl::parse(s)?;
+                self.by_text.insert(s.to_owned(), u.clone());
+                u
+            }
+        };
+        self.last = Some(u.clone());
         Ok(u)
     }
 }
@@ -141,7 +153,7 @@ pub struct SiteConfig {
     /// As written: sent to the provider, which compares it with the registered one.
     pub redirect_uri: Option<WrittenUrl>,
     /// Joins scopes: `" "` unless the config or the preset says otherwise.
-    pub(crate) scope_separator: String,
+    pub(crate) scope_separator: Cow<'static, str>,
     /// Seconds before expiry to refresh; `None`: a fraction of the lifetime.
     pub(crate) refresh_before: Option<u64>,
     pub(crate) extra_params: Vec<(String, String)>,
@@ -237,32 +249,40 @@ impl SiteConfig {
     /// What [`SiteConfig::identity`] pins beyond the provider, client and
     /// scopes, from the keys as written (before a preset fills any in).
     fn pin_written(&self) -> String {
-        let mut pinned = String::new();
-        let mut pin = |key: &str, value: Option<&str>| {
-            if let Some(v) = value {
-                for part in ["|", key, "=", v] {
-                    pinned.push_str(part);
-                }
-            }
-        };
-        // Without an issuer (or preset) the token URL is the provider itself.
-        if self.issuer.is_some() || self.preset.is_some() {
-            pin("token_url", self.token_url.as_deref());
-        }
-        pin("revoke_url", self.revoke_url.as_deref().map(Url::as_str));
-        pin("device_url", self.device_url.as_deref().map(Url::as_str));
-        pin("api_base", self.api_base.as_deref().map(Url::as_str));
-        pin("client_auth", self.client_auth.map(client_auth::name));
         let key = self.workload.client_key.as_ref();
-        pin(
-            "client_key_file",
-            key.map(|(p, _)| p.to_str().unwrap_or("?")),
-        );
         let env = match &self.secret {
             Some(SecretSource::Env(name)) => Some(name.as_str()),
             Some(SecretSource::Cmd(_)) | None => None,
         };
-        pin("client_secret_env", env);
+        // Without an issuer (or preset) the token URL is the provider itself.
+        let token_url = (self.issuer.is_some() || self.preset.is_some())
+            .then_some(self.token_url.as_deref())
+            .flatten();
+        let pins = [
+            ("token_url", token_url),
+            ("revoke_url", self.revoke_url.as_deref().map(Url::as_str)),
+            ("device_url", self.device_url.as_deref().map(Url::as_str)),
+            ("api_base", self.api_base.as_deref().map(Url::as_str)),
+            ("client_auth", self.client_auth.map(client_auth::name)),
+            (
+                "client_key_file",
+                key.map(|(p, _)| p.to_str().unwrap_or("?")),
+            ),
+            ("client_secret_env", env),
+        ];
+        // `|KEY=VALUE` each, in one allocation (a thousand sites keep these).
+        let len = pins
+            .iter()
+            .filter_map(|&(k, v)| Some(k.len() + v?.len() + 2))
+            .sum();
+        let mut pinned = String::with_capacity(len);
+        for (k, v) in pins {
+            if let Some(v) = v {
+                for part in ["|", k, "=", v] {
+                    pinned.push_str(part);
+                }
+            }
+        }
         pinned
     }
 
@@ -281,7 +301,23 @@ impl SiteConfig {
     }
 }
 
-const KEYS: &[&str] = &[
+/// The keys of a site table: [`KEYS`], and [`key`] to tell one (a `match`,
+/// not a scan: every key of a thousand sites is looked up at each start).
+macro_rules! site_keys {
+    ($($k:literal,)*) => {
+        const KEYS: &[&str] = &[$($k,)*];
+
+        /// `k` as the site key it is, and whether it is a workload key.
+        pub(super) fn key(k: &str) -> Option<(&'static str, bool)> {
+            match k {
+                $($k => Some(($k, false)),)*
+                _ => workload::key(k).map(|k| (k, true)),
+            }
+        }
+    };
+}
+
+site_keys! {
     "issuer",
     "authorize_url",
     "token_url",
@@ -313,25 +349,32 @@ const KEYS: &[&str] = &[
     "kube_token",
     "prompt",
     "file",
-];
+}
 
 /// Takes keys out of one site table, remembering where each one was.
+/// Where a key is (`at`) is its byte offset in the text: the line is
+/// worked out only for an error.
 struct Fields<'a> {
     path: &'a Path,
+    lines: &'a Lines<'a>,
     site: &'a str,
-    header_line: usize,
-    /// The table's keys as written, their lines, and their values until
+    header_at: usize,
+    /// The table's keys as written, where each is, and their values until
     /// taken. A list: a site has a handful of keys, and a thousand sites
     /// are parsed before the daemon is ready.
-    table: Vec<(String, usize, Option<Value>)>,
+    table: Vec<(Key, usize, Option<Value>)>,
+    /// How many values are not taken yet: once none is, a key asked for is
+    /// answered without a look (most of the keys a site is asked for, the
+    /// workload keys among them).
+    left: usize,
     urls: &'a mut SharedUrls,
 }
 
 impl Fields<'_> {
-    fn err(&self, line: usize, key: &str, message: impl Into<String>) -> ConfigError {
+    fn err(&self, at: usize, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             path: self.path.to_owned(),
-            line: Some(line),
+            line: Some(self.lines.of(at)),
             site: Some(self.site.to_owned()),
             key: Some(key.to_owned()),
             message: message.into(),
@@ -339,56 +382,67 @@ impl Fields<'_> {
     }
 
     fn string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+        Ok(self.string_at(key)?.map(|(_, s)| s))
+    }
+
+    /// A non-empty string, and where it is.
+    fn string_at(&mut self, key: &str) -> Result<Option<(usize, String)>, ConfigError> {
         match self.take(key) {
             None => Ok(None),
-            Some((_, Value::String(s))) if !s.trim().is_empty() => Ok(Some(s)),
-            Some((line, Value::String(_))) => Err(self.err(line, key, "must not be empty")),
-            Some((line, v)) => Err(self.err(
-                line,
+            Some((at, Value::String(s))) if !s.trim().is_empty() => Ok(Some((at, s))),
+            Some((at, Value::String(_))) => Err(self.err(at, key, "must not be empty")),
+            Some((at, v)) => Err(self.err(
+                at,
                 key,
                 format!("expected a string, found {}", v.type_str()),
             )),
         }
     }
 
-    /// The value of `key` and its line, taken out of the table.
+    /// The value of `key` and where it is, taken out of the table.
     fn take(&mut self, key: &str) -> Option<(usize, Value)> {
-        self.table
+        if self.left == 0 {
+            return None;
+        }
+        let (at, v) = self
+            .table
             .iter_mut()
             .find(|(k, _, _)| k == key)
-            .and_then(|(_, line, v)| Some((*line, v.take()?)))
+            .and_then(|(_, at, v)| Some((*at, v.take()?)))?;
+        self.left -= 1;
+        Some((at, v))
     }
 
-    /// The line of `key` (taken or not), else the table's header.
-    fn line_of(&self, key: &str) -> usize {
+    /// Where `key` is (taken or not), else the table's header.
+    fn at_of(&self, key: &str) -> usize {
         self.table
             .iter()
             .find(|(k, _, _)| k == key)
-            .map_or(self.header_line, |(_, line, _)| *line)
+            .map_or(self.header_at, |(_, at, _)| *at)
     }
 
     /// A [`WrittenUrl`], or a [`Url`] where the spelling does not matter.
     fn url<T: From<WrittenUrl>>(&mut self, key: &str) -> Result<Option<T>, ConfigError> {
-        let Some(s) = self.string(key)? else {
+        let Some((at, s)) = self.string_at(key)? else {
             return Ok(None);
         };
         self.urls
             .parse(&s)
             .map(|u| Some(T::from(u)))
-            .map_err(|message| self.err(self.line_of(key), key, message))
+            .map_err(|message| self.err(at, key, message))
     }
 
     fn strings(&mut self, key: &str) -> Result<Vec<String>, ConfigError> {
         match self.take(key) {
             None => Ok(Vec::new()),
-            Some((line, Value::Array(items))) => {
+            Some((at, Value::Array(items))) => {
                 let mut strings = Vec::with_capacity(items.len());
                 for v in items {
                     match v {
                         Value::String(s) => strings.push(s),
                         other => {
                             return Err(self.err(
-                                line,
+                                at,
                                 key,
                                 format!("expected a list of strings, found a {}", other.type_str()),
                             ))
@@ -401,8 +455,8 @@ impl Fields<'_> {
             }
             // `scopes = "a b"` is a common slip; accept it, split on spaces.
             Some((_, Value::String(s))) => Ok(s.split_whitespace().map(str::to_owned).collect()),
-            Some((line, v)) => Err(self.err(
-                line,
+            Some((at, v)) => Err(self.err(
+                at,
                 key,
                 format!("expected a list of strings, found {}", v.type_str()),
             )),
@@ -416,8 +470,7 @@ impl Fields<'_> {
         I::IntoIter: Clone,
     {
         let options = options.into_iter();
-        let line = self.line_of(key);
-        let Some(s) = self.string(key)? else {
+        let Some((at, s)) = self.string_at(key)? else {
             return Ok(None);
         };
         options
@@ -426,29 +479,25 @@ impl Fields<'_> {
             .map(|(_, v)| Some(v))
             .ok_or_else(|| {
                 let names: Vec<String> = options.map(|(n, _)| format!("\"{n}\"")).collect();
-                self.err(
-                    line,
-                    key,
-                    format!("`{s}` is not one of {}", names.join(", ")),
-                )
+                self.err(at, key, format!("`{s}` is not one of {}", names.join(", ")))
             })
     }
 
     fn duration(&mut self, key: &str) -> Result<Option<u64>, ConfigError> {
         match self.take(key) {
             None => Ok(None),
-            Some((line, Value::Integer(n))) => u64::try_from(n)
+            Some((at, Value::Integer(n))) => u64::try_from(n)
                 .map(Some)
-                .map_err(|_| self.err(line, key, "must not be negative")),
-            Some((line, Value::String(s))) => parse_duration(&s).map(Some).ok_or_else(|| {
+                .map_err(|_| self.err(at, key, "must not be negative")),
+            Some((at, Value::String(s))) => parse_duration(&s).map(Some).ok_or_else(|| {
                 self.err(
-                    line,
+                    at,
                     key,
                     format!("`{s}` is not a duration like \"90s\", \"5m\" or \"1h\""),
                 )
             }),
-            Some((line, v)) => Err(self.err(
-                line,
+            Some((at, v)) => Err(self.err(
+                at,
                 key,
                 format!("expected a duration like \"5m\", found {}", v.type_str()),
             )),
@@ -458,19 +507,19 @@ impl Fields<'_> {
     fn string_table(&mut self, key: &str) -> Result<Vec<(String, String)>, ConfigError> {
         match self.take(key) {
             None => Ok(Vec::new()),
-            Some((line, Value::Table(t))) => t
+            Some((at, Value::Table(t))) => t
                 .into_iter()
                 .map(|(k, v)| match v {
                     Value::String(s) => Ok((k, s)),
                     other => Err(self.err(
-                        line,
+                        at,
                         key,
                         format!("`{k}` must be a string, found {}", other.type_str()),
                     )),
                 })
                 .collect(),
-            Some((line, v)) => Err(self.err(
-                line,
+            Some((at, v)) => Err(self.err(
+                at,
                 key,
                 format!(
                     "expected a table like {{ audience = \"...\" }}, found {}",
@@ -488,42 +537,48 @@ fn suggest(key: &str) -> Option<&'static str> {
 
 pub(super) fn parse_site(
     path: &Path,
-    lines: &Lines,
+    lines: &Lines<'_>,
     urls: &mut SharedUrls,
     name: &str,
-    header_line: usize,
+    header_at: usize,
     raw: RawTable,
 ) -> Result<SiteConfig, ConfigError> {
-    let table = raw
+    let table: Vec<(Key, usize, Option<Value>)> = raw
         .into_iter()
         .map(|(k, v)| {
-            let line = lines.of(k.span().start);
-            (k.into_inner(), line, Some(Spanned::into_inner(v)))
+            let at = k.span().start;
+            (k.into_inner(), at, Some(Spanned::into_inner(v)))
         })
         .collect();
-    let mut f = Fields {
-        path,
-        site: name,
-        header_line,
-        table,
-        urls,
-    };
     if !token_proto::names::is_site_name(name) {
         return Err(ConfigError {
             path: path.to_owned(),
-            line: Some(header_line),
+            line: Some(lines.of(header_at)),
             site: Some(name.to_owned()),
             key: None,
             message: "a site name may hold only [A-Za-z0-9._-]".to_owned(),
         });
     }
-    if let Some((key, line, _)) = f
-        .table
+    // A key the fast read knew is borrowed from the list; any other is
+    // looked up. The first unknown one in order of key is the one told
+    // (whatever order the table is in).
+    let unknown = table
         .iter()
-        .find(|(k, _, _)| !KEYS.contains(&k.as_str()) && !workload::KEYS.contains(&k.as_str()))
-    {
-        let hint = suggest(key).map_or(String::new(), |s| format!("; did you mean `{s}`?"));
-        return Err(f.err(*line, key, format!("unknown key{hint}")));
+        .filter(|(k, _, _)| matches!(k, Key::Owned(k) if key(k).is_none()))
+        .min_by(|a, b| a.0.cmp(&b.0))
+        .map(|(k, at, _)| (k.to_string(), *at));
+    let mut f = Fields {
+        path,
+        lines,
+        site: name,
+        header_at,
+        left: table.len(),
+        table,
+        urls,
+    };
+    if let Some((key, at)) = unknown {
+        let hint = suggest(&key).map_or(String::new(), |s| format!("; did you mean `{s}`?"));
+        return Err(f.err(at, &key, format!("unknown key{hint}")));
     }
 
     let secret_env = f.string("client_secret_env")?;
@@ -531,7 +586,7 @@ pub(super) fn parse_site(
     let secret = match (secret_env, secret_cmd) {
         (Some(_), Some(_)) => {
             return Err(f.err(
-                header_line,
+                header_at,
                 "client_secret_cmd",
                 "give client_secret_env or client_secret_cmd, not both",
             ))
@@ -560,7 +615,7 @@ pub(super) fn parse_site(
             .choice("grant", Grant::all().map(|g| (g.name(), g)))?
             .unwrap_or(Grant::DEFAULT),
         redirect_uri: f.url("redirect_uri")?,
-        scope_separator: scope_separator.unwrap_or_else(|| " ".to_owned()),
+        scope_separator: scope_separator.map_or(Cow::Borrowed(" "), Cow::Owned),
         refresh_before: f.duration("refresh_before")?,
         extra_params: f.string_table("extra_params")?,
         hosts: f.parsed_list("hosts", GitHost::parse)?,
@@ -604,8 +659,8 @@ pub(super) fn parse_site(
     site.served.extend(from_hosts);
     site.pinned = site.pin_written();
     preset::apply(&mut site, separator_given).map_err(|e| {
-        let line = f.line_of(e.key);
-        f.err(line, e.key, e.message)
+        let at = f.at_of(e.key);
+        f.err(at, e.key, e.message)
     })?;
     validate(&f, site)
 }
@@ -613,10 +668,10 @@ pub(super) fn parse_site(
 impl Fields<'_> {
     /// `[[site.NAME.file]]` tables (see [`crate::files`]).
     fn files(&mut self, key: &str) -> Result<Vec<crate::files::TokenFile>, ConfigError> {
-        let Some((line, value)) = self.take(key) else {
+        let Some((at, value)) = self.take(key) else {
             return Ok(Vec::new());
         };
-        crate::files::parse(value).map_err(|m| self.err(line, key, m))
+        crate::files::parse(value).map_err(|m| self.err(at, key, m))
     }
 
     /// A list of strings, each parsed by `parse`: `hosts =
@@ -627,10 +682,9 @@ impl Fields<'_> {
         key: &str,
         parse: fn(&str) -> Result<T, String>,
     ) -> Result<Vec<T>, ConfigError> {
-        let line = self.line_of(key);
         self.strings(key)?
             .iter()
-            .map(|h| parse(h).map_err(|m| self.err(line, key, m)))
+            .map(|h| parse(h).map_err(|m| self.err(self.at_of(key), key, m)))
             .collect()
     }
 
@@ -638,8 +692,8 @@ impl Fields<'_> {
         match self.take(key) {
             None => Ok(None),
             Some((_, Value::Boolean(b))) => Ok(Some(b)),
-            Some((line, v)) => Err(self.err(
-                line,
+            Some((at, v)) => Err(self.err(
+                at,
                 key,
                 format!("expected true or false, found {}", v.type_str()),
             )),
@@ -652,8 +706,8 @@ impl Fields<'_> {
         match self.take(key) {
             None => Ok(None),
             Some((_, Value::String(s))) => Ok(Some(s.trim().to_owned())),
-            Some((line, v)) => Err(self.err(
-                line,
+            Some((at, v)) => Err(self.err(
+                at,
                 key,
                 format!("expected a string, found {}", v.type_str()),
             )),
@@ -663,12 +717,12 @@ impl Fields<'_> {
     fn string_raw(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
         match self.take(key) {
             None => Ok(None),
-            Some((line, Value::String(s))) if s.is_empty() => {
-                Err(self.err(line, key, "must not be empty"))
+            Some((at, Value::String(s))) if s.is_empty() => {
+                Err(self.err(at, key, "must not be empty"))
             }
             Some((_, Value::String(s))) => Ok(Some(s)),
-            Some((line, v)) => Err(self.err(
-                line,
+            Some((at, v)) => Err(self.err(
+                at,
                 key,
                 format!("expected a string, found {}", v.type_str()),
             )),
@@ -678,7 +732,7 @@ impl Fields<'_> {
 
 /// Checks that hold across keys, after presets are applied.
 fn validate(f: &Fields<'_>, site: SiteConfig) -> Result<SiteConfig, ConfigError> {
-    let at = f.header_line;
+    let at = f.header_at;
     if site.client_id.is_empty() {
         return Err(f.err(
             at,
@@ -707,7 +761,7 @@ fn validate(f: &Fields<'_>, site: SiteConfig) -> Result<SiteConfig, ConfigError>
     workload::validate(f, &site)?;
     if site.kube_token == TokenKind::IdToken && !site.wants_id_token() {
         return Err(f.err(
-            f.line_of("kube_token"),
+            f.at_of("kube_token"),
             "kube_token",
             "an ID token needs `openid` among the site's `scopes`",
         ));

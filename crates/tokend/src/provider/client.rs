@@ -87,7 +87,7 @@ pub(crate) async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite
         assertion,
     };
     let mut site = OAuthSite::new(provider, client);
-    site.scope_separator = cfg.scope_separator.clone();
+    site.scope_separator = cfg.scope_separator.to_string();
     site.extra_params = cfg.extra_params.clone();
     site.prompt = cfg.effective_prompt().map(str::to_owned);
     site.login_hint = cfg.login_hint.clone();

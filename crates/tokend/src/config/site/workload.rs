@@ -12,8 +12,22 @@ use tokend_oauth::{AssertionFrom, AssertionSource};
 use super::{ClientAuth, Fields, Grant, SiteConfig};
 use crate::config::ConfigError;
 
-/// The keys this module reads.
-pub(super) const KEYS: &[&str] = &[
+/// The keys this module reads, as a list and as a `match` (see `site_keys`).
+macro_rules! workload_keys {
+    ($($k:literal,)*) => {
+        pub(super) const KEYS: &[&str] = &[$($k,)*];
+
+        /// `k` as the workload key it is, if it is one.
+        pub(super) fn key(k: &str) -> Option<&'static str> {
+            match k {
+                $($k => Some($k),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+workload_keys! {
     "client_key_file",
     "client_key_id",
     "client_assertion_file",
@@ -33,7 +47,7 @@ pub(super) const KEYS: &[&str] = &[
     "audience",
     "resource",
     "requested_token_type",
-];
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub(crate) struct Workload {
@@ -142,9 +156,9 @@ impl Fields<'_> {
         };
         let given = [file.is_some(), cmd.is_some(), source.is_some()];
         if given.iter().filter(|g| **g).count() > 1 {
-            let line = self.line_of(cmd_key).max(self.line_of(file_key));
+            let at = self.at_of(cmd_key).max(self.at_of(file_key));
             return Err(self.err(
-                line,
+                at,
                 file_key,
                 format!("give one of {file_key}, {cmd_key} or {source_key}, not several"),
             ));
@@ -161,7 +175,7 @@ impl Fields<'_> {
         if source.is_some() {
             let Some(audience) = audience else {
                 return Err(self.err(
-                    self.line_of(source_key),
+                    self.at_of(source_key),
                     "assertion_audience",
                     "missing: a GitHub Actions token is asked for an audience; set assertion_audience to the one the provider expects (e.g. \"api://AzureADTokenExchange\")",
                 ));
@@ -178,11 +192,9 @@ impl Fields<'_> {
 
     /// The workload keys of the table (none, for most sites).
     pub(super) fn workload(&mut self) -> Result<Workload, ConfigError> {
-        if !self
-            .table
-            .iter()
-            .any(|(k, _, _)| KEYS.contains(&k.as_str()))
-        {
+        // With every key taken (most sites), each one asked for below is
+        // answered without a look.
+        if self.left == 0 {
             return Ok(Workload::default());
         }
         let audience = self.string("assertion_audience")?;
@@ -205,7 +217,7 @@ impl Fields<'_> {
 
     fn exchange(&mut self) -> Result<Option<Exchange>, ConfigError> {
         let subject_site = self.string("subject_site")?;
-        let subject_token_line = self.line_of("subject_token");
+        let subject_token_at = self.at_of("subject_token");
         let kind = self.choice(
             "subject_token",
             [
@@ -214,12 +226,12 @@ impl Fields<'_> {
             ],
         )?;
         let source = self.assertion_source(&SUBJECT_TOKEN, None, false)?;
-        let type_line = self.line_of("subject_token_type");
+        let type_at = self.at_of("subject_token_type");
         let written_type = self.string("subject_token_type")?;
         let subject = match (subject_site, source) {
             (Some(_), Some(_)) => {
                 return Err(self.err(
-                    self.line_of("subject_site"),
+                    self.at_of("subject_site"),
                     "subject_site",
                     "give subject_site or subject_token_file / subject_token_cmd, not both",
                 ))
@@ -231,7 +243,7 @@ impl Fields<'_> {
             (None, Some(src)) => {
                 if kind.is_some() {
                     return Err(self.err(
-                        subject_token_line,
+                        subject_token_at,
                         "subject_token",
                         "subject_token picks another site's token: it needs subject_site",
                     ));
@@ -248,7 +260,7 @@ impl Fields<'_> {
             }),
             (Subject::Source(_), None) => {
                 return Err(self.err(
-                    type_line,
+                    type_at,
                     "subject_token_type",
                     "missing: say what the subject token is (\"access_token\", \"id_token\", \"jwt\" or a full urn:ietf:params:oauth:token-type:… URI)",
                 ))
@@ -286,10 +298,10 @@ fn expand_home(path: &str) -> PathBuf {
 /// Cross-key checks of the workload keys (after the grant is known).
 pub(super) fn validate(f: &Fields<'_>, site: &SiteConfig) -> Result<(), ConfigError> {
     let w = &site.workload;
-    let at = f.header_line;
+    let at = f.header_at;
     if w.client_key.is_some() && w.client_assertion.is_some() {
         return Err(f.err(
-            f.line_of("client_key_file"),
+            f.at_of("client_key_file"),
             "client_key_file",
             "give client_key_file (private_key_jwt) or a client_assertion_* key, not both",
         ));
@@ -297,21 +309,21 @@ pub(super) fn validate(f: &Fields<'_>, site: &SiteConfig) -> Result<(), ConfigEr
     match site.client_auth {
         Some(ClientAuth::PrivateKeyJwt) if w.client_key.is_none() => {
             return Err(f.err(
-                f.line_of("client_auth"),
+                f.at_of("client_auth"),
                 "client_auth",
                 "private_key_jwt needs client_key_file = \"PATH\" (a PEM EC P-256 or RSA private key, private to you)",
             ))
         }
         Some(ClientAuth::Assertion) if w.client_assertion.is_none() => {
             return Err(f.err(
-                f.line_of("client_auth"),
+                f.at_of("client_auth"),
                 "client_auth",
                 "client_assertion needs client_assertion_file, client_assertion_cmd or client_assertion_source",
             ))
         }
         Some(other) if other != ClientAuth::PrivateKeyJwt && w.client_key.is_some() => {
             return Err(f.err(
-                f.line_of("client_key_file"),
+                f.at_of("client_key_file"),
                 "client_key_file",
                 "client_key_file is for client_auth = \"private_key_jwt\"",
             ))
