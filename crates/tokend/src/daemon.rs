@@ -2,6 +2,7 @@
 //! store, the HTTP client and the discovery cache.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -58,6 +59,11 @@ pub(crate) struct Daemon {
     proxies: crate::proxy::Proxies,
     /// Removed sites whose logins are still in the store.
     removed: Removed,
+    /// Whether [`Daemon::install`] notes removed sites: not the start's
+    /// (noted after "ready", [`Daemon::note_removed_at_start`]).
+    built: AtomicBool,
+    /// Whether the start's config was noted in the removed-sites book.
+    start_noted: AtomicBool,
     /// Told when a reload removes a site (its grace may be none).
     prune_wake: tokio::sync::Notify,
 }
@@ -111,6 +117,8 @@ impl Daemon {
     fn build(config_path: PathBuf, config: Config, deps: Deps, removed: Removed) -> Daemon {
         let daemon = Daemon {
             removed,
+            built: AtomicBool::new(false),
+            start_noted: AtomicBool::new(false),
             prune_wake: tokio::sync::Notify::new(),
             started_store: config.daemon.store,
             store_moved: None,
@@ -123,7 +131,22 @@ impl Daemon {
             proxies: crate::proxy::Proxies::default(),
         };
         daemon.install(config);
+        daemon.built.store(true, Ordering::Release);
         daemon
+    }
+
+    /// Notes the start's config in the removed-sites book (a site gone
+    /// from it since the last daemon is removed from now on), after
+    /// "ready": reading and comparing a thousand names is no part of a
+    /// cold get. A reload that comes first notes it before its own.
+    pub(crate) fn note_removed_at_start(&self) {
+        if self.start_noted.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let now = crate::clock::whole(self.deps().clock.now());
+        if self.removed.note(&Config::default(), &self.config(), now) {
+            self.prune_wake.notify_one();
+        }
     }
 
     /// Removed sites whose logins are still in the store.
@@ -347,7 +370,11 @@ impl Daemon {
         new.errors.extend(unproxied);
         self.keep_files_fresh(&new);
         let now = crate::clock::whole(self.deps().clock.now());
-        let removed_any = !kept_previous && self.removed.note(&old, &new, now);
+        let removed_any = !kept_previous && self.built.load(Ordering::Acquire) && {
+            let start = !self.start_noted.swap(true, Ordering::AcqRel)
+                && self.removed.note(&Config::default(), &old, now);
+            self.removed.note(&old, &new, now) || start
+        };
         let reply = ReloadReply {
             sites: new.sites.len(),
             config_errors: new.errors.iter().map(ToString::to_string).collect(),

@@ -420,7 +420,10 @@ async fn run(config: config::Config, seen: watch::Seen) -> ExitCode {
     // changed since it was read.
     tokio::task::spawn_blocking({
         let daemon = daemon.clone();
-        move || watch::spawn(&daemon, seen)
+        move || {
+            daemon.note_removed_at_start();
+            watch::spawn(&daemon, seen);
+        }
     });
     daemon.start_shares();
     server::run(listener, daemon.clone(), None, shutdown).await;

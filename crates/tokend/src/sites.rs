@@ -252,14 +252,18 @@ impl Sites {
             }
         }
         log_added(&added);
-        handles.retain(|name, _| {
-            let keep = new.sites.contains_key(&**name);
-            if !keep {
-                tracing::info!(site = %name, "site removed: its login is dropped");
-                changes.push(Change::Removed(name.to_string()));
-            }
-            keep
-        });
+        // Every site of `new` has its handle now: with no more handles than
+        // sites (a start, most reloads), there is none to remove.
+        if handles.len() > new.sites.len() {
+            handles.retain(|name, _| {
+                let keep = new.sites.contains_key(&**name);
+                if !keep {
+                    tracing::info!(site = %name, "site removed: its login is dropped");
+                    changes.push(Change::Removed(name.to_string()));
+                }
+                keep
+            });
+        }
         if !changes.is_empty() {
             // The registry ends only when `self` is dropped.
             let _ = self.commands.send(Command::Apply(changes));

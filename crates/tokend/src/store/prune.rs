@@ -42,7 +42,16 @@ struct Book {
 pub(crate) struct Removed {
     /// `removed-sites.json`; `None` keeps the book in memory (tests).
     path: Option<PathBuf>,
-    inner: Mutex<(Book, HashMap<String, Arc<SiteConfig>>)>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Read from `path` when first needed: a start notes its config after
+    /// "ready" (a thousand names are read and compared off a cold get's way).
+    book: Option<Book>,
+    /// The last settings of the removed sites this daemon saw.
+    configs: HashMap<String, Arc<SiteConfig>>,
 }
 
 /// A removed site's login to forget: its name, and its last settings when
@@ -50,18 +59,28 @@ pub(crate) struct Removed {
 pub(crate) type Gone = (String, Option<Arc<SiteConfig>>);
 
 impl Removed {
-    /// The book in `path` (an unreadable one starts empty: at worst a
-    /// removal is noticed at the next reload instead of now).
+    /// The book in `path`, read when first needed (an unreadable one starts
+    /// empty: at worst a removal is noticed at the next reload instead of
+    /// now).
     pub(crate) fn open(path: Option<PathBuf>) -> Removed {
-        let book = path
-            .as_ref()
-            .and_then(|p| std::fs::read(p).ok())
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
         Removed {
             path,
-            inner: Mutex::new((book, HashMap::new())),
+            inner: Mutex::default(),
         }
+    }
+
+    /// The book and the removed sites' settings, the book read if it was not.
+    fn parts<'a>(
+        &self,
+        inner: &'a mut Inner,
+    ) -> (&'a mut Book, &'a mut HashMap<String, Arc<SiteConfig>>) {
+        let path = self.path.as_ref();
+        let book = inner.book.get_or_insert_with(|| {
+            path.and_then(|p| std::fs::read(p).ok())
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .unwrap_or_default()
+        });
+        (book, &mut inner.configs)
     }
 
     /// Takes note of the config now served (`new`, replacing `old`) at
@@ -70,7 +89,16 @@ impl Removed {
     /// removed.
     pub(crate) fn note(&self, old: &Config, new: &Config, now: u64) -> bool {
         let mut inner = super::lock(&self.inner);
-        let (book, configs) = &mut *inner;
+        let (book, configs) = self.parts(&mut inner);
+        // The common case, at every start of a thousand sites: the same
+        // sites as noted before, none removed (compared without a copy).
+        if new.broken.is_empty()
+            && book.removed.is_empty()
+            && configs.is_empty()
+            && book.configured.iter().eq(new.sites.keys())
+        {
+            return false;
+        }
         let names: BTreeSet<String> = new.sites.keys().chain(new.broken.keys()).cloned().collect();
         // Written again only when it changed (compared, not serialized:
         // a thousand sites are noted at every start).
@@ -100,8 +128,8 @@ impl Removed {
 
     /// The removed sites whose grace (`after`) is over at Unix second `now`.
     pub(crate) fn due(&self, now: u64, after: Duration) -> Vec<Gone> {
-        let inner = super::lock(&self.inner);
-        let (book, configs) = &*inner;
+        let mut inner = super::lock(&self.inner);
+        let (book, configs) = self.parts(&mut inner);
         book.removed
             .iter()
             .filter(|(_, &since)| now >= since.saturating_add(after.as_secs()))
@@ -112,18 +140,19 @@ impl Removed {
     /// Whether `name` is a removed site.
     #[cfg(test)]
     pub(crate) fn contains(&self, name: &str) -> bool {
-        super::lock(&self.inner).0.removed.contains_key(name)
+        let mut inner = super::lock(&self.inner);
+        self.parts(&mut inner).0.removed.contains_key(name)
     }
 
     /// The last settings of `name` if it is a removed site this daemon saw.
     pub(crate) fn config(&self, name: &str) -> Option<Arc<SiteConfig>> {
-        super::lock(&self.inner).1.get(name).cloned()
+        super::lock(&self.inner).configs.get(name).cloned()
     }
 
     /// `name`'s login is forgotten: it is no longer tracked.
     pub(crate) fn forgotten(&self, name: &str) {
         let mut inner = super::lock(&self.inner);
-        let (book, configs) = &mut *inner;
+        let (book, configs) = self.parts(&mut inner);
         configs.remove(name);
         if book.removed.remove(name).is_some() {
             self.persist(book);
