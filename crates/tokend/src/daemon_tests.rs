@@ -441,3 +441,44 @@ async fn prune_after_sets_the_grace() {
     d.prune_removed().await;
     assert!(store.load("b").await.unwrap().is_none());
 }
+
+/// A site gone from the config while no daemon ran is noticed by the next
+/// one: after its "ready" (the book is not read before), or by a reload
+/// that comes first.
+#[tokio::test(start_paused = true)]
+async fn a_site_removed_while_no_daemon_ran_is_noted_after_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("removed-sites.json");
+    let path = dir.path().join("config.toml");
+    let store = crate::kit::logged_in(&crate::config::Config::default(), &[]);
+    let start = |config: &str| {
+        std::fs::write(&path, config).unwrap();
+        let deps = Deps::scripted(Provider::new(3600, Duration::ZERO).http(), store.clone());
+        let removed = crate::store::prune::Removed::open(Some(book.clone()));
+        Daemon::build(
+            path.clone(),
+            crate::config::Config::load(&path),
+            deps,
+            removed,
+        )
+    };
+    let both = site("a", "https://a.example", "c") + &site("b", "https://b.example", "c");
+    start(&both).note_removed_at_start();
+    let only_a = site("a", "https://a.example", "c");
+    let d = start(&only_a);
+    assert!(!d.removed().contains("b"), "not before the start's note");
+    d.note_removed_at_start();
+    assert!(d.removed().contains("b"));
+
+    // A reload before the note: the start's config is noted first.
+    let d = start(&both);
+    assert!(
+        d.removed().contains("b"),
+        "the book as the last daemon left it"
+    );
+    std::fs::write(&path, &only_a).unwrap();
+    d.reload();
+    assert!(d.removed().contains("b"));
+    d.note_removed_at_start();
+    assert!(d.removed().contains("b"));
+}
