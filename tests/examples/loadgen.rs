@@ -80,7 +80,10 @@ impl Target {
                     .arg(&socket)
                     .spawn()
                     .unwrap();
-                while !socket.exists() {
+                // Until it accepts: the socket's file is there from its
+                // bind, a moment before its listen (a connect in between
+                // is refused).
+                while UnixStream::connect(&socket).is_err() {
                     thread::sleep(Duration::from_millis(5));
                 }
                 (Some((dir, child)), socket, "echo", a, b)
