@@ -122,7 +122,11 @@ struct Entry {
 /// Since when a connection has been idle, or that it is busy (a request
 /// being handled: a `get` waiting on a login). Set by the connection's
 /// task or thread without taking the registry's lock; read by an eviction.
+/// Alone on its cache lines: a connection thread writes it twice a
+/// request, and two connections' cells on one line would bounce it
+/// between the cores their threads run on.
 #[derive(Debug)]
+#[repr(align(128))]
 pub(crate) struct Idle {
     /// Nanoseconds from the registry's epoch; [`Idle::BUSY`] while busy.
     since: AtomicU64,

@@ -225,20 +225,21 @@ fn serve(mut stream: UnixStream, mut conn: Conn, job: &Job, stop: &AtomicBool) -
     }
 }
 
-/// The answer `line` gets at once (`handlers::answer_at_once`), if any.
-/// `last` keeps the last line so answered and its request: a caller that
-/// asks the same again (a load loop, a helper) is not decoded again.
-fn at_once(
+/// The answer `line` gets at once (`handlers::answer_kept`), if any.
+/// `last` keeps the last line so answered, its request and what was kept
+/// of its answer: a caller that asks the same again (a load loop, a
+/// helper) is not decoded again, and is answered from what was kept while
+/// the site publishes the same.
+fn at_once<'l>(
     d: &Daemon,
     share: Option<&ShareConfig>,
     line: &[u8],
-    last: &mut Option<(Line, Request)>,
-) -> Option<Arc<Ready>> {
-    if let Some((_, req)) = last.as_ref().filter(|(seen, _)| **seen == *line) {
-        return handlers::answer_at_once(d, share, req);
+    last: &'l mut Option<(Line, Request, handlers::Kept)>,
+) -> Option<&'l Ready> {
+    if last.as_ref().is_none_or(|(seen, _, _)| **seen != *line) {
+        let req = decode_request(line).ok()?;
+        *last = Some((Line::new(line.to_vec()), req, handlers::Kept::default()));
     }
-    let req = decode_request(line).ok()?;
-    let ready = handlers::answer_at_once(d, share, &req)?;
-    *last = Some((Line::new(line.to_vec()), req));
-    Some(ready)
+    let (_, req, kept) = last.as_mut()?;
+    handlers::answer_kept(d, share, req, kept)
 }

@@ -19,6 +19,7 @@
 //! callers hear that the daemon is stopping.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -92,7 +93,47 @@ enum Change {
 /// token exchange asks its `subject_site` through it). It holds senders
 /// only: no site holds the registry.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Directory(Arc<RwLock<HashMap<Arc<str>, Entry>>>);
+pub(crate) struct Directory(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    entries: RwLock<HashMap<Arc<str>, Entry>>,
+    /// A count of the changes to `entries`: a connection thread keeps a
+    /// site's settings and cell while it stays (`handlers::get::Kept`).
+    /// On a line of its own, which only a change writes.
+    changes: Padded<AtomicU64>,
+}
+
+/// A value alone on its cache lines (128 bytes: two lines, as the
+/// adjacent-line prefetcher fetches them).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// The entries, being changed: the count of changes goes up as it is let go.
+struct Changing<'a> {
+    entries: std::sync::RwLockWriteGuard<'a, HashMap<Arc<str>, Entry>>,
+    changes: &'a AtomicU64,
+}
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for Changing<'_> {
+    type Target = HashMap<Arc<str>, Entry>;
+    fn deref(&self) -> &Self::Target {
+        &self.entries
+    }
+}
+
+impl std::ops::DerefMut for Changing<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.entries
+    }
+}
 
 /// A site in the [`Directory`]: its handle, the settings installed with
 /// it, and its actor's published answer to a plain `get`.
@@ -117,12 +158,12 @@ impl Directory {
     /// The handle of the site `name` (its actor starts with the first
     /// message it is sent), or `None` when no such site is configured.
     pub(crate) fn get(&self, name: &str) -> Option<SiteHandle> {
-        read(&self.0).get(name).map(|e| e.handle.clone())
+        read(&self.0.entries).get(name).map(|e| e.handle.clone())
     }
 
     /// [`Directory::get`] and the settings installed with the site.
     pub(crate) fn get_with_settings(&self, name: &str) -> Option<(SiteHandle, Arc<SiteConfig>)> {
-        read(&self.0)
+        read(&self.0.entries)
             .get(name)
             .map(|e| (e.handle.clone(), e.settings.clone()))
     }
@@ -130,9 +171,22 @@ impl Directory {
     /// The settings installed with the site `name` and its published
     /// answer to a plain `get` (`site::held`).
     pub(crate) fn held(&self, name: &str) -> Option<(Arc<SiteConfig>, Arc<Held>)> {
-        read(&self.0)
+        read(&self.0.entries)
             .get(name)
             .map(|e| (e.settings.clone(), e.held.clone()))
+    }
+
+    /// The count of changes to the directory: the same while every site's
+    /// settings and cell are.
+    pub(crate) fn changes(&self) -> u64 {
+        self.0.changes.0.load(Ordering::Acquire)
+    }
+
+    fn change(&self) -> Changing<'_> {
+        Changing {
+            entries: write(&self.0.entries),
+            changes: &self.0.changes.0,
+        }
     }
 }
 
@@ -210,7 +264,7 @@ impl Sites {
     /// other changes gets its new settings. The handles change at once;
     /// the registry takes the rest in order.
     pub(crate) fn apply(&self, old: &Config, new: &Config) {
-        let mut handles = write(&self.handles.0);
+        let mut handles = self.handles.change();
         // A start adds every site at once.
         let more = new.sites.len().saturating_sub(handles.len());
         handles.reserve(more);
@@ -645,7 +699,7 @@ impl Registry {
                 tracing::error!(site = %name, "the site's task ended unexpectedly; it starts again from the store with the next request");
                 let (handle, mailbox) = site::mailbox(&name);
                 let held = Arc::new(Held::default());
-                write(&self.handles.0).insert(
+                self.handles.change().insert(
                     handle.name_arc(),
                     Entry::new(handle.clone(), slot.config.clone(), held.clone()),
                 );

@@ -197,3 +197,36 @@ async fn nothing_is_served_from_the_cell_past_the_serve_margin() {
     }
     assert!(super::get::fast(&d, &plain()).is_none());
 }
+
+/// What a connection thread keeps of its answer (`Kept`) is let go as soon
+/// as the cell or the settings change: new settings, a logout.
+#[tokio::test(start_paused = true)]
+async fn what_a_connection_thread_keeps_follows_the_cell() {
+    let (dir, _provider, d) = one_site("", 3600);
+    let first = get_twice(&d).await;
+    let mut kept = super::Kept::default();
+    let token = |kept: &mut super::Kept| {
+        super::get::fast_kept(&d, &plain(), kept).map(|r| r.reply().access_token.clone())
+    };
+    assert_eq!(token(&mut kept), Some(first.access_token.clone()));
+    assert_eq!(token(&mut kept), Some(first.access_token.clone()), "kept");
+    // New settings: not answered with the old ones' answer.
+    let config = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        config + "refresh_before = \"5m\"\n",
+    )
+    .unwrap();
+    d.reload();
+    assert_eq!(token(&mut kept), None, "the old settings' answer");
+    for _ in 0..3 {
+        get(&d).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    assert!(token(&mut kept).is_some(), "published again, kept again");
+    // A logout takes it back at once.
+    d.site("a").unwrap().logout().await.unwrap();
+    assert_eq!(token(&mut kept), None);
+    assert!(get(&d).await.is_err());
+    assert_eq!(token(&mut kept), None);
+}

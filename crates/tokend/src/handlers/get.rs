@@ -66,6 +66,60 @@ pub(super) fn fast(d: &Daemon, req: &GetRequest) -> Option<Arc<Ready>> {
     held.serve(&settings, deps.clock.now(), *min_ttl)
 }
 
+/// What a connection thread keeps of the plain `get` it answers again and
+/// again (a helper, a load loop): the site's settings, its cell and the
+/// answer read from it, with the counts of changes they were read at.
+/// While neither count moved, [`fast_kept`] answers from here: two
+/// counters read, no lock taken and no reference counted, so the threads
+/// of callers on two cores write no line they share.
+#[derive(Debug, Default)]
+pub(crate) struct Kept(Option<KeptAnswer>);
+
+#[derive(Debug)]
+struct KeptAnswer {
+    directory: u64,
+    settings: Arc<SiteConfig>,
+    held: Arc<crate::site::held::Held>,
+    version: u64,
+    ready: Arc<Ready>,
+}
+
+/// [`fast`], answered from `kept` while it holds what the site publishes
+/// (and read into it when not). `kept` is for this one request: a caller
+/// whose request changes starts a new one.
+pub(super) fn fast_kept<'k>(d: &Daemon, req: &GetRequest, kept: &'k mut Kept) -> Option<&'k Ready> {
+    let deps = d.deps();
+    let now = deps.clock.now();
+    let directory = deps.sites.changes();
+    let fresh = kept
+        .0
+        .as_ref()
+        .is_some_and(|k| k.directory == directory && k.held.version() == k.version);
+    if !fresh {
+        kept.0 = None;
+        // The checks of `fast`, once for what is kept.
+        if req.url.is_some() || !req.scopes.is_empty() || req.dpop.is_some() {
+            return None;
+        }
+        let (settings, held) = deps.sites.held(&req.site)?;
+        if wants_id_token(&settings, req) {
+            return None;
+        }
+        let (ready, version) = held.current_and_version();
+        kept.0 = Some(KeptAnswer {
+            directory,
+            settings,
+            held,
+            version,
+            ready: ready?,
+        });
+    }
+    let k = kept.0.as_ref()?;
+    k.ready
+        .serves(&k.settings, now, req.min_ttl)
+        .then_some(&*k.ready)
+}
+
 pub(super) async fn get(
     d: &Arc<Daemon>,
     req: GetRequest,

@@ -10,6 +10,7 @@ mod paste;
 pub(crate) mod share;
 mod status;
 
+pub(crate) use get::Kept;
 pub(crate) use logout::forget_removed;
 
 use std::sync::Arc;
@@ -108,6 +109,30 @@ pub(crate) fn answer_at_once(
         return None;
     };
     let ready = at_once(d, share, g)?;
+    match share {
+        None => tracing::debug!(request = %req.log_safe(), "request"),
+        Some(s) => {
+            tracing::debug!(share = %s.name, request = %req.log_safe(), "request on a share");
+        }
+    }
+    Some(ready)
+}
+
+/// [`answer_at_once`] for a connection thread, from what it `kept` of the
+/// same request before (`get::Kept`): the answer is borrowed, not counted.
+pub(crate) fn answer_kept<'k>(
+    d: &Daemon,
+    share: Option<&ShareConfig>,
+    req: &Request,
+    kept: &'k mut Kept,
+) -> Option<&'k Ready> {
+    let Op::Get(g) = &req.op else {
+        return None;
+    };
+    if share.is_some_and(|s| !s.serves(&g.site)) {
+        return None;
+    }
+    let ready = get::fast_kept(d, g, kept)?;
     match share {
         None => tracing::debug!(request = %req.log_safe(), "request"),
         Some(s) => {

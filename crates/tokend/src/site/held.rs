@@ -15,15 +15,23 @@
 //! the settings it was made with, and a handler with others does not use
 //! it). Anything else goes the actor's way, as before.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use token_proto::{wipe, TokenReply};
 
 use crate::config::SiteConfig;
 
-/// One site's cell: empty, or the answer a plain `get` gets.
+/// One site's cell: empty, or the answer a plain `get` gets, and a count
+/// of its changes: a connection thread keeps the answer it read (see
+/// `handlers::get::Kept`) while the count stays, reading one counter a
+/// `get` instead of taking the lock and a reference (each a write to a
+/// line every core's callers share).
 #[derive(Debug, Default)]
-pub(crate) struct Held(Mutex<Option<Arc<Ready>>>);
+pub(crate) struct Held {
+    ready: Mutex<Option<Arc<Ready>>>,
+    version: AtomicU64,
+}
 
 /// The answer to a plain `get`, and what bounds its use.
 pub(crate) struct Ready {
@@ -82,7 +90,7 @@ impl Ready {
 
     /// Whether it answers a caller with `min_ttl` at `now` (Unix s) with
     /// the settings `cfg`: the actor would give the same answer.
-    fn serves(&self, cfg: &Arc<SiteConfig>, now: f64, min_ttl: Option<u64>) -> bool {
+    pub(crate) fn serves(&self, cfg: &Arc<SiteConfig>, now: f64, min_ttl: Option<u64>) -> bool {
         let need = min_ttl.map_or(self.margin, |m| m as f64);
         let left = self
             .reply
@@ -122,7 +130,9 @@ impl Held {
             plan,
         });
         // The answer it replaces is wiped when its last reader drops it.
-        *self.lock() = Some(ready);
+        let mut cell = self.lock();
+        *cell = Some(ready);
+        self.version.fetch_add(1, Ordering::Release);
     }
 
     /// What is published now.
@@ -130,13 +140,27 @@ impl Held {
         self.lock().clone()
     }
 
+    /// [`Held::current`] and the count of changes it is from.
+    pub(crate) fn current_and_version(&self) -> (Option<Arc<Ready>>, u64) {
+        let cell = self.lock();
+        (cell.clone(), self.version.load(Ordering::Acquire))
+    }
+
+    /// The count of changes: the same while what is published is.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     /// Nothing published from now on, until the actor publishes again.
     pub(crate) fn clear(&self) {
-        self.lock().take();
+        let mut cell = self.lock();
+        if cell.take().is_some() {
+            self.version.fetch_add(1, Ordering::Release);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Ready>>> {
-        self.0
+        self.ready
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
