@@ -50,6 +50,14 @@ async fn get(d: &Arc<Daemon>) -> Result<token_proto::TokenReply, crate::error::A
     super::token_for(d, plain()).await
 }
 
+/// The site's settings edited (`refresh_before` added) and reloaded.
+fn new_settings(dir: &tempfile::TempDir, d: &Daemon) {
+    let path = dir.path().join("config.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, config + "refresh_before = \"5m\"\n").unwrap();
+    d.reload();
+}
+
 async fn running(d: &Daemon) -> bool {
     !d.sites().running_names().await.is_empty()
 }
@@ -149,13 +157,7 @@ async fn new_settings_are_not_answered_with_the_old_ones() {
     get_twice(&d).await;
     tokio::time::sleep(PARK_AFTER * 2).await;
     assert!(super::get::fast(&d, &plain()).is_some());
-    let config = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
-    std::fs::write(
-        dir.path().join("config.toml"),
-        config + "refresh_before = \"5m\"\n",
-    )
-    .unwrap();
-    d.reload();
+    new_settings(&dir, &d);
     assert!(
         super::get::fast(&d, &plain()).is_none(),
         "the old settings' answer"
@@ -211,13 +213,7 @@ async fn what_a_connection_thread_keeps_follows_the_cell() {
     assert_eq!(token(&mut kept), Some(first.access_token.clone()));
     assert_eq!(token(&mut kept), Some(first.access_token.clone()), "kept");
     // New settings: not answered with the old ones' answer.
-    let config = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
-    std::fs::write(
-        dir.path().join("config.toml"),
-        config + "refresh_before = \"5m\"\n",
-    )
-    .unwrap();
-    d.reload();
+    new_settings(&dir, &d);
     assert_eq!(token(&mut kept), None, "the old settings' answer");
     for _ in 0..3 {
         get(&d).await.unwrap();
