@@ -17,20 +17,24 @@
 //! `config_file` fuzz target check the two agree on every text this
 //! accepts.
 
-use std::ops::Range;
+use toml::Value;
 
-use toml::{Spanned, Value};
+use super::{Key, SiteTables};
 
-use super::{Key, RawTable};
-
-/// The sites of a document in the common form, as `take_sites` would give
-/// them; `None` for any other document.
-#[allow(clippy::type_complexity)]
-pub(super) fn sites(text: &str) -> Option<Vec<(Spanned<String>, Spanned<RawTable>)>> {
+/// Reads a document in the common form, handing each site to `site` as
+/// soon as its table ends: its name, where the name is, and its entries
+/// (to take the values out of). One table's entries are in memory at a
+/// time. `None` for any other document (`site` may have had some of its
+/// sites by then). A name written twice is the caller's to notice.
+pub(super) fn read(
+    text: &str,
+    mut site: impl FnMut(String, usize, &mut [(Key, usize, Option<Value>)]),
+) -> Option<()> {
     let b = text.as_bytes();
     // A `\r` only before a `\n` (checked by each line when there is one).
     let cr = b.contains(&b'\r');
-    let mut sites: Vec<(Spanned<String>, Spanned<RawTable>)> = Vec::new();
+    let mut current: Option<(String, usize)> = None;
+    let mut entries: Vec<(Key, usize, Option<Value>)> = Vec::with_capacity(16);
     let mut pos = 0;
     while pos < b.len() {
         let end = line_end(b, pos, cr)?;
@@ -40,31 +44,45 @@ pub(super) fn sites(text: &str) -> Option<Vec<(Spanned<String>, Spanned<RawTable
         if rest.is_empty() || rest[0] == b'#' {
             comment(b, start, end)?;
         } else if rest[0] == b'[' {
-            let (name, header) = header(text, start, end)?;
-            sites.push((name, Spanned::new(header, RawTable(Vec::with_capacity(8)))));
+            let header = header(text, start, end)?;
+            if let Some((name, at)) = current.replace(header) {
+                site(name, at, &mut entries);
+                entries.clear();
+            }
         } else {
-            let (key, value) = entry(text, start, end)?;
-            let (_, table) = sites.last_mut()?;
-            let entries = &mut table.get_mut().0;
+            let (key, at, value) = entry(text, start, end)?;
+            current.as_ref()?;
             // A handful of keys: a scan.
-            if entries
-                .iter()
-                .any(|(k, _)| same_key(k.get_ref(), key.get_ref()))
-            {
+            if entries.iter().any(|(k, _, _)| same_key(k, &key)) {
                 return None;
             }
-            entries.push((key, value));
+            entries.push((key, at, Some(value)));
         }
         pos = next_line(b, end);
     }
-    sites.sort_by(|(a, _), (b, _)| a.get_ref().cmp(b.get_ref()));
-    if sites
-        .windows(2)
-        .any(|w| w[0].0.get_ref() == w[1].0.get_ref())
-    {
+    if let Some((name, at)) = current {
+        site(name, at, &mut entries);
+    }
+    Some(())
+}
+
+/// The sites of a document in the common form, as `take_sites` would give
+/// them; `None` for any other document.
+fn sites(text: &str) -> Option<SiteTables> {
+    let mut tables = SiteTables::default();
+    read(text, |name, at, entries| {
+        tables.push_site(name, at);
+        for (key, at, value) in entries {
+            if let Some(value) = value.take() {
+                tables.push_entry(*at, std::mem::take(key), value);
+            }
+        }
+    })?;
+    tables.sites.sort_by(|(a, _, _), (b, _, _)| a.cmp(b));
+    if tables.sites.windows(2).any(|w| w[0].0 == w[1].0) {
         return None;
     }
-    Some(sites)
+    Some(tables)
 }
 
 /// Whether two keys of one table are the same: two known keys are the
@@ -152,8 +170,8 @@ fn bare_key(b: &[u8], i: usize, end: usize) -> Option<usize> {
     (j > i).then_some(j)
 }
 
-/// `[site.NAME]`: the name, and the header's span.
-fn header(text: &str, start: usize, end: usize) -> Option<(Spanned<String>, Range<usize>)> {
+/// `[site.NAME]`: the name, and where it is.
+fn header(text: &str, start: usize, end: usize) -> Option<(String, usize)> {
     let b = text.as_bytes();
     let i = start + 1;
     if b.get(i..i + 5)? != b"site." {
@@ -167,14 +185,11 @@ fn header(text: &str, start: usize, end: usize) -> Option<(Spanned<String>, Rang
     comment(b, name_end + 1, end)?;
     // Bare: ASCII, so the slice is on character boundaries.
     let name = text.get(name_start..name_end)?.to_owned();
-    Some((
-        Spanned::new(name_start..name_end, name),
-        start..name_end + 1,
-    ))
+    Some((name, name_start))
 }
 
-/// `KEY = VALUE`, then nothing or a comment.
-fn entry(text: &str, start: usize, end: usize) -> Option<(Spanned<Key>, Spanned<Value>)> {
+/// `KEY = VALUE`, then nothing or a comment: the key, where it is, the value.
+fn entry(text: &str, start: usize, end: usize) -> Option<(Key, usize, Value)> {
     let b = text.as_bytes();
     let key_end = bare_key(b, start, end)?;
     let eq = skip_ws(&b[..end], key_end);
@@ -190,10 +205,7 @@ fn entry(text: &str, start: usize, end: usize) -> Option<(Spanned<Key>, Spanned<
         Some((known, _)) => Key::Borrowed(known),
         None => Key::Owned(key.to_owned()),
     };
-    Some((
-        Spanned::new(start..key_end, key),
-        Spanned::new(v..value_end, value),
-    ))
+    Some((key, start, value))
 }
 
 fn value(text: &str, i: usize, end: usize) -> Option<(Value, usize)> {
@@ -261,11 +273,10 @@ fn string(text: &str, i: usize, end: usize) -> Option<(String, usize)> {
 
 /// What the full parse gives: `take_sites` of the parsed document, when
 /// the document has nothing but sites.
-#[allow(clippy::type_complexity)]
-fn full(text: &str) -> Option<Vec<(Spanned<String>, Spanned<RawTable>)>> {
+fn full(text: &str) -> Option<SiteTables> {
     let mut root = toml::de::DeTable::parse(text).ok()?.into_inner();
     if root.is_empty() {
-        return Some(Vec::new());
+        return Some(SiteTables::default());
     }
     let sites = super::take_sites(&mut root).ok()??;
     root.is_empty().then_some(sites)
@@ -273,8 +284,8 @@ fn full(text: &str) -> Option<Vec<(Spanned<String>, Spanned<RawTable>)>> {
 
 /// For the tests and the `config_file` fuzz target: panics unless the fast
 /// read of `text`, where it reads one, is what the full parse gives (the
-/// names, keys, values and spans; the sites in order, the keys of each in
-/// any).
+/// names, keys, values and where each name and key is; the sites in
+/// order, the keys of each in any).
 #[doc(hidden)]
 #[allow(clippy::panic)] // a check for the tests and the fuzzer: a panic is its finding
 pub fn check_fast_read(text: &str) {
@@ -284,21 +295,26 @@ pub fn check_fast_read(text: &str) {
     let Some(full) = full(text) else {
         panic!("the fast read took a text the full parse does not: {text:?}");
     };
-    let show = |s: &[(Spanned<String>, Spanned<RawTable>)]| {
-        s.iter()
-            .map(|(n, t)| {
-                let mut entries: Vec<_> = t
-                    .get_ref()
-                    .0
+    assert_eq!(fast.shown(), full.shown(), "{text:?}");
+}
+
+impl SiteTables {
+    /// Each site as its name and where it is, with its entries in order
+    /// of key.
+    #[allow(clippy::type_complexity)]
+    fn shown(&self) -> Vec<(String, usize, Vec<(String, usize, Option<Value>)>)> {
+        self.sites
+            .iter()
+            .map(|(name, at, run)| {
+                let mut entries: Vec<_> = self.entries[run.clone()]
                     .iter()
-                    .map(|(k, v)| (k.get_ref().clone(), k.span(), v.span(), v.get_ref().clone()))
+                    .map(|(k, at, v)| (k.to_string(), *at, v.clone()))
                     .collect();
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
-                (n.span(), n.get_ref().clone(), t.span(), entries)
+                (name.clone(), *at, entries)
             })
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(show(&fast), show(&full), "{text:?}");
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -377,5 +393,54 @@ mod tests {
         }
         assert!(sites(&text).is_some());
         agree(&text);
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use std::path::Path;
+
+    use super::super::Config;
+
+    /// The same document read fast (each site parsed as its table ends)
+    /// and by the full parse (an empty `[daemon]` table sends it there):
+    /// the same sites, and the same errors, in the same order, at the
+    /// same lines.
+    #[test]
+    fn the_fast_read_and_the_full_parse_make_the_same_config() {
+        let text = "\
+[site.zeta]
+issuer = \"https://z.example\"
+client_id = \"z\"
+scops = [\"read\"]
+
+[site.alpha]
+issuer = \"http://a.example\"
+client_id = \"a\"
+
+[site.mid]
+issuer = \"https://m.example\"
+client_id = \"m\"
+client_secret_env = \"M\"
+grant = \"client_credentials\"
+scopes = [\"read\", \"write\"]
+
+[site.nocid]
+issuer = \"https://n.example\"
+";
+        let path = Path::new("/c.toml");
+        assert!(super::sites(text).is_some(), "read fast");
+        let fast = Config::parse(path, text);
+        let full = Config::parse(path, &format!("{text}\n[daemon]\n"));
+        let shown = |c: &Config| c.errors.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(shown(&fast), shown(&full));
+        assert_eq!(fast.errors.len(), 3, "{:?}", shown(&fast));
+        assert!(shown(&fast)[0].starts_with("/c.toml:7: site alpha: key `issuer`"));
+        assert_eq!(fast.sites, full.sites);
+        assert_eq!(fast.sites.keys().collect::<Vec<_>>(), ["mid"]);
+        assert_eq!(fast.broken, full.broken);
+        // A site written twice: the full parse's words.
+        let twice = "[site.a]\nclient_id = \"a\"\n[site.a]\nclient_id = \"b\"\n";
+        assert!(Config::parse(path, twice).unparsable.is_some());
     }
 }

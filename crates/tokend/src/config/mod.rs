@@ -180,6 +180,44 @@ struct RawFile {
     proxy: BTreeMap<Spanned<String>, Spanned<RawTable>>,
 }
 
+/// The `[site.NAME]` tables of a document, as either read gives them:
+/// every table's entries in one list (a site is a run of it: no list a
+/// site, and none made again by `parse_site`), the sites in order of name.
+#[derive(Debug, Default)]
+pub(super) struct SiteTables {
+    /// Each key, where it is (its byte offset) and its value, site after site.
+    entries: Vec<(Key, usize, Option<toml::Value>)>,
+    /// Each site's name, where its name is, and its run of `entries`.
+    sites: Vec<(String, usize, std::ops::Range<usize>)>,
+}
+
+impl SiteTables {
+    fn from_raw(raw: impl IntoIterator<Item = (Spanned<String>, Spanned<RawTable>)>) -> SiteTables {
+        let mut tables = SiteTables::default();
+        for (name, table) in raw {
+            let at = name.span().start;
+            tables.push_site(name.into_inner(), at);
+            for (k, v) in table.into_inner() {
+                tables.push_entry(k.span().start, k.into_inner(), v.into_inner());
+            }
+        }
+        tables
+    }
+
+    fn push_site(&mut self, name: String, at: usize) {
+        let start = self.entries.len();
+        self.sites.push((name, at, start..start));
+    }
+
+    /// An entry of the last site pushed.
+    fn push_entry(&mut self, at: usize, key: Key, value: toml::Value) {
+        self.entries.push((key, at, Some(value)));
+        if let Some((_, _, run)) = self.sites.last_mut() {
+            run.end = self.entries.len();
+        }
+    }
+}
+
 /// The error maker of a `[TABLE.NAME]` table: `(line, key, message)`,
 /// the key said as `TABLE.NAME.KEY` (or `TABLE.NAME` without one).
 pub(crate) fn table_error<'a>(
@@ -261,14 +299,11 @@ impl<'a> Lines<'a> {
     }
 }
 
-/// The `[site.NAME]` tables, taken out of the document `root` and made
-/// [`RawTable`]s without serde's visitors (a thousand sites are read before
-/// the daemon is ready). `None`, with `root` as it was, when `site` is not
-/// a table of tables: serde then refuses it, in its words.
-#[allow(clippy::type_complexity)]
-fn take_sites(
-    root: &mut toml::de::DeTable<'_>,
-) -> Result<Option<Vec<(Spanned<String>, Spanned<RawTable>)>>, toml::de::Error> {
+/// The `[site.NAME]` tables, taken out of the document `root` without
+/// serde's visitors (a thousand sites are read before the daemon is
+/// ready). `None`, with `root` as it was, when `site` is not a table of
+/// tables: serde then refuses it, in its words.
+fn take_sites(root: &mut toml::de::DeTable<'_>) -> Result<Option<SiteTables>, toml::de::Error> {
     use toml::de::DeValue;
     let tables = match root.get("site").map(Spanned::get_ref) {
         Some(DeValue::Table(sites)) => sites
@@ -285,19 +320,17 @@ fn take_sites(
     let DeValue::Table(sites) = sites.into_inner() else {
         return Ok(None);
     };
-    let mut out = Vec::with_capacity(sites.len());
+    let mut out = SiteTables::default();
     for (name, table) in sites {
-        let span = table.span();
         let DeValue::Table(table) = table.into_inner() else {
             continue;
         };
-        let mut entries = Vec::with_capacity(table.len());
+        out.push_site(name.get_ref().to_string(), name.span().start);
         for (key, value) in table {
-            let key = Spanned::new(key.span(), Key::Owned(key.into_inner().into_owned()));
-            entries.push((key, value_of(value)?));
+            let at = key.span().start;
+            let key = Key::Owned(key.into_inner().into_owned());
+            out.push_entry(at, key, value_of(value)?.into_inner());
         }
-        let name = Spanned::new(name.span(), name.into_inner().into_owned());
-        out.push((name, Spanned::new(span, RawTable(entries))));
     }
     Ok(Some(out))
 }
@@ -326,6 +359,33 @@ fn value_of(
         )))?,
     };
     Ok(Spanned::new(span, value))
+}
+
+/// A site as `parse_site` made it (or why it could not), by name: small
+/// (a thousand are sorted), each site in the `Arc` the daemon keeps it in.
+type Parsed = Vec<(String, Result<Arc<SiteConfig>, Box<ConfigError>>)>;
+
+/// The sites of a document in the common form (`fast::read`), each parsed
+/// as soon as its table ends, so one table's entries are in memory at a
+/// time; in order of name. `None` for any other document (what was parsed
+/// of it is dropped).
+fn fast_sites(
+    path: &Path,
+    lines: &Lines<'_>,
+    urls: &mut site::SharedUrls,
+    text: &str,
+) -> Option<Parsed> {
+    let mut parsed: Parsed = Vec::new();
+    fast::read(text, |name, at, table| {
+        let site = site::parse_site(path, lines, urls, &name, at, table);
+        parsed.push((name, site.map(Arc::new).map_err(Box::new)));
+    })?;
+    parsed.sort_by(|(a, _), (b, _)| a.cmp(b));
+    // A name written twice is the full parse's to refuse, in its words.
+    if parsed.windows(2).any(|w| w[0].0 == w[1].0) {
+        return None;
+    }
+    Some(parsed)
 }
 
 impl Config {
@@ -374,58 +434,71 @@ impl Config {
             path: path.to_owned(),
             ..Default::default()
         };
-        // The common document (sites alone, plain values) without the TOML
-        // parser; any other through it (config/fast.rs).
-        let parsed = match fast::sites(text) {
-            Some(sites) => Ok((Some(sites), RawFile::default())),
-            None => toml::de::DeTable::parse(text).and_then(|root| {
-                let span = root.span();
-                let mut root = root.into_inner();
-                let sites = take_sites(&mut root)?;
-                let rest =
-                    RawFile::deserialize(toml::de::Deserializer::from(Spanned::new(span, root)))?;
-                Ok((sites, rest))
-            }),
-        };
-        let (sites, raw) = match parsed {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                let line = e.span().map(|s| Lines::new(text).of(s.start));
-                let error = ConfigError {
-                    path: path.to_owned(),
-                    line,
-                    site: None,
-                    key: None,
-                    message: format!("the config file does not parse: {}", e.message().trim()),
-                };
-                config.errors.push(error.clone());
-                config.unparsable = Some(error);
-                return config;
-            }
-        };
         let lines = Lines::new(text);
-        if let Some(table) = raw.daemon {
-            match daemon::parse_daemon(path, &lines, table.into_inner()) {
-                Ok(settings) => config.daemon = settings,
-                Err(e) => config.errors.push(e),
-            }
-        }
         let mut urls = site::SharedUrls::default();
-        let sites = match sites {
-            Some(sites) => sites,
-            None => raw.site.into_iter().collect(),
+        // The common document (sites alone, plain values) without the TOML
+        // parser, each site parsed as soon as its table is read; any other
+        // through the parser (config/fast.rs).
+        let (parsed, raw) = match fast_sites(path, &lines, &mut urls, text) {
+            Some(parsed) => (parsed, RawFile::default()),
+            None => {
+                let whole = toml::de::DeTable::parse(text).and_then(|root| {
+                    let span = root.span();
+                    let mut root = root.into_inner();
+                    let sites = take_sites(&mut root)?;
+                    let rest = RawFile::deserialize(toml::de::Deserializer::from(Spanned::new(
+                        span, root,
+                    )))?;
+                    Ok((sites, rest))
+                });
+                let (sites, mut raw) = match whole {
+                    Ok(whole) => whole,
+                    Err(e) => {
+                        let error = ConfigError {
+                            path: path.to_owned(),
+                            line: e.span().map(|s| lines.of(s.start)),
+                            site: None,
+                            key: None,
+                            message: format!(
+                                "the config file does not parse: {}",
+                                e.message().trim()
+                            ),
+                        };
+                        config.errors.push(error.clone());
+                        config.unparsable = Some(error);
+                        return config;
+                    }
+                };
+                if let Some(table) = raw.daemon.take() {
+                    match daemon::parse_daemon(path, &lines, table.into_inner()) {
+                        Ok(settings) => config.daemon = settings,
+                        Err(e) => config.errors.push(e),
+                    }
+                }
+                let SiteTables { mut entries, sites } = match sites {
+                    Some(sites) => sites,
+                    None => SiteTables::from_raw(std::mem::take(&mut raw.site)),
+                };
+                let parsed = sites
+                    .into_iter()
+                    .map(|(name, at, run)| {
+                        let table = &mut entries[run];
+                        let site = site::parse_site(path, &lines, &mut urls, &name, at, table);
+                        (name, site.map(Arc::new).map_err(Box::new))
+                    })
+                    .collect();
+                (parsed, raw)
+            }
         };
         // In order of name (both reads give them so): the map is built in
         // one pass instead of a thousand inserts.
-        let mut good = Vec::with_capacity(sites.len());
-        for (name, table) in sites {
-            let at = name.span().start;
-            let name = name.into_inner();
-            match site::parse_site(path, &lines, &mut urls, &name, at, table.into_inner()) {
-                Ok(site) => good.push((name, Arc::new(site))),
+        let mut good = Vec::with_capacity(parsed.len());
+        for (name, site) in parsed {
+            match site {
+                Ok(site) => good.push((name, site)),
                 Err(e) => {
-                    config.broken.insert(name, e.clone());
-                    config.errors.push(e);
+                    config.broken.insert(name, (*e).clone());
+                    config.errors.push(*e);
                 }
             }
         }
@@ -590,20 +663,15 @@ scops = ["z"]
 
     /// The site tables as serde makes them, and as `take_sites` does.
     fn both_ways(text: &str) -> (Vec<String>, Vec<String>) {
-        let show = |sites: Vec<(Spanned<String>, Spanned<RawTable>)>| -> Vec<String> {
+        let show = |sites: SiteTables| -> Vec<String> {
             sites
-                .into_iter()
-                .flat_map(|(name, table)| {
-                    let head = format!("{}@{:?} {:?}", name.get_ref(), name.span(), table.span());
-                    let entries = table.into_inner().0.into_iter().map(|(k, v)| {
-                        format!(
-                            "{}@{:?} = {:?}@{:?}",
-                            k.get_ref(),
-                            k.span(),
-                            v.get_ref(),
-                            v.span()
-                        )
-                    });
+                .sites
+                .iter()
+                .flat_map(|(name, at, run)| {
+                    let head = format!("{name}@{at}");
+                    let entries = sites.entries[run.clone()]
+                        .iter()
+                        .map(|(k, at, v)| format!("{k}@{at} = {v:?}"));
                     std::iter::once(head).chain(entries).collect::<Vec<_>>()
                 })
                 .collect()
@@ -611,7 +679,7 @@ scops = ["z"]
         let serde: RawFile = toml::from_str(text).unwrap();
         let mut root = toml::de::DeTable::parse(text).unwrap().into_inner();
         let taken = take_sites(&mut root).unwrap().unwrap();
-        (show(serde.site.into_iter().collect()), show(taken))
+        (show(SiteTables::from_raw(serde.site)), show(taken))
     }
 
     #[test]

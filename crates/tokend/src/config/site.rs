@@ -9,14 +9,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use token_proto::{parse_duration, CargoToken, GitAuth, TokenKind};
-use toml::{Spanned, Value};
+use toml::Value;
 use url::Url;
 
 use super::client_auth::{self, ClientAuth};
 use super::git::GitHost;
 use super::grant::Grant;
 use super::urls::UrlPrefix;
-use super::{preset, ConfigError, Key, Lines, RawTable};
+use super::{preset, ConfigError, Key, Lines};
 
 mod workload;
 pub(crate) use workload::{Subject, Workloads};
@@ -362,7 +362,7 @@ struct Fields<'a> {
     /// The table's keys as written, where each is, and their values until
     /// taken. A list: a site has a handful of keys, and a thousand sites
     /// are parsed before the daemon is ready.
-    table: Vec<(Key, usize, Option<Value>)>,
+    table: &'a mut [(Key, usize, Option<Value>)],
     /// How many values are not taken yet: once none is, a key asked for is
     /// answered without a look (most of the keys a site is asked for, the
     /// workload keys among them).
@@ -541,15 +541,8 @@ pub(super) fn parse_site(
     urls: &mut SharedUrls,
     name: &str,
     header_at: usize,
-    raw: RawTable,
+    table: &mut [(Key, usize, Option<Value>)],
 ) -> Result<SiteConfig, ConfigError> {
-    let table: Vec<(Key, usize, Option<Value>)> = raw
-        .into_iter()
-        .map(|(k, v)| {
-            let at = k.span().start;
-            (k.into_inner(), at, Some(Spanned::into_inner(v)))
-        })
-        .collect();
     if !token_proto::names::is_site_name(name) {
         return Err(ConfigError {
             path: path.to_owned(),
