@@ -607,34 +607,60 @@ pub(super) fn parse_site(
         grant: f
             .choice("grant", Grant::all().map(|g| (g.name(), g)))?
             .unwrap_or(Grant::DEFAULT),
-        redirect_uri: f.url("redirect_uri")?,
         scope_separator: scope_separator.map_or(Cow::Borrowed(" "), Cow::Owned),
-        refresh_before: f.duration("refresh_before")?,
-        extra_params: f.string_table("extra_params")?,
-        hosts: f.parsed_list("hosts", GitHost::parse)?,
-        served: f.parsed_list("urls", UrlPrefix::parse)?,
-        login_hint: f.string("login_hint")?,
-        cargo_token: f
+        redirect_uri: None,
+        refresh_before: None,
+        extra_params: Vec::new(),
+        hosts: Vec::new(),
+        served: Vec::new(),
+        login_hint: None,
+        cargo_token: CargoToken::default(),
+        git_auth: GitAuth::default(),
+        username: None,
+        api_key: None,
+        preset: None,
+        subdomain: None,
+        base_url: None,
+        tenant: None,
+        api_base: None,
+        dpop: false,
+        kube_token: TokenKind::default(),
+        prompt: None,
+        files: Vec::new(),
+        pinned: String::new(),
+        workload: Workloads::default(),
+    };
+    // The keys most sites leave out, in this order (which decides the error
+    // told first): once every key written is taken, as for most sites by
+    // now, they are left as they are, none looked up.
+    if f.left > 0 {
+        site.redirect_uri = f.url("redirect_uri")?;
+        site.refresh_before = f.duration("refresh_before")?;
+        site.extra_params = f.string_table("extra_params")?;
+        site.hosts = f.parsed_list("hosts", GitHost::parse)?;
+        site.served = f.parsed_list("urls", UrlPrefix::parse)?;
+        site.login_hint = f.string("login_hint")?;
+        site.cargo_token = f
             .choice(
                 "cargo_token",
                 [("bearer", CargoToken::Bearer), ("raw", CargoToken::Raw)],
             )?
-            .unwrap_or_default(),
-        git_auth: f
+            .unwrap_or_default();
+        site.git_auth = f
             .choice(
                 "git_auth",
                 [("basic", GitAuth::Basic), ("bearer", GitAuth::Bearer)],
             )?
-            .unwrap_or_default(),
-        username: f.string("username")?,
-        api_key: f.string("api_key")?,
-        preset: f.string("preset")?,
-        subdomain: f.string("subdomain")?,
-        base_url: f.url("base_url")?,
-        tenant: f.string("tenant")?,
-        api_base: f.url("api_base")?,
-        dpop: f.boolean("dpop")?.unwrap_or(false),
-        kube_token: f
+            .unwrap_or_default();
+        site.username = f.string("username")?;
+        site.api_key = f.string("api_key")?;
+        site.preset = f.string("preset")?;
+        site.subdomain = f.string("subdomain")?;
+        site.base_url = f.url("base_url")?;
+        site.tenant = f.string("tenant")?;
+        site.api_base = f.url("api_base")?;
+        site.dpop = f.boolean("dpop")?.unwrap_or(false);
+        site.kube_token = f
             .choice(
                 "kube_token",
                 [
@@ -642,12 +668,11 @@ pub(super) fn parse_site(
                     ("id_token", TokenKind::IdToken),
                 ],
             )?
-            .unwrap_or_default(),
-        prompt: f.string_or_empty("prompt")?,
-        files: f.files("file")?,
-        pinned: String::new(),
-        workload: Workloads::new(f.workload()?),
-    };
+            .unwrap_or_default();
+        site.prompt = f.string_or_empty("prompt")?;
+        site.files = f.files("file")?;
+        site.workload = Workloads::new(f.workload()?);
+    }
     let from_hosts: Vec<UrlPrefix> = site.hosts.iter().flat_map(UrlPrefix::of_host).collect();
     site.served.extend(from_hosts);
     site.pinned = site.pin_written();
