@@ -338,6 +338,28 @@ async fn a_busy_connection_gets_a_thread_and_answers_as_before() {
     assert_eq!(server.threads(), 1);
 }
 
+/// A thread looks for its caller's next line a moment before it sleeps: a
+/// caller slower than that, or one that closes while it looks, is served
+/// (or let go) as one that is quick.
+#[tokio::test]
+async fn a_promoted_caller_slow_quick_or_gone_is_served_alike() {
+    let server = promoting();
+    let mut c = promoted(&server).await;
+    for pause in [0, 5, 0, 0, 3, 0] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        corp_token(&c.ask(&get_never("corp")).await);
+    }
+    // A half line, then the rest after the looks are over.
+    let line = get_never("corp") + "\n";
+    let (head, tail) = line.split_at(10);
+    c.send_raw(head.as_bytes()).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    c.send_raw(tail.as_bytes()).await;
+    corp_token(&c.value().await);
+    drop(c);
+    threads_become(&server, 0).await;
+}
+
 #[tokio::test]
 async fn requests_a_thread_does_not_answer_go_back_to_the_task_in_order() {
     let server = promoting();
