@@ -456,8 +456,15 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 #[cfg(windows)]
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    async {
-        let _ = tokio::signal::ctrl_c().await;
+    let ctrl_c = tokio::signal::windows::ctrl_c();
+    async move {
+        match ctrl_c {
+            Ok(mut ctrl_c) => {
+                ctrl_c.recv().await;
+                tracing::info!("Ctrl-C");
+            }
+            Err(_) => std::future::pending().await,
+        }
     }
 }
 

@@ -178,6 +178,7 @@ impl Directory {
 
     /// The count of changes to the directory: the same while every site's
     /// settings and cell are.
+    #[cfg(unix)]
     pub(crate) fn changes(&self) -> u64 {
         self.0.changes.0.load(Ordering::Acquire)
     }

@@ -202,6 +202,7 @@ async fn nothing_is_served_from_the_cell_past_the_serve_margin() {
 
 /// What a connection thread keeps of its answer (`Kept`) is let go as soon
 /// as the cell or the settings change: new settings, a logout.
+#[cfg(unix)]
 #[tokio::test(start_paused = true)]
 async fn what_a_connection_thread_keeps_follows_the_cell() {
     let (dir, _provider, d) = one_site("", 3600);

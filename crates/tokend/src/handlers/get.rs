@@ -72,9 +72,11 @@ pub(super) fn fast(d: &Daemon, req: &GetRequest) -> Option<Arc<Ready>> {
 /// While neither count moved, [`fast_kept`] answers from here: two
 /// counters read, no lock taken and no reference counted, so the threads
 /// of callers on two cores write no line they share.
+#[cfg(unix)]
 #[derive(Debug, Default)]
 pub(crate) struct Kept(Option<KeptAnswer>);
 
+#[cfg(unix)]
 #[derive(Debug)]
 struct KeptAnswer {
     directory: u64,
@@ -87,6 +89,7 @@ struct KeptAnswer {
 /// [`fast`], answered from `kept` while it holds what the site publishes
 /// (and read into it when not). `kept` is for this one request: a caller
 /// whose request changes starts a new one.
+#[cfg(unix)]
 pub(super) fn fast_kept<'k>(d: &Daemon, req: &GetRequest, kept: &'k mut Kept) -> Option<&'k Ready> {
     let deps = d.deps();
     let now = deps.clock.now();

@@ -10,6 +10,7 @@ mod paste;
 pub(crate) mod share;
 mod status;
 
+#[cfg(unix)]
 pub(crate) use get::Kept;
 pub(crate) use logout::forget_removed;
 
@@ -120,6 +121,7 @@ pub(crate) fn answer_at_once(
 
 /// [`answer_at_once`] for a connection thread, from what it `kept` of the
 /// same request before (`get::Kept`): the answer is borrowed, not counted.
+#[cfg(unix)]
 pub(crate) fn answer_kept<'k>(
     d: &Daemon,
     share: Option<&ShareConfig>,

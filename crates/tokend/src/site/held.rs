@@ -141,12 +141,14 @@ impl Held {
     }
 
     /// [`Held::current`] and the count of changes it is from.
+    #[cfg(unix)]
     pub(crate) fn current_and_version(&self) -> (Option<Arc<Ready>>, u64) {
         let cell = self.lock();
         (cell.clone(), self.version.load(Ordering::Acquire))
     }
 
     /// The count of changes: the same while what is published is.
+    #[cfg(unix)]
     pub(crate) fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
     }
