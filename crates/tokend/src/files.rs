@@ -206,13 +206,13 @@ fn files() -> std::sync::MutexGuard<'static, BTreeMap<String, SiteFiles>> {
 
 /// A file of the site's serves its ID token: keep that fresh too.
 pub(crate) fn wants_id_token(cfg: &SiteConfig) -> bool {
-    cfg.files.iter().any(|f| f.format == Format::IdToken)
+    cfg.rare.files.iter().any(|f| f.format == Format::IdToken)
 }
 
 /// The hook: called by the site's actor after each thing it handles.
 /// Cheap when nothing changed, nothing at all for a site without files.
 pub(crate) fn sync(site: &str, cfg: &SiteConfig, st: &TokenState) {
-    if cfg.files.is_empty() {
+    if cfg.rare.files.is_empty() {
         return;
     }
     let now = crate::clock::Clock::System.now();
@@ -223,11 +223,11 @@ pub(crate) fn sync(site: &str, cfg: &SiteConfig, st: &TokenState) {
     });
     let mut all = files();
     let entry = all.entry(site.to_owned()).or_default();
-    let same_files = entry.entries.len() == cfg.files.len()
+    let same_files = entry.entries.len() == cfg.rare.files.len()
         && entry
             .entries
             .iter()
-            .zip(&cfg.files)
+            .zip(&cfg.rare.files)
             .all(|(e, f)| e.file == *f);
     if same_files && entry.written == fingerprint {
         return;
@@ -237,11 +237,12 @@ pub(crate) fn sync(site: &str, cfg: &SiteConfig, st: &TokenState) {
     let dropped: Vec<PathBuf> = entry
         .entries
         .iter()
-        .filter(|e| !cfg.files.iter().any(|f| f.path == e.file.path))
+        .filter(|e| !cfg.rare.files.iter().any(|f| f.path == e.file.path))
         .map(|e| e.file.path.clone())
         .collect();
     if !same_files {
         entry.entries = cfg
+            .rare
             .files
             .iter()
             .map(|f| Entry {
@@ -255,6 +256,7 @@ pub(crate) fn sync(site: &str, cfg: &SiteConfig, st: &TokenState) {
     entry.generation += 1;
     let generation = entry.generation;
     let work: Vec<(PathBuf, Option<Payload>)> = cfg
+        .rare
         .files
         .iter()
         .map(|f| {
@@ -475,7 +477,8 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
 pub(crate) fn status(site: &str, cfg: &SiteConfig) -> Vec<FileStatus> {
     let all = files();
     let known = all.get(site);
-    cfg.files
+    cfg.rare
+        .files
         .iter()
         .map(|f| {
             let e = known.and_then(|k| k.entries.iter().find(|e| e.file == *f));
@@ -499,7 +502,7 @@ pub(crate) fn reconcile(config: &Config) -> Vec<String> {
         let wanted = config
             .sites
             .get(site)
-            .map(|c| c.files.as_slice())
+            .map(|c| c.rare.files.as_slice())
             .unwrap_or(&[]);
         for e in &state.entries {
             if !wanted.iter().any(|w| w.path == e.file.path) {
@@ -534,7 +537,7 @@ pub(crate) fn reconcile(config: &Config) -> Vec<String> {
     config
         .sites
         .values()
-        .filter(|c| !c.files.is_empty())
+        .filter(|c| !c.rare.files.is_empty())
         .map(|c| c.name.clone())
         .collect()
 }

@@ -193,9 +193,9 @@ pub(super) struct PresetError {
 /// The keys only some preset reads, with the field that holds them.
 fn param_value<'a>(site: &'a SiteConfig, key: &str) -> Option<&'a str> {
     match key {
-        "subdomain" => site.subdomain.as_deref(),
-        "base_url" => site.base_url.as_deref(),
-        "tenant" => site.tenant.as_deref(),
+        "subdomain" => site.rare.subdomain.as_deref(),
+        "base_url" => site.rare.base_url.as_deref(),
+        "tenant" => site.rare.tenant.as_deref(),
         _ => None,
     }
 }
@@ -206,7 +206,7 @@ const PARAM_KEYS: &[&str] = &["subdomain", "base_url", "tenant"];
 /// `separator_given`: the user set `scope_separator` (the field itself
 /// always holds a value, `" "` by default).
 pub(super) fn apply(site: &mut SiteConfig, separator_given: bool) -> Result<(), PresetError> {
-    let preset = match site.preset.as_deref() {
+    let preset = match site.rare.preset.as_deref() {
         None => None,
         Some(name) => Some(PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {
             let known: Vec<String> = names().iter().map(|n| format!("\"{n}\"")).collect();
@@ -300,7 +300,8 @@ pub(super) fn apply(site: &mut SiteConfig, separator_given: bool) -> Result<(), 
         preset.redirect_uri
     };
     set(&mut site.redirect_uri, fill(redirect), key)?;
-    set(&mut site.api_base, fill(preset.api_base), key)?;
+    let api_base = fill(preset.api_base);
+    site.rare.edit(|r| set(&mut r.api_base, api_base, key))?;
     if !separator_given {
         if let Some(sep) = preset.scope_separator {
             site.scope_separator = sep.into();
@@ -309,8 +310,8 @@ pub(super) fn apply(site: &mut SiteConfig, separator_given: bool) -> Result<(), 
     if site.secret.is_some() && site.client_auth.is_none() {
         site.client_auth = preset.secret_auth;
     }
-    if site.prompt.is_none() {
-        site.prompt = preset.prompt.map(str::to_owned);
+    if let (None, Some(prompt)) = (&site.rare.prompt, preset.prompt) {
+        site.rare.edit(|r| r.prompt = Some(prompt.to_owned()));
     }
     Ok(())
 }
@@ -369,10 +370,10 @@ mod tests {
         );
         assert_eq!(s.scope_separator, ",");
         assert_eq!(
-            s.api_base.as_deref().map(Url::as_str),
+            s.rare.api_base.as_deref().map(Url::as_str),
             Some("https://api.stackexchange.com/2.3")
         );
-        assert_eq!(s.api_key.as_deref(), Some("k"));
+        assert_eq!(s.rare.api_key.as_deref(), Some("k"));
         assert_eq!(s.issuer, None);
         assert_eq!(s.revoke_url, None);
         assert_eq!(s.redirect_uri, None, "loopback by default");
@@ -418,7 +419,7 @@ mod tests {
             Some("https://acme.stackenterprise.co/oauth/login_success")
         );
         assert_eq!(
-            s.api_base.as_deref().map(Url::as_str),
+            s.rare.api_base.as_deref().map(Url::as_str),
             Some("https://acme.stackenterprise.co/api/2.3")
         );
         assert_eq!(s.scope_separator, ",");
@@ -454,7 +455,7 @@ mod tests {
             Some("https://github.com/login/device/code")
         );
         assert_eq!(s.scope_separator, " ");
-        assert_eq!(s.api_base, None);
+        assert_eq!(s.rare.api_base, None);
     }
 
     #[test]
@@ -521,7 +522,7 @@ mod tests {
             Some("http://127.0.0.1:9/oauth/access_token")
         );
         assert_eq!(
-            s.api_base.as_deref().map(Url::as_str),
+            s.rare.api_base.as_deref().map(Url::as_str),
             Some("http://127.0.0.1:9/2.3")
         );
         assert_eq!(s.scope_separator, " ");
@@ -558,7 +559,7 @@ mod tests {
     fn without_a_preset_nothing_changes() {
         let s = site("issuer = \"https://a.example\"\n");
         assert_eq!(s.scope_separator, " ");
-        assert_eq!(s.api_base, None);
+        assert_eq!(s.rare.api_base, None);
         assert_eq!(s.authorize_url, None);
     }
 }

@@ -18,7 +18,9 @@ use super::grant::Grant;
 use super::urls::UrlPrefix;
 use super::{preset, ConfigError, Key, Lines};
 
+mod rare;
 mod workload;
+pub(crate) use rare::{Rare, RareKeys};
 pub(crate) use workload::{Subject, Workloads};
 
 /// How the client secret is obtained; the secret itself never sits in the config.
@@ -156,37 +158,21 @@ pub struct SiteConfig {
     pub(crate) scope_separator: Cow<'static, str>,
     /// Seconds before expiry to refresh; `None`: a fraction of the lifetime.
     pub(crate) refresh_before: Option<u64>,
-    pub(crate) extra_params: Vec<(String, String)>,
     /// The git remotes this site serves (`token credential`).
     pub(crate) hosts: Vec<GitHost>,
     /// What the site serves in the URL map: its `urls` prefixes, then its
     /// `hosts` as `https://HOST[:PORT]/` (and `http://` for loopback).
     pub(crate) served: Vec<UrlPrefix>,
-    /// `login_hint` sent to the authorization endpoint: which account.
-    pub(crate) login_hint: Option<String>,
     /// How cargo's helper sends the token: `Bearer …` unless `cargo_token = "raw"`.
     pub(crate) cargo_token: CargoToken,
     /// How git sends the token: Basic (`username` + token) unless `git_auth = "bearer"`.
     pub(crate) git_auth: GitAuth,
-    /// The user name git sends beside the token; `None`: `oauth2`.
-    pub(crate) username: Option<String>,
-    pub(crate) api_key: Option<String>,
-    pub(crate) preset: Option<String>,
-    pub(crate) subdomain: Option<String>,
-    /// As written: a preset's issuer is made from it.
-    pub base_url: Option<WrittenUrl>,
-    pub(crate) tenant: Option<String>,
-    /// Stack Exchange API base (`https://api.stackexchange.com/2.3`): logout
-    /// invalidates the access token there instead of RFC 7009 revocation.
-    pub api_base: Option<Box<Url>>,
     /// Sender-constrained tokens (RFC 9449): a DPoP key per site, proofs on
     /// every token request, `token get --dpop` proofs for resource requests.
     pub(crate) dpop: bool,
     /// Which token `token kube` serves: the access token unless
     /// `kube_token = "id_token"` (clusters that authenticate with OIDC).
     pub(crate) kube_token: TokenKind,
-    /// `prompt` as written (`""`: send none); `None`: the default.
-    pub(crate) prompt: Option<String>,
     /// The rest of [`SiteConfig::identity`]: the endpoints that receive the
     /// login (or its tokens) and the client authentication, as written in
     /// the config (a preset's own endpoints follow from its other keys).
@@ -195,8 +181,9 @@ pub struct SiteConfig {
     /// Workload identity: the client key, federated assertions, the
     /// jwt-bearer assertion and the token-exchange subject.
     pub(crate) workload: Workloads,
-    /// `[[site.NAME.file]]`: token files kept fresh.
-    pub(crate) files: Vec<crate::files::TokenFile>,
+    /// `extra_params`, `login_hint`, `username`, `api_key`, `preset` and its
+    /// parameters, `api_base`, `prompt`, `file`: boxed, only when set.
+    pub(crate) rare: Rare,
 }
 
 impl SiteConfig {
@@ -218,9 +205,9 @@ impl SiteConfig {
     /// the spec drop `offline_access` and issue no refresh token), unless
     /// `extra_params` sets one.
     pub(crate) fn effective_prompt(&self) -> Option<&str> {
-        match &self.prompt {
+        match &self.rare.prompt {
             Some(p) => Some(p.as_str()).filter(|p| !p.is_empty()),
-            None if self.extra_params.iter().any(|(k, _)| k == "prompt") => None,
+            None if self.rare.extra_params.iter().any(|(k, _)| k == "prompt") => None,
             None => (self.wants_id_token() && self.expects_refresh_token()).then_some("consent"),
         }
     }
@@ -255,14 +242,14 @@ impl SiteConfig {
             Some(SecretSource::Cmd(_)) | None => None,
         };
         // Without an issuer (or preset) the token URL is the provider itself.
-        let token_url = (self.issuer.is_some() || self.preset.is_some())
+        let token_url = (self.issuer.is_some() || self.rare.preset.is_some())
             .then_some(self.token_url.as_deref())
             .flatten();
         let pins = [
             ("token_url", token_url),
             ("revoke_url", self.revoke_url.as_deref().map(Url::as_str)),
             ("device_url", self.device_url.as_deref().map(Url::as_str)),
-            ("api_base", self.api_base.as_deref().map(Url::as_str)),
+            ("api_base", self.rare.api_base.as_deref().map(Url::as_str)),
             ("client_auth", self.client_auth.map(client_auth::name)),
             (
                 "client_key_file",
@@ -610,36 +597,27 @@ pub(super) fn parse_site(
         scope_separator: scope_separator.map_or(Cow::Borrowed(" "), Cow::Owned),
         redirect_uri: None,
         refresh_before: None,
-        extra_params: Vec::new(),
         hosts: Vec::new(),
         served: Vec::new(),
-        login_hint: None,
         cargo_token: CargoToken::default(),
         git_auth: GitAuth::default(),
-        username: None,
-        api_key: None,
-        preset: None,
-        subdomain: None,
-        base_url: None,
-        tenant: None,
-        api_base: None,
         dpop: false,
         kube_token: TokenKind::default(),
-        prompt: None,
-        files: Vec::new(),
         pinned: String::new(),
         workload: Workloads::default(),
+        rare: Rare::default(),
     };
     // The keys most sites leave out, in this order (which decides the error
     // told first): once every key written is taken, as for most sites by
     // now, they are left as they are, none looked up.
     if f.left > 0 {
+        let mut rare = RareKeys::default();
         site.redirect_uri = f.url("redirect_uri")?;
         site.refresh_before = f.duration("refresh_before")?;
-        site.extra_params = f.string_table("extra_params")?;
+        rare.extra_params = f.string_table("extra_params")?;
         site.hosts = f.parsed_list("hosts", GitHost::parse)?;
         site.served = f.parsed_list("urls", UrlPrefix::parse)?;
-        site.login_hint = f.string("login_hint")?;
+        rare.login_hint = f.string("login_hint")?;
         site.cargo_token = f
             .choice(
                 "cargo_token",
@@ -652,13 +630,13 @@ pub(super) fn parse_site(
                 [("basic", GitAuth::Basic), ("bearer", GitAuth::Bearer)],
             )?
             .unwrap_or_default();
-        site.username = f.string("username")?;
-        site.api_key = f.string("api_key")?;
-        site.preset = f.string("preset")?;
-        site.subdomain = f.string("subdomain")?;
-        site.base_url = f.url("base_url")?;
-        site.tenant = f.string("tenant")?;
-        site.api_base = f.url("api_base")?;
+        rare.username = f.string("username")?;
+        rare.api_key = f.string("api_key")?;
+        rare.preset = f.string("preset")?;
+        rare.subdomain = f.string("subdomain")?;
+        rare.base_url = f.url("base_url")?;
+        rare.tenant = f.string("tenant")?;
+        rare.api_base = f.url("api_base")?;
         site.dpop = f.boolean("dpop")?.unwrap_or(false);
         site.kube_token = f
             .choice(
@@ -669,9 +647,10 @@ pub(super) fn parse_site(
                 ],
             )?
             .unwrap_or_default();
-        site.prompt = f.string_or_empty("prompt")?;
-        site.files = f.files("file")?;
+        rare.prompt = f.string_or_empty("prompt")?;
+        rare.files = f.files("file")?;
         site.workload = Workloads::new(f.workload()?);
+        site.rare = Rare::new(rare);
     }
     let from_hosts: Vec<UrlPrefix> = site.hosts.iter().flat_map(UrlPrefix::of_host).collect();
     site.served.extend(from_hosts);

@@ -304,7 +304,8 @@ pub(crate) enum Miss {
 
 /// The site's user name as matched against a URL's (default `oauth2`).
 fn username_of(site: &SiteConfig) -> &str {
-    site.username
+    site.rare
+        .username
         .as_deref()
         .unwrap_or(token_proto::DEFAULT_GIT_USERNAME)
 }

@@ -79,11 +79,11 @@ async fn revoke(d: &Arc<Daemon>, name: &str, out: LoggedOut) -> String {
     let (refresh, access, cfg) = (out.refresh, out.access, out.config);
     if refresh.is_none() && access.is_none() {
         format!("site {name} was not logged in; nothing to revoke")
-    } else if let Some(api_base) = &cfg.api_base {
+    } else if let Some(api_base) = &cfg.rare.api_base {
         // Stack Exchange issues no refresh tokens; its access token is the login.
         match &access {
             None => format!("logged out of site {name}; it held no access token to invalidate"),
-            Some(at) => match tokend_oauth::invalidate(d.http(), api_base, at, cfg.api_key.as_deref()).await {
+            Some(at) => match tokend_oauth::invalidate(d.http(), api_base, at, cfg.rare.api_key.as_deref()).await {
                 Ok(()) => {
                     format!("logged out of site {name}: the provider invalidated its access token")
                 }

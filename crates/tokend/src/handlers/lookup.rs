@@ -36,7 +36,8 @@ fn target(req: &LookupRequest) -> Result<Target, ApiError> {
 }
 
 fn username(site: &SiteConfig) -> String {
-    site.username
+    site.rare
+        .username
         .clone()
         .unwrap_or_else(|| DEFAULT_GIT_USERNAME.to_owned())
 }

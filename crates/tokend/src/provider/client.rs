@@ -88,9 +88,9 @@ pub(crate) async fn build(deps: &Deps, cfg: &SiteConfig) -> Result<Arc<OAuthSite
     };
     let mut site = OAuthSite::new(provider, client);
     site.scope_separator = cfg.scope_separator.to_string();
-    site.extra_params = cfg.extra_params.clone();
+    site.extra_params = cfg.rare.extra_params.clone();
     site.prompt = cfg.effective_prompt().map(str::to_owned);
-    site.login_hint = cfg.login_hint.clone();
+    site.login_hint = cfg.rare.login_hint.clone();
     Ok(Arc::new(site))
 }
 

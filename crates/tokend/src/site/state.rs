@@ -274,7 +274,10 @@ impl TokenState {
             return self.refresh.is_some().then_some(now);
         };
         let expires_at = cur.expires_at?;
-        if cfg.grant.lapses_unused() && self.last_used < cur.obtained_at && cfg.files.is_empty() {
+        if cfg.grant.lapses_unused()
+            && self.last_used < cur.obtained_at
+            && cfg.rare.files.is_empty()
+        {
             // Not used since it was fetched (and no file to keep fresh):
             // let it lapse; the next get fetches.
             return None;

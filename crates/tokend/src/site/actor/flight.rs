@@ -177,7 +177,7 @@ impl Actor {
         };
         // Served before: a site asked again and again (published for that).
         let again = self.st.last_used >= cur.obtained_at;
-        let mut reply = cur.reply(self.cfg.api_key.clone(), None);
+        let mut reply = cur.reply(self.cfg.rare.api_key.clone(), None);
         reply.warning = warning.filter(|_| self.st.say_short(from));
         self.st.last_used = now;
         let reply = self.noted(reply);
@@ -408,7 +408,7 @@ impl Actor {
         let cur = self.held(need)?;
         let reply = cur
             .serves_through_outage(now)
-            .then(|| cur.reply(self.cfg.api_key.clone(), None))?;
+            .then(|| cur.reply(self.cfg.rare.api_key.clone(), None))?;
         self.st.last_used = now;
         Some(self.noted(reply))
     }
@@ -423,7 +423,7 @@ impl Actor {
         min_ttl: Option<u64>,
         from: TtlFrom,
     ) -> Option<TokenReply> {
-        let api_key = self.cfg.api_key.clone();
+        let api_key = self.cfg.rare.api_key.clone();
         let name = self.name.clone();
         let cur = match need {
             Need::Own => self.st.access.as_mut()?,

@@ -106,7 +106,7 @@ impl Actor {
             return None;
         }
         self.st.last_used = now;
-        Some(id.reply(&self.st.scopes, self.cfg.api_key.clone()))
+        Some(id.reply(&self.st.scopes, self.cfg.rare.api_key.clone()))
     }
 
     /// The ID token in hand if it has the outage floor left.
@@ -119,7 +119,7 @@ impl Actor {
             .filter(|t| t.serves_through_outage(now))?;
         self.st.last_used = now;
         Some(Served::Token(
-            id.reply(&self.st.scopes, self.cfg.api_key.clone()),
+            id.reply(&self.st.scopes, self.cfg.rare.api_key.clone()),
         ))
     }
 
@@ -143,7 +143,7 @@ impl Actor {
             .id_token
             .as_ref()
             .filter(|t| t.unexpired(now))
-            .map(|t| t.reply(&self.st.scopes, self.cfg.api_key.clone()));
+            .map(|t| t.reply(&self.st.scopes, self.cfg.rare.api_key.clone()));
         Ok(valid.map_or(Served::NeedLogin, Served::Token))
     }
 }

@@ -179,7 +179,7 @@ impl Actor {
             .access
             .as_ref()
             .filter(|c| c.unexpired(now))
-            .map(|c| c.reply(self.cfg.api_key.clone(), self.st.no_refresh.clone()))
+            .map(|c| c.reply(self.cfg.rare.api_key.clone(), self.st.no_refresh.clone()))
             .map(|r| self.noted(r));
         match reply {
             Some(t) => self.end_login(Ok(t)),
