@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
             &site.issuer,
             &site.token_url,
             &site.redirect_uri,
-            &site.base_url,
+            &site.rare.base_url,
         ];
         for w in written.into_iter().flatten() {
             assert_eq!(
@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
                 &site.authorize_url,
                 &site.revoke_url,
                 &site.device_url,
-                &site.api_base,
+                &site.rare.api_base,
             ]
             .into_iter()
             .filter_map(|u| u.as_deref()),

@@ -183,7 +183,7 @@ pub struct SiteConfig {
     pub(crate) workload: Workloads,
     /// `extra_params`, `login_hint`, `username`, `api_key`, `preset` and its
     /// parameters, `api_base`, `prompt`, `file`: boxed, only when set.
-    pub(crate) rare: Rare,
+    pub rare: Rare,
 }
 
 impl SiteConfig {

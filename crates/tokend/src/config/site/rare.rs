@@ -11,31 +11,31 @@ use crate::files::TokenFile;
 
 /// The keys themselves (see [`super::SiteConfig`]).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub(crate) struct RareKeys {
-    pub extra_params: Vec<(String, String)>,
+pub struct RareKeys {
+    pub(crate) extra_params: Vec<(String, String)>,
     /// `login_hint` sent to the authorization endpoint: which account.
-    pub login_hint: Option<String>,
+    pub(crate) login_hint: Option<String>,
     /// The user name git sends beside the token; `None`: `oauth2`.
-    pub username: Option<String>,
-    pub api_key: Option<String>,
-    pub preset: Option<String>,
-    pub subdomain: Option<String>,
+    pub(crate) username: Option<String>,
+    pub(crate) api_key: Option<String>,
+    pub(crate) preset: Option<String>,
+    pub(crate) subdomain: Option<String>,
     /// As written: a preset's issuer is made from it.
     pub base_url: Option<WrittenUrl>,
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     /// Stack Exchange API base (`https://api.stackexchange.com/2.3`): logout
     /// invalidates the access token there instead of RFC 7009 revocation.
     pub api_base: Option<Box<Url>>,
     /// `prompt` as written (`""`: send none); `None`: the default.
-    pub prompt: Option<String>,
+    pub(crate) prompt: Option<String>,
     /// `[[site.NAME.file]]`: token files kept fresh.
-    pub files: Vec<TokenFile>,
+    pub(crate) files: Vec<TokenFile>,
 }
 
 /// A site's [`RareKeys`], in a box only when one is set. Reads as
 /// `RareKeys` (none set when there is no box).
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Rare(Option<Box<RareKeys>>);
+pub struct Rare(Option<Box<RareKeys>>);
 
 static NONE: RareKeys = RareKeys {
     extra_params: Vec::new(),
